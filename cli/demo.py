@@ -1,0 +1,86 @@
+"""``pool demo``: a manager on a scratch spool, a handful of example jobs, a live view."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+from rich.live import Live
+
+from pool.client import Spool
+from pool.model import State
+
+from . import render
+from .main import console, now
+
+EXPECTED = {
+    "render-1": State.DONE, "render-2": State.DONE, "render-3": State.DONE,
+    "flaky": State.DONE, "doomed": State.FAILED, "endless": State.CANCELLED,
+}
+
+
+def submit_examples(spool: Spool, scratch: Path) -> None:
+    for frame in (1, 2, 3):
+        spool.submit("pool.demo_tasks:render", frame, id=f"render-{frame}", name=f"render frame {frame}",
+                     kwargs={"steps": 20 + 10 * frame, "step_seconds": 0.1})
+    spool.submit("pool.demo_tasks:flaky", str(scratch / "flaky-marker"), id="flaky", name="flaky network call",
+                 retries=2, retry_delay=0.5)
+    spool.submit("pool.demo_tasks:doomed", id="doomed", name="divides by zero")
+    spool.submit("pool.demo_tasks:endless", id="endless", name="runs until killed", priority=1)
+
+
+@click.command()
+@click.option("--spool", "spool_dir", type=click.Path(file_okay=False),
+              help="Run the demo in this spool instead of a temporary one (kept afterwards).")
+@click.option("--kill-after", type=float, default=4.0, show_default=True, help="Seconds before the demo kills 'endless'.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Give up after this many seconds.")
+def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
+    """Start a manager on a scratch spool, run example jobs, and show them live."""
+    scratch = Path(tempfile.mkdtemp(prefix="pool-demo-"))
+    spool = Spool(spool_dir or scratch / "spool")
+    spool.dir.create()
+    manager_log = open(spool.path / "manager.log", "ab")
+    manager = subprocess.Popen(
+        [sys.executable, "-m", "cli", "--spool", str(spool.path), "serve", "--workers", "3",
+         "--tasks", "pool.demo_tasks", "--allow-commands"],
+        stdin=subprocess.DEVNULL, stdout=manager_log, stderr=manager_log)
+    out = console()
+    statuses = []
+    try:
+        submit_examples(spool, scratch)
+        out.print(f"pool demo: a manager (pid {manager.pid}) serves {spool.path} with 3 workers\n")
+        started, killed = time.monotonic(), False
+        with Live(render.status_table([], now()), console=out, refresh_per_second=8) as live:
+            while time.monotonic() - started < timeout:
+                statuses = spool.statuses()
+                statuses.sort(key=lambda s: list(EXPECTED).index(s.id) if s.id in EXPECTED else 99)
+                live.update(render.status_table(statuses, now()))
+                if len(statuses) == len(EXPECTED) and all(s.state.is_final for s in statuses):
+                    break
+                if not killed and time.monotonic() - started >= kill_after:
+                    spool.cancel("endless", grace=1.0)
+                    killed = True
+                if manager.poll() is not None:
+                    raise click.ClickException(f"the manager exited early; see {spool.path / 'manager.log'}")
+                time.sleep(0.1)
+    finally:
+        manager.send_signal(signal.SIGTERM)
+        manager.wait(timeout=30)
+        manager_log.close()
+    out.print()
+    out.print(render.summary(statuses))
+    wrong = [s.id for s in statuses if EXPECTED.get(s.id) is not s.state]
+    if len(statuses) < len(EXPECTED) or wrong:
+        raise click.ClickException(f"demo jobs did not end as expected: {', '.join(wrong) or 'missing jobs'}")
+    if spool_dir:
+        out.print(f"\nThe spool is kept: try `pool --spool {spool_dir} status flaky` or `... logs doomed`.")
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)
+        out.print("\nNext: `pool serve --tasks pool.demo_tasks` in one terminal, "
+                  "`pool submit pool.demo_tasks:render 7` and `pool status` in another.")

@@ -1,0 +1,312 @@
+"""The ``pool`` command: a thin click shell over ``pool.Spool`` and the manager.
+
+Domain errors become one line on stderr and exit 1 here, in one place (PoolGroup);
+usage errors are click's, exit 2. Nothing below prints a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.live import Live
+
+from pool.client import Spool, default_spool_path
+from pool.errors import JobNotFound, PoolError
+from pool.model import JobStatus, State
+
+from . import render
+
+FOLLOW_INTERVAL = 0.1
+
+
+class PoolGroup(click.Group):
+    """Maps every error pool raises on purpose (and OS errors) to one clear line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PoolError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+
+
+def console() -> Console:
+    out = Console(highlight=False, soft_wrap=False)
+    if not out.is_terminal:
+        out.width = max(out.width, 160)
+    return out
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def json_or_text(value: str) -> Any:
+    """A command-line argument as JSON when it parses (``42``, ``[1,2]``), else a string."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+
+
+def key_values(pairs: tuple[str, ...], what: str, parse: Any = json_or_text) -> dict[str, Any]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=what)
+        result[key] = parse(value)
+    return result
+
+
+@click.group(cls=PoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--spool", "spool_path", envvar="POOL_SPOOL", default="spool", show_default=True,
+              type=click.Path(file_okay=False), help="The spool directory (env POOL_SPOOL).")
+@click.version_option(package_name="spoolpool")
+@click.pass_context
+def cli(ctx: click.Context, spool_path: str) -> None:
+    """Background jobs with tracking for one machine: a spool directory is the whole database."""
+    ctx.obj = Spool(spool_path or default_spool_path())
+
+
+# ---------------------------------------------------------------- serve
+@cli.command()
+@click.option("--workers", "-w", type=click.IntRange(1, 1024), default=os.cpu_count() or 1, show_default=True,
+              help="Jobs that run at once.")
+@click.option("--tasks", "task_modules", multiple=True, metavar="MODULE",
+              help="A module whose @pool.task functions may run (repeatable).")
+@click.option("--allow-commands", is_flag=True, help="Let command jobs run (they run as your user).")
+@click.option("--grace", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="On SIGINT/SIGTERM, seconds running jobs get to finish before they are stopped and requeued.")
+@click.option("--kill-grace", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL when a job is killed or times out.")
+@click.option("--settle", type=click.FloatRange(0), default=1.0, hidden=True)
+@click.option("--max-file-bytes", type=click.IntRange(1), default=64 * 1024 * 1024, show_default=True,
+              help="Job files larger than this are rejected without being read.")
+@click.pass_obj
+def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
+          kill_grace: float, settle: float, max_file_bytes: int) -> None:
+    """Run the manager in the foreground until SIGINT or SIGTERM."""
+    from pool.manager import Manager, ManagerConfig
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Task modules next to where the user runs `pool serve` must import, as with celery/rq.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    Manager(ManagerConfig(
+        spool=str(spool.path), workers=workers, task_modules=task_modules, allow_commands=allow_commands,
+        shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,
+    )).serve()
+
+
+# ---------------------------------------------------------------- submit
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--command", "is_command", is_flag=True, help="ARGS is a program's argv, run unchanged.")
+@click.option("--kw", "kwargs", multiple=True, metavar="KEY=VALUE", help="A keyword argument (VALUE as JSON, else text).")
+@click.option("--id", "job_id", help="The job's id (generated if absent).")
+@click.option("--name", help="A label for the job.")
+@click.option("--priority", type=int, help="Higher runs first.")
+@click.option("--retries", type=click.IntRange(0), help="Extra attempts after a failure.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Seconds per attempt.")
+@click.option("--cwd", help="Working directory of a command job.")
+@click.option("--env", "env", multiple=True, metavar="K=V", help="Environment of a command job (repeatable).")
+@click.option("--progress", "progress_form", help="Command jobs: auto, none, or a regex with one group.")
+@click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends; exit 1 unless it is done.")
+@click.pass_obj
+def submit(spool: Spool, args: tuple[str, ...], is_command: bool, kwargs: tuple[str, ...], job_id: str | None,
+           name: str | None, priority: int | None, retries: int | None, timeout: float | None, cwd: str | None,
+           env: tuple[str, ...], progress_form: str | None, wait_: bool) -> None:
+    """Submit TASK [ARGS]... (each ARG is JSON when it parses), or --command -- ARGV..."""
+    options = {k: v for k, v in {"id": job_id, "name": name, "priority": priority, "retries": retries,
+                                 "timeout": timeout}.items() if v is not None}
+    if is_command:
+        if kwargs:
+            raise click.UsageError("--kw applies to task jobs, not to --command")
+        if cwd:
+            options["cwd"] = cwd
+        if env:
+            options["env"] = key_values(env, "--env", parse=str)
+        if progress_form:
+            options["progress"] = progress_form if progress_form in ("auto", "none") else {"regex": progress_form}
+        job = spool.submit_command(list(args), **options)
+    else:
+        if cwd or env or progress_form:
+            raise click.UsageError("--cwd, --env and --progress apply to --command jobs")
+        job = spool.submit(args[0], *map(json_or_text, args[1:]), kwargs=key_values(kwargs, "--kw"), **options)
+    click.echo(job.id)
+    if wait_:
+        ctx = click.get_current_context()
+        ctx.exit(follow(spool, [job.id]))
+
+
+# ---------------------------------------------------------------- status
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--state", type=click.Choice([s.value for s in State]), help="Only jobs in this state.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of status objects.")
+@click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
+@click.pass_obj
+def status(spool: Spool, ids: tuple[str, ...], state: str | None, as_json: bool, watch: bool) -> None:
+    """Show jobs: a table with progress bars; one ID shows the detail view."""
+    if watch:
+        watch_table(spool, ids, state)
+        return
+    statuses = select(spool, ids, state)
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps([s.to_dict() for s in statuses], option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    out = console()
+    if len(ids) == 1:
+        job = statuses[0]
+        tail = spool.job(job.id).logs().splitlines()[-10:]
+        out.print("\n".join(render.detail_lines(job, now(), spool.dir.read_events(job.id), tail)),
+                  markup=False)
+        return
+    out.print(render.status_table(statuses, now()))
+    out.print(render.summary(statuses), style="dim")
+
+
+def select(spool: Spool, ids: tuple[str, ...], state: str | None) -> list[JobStatus]:
+    statuses = [spool.status(i) for i in ids] if ids else spool.statuses()
+    return [s for s in statuses if state is None or s.state.value == state]
+
+
+def watch_table(spool: Spool, ids: tuple[str, ...], state: str | None, until_final: bool = False) -> list[JobStatus]:
+    """A live table, refreshed in place, until Ctrl-C (or until every job is final)."""
+    out = console()
+    statuses = select(spool, ids, state)
+    try:
+        with Live(render.status_table(statuses, now()), console=out, refresh_per_second=4, transient=False) as live:
+            while not (until_final and all(s.state.is_final for s in statuses)):
+                time.sleep(0.25)
+                statuses = select(spool, ids, state)
+                live.update(render.status_table(statuses, now()))
+    except KeyboardInterrupt:
+        pass
+    return statuses
+
+
+def follow(spool: Spool, ids: list[str]) -> int:
+    """Show the jobs until they are final; 0 when all are done, else 1."""
+    statuses = watch_table(spool, tuple(ids), None, until_final=True)
+    failed = [s for s in statuses if s.state is not State.DONE]
+    return 1 if failed or not statuses else 0
+
+
+# ---------------------------------------------------------------- kill, wait, retry, logs
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--grace", type=click.FloatRange(0), help="Seconds between SIGTERM and SIGKILL (manager default: 5).")
+@click.pass_obj
+def kill(spool: Spool, ids: tuple[str, ...], grace: float | None) -> None:
+    """Cancel jobs: a queued one never starts, a running one is terminated."""
+    for job_id in ids:
+        spool.status(job_id)  # unknown ids fail before anything is asked
+    for job_id in ids:
+        before = spool.status(job_id)
+        if before.state.is_final:
+            click.echo(f"{job_id}: already {before.state.value}")
+            continue
+        after = spool.cancel(job_id, grace)
+        if not after.state.is_final and spool.dir.manager_running():
+            after = spool.wait([job_id], timeout=(grace if grace is not None else 5.0) + 30)[0]
+        if after.state.is_final:
+            click.echo(f"{job_id}: {after.state.value}")
+        else:
+            click.echo(f"{job_id}: cancel requested; the next manager carries it out")
+
+
+@cli.command("wait")
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--timeout", type=click.FloatRange(0), help="Give up after this many seconds (exit 1).")
+@click.pass_obj
+def wait_cmd(spool: Spool, ids: tuple[str, ...], timeout: float | None) -> None:
+    """Block until the jobs are final; exit 0 if all are done, else 1."""
+    statuses = spool.wait(list(ids), timeout)
+    for s in statuses:
+        click.echo(f"{s.id}: {s.state.value}")
+    if any(s.state is not State.DONE for s in statuses):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def retry(spool: Spool, job_id: str) -> None:
+    """Run a failed or cancelled job again."""
+    after = spool.retry(job_id)
+    click.echo(f"{job_id}: {after.state.value}")
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing output until the job ends.")
+@click.option("--tail", "-n", type=click.IntRange(0), help="Only the last N lines.")
+@click.pass_obj
+def logs(spool: Spool, job_id: str, follow: bool, tail: int | None) -> None:
+    """Print a job's output (stdout and stderr, every attempt)."""
+    spool.status(job_id)
+    path = spool.dir.log_path(job_id)
+    out = sys.stdout.buffer
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    if tail is not None:
+        data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail else b""
+    out.write(data)
+    out.flush()
+    if not follow:
+        return
+    offset = path.stat().st_size if path.exists() else 0
+    while True:
+        final = spool.status(job_id).state.is_final
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            chunk = b""
+        if chunk:
+            offset += len(chunk)
+            out.write(chunk)
+            out.flush()
+        elif final:
+            return
+        else:
+            time.sleep(FOLLOW_INTERVAL)
+
+
+def _demo_command() -> click.Command:
+    from .demo import demo
+
+    return demo
+
+
+cli.add_command(_demo_command())
+
+
+def main() -> None:
+    try:
+        cli(prog_name="pool")
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except JobNotFound as exc:  # raised outside a command's invoke (shell completion)
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""pool: background jobs with tracking for one machine, with no broker.
+
+    import pool
+
+    @pool.task
+    def render(frame: int) -> dict:
+        for i in range(100):
+            pool.progress(i + 1, 100)
+        return {"frame": frame}
+
+    job = pool.Spool("spool").submit("mytasks:render", 42)
+    job.wait(); job.result()
+"""
+
+from .client import Job, Spool
+from .errors import (
+    InvalidJobSpec,
+    InvalidTransition,
+    JobFailed,
+    JobNotFinished,
+    JobNotFound,
+    ManagerRunning,
+    PoolError,
+    SpoolError,
+    WaitTimeout,
+)
+from .model import JobSpec, JobStatus, State
+from .progress import progress
+from .tasks import task
+
+__all__ = [
+    "task", "progress", "Spool", "Job", "JobSpec", "JobStatus", "State",
+    "PoolError", "InvalidJobSpec", "InvalidTransition", "JobFailed", "JobNotFinished",
+    "JobNotFound", "ManagerRunning", "SpoolError", "WaitTimeout",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,213 @@
+"""The Python client: submit jobs and read their status without blocking.
+
+It needs no running manager: a submission is a file written atomically into incoming/
+(the manager takes it when it runs), and a status is a file any process can read.
+Kill and retry are requests the manager carries out; with no manager running, the
+client applies them itself to jobs that are not running.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import orjson
+
+from . import lifecycle
+from .errors import InvalidJobSpec, JobFailed, JobNotFinished, JobNotFound, WaitTimeout
+from .model import JobSpec, JobStatus, State, new_job_id, new_status, parse_job, utc_now
+from .spool import SpoolDir, write_atomic
+
+POLL_INTERVAL = 0.05
+
+
+def default_spool_path() -> str:
+    return os.environ.get("POOL_SPOOL") or "spool"
+
+
+class Spool:
+    """A spool directory seen from a program that submits and watches jobs."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.dir = SpoolDir(path if path is not None else default_spool_path())
+
+    @property
+    def path(self) -> Path:
+        return self.dir.root
+
+    # ------------------------------------------------------------ submitting
+    def submit(self, task: str | Any, *args: Any, kwargs: dict[str, Any] | None = None,
+               **job_options: Any) -> Job:
+        """Submit a Python job: ``task`` is ``"module:function"`` or a ``@pool.task``
+        function; ``job_options`` are the job keys (priority, retries, timeout, ...).
+        Raises InvalidJobSpec naming the field at fault."""
+        name = task if isinstance(task, str) else f"{task.__module__}:{task.__qualname__}"
+        doc = {"task": name, "args": list(args), "kwargs": kwargs or {}, **job_options}
+        return self.submit_job(doc)
+
+    def submit_command(self, argv: Sequence[str], **job_options: Any) -> Job:
+        """Submit a command job: ``argv`` runs unchanged, as ``subprocess.run(argv)`` would."""
+        if isinstance(argv, str):
+            raise InvalidJobSpec("submit_command: argv must be a list of strings, not one string")
+        return self.submit_job({"command": list(argv), **job_options})
+
+    def submit_job(self, doc: dict[str, Any]) -> Job:
+        """Submit a job given as a job document (the JSON format of a job file)."""
+        doc = dict(doc)
+        doc.setdefault("id", new_job_id())
+        spec = parse_job(doc, "submitted job", default_name=doc.get("task") or "command")
+        if self.dir.has_status(spec.id) or (self.dir.incoming / f"{spec.id}.json").exists():
+            raise InvalidJobSpec(f"job {spec.id!r}: id already exists in {self.dir.root}")
+        doc["name"] = spec.name
+        if not self.dir.incoming.is_dir():
+            self.dir.create()
+        write_atomic(self.dir.incoming / f"{spec.id}.json", orjson.dumps(doc))
+        return Job(self, spec.id)
+
+    # ------------------------------------------------------------ reading
+    def job(self, job_id: str) -> Job:
+        """A handle on job ``job_id``; raises JobNotFound if the spool has no such job."""
+        handle = Job(self, job_id)
+        handle.status()
+        return handle
+
+    def jobs(self, state: State | str | None = None) -> list[Job]:
+        return [Job(self, s.id) for s in self.statuses(state)]
+
+    def statuses(self, state: State | str | None = None) -> list[JobStatus]:
+        """Every job's status (newest first), optionally only those in ``state``."""
+        wanted = State(state) if state is not None else None
+        found = [s for s in self.dir.iter_statuses() if wanted is None or s.state is wanted]
+        found.extend(s for s in self.submitted() if wanted in (None, State.QUEUED))
+        found.sort(key=lambda s: s.created_at, reverse=True)
+        return found
+
+    def submitted(self) -> list[JobStatus]:
+        """Jobs submitted through this client and not yet taken in by a manager."""
+        pending = []
+        for name in self.dir.incoming_names():
+            job_id = name[:-5]
+            if name.endswith(".json") and not self.dir.has_status(job_id):
+                try:
+                    pending.append(self._submitted_status(job_id))
+                except JobNotFound:
+                    continue
+        return pending
+
+    def _submitted_status(self, job_id: str) -> JobStatus:
+        path = self.dir.incoming / f"{job_id}.json"
+        try:
+            data, mtime = path.read_bytes(), path.stat().st_mtime
+            spec = parse_job(orjson.loads(data), path.name, default_name=job_id)
+        except (OSError, ValueError):
+            raise JobNotFound(f"no job {job_id!r} in {self.dir.root}") from None
+        if spec.id != job_id:
+            raise JobNotFound(f"no job {job_id!r} in {self.dir.root}")
+        created = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(mtime))
+        return new_status(spec, created)
+
+    def status(self, job_id: str) -> JobStatus:
+        """The job's status; a job still waiting in incoming/ shows as queued."""
+        try:
+            return self.dir.read_status(job_id)
+        except JobNotFound:
+            return self._submitted_status(job_id)
+
+    # ------------------------------------------------------------ acting
+    def cancel(self, job_id: str, grace: float | None = None) -> JobStatus:
+        """Ask for the job to be cancelled; returns its status right after asking."""
+        status = self.status(job_id)
+        if status.state.is_final:
+            return status
+        payload = {"grace": grace} if grace is not None else {}
+        self.dir.file_request("kill", job_id, payload)
+        if not self.dir.manager_running():
+            self._apply_without_manager("kill", job_id, lambda s: lifecycle.cancel(s, utc_now())
+                                        if s.state is State.QUEUED else None)
+        return self.status(job_id)
+
+    def retry(self, job_id: str) -> JobStatus:
+        """Run a failed or cancelled job again, as a fresh series of attempts."""
+        status = self.status(job_id)
+        if status.state not in (State.FAILED, State.CANCELLED):
+            raise InvalidJobSpec(f"job {job_id!r} is {status.state.value}; only failed or cancelled jobs can be retried")
+        self.dir.file_request("retry", job_id)
+        if not self.dir.manager_running():
+            self._apply_without_manager("retry", job_id, lambda s: lifecycle.retry(s, utc_now())
+                                        if s.state in (State.FAILED, State.CANCELLED) else None)
+        return self.status(job_id)
+
+    def _apply_without_manager(self, kind: str, job_id: str, change: Any) -> None:
+        if not self.dir.has_status(job_id):
+            if kind == "kill":  # never taken in: take the file back instead
+                try:
+                    os.unlink(self.dir.incoming / f"{job_id}.json")
+                except FileNotFoundError:
+                    pass
+                self.dir.drop_request(kind, job_id)
+            return
+        before, after = self.dir.update_status(job_id, change)
+        if after is not None:
+            reason = "cancelled by request" if kind == "kill" else "retry requested"
+            self.dir.append_event(job_id, before.state, after.state, after.attempt, reason)
+            self.dir.drop_request(kind, job_id)
+
+    def wait(self, job_ids: Iterable[str], timeout: float | None = None) -> list[JobStatus]:
+        """Block until every job is final; raises WaitTimeout or JobNotFound."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ids = list(job_ids)
+        pending = list(ids)
+        done: dict[str, JobStatus] = {}
+        while True:
+            for job_id in list(pending):
+                status = self.status(job_id)
+                if status.state.is_final:
+                    done[job_id] = status
+                    pending.remove(job_id)
+            if not pending:
+                return [done[j] for j in ids]
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"{len(pending)} job(s) not finished after {timeout:g}s: {', '.join(pending)}")
+            time.sleep(POLL_INTERVAL)
+
+
+class Job:
+    """A handle on one job; every call reads the spool afresh."""
+
+    def __init__(self, spool: Spool, job_id: str) -> None:
+        self.spool = spool
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def status(self) -> JobStatus:
+        return self.spool.status(self.id)
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        """Block until the job is final and return its status; raises WaitTimeout."""
+        return self.spool.wait([self.id], timeout)[0]
+
+    def result(self) -> Any:
+        """The job's return value. Raises JobNotFinished while it is not final, and
+        JobFailed when it failed or was cancelled."""
+        status = self.status()
+        if status.state is State.DONE:
+            return status.result
+        if status.state.is_final:
+            error = status.error or {}
+            raise JobFailed(f"job {self.id!r} {status.state.value}: {error.get('type')}: {error.get('message')}", status)
+        raise JobNotFinished(f"job {self.id!r} is {status.state.value}")
+
+    def cancel(self, grace: float | None = None) -> JobStatus:
+        return self.spool.cancel(self.id, grace)
+
+    def logs(self) -> str:
+        try:
+            return self.spool.dir.log_path(self.id).read_text(errors="replace")
+        except FileNotFoundError:
+            self.status()  # raises JobNotFound for an unknown id
+            return ""
+

@@ -1,0 +1,52 @@
+"""Every error pool raises on purpose.
+
+Each one also subclasses the nearest built-in, so callers that only know Python's
+exceptions still catch them sensibly. Only ``cli/`` turns these into exit codes.
+"""
+
+from __future__ import annotations
+
+
+class PoolError(Exception):
+    """Base class of every error pool raises on purpose."""
+
+
+class InvalidJobSpec(PoolError, ValueError):
+    """A job file or a submitted job does not follow the job format."""
+
+
+class JobNotFound(PoolError, LookupError):
+    """No job with that id exists in the spool."""
+
+
+class InvalidTransition(PoolError, RuntimeError):
+    """A state change that the lifecycle table does not allow."""
+
+
+class ManagerRunning(PoolError, RuntimeError):
+    """Another manager already serves the spool."""
+
+    def __init__(self, spool: str, pid: int | None) -> None:
+        who = f"pid {pid}" if pid else "unknown pid"
+        super().__init__(f"a manager is already serving {spool} ({who})")
+        self.pid = pid
+
+
+class SpoolError(PoolError, OSError):
+    """The spool directory cannot be used (missing, unsafe permissions, unwritable)."""
+
+
+class JobNotFinished(PoolError, RuntimeError):
+    """The job has no result yet because it is not in a final state."""
+
+
+class JobFailed(PoolError, RuntimeError):
+    """The job ended ``failed`` or ``cancelled``; ``status`` holds the details."""
+
+    def __init__(self, message: str, status: object) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WaitTimeout(PoolError, TimeoutError):
+    """A wait for jobs to finish ran out of time."""

@@ -1,0 +1,148 @@
+"""Intake: turn files in ``incoming/`` into queued jobs, or into rejections with a reason.
+
+    incoming/x.json --read (safe open)--> parse --ok--> rename to claimed/<token>~x.json
+                                            |           --> status/<id>.json (queued), one per job
+                                            |           --> unlink the claimed file
+                                            '--bad, and the file is complete--> rejected/x.json
+                                                                                + x.json.error.json
+
+A claimed file's generated ids derive from its token, so if the manager dies between the
+claim and the last status write, the next one re-reads claimed/ and ends with the very
+same jobs, none twice. A file that may still be being written (watchdog saw it change but
+not close, or it changed less than ``settle`` seconds ago) is never rejected, only
+retried later: a prefix of a JSON object is never valid JSON, but a prefix of a ``.jsonl``
+is, so ``.jsonl`` files are only taken once complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import InvalidJobSpec
+from .model import JobSpec, JobStatus, new_status, parse_job_file, utc_now
+from .spool import DEFAULT_MAX_FILE_BYTES, SpoolDir, is_job_name
+from .watch import COMPLETE, WRITING
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IntakeRules:
+    """What this manager accepts; a job it cannot run is refused at the door."""
+
+    task_reason: Callable[[str], str | None]  # why a task cannot run here, or None
+    allow_commands: bool = False
+    settle: float = 1.0
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+
+
+class Intake:
+    def __init__(self, spool: SpoolDir, rules: IntakeRules) -> None:
+        self.spool = spool
+        self.rules = rules
+        self.notes: deque[tuple[str, str]] = deque()  # filled by the watchdog thread
+        self.seen: dict[str, str] = {}  # name -> WRITING | COMPLETE, from file events
+        self.recheck_at: float | None = None  # wall-clock time to look at unsettled files again
+
+    def _absorb_notes(self) -> None:
+        while self.notes:
+            name, what = self.notes.popleft()
+            self.seen[name] = what
+
+    def _settled(self, name: str, mtime: float, now: float) -> bool:
+        state = self.seen.get(name)
+        if state == COMPLETE:
+            return True
+        if state == WRITING or now - mtime < self.rules.settle:
+            wake = max(mtime + self.rules.settle, now + 0.05)
+            self.recheck_at = wake if self.recheck_at is None else min(self.recheck_at, wake)
+            return False
+        return True
+
+    def scan(self) -> list[JobStatus]:
+        """Look at every file in incoming/ once; returns the statuses of accepted jobs."""
+        self._absorb_notes()
+        self.recheck_at = None
+        accepted: list[JobStatus] = []
+        now = time.time()
+        for name in self.spool.incoming_names():
+            if not is_job_name(name):
+                continue
+            try:
+                accepted.extend(self._take(name, now))
+            except FileNotFoundError:
+                pass  # gone meanwhile (taken back by its writer): nothing to do
+            except OSError as exc:
+                log.error("incoming/%s: cannot take it now (%s); will try again", name, exc)
+        return accepted
+
+    def _take(self, name: str, now: float) -> list[JobStatus]:
+        file = self.spool.read_incoming(name, self.rules.max_file_bytes)
+        if file.problem is not None:
+            self._reject(name, f"{name} {file.problem}")
+            return []
+        assert file.data is not None
+        token = secrets.token_hex(6)
+        try:
+            specs = parse_job_file(file.data, name, token)
+            complete = name.endswith(".json") or self._settled(name, file.mtime, now)
+            if complete:
+                self._check_runnable(specs, name)
+        except InvalidJobSpec as exc:
+            if self._settled(name, file.mtime, now):
+                self._reject(name, str(exc))
+            return []
+        if not complete:
+            return []
+        claimed = self.spool.claim(name, token)
+        self.seen.pop(name, None)
+        return self.finish_claim(claimed, specs)
+
+    def _check_runnable(self, specs: list[JobSpec], name: str) -> None:
+        for spec in specs:
+            if spec.task is not None:
+                reason = self.rules.task_reason(spec.task)
+            elif not self.rules.allow_commands:
+                reason = "command jobs are disabled; start the manager with --allow-commands"
+            else:
+                reason = None
+            if reason is None and self.spool.has_status(spec.id):
+                reason = f"id {spec.id!r} already exists"
+            if reason:
+                raise InvalidJobSpec(f"job {spec.id!r} in {name}: {reason}")
+
+    def finish_claim(self, claimed: str, specs: list[JobSpec]) -> list[JobStatus]:
+        """Give every job of a claimed file its queued status, then drop the claim."""
+        accepted = []
+        created = utc_now()
+        for spec in specs:
+            if self.spool.has_status(spec.id):
+                continue  # written before a crash: the same job, not a duplicate
+            status = new_status(spec, created)
+            self.spool.write_status(status)
+            accepted.append(status)
+        self.spool.release_claim(claimed)
+        return accepted
+
+    def recover_claims(self) -> list[JobStatus]:
+        """Finish claims a dead manager left half done."""
+        accepted: list[JobStatus] = []
+        for claimed in self.spool.claimed_names():
+            token, _, name = claimed.partition("~")
+            try:
+                specs = parse_job_file(self.spool.read_claimed(claimed), name, token)
+            except InvalidJobSpec as exc:
+                self.spool.reject(claimed, str(exc), from_claimed=True)
+                continue
+            accepted.extend(self.finish_claim(claimed, specs))
+        return accepted
+
+    def _reject(self, name: str, reason: str) -> None:
+        log.warning("rejected incoming/%s: %s", name, reason)
+        self.spool.reject(name, reason)
+        self.seen.pop(name, None)

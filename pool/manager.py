@@ -1,0 +1,439 @@
+"""The manager: one per spool; owns every worker process and every job's fate.
+
+    watchdog thread --note + wake--> wake pipe --+
+    signal handlers --flag + wake--> wake pipe --+--> wait() --> reap         (worker replies, dead workers)
+    worker pipes  (replies) ---------------------+           --> enforce      (kill grace, timeouts, retries)
+    worker sentinels (deaths) -------------------+           --> requests     (kill / retry files)
+                                                             --> intake       (incoming/ -> queued)
+                                                             --> dispatch     (queued -> idle workers)
+
+The loop blocks in ``multiprocessing.connection.wait`` with the nearest deadline as its
+timeout, never polls. Workers are long-lived processes (forkserver: never fork a process
+that runs watchdog threads), one job at a time each; a worker whose job is killed, times
+out or dies is replaced. The reason for a kill is recorded before the signal is sent, so
+a kill is never mistaken for a crash.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import orjson
+
+from . import lifecycle
+from .errors import JobNotFound
+from .intake import Intake, IntakeRules
+from .model import JobStatus, State, parse_time, utc_now
+from .procs import describe_exit, signal_group
+from .recovery import Adopted, recover_statuses
+from .spool import DEFAULT_MAX_FILE_BYTES, SpoolDir
+from .tasks import load_task_modules, unserved_reason
+from .watch import WakeHandler, start_observer
+from .worker import WorkerConfig, worker_main
+
+log = logging.getLogger(__name__)
+
+CANCEL, TIMEOUT, SHUTDOWN = "cancel", "timeout", "shutdown"
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    spool: str
+    workers: int = os.cpu_count() or 1
+    task_modules: tuple[str, ...] = ()
+    allow_commands: bool = False
+    kill_grace: float = 5.0
+    shutdown_grace: float = 10.0
+    settle: float = 1.0
+    rescan_interval: float = 2.0
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+
+
+@dataclass
+class Slot:
+    """One worker process and what the manager knows it is doing."""
+
+    process: Any  # multiprocessing.Process of the forkserver context
+    conn: Connection
+    job: JobStatus | None = None
+    timeout_at: float | None = None
+    stopping: str | None = None  # CANCEL | TIMEOUT | SHUTDOWN: why we signalled it
+    kill_at: float | None = None  # when SIGTERM turns into SIGKILL
+
+    @property
+    def idle(self) -> bool:
+        return self.job is None and self.stopping is None
+
+
+@dataclass
+class JobQueue:
+    """Queued jobs: highest priority first, FIFO within a priority; retries wait apart."""
+
+    ready: list[tuple[int, int, str]] = field(default_factory=list)
+    waiting: list[tuple[float, int, str]] = field(default_factory=list)
+    jobs: dict[str, JobStatus] = field(default_factory=dict)
+    order: itertools.count[int] = field(default_factory=itertools.count)
+
+    def push(self, status: JobStatus) -> None:
+        self.jobs[status.id] = status
+        delay = 0.0
+        if status.next_try_at:
+            delay = (parse_time(status.next_try_at) - parse_time(utc_now())).total_seconds()
+        if delay > 0:
+            heapq.heappush(self.waiting, (time.monotonic() + delay, next(self.order), status.id))
+        else:
+            heapq.heappush(self.ready, (-status.spec.priority, next(self.order), status.id))
+
+    def promote(self, now: float) -> float | None:
+        """Move retries whose time has come to the ready heap; returns the next such time."""
+        while self.waiting and self.waiting[0][0] <= now:
+            _, _, job_id = heapq.heappop(self.waiting)
+            if job_id in self.jobs:
+                heapq.heappush(self.ready, (-self.jobs[job_id].spec.priority, next(self.order), job_id))
+        return self.waiting[0][0] if self.waiting else None
+
+    def pop(self) -> JobStatus | None:
+        while self.ready:
+            _, _, job_id = heapq.heappop(self.ready)
+            status = self.jobs.pop(job_id, None)
+            if status is not None:
+                return status
+        return None
+
+    def remove(self, job_id: str) -> JobStatus | None:
+        return self.jobs.pop(job_id, None)  # its heap entry is skipped when popped
+
+
+class Manager:
+    def __init__(self, config: ManagerConfig) -> None:
+        self.config = config
+        self.spool = SpoolDir(config.spool)
+        self.context = multiprocessing.get_context("forkserver")
+        self.tasks = load_task_modules(config.task_modules)
+        self.intake = Intake(self.spool, IntakeRules(
+            task_reason=lambda name: unserved_reason(name, self.tasks, config.task_modules),
+            allow_commands=config.allow_commands,
+            settle=config.settle,
+            max_file_bytes=config.max_file_bytes,
+        ))
+        self.queue = JobQueue()
+        self.slots: list[Slot] = []
+        self.adopted: dict[str, Adopted] = {}
+        self.stop_requested = 0
+        self.shutdown_at: float | None = None
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.next_rescan = 0.0
+        self.worker_config = WorkerConfig(
+            spool=str(self.spool.root), task_modules=config.task_modules,
+            allow_commands=config.allow_commands, sys_path=tuple(sys.path))
+
+    # ------------------------------------------------------------ lifecycle of the manager
+    def serve(self) -> None:
+        """Run until SIGINT/SIGTERM and a clean stop. Raises ManagerRunning, SpoolError."""
+        self.spool.create()
+        lock_fd = self.spool.lock_manager()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.context.set_forkserver_preload(["pool.worker", *self.config.task_modules])
+        handler = WakeHandler(str(self.spool.incoming), self.intake.notes, self.wake)
+        observer = start_observer([str(self.spool.incoming), str(self.spool.requests)], handler)
+        try:
+            self.recover()
+            for _ in range(self.config.workers):
+                self.slots.append(self.start_worker())
+            log.info("serving %s with %d workers", self.spool.root, self.config.workers)
+            while not self.finished():
+                self.step(self.wait_for_wake())
+        finally:
+            observer.stop()
+            self.stop_workers()
+            observer.join(timeout=5)
+            for sig, handler_before in previous.items():
+                signal.signal(sig, handler_before)
+            os.close(lock_fd)
+            log.info("stopped")
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stop_requested += 1
+        self.wake()
+
+    def wake(self) -> None:
+        try:
+            os.write(self.wake_w, b"!")
+        except BlockingIOError:
+            pass  # already awake: the pipe is full of wakes
+
+    def finished(self) -> bool:
+        # Adopted jobs are not our children: we stop without waiting for them, and the
+        # next manager adopts them again.
+        return self.stop_requested > 0 and not self.running_slots()
+
+    # ------------------------------------------------------------ the loop
+    def wait_for_wake(self) -> list[Any]:
+        now = time.monotonic()
+        deadlines = [self.next_rescan, *(d for s in self.slots for d in (s.timeout_at, s.kill_at) if d)]
+        if self.shutdown_at:
+            deadlines.append(self.shutdown_at)
+        if self.queue.waiting:
+            deadlines.append(self.queue.waiting[0][0])
+        if self.intake.recheck_at is not None:
+            deadlines.append(now + max(0.0, self.intake.recheck_at - time.time()))
+        timeout = max(0.0, min(deadlines) - now)
+        objects: list[Any] = [self.wake_r]
+        for slot in self.slots:
+            objects += [slot.conn, slot.process.sentinel]
+        ready = wait(objects, timeout)
+        if self.wake_r in ready:
+            try:
+                while os.read(self.wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        return ready
+
+    def step(self, ready: list[Any]) -> None:
+        """One turn of the loop: each named step does its part, in this order."""
+        self.reap(ready)
+        self.enforce_deadlines()
+        self.apply_stop()
+        self.apply_requests()
+        if not self.stop_requested:
+            self.admit()
+            self.dispatch()
+
+    # ------------------------------------------------------------ workers
+    def start_worker(self) -> Slot:
+        parent, child = self.context.Pipe(duplex=True)
+        process = self.context.Process(target=worker_main, args=(child, self.worker_config), name="pool-worker")
+        process.start()
+        child.close()
+        return Slot(process=process, conn=parent)
+
+    def running_slots(self) -> list[Slot]:
+        return [s for s in self.slots if s.job is not None or s.stopping is not None]
+
+    def stop_workers(self) -> None:
+        for slot in self.slots:
+            slot.conn.close()  # an idle worker sees EOF and exits
+        deadline = time.monotonic() + 5
+        for slot in self.slots:
+            slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                signal_group(slot.process.pid, signal.SIGKILL)
+                slot.process.join(timeout=5)
+
+    def signal_slot(self, slot: Slot, reason: str, grace: float) -> None:
+        """Record why, then SIGTERM the job's process group; SIGKILL follows after ``grace``."""
+        slot.stopping = reason
+        slot.kill_at = time.monotonic() + grace
+        signal_group(slot.process.pid, signal.SIGTERM)
+
+    # ------------------------------------------------------------ reap
+    def reap(self, ready: list[Any]) -> None:
+        for slot in list(self.slots):
+            if slot.conn in ready or slot.process.sentinel in ready:
+                self.read_replies(slot)
+            if slot.process.sentinel in ready:
+                self.bury(slot)
+
+    def read_replies(self, slot: Slot) -> None:
+        try:
+            while slot.conn.poll():
+                self.on_reply(slot, orjson.loads(slot.conn.recv_bytes()))
+        except (EOFError, OSError):
+            pass  # the worker is gone: its sentinel tells the rest
+
+    def on_reply(self, slot: Slot, reply: dict[str, Any]) -> None:
+        job = slot.job
+        if job is None or reply.get("id") != job.id:
+            return
+        slot.job, slot.timeout_at = None, None
+        if "status" in reply:
+            self.record_outcome(JobStatus.from_dict(reply["status"]), job.attempt)
+        elif "crashed" in reply:
+            self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, {
+                "type": "WorkerError", "message": reply["crashed"], "traceback": None}, utc_now()))
+        if slot.stopping == CANCEL:
+            self.spool.drop_request("kill", job.id)  # it ended on its own first
+
+    def bury(self, slot: Slot) -> None:
+        """A worker died (killed by us, or crashed): settle its job, start a replacement."""
+        slot.process.join()
+        self.slots.remove(slot)
+        slot.conn.close()
+        job = slot.job
+        if job is not None:
+            how = f"worker process {slot.process.pid} {describe_exit(slot.process.exitcode)}"
+            if slot.stopping == CANCEL:
+                self.end_attempt(job, lambda s: lifecycle.cancel(s, utc_now()))
+                self.spool.drop_request("kill", job.id)
+            elif slot.stopping == TIMEOUT:
+                error = {"type": "Timeout", "traceback": None,
+                         "message": f"attempt {job.attempt} timed out after {job.spec.timeout:g}s"}
+                self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, error, utc_now()))
+            elif slot.stopping == SHUTDOWN:
+                self.end_attempt(job, lambda s: lifecycle.interrupt(s, utc_now()))
+            else:
+                log.error("job %s: %s", job.id, how)
+                error = {"type": "WorkerDied", "message": how, "traceback": None}
+                self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, error, utc_now()))
+        if not self.stop_requested:
+            self.slots.append(self.start_worker())
+
+    def end_attempt(self, job: JobStatus, change: Any) -> None:
+        """Write the outcome of a running attempt the worker could not write itself. A job
+        that reached a final state first (a kill racing a natural exit) keeps it."""
+        def settle(current: JobStatus) -> JobStatus | None:
+            return change(current) if current.state is State.RUNNING else None
+        try:
+            _, status = self.spool.update_status(job.id, settle)
+        except JobNotFound:
+            return
+        if status is not None:
+            self.record_outcome(status, job.attempt)
+
+    def record_outcome(self, status: JobStatus, attempt: int) -> None:
+        reason = status.error["message"] if status.error else "finished"
+        self.spool.append_event(status.id, State.RUNNING, status.state, attempt, reason)
+        if status.state is State.QUEUED:
+            self.queue.push(status)
+
+    # ------------------------------------------------------------ deadlines and stopping
+    def enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.kill_at is not None and now >= slot.kill_at:
+                slot.kill_at = None
+                if slot.job is not None:
+                    log.warning("job %s: still running after SIGTERM; sending SIGKILL", slot.job.id)
+                signal_group(slot.process.pid, signal.SIGKILL)
+            if slot.timeout_at is not None and now >= slot.timeout_at and slot.stopping is None:
+                slot.timeout_at = None
+                assert slot.job is not None
+                log.warning("job %s: timed out after %gs", slot.job.id, slot.job.spec.timeout or 0)
+                self.signal_slot(slot, TIMEOUT, self.config.kill_grace)
+        self.queue.promote(now)
+        if now >= self.next_rescan:
+            self.next_rescan = now + self.config.rescan_interval
+            self.check_adopted()
+
+    def apply_stop(self) -> None:
+        if not self.stop_requested:
+            return
+        now = time.monotonic()
+        if self.shutdown_at is None:
+            self.shutdown_at = now + self.config.shutdown_grace
+            log.info("stopping: no new jobs; waiting up to %gs for %d running",
+                     self.config.shutdown_grace, len(self.running_slots()))
+        at_once = self.stop_requested > 1
+        if at_once or now >= self.shutdown_at:
+            for slot in self.running_slots():
+                if slot.stopping is None:
+                    self.signal_slot(slot, SHUTDOWN, 0.0 if at_once else self.config.kill_grace)
+                elif at_once:
+                    slot.kill_at = now
+            self.enforce_deadlines()
+
+    # ------------------------------------------------------------ requests
+    def apply_requests(self) -> None:
+        for kind, job_id, payload in self.spool.pending_requests():
+            if kind == "kill":
+                self.apply_kill(job_id, float(payload.get("grace", self.config.kill_grace)))
+            elif kind == "retry":
+                self.apply_retry(job_id)
+            else:
+                self.spool.drop_request(kind, job_id)
+
+    def apply_kill(self, job_id: str, grace: float) -> None:
+        for slot in self.slots:
+            if slot.job is not None and slot.job.id == job_id:
+                if slot.stopping is None:
+                    log.info("job %s: cancelling (SIGTERM, SIGKILL after %gs)", job_id, grace)
+                    self.signal_slot(slot, CANCEL, grace)
+                return  # the request is dropped when the job has ended
+        if job_id in self.adopted:
+            self.adopted[job_id].kill(grace)
+            return
+        self.queue.remove(job_id)
+        try:
+            _, status = self.spool.update_status(job_id, cancel_if_queued)
+        except (JobNotFound, ValueError):
+            status = None
+        if status is not None:
+            self.spool.append_event(job_id, State.QUEUED, State.CANCELLED, status.attempt, "cancelled by request")
+        self.spool.drop_request("kill", job_id)
+
+    def apply_retry(self, job_id: str) -> None:
+        self.spool.drop_request("retry", job_id)
+        try:
+            before, status = self.spool.update_status(job_id, retry_if_final)
+        except (JobNotFound, ValueError):
+            return
+        if status is not None:
+            self.spool.append_event(job_id, before.state, State.QUEUED, 1, "retry requested")
+            self.queue.push(status)
+
+    # ------------------------------------------------------------ intake and dispatch
+    def admit(self) -> None:
+        for status in self.intake.scan():
+            self.spool.append_event(status.id, None, State.QUEUED, 1, "accepted")
+            self.queue.push(status)
+
+    def dispatch(self) -> None:
+        for slot in self.slots:
+            if not slot.idle:
+                continue
+            job = self.queue.pop()
+            if job is None:
+                return
+            slot.job = job
+            slot.timeout_at = time.monotonic() + job.spec.timeout if job.spec.timeout else None
+            slot.conn.send_bytes(job.id.encode())
+            self.spool.append_event(job.id, State.QUEUED, State.RUNNING, job.attempt,
+                                    f"worker pid {slot.process.pid}")
+
+    # ------------------------------------------------------------ recovery
+    def recover(self) -> None:
+        """Pick up where a previous manager stopped, however it stopped."""
+        for status in self.intake.recover_claims():
+            self.spool.append_event(status.id, None, State.QUEUED, 1, "accepted (claim recovered)")
+            self.queue.push(status)
+        for status, event in recover_statuses(self.spool):
+            if event:
+                self.spool.append_event(status.id, State.RUNNING, status.state, status.attempt, event)
+            if status.state is State.QUEUED:
+                self.queue.push(status)
+            elif status.state is State.RUNNING and status.pid:
+                self.adopted[status.id] = Adopted(self.spool, status)
+                log.info("job %s: adopted (still running as pid %d)", status.id, status.pid)
+
+    def check_adopted(self) -> None:
+        """Adopted jobs are not our children: look at them on each rescan tick."""
+        for job_id, adopted in list(self.adopted.items()):
+            outcome = adopted.check()
+            if outcome is None:
+                continue
+            del self.adopted[job_id]
+            self.spool.drop_request("kill", job_id)
+            if outcome.state is State.QUEUED:
+                self.queue.push(outcome)
+
+
+def cancel_if_queued(status: JobStatus) -> JobStatus | None:
+    return lifecycle.cancel(status, utc_now()) if status.state is State.QUEUED else None
+
+
+def retry_if_final(status: JobStatus) -> JobStatus | None:
+    if status.state in (State.FAILED, State.CANCELLED):
+        return lifecycle.retry(status, utc_now())
+    return None
+

@@ -1,0 +1,315 @@
+"""The spool directory: the only module that knows the on-disk layout.
+
+    spool/
+      incoming/          drop zone (*.json, *.jsonl); dot-files, *.tmp and *.part are ignored
+      claimed/           a file taken from incoming/ by rename, until its jobs have statuses
+      status/<id>.json   the live status of one job, replaced atomically; <id>.lock beside it
+      logs/<id>.log      what the job printed
+      rejected/<file>    a refused input, untouched, with <file>.error.json saying why
+      requests/          kill and retry requests for the manager (<kind>-<id>)
+      events.jsonl       one line per state change
+      manager.lock       flock-held by the running manager; manager.pid names it
+
+Every document is written to a temp file in the same folder and then ``os.replace``d, so
+a reader never needs a lock and never sees a partial document. Writers of a status take
+its lock (filelock) so two of them never interleave a read-modify-write.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import orjson
+from filelock import FileLock
+
+from .errors import JobNotFound, ManagerRunning, SpoolError
+from .model import JobStatus, State, utc_now
+
+DIRS = ("incoming", "claimed", "status", "logs", "rejected", "requests")
+IGNORED_SUFFIXES = (".tmp", ".part")
+JOB_SUFFIXES = (".json", ".jsonl")
+DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+def is_ignored_name(name: str) -> bool:
+    """Writers may write-then-rename: these names are not jobs (yet)."""
+    return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
+
+
+def is_job_name(name: str) -> bool:
+    return not is_ignored_name(name) and name.endswith(JOB_SUFFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingFile:
+    """What intake read from one file in incoming/, through a handle it checked first."""
+
+    name: str
+    data: bytes | None  # None when ``problem`` says why it could not be read
+    problem: str | None
+    size: int
+    mtime: float
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class SpoolDir:
+    """Paths and file operations of one spool directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        self.incoming = self.root / "incoming"
+        self.claimed = self.root / "claimed"
+        self.status_dir = self.root / "status"
+        self.logs = self.root / "logs"
+        self.rejected = self.root / "rejected"
+        self.requests = self.root / "requests"
+        self.events = self.root / "events.jsonl"
+        self.lock_path = self.root / "manager.lock"
+        self.pid_path = self.root / "manager.pid"
+        self._events_fd: int | None = None
+
+    # ------------------------------------------------------------ layout
+    def create(self) -> None:
+        """Create whatever is missing; the spool is private to its owner."""
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for name in DIRS:
+                (self.root / name).mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"cannot create spool {self.root}: {exc.strerror}") from None
+
+    def exists(self) -> bool:
+        return self.status_dir.is_dir()
+
+    def status_path(self, job_id: str) -> Path:
+        return self.status_dir / f"{job_id}.json"
+
+    def log_path(self, job_id: str) -> Path:
+        return self.logs / f"{job_id}.log"
+
+    # ------------------------------------------------------------ status documents
+    def status_lock(self, job_id: str) -> FileLock:
+        return FileLock(self.status_dir / f"{job_id}.lock")
+
+    def write_status(self, status: JobStatus) -> None:
+        """Replace a status document whole; callers that may race hold its lock."""
+        write_atomic(self.status_path(status.id), status.encode())
+
+    def read_status(self, job_id: str) -> JobStatus:
+        """Raises JobNotFound when the job has no status document."""
+        try:
+            data = self.status_path(job_id).read_bytes()
+        except FileNotFoundError:
+            raise JobNotFound(f"no job {job_id!r} in {self.root}") from None
+        return JobStatus.decode(data)
+
+    def has_status(self, job_id: str) -> bool:
+        return self.status_path(job_id).exists()
+
+    def update_status(
+        self, job_id: str, change: Callable[[JobStatus], JobStatus | None]
+    ) -> tuple[JobStatus, JobStatus | None]:
+        """Read, change and write one status under its lock; ``change`` returns None to
+        leave it as it is. Returns (the status before, the status written or None).
+        Raises JobNotFound."""
+        with self.status_lock(job_id):
+            before = self.read_status(job_id)
+            after = change(before)
+            if after is not None:
+                self.write_status(after)
+            return before, after
+
+    def status_ids(self) -> list[str]:
+        return [n[:-5] for n in os.listdir(self.status_dir) if n.endswith(".json") and not n.startswith(".")]
+
+    def iter_statuses(self) -> Iterator[JobStatus]:
+        """Every readable status; one deleted or broken meanwhile is skipped."""
+        for job_id in self.status_ids():
+            try:
+                yield self.read_status(job_id)
+            except (JobNotFound, ValueError, KeyError):
+                continue
+
+    # ------------------------------------------------------------ events
+    def append_event(self, job_id: str, before: State | None, after: State, attempt: int, reason: str) -> None:
+        """One line per state change. O_APPEND and a single write keep lines whole."""
+        if self._events_fd is None:
+            self._events_fd = os.open(self.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        line = orjson.dumps({
+            "time": utc_now(), "id": job_id, "from": before.value if before else None,
+            "to": after.value, "attempt": attempt, "reason": reason,
+        })
+        os.write(self._events_fd, line + b"\n")
+
+    def read_events(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        try:
+            lines = self.events.read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in lines:
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if job_id is None or event.get("id") == job_id:
+                events.append(event)
+        return events
+
+    # ------------------------------------------------------------ intake
+    def incoming_names(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.incoming) if not is_ignored_name(n))
+        except FileNotFoundError:
+            return []
+
+    def read_incoming(self, name: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> IncomingFile:
+        """Open ``incoming/name`` the safe way: relative to the folder, never following a
+        symlink, never blocking on a FIFO; check it is a regular file of ours before reading."""
+        dir_fd = os.open(self.incoming, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    return IncomingFile(name, None, "is a symbolic link; links are never followed", 0, 0.0)
+                if exc.errno == errno.ENOENT:
+                    raise FileNotFoundError(name) from None
+                return IncomingFile(name, None, f"cannot be opened: {exc.strerror}", 0, 0.0)
+            try:
+                st = os.fstat(fd)
+                problem = self._untrusted(st, max_bytes)
+                if problem:
+                    return IncomingFile(name, None, problem, st.st_size, st.st_mtime)
+                chunks = []
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                return IncomingFile(name, b"".join(chunks), None, st.st_size, st.st_mtime)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dir_fd)
+
+    @staticmethod
+    def _untrusted(st: os.stat_result, max_bytes: int) -> str | None:
+        if stat.S_ISDIR(st.st_mode):
+            return "is a directory, not a file"
+        if not stat.S_ISREG(st.st_mode):
+            return "is not a regular file (a FIFO, socket or device)"
+        if st.st_nlink > 1:
+            return "has more than one hard link; copy the file instead of linking it"
+        if st.st_uid != os.geteuid():
+            return f"is owned by uid {st.st_uid}, not by the spool's owner (uid {os.geteuid()})"
+        if st.st_size > max_bytes:
+            return f"is {st.st_size} bytes, over the limit of {max_bytes} bytes"
+        return None
+
+    def incoming_stat(self, name: str) -> os.stat_result | None:
+        try:
+            return os.lstat(self.incoming / name)
+        except FileNotFoundError:
+            return None
+
+    def claim(self, name: str, token: str) -> str:
+        """Take ``incoming/name`` by renaming it into claimed/; returns the claimed name."""
+        claimed = f"{token}~{name}"
+        os.rename(self.incoming / name, self.claimed / claimed)
+        return claimed
+
+    def claimed_names(self) -> list[str]:
+        return sorted(os.listdir(self.claimed))
+
+    def read_claimed(self, claimed: str) -> bytes:
+        return (self.claimed / claimed).read_bytes()
+
+    def release_claim(self, claimed: str) -> None:
+        os.unlink(self.claimed / claimed)
+
+    def reject(self, name: str, reason: str, from_claimed: bool = False) -> None:
+        """Move a refused file (or link, FIFO, folder: never what it points to) into
+        rejected/, untouched, and write why beside it."""
+        source = (self.claimed if from_claimed else self.incoming) / name
+        original = name.split("~", 1)[1] if from_claimed else name
+        target = self.rejected / original
+        n = 1
+        while target.exists() or target.is_symlink():
+            target = self.rejected / f"{original}.{n}"
+            n += 1
+        os.rename(source, target)
+        write_atomic(target.with_name(target.name + ".error.json"), orjson.dumps(
+            {"file": original, "rejected_at": utc_now(), "reason": reason}))
+
+    # ------------------------------------------------------------ requests to the manager
+    def file_request(self, kind: str, job_id: str, payload: dict[str, Any] | None = None) -> None:
+        write_atomic(self.requests / f"{kind}-{job_id}", orjson.dumps(payload or {}))
+
+    def pending_requests(self) -> list[tuple[str, str, dict[str, Any]]]:
+        found = []
+        for name in sorted(os.listdir(self.requests)):
+            if name.startswith(".") or "-" not in name:
+                continue
+            kind, job_id = name.split("-", 1)
+            try:
+                payload = orjson.loads((self.requests / name).read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                payload = {}
+            found.append((kind, job_id, payload))
+        return found
+
+    def drop_request(self, kind: str, job_id: str) -> None:
+        try:
+            os.unlink(self.requests / f"{kind}-{job_id}")
+        except FileNotFoundError:
+            pass
+
+    # ------------------------------------------------------------ the manager's lock
+    def lock_manager(self) -> int:
+        """Hold the spool for this process; raises ManagerRunning naming the holder."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ManagerRunning(str(self.root), self.manager_pid()) from None
+        write_atomic(self.pid_path, str(os.getpid()).encode())
+        return fd
+
+    def manager_pid(self) -> int | None:
+        try:
+            return int(self.pid_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def manager_running(self) -> bool:
+        """True while some process holds the manager lock (a stale pid file says nothing)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False

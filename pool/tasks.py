@@ -1,0 +1,59 @@
+"""The task registry: only callables decorated with ``@pool.task`` can be run as jobs,
+and only those of the modules the manager was told to serve (``--tasks``)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, TypeVar, overload
+
+from .errors import PoolError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+
+def task_name(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+@overload
+def task(fn: F) -> F: ...
+@overload
+def task(fn: None = None) -> Callable[[F], F]: ...
+
+
+def task(fn: F | None = None) -> F | Callable[[F], F]:
+    """Register ``fn`` as a task named ``module:function``. The function is returned
+    unchanged, so it still runs on its own, outside pool."""
+    if fn is None:
+        return lambda f: task(f)
+    _REGISTRY[task_name(fn)] = fn
+    return fn
+
+
+class TaskModuleError(PoolError, ImportError):
+    """A ``--tasks`` module could not be imported."""
+
+
+def load_task_modules(modules: tuple[str, ...] | list[str]) -> dict[str, Callable[..., Any]]:
+    """Import the served modules and return their registered tasks by name."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise TaskModuleError(f"cannot import tasks module {module!r}: {type(exc).__name__}: {exc}") from None
+    served = set(modules)
+    return {name: fn for name, fn in _REGISTRY.items() if name.split(":", 1)[0] in served}
+
+
+def unserved_reason(name: str, tasks: dict[str, Callable[..., Any]], modules: tuple[str, ...]) -> str | None:
+    """Why task ``name`` cannot run here, or None when it can."""
+    if name in tasks:
+        return None
+    module = name.split(":", 1)[0]
+    if module not in modules:
+        served = ", ".join(modules) or "none"
+        return (f"task {name!r} is not in a served module (served: {served}); "
+                f"start the manager with --tasks {module}")
+    return f"task {name!r} is not a @pool.task of module {module!r}"

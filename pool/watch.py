@@ -1,0 +1,60 @@
+"""The watchdog side of intake: file events only wake the manager.
+
+Events are hints, the directory is the truth: the manager rescans ``incoming/`` on every
+wake. What the handler adds is *how* a file changed, so the manager can tell a file still
+being written (created or modified, not yet closed) from one that is complete (closed
+after writing, or renamed into place).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Callable
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+WRITING = "writing"
+COMPLETE = "complete"
+
+
+class WakeHandler(FileSystemEventHandler):
+    """Runs in watchdog's thread: record (name, what happened) and wake the manager."""
+
+    def __init__(self, incoming: str, notes: deque[tuple[str, str]], wake: Callable[[], None]) -> None:
+        self.incoming = incoming
+        self.notes = notes
+        self.wake = wake
+
+    def _note(self, path: str | bytes, what: str) -> None:
+        path = os.fsdecode(path)
+        if os.path.dirname(path) == self.incoming:
+            self.notes.append((os.path.basename(path), what))
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
+            self._note(event.src_path, WRITING)
+        elif isinstance(event, FileClosedEvent):
+            self._note(event.src_path, COMPLETE)
+        elif isinstance(event, FileMovedEvent):
+            self._note(event.dest_path, COMPLETE)
+        elif event.event_type in ("opened", "closed_no_write"):
+            return  # our own reads: nothing changed
+        self.wake()
+
+
+def start_observer(paths: list[str], handler: WakeHandler) -> Observer:  # type: ignore[valid-type]
+    observer = Observer()
+    for path in paths:
+        observer.schedule(handler, path, recursive=False)
+    observer.daemon = True
+    observer.start()
+    return observer

@@ -1,0 +1,236 @@
+"""What runs in a worker process: one job at a time, many jobs one after another.
+
+    manager --job id--> worker: read status (must still be queued), write `running`,
+                                point fds 1 and 2 at logs/<id>.log, run the task or command,
+                                write the outcome (done, failed, or queued for a retry)
+    manager <--status-- worker
+
+The worker leads its own process group, so a signal to the group ends the job and all
+its children and touches no other job; the manager then starts a fresh worker. The
+worker writes ``running``, progress and the outcome; every other state is the manager's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+import orjson
+
+from . import lifecycle
+from .model import JobStatus, State, utc_now
+from .procs import process_start_time
+from .progress import fraction_of, set_reporter
+from .spool import SpoolDir
+from .tasks import TaskModuleError, load_task_modules, unserved_reason
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    spool: str
+    task_modules: tuple[str, ...] = ()
+    allow_commands: bool = False
+    progress_interval: float = 0.2
+    sys_path: tuple[str, ...] = ()
+
+
+def error_record(exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:
+    # Start the traceback at the job's own code: the worker's frame is noise to its author.
+    frames = exc.__traceback__.tb_next if exc.__traceback__ else None
+    tb = "".join(traceback.format_exception(type(exc), exc, frames)) if with_traceback else None
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
+
+
+class StatusReporter:
+    """Writes the running job's progress to its status file, at most once an interval."""
+
+    def __init__(self, spool: SpoolDir, status: JobStatus, interval: float) -> None:
+        self.spool = spool
+        self.status = status
+        self.interval = interval
+        self.lock = spool.status_lock(status.id)
+        self.next_write = 0.0
+        self.latest: tuple[float, float, str | None] | None = None
+
+    def current(self) -> JobStatus:
+        """The status with the latest reported progress folded in."""
+        if self.latest is None:
+            return self.status
+        done, total, message = self.latest
+        fraction = fraction_of(done, total)
+        return replace(self.status, progress=fraction if fraction is not None else self.status.progress,
+                       message=message if message is not None else self.status.message)
+
+    def write(self) -> None:
+        self.next_write = time.monotonic() + self.interval
+        self.status = replace(self.current(), updated_at=utc_now())
+        self.latest = None
+        with self.lock:
+            self.spool.write_status(self.status)
+
+    def finish(self, change: Callable[[JobStatus], JobStatus]) -> JobStatus:
+        self.status = change(self.current())
+        with self.lock:
+            self.spool.write_status(self.status)
+        return self.status
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.spool = SpoolDir(config.spool)
+        self.pid = os.getpid()
+        self.pid_started = process_start_time(self.pid)
+        self.tasks: dict[str, Callable[..., Any]] = {}
+        self.load_error: str | None = None
+        try:
+            self.tasks = load_task_modules(config.task_modules)
+        except TaskModuleError as exc:
+            self.load_error = str(exc)
+
+    def run(self, job_id: str) -> dict[str, Any]:
+        """Run one job to the end of its attempt; returns the message for the manager."""
+        lock = self.spool.status_lock(job_id)
+        with lock:
+            queued = self.spool.read_status(job_id)
+            if queued.state is not State.QUEUED:
+                # Cancelled (or otherwise moved on) after the manager picked it: not ours.
+                return {"id": job_id, "skipped": queued.state.value}
+            running = lifecycle.start(queued, self.pid, self.pid_started, utc_now())
+            self.spool.write_status(running)
+        reporter = StatusReporter(self.spool, running, self.config.progress_interval)
+        with JobOutput(self.spool.log_path(job_id), running):
+            set_reporter(reporter)
+            try:
+                outcome = self.execute(running)
+            finally:
+                set_reporter(None)
+        final = reporter.finish(outcome)
+        return {"id": job_id, "status": final.to_dict()}
+
+    def execute(self, status: JobStatus) -> Callable[[JobStatus], JobStatus]:
+        """Run the job; returns how to turn the running status into the attempt's outcome."""
+        spec = status.spec
+        os.environ["POOL_JOB_ID"] = spec.id
+        os.environ["POOL_SPOOL"] = str(self.spool.root)
+        if spec.task is not None:
+            return self.execute_task(status)
+        return self.execute_command(status)
+
+    def execute_task(self, status: JobStatus) -> Callable[[JobStatus], JobStatus]:
+        spec = status.spec
+        assert spec.task is not None
+        reason = self.load_error or unserved_reason(spec.task, self.tasks, self.config.task_modules)
+        if reason:
+            error = {"type": "TaskNotAvailable", "message": reason, "traceback": None}
+            return lambda s: lifecycle.fail_attempt(s, error, utc_now())
+        try:
+            value = self.tasks[spec.task](*spec.args, **spec.kwargs)
+            orjson.dumps(value)
+        except BaseException as exc:  # the job's own failure, whatever it raised
+            error = error_record(exc)
+            sys.stderr.write(error["traceback"])
+            return lambda s: lifecycle.fail_attempt(s, error, utc_now())
+        return lambda s: lifecycle.succeed(s, value, utc_now())
+
+    def execute_command(self, status: JobStatus) -> Callable[[JobStatus], JobStatus]:
+        spec = status.spec
+        assert spec.command is not None
+        if not self.config.allow_commands:
+            error = {"type": "CommandsDisabled", "traceback": None,
+                     "message": "command jobs are disabled; start the manager with --allow-commands"}
+            return lambda s: lifecycle.fail_attempt(s, error, utc_now())
+        env = {**os.environ, **spec.env}
+        try:
+            proc = subprocess.Popen(list(spec.command), cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=1, stderr=2)
+        except OSError as exc:
+            error = error_record(exc, with_traceback=False)
+            error["message"] = f"cannot start {spec.command[0]!r}: {exc.strerror or exc}"
+            return lambda s: lifecycle.fail_attempt(s, error, utc_now())
+        code = proc.wait()
+        if code == 0:
+            return lambda s: lifecycle.succeed(s, None, utc_now(), exit_code=0)
+        if code < 0:
+            message = f"command was killed by {signal.Signals(-code).name}"
+        else:
+            message = f"command exited with code {code}"
+        error = {"type": "CommandFailed", "message": message, "traceback": None}
+        return lambda s: lifecycle.fail_attempt(s, error, utc_now(), exit_code=code)
+
+
+class JobOutput:
+    """Point fds 1 and 2 (and sys.stdout/stderr) at the job's log for one attempt, so
+    C extensions and child processes write there too."""
+
+    def __init__(self, path: os.PathLike[str], status: JobStatus) -> None:
+        self.path = path
+        self.status = status
+
+    def __enter__(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        if self.status.attempt > 1:
+            os.write(fd, f"--- pool: attempt {self.status.attempt} of {self.status.max_attempts} ---\n".encode())
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+    def __exit__(self, *exc: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+
+def _detach_stdio() -> None:
+    """Jobs get no stdin; their output goes to their log, never the manager's terminal.
+    The worker's own log lines keep going to the manager's stderr through a copy of it."""
+    saved = os.dup(2)
+    handler = logging.StreamHandler(os.fdopen(saved, "w", buffering=1))
+    handler.setFormatter(logging.Formatter("%(asctime)s worker %(process)d %(levelname)s %(message)s"))
+    logging.getLogger("pool").addHandler(handler)
+    null_in = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_in, 0)
+    os.close(null_in)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+
+
+def worker_main(conn: Connection, config: WorkerConfig) -> None:
+    """Entry point of a worker process: serve job ids from the manager until the pipe closes."""
+    os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when jobs stop
+    for entry in reversed(config.sys_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    _detach_stdio()
+    worker = Worker(config)
+    while True:
+        try:
+            job_id = conn.recv_bytes().decode()
+        except (EOFError, OSError):
+            return  # the manager is gone or told us to stop
+        try:
+            reply = worker.run(job_id)
+        except Exception as exc:  # a bug or an unusable spool: say so, and let the manager decide
+            log.exception("job %s: worker error", job_id)
+            reply = {"id": job_id, "crashed": f"{type(exc).__name__}: {exc}"}
+        try:
+            conn.send_bytes(orjson.dumps(reply))
+        except OSError:
+            return  # the manager died; the outcome is on disk for the next one

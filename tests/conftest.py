@@ -1,0 +1,150 @@
+"""Shared test helpers: a real ``pool serve`` on a temp spool, the CLI as a subprocess,
+and one way to wait: ``wait_until(predicate, timeout, what)``. No test sleeps to sync."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import orjson
+import pytest
+
+from pool.client import Spool
+
+TESTS = Path(__file__).parent
+POOL = [sys.executable, "-m", "cli"]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Return the predicate's first truthy value; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def env_for_tests(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    env.pop("POOL_SPOOL", None)
+    env.update(extra)
+    return env
+
+
+def run_pool(spool: Path, *args: str, check: bool = False, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, in its own process."""
+    result = subprocess.run([*POOL, "--spool", str(spool), *args], capture_output=True, text=True,
+                            env=env_for_tests(), timeout=timeout, **kw)
+    if check and result.returncode != 0:
+        raise AssertionError(f"pool {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+class Server:
+    """A real ``pool serve`` process on a spool."""
+
+    def __init__(self, spool: Path, *args: str) -> None:
+        self.spool = spool
+        self.args = args
+        self.log = spool.parent / f"serve-{spool.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> Server:
+        log = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [*POOL, "--spool", str(self.spool), "serve", "--tasks", "pooltest_tasks", "--settle", "0.2", *self.args],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env_for_tests(), cwd=str(TESTS))
+        log.close()
+        if wait:
+            wait_until(lambda: self.ready() or self.proc.poll() is not None, 30, "the manager to start")
+            assert self.proc.poll() is None, f"pool serve exited early:\n{self.output()}"
+        return self
+
+    def ready(self) -> bool:
+        pid_file = self.spool / "manager.pid"
+        return self.proc is not None and pid_file.exists() and pid_file.read_text() == str(self.proc.pid)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"pool serve did not stop within {timeout}s:\n{self.output()}") from None
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+@pytest.fixture
+def spool(spool_dir: Path) -> Spool:
+    return Spool(spool_dir)
+
+
+@pytest.fixture
+def serve(spool_dir: Path) -> Iterator[Callable[..., Server]]:
+    """Start ``pool serve`` with extra arguments; every server is stopped afterwards."""
+    servers: list[Server] = []
+
+    def start(*args: str, wait: bool = True) -> Server:
+        server = Server(spool_dir, *args).start(wait=wait)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.proc and server.proc.poll() is None:
+            server.stop()
+
+
+def drop(spool_dir: Path, name: str, content: bytes | dict[str, Any] | str) -> Path:
+    """Write a job file into incoming/ the safe way (write elsewhere, then rename)."""
+    incoming = spool_dir / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    data = orjson.dumps(content) if isinstance(content, dict) else content.encode() if isinstance(content, str) else content
+    tmp = incoming / f".{name}.tmp"
+    tmp.write_bytes(data)
+    os.rename(tmp, incoming / name)
+    return incoming / name
+
+
+def status_doc(spool_dir: Path, job_id: str) -> dict[str, Any] | None:
+    try:
+        return orjson.loads((spool_dir / "status" / f"{job_id}.json").read_bytes())  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
+
+
+def state_of(spool_dir: Path, job_id: str) -> str | None:
+    doc = status_doc(spool_dir, job_id)
+    return doc["state"] if doc else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,101 @@
+"""Tasks the end-to-end tests run (served with ``--tasks pooltest_tasks``).
+
+Jobs that must stay running wait for a *gate* file that the test creates: the test
+decides when they end, so nothing depends on timing."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pool
+
+
+def _wait_for(gate: str, tick: float = 0.005) -> None:
+    while not os.path.exists(gate):
+        time.sleep(tick)
+
+
+@pool.task
+def add(a: int, b: int) -> int:
+    print(f"adding {a} and {b}")
+    return a + b
+
+
+@pool.task
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@pool.task
+def fail(message: str) -> None:
+    print("about to fail")
+    raise ValueError(message)
+
+
+@pool.task
+def hold(gate: str, marker_dir: str | None = None) -> str:
+    """Run until ``gate`` exists; while running, a marker file says so (to count
+    how many run at once, as seen by the jobs themselves)."""
+    job_id = os.environ["POOL_JOB_ID"]
+    if marker_dir:
+        Path(marker_dir, job_id).touch()
+        running = len(os.listdir(marker_dir))
+        with open(Path(marker_dir).parent / "concurrency.log", "a") as f:
+            f.write(f"{running}\n")
+    try:
+        _wait_for(gate)
+    finally:
+        if marker_dir:
+            Path(marker_dir, job_id).unlink()
+    return job_id
+
+
+@pool.task
+def halfway(gate: str) -> str:
+    """Reports 3 of 10 done, then waits for the gate."""
+    pool.progress(3, 10, message="three of ten")
+    _wait_for(gate)
+    pool.progress(10, 10)
+    return "done"
+
+
+@pool.task
+def hot_progress(gate: str) -> int:
+    """Calls pool.progress in a tight loop until the gate opens."""
+    calls = 0
+    while not os.path.exists(gate):
+        for i in range(1000):
+            pool.progress(i, 1000, message=f"call {calls + i}")
+        calls += 1000
+    return calls
+
+
+@pool.task
+def forever() -> None:
+    pool.progress(0.1, message="running until killed")
+    while True:
+        time.sleep(0.05)
+
+
+@pool.task
+def ignore_sigterm(ready: str) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    Path(ready).touch()
+    while True:
+        time.sleep(0.05)
+
+
+@pool.task
+def exit_hard(code: int) -> None:
+    os._exit(code)
+
+
+@pool.task
+def record_order(path: str) -> None:
+    with open(path, "a") as f:
+        f.write(os.environ["POOL_JOB_ID"] + "\n")

@@ -1,0 +1,251 @@
+"""End to end: a real ``pool serve`` on a temp spool, driven by files and the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from conftest import Server, drop, pid_alive, run_pool, state_of, status_doc, wait_until
+from pool.client import Spool
+
+
+def job(task: str, *args: object, **fields: object) -> dict[str, object]:
+    return {"task": f"pooltest_tasks:{task}", "args": list(args), **fields}
+
+
+def test_a_dropped_job_runs_and_stores_its_result(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    drop(spool_dir, "sum.json", job("add", 2, 3, id="sum"))
+    wait_until(lambda: state_of(spool_dir, "sum") == "done", what="job 'sum' done")
+    doc = status_doc(spool_dir, "sum")
+    assert doc is not None
+    assert (doc["result"], doc["progress"], doc["attempt"], doc["error"]) == (5, 1.0, 1, None)
+    assert doc["started_at"] and doc["finished_at"] and doc["name"] == "sum"
+    assert (spool_dir / "logs" / "sum.log").read_text() == "adding 2 and 3\n"
+    assert not list((spool_dir / "incoming").iterdir())
+    result = run_pool(spool_dir, "status", "--json", check=True)
+    assert [d["id"] for d in orjson.loads(result.stdout)] == ["sum"]
+    events = [orjson.loads(line) for line in (spool_dir / "events.jsonl").read_bytes().splitlines()]
+    assert [(e["from"], e["to"]) for e in events] == [(None, "queued"), ("queued", "running"), ("running", "done")]
+
+
+def test_progress_between_zero_and_one_is_visible_while_the_job_runs(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    gate = tmp_path / "gate"
+    drop(spool_dir, "half.json", job("halfway", str(gate), id="half"))
+    doc = wait_until(lambda: (d := status_doc(spool_dir, "half")) and d["progress"] and d, what="progress")
+    assert doc["state"] == "running" and doc["progress"] == 0.3 and doc["message"] == "three of ten"
+    table = run_pool(spool_dir, "status", check=True).stdout
+    assert "half" in table and "30%" in table and "running" in table
+    gate.touch()
+    wait_until(lambda: state_of(spool_dir, "half") == "done", what="job done")
+
+
+def test_two_workers_run_two_jobs_at_once_and_never_three(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve("--workers", "2")
+    gate, markers = tmp_path / "gate", tmp_path / "running"
+    markers.mkdir()
+    for n in range(5):
+        drop(spool_dir, f"h{n}.json", job("hold", str(gate), str(markers), id=f"h{n}"))
+    spool = Spool(spool_dir)
+    wait_until(lambda: len(spool.statuses("running")) == 2, what="two jobs running")
+    wait_until(lambda: len(os.listdir(markers)) == 2, what="two jobs inside their task")
+    assert len(spool.statuses("queued")) == 3
+    gate.touch()
+    seen_running = []
+
+    def all_done() -> bool:
+        seen_running.append(len(spool.statuses("running")))
+        return len(spool.statuses("done")) == 5
+
+    wait_until(all_done, what="all five jobs done")
+    assert max(seen_running) <= 2
+    concurrency = [int(n) for n in (tmp_path / "concurrency.log").read_text().split()]
+    assert len(concurrency) == 5 and max(concurrency) == 2
+
+
+def test_kill_ends_a_running_job_cancelled_and_its_process_is_gone(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    drop(spool_dir, "f.json", job("forever", id="forever"))
+    doc = wait_until(lambda: (d := status_doc(spool_dir, "forever")) and d["state"] == "running" and d,
+                     what="job running")
+    pid = doc["pid"]
+    assert pid_alive(pid)
+    result = run_pool(spool_dir, "kill", "forever", check=True)
+    assert result.stdout.strip() == "forever: cancelled"
+    doc = status_doc(spool_dir, "forever")
+    assert doc is not None and doc["state"] == "cancelled" and doc["error"]["type"] == "Cancelled"
+    wait_until(lambda: not pid_alive(pid), what="the job's process to be gone")
+    events = (spool_dir / "events.jsonl").read_text()
+    assert "WorkerDied" not in events and '"to":"failed"' not in events
+
+
+def test_a_killed_queued_job_never_starts(spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve("--workers", "1")
+    gate = tmp_path / "gate"
+    drop(spool_dir, "first.json", job("hold", str(gate), id="first"))
+    wait_until(lambda: state_of(spool_dir, "first") == "running", what="first running")
+    drop(spool_dir, "second.json", job("add", 1, 1, id="second"))
+    wait_until(lambda: state_of(spool_dir, "second") == "queued", what="second queued")
+    assert run_pool(spool_dir, "kill", "second", check=True).stdout.strip() == "second: cancelled"
+    gate.touch()
+    drop(spool_dir, "third.json", job("add", 1, 2, id="third"))
+    wait_until(lambda: state_of(spool_dir, "third") == "done", what="third done")
+    doc = status_doc(spool_dir, "second")
+    assert doc is not None and doc["state"] == "cancelled" and doc["started_at"] is None
+    assert not (spool_dir / "logs" / "second.log").exists()
+
+
+def test_a_failing_task_is_failed_with_type_message_and_traceback(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    drop(spool_dir, "bad.json", job("fail", "the reason", id="bad"))
+    wait_until(lambda: state_of(spool_dir, "bad") == "failed", what="job failed")
+    doc = status_doc(spool_dir, "bad")
+    assert doc is not None
+    error = doc["error"]
+    assert (error["type"], error["message"]) == ("ValueError", "the reason")
+    assert "pooltest_tasks.py" in error["traceback"] and "raise ValueError(message)" in error["traceback"]
+    assert "about to fail" in (spool_dir / "logs" / "bad.log").read_text()
+    result = run_pool(spool_dir, "wait", "bad")
+    assert result.returncode == 1 and "bad: failed" in result.stdout
+
+
+def test_bad_files_are_rejected_with_the_reason_and_the_manager_keeps_serving(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    drop(spool_dir, "broken.json", '{"task": "pooltest_tasks:add", ')
+    drop(spool_dir, "typo.json", job("add", 1, 2, retires=3))
+    drop(spool_dir, "stranger.json", {"task": "os:system", "args": ["echo owned"]})
+    rejected = spool_dir / "rejected"
+    for name, reason in [("broken.json", "not valid JSON"),
+                         ("typo.json", "unknown key 'retires' (did you mean 'retries'?)"),
+                         ("stranger.json", "not in a served module")]:
+        error_file = rejected / f"{name}.error.json"
+        wait_until(error_file.exists, what=f"{name} rejected")
+        assert reason in orjson.loads(error_file.read_bytes())["reason"]
+        assert (rejected / name).exists()
+    assert (rejected / "broken.json").read_text() == '{"task": "pooltest_tasks:add", '
+    drop(spool_dir, "after.json", job("add", 1, 2, id="after"))
+    wait_until(lambda: state_of(spool_dir, "after") == "done", what="a good job after bad ones")
+
+
+def test_a_jsonl_batch_of_fifty_jobs_all_runs(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    lines = [orjson.dumps(job("add", n, n)) for n in range(50)]
+    drop(spool_dir, "batch.jsonl", b"\n".join(lines) + b"\n")
+    spool = Spool(spool_dir)
+    wait_until(lambda: len(spool.statuses("done")) == 50, what="fifty jobs done")
+    assert sorted(s.result for s in spool.statuses()) == sorted(2 * n for n in range(50))
+    assert all(s.spec.name == "batch" for s in spool.statuses())
+
+
+def test_a_second_manager_is_refused_naming_the_first(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    first = serve()
+    result = run_pool(spool_dir, "serve", "--tasks", "pooltest_tasks")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: a manager is already serving {spool_dir} (pid {first.proc.pid})"  # type: ignore[union-attr]
+
+
+def test_a_reader_never_sees_a_partial_status_while_progress_is_hammered(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    gate = tmp_path / "gate"
+    drop(spool_dir, "hot.json", job("hot_progress", str(gate), id="hot"))
+    path = spool_dir / "status" / "hot.json"
+    wait_until(lambda: state_of(spool_dir, "hot") == "running", what="job running")
+    reads, updates, problems = 0, set(), []
+    stop = threading.Event()
+
+    def read_forever() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            try:
+                doc = orjson.loads(path.read_bytes())
+                updates.add(doc["updated_at"])
+                reads += 1
+            except Exception as exc:  # any failure to read a whole document is the bug
+                problems.append(repr(exc))
+
+    readers = [threading.Thread(target=read_forever) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        wait_until(lambda: len(updates) >= 10 and reads >= 2000, 60, "many reads across many writes")
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+        gate.touch()
+    assert problems == []
+    wait_until(lambda: state_of(spool_dir, "hot") == "done", what="job done")
+
+
+def test_a_job_dropped_while_no_manager_runs_is_taken_at_start(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    drop(spool_dir, "early.json", job("add", 20, 22, id="early"))
+    submitted = Spool(spool_dir).submit("pooltest_tasks:add", 1, 1, id="via-client")
+    assert submitted.status().state.value == "queued"
+    serve()
+    wait_until(lambda: state_of(spool_dir, "early") == "done" and state_of(spool_dir, "via-client") == "done",
+               what="both jobs done")
+    assert submitted.result() == 2
+
+
+def test_higher_priority_runs_first_and_fifo_within_a_priority(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    order = tmp_path / "order"
+    lines = [job("record_order", str(order), id=name, priority=prio)
+             for name, prio in [("low-1", 0), ("low-2", 0), ("high", 5), ("low-3", 0), ("mid", 1)]]
+    drop(spool_dir, "batch.jsonl", b"\n".join(orjson.dumps(line) for line in lines))
+    serve("--workers", "1")
+    spool = Spool(spool_dir)
+    wait_until(lambda: len(spool.statuses("done")) == 5, what="all done")
+    assert order.read_text().split() == ["high", "mid", "low-1", "low-2", "low-3"]
+
+
+def test_cli_submit_wait_logs_and_errors(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    result = run_pool(spool_dir, "submit", "pooltest_tasks:echo", "42", "[1, 2]", "text", "--kw", "flag=true",
+                      "--kw", "name=x", "--id", "e1", check=True)
+    assert result.stdout.strip() == "e1"
+    assert run_pool(spool_dir, "wait", "e1", check=True).stdout.strip() == "e1: done"
+    assert status_doc(spool_dir, "e1")["result"] == {  # type: ignore[index]
+        "args": [42, [1, 2], "text"], "kwargs": {"flag": True, "name": "x"}}
+    run_pool(spool_dir, "submit", "pooltest_tasks:add", "1", "2", "--id", "a1", check=True)
+    run_pool(spool_dir, "wait", "a1", check=True)
+    assert run_pool(spool_dir, "logs", "a1", check=True).stdout == "adding 1 and 2\n"
+    detail = run_pool(spool_dir, "status", "a1", check=True).stdout
+    assert "state:     done" in detail and "running -> done" in detail
+    for args in (["kill", "nope"], ["wait", "nope"], ["logs", "nope"], ["status", "nope"]):
+        result = run_pool(spool_dir, *args)
+        assert result.returncode == 1, args
+        assert result.stderr.strip() == f"Error: no job 'nope' in {spool_dir}", args
+    result = run_pool(spool_dir, "submit", "pooltest_tasks:add", "--id", "../x")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "'id' must be" in result.stderr
+    assert run_pool(spool_dir, "status", "--state", "bogus").returncode == 2
+    assert run_pool(spool_dir, "kill", "a1", check=True).stdout.strip() == "a1: already done"
+
+
+def test_sigterm_stops_gracefully_and_requeues_what_was_running(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    server = serve("--grace", "0.2", "--kill-grace", "5")
+    drop(spool_dir, "f.json", job("forever", id="forever"))
+    wait_until(lambda: state_of(spool_dir, "forever") == "running", what="job running")
+    pid = status_doc(spool_dir, "forever")["pid"]  # type: ignore[index]
+    assert server.stop(signal.SIGTERM) == 0
+    doc = status_doc(spool_dir, "forever")
+    assert doc is not None and (doc["state"], doc["attempt"], doc["pid"]) == ("queued", 1, None)
+    assert not pid_alive(pid)
+    second = serve()
+    wait_until(lambda: state_of(spool_dir, "forever") == "running", what="job running again")
+    assert run_pool(spool_dir, "kill", "forever", check=True).stdout.strip() == "forever: cancelled"
+    assert second.proc is not None
