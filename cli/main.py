@@ -129,7 +129,7 @@ def submit(spool: Spool, args: tuple[str, ...], is_command: bool, kwargs: tuple[
            name: str | None, priority: int | None, retries: int | None, timeout: float | None, cwd: str | None,
            env: tuple[str, ...], progress_form: str | None, wait_: bool) -> None:
     """Submit TASK [ARGS]... (each ARG is JSON when it parses), or --command -- ARGV..."""
-    options = {k: v for k, v in {"id": job_id, "name": name, "priority": priority, "retries": retries,
+    options: dict[str, Any] = {k: v for k, v in {"id": job_id, "name": name, "priority": priority, "retries": retries,
                                  "timeout": timeout}.items() if v is not None}
     if is_command:
         if kwargs:

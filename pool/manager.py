@@ -150,6 +150,7 @@ class Manager:
             self.recover()
             for _ in range(self.config.workers):
                 self.slots.append(self.start_worker())
+            self.spool.mark_serving()
             log.info("serving %s with %d workers", self.spool.root, self.config.workers)
             while not self.finished():
                 self.step(self.wait_for_wake())
@@ -159,6 +160,7 @@ class Manager:
             observer.join(timeout=5)
             for sig, handler_before in previous.items():
                 signal.signal(sig, handler_before)
+            self.spool.clear_serving()
             os.close(lock_fd)
             log.info("stopped")
 

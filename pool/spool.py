@@ -8,7 +8,8 @@
       rejected/<file>    a refused input, untouched, with <file>.error.json saying why
       requests/          kill and retry requests for the manager (<kind>-<id>)
       events.jsonl       one line per state change
-      manager.lock       flock-held by the running manager; manager.pid names it
+      manager.lock       flock-held by the running manager, holding its pid; manager.pid
+                         is written once it serves (watching incoming/, workers started)
 
 Every document is written to a temp file in the same folder and then ``os.replace``d, so
 a reader never needs a lock and never sees a partial document. Writers of a status take
@@ -284,19 +285,30 @@ class SpoolDir:
 
     # ------------------------------------------------------------ the manager's lock
     def lock_manager(self) -> int:
-        """Hold the spool for this process; raises ManagerRunning naming the holder."""
+        """Hold the spool for this process; raises ManagerRunning naming the holder.
+        The lock file holds the holder's pid; manager.pid appears once it serves."""
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise ManagerRunning(str(self.root), self.manager_pid()) from None
-        write_atomic(self.pid_path, str(os.getpid()).encode())
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         return fd
+
+    def mark_serving(self) -> None:
+        write_atomic(self.pid_path, str(os.getpid()).encode())
+
+    def clear_serving(self) -> None:
+        try:
+            os.unlink(self.pid_path)
+        except FileNotFoundError:
+            pass
 
     def manager_pid(self) -> int | None:
         try:
-            return int(self.pid_path.read_text())
+            return int(self.lock_path.read_text())
         except (OSError, ValueError):
             return None
 

@@ -139,7 +139,7 @@ class Worker:
             orjson.dumps(value)
         except BaseException as exc:  # the job's own failure, whatever it raised
             error = error_record(exc)
-            sys.stderr.write(error["traceback"])
+            sys.stderr.write(str(error["traceback"]))
             return lambda s: lifecycle.fail_attempt(s, error, utc_now())
         return lambda s: lifecycle.succeed(s, value, utc_now())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -249,3 +250,31 @@ def test_sigterm_stops_gracefully_and_requeues_what_was_running(
     wait_until(lambda: state_of(spool_dir, "forever") == "running", what="job running again")
     assert run_pool(spool_dir, "kill", "forever", check=True).stdout.strip() == "forever: cancelled"
     assert second.proc is not None
+
+
+def test_a_file_still_being_written_is_waited_for_not_rejected(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    body = orjson.dumps(job("add", 4, 5, id="slow"))
+    with open(spool_dir / "incoming" / "slow.json", "wb") as writer:
+        writer.write(body[:10])  # a cp or a writer that pauses half way
+        writer.flush()
+        written = time.time()
+        # Longer than the quiet period (--settle 0.2): only the open writer holds it back.
+        wait_until(lambda: time.time() - written > 1.0, what="the quiet period to pass")
+        # Another file taken in proves the manager has looked at the folder meanwhile.
+        drop(spool_dir, "marker.json", job("add", 0, 0, id="marker"))
+        wait_until(lambda: state_of(spool_dir, "marker") == "done", what="marker job done")
+        assert (spool_dir / "incoming" / "slow.json").exists()
+        assert not (spool_dir / "rejected" / "slow.json").exists()
+        writer.write(body[10:])
+    wait_until(lambda: state_of(spool_dir, "slow") == "done", what="the completed file runs")
+    assert status_doc(spool_dir, "slow")["result"] == 9  # type: ignore[index]
+    assert not list((spool_dir / "rejected").iterdir())
+
+
+def test_the_demo_ends_with_every_job_as_expected(tmp_path: Path) -> None:
+    result = run_pool(tmp_path / "unused", "demo", "--spool", str(tmp_path / "demo"), "--kill-after", "1",
+                      timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 done, 1 failed, 1 cancelled" in result.stdout

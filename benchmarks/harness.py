@@ -1,0 +1,75 @@
+"""Shared pieces of the benchmark scripts: a manager on a scratch spool, job drops, stats."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+HERE = Path(__file__).parent
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def describe(values_ms: list[float]) -> str:
+    return (f"p50 {statistics.median(values_ms):.2f} ms, p90 {percentile(values_ms, 90):.2f} ms "
+            f"(n={len(values_ms)})")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, tick: float = 0.0002) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not met")
+        time.sleep(tick)
+
+
+class ScratchManager:
+    """``pool serve`` on a temporary spool, with the benchmark tasks."""
+
+    def __init__(self, *args: str, spool: Path | None = None) -> None:
+        self.spool = spool or Path(tempfile.mkdtemp(prefix="pool-bench-")) / "spool"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]))
+        self.log = open(self.spool.parent / "manager.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "--spool", str(self.spool), "serve", "--tasks", "bench_tasks", *args],
+            env=env, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, cwd=str(HERE))
+        wait_for(lambda: (self.spool / "manager.pid").exists(), 30, 0.01)
+
+    def drop(self, name: str, job: dict[str, Any]) -> float:
+        """Write a job file the safe way; returns the wall-clock time it appeared."""
+        tmp = self.spool / "incoming" / f".{name}.tmp"
+        tmp.write_bytes(orjson.dumps(job))
+        os.rename(tmp, self.spool / "incoming" / name)
+        return time.time()
+
+    def status(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            return orjson.loads((self.spool / "status" / f"{job_id}.json").read_bytes())  # type: ignore[no-any-return]
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return None
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def iso_to_epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
