@@ -17,7 +17,7 @@ import orjson
 
 from . import lifecycle
 from .errors import InvalidJobSpec, JobFailed, JobNotFinished, JobNotFound, WaitTimeout
-from .model import JobSpec, JobStatus, State, new_job_id, new_status, parse_job, utc_now
+from .model import JobStatus, State, new_job_id, new_status, parse_job, utc_now
 from .spool import SpoolDir, write_atomic
 
 POLL_INTERVAL = 0.05

@@ -7,8 +7,9 @@ worker it does nothing, so a task still runs on its own.
 
 from __future__ import annotations
 
+import importlib.util
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 
 class Reporter(Protocol):
@@ -42,3 +43,25 @@ def progress(done: float, total: float = 1.0, message: str | None = None) -> Non
     reporter.latest = (done, total, message)
     if _clock() >= reporter.next_write:
         reporter.write()
+
+
+def hook_tqdm() -> bool:
+    """Make every tqdm bar in this process report through ``progress()``, so a task with a
+    tqdm loop shows its progress without a code change. True when tqdm is there."""
+    if importlib.util.find_spec("tqdm") is None:
+        return False
+    from tqdm import std
+
+    shown = std.tqdm.display
+    if getattr(shown, "pool_hooked", False):
+        return True
+
+    def display(self: Any, msg: str | None = None, pos: int | None = None) -> Any:
+        result = shown(self, msg, pos)
+        if self.total:
+            progress(self.n, self.total, message=self.desc or None)
+        return result
+
+    display.pool_hooked = True  # type: ignore[attr-defined]
+    std.tqdm.display = display
+    return True

@@ -15,11 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
@@ -27,8 +25,10 @@ import orjson
 
 from . import lifecycle
 from .model import JobStatus, State, utc_now
+from .commands import failure, run_command
 from .procs import process_start_time
-from .progress import fraction_of, set_reporter
+from .progress import hook_tqdm, set_reporter
+from .reporter import Flusher, StatusReporter
 from .spool import SpoolDir
 from .tasks import TaskModuleError, load_task_modules, unserved_reason
 
@@ -51,40 +51,6 @@ def error_record(exc: BaseException, with_traceback: bool = True) -> dict[str, A
     return {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
 
 
-class StatusReporter:
-    """Writes the running job's progress to its status file, at most once an interval."""
-
-    def __init__(self, spool: SpoolDir, status: JobStatus, interval: float) -> None:
-        self.spool = spool
-        self.status = status
-        self.interval = interval
-        self.lock = spool.status_lock(status.id)
-        self.next_write = 0.0
-        self.latest: tuple[float, float, str | None] | None = None
-
-    def current(self) -> JobStatus:
-        """The status with the latest reported progress folded in."""
-        if self.latest is None:
-            return self.status
-        done, total, message = self.latest
-        fraction = fraction_of(done, total)
-        return replace(self.status, progress=fraction if fraction is not None else self.status.progress,
-                       message=message if message is not None else self.status.message)
-
-    def write(self) -> None:
-        self.next_write = time.monotonic() + self.interval
-        self.status = replace(self.current(), updated_at=utc_now())
-        self.latest = None
-        with self.lock:
-            self.spool.write_status(self.status)
-
-    def finish(self, change: Callable[[JobStatus], JobStatus]) -> JobStatus:
-        self.status = change(self.current())
-        with self.lock:
-            self.spool.write_status(self.status)
-        return self.status
-
-
 class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
@@ -97,6 +63,8 @@ class Worker:
             self.tasks = load_task_modules(config.task_modules)
         except TaskModuleError as exc:
             self.load_error = str(exc)
+        hook_tqdm()
+        self.flusher = Flusher()
 
     def run(self, job_id: str) -> dict[str, Any]:
         """Run one job to the end of its attempt; returns the message for the manager."""
@@ -111,29 +79,30 @@ class Worker:
         reporter = StatusReporter(self.spool, running, self.config.progress_interval)
         with JobOutput(self.spool.log_path(job_id), running):
             set_reporter(reporter)
+            self.flusher.watch(reporter)
             try:
-                outcome = self.execute(running)
+                outcome = self.execute(running, reporter)
             finally:
                 set_reporter(None)
+                self.flusher.watch(None)
         final = reporter.finish(outcome)
         return {"id": job_id, "status": final.to_dict()}
 
-    def execute(self, status: JobStatus) -> Callable[[JobStatus], JobStatus]:
+    def execute(self, status: JobStatus, reporter: StatusReporter) -> Callable[[JobStatus], JobStatus]:
         """Run the job; returns how to turn the running status into the attempt's outcome."""
         spec = status.spec
         os.environ["POOL_JOB_ID"] = spec.id
         os.environ["POOL_SPOOL"] = str(self.spool.root)
         if spec.task is not None:
             return self.execute_task(status)
-        return self.execute_command(status)
+        return run_command(status, reporter, self.config.allow_commands)
 
     def execute_task(self, status: JobStatus) -> Callable[[JobStatus], JobStatus]:
         spec = status.spec
         assert spec.task is not None
         reason = self.load_error or unserved_reason(spec.task, self.tasks, self.config.task_modules)
         if reason:
-            error = {"type": "TaskNotAvailable", "message": reason, "traceback": None}
-            return lambda s: lifecycle.fail_attempt(s, error, utc_now())
+            return failure("TaskNotAvailable", reason)
         try:
             value = self.tasks[spec.task](*spec.args, **spec.kwargs)
             orjson.dumps(value)
@@ -142,32 +111,6 @@ class Worker:
             sys.stderr.write(str(error["traceback"]))
             return lambda s: lifecycle.fail_attempt(s, error, utc_now())
         return lambda s: lifecycle.succeed(s, value, utc_now())
-
-    def execute_command(self, status: JobStatus) -> Callable[[JobStatus], JobStatus]:
-        spec = status.spec
-        assert spec.command is not None
-        if not self.config.allow_commands:
-            error = {"type": "CommandsDisabled", "traceback": None,
-                     "message": "command jobs are disabled; start the manager with --allow-commands"}
-            return lambda s: lifecycle.fail_attempt(s, error, utc_now())
-        env = {**os.environ, **spec.env}
-        try:
-            proc = subprocess.Popen(list(spec.command), cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=1, stderr=2)
-        except OSError as exc:
-            error = error_record(exc, with_traceback=False)
-            error["message"] = f"cannot start {spec.command[0]!r}: {exc.strerror or exc}"
-            return lambda s: lifecycle.fail_attempt(s, error, utc_now())
-        code = proc.wait()
-        if code == 0:
-            return lambda s: lifecycle.succeed(s, None, utc_now(), exit_code=0)
-        if code < 0:
-            message = f"command was killed by {signal.Signals(-code).name}"
-        else:
-            message = f"command exited with code {code}"
-        error = {"type": "CommandFailed", "message": message, "traceback": None}
-        return lambda s: lifecycle.fail_attempt(s, error, utc_now(), exit_code=code)
-
 
 class JobOutput:
     """Point fds 1 and 2 (and sys.stdout/stderr) at the job's log for one attempt, so

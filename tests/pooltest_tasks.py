@@ -99,3 +99,16 @@ def exit_hard(code: int) -> None:
 def record_order(path: str) -> None:
     with open(path, "a") as f:
         f.write(os.environ["POOL_JOB_ID"] + "\n")
+
+
+@pool.task
+def tqdm_loop(gate: str) -> int:
+    """A task with a tqdm loop and no pool.progress call: progress must still show."""
+    from tqdm import tqdm
+
+    total = 0
+    for i in tqdm(range(10), desc="tqdm loop", mininterval=0):
+        if i == 4:
+            _wait_for(gate)
+        total += i
+    return total

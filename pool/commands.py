@@ -1,0 +1,91 @@
+"""Running a command job: the same argv a user would give ``subprocess.run``, unchanged.
+
+The command runs in the worker's process group (so a kill of the job reaches it and its
+children), with stdin closed and stdout and stderr on one pipe, so they stay in order.
+The worker copies that pipe to the job's log as output arrives and reads progress from it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+from typing import Callable
+
+from . import lifecycle
+from .model import JobStatus, utc_now
+from .parsers import OutputParser
+from .procs import kill_rest_of_group, open_pidfd
+from .reporter import StatusReporter
+
+
+def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool) -> Callable[[JobStatus], JobStatus]:
+    spec = status.spec
+    assert spec.command is not None
+    if not allowed:
+        return failure("CommandsDisabled", "command jobs are disabled; start the manager with --allow-commands")
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        return failure("CommandNotStarted", f"cannot start {spec.command[0]!r}: cwd {spec.cwd!r} is not a directory")
+    # Python children would buffer a pipe and hold their progress back until exit.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(list(spec.command), cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=write_end, stderr=write_end)
+    except OSError as exc:
+        return failure("CommandNotStarted", f"cannot start {spec.command[0]!r}: {exc.strerror or exc}")
+    finally:
+        os.close(write_end)
+    try:
+        pump_output(proc, read_end, OutputParser(spec.progress), reporter)
+    finally:
+        os.close(read_end)
+    code = proc.wait()
+    if code == 0:
+        return lambda s: lifecycle.succeed(s, None, utc_now(), exit_code=0)
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    return failure("CommandFailed", f"command {how}", exit_code=code)
+
+
+def failure(kind: str, message: str, exit_code: int | None = None) -> Callable[[JobStatus], JobStatus]:
+    error = {"type": kind, "message": message, "traceback": None}
+    return lambda s: lifecycle.fail_attempt(s, error, utc_now(), exit_code=exit_code)
+
+
+def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputParser, reporter: StatusReporter) -> None:
+    """Copy the command's output to the log (fd 1) as it comes, reading progress from it.
+    Blocks on the pipe and on the process itself (a pidfd), with the next progress write
+    as the only timeout. When the command exits, whatever it left running in the job's
+    process group is killed, so its output pipe closes and nothing outlives the job."""
+    pidfd = open_pidfd(proc.pid)
+    watched = [read_end] + ([pidfd] if pidfd is not None else [])
+    exited = False
+    try:
+        while True:
+            timeout = reporter.due_in()
+            if pidfd is None and not exited:
+                timeout = 0.1 if timeout is None else min(timeout, 0.1)  # no pidfd: poll the exit
+            readable, _, _ = select.select(watched, [], [], timeout)
+            if read_end in readable:
+                chunk = os.read(read_end, 1 << 16)
+                if not chunk:
+                    return
+                write_all(1, chunk)
+                if parser.feed(chunk):
+                    reporter.observe(parser.fraction, parser.message)
+            if not exited and (pidfd in readable if pidfd is not None else proc.poll() is not None):
+                exited = True
+                if pidfd is not None:
+                    watched.remove(pidfd)
+                kill_rest_of_group()
+            reporter.write_if_due()
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -1,0 +1,98 @@
+"""Writing a running job's progress into its status file, throttled.
+
+``pool.progress()`` and the output parser only *store* the latest value; it is written
+when the interval has passed, by the next call, or, when the job goes quiet (a task
+blocked after its last report), by the flusher thread, so the last value always lands.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from typing import Callable
+
+from .model import JobStatus, utc_now
+from .progress import fraction_of
+from .spool import SpoolDir
+
+
+class StatusReporter:
+    """The status of the job running in this worker, and its throttled writes."""
+
+    def __init__(self, spool: SpoolDir, status: JobStatus, interval: float) -> None:
+        self.spool = spool
+        self.status = status
+        self.interval = interval
+        self.file_lock = spool.status_lock(status.id)
+        self.mutex = threading.Lock()  # the job's thread and the flusher both write
+        self.closed = False
+        self.next_write = 0.0
+        self.latest: tuple[float, float, str | None] | None = None
+
+    def current(self) -> JobStatus:
+        """The status with the latest reported progress folded in."""
+        if self.latest is None:
+            return self.status
+        done, total, message = self.latest
+        fraction = fraction_of(done, total)
+        return replace(self.status, progress=fraction if fraction is not None else self.status.progress,
+                       message=message if message is not None else self.status.message)
+
+    def observe(self, fraction: float | None, message: str | None) -> None:
+        """Progress read from output (a fraction, not a done/total pair)."""
+        self.latest = (fraction if fraction is not None else float("nan"), 1.0, message)
+
+    def due_in(self) -> float | None:
+        """Seconds until a pending progress value may be written; None if none is pending."""
+        if self.latest is None:
+            return None
+        return max(0.0, self.next_write - time.monotonic())
+
+    def write_if_due(self) -> None:
+        if self.latest is not None and time.monotonic() >= self.next_write:
+            self.write()
+
+    def write(self) -> None:
+        with self.mutex:
+            if self.closed:
+                return
+            self.next_write = time.monotonic() + self.interval
+            self.status = replace(self.current(), updated_at=utc_now())
+            self.latest = None
+            with self.file_lock:
+                self.spool.write_status(self.status)
+
+    def finish(self, change: Callable[[JobStatus], JobStatus]) -> JobStatus:
+        """Write the attempt's outcome; no progress write can follow it."""
+        with self.mutex:
+            self.closed = True
+            self.status = change(self.current())
+            with self.file_lock:
+                self.spool.write_status(self.status)
+            return self.status
+
+
+class Flusher:
+    """A worker's one background thread: writes a job's pending progress once it is due,
+    even when the job has gone quiet. It sleeps while no job runs."""
+
+    def __init__(self) -> None:
+        self.reporter: StatusReporter | None = None
+        self.changed = threading.Condition()
+        threading.Thread(target=self._run, name="pool-flusher", daemon=True).start()
+
+    def watch(self, reporter: StatusReporter | None) -> None:
+        with self.changed:
+            self.reporter = reporter
+            self.changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                while self.reporter is None:
+                    self.changed.wait()
+                reporter = self.reporter
+                due_in = reporter.due_in()
+                self.changed.wait(timeout=due_in if due_in is not None else reporter.interval)
+            reporter.write_if_due()
