@@ -20,7 +20,7 @@ from . import render
 from .main import console, now
 
 EXPECTED = {
-    "render-1": State.DONE, "render-2": State.DONE, "render-3": State.DONE,
+    "render-1": State.DONE, "render-2": State.DONE, "render-3": State.DONE, "encode": State.DONE,
     "flaky": State.DONE, "doomed": State.FAILED, "endless": State.CANCELLED,
 }
 
@@ -29,6 +29,9 @@ def submit_examples(spool: Spool, scratch: Path) -> None:
     for frame in (1, 2, 3):
         spool.submit("pool.demo_tasks:render", frame, id=f"render-{frame}", name=f"render frame {frame}",
                      kwargs={"steps": 20 + 10 * frame, "step_seconds": 0.1})
+    # A command that knows nothing about pool: its printed percentages become its progress.
+    spool.submit_command(["sh", "-c", 'for i in $(seq 1 25); do sleep 0.15; echo "encoding: $((i * 4))%"; done'],
+                         id="encode", name="shell script printing NN%")
     spool.submit("pool.demo_tasks:flaky", str(scratch / "flaky-marker"), id="flaky", name="flaky network call",
                  retries=2, retry_delay=0.5)
     spool.submit("pool.demo_tasks:doomed", id="doomed", name="divides by zero")

@@ -96,8 +96,8 @@ class Spool:
                     continue
         return pending
 
-    def _submitted_status(self, job_id: str) -> JobStatus:
-        path = self.dir.incoming / f"{job_id}.json"
+    def _submitted_status(self, job_id: str, path: Path | None = None) -> JobStatus:
+        path = path or self.dir.incoming / f"{job_id}.json"
         try:
             data, mtime = path.read_bytes(), path.stat().st_mtime
             spec = parse_job(orjson.loads(data), path.name, default_name=job_id)
@@ -109,11 +109,26 @@ class Spool:
         return new_status(spec, created)
 
     def status(self, job_id: str) -> JobStatus:
-        """The job's status; a job still waiting in incoming/ shows as queued."""
+        """The job's status; a job not yet taken in by a manager shows as queued.
+        Raises JobNotFound (saying why, when the job's file was rejected)."""
+        # A submitted job moves incoming/ -> claimed/ -> status/, never back: looking in
+        # that order, then at status/ again, finds it wherever it was in between.
         try:
             return self.dir.read_status(job_id)
         except JobNotFound:
-            return self._submitted_status(job_id)
+            pass
+        for path in (self.dir.incoming / f"{job_id}.json", *self.dir.claimed.glob(f"*~{job_id}.json")):
+            try:
+                return self._submitted_status(job_id, path)
+            except JobNotFound:
+                continue
+        try:
+            return self.dir.read_status(job_id)
+        except JobNotFound:
+            reason = self.dir.rejection_reason(f"{job_id}.json")
+            if reason:
+                raise JobNotFound(f"job {job_id!r} was rejected: {reason}") from None
+            raise
 
     # ------------------------------------------------------------ acting
     def cancel(self, job_id: str, grace: float | None = None) -> JobStatus:

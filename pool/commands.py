@@ -7,6 +7,7 @@ The worker copies that pipe to the job's log as output arrives and reads progres
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
@@ -19,6 +20,7 @@ from .parsers import OutputParser
 from .procs import kill_rest_of_group, open_pidfd
 from .reporter import StatusReporter
 
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; Python 3.10+ names it
 
 def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool) -> Callable[[JobStatus], JobStatus]:
     spec = status.spec
@@ -30,6 +32,11 @@ def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool) -> C
     # Python children would buffer a pipe and hold their progress back until exit.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
     read_end, write_end = os.pipe()
+    try:
+        # A bigger pipe means fewer, larger reads for a command that prints a lot.
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, 1 << 20)
+    except OSError:
+        pass
     try:
         proc = subprocess.Popen(list(spec.command), cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=write_end, stderr=write_end)
@@ -68,7 +75,7 @@ def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputPars
                 timeout = 0.1 if timeout is None else min(timeout, 0.1)  # no pidfd: poll the exit
             readable, _, _ = select.select(watched, [], [], timeout)
             if read_end in readable:
-                chunk = os.read(read_end, 1 << 16)
+                chunk = os.read(read_end, 1 << 20)
                 if not chunk:
                     return
                 write_all(1, chunk)

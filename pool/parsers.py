@@ -25,6 +25,8 @@ import orjson
 
 MAX_LINE = 64 * 1024  # a "line" longer than this is cut: no newline must not mean no memory
 LINES_EXAMINED = 64  # per chunk, newest first: the latest progress wins anyway
+TAIL_BYTES = 16 * 1024  # ... found in the chunk's last bytes
+_LINE_END = re.compile(rb"[\r\n]")
 MESSAGE_LIMIT = 200
 
 JSON, TQDM, FFMPEG, CURL, PERCENT, COUNT, REGEX = 7, 6, 5, 4, 3, 2, 1
@@ -105,6 +107,8 @@ def read_line(line: str) -> Reading | None:
     line = line.strip()
     if not line:
         return None
+    if "%" not in line and "/" not in line and "{" not in line and " of " not in line.lower():
+        return Reading(None, 0, line)  # no form can match: the common case, kept cheap
     reading = read_json_line(line)
     if reading is not None:
         return reading
@@ -155,15 +159,18 @@ class OutputParser:
         if self.form == "none" or not chunk:
             return False
         data = self.partial + chunk
-        # Lines end at \n or at \r (bars redraw in place); the unterminated rest is kept,
-        # but read now too, since a bar's latest state is rarely followed by anything.
-        segments = re.split(rb"[\r\n]", data)
-        self.partial = segments[-1][-MAX_LINE:]
+        # Lines end at \n or at \r (bars redraw in place). The unterminated rest is kept for
+        # the next chunk, but read now too: a bar's latest state is rarely followed by anything.
+        end = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        self.partial = data[end + 1:][-MAX_LINE:]
         if self.regex is None:
             self._learn_context(data)
+        tail = data[-TAIL_BYTES:]
+        segments = _LINE_END.split(tail)
+        if len(tail) < len(data):
+            segments = segments[1:]  # the first one may start mid-line
         before = (self.fraction, self.message)
-        lines = [s.decode("utf-8", "replace") for s in segments[-LINES_EXAMINED:]]
-        self._read_newest(lines)
+        self._read_newest(segments[-LINES_EXAMINED:], partial=end + 1 < len(data))
         return (self.fraction, self.message) != before
 
     def _learn_context(self, data: bytes) -> None:
@@ -174,14 +181,25 @@ class OutputParser:
         if not self.curl_meter and _CURL_HEADER in data:
             self.curl_meter = True
 
-    def _read_newest(self, lines: list[str]) -> None:
-        readings = [r for r in map(self._read, reversed(lines)) if r is not None]
-        progress = [r for r in readings if r.fraction is not None]
-        strongest = max((r.strength for r in progress), default=0)
-        if progress and strongest >= self.strength:
-            self.fraction = next(r.fraction for r in progress if r.strength == strongest)
-            self.strength = strongest
-        message = next((r.message for r in readings if r.message and r.message.strip()), None)
+    def _read_newest(self, segments: list[bytes], partial: bool) -> None:
+        """Newest line first. Until a form is known, the strongest in view wins; after
+        that, the first line of a form at least as strong ends the search. An unfinished
+        last line may show progress, but only finished lines become the message."""
+        best: Reading | None = None
+        message: str | None = None
+        for index, segment in enumerate(reversed(segments)):
+            reading = self._read(segment.decode("utf-8", "replace"))
+            if reading is None:
+                continue
+            if message is None and reading.message and not (partial and index == 0):
+                message = reading.message
+            if reading.fraction is not None and reading.strength >= self.strength:
+                if best is None or reading.strength > best.strength:
+                    best = reading
+                if self.strength and message is not None:
+                    break
+        if best is not None:
+            self.fraction, self.strength = best.fraction, best.strength
         if message is not None:
             self.message = message.strip()[:MESSAGE_LIMIT]
 

@@ -260,6 +260,12 @@ class SpoolDir:
         write_atomic(target.with_name(target.name + ".error.json"), orjson.dumps(
             {"file": original, "rejected_at": utc_now(), "reason": reason}))
 
+    def rejection_reason(self, name: str) -> str | None:
+        try:
+            return str(orjson.loads((self.rejected / f"{name}.error.json").read_bytes())["reason"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     # ------------------------------------------------------------ requests to the manager
     def file_request(self, kind: str, job_id: str, payload: dict[str, Any] | None = None) -> None:
         write_atomic(self.requests / f"{kind}-{job_id}", orjson.dumps(payload or {}))

@@ -52,9 +52,10 @@ def run_pool(spool: Path, *args: str, check: bool = False, timeout: float = 60, 
 class Server:
     """A real ``pool serve`` process on a spool."""
 
-    def __init__(self, spool: Path, *args: str) -> None:
+    def __init__(self, spool: Path, *args: str, cwd: Path = TESTS) -> None:
         self.spool = spool
         self.args = args
+        self.cwd = cwd
         self.log = spool.parent / f"serve-{spool.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +63,7 @@ class Server:
         log = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [*POOL, "--spool", str(self.spool), "serve", "--tasks", "pooltest_tasks", "--settle", "0.2", *self.args],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env_for_tests(), cwd=str(TESTS))
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env_for_tests(), cwd=str(self.cwd))
         log.close()
         if wait:
             wait_until(lambda: self.ready() or self.proc.poll() is not None, 30, "the manager to start")

@@ -1,0 +1,55 @@
+"""Every example in examples/ runs, so the README's migration guide cannot rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from conftest import Server, env_for_tests, run_pool, status_doc
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def run_example(script: str, spool_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = env_for_tests(**({"POOL_SPOOL": str(spool_dir)} if spool_dir else {}))
+    env["PYTHONPATH"] = f"{EXAMPLES}:{env['PYTHONPATH']}"
+    return subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_before_runs_with_plain_subprocess() -> None:
+    result = run_example("before_subprocess.py")
+    assert result.returncode == 0 and result.stdout.strip() == "render complete"
+
+
+def test_after_runs_the_same_argv_as_a_job(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve("--allow-commands")
+    result = run_example("after_pool.py", spool_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].endswith(": done; last output: render complete")
+
+
+def test_scripts_reporting_progress_show_it_as_command_jobs(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve("--allow-commands")
+    for script in ("report_json.py", "tqdm_script.py"):
+        run_pool(spool_dir, "submit", "--command", "--id", script.replace(".py", ""), "--",
+                 sys.executable, str(EXAMPLES / script), check=True)
+    run_pool(spool_dir, "wait", "report_json", "tqdm_script", check=True)
+    json_doc, tqdm_doc = status_doc(spool_dir, "report_json"), status_doc(spool_dir, "tqdm_script")
+    assert json_doc is not None and tqdm_doc is not None
+    assert json_doc["message"] == "processed epsilon"
+    assert b"crunching: 100%" in (spool_dir / "logs" / "tqdm_script.log").read_bytes()
+
+
+def test_the_cpu_task_runs_on_its_own_and_as_a_job(spool_dir: Path, tmp_path: Path) -> None:
+    assert run_example("cpu_task.py").stdout.strip() == "9592"
+    server = Server(spool_dir, "--tasks", "cpu_task", cwd=EXAMPLES)
+    server.start()
+    try:
+        run_pool(spool_dir, "submit", "cpu_task:count_primes", "200000", "--id", "primes", check=True)
+        run_pool(spool_dir, "wait", "primes", check=True)
+        assert status_doc(spool_dir, "primes")["result"] == 17984  # type: ignore[index]
+    finally:
+        assert server.stop() == 0
