@@ -93,9 +93,11 @@ def cli(ctx: click.Context, spool_path: str) -> None:
 @click.option("--settle", type=click.FloatRange(0), default=1.0, hidden=True)
 @click.option("--max-file-bytes", type=click.IntRange(1), default=64 * 1024 * 1024, show_default=True,
               help="Job files larger than this are rejected without being read.")
+@click.option("--allow-loader-env", is_flag=True, help="Let command jobs set LD_PRELOAD and other loader variables.")
+@click.option("--group", help="Share the spool with this group: its members may submit jobs.")
 @click.pass_obj
 def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
-          kill_grace: float, settle: float, max_file_bytes: int) -> None:
+          kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM."""
     from pool.manager import Manager, ManagerConfig
 
@@ -107,7 +109,17 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
     Manager(ManagerConfig(
         spool=str(spool.path), workers=workers, task_modules=task_modules, allow_commands=allow_commands,
         shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,
+        allow_loader_env=allow_loader_env, group_gid=group_id(group) if group else None,
     )).serve()
+
+
+def group_id(name: str) -> int:
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise click.BadParameter(f"no group named {name!r}", param_hint="--group") from None
 
 
 # ---------------------------------------------------------------- submit

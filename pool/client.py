@@ -21,6 +21,7 @@ from .model import JobStatus, State, new_job_id, new_status, parse_job, utc_now
 from .spool import SpoolDir, write_atomic
 
 POLL_INTERVAL = 0.05
+REQUEST_TIMEOUT = 10.0  # a serving manager takes a request within milliseconds
 
 
 def default_spool_path() -> str:
@@ -152,7 +153,15 @@ class Spool:
         if not self.dir.manager_running():
             self._apply_without_manager("retry", job_id, lambda s: lifecycle.retry(s, utc_now())
                                         if s.state in (State.FAILED, State.CANCELLED) else None)
+        else:
+            self._await_request("retry", job_id, REQUEST_TIMEOUT)
         return self.status(job_id)
+
+    def _await_request(self, kind: str, job_id: str, timeout: float) -> None:
+        """Wait (briefly) for the manager to take a request: it removes the file then."""
+        deadline = time.monotonic() + timeout
+        while self.dir.request_pending(kind, job_id) and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL / 5)
 
     def _apply_without_manager(self, kind: str, job_id: str, change: Any) -> None:
         if not self.dir.has_status(job_id):

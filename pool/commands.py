@@ -68,6 +68,7 @@ def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputPars
     pidfd = open_pidfd(proc.pid)
     watched = [read_end] + ([pidfd] if pidfd is not None else [])
     exited = False
+    log_ok = True
     try:
         while True:
             timeout = reporter.due_in()
@@ -78,7 +79,7 @@ def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputPars
                 chunk = os.read(read_end, 1 << 20)
                 if not chunk:
                     return
-                write_all(1, chunk)
+                log_ok = log_ok and write_log(chunk)
                 if parser.feed(chunk):
                     reporter.observe(parser.fraction, parser.message)
             if not exited and (pidfd in readable if pidfd is not None else proc.poll() is not None):
@@ -92,7 +93,13 @@ def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputPars
             os.close(pidfd)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_log(data: bytes) -> bool:
+    """Append to the job's log (fd 1); False once it cannot be written (a full disk):
+    the output is then dropped, never the job, and the command is never left blocked."""
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    try:
+        while view:
+            view = view[os.write(1, view):]
+    except OSError:
+        return False
+    return True

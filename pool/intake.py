@@ -25,10 +25,13 @@ from typing import Callable
 
 from .errors import InvalidJobSpec
 from .model import JobSpec, JobStatus, new_status, parse_job_file, utc_now
-from .spool import DEFAULT_MAX_FILE_BYTES, SpoolDir, is_job_name
+from .spool import DEFAULT_MAX_FILE_BYTES, SpoolDir, is_job_name, shown
 from .watch import COMPLETE, WRITING
 
 log = logging.getLogger(__name__)
+
+# The dynamic loader's variables (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, macOS's DYLD_*).
+LOADER_ENV_PREFIXES = ("LD_", "DYLD_")
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,20 @@ class IntakeRules:
 
     task_reason: Callable[[str], str | None]  # why a task cannot run here, or None
     allow_commands: bool = False
+    allow_loader_env: bool = False
+    group_gid: int | None = None
     settle: float = 1.0
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
 
 class Intake:
-    def __init__(self, spool: SpoolDir, rules: IntakeRules) -> None:
+    """Takes files in; each accepted job is handed to ``accept(status, reason)`` as soon
+    as its status is written, so a failure half way through a batch loses nothing."""
+
+    def __init__(self, spool: SpoolDir, rules: IntakeRules, accept: Callable[[JobStatus, str], None]) -> None:
         self.spool = spool
         self.rules = rules
+        self.accept = accept
         self.notes: deque[tuple[str, str]] = deque()  # filled by the watchdog thread
         self.seen: dict[str, str] = {}  # name -> WRITING | COMPLETE, from file events
         self.recheck_at: float | None = None  # wall-clock time to look at unsettled files again
@@ -64,44 +73,45 @@ class Intake:
             return False
         return True
 
-    def scan(self) -> list[JobStatus]:
-        """Look at every file in incoming/ once; returns the statuses of accepted jobs."""
+    def scan(self) -> None:
+        """Look at every file in incoming/ once (and finish any claim left half done)."""
         self._absorb_notes()
         self.recheck_at = None
-        accepted: list[JobStatus] = []
+        if self.spool.claimed_names():
+            self.recover_claims()
         now = time.time()
         for name in self.spool.incoming_names():
             if not is_job_name(name):
                 continue
             try:
-                accepted.extend(self._take(name, now))
+                self._take(name, now)
             except FileNotFoundError:
                 pass  # gone meanwhile (taken back by its writer): nothing to do
             except OSError as exc:
-                log.error("incoming/%s: cannot take it now (%s); will try again", name, exc)
-        return accepted
+                log.error("incoming/%s: cannot take it now (%s); will try again", shown(name), exc)
+                self.recheck_at = now + 1.0
 
-    def _take(self, name: str, now: float) -> list[JobStatus]:
-        file = self.spool.read_incoming(name, self.rules.max_file_bytes)
+    def _take(self, name: str, now: float) -> None:
+        file = self.spool.read_incoming(name, self.rules.max_file_bytes, self.rules.group_gid)
         if file.problem is not None:
-            self._reject(name, f"{name} {file.problem}")
-            return []
+            self._reject(name, f"{shown(name)} {file.problem}")
+            return
         assert file.data is not None
         token = secrets.token_hex(6)
         try:
-            specs = parse_job_file(file.data, name, token)
+            specs = parse_job_file(file.data, shown(name), token)
             complete = name.endswith(".json") or self._settled(name, file.mtime, now)
             if complete:
                 self._check_runnable(specs, name)
         except InvalidJobSpec as exc:
             if self._settled(name, file.mtime, now):
                 self._reject(name, str(exc))
-            return []
+            return
         if not complete:
-            return []
+            return
         claimed = self.spool.claim(name, token)
         self.seen.pop(name, None)
-        return self.finish_claim(claimed, specs)
+        self.finish_claim(claimed, specs, "accepted")
 
     def _check_runnable(self, specs: list[JobSpec], name: str) -> None:
         for spec in specs:
@@ -110,39 +120,42 @@ class Intake:
             elif not self.rules.allow_commands:
                 reason = "command jobs are disabled; start the manager with --allow-commands"
             else:
-                reason = None
+                reason = self._env_reason(spec)
             if reason is None and self.spool.has_status(spec.id):
                 reason = f"id {spec.id!r} already exists"
             if reason:
                 raise InvalidJobSpec(f"job {spec.id!r} in {name}: {reason}")
 
-    def finish_claim(self, claimed: str, specs: list[JobSpec]) -> list[JobStatus]:
+    def _env_reason(self, spec: JobSpec) -> str | None:
+        loader = sorted(k for k in spec.env if k.startswith(LOADER_ENV_PREFIXES))
+        if loader and not self.rules.allow_loader_env:
+            return (f"'env' sets {loader[0]}, which loads code into every program it starts; "
+                    "start the manager with --allow-loader-env to allow it")
+        return None
+
+    def finish_claim(self, claimed: str, specs: list[JobSpec], reason: str) -> None:
         """Give every job of a claimed file its queued status, then drop the claim."""
-        accepted = []
         created = utc_now()
         for spec in specs:
             if self.spool.has_status(spec.id):
                 continue  # written before a crash: the same job, not a duplicate
             status = new_status(spec, created)
             self.spool.write_status(status)
-            accepted.append(status)
+            self.accept(status, reason)
         self.spool.release_claim(claimed)
-        return accepted
 
-    def recover_claims(self) -> list[JobStatus]:
-        """Finish claims a dead manager left half done."""
-        accepted: list[JobStatus] = []
+    def recover_claims(self) -> None:
+        """Finish claims left half done (by a dead manager, or a full disk)."""
         for claimed in self.spool.claimed_names():
             token, _, name = claimed.partition("~")
             try:
-                specs = parse_job_file(self.spool.read_claimed(claimed), name, token)
+                specs = parse_job_file(self.spool.read_claimed(claimed), shown(name), token)
             except InvalidJobSpec as exc:
                 self.spool.reject(claimed, str(exc), from_claimed=True)
                 continue
-            accepted.extend(self.finish_claim(claimed, specs))
-        return accepted
+            self.finish_claim(claimed, specs, "accepted (claim finished after an interruption)")
 
     def _reject(self, name: str, reason: str) -> None:
-        log.warning("rejected incoming/%s: %s", name, reason)
+        log.warning("rejected incoming/%s: %s", shown(name), reason)
         self.spool.reject(name, reason)
         self.seen.pop(name, None)

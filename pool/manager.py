@@ -44,6 +44,7 @@ from .worker import WorkerConfig, worker_main
 log = logging.getLogger(__name__)
 
 CANCEL, TIMEOUT, SHUTDOWN = "cancel", "timeout", "shutdown"
+TROUBLE_RETRY = 1.0  # seconds between tries while the spool cannot be written
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class ManagerConfig:
     settle: float = 1.0
     rescan_interval: float = 2.0
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    allow_loader_env: bool = False
+    group_gid: int | None = None  # --group: a second group that may submit
 
 
 @dataclass
@@ -84,9 +87,8 @@ class JobQueue:
     jobs: dict[str, JobStatus] = field(default_factory=dict)
     order: itertools.count[int] = field(default_factory=itertools.count)
 
-    def push(self, status: JobStatus) -> None:
+    def push(self, status: JobStatus, delay: float = 0.0) -> None:
         self.jobs[status.id] = status
-        delay = 0.0
         if status.next_try_at:
             delay = (parse_time(status.next_try_at) - parse_time(utc_now())).total_seconds()
         if delay > 0:
@@ -125,12 +127,17 @@ class Manager:
             allow_commands=config.allow_commands,
             settle=config.settle,
             max_file_bytes=config.max_file_bytes,
-        ))
+            allow_loader_env=config.allow_loader_env,
+            group_gid=config.group_gid,
+        ), accept=self.accept)
         self.queue = JobQueue()
         self.slots: list[Slot] = []
         self.adopted: dict[str, Adopted] = {}
         self.stop_requested = 0
         self.shutdown_at: float | None = None
+        self.trouble: OSError | None = None
+        self.retry_at: float | None = None
+        self.unsettled: list[tuple[JobStatus, Any, bool]] = []
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.next_rescan = 0.0
         self.worker_config = WorkerConfig(
@@ -140,8 +147,12 @@ class Manager:
     # ------------------------------------------------------------ lifecycle of the manager
     def serve(self) -> None:
         """Run until SIGINT/SIGTERM and a clean stop. Raises ManagerRunning, SpoolError."""
-        self.spool.create()
+        self.spool.create(self.config.group_gid)
+        self.spool.check_safe(self.config.group_gid)
         lock_fd = self.spool.lock_manager()
+        if os.geteuid() == 0:
+            log.warning("running as root: every job runs as root, and so does anything a user who can "
+                        "write into %s can submit", self.spool.incoming)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         self.context.set_forkserver_preload(["pool.worker", *self.config.task_modules])
         handler = WakeHandler(str(self.spool.incoming), self.intake.notes, self.wake)
@@ -153,7 +164,11 @@ class Manager:
             self.spool.mark_serving()
             log.info("serving %s with %d workers", self.spool.root, self.config.workers)
             while not self.finished():
-                self.step(self.wait_for_wake())
+                ready = self.wait_for_wake()
+                try:
+                    self.step(ready)
+                except OSError as exc:  # a full or read-only disk: keep every job, try again
+                    self.spool_trouble(exc)
         finally:
             observer.stop()
             self.stop_workers()
@@ -163,6 +178,13 @@ class Manager:
             self.spool.clear_serving()
             os.close(lock_fd)
             log.info("stopped")
+
+    def spool_trouble(self, exc: OSError) -> None:
+        if self.trouble is None:
+            log.error("cannot write to the spool (%s); nothing is lost, retrying every %gs until it can",
+                      exc, TROUBLE_RETRY)
+        self.trouble = exc
+        self.retry_at = time.monotonic() + TROUBLE_RETRY
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stop_requested += 1
@@ -189,10 +211,14 @@ class Manager:
             deadlines.append(self.queue.waiting[0][0])
         if self.intake.recheck_at is not None:
             deadlines.append(now + max(0.0, self.intake.recheck_at - time.time()))
+        if self.retry_at is not None:
+            deadlines.append(self.retry_at)
+        deadlines += [a.kill_at for a in self.adopted.values() if a.kill_at is not None]
         timeout = max(0.0, min(deadlines) - now)
         objects: list[Any] = [self.wake_r]
         for slot in self.slots:
             objects += [slot.conn, slot.process.sentinel]
+        objects += [a.pidfd for a in self.adopted.values() if a.pidfd is not None]
         ready = wait(objects, timeout)
         if self.wake_r in ready:
             try:
@@ -204,6 +230,7 @@ class Manager:
 
     def step(self, ready: list[Any]) -> None:
         """One turn of the loop: each named step does its part, in this order."""
+        self.settle_pending()
         self.reap(ready)
         self.enforce_deadlines()
         self.apply_stop()
@@ -246,6 +273,8 @@ class Manager:
                 self.read_replies(slot)
             if slot.process.sentinel in ready:
                 self.bury(slot)
+        if any(a.pidfd in ready for a in self.adopted.values()):
+            self.check_adopted()
 
     def read_replies(self, slot: Slot) -> None:
         try:
@@ -261,22 +290,36 @@ class Manager:
         slot.job, slot.timeout_at = None, None
         if "status" in reply:
             self.record_outcome(JobStatus.from_dict(reply["status"]), job.attempt)
+        elif reply.get("skipped") == State.RUNNING.value:
+            self.adopt(job.id)  # a worker of a dead manager got to it first: watch that one
         elif "crashed" in reply:
-            self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, {
-                "type": "WorkerError", "message": reply["crashed"], "traceback": None}, utc_now()))
+            self.worker_failed(job, reply["crashed"])
         if slot.stopping == CANCEL:
             self.spool.drop_request("kill", job.id)  # it ended on its own first
+
+    def worker_failed(self, job: JobStatus, why: str) -> None:
+        """The worker could not run or record the job (say, a full disk): a job it never
+        started goes back in the queue for later; a started one has a failed attempt."""
+        log.error("job %s: worker error: %s", job.id, why)
+        current = self.spool.read_status(job.id)
+        if current.state is State.QUEUED:
+            self.queue.push(current, delay=TROUBLE_RETRY)
+        else:
+            self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, {
+                "type": "WorkerError", "message": why, "traceback": None}, utc_now()))
 
     def bury(self, slot: Slot) -> None:
         """A worker died (killed by us, or crashed): settle its job, start a replacement."""
         slot.process.join()
         self.slots.remove(slot)
         slot.conn.close()
+        if not self.stop_requested:
+            self.slots.append(self.start_worker())
         job = slot.job
         if job is not None:
             how = f"worker process {slot.process.pid} {describe_exit(slot.process.exitcode)}"
             if slot.stopping == CANCEL:
-                self.end_attempt(job, lambda s: lifecycle.cancel(s, utc_now()))
+                self.end_attempt(job, lambda s: lifecycle.cancel(s, utc_now()), cancelling=True)
                 self.spool.drop_request("kill", job.id)
             elif slot.stopping == TIMEOUT:
                 error = {"type": "Timeout", "traceback": None,
@@ -288,20 +331,44 @@ class Manager:
                 log.error("job %s: %s", job.id, how)
                 error = {"type": "WorkerDied", "message": how, "traceback": None}
                 self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, error, utc_now()))
-        if not self.stop_requested:
-            self.slots.append(self.start_worker())
 
-    def end_attempt(self, job: JobStatus, change: Any) -> None:
-        """Write the outcome of a running attempt the worker could not write itself. A job
-        that reached a final state first (a kill racing a natural exit) keeps it."""
+    def end_attempt(self, job: JobStatus, change: Any, cancelling: bool = False) -> None:
+        """Write the outcome of an attempt the worker could not write itself. A job that
+        reached a final state first (a kill racing a natural exit) keeps it; one the
+        worker never got to start is cancelled if that was asked, else queued again."""
         def settle(current: JobStatus) -> JobStatus | None:
-            return change(current) if current.state is State.RUNNING else None
+            if current.state is State.RUNNING:
+                return change(current)  # type: ignore[no-any-return]
+            if current.state is State.QUEUED and cancelling:
+                return lifecycle.cancel(current, utc_now())
+            return None
         try:
-            _, status = self.spool.update_status(job.id, settle)
+            before, status = self.spool.update_status(job.id, settle)
         except JobNotFound:
             return
+        except OSError as exc:
+            self.unsettled.append((job, change, cancelling))
+            self.spool_trouble(exc)
+            return
         if status is not None:
-            self.record_outcome(status, job.attempt)
+            self.spool.append_event(job.id, before.state, status.state, job.attempt,
+                                    status.error["message"] if status.error else "finished")
+            if status.state is State.QUEUED:
+                self.queue.push(status)
+        elif before.state is State.QUEUED:
+            self.queue.push(before)  # never started: it still has to run
+
+    def settle_pending(self) -> None:
+        """Outcomes that could not be written before (a full disk) are written now."""
+        if self.retry_at is not None and time.monotonic() < self.retry_at:
+            return
+        self.retry_at = None
+        pending, self.unsettled = self.unsettled, []
+        for job, change, cancelling in pending:
+            self.end_attempt(job, change, cancelling)
+        if self.trouble is not None and not self.unsettled:
+            log.info("the spool is writable again")
+            self.trouble = None
 
     def record_outcome(self, status: JobStatus, attempt: int) -> None:
         reason = status.error["message"] if status.error else "finished"
@@ -324,7 +391,8 @@ class Manager:
                 log.warning("job %s: timed out after %gs", slot.job.id, slot.job.spec.timeout or 0)
                 self.signal_slot(slot, TIMEOUT, self.config.kill_grace)
         self.queue.promote(now)
-        if now >= self.next_rescan:
+        kill_due = any(a.kill_at is not None and now >= a.kill_at for a in self.adopted.values())
+        if now >= self.next_rescan or kill_due:
             self.next_rescan = now + self.config.rescan_interval
             self.check_adopted()
 
@@ -386,9 +454,11 @@ class Manager:
 
     # ------------------------------------------------------------ intake and dispatch
     def admit(self) -> None:
-        for status in self.intake.scan():
-            self.spool.append_event(status.id, None, State.QUEUED, 1, "accepted")
-            self.queue.push(status)
+        self.intake.scan()
+
+    def accept(self, status: JobStatus, reason: str) -> None:
+        self.spool.append_event(status.id, None, State.QUEUED, 1, reason)
+        self.queue.push(status)
 
     def dispatch(self) -> None:
         for slot in self.slots:
@@ -406,24 +476,33 @@ class Manager:
     # ------------------------------------------------------------ recovery
     def recover(self) -> None:
         """Pick up where a previous manager stopped, however it stopped."""
-        for status in self.intake.recover_claims():
-            self.spool.append_event(status.id, None, State.QUEUED, 1, "accepted (claim recovered)")
-            self.queue.push(status)
+        self.intake.recover_claims()
         for status, event in recover_statuses(self.spool):
             if event:
                 self.spool.append_event(status.id, State.RUNNING, status.state, status.attempt, event)
             if status.state is State.QUEUED:
                 self.queue.push(status)
-            elif status.state is State.RUNNING and status.pid:
-                self.adopted[status.id] = Adopted(self.spool, status)
-                log.info("job %s: adopted (still running as pid %d)", status.id, status.pid)
+            elif status.state is State.RUNNING:
+                self.adopt(status.id)
+
+    def adopt(self, job_id: str) -> None:
+        """Watch a job that runs in a process we did not start (a dead manager's worker)."""
+        try:
+            status = self.spool.read_status(job_id)
+        except (JobNotFound, ValueError):
+            return
+        if status.state is State.RUNNING and status.pid and job_id not in self.adopted:
+            self.adopted[job_id] = Adopted(self.spool, status)
+            log.info("job %s: adopted (still running as pid %d)", job_id, status.pid)
 
     def check_adopted(self) -> None:
-        """Adopted jobs are not our children: look at them on each rescan tick."""
+        """Adopted jobs are not our children: look at them when their pidfd says they
+        ended, when a kill's grace is over, and on each rescan tick."""
         for job_id, adopted in list(self.adopted.items()):
             outcome = adopted.check()
             if outcome is None:
                 continue
+            adopted.close()
             del self.adopted[job_id]
             self.spool.drop_request("kill", job_id)
             if outcome.state is State.QUEUED:

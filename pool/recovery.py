@@ -16,7 +16,7 @@ from typing import Iterator
 from . import lifecycle
 from .errors import JobNotFound
 from .model import JobStatus, State, utc_now
-from .procs import is_same_process, signal_group
+from .procs import is_same_process, open_pidfd, signal_group
 from .spool import SpoolDir
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,13 @@ class Adopted:
         self.status = status
         self.kill_at: float | None = None
         self.cancelling = False
+        # Readable when the process ends, so the manager hears of it at once.
+        self.pidfd = open_pidfd(status.pid) if status.pid and self.alive() else None
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def alive(self) -> bool:
         return is_same_process(self.status.pid, self.status.pid_started)
@@ -93,6 +100,7 @@ class Adopted:
             return current
         if self.alive():
             if self.kill_at is not None and time.monotonic() >= self.kill_at and self.status.pid:
+                self.kill_at = None
                 signal_group(self.status.pid, signal.SIGKILL)
             return None
         if self.cancelling:

@@ -7,6 +7,8 @@ blocked after its last report), by the flusher thread, so the last value always 
 
 from __future__ import annotations
 
+import errno
+import logging
 import threading
 import time
 from dataclasses import replace
@@ -15,6 +17,12 @@ from typing import Callable
 from .model import JobStatus, utc_now
 from .progress import fraction_of
 from .spool import SpoolDir
+
+
+log = logging.getLogger(__name__)
+
+DISK_TROUBLE = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+OUTCOME_RETRY_PAUSES = (0.1, 0.2, 0.5, 1.0, 2.0, 2.0, 5.0, 5.0, 5.0, 10.0)  # about half a minute
 
 
 class StatusReporter:
@@ -58,19 +66,37 @@ class StatusReporter:
             if self.closed:
                 return
             self.next_write = time.monotonic() + self.interval
-            self.status = replace(self.current(), updated_at=utc_now())
-            self.latest = None
-            with self.file_lock:
-                self.spool.write_status(self.status)
+            status = replace(self.current(), updated_at=utc_now())
+            try:
+                with self.file_lock:
+                    self.spool.write_status(status)
+            except OSError as exc:
+                # Progress is best effort: a full disk must not fail the job's own code.
+                log.warning("job %s: could not write progress (%s)", status.id, exc)
+                return
+            self.status, self.latest = status, None
 
     def finish(self, change: Callable[[JobStatus], JobStatus]) -> JobStatus:
-        """Write the attempt's outcome; no progress write can follow it."""
+        """Write the attempt's outcome; no progress write can follow it. A full or
+        read-only disk is waited out for a while (the outcome is worth it), then raises."""
         with self.mutex:
             self.closed = True
             self.status = change(self.current())
-            with self.file_lock:
-                self.spool.write_status(self.status)
+            for pause in OUTCOME_RETRY_PAUSES:
+                try:
+                    self._write_final()
+                    return self.status
+                except OSError as exc:
+                    if exc.errno not in DISK_TROUBLE:
+                        raise
+                    log.error("job %s: cannot record the outcome (%s); retrying in %gs", self.status.id, exc, pause)
+                    time.sleep(pause)
+            self._write_final()
             return self.status
+
+    def _write_final(self) -> None:
+        with self.file_lock:
+            self.spool.write_status(self.status)
 
 
 class Flusher:

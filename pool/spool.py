@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -32,10 +33,19 @@ from filelock import FileLock
 from .errors import JobNotFound, ManagerRunning, SpoolError
 from .model import JobStatus, State, utc_now
 
+log = logging.getLogger(__name__)
+
 DIRS = ("incoming", "claimed", "status", "logs", "rejected", "requests")
 IGNORED_SUFFIXES = (".tmp", ".part")
 JOB_SUFFIXES = (".json", ".jsonl")
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+def shown(name: str) -> str:
+    """A file name fit for a message: undecodable bytes (kept by os.listdir as
+    surrogates) become U+FFFD, control characters are escaped."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def is_ignored_name(name: str) -> bool:
@@ -90,14 +100,31 @@ class SpoolDir:
         self._events_fd: int | None = None
 
     # ------------------------------------------------------------ layout
-    def create(self) -> None:
-        """Create whatever is missing; the spool is private to its owner."""
+    def create(self, group_gid: int | None = None) -> None:
+        """Create whatever is missing. The spool is private to its owner (0700), or shared
+        with one group (2770: new files inherit the group)."""
+        mode = 0o700 if group_gid is None else 0o2770
         try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for name in DIRS:
-                (self.root / name).mkdir(mode=0o700, exist_ok=True)
+            for path in (self.root, *(self.root / name for name in DIRS)):
+                if not path.is_dir():
+                    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    if group_gid is not None:
+                        os.chown(path, -1, group_gid)
+                    os.chmod(path, mode)
         except OSError as exc:
             raise SpoolError(f"cannot create spool {self.root}: {exc.strerror}") from None
+
+    def check_safe(self, group_gid: int | None = None) -> None:
+        """Whoever can write into incoming/ can run code as us: refuse a spool that lets
+        other users (or, unless it is the --group, another group) write there."""
+        for path in (self.root, self.incoming):
+            st = path.stat()
+            if st.st_mode & stat.S_IWOTH:
+                raise SpoolError(f"{path} is writable by every user (mode {stat.S_IMODE(st.st_mode):o}), so anyone "
+                                 f"could run code as this user; run: chmod o-w {path}")
+            if st.st_mode & stat.S_IWGRP and st.st_gid != group_gid:
+                raise SpoolError(f"{path} is writable by its group (gid {st.st_gid}); run chmod g-w {path}, "
+                                 "or serve with --group naming that group")
 
     def exists(self) -> bool:
         return self.status_dir.is_dir()
@@ -154,13 +181,18 @@ class SpoolDir:
     # ------------------------------------------------------------ events
     def append_event(self, job_id: str, before: State | None, after: State, attempt: int, reason: str) -> None:
         """One line per state change. O_APPEND and a single write keep lines whole."""
-        if self._events_fd is None:
-            self._events_fd = os.open(self.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         line = orjson.dumps({
             "time": utc_now(), "id": job_id, "from": before.value if before else None,
             "to": after.value, "attempt": attempt, "reason": reason,
         })
-        os.write(self._events_fd, line + b"\n")
+        try:
+            if self._events_fd is None:
+                self._events_fd = os.open(self.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.write(self._events_fd, line + b"\n")
+        except OSError as exc:
+            # The status documents are the truth; the central log is a record of them,
+            # and a full disk must not stop the jobs.
+            log.warning("job %s: could not append to events.jsonl (%s)", job_id, exc)
 
     def read_events(self, job_id: str | None = None) -> list[dict[str, Any]]:
         try:
@@ -184,7 +216,8 @@ class SpoolDir:
         except FileNotFoundError:
             return []
 
-    def read_incoming(self, name: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> IncomingFile:
+    def read_incoming(self, name: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                      group_gid: int | None = None) -> IncomingFile:
         """Open ``incoming/name`` the safe way: relative to the folder, never following a
         symlink, never blocking on a FIFO; check it is a regular file of ours before reading."""
         dir_fd = os.open(self.incoming, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -199,7 +232,7 @@ class SpoolDir:
                 return IncomingFile(name, None, f"cannot be opened: {exc.strerror}", 0, 0.0)
             try:
                 st = os.fstat(fd)
-                problem = self._untrusted(st, max_bytes)
+                problem = self._untrusted(st, max_bytes, group_gid)
                 if problem:
                     return IncomingFile(name, None, problem, st.st_size, st.st_mtime)
                 chunks = []
@@ -212,15 +245,15 @@ class SpoolDir:
             os.close(dir_fd)
 
     @staticmethod
-    def _untrusted(st: os.stat_result, max_bytes: int) -> str | None:
+    def _untrusted(st: os.stat_result, max_bytes: int, group_gid: int | None) -> str | None:
         if stat.S_ISDIR(st.st_mode):
             return "is a directory, not a file"
         if not stat.S_ISREG(st.st_mode):
             return "is not a regular file (a FIFO, socket or device)"
         if st.st_nlink > 1:
             return "has more than one hard link; copy the file instead of linking it"
-        if st.st_uid != os.geteuid():
-            return f"is owned by uid {st.st_uid}, not by the spool's owner (uid {os.geteuid()})"
+        if st.st_uid != os.geteuid() and (group_gid is None or st.st_gid != group_gid):
+            return f"is owned by uid {st.st_uid}, not by the spool's owner (uid {os.geteuid()}) or its group"
         if st.st_size > max_bytes:
             return f"is {st.st_size} bytes, over the limit of {max_bytes} bytes"
         return None
@@ -258,7 +291,7 @@ class SpoolDir:
             n += 1
         os.rename(source, target)
         write_atomic(target.with_name(target.name + ".error.json"), orjson.dumps(
-            {"file": original, "rejected_at": utc_now(), "reason": reason}))
+            {"file": shown(original), "rejected_at": utc_now(), "reason": reason}))
 
     def rejection_reason(self, name: str) -> str | None:
         try:
@@ -282,6 +315,9 @@ class SpoolDir:
                 payload = {}
             found.append((kind, job_id, payload))
         return found
+
+    def request_pending(self, kind: str, job_id: str) -> bool:
+        return (self.requests / f"{kind}-{job_id}").exists()
 
     def drop_request(self, kind: str, job_id: str) -> None:
         try:

@@ -112,3 +112,36 @@ def tqdm_loop(gate: str) -> int:
             _wait_for(gate)
         total += i
     return total
+
+
+@pool.task
+def fail_times(counter: str, failures: int) -> int:
+    """Fails its first ``failures`` runs, then succeeds; returns the run number."""
+    runs = record_run(counter)
+    if runs <= failures:
+        raise RuntimeError(f"failure number {runs}")
+    return runs
+
+
+@pool.task
+def counted_hold(runs_file: str, gate: str) -> str:
+    """Records each run (to count runs per job), then waits for the gate."""
+    record_run(runs_file)
+    _wait_for(gate)
+    return "held"
+
+
+@pool.task
+def counted(runs_file: str, seconds: float = 0.0) -> str:
+    record_run(runs_file)
+    time.sleep(seconds)
+    return "ok"
+
+
+def record_run(path: str) -> int:
+    """Append this job's id to ``path``; returns how many runs of this job it holds."""
+    job_id = os.environ.get("POOL_JOB_ID", "?")
+    with open(path, "a") as f:
+        f.write(job_id + "\n")
+    with open(path) as f:
+        return sum(1 for line in f if line.strip() == job_id)

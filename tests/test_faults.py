@@ -1,0 +1,358 @@
+"""Breaking things on purpose: retries, timeouts, dead workers, dead managers, full disks.
+
+Every test ends by checking what the guarantees promise: each accepted job ends in exactly
+one final state, runs no more often than it may, its status parses, and no process of it
+outlives it."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import orjson
+import pytest
+
+from conftest import POOL, Server, drop, env_for_tests, pid_alive, run_pool, state_of, status_doc, wait_until
+from pool.client import Spool
+
+FINAL = {"done", "failed", "cancelled"}
+
+
+def job(task: str, *args: object, **fields: object) -> dict[str, object]:
+    return {"task": f"pooltest_tasks:{task}", "args": list(args), **fields}
+
+
+def runs_per_job(runs_file: Path) -> collections.Counter[str]:
+    return collections.Counter(runs_file.read_text().split()) if runs_file.exists() else collections.Counter()
+
+
+def assert_conserved(spool_dir: Path, ids: list[str], runs_file: Path | None = None, max_runs: int = 1) -> None:
+    """Every job final exactly once, every status whole, no job run too often or left running."""
+    for name in os.listdir(spool_dir / "status"):
+        if name.endswith(".json"):
+            orjson.loads((spool_dir / "status" / name).read_bytes())  # parses, or the test fails
+    docs = {i: status_doc(spool_dir, i) for i in ids}
+    assert all(d is not None and d["state"] in FINAL for d in docs.values()), {
+        i: d and d["state"] for i, d in docs.items()}
+    assert all(d["pid"] is None for d in docs.values() if d)  # type: ignore[index]
+    if runs_file is not None:
+        runs = runs_per_job(runs_file)
+        assert all(runs[i] <= max_runs for i in ids), runs
+    finals = collections.Counter(
+        e["id"] for e in map(orjson.loads, (spool_dir / "events.jsonl").read_bytes().splitlines())
+        if e["to"] in FINAL)
+    assert all(finals[i] <= 1 for i in ids), finals
+
+
+# ---------------------------------------------------------------- retries and timeouts
+
+def test_retries_wait_as_queued_then_succeed(spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    counter = tmp_path / "runs"
+    drop(spool_dir, "r.json", job("fail_times", str(counter), 2, id="r", retries=3, retry_delay=0.3,
+                                  retry_backoff=2))
+    doc = wait_until(lambda: (d := status_doc(spool_dir, "r")) and d["state"] == "queued" and d["next_try_at"] and d,
+                     what="waiting for its retry")
+    assert doc["attempt"] == 2 and doc["error"]["message"] == "failure number 1"
+    wait_until(lambda: state_of(spool_dir, "r") == "done", what="done")
+    doc = status_doc(spool_dir, "r")
+    assert doc is not None and (doc["attempt"], doc["result"], doc["error"]) == (3, 3, None)
+
+    def states() -> list[str]:
+        return [e["to"] for e in map(orjson.loads, (spool_dir / "events.jsonl").read_bytes().splitlines())]
+
+    wait_until(lambda: states()[-1:] == ["done"], what="the last event")
+    assert states() == ["queued", "running", "queued", "running", "queued", "running", "done"]
+
+
+def test_exhausted_attempts_fail_with_the_last_error_and_pool_retry_runs_it_again(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    counter = tmp_path / "runs"
+    drop(spool_dir, "x.json", job("fail_times", str(counter), 2, id="x", retries=1, retry_delay=0))
+    wait_until(lambda: state_of(spool_dir, "x") == "failed", what="failed")
+    doc = status_doc(spool_dir, "x")
+    assert doc is not None and (doc["attempt"], doc["error"]["message"]) == (2, "failure number 2")
+    assert run_pool(spool_dir, "retry", "x", check=True).stdout.strip() in ("x: queued", "x: running", "x: done")
+    wait_until(lambda: state_of(spool_dir, "x") == "done", what="done after pool retry")
+    assert status_doc(spool_dir, "x")["result"] == 3  # type: ignore[index]
+    result = run_pool(spool_dir, "retry", "x")
+    assert result.returncode == 1 and "only failed or cancelled jobs can be retried" in result.stderr
+
+
+def test_a_timeout_fails_the_attempt_and_is_retried(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    drop(spool_dir, "t.json", job("forever", id="t", timeout=0.3, retries=1, retry_delay=0))
+    wait_until(lambda: state_of(spool_dir, "t") == "failed", what="failed")
+    doc = status_doc(spool_dir, "t")
+    assert doc is not None and doc["attempt"] == 2 and doc["error"]["type"] == "Timeout"
+    assert doc["error"]["message"] == "attempt 2 timed out after 0.3s"
+    def ends() -> list[str]:
+        events = map(orjson.loads, (spool_dir / "events.jsonl").read_bytes().splitlines())
+        return [e["reason"] for e in events if e["from"] == "running"]
+
+    # The event follows the status write: wait for it rather than race it.
+    assert wait_until(lambda: len(ends()) == 2 and ends(), what="two attempt events") == [
+        "attempt 1 timed out after 0.3s", "attempt 2 timed out after 0.3s"]
+
+
+def test_a_job_ignoring_sigterm_is_killed_after_the_grace(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    server = serve("--kill-grace", "0.5")
+    ready = tmp_path / "ready"
+    drop(spool_dir, "i.json", job("ignore_sigterm", str(ready), id="i"))
+    wait_until(ready.exists, what="SIGTERM ignored")
+    pid = status_doc(spool_dir, "i")["pid"]  # type: ignore[index]
+    result = run_pool(spool_dir, "kill", "i", check=True)
+    assert result.stdout.strip() == "i: cancelled"
+    assert not pid_alive(pid)
+    assert "job i: still running after SIGTERM; sending SIGKILL" in server.output()
+
+
+# ---------------------------------------------------------------- dead workers
+
+@pytest.mark.parametrize("how, message", [
+    ("sigkill", "was killed by SIGKILL"),
+    ("exit", "exited with code 3"),
+])
+def test_a_dead_worker_is_a_failed_attempt_and_the_manager_keeps_serving(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path, how: str, message: str) -> None:
+    serve()
+    if how == "sigkill":
+        drop(spool_dir, "d.json", job("forever", id="d"))
+        pid = wait_until(lambda: (d := status_doc(spool_dir, "d")) and d["state"] == "running" and d["pid"],
+                         what="running")
+        os.kill(pid, signal.SIGKILL)
+    else:
+        drop(spool_dir, "d.json", job("exit_hard", 3, id="d"))
+    wait_until(lambda: state_of(spool_dir, "d") == "failed", what="failed")
+    error = status_doc(spool_dir, "d")["error"]  # type: ignore[index]
+    assert error["type"] == "WorkerDied" and message in error["message"]
+    drop(spool_dir, "after.json", job("add", 1, 1, id="after"))
+    wait_until(lambda: state_of(spool_dir, "after") == "done", what="next job done")
+
+
+def test_a_killed_worker_with_retries_runs_again(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    drop(spool_dir, "w.json", job("counted_hold", str(runs), str(gate), id="w", retries=1, retry_delay=0))
+    first = wait_until(lambda: (d := status_doc(spool_dir, "w")) and d["state"] == "running" and d["pid"],
+                       what="first attempt running")
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: (d := status_doc(spool_dir, "w")) and d["state"] == "running" and d["attempt"] == 2,
+               what="second attempt running")
+    gate.touch()
+    wait_until(lambda: state_of(spool_dir, "w") == "done", what="done")
+    assert runs_per_job(runs)["w"] == 2
+    assert_conserved(spool_dir, ["w"], runs, max_runs=2)
+
+
+def test_kill_racing_a_natural_exit_ends_in_one_of_the_two(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    spool = Spool(spool_dir)
+    ids = []
+    for n in range(20):
+        j = spool.submit("pooltest_tasks:add", n, n, id=f"race-{n}")
+        ids.append(j.id)
+        wait_until(lambda: state_of(spool_dir, j.id) is not None, what="accepted")
+        spool.cancel(j.id, grace=1)
+    spool.wait(ids, timeout=60)
+    states = {state_of(spool_dir, i) for i in ids}
+    assert states <= {"done", "cancelled"}, states
+    assert_conserved(spool_dir, ids)
+
+
+# ---------------------------------------------------------------- dead managers
+
+def test_a_running_job_is_adopted_by_the_next_manager(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    first = serve()
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    drop(spool_dir, "a.json", job("counted_hold", str(runs), str(gate), id="a"))
+    pid = wait_until(lambda: (d := status_doc(spool_dir, "a")) and d["state"] == "running" and d["pid"],
+                     what="running")
+    first.stop(signal.SIGKILL)
+    assert pid_alive(pid)  # the orphan keeps working
+    second = serve()
+    assert "job a: adopted (still running as pid" in second.output()
+    assert state_of(spool_dir, "a") == "running"
+    gate.touch()
+    wait_until(lambda: state_of(spool_dir, "a") == "done", what="done")
+    assert runs_per_job(runs)["a"] == 1  # adopted, not run again
+    wait_until(lambda: "adopted job ended" in (spool_dir / "events.jsonl").read_text(), what="the event")
+    assert_conserved(spool_dir, ["a"], runs)
+
+
+def test_an_adopted_job_can_be_killed(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    first = serve()
+    drop(spool_dir, "k.json", job("forever", id="k"))
+    pid = wait_until(lambda: (d := status_doc(spool_dir, "k")) and d["state"] == "running" and d["pid"],
+                     what="running")
+    first.stop(signal.SIGKILL)
+    serve()
+    assert run_pool(spool_dir, "kill", "k", check=True).stdout.strip() == "k: cancelled"
+    wait_until(lambda: not pid_alive(pid), what="the adopted process gone")
+
+
+def test_a_job_whose_process_died_with_the_manager_runs_again(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    first = serve()
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    drop(spool_dir, "l.json", job("counted_hold", str(runs), str(gate), id="l"))
+    pid = wait_until(lambda: (d := status_doc(spool_dir, "l")) and d["state"] == "running" and d["pid"],
+                     what="running")
+    first.stop(signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid), what="worker gone")
+    gate.touch()
+    serve()
+    wait_until(lambda: state_of(spool_dir, "l") == "done", what="done")
+    doc = status_doc(spool_dir, "l")
+    assert doc is not None and doc["attempt"] == 2 and runs_per_job(runs)["l"] == 2
+    assert_conserved(spool_dir, ["l"], runs, max_runs=2)
+
+
+def test_kill_9_of_the_manager_at_random_moments_loses_nothing(
+        spool_dir: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    ids = [f"b{n}" for n in range(30)]
+    lines = [orjson.dumps(job("counted", str(runs), 0.05, id=i)) for i in ids]
+    drop(spool_dir, "batch.jsonl", b"\n".join(lines))
+    for done_before_kill in (3, 9, 15, 21):
+        server = Server(spool_dir, "--workers", "2").start()
+        wait_until(lambda: sum(1 for i in ids if state_of(spool_dir, i) in FINAL) >= done_before_kill,
+                   what=f"{done_before_kill} jobs done")
+        server.stop(signal.SIGKILL)
+    server = Server(spool_dir, "--workers", "2").start()
+    try:
+        wait_until(lambda: all(state_of(spool_dir, i) in FINAL for i in ids), 60, "all jobs final")
+    finally:
+        server.stop()
+    assert {state_of(spool_dir, i) for i in ids} == {"done"}
+    assert_conserved(spool_dir, ids, runs, max_runs=1)
+
+
+STRACE = shutil.which("strace")
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace is not installed: no syscall-level crash injection")
+@pytest.mark.parametrize("syscall, when", [
+    ("rename", 1), ("rename", 2), ("rename", 3), ("rename", 5), ("rename", 8), ("rename", 11),
+    ("unlink", 1), ("openat", 40), ("write", 5), ("write", 20),
+])
+def test_kill_9_at_an_exact_system_call_loses_nothing(
+        spool_dir: Path, tmp_path: Path, syscall: str, when: int) -> None:
+    """The manager dies (SIGKILL from strace) at its Nth call of ``syscall`` while it
+    takes in a batch: claims, status writes and the batch's release are all covered."""
+    runs = tmp_path / "runs"
+    ids = [f"s{n}" for n in range(8)]
+    drop(spool_dir, "batch.jsonl", b"\n".join(orjson.dumps(job("counted", str(runs), id=i)) for i in ids))
+    drop(spool_dir, "single.json", job("counted", str(runs), id="single"))
+    ids.append("single")
+    log = open(tmp_path / "strace-serve.log", "wb")
+    traced = subprocess.Popen(
+        [STRACE, "-qq", "-o", "/dev/null", "-e", f"inject={syscall}:signal=SIGKILL:when={when}",
+         *POOL, "--spool", str(spool_dir), "serve", "--tasks", "pooltest_tasks", "--workers", "2"],
+        env=env_for_tests(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: traced.poll() is not None or all(state_of(spool_dir, i) in FINAL for i in ids),
+                   60, "the manager to die or finish")
+    finally:
+        if traced.poll() is None:
+            traced.send_signal(signal.SIGTERM)
+        traced.wait(timeout=30)
+        log.close()
+    server = Server(spool_dir, "--workers", "2").start()
+    try:
+        wait_until(lambda: all(state_of(spool_dir, i) in FINAL for i in ids), 60, "all jobs final")
+    finally:
+        assert server.stop() == 0
+    assert {state_of(spool_dir, i) for i in ids} == {"done"}
+    assert_conserved(spool_dir, ids, runs, max_runs=1)
+    assert not list((spool_dir / "claimed").iterdir())
+
+
+def test_a_second_signal_stops_at_once(spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    server = serve("--grace", "60", "--kill-grace", "60")
+    ready = tmp_path / "ready"
+    drop(spool_dir, "s.json", job("ignore_sigterm", str(ready), id="s"))
+    wait_until(ready.exists, what="running, ignoring SIGTERM")
+    pid = status_doc(spool_dir, "s")["pid"]  # type: ignore[index]
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "stopping" in server.output(), what="the manager to start stopping")
+    assert server.proc.poll() is None  # still waiting for the job, within --grace
+    assert server.stop(signal.SIGTERM, timeout=30) == 0
+    assert not pid_alive(pid)
+    doc = status_doc(spool_dir, "s")
+    assert doc is not None and (doc["state"], doc["attempt"]) == ("queued", 1)
+
+
+# ---------------------------------------------------------------- a full or read-only disk
+
+def mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    disk = tmp_path / "disk"
+    if os.geteuid() != 0 or not shutil.which("mount") or not mount_tmpfs(disk, "4m"):
+        pytest.skip("needs root and mount to make a small filesystem")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.parametrize("trouble", ["full", "read-only"])
+def test_a_full_or_read_only_disk_loses_nothing_and_recovers(small_disk: Path, tmp_path: Path, trouble: str) -> None:
+    spool_dir = small_disk / "spool"
+    server = Server(spool_dir, "--workers", "1").start()
+    try:
+        drop(spool_dir, "before.json", job("add", 1, 1, id="before"))
+        wait_until(lambda: state_of(spool_dir, "before") == "done", what="a job before the trouble")
+        pending = spool_dir / "incoming" / ".later.json.tmp"
+        pending.write_bytes(orjson.dumps(job("add", 2, 2, id="later")))
+        if trouble == "full":
+            filler = fill(small_disk)
+            os.rename(pending, spool_dir / "incoming" / "later.json")
+        else:
+            # status/ read-only (a read-only bind mount over it): status writes get EROFS.
+            status = str(spool_dir / "status")
+            subprocess.run(["mount", "--bind", status, status], check=True)
+            subprocess.run(["mount", "-o", "remount,ro,bind", status], check=True)
+            os.rename(pending, spool_dir / "incoming" / "later.json")
+        wait_until(lambda: "will try again" in server.output() or "cannot write" in server.output(),
+                   what="the manager to notice")
+        assert server.proc is not None and server.proc.poll() is None
+        assert status_doc(spool_dir, "before")["state"] == "done"  # type: ignore[index]
+        if trouble == "full":
+            filler.unlink()
+        else:
+            subprocess.run(["umount", str(spool_dir / "status")], check=True)
+        wait_until(lambda: state_of(spool_dir, "later") == "done", 30, "the job after recovery")
+        assert status_doc(spool_dir, "later")["result"] == 4  # type: ignore[index]
+    finally:
+        subprocess.run(["umount", str(spool_dir / "status")], capture_output=True)
+        assert server.stop() == 0
+    assert_conserved(spool_dir, ["before", "later"])
