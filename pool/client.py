@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 import orjson
 
 from . import lifecycle
-from .errors import InvalidJobSpec, JobFailed, JobNotFinished, JobNotFound, WaitTimeout
+from .errors import InvalidJobSpec, JobBusy, JobFailed, JobNotFinished, JobNotFound, WaitTimeout
 from .model import JobStatus, State, new_job_id, new_status, parse_job, utc_now
 from .spool import SpoolDir, write_atomic
 
@@ -112,13 +112,14 @@ class Spool:
     def status(self, job_id: str) -> JobStatus:
         """The job's status; a job not yet taken in by a manager shows as queued.
         Raises JobNotFound (saying why, when the job's file was rejected)."""
-        # A submitted job moves incoming/ -> claimed/ -> status/, never back: looking in
-        # that order, then at status/ again, finds it wherever it was in between.
+        # A submitted job moves incoming/x -> incoming/.claimed~... -> status/, never back:
+        # looking in that order, then at status/ again, finds it wherever it was between.
         try:
             return self.dir.read_status(job_id)
         except JobNotFound:
             pass
-        for path in (self.dir.incoming / f"{job_id}.json", *self.dir.claimed.glob(f"*~{job_id}.json")):
+        claims = [self.dir.claimed_path(c) for c in self.dir.claimed_names() if c.endswith(f"~{job_id}.json")]
+        for path in (self.dir.incoming / f"{job_id}.json", *claims):
             try:
                 return self._submitted_status(job_id, path)
             except JobNotFound:
@@ -172,7 +173,10 @@ class Spool:
                     pass
                 self.dir.drop_request(kind, job_id)
             return
-        before, after = self.dir.update_status(job_id, change)
+        try:
+            before, after = self.dir.update_status(job_id, change)
+        except JobBusy:
+            return  # a worker of a dead manager runs it: the request waits for the next manager
         if after is not None:
             reason = "cancelled by request" if kind == "kill" else "retry requested"
             self.dir.append_event(job_id, before.state, after.state, after.attempt, reason)

@@ -19,6 +19,10 @@ class JobNotFound(PoolError, LookupError):
     """No job with that id exists in the spool."""
 
 
+class JobBusy(PoolError, TimeoutError):
+    """The job's lock is held by the worker running it; try again, or ask the manager."""
+
+
 class InvalidTransition(PoolError, RuntimeError):
     """A state change that the lifecycle table does not allow."""
 

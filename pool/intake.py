@@ -1,13 +1,13 @@
 """Intake: turn files in ``incoming/`` into queued jobs, or into rejections with a reason.
 
-    incoming/x.json --read (safe open)--> parse --ok--> rename to claimed/<token>~x.json
+    incoming/x.json --read (safe open)--> parse --ok--> rename to incoming/.claimed~<token>~x.json
                                             |           --> status/<id>.json (queued), one per job
                                             |           --> unlink the claimed file
                                             '--bad, and the file is complete--> rejected/x.json
                                                                                 + x.json.error.json
 
 A claimed file's generated ids derive from its token, so if the manager dies between the
-claim and the last status write, the next one re-reads claimed/ and ends with the very
+claim and the last status write, the next one re-reads the claim and ends with the very
 same jobs, none twice. A file that may still be being written (watchdog saw it change but
 not close, or it changed less than ``settle`` seconds ago) is never rejected, only
 retried later: a prefix of a JSON object is never valid JSON, but a prefix of a ``.jsonl``
@@ -26,7 +26,7 @@ from typing import Callable
 from .errors import InvalidJobSpec
 from .model import JobSpec, JobStatus, new_status, parse_job_file, utc_now
 from .spool import DEFAULT_MAX_FILE_BYTES, SpoolDir, is_job_name, shown
-from .watch import COMPLETE, WRITING
+from .watch import CHANGED, COMPLETE, GONE, WRITING
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,17 @@ class Intake:
         self.seen: dict[str, str] = {}  # name -> WRITING | COMPLETE, from file events
         self.recheck_at: float | None = None  # wall-clock time to look at unsettled files again
 
+    def due(self) -> bool:
+        """True when a file event arrived, or a file waiting to settle may have."""
+        return bool(self.notes) or (self.recheck_at is not None and time.time() >= self.recheck_at)
+
     def _absorb_notes(self) -> None:
         while self.notes:
             name, what = self.notes.popleft()
-            self.seen[name] = what
+            if what == GONE:
+                self.seen.pop(name, None)
+            elif what != CHANGED:
+                self.seen[name] = what
 
     def _settled(self, name: str, mtime: float, now: float) -> bool:
         state = self.seen.get(name)

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from . import lifecycle
-from .errors import JobNotFound
+from .errors import JobBusy, JobNotFound
 from .intake import Intake, IntakeRules
 from .model import JobStatus, State, parse_time, utc_now
 from .procs import describe_exit, signal_group
@@ -137,9 +137,11 @@ class Manager:
         self.shutdown_at: float | None = None
         self.trouble: OSError | None = None
         self.retry_at: float | None = None
-        self.unsettled: list[tuple[JobStatus, Any, bool]] = []
+        self.unsettled: list[tuple[JobStatus, Any]] = []
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.next_rescan = 0.0
+        self.rescan_due = True
+        self.handler = WakeHandler(str(self.spool.incoming), str(self.spool.requests), self.intake.notes, self.wake)
         self.worker_config = WorkerConfig(
             spool=str(self.spool.root), task_modules=config.task_modules,
             allow_commands=config.allow_commands, sys_path=tuple(sys.path))
@@ -155,8 +157,7 @@ class Manager:
                         "write into %s can submit", self.spool.incoming)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         self.context.set_forkserver_preload(["pool.worker", *self.config.task_modules])
-        handler = WakeHandler(str(self.spool.incoming), self.intake.notes, self.wake)
-        observer = start_observer([str(self.spool.incoming), str(self.spool.requests)], handler)
+        observer = start_observer([str(self.spool.incoming), str(self.spool.requests)], self.handler)
         try:
             self.recover()
             for _ in range(self.config.workers):
@@ -229,15 +230,20 @@ class Manager:
         return ready
 
     def step(self, ready: list[Any]) -> None:
-        """One turn of the loop: each named step does its part, in this order."""
+        """One turn of the loop: each named step does its part, in this order. The folders
+        are listed only when a file event or the rescan tick says to: a turn woken by a
+        worker's reply touches no directory."""
         self.settle_pending()
         self.reap(ready)
         self.enforce_deadlines()
         self.apply_stop()
-        self.apply_requests()
+        if self.handler.take_requests_changed() or self.rescan_due:
+            self.apply_requests()
         if not self.stop_requested:
-            self.admit()
+            if self.intake.due() or self.rescan_due:
+                self.admit()
             self.dispatch()
+        self.rescan_due = False
 
     # ------------------------------------------------------------ workers
     def start_worker(self) -> Slot:
@@ -288,8 +294,11 @@ class Manager:
         if job is None or reply.get("id") != job.id:
             return
         slot.job, slot.timeout_at = None, None
-        if "status" in reply:
-            self.record_outcome(JobStatus.from_dict(reply["status"]), job.attempt)
+        if "state" in reply:
+            state = State(reply["state"])
+            self.spool.append_event(job.id, State.RUNNING, state, job.attempt, reply.get("reason") or "finished")
+            if state is State.QUEUED:
+                self.queue.push(JobStatus.from_dict(reply["status"]))
         elif reply.get("skipped") == State.RUNNING.value:
             self.adopt(job.id)  # a worker of a dead manager got to it first: watch that one
         elif "crashed" in reply:
@@ -319,7 +328,7 @@ class Manager:
         if job is not None:
             how = f"worker process {slot.process.pid} {describe_exit(slot.process.exitcode)}"
             if slot.stopping == CANCEL:
-                self.end_attempt(job, lambda s: lifecycle.cancel(s, utc_now()), cancelling=True)
+                self.end_attempt(job, lambda s: lifecycle.cancel(s, utc_now()))
                 self.spool.drop_request("kill", job.id)
             elif slot.stopping == TIMEOUT:
                 error = {"type": "Timeout", "traceback": None,
@@ -332,31 +341,33 @@ class Manager:
                 error = {"type": "WorkerDied", "message": how, "traceback": None}
                 self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, error, utc_now()))
 
-    def end_attempt(self, job: JobStatus, change: Any, cancelling: bool = False) -> None:
+    def end_attempt(self, job: JobStatus, change: Any) -> None:
         """Write the outcome of an attempt the worker could not write itself. A job that
-        reached a final state first (a kill racing a natural exit) keeps it; one the
-        worker never got to start is cancelled if that was asked, else queued again."""
+        reached a final state first (a kill racing a natural exit) keeps it. A job still
+        ``queued`` on disk had been handed to the worker all the same (``running`` is
+        written only after a few milliseconds): its attempt counts, as it started."""
         def settle(current: JobStatus) -> JobStatus | None:
-            if current.state is State.RUNNING:
-                return change(current)  # type: ignore[no-any-return]
-            if current.state is State.QUEUED and cancelling:
-                return lifecycle.cancel(current, utc_now())
-            return None
+            if current.state is State.QUEUED:
+                current = lifecycle.start(current, 0, None, utc_now())
+            return change(current) if current.state is State.RUNNING else None
+
         try:
-            before, status = self.spool.update_status(job.id, settle)
+            _, status = self.spool.update_status(job.id, settle)
         except JobNotFound:
             return
+        except JobBusy:  # a process it left behind still holds its lock: try again soon
+            self.unsettled.append((job, change))
+            self.retry_at = time.monotonic() + TROUBLE_RETRY
+            return
         except OSError as exc:
-            self.unsettled.append((job, change, cancelling))
+            self.unsettled.append((job, change))
             self.spool_trouble(exc)
             return
         if status is not None:
-            self.spool.append_event(job.id, before.state, status.state, job.attempt,
+            self.spool.append_event(job.id, State.RUNNING, status.state, job.attempt,
                                     status.error["message"] if status.error else "finished")
             if status.state is State.QUEUED:
                 self.queue.push(status)
-        elif before.state is State.QUEUED:
-            self.queue.push(before)  # never started: it still has to run
 
     def settle_pending(self) -> None:
         """Outcomes that could not be written before (a full disk) are written now."""
@@ -364,17 +375,11 @@ class Manager:
             return
         self.retry_at = None
         pending, self.unsettled = self.unsettled, []
-        for job, change, cancelling in pending:
-            self.end_attempt(job, change, cancelling)
+        for job, change in pending:
+            self.end_attempt(job, change)
         if self.trouble is not None and not self.unsettled:
             log.info("the spool is writable again")
             self.trouble = None
-
-    def record_outcome(self, status: JobStatus, attempt: int) -> None:
-        reason = status.error["message"] if status.error else "finished"
-        self.spool.append_event(status.id, State.RUNNING, status.state, attempt, reason)
-        if status.state is State.QUEUED:
-            self.queue.push(status)
 
     # ------------------------------------------------------------ deadlines and stopping
     def enforce_deadlines(self) -> None:
@@ -393,6 +398,7 @@ class Manager:
         self.queue.promote(now)
         kill_due = any(a.kill_at is not None and now >= a.kill_at for a in self.adopted.values())
         if now >= self.next_rescan or kill_due:
+            self.rescan_due = now >= self.next_rescan
             self.next_rescan = now + self.config.rescan_interval
             self.check_adopted()
 
@@ -432,12 +438,16 @@ class Manager:
                 return  # the request is dropped when the job has ended
         if job_id in self.adopted:
             self.adopted[job_id].kill(grace)
+            self.check_adopted()
             return
         self.queue.remove(job_id)
         try:
             _, status = self.spool.update_status(job_id, cancel_if_queued)
         except (JobNotFound, ValueError):
             status = None
+        except JobBusy:  # queued on disk, yet a dead manager's worker runs it
+            self.adopt(job_id)
+            return
         if status is not None:
             self.spool.append_event(job_id, State.QUEUED, State.CANCELLED, status.attempt, "cancelled by request")
         self.spool.drop_request("kill", job_id)
@@ -446,7 +456,7 @@ class Manager:
         self.spool.drop_request("retry", job_id)
         try:
             before, status = self.spool.update_status(job_id, retry_if_final)
-        except (JobNotFound, ValueError):
+        except (JobNotFound, JobBusy, ValueError):
             return
         if status is not None:
             self.spool.append_event(job_id, before.state, State.QUEUED, 1, "retry requested")
@@ -469,7 +479,7 @@ class Manager:
                 return
             slot.job = job
             slot.timeout_at = time.monotonic() + job.spec.timeout if job.spec.timeout else None
-            slot.conn.send_bytes(job.id.encode())
+            slot.conn.send_bytes(job.encode())
             self.spool.append_event(job.id, State.QUEUED, State.RUNNING, job.attempt,
                                     f"worker pid {slot.process.pid}")
 
@@ -477,13 +487,13 @@ class Manager:
     def recover(self) -> None:
         """Pick up where a previous manager stopped, however it stopped."""
         self.intake.recover_claims()
-        for status, event in recover_statuses(self.spool):
+        for status, event, alive in recover_statuses(self.spool):
             if event:
                 self.spool.append_event(status.id, State.RUNNING, status.state, status.attempt, event)
-            if status.state is State.QUEUED:
-                self.queue.push(status)
-            elif status.state is State.RUNNING:
+            if alive:
                 self.adopt(status.id)
+            elif status.state is State.QUEUED:
+                self.queue.push(status)
 
     def adopt(self, job_id: str) -> None:
         """Watch a job that runs in a process we did not start (a dead manager's worker)."""
@@ -491,9 +501,9 @@ class Manager:
             status = self.spool.read_status(job_id)
         except (JobNotFound, ValueError):
             return
-        if status.state is State.RUNNING and status.pid and job_id not in self.adopted:
+        if not status.state.is_final and job_id not in self.adopted:
             self.adopted[job_id] = Adopted(self.spool, status)
-            log.info("job %s: adopted (still running as pid %d)", job_id, status.pid)
+            log.info("job %s: adopted (still running as pid %s)", job_id, status.pid or "not yet known")
 
     def check_adopted(self) -> None:
         """Adopted jobs are not our children: look at them when their pidfd says they

@@ -14,7 +14,7 @@ import time
 from typing import Iterator
 
 from . import lifecycle
-from .errors import JobNotFound
+from .errors import JobBusy, JobNotFound
 from .model import JobStatus, State, utc_now
 from .procs import is_same_process, open_pidfd, signal_group
 from .spool import SpoolDir
@@ -36,25 +36,26 @@ def remove_stale_temp_files(spool: SpoolDir) -> None:
                     pass
 
 
-def recover_statuses(spool: SpoolDir) -> Iterator[tuple[JobStatus, str | None]]:
-    """Every job not yet final, as it stands after recovery, with the reason when its
-    state had to change."""
+def recover_statuses(spool: SpoolDir) -> Iterator[tuple[JobStatus, str | None, bool]]:
+    """Every job not yet final, as it stands after recovery: (status, the reason when its
+    state had to change, whether a live process of a dead manager still runs it)."""
     remove_stale_temp_files(spool)
     for status in spool.iter_statuses():
-        if status.state is State.QUEUED:
-            yield status, None
+        if status.state.is_final:
+            continue
+        if spool.is_leased(status.id):
+            yield status, None, True  # its worker outlived its manager: adopt it
         elif status.state is State.RUNNING:
-            if is_same_process(status.pid, status.pid_started):
-                yield status, None
-                continue
-            how = f"its process {status.pid} is gone"
+            how = f"its process {status.pid} ended without an outcome"
             try:
                 _, after = spool.update_status(status.id, lambda s: lost_if_running(s, how))
-            except JobNotFound:
+            except (JobNotFound, JobBusy):
                 continue
             if after is not None:
                 log.warning("job %s: %s; attempt %d lost", status.id, how, status.attempt)
-                yield after, f"attempt {status.attempt} lost: {how}"
+                yield after, f"attempt {status.attempt} lost: {how}", False
+        else:
+            yield status, None, False
 
 
 def lost_if_running(status: JobStatus, how: str) -> JobStatus | None:
@@ -62,54 +63,58 @@ def lost_if_running(status: JobStatus, how: str) -> JobStatus | None:
 
 
 class Adopted:
-    """A job still running in a process a previous manager started."""
+    """A job still running in a process a previous manager started. It is alive while
+    it holds the job's lock; its pid (once its status says running) is for signals."""
 
     def __init__(self, spool: SpoolDir, status: JobStatus) -> None:
         self.spool = spool
         self.status = status
         self.kill_at: float | None = None
-        self.cancelling = False
+        self.kill_grace: float | None = None
         # Readable when the process ends, so the manager hears of it at once.
-        self.pidfd = open_pidfd(status.pid) if status.pid and self.alive() else None
+        self.pidfd = open_pidfd(status.pid) if status.pid and is_same_process(status.pid, status.pid_started) else None
 
     def close(self) -> None:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
 
-    def alive(self) -> bool:
-        return is_same_process(self.status.pid, self.status.pid_started)
-
     def kill(self, grace: float) -> None:
-        if self.cancelling or not self.alive():
-            return
-        assert self.status.pid is not None
-        self.cancelling = True
-        self.kill_at = time.monotonic() + grace
-        signal_group(self.status.pid, signal.SIGTERM)
+        """SIGTERM now (as soon as its pid is known), SIGKILL after ``grace``."""
+        if self.kill_grace is None:
+            self.kill_grace = grace
+            self._signal()
+
+    def _signal(self) -> None:
+        pid = self.status.pid
+        if self.kill_at is None and pid and is_same_process(pid, self.status.pid_started):
+            self.kill_at = time.monotonic() + (self.kill_grace or 0.0)
+            signal_group(pid, signal.SIGTERM)
 
     def check(self) -> JobStatus | None:
-        """The job's outcome once it has one (writing it if the process died without),
+        """The job's outcome once it has one (writing it if the process ended without),
         else None."""
         try:
             current = self.spool.read_status(self.status.id)
         except JobNotFound:
             return self.status
-        if current.state is not State.RUNNING:
+        if current.state.is_final:
             self.spool.append_event(current.id, State.RUNNING, current.state, self.status.attempt, "adopted job ended")
             return current
-        if self.alive():
-            if self.kill_at is not None and time.monotonic() >= self.kill_at and self.status.pid:
-                self.kill_at = None
-                signal_group(self.status.pid, signal.SIGKILL)
+        if self.spool.is_leased(current.id):
+            self.status = current
+            if self.kill_grace is not None:
+                self._signal()
+                if self.kill_at is not None and time.monotonic() >= self.kill_at and current.pid:
+                    signal_group(current.pid, signal.SIGKILL)
             return None
-        if self.cancelling:
-            change = lambda s: lifecycle.cancel(s, utc_now()) if s.state is State.RUNNING else None  # noqa: E731
+        if self.kill_grace is not None:
+            change = lambda s: lifecycle.cancel(s, utc_now()) if not s.state.is_final else None  # noqa: E731
         else:
             change = lambda s: lost_if_running(s, "its process ended without an outcome")  # noqa: E731
-        _, after = self.spool.update_status(current.id, change)
+        before, after = self.spool.update_status(current.id, change)
         if after is None:
-            return self.spool.read_status(current.id)
+            return before
         reason = after.error["message"] if after.error else after.state.value
-        self.spool.append_event(current.id, State.RUNNING, after.state, self.status.attempt, reason)
+        self.spool.append_event(current.id, before.state, after.state, self.status.attempt, reason)
         return after

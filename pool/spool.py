@@ -2,7 +2,7 @@
 
     spool/
       incoming/          drop zone (*.json, *.jsonl); dot-files, *.tmp and *.part are ignored
-      claimed/           a file taken from incoming/ by rename, until its jobs have statuses
+        .claimed~<token>~<name>   a file taken by rename, until its jobs have statuses
       status/<id>.json   the live status of one job, replaced atomically; <id>.lock beside it
       logs/<id>.log      what the job printed
       rejected/<file>    a refused input, untouched, with <file>.error.json saying why
@@ -28,17 +28,21 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import orjson
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from .errors import JobNotFound, ManagerRunning, SpoolError
+from .errors import JobBusy, JobNotFound, ManagerRunning, SpoolError
 from .model import JobStatus, State, utc_now
 
 log = logging.getLogger(__name__)
 
-DIRS = ("incoming", "claimed", "status", "logs", "rejected", "requests")
+DIRS = ("incoming", "status", "logs", "rejected", "requests")
+# A claim is a rename *within* incoming/: watchdog holds a rename out of a watched folder
+# (an unmatched IN_MOVED_FROM) for 0.5 s together with every event behind it.
+CLAIM_PREFIX = ".claimed~"
 IGNORED_SUFFIXES = (".tmp", ".part")
 JOB_SUFFIXES = (".json", ".jsonl")
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+LOCK_TIMEOUT = 2.0  # other writers hold a status lock for a read and a write: never long
 
 
 def shown(name: str) -> str:
@@ -68,12 +72,18 @@ class IncomingFile:
     mtime: float
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a temp file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -89,8 +99,8 @@ class SpoolDir:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.incoming = self.root / "incoming"
-        self.claimed = self.root / "claimed"
         self.status_dir = self.root / "status"
+        self._status_dir = str(self.status_dir)  # plain strings on the per-job paths: pathlib costs µs
         self.logs = self.root / "logs"
         self.rejected = self.root / "rejected"
         self.requests = self.root / "requests"
@@ -136,17 +146,43 @@ class SpoolDir:
         return self.logs / f"{job_id}.log"
 
     # ------------------------------------------------------------ status documents
-    def status_lock(self, job_id: str) -> FileLock:
-        return FileLock(self.status_dir / f"{job_id}.lock")
+    def status_lock(self, job_id: str, timeout: float = LOCK_TIMEOUT) -> FileLock:
+        """The lock of one job's status, for writers other than the job's worker."""
+        return FileLock(self.status_dir / f"{job_id}.lock", timeout=timeout)
+
+    def lease(self, job_id: str) -> int | None:
+        """Take the job's lock for as long as its worker runs it (None: someone holds it).
+
+        The same flock(2) on the same file as ``status_lock`` (filelock's Unix lock is
+        flock on a file it leaves in place), taken directly: filelock 4.3 spends ~100 µs
+        and ~470 Python calls per acquire and release, flock 2 µs, and this is paid by
+        every job. Held for the whole run, the lock doubles as proof that the job is
+        alive, which survives the death of the manager that started it."""
+        fd = os.open(os.path.join(self._status_dir, f"{job_id}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def is_leased(self, job_id: str) -> bool:
+        """True while some process runs the job (holds its lock)."""
+        fd = self.lease(job_id)
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
 
     def write_status(self, status: JobStatus) -> None:
         """Replace a status document whole; callers that may race hold its lock."""
-        write_atomic(self.status_path(status.id), status.encode())
+        write_atomic(os.path.join(self._status_dir, f"{status.id}.json"), status.encode())
 
     def read_status(self, job_id: str) -> JobStatus:
         """Raises JobNotFound when the job has no status document."""
         try:
-            data = self.status_path(job_id).read_bytes()
+            with open(os.path.join(self._status_dir, f"{job_id}.json"), "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             raise JobNotFound(f"no job {job_id!r} in {self.root}") from None
         return JobStatus.decode(data)
@@ -159,8 +195,12 @@ class SpoolDir:
     ) -> tuple[JobStatus, JobStatus | None]:
         """Read, change and write one status under its lock; ``change`` returns None to
         leave it as it is. Returns (the status before, the status written or None).
-        Raises JobNotFound."""
-        with self.status_lock(job_id):
+        Raises JobNotFound, or JobBusy when a live worker holds the job."""
+        try:
+            lock = self.status_lock(job_id).acquire()
+        except Timeout:
+            raise JobBusy(f"job {job_id!r} is held by a running worker") from None
+        with lock:
             before = self.read_status(job_id)
             after = change(before)
             if after is not None:
@@ -265,24 +305,31 @@ class SpoolDir:
             return None
 
     def claim(self, name: str, token: str) -> str:
-        """Take ``incoming/name`` by renaming it into claimed/; returns the claimed name."""
+        """Take ``incoming/name`` by renaming it to a claim; returns the claim's name
+        ``<token>~<name>``."""
         claimed = f"{token}~{name}"
-        os.rename(self.incoming / name, self.claimed / claimed)
+        os.rename(self.incoming / name, self.incoming / (CLAIM_PREFIX + claimed))
         return claimed
 
     def claimed_names(self) -> list[str]:
-        return sorted(os.listdir(self.claimed))
+        try:
+            return sorted(n[len(CLAIM_PREFIX):] for n in os.listdir(self.incoming) if n.startswith(CLAIM_PREFIX))
+        except FileNotFoundError:
+            return []
+
+    def claimed_path(self, claimed: str) -> Path:
+        return self.incoming / (CLAIM_PREFIX + claimed)
 
     def read_claimed(self, claimed: str) -> bytes:
-        return (self.claimed / claimed).read_bytes()
+        return self.claimed_path(claimed).read_bytes()
 
     def release_claim(self, claimed: str) -> None:
-        os.unlink(self.claimed / claimed)
+        os.unlink(self.claimed_path(claimed))
 
     def reject(self, name: str, reason: str, from_claimed: bool = False) -> None:
         """Move a refused file (or link, FIFO, folder: never what it points to) into
         rejected/, untouched, and write why beside it."""
-        source = (self.claimed if from_claimed else self.incoming) / name
+        source = self.claimed_path(name) if from_claimed else self.incoming / name
         original = name.split("~", 1)[1] if from_claimed else name
         target = self.rejected / original
         n = 1

@@ -26,20 +26,31 @@ from watchdog.observers.api import BaseObserver
 
 WRITING = "writing"
 COMPLETE = "complete"
+GONE = "gone"
+CHANGED = "changed"  # attributes: says nothing about whether it is complete
 
 
 class WakeHandler(FileSystemEventHandler):
     """Runs in watchdog's thread: record (name, what happened) and wake the manager."""
 
-    def __init__(self, incoming: str, notes: deque[tuple[str, str]], wake: Callable[[], None]) -> None:
+    def __init__(self, incoming: str, requests: str, notes: deque[tuple[str, str]], wake: Callable[[], None]) -> None:
         self.incoming = incoming
+        self.requests = requests
         self.notes = notes
         self.wake = wake
+        self.requests_changed = True
+
+    def take_requests_changed(self) -> bool:
+        changed, self.requests_changed = self.requests_changed, False
+        return changed
 
     def _note(self, path: str | bytes, what: str) -> None:
         path = os.fsdecode(path)
-        if os.path.dirname(path) == self.incoming:
+        folder = os.path.dirname(path)
+        if folder == self.incoming:
             self.notes.append((os.path.basename(path), what))
+        elif folder == self.requests:
+            self.requests_changed = True
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
@@ -47,9 +58,14 @@ class WakeHandler(FileSystemEventHandler):
         elif isinstance(event, FileClosedEvent):
             self._note(event.src_path, COMPLETE)
         elif isinstance(event, FileMovedEvent):
+            self._note(event.src_path, GONE)
             self._note(event.dest_path, COMPLETE)
         elif event.event_type in ("opened", "closed_no_write"):
             return  # our own reads: nothing changed
+        elif os.path.dirname(os.fsdecode(event.src_path)) in (self.incoming, self.requests):
+            self._note(event.src_path, GONE if event.event_type == "deleted" else CHANGED)
+        else:
+            return  # the watched folders themselves: nothing to do
         self.wake()
 
 

@@ -12,6 +12,7 @@ worker writes ``running``, progress and the outcome; every other state is the ma
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import orjson
 
@@ -65,28 +66,36 @@ class Worker:
             self.load_error = str(exc)
         hook_tqdm()
         self.flusher = Flusher()
+        self.output = JobOutput()
 
-    def run(self, job_id: str) -> dict[str, Any]:
-        """Run one job to the end of its attempt; returns the message for the manager."""
-        lock = self.spool.status_lock(job_id)
-        with lock:
-            queued = self.spool.read_status(job_id)
-            if queued.state is not State.QUEUED:
-                # Cancelled (or otherwise moved on) after the manager picked it: not ours.
-                return {"id": job_id, "skipped": queued.state.value}
+    def run(self, queued: JobStatus) -> dict[str, Any]:
+        """Run one job to the end of its attempt; returns the message for the manager.
+
+        The job's lock is held from start to outcome. If another process holds it, that
+        is a worker of a manager that died, already running this job: it is left alone."""
+        lease = self.spool.lease(queued.id)
+        if lease is None:
+            return {"id": queued.id, "skipped": State.RUNNING.value}
+        try:
             running = lifecycle.start(queued, self.pid, self.pid_started, utc_now())
-            self.spool.write_status(running)
-        reporter = StatusReporter(self.spool, running, self.config.progress_interval)
-        with JobOutput(self.spool.log_path(job_id), running):
-            set_reporter(reporter)
-            self.flusher.watch(reporter)
-            try:
-                outcome = self.execute(running, reporter)
-            finally:
-                set_reporter(None)
-                self.flusher.watch(None)
-        final = reporter.finish(outcome)
-        return {"id": job_id, "status": final.to_dict()}
+            reporter = StatusReporter(self.spool, running, self.config.progress_interval)
+            with self.output.to(self.spool.log_path(queued.id), running):
+                set_reporter(reporter)
+                self.flusher.watch(reporter)
+                try:
+                    outcome = self.execute(running, reporter)
+                finally:
+                    set_reporter(None)
+                    self.flusher.watch(None)
+            final = reporter.finish(outcome)
+        finally:
+            os.close(lease)
+        reply: dict[str, Any] = {"id": final.id, "state": final.state.value}
+        if final.state is State.QUEUED:
+            reply["status"] = final.to_dict()  # the manager queues the retry as written
+        elif final.error:
+            reply["reason"] = final.error.get("message")
+        return reply
 
     def execute(self, status: JobStatus, reporter: StatusReporter) -> Callable[[JobStatus], JobStatus]:
         """Run the job; returns how to turn the running status into the attempt's outcome."""
@@ -113,31 +122,30 @@ class Worker:
         return lambda s: lifecycle.succeed(s, value, utc_now())
 
 class JobOutput:
-    """Point fds 1 and 2 (and sys.stdout/stderr) at the job's log for one attempt, so
-    C extensions and child processes write there too."""
+    """Points fds 1 and 2 (and so sys.stdout/stderr) at the job's log for one attempt,
+    so C extensions and child processes write there too; between jobs, at /dev/null."""
 
-    def __init__(self, path: os.PathLike[str], status: JobStatus) -> None:
-        self.path = path
-        self.status = status
+    def __init__(self) -> None:
+        self.devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
-    def __enter__(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        if self.status.attempt > 1:
-            os.write(fd, f"--- pool: attempt {self.status.attempt} of {self.status.max_attempts} ---\n".encode())
+    @contextlib.contextmanager
+    def to(self, path: os.PathLike[str] | str, status: JobStatus) -> Iterator[None]:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        if status.attempt > 1:
+            os.write(fd, f"--- pool: attempt {status.attempt} of {status.max_attempts} ---\n".encode())
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
-
-    def __exit__(self, *exc: object) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        os.close(devnull)
+        try:
+            yield
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os.dup2(self.devnull, 1)
+            os.dup2(self.devnull, 2)
 
 
 def _detach_stdio() -> None:
@@ -165,14 +173,14 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
     worker = Worker(config)
     while True:
         try:
-            job_id = conn.recv_bytes().decode()
+            job = JobStatus.decode(conn.recv_bytes())
         except (EOFError, OSError):
             return  # the manager is gone or told us to stop
         try:
-            reply = worker.run(job_id)
+            reply = worker.run(job)
         except Exception as exc:  # a bug or an unusable spool: say so, and let the manager decide
-            log.exception("job %s: worker error", job_id)
-            reply = {"id": job_id, "crashed": f"{type(exc).__name__}: {exc}"}
+            log.exception("job %s: worker error", job.id)
+            reply = {"id": job.id, "crashed": f"{type(exc).__name__}: {exc}"}
         try:
             conn.send_bytes(orjson.dumps(reply))
         except OSError:

@@ -102,7 +102,7 @@ def test_kill_takes_the_whole_process_tree(spool_dir: Path, serve: Callable[...,
     drop(spool_dir, "tree.json", command(["sh", "-c", f"sleep 1000 & echo $! > {pidfile}; wait"], id="tree"))
     wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), what="grandchild started")
     grandchild = int(pidfile.read_text())
-    shell = status_doc(spool_dir, "tree")["pid"]  # type: ignore[index]
+    shell = wait_until(lambda: (d := status_doc(spool_dir, "tree")) and d["pid"], what="running written")
     assert pid_alive(grandchild)
     assert run_pool(spool_dir, "kill", "tree", check=True).stdout.strip() == "tree: cancelled"
     wait_until(lambda: not pid_alive(grandchild) and not pid_alive(shell), what="the whole tree gone")

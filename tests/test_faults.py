@@ -108,7 +108,7 @@ def test_a_job_ignoring_sigterm_is_killed_after_the_grace(
     ready = tmp_path / "ready"
     drop(spool_dir, "i.json", job("ignore_sigterm", str(ready), id="i"))
     wait_until(ready.exists, what="SIGTERM ignored")
-    pid = status_doc(spool_dir, "i")["pid"]  # type: ignore[index]
+    pid = wait_until(lambda: (d := status_doc(spool_dir, "i")) and d["pid"], what="running written")
     result = run_pool(spool_dir, "kill", "i", check=True)
     assert result.stdout.strip() == "i: cancelled"
     assert not pid_alive(pid)
@@ -276,7 +276,7 @@ def test_kill_9_at_an_exact_system_call_loses_nothing(
         assert server.stop() == 0
     assert {state_of(spool_dir, i) for i in ids} == {"done"}
     assert_conserved(spool_dir, ids, runs, max_runs=1)
-    assert not list((spool_dir / "claimed").iterdir())
+    assert not [n for n in os.listdir(spool_dir / "incoming") if n.startswith(".claimed~")]
 
 
 def test_a_second_signal_stops_at_once(spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
@@ -284,7 +284,7 @@ def test_a_second_signal_stops_at_once(spool_dir: Path, serve: Callable[..., Ser
     ready = tmp_path / "ready"
     drop(spool_dir, "s.json", job("ignore_sigterm", str(ready), id="s"))
     wait_until(ready.exists, what="running, ignoring SIGTERM")
-    pid = status_doc(spool_dir, "s")["pid"]  # type: ignore[index]
+    pid = wait_until(lambda: (d := status_doc(spool_dir, "s")) and d["pid"], what="running written")
     assert server.proc is not None
     server.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: "stopping" in server.output(), what="the manager to start stopping")

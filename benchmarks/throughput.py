@@ -1,0 +1,102 @@
+"""Tiny-job throughput, end to end, 2 workers: pool against what a user would pick instead.
+
+    python benchmarks/throughput.py [--jobs 2000]
+
+pool: N do-nothing jobs dropped at once (one .jsonl file, and N single .json files),
+timed from the drop to the last job's status saying done. Peers in the same run:
+ProcessPoolExecutor.submit (in memory, nothing persisted), a multiprocessing.Process per
+job (fork), and huey with file storage when it is installed (skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import os
+import time
+
+import orjson
+
+from harness import ScratchManager, wait_for
+
+
+def noop() -> None:
+    return None
+
+
+def count_done(manager: ScratchManager) -> int:
+    events = manager.spool / "events.jsonl"
+    return events.read_bytes().count(b'"to":"done"') if events.exists() else 0
+
+
+def pool_batch(jobs: int) -> float:
+    manager = ScratchManager("--workers", "2")
+    try:
+        lines = b"\n".join(orjson.dumps({"task": "bench_tasks:noop"}) for _ in range(jobs))
+        tmp = manager.spool / "incoming" / ".batch.tmp"
+        tmp.write_bytes(lines)
+        started = time.perf_counter()
+        os.rename(tmp, manager.spool / "incoming" / "batch.jsonl")
+        wait_for(lambda: count_done(manager) >= jobs, timeout=600, tick=0.005)
+        return time.perf_counter() - started
+    finally:
+        manager.stop()
+
+
+def pool_files(jobs: int) -> float:
+    manager = ScratchManager("--workers", "2")
+    try:
+        started = time.perf_counter()
+        for n in range(jobs):
+            manager.drop(f"j{n}.json", {"task": "bench_tasks:noop", "id": f"j{n}"})
+        wait_for(lambda: count_done(manager) >= jobs, timeout=600, tick=0.005)
+        return time.perf_counter() - started
+    finally:
+        manager.stop()
+
+
+def executor(jobs: int) -> float:
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:
+        pool.submit(noop).result()  # start the workers first, as pool's are
+        started = time.perf_counter()
+        futures = [pool.submit(noop) for _ in range(jobs)]
+        for future in futures:
+            future.result()
+        return time.perf_counter() - started
+
+
+def process_per_job(jobs: int) -> float:
+    context = multiprocessing.get_context("fork")
+    started = time.perf_counter()
+    running: list[multiprocessing.process.BaseProcess] = []
+    for _ in range(jobs):
+        if len(running) >= 2:
+            running.pop(0).join()
+        process = context.Process(target=noop)
+        process.start()
+        running.append(process)
+    for process in running:
+        process.join()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=2000)
+    args = parser.parse_args()
+    n = args.jobs
+    results = {
+        "ProcessPoolExecutor.submit (in memory)": executor(n),
+        "a multiprocessing.Process per job (fork)": process_per_job(n),
+        "pool, one .jsonl batch": pool_batch(n),
+        "pool, one .json file per job": pool_files(n),
+    }
+    baseline = n / results["ProcessPoolExecutor.submit (in memory)"]
+    for name, seconds in results.items():
+        rate = n / seconds
+        print(f"{name:<44} {rate:8.0f} jobs/s   ratio to ProcessPoolExecutor {rate / baseline:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
