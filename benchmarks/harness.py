@@ -49,6 +49,13 @@ class ScratchManager:
             [sys.executable, "-m", "cli", "--spool", str(self.spool), "serve", "--tasks", "bench_tasks", *args],
             env=env, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, cwd=str(HERE))
         wait_for(lambda: (self.spool / "manager.pid").exists(), 30, 0.01)
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Run one job per worker first: what is measured is serving, not starting."""
+        for n in range(4):
+            self.drop(f"warm-{n}.json", {"task": "bench_tasks:noop", "id": f"warm-{n}"})
+        wait_for(lambda: all((d := self.status(f"warm-{n}")) and d["state"] == "done" for n in range(4)), 60, 0.01)
 
     def drop(self, name: str, job: dict[str, Any]) -> float:
         """Write a job file the safe way; returns the wall-clock time it appeared."""

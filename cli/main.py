@@ -11,18 +11,20 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-from rich.console import Console
-from rich.live import Live
 
 from pool.client import Spool, default_spool_path
 from pool.errors import JobNotFound, PoolError
 from pool.model import JobStatus, State
 
-from . import render
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich (and cli.render, built on it) is imported where a table is drawn, not at start-up:
+# `pool status --json` and `pool submit` in scripts should not pay for it.
 
 FOLLOW_INTERVAL = 0.1
 
@@ -41,6 +43,8 @@ class PoolGroup(click.Group):
 
 
 def console() -> Console:
+    from rich.console import Console
+
     out = Console(highlight=False, soft_wrap=False)
     if not out.is_terminal:
         out.width = max(out.width, 160)
@@ -169,16 +173,23 @@ def submit(spool: Spool, args: tuple[str, ...], is_command: bool, kwargs: tuple[
 @click.option("--state", type=click.Choice([s.value for s in State]), help="Only jobs in this state.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of status objects.")
 @click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
+@click.option("--limit", type=click.IntRange(0), default=100, show_default=True,
+              help="Show at most this many jobs, newest first (0: all). --json shows all.")
 @click.pass_obj
-def status(spool: Spool, ids: tuple[str, ...], state: str | None, as_json: bool, watch: bool) -> None:
+def status(spool: Spool, ids: tuple[str, ...], state: str | None, as_json: bool, watch: bool, limit: int) -> None:
     """Show jobs: a table with progress bars; one ID shows the detail view."""
     if watch:
         watch_table(spool, ids, state)
         return
-    statuses = select(spool, ids, state)
     if as_json:
-        sys.stdout.buffer.write(orjson.dumps([s.to_dict() for s in statuses], option=orjson.OPT_INDENT_2) + b"\n")
+        docs = ([orjson.dumps(s.to_dict()) for s in select(spool, ids, state)] if ids
+                else spool.dir.raw_statuses(state) + [orjson.dumps(s.to_dict()) for s in spool.submitted()
+                                                      if state in (None, State.QUEUED.value)])
+        sys.stdout.buffer.write(b"[" + b",\n".join(docs) + b"]\n")
         return
+    from . import render
+
+    statuses = select(spool, ids, state)
     out = console()
     if len(ids) == 1:
         job = statuses[0]
@@ -186,8 +197,10 @@ def status(spool: Spool, ids: tuple[str, ...], state: str | None, as_json: bool,
         out.print("\n".join(render.detail_lines(job, now(), spool.dir.read_events(job.id), tail)),
                   markup=False)
         return
-    out.print(render.status_table(statuses, now()))
-    out.print(render.summary(statuses), style="dim")
+    shown = statuses[:limit] if limit else statuses
+    out.print(render.status_table(shown, now()))
+    more = f"; {len(statuses) - len(shown)} older not shown (--limit 0 shows all)" if len(shown) < len(statuses) else ""
+    out.print(render.summary(statuses) + more, style="dim")
 
 
 def select(spool: Spool, ids: tuple[str, ...], state: str | None) -> list[JobStatus]:
@@ -197,6 +210,10 @@ def select(spool: Spool, ids: tuple[str, ...], state: str | None) -> list[JobSta
 
 def watch_table(spool: Spool, ids: tuple[str, ...], state: str | None, until_final: bool = False) -> list[JobStatus]:
     """A live table, refreshed in place, until Ctrl-C (or until every job is final)."""
+    from rich.live import Live
+
+    from . import render
+
     out = console()
     statuses = select(spool, ids, state)
     try:

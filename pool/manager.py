@@ -21,11 +21,12 @@ import itertools
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
@@ -116,10 +117,30 @@ class JobQueue:
         return self.jobs.pop(job_id, None)  # its heap entry is skipped when popped
 
 
+class Poller:
+    """``multiprocessing.connection.wait`` without building a new selector each call: the
+    registered set changes only when a worker is replaced or a job adopted."""
+
+    def __init__(self) -> None:
+        self.poll = select.poll()
+        self.by_fd: dict[int, Any] = {}
+
+    def wait(self, objects: list[Any], timeout: float) -> list[Any]:
+        wanted = {obj if isinstance(obj, int) else obj.fileno(): obj for obj in objects}
+        if wanted.keys() != self.by_fd.keys():
+            for fd in self.by_fd.keys() - wanted.keys():
+                self.poll.unregister(fd)
+            for fd in wanted.keys() - self.by_fd.keys():
+                self.poll.register(fd, select.POLLIN)
+        self.by_fd = wanted
+        events = self.poll.poll(timeout * 1000)
+        return [self.by_fd[fd] for fd, _ in events if fd in self.by_fd]
+
+
 class Manager:
     def __init__(self, config: ManagerConfig) -> None:
         self.config = config
-        self.spool = SpoolDir(config.spool)
+        self.spool = SpoolDir(config.spool, buffer_events=True)
         self.context = multiprocessing.get_context("forkserver")
         self.tasks = load_task_modules(config.task_modules)
         self.intake = Intake(self.spool, IntakeRules(
@@ -139,6 +160,7 @@ class Manager:
         self.retry_at: float | None = None
         self.unsettled: list[tuple[JobStatus, Any]] = []
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.poller = Poller()
         self.next_rescan = 0.0
         self.rescan_due = True
         self.handler = WakeHandler(str(self.spool.incoming), str(self.spool.requests), self.intake.notes, self.wake)
@@ -220,7 +242,7 @@ class Manager:
         for slot in self.slots:
             objects += [slot.conn, slot.process.sentinel]
         objects += [a.pidfd for a in self.adopted.values() if a.pidfd is not None]
-        ready = wait(objects, timeout)
+        ready = self.poller.wait(objects, timeout)
         if self.wake_r in ready:
             try:
                 while os.read(self.wake_r, 4096):
@@ -232,18 +254,21 @@ class Manager:
     def step(self, ready: list[Any]) -> None:
         """One turn of the loop: each named step does its part, in this order. The folders
         are listed only when a file event or the rescan tick says to: a turn woken by a
-        worker's reply touches no directory."""
-        self.settle_pending()
-        self.reap(ready)
-        self.enforce_deadlines()
-        self.apply_stop()
-        if self.handler.take_requests_changed() or self.rescan_due:
-            self.apply_requests()
-        if not self.stop_requested:
-            if self.intake.due() or self.rescan_due:
-                self.admit()
-            self.dispatch()
-        self.rescan_due = False
+        worker's reply touches no directory. The turn's events are appended in one write."""
+        try:
+            self.settle_pending()
+            self.reap(ready)
+            self.enforce_deadlines()
+            self.apply_stop()
+            if self.handler.take_requests_changed() or self.rescan_due:
+                self.apply_requests()
+            if not self.stop_requested:
+                if self.intake.due() or self.rescan_due:
+                    self.admit()
+                self.dispatch()
+            self.rescan_due = False
+        finally:
+            self.spool.flush_events()
 
     # ------------------------------------------------------------ workers
     def start_worker(self) -> Slot:

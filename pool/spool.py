@@ -93,11 +93,18 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
+def _created_at(doc: bytes) -> bytes:
+    at = doc.find(b'"created_at":"')
+    return doc[at + 14:at + 41] if at >= 0 else b""
+
+
 class SpoolDir:
     """Paths and file operations of one spool directory."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], buffer_events: bool = False) -> None:
         self.root = Path(root).absolute()
+        self.buffer_events = buffer_events  # the manager appends a loop turn's events at once
+        self._event_lines: list[bytes] = []
         self.incoming = self.root / "incoming"
         self.status_dir = self.root / "status"
         self._status_dir = str(self.status_dir)  # plain strings on the per-job paths: pathlib costs µs
@@ -210,6 +217,25 @@ class SpoolDir:
     def status_ids(self) -> list[str]:
         return [n[:-5] for n in os.listdir(self.status_dir) if n.endswith(".json") and not n.startswith(".")]
 
+    def raw_statuses(self, state: str | None = None) -> list[bytes]:
+        """Every status document as it is on disk, newest first, unparsed: the fast path
+        for ``pool status --json``. Documents are written by orjson (no spaces), so a
+        state is found by its bytes and the creation time by its key."""
+        wanted = f'"state":"{state}"'.encode() if state else None
+        docs = []
+        for name in os.listdir(self._status_dir):
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            try:
+                with open(os.path.join(self._status_dir, name), "rb") as f:
+                    doc = f.read()
+            except FileNotFoundError:
+                continue
+            if wanted is None or wanted in doc:
+                docs.append(doc)
+        docs.sort(key=_created_at, reverse=True)
+        return docs
+
     def iter_statuses(self) -> Iterator[JobStatus]:
         """Every readable status; one deleted or broken meanwhile is skipped."""
         for job_id in self.status_ids():
@@ -221,18 +247,26 @@ class SpoolDir:
     # ------------------------------------------------------------ events
     def append_event(self, job_id: str, before: State | None, after: State, attempt: int, reason: str) -> None:
         """One line per state change. O_APPEND and a single write keep lines whole."""
-        line = orjson.dumps({
+        self._event_lines.append(orjson.dumps({
             "time": utc_now(), "id": job_id, "from": before.value if before else None,
             "to": after.value, "attempt": attempt, "reason": reason,
-        })
+        }) + b"\n")
+        if not self.buffer_events:
+            self.flush_events()
+
+    def flush_events(self) -> None:
+        if not self._event_lines:
+            return
+        data = b"".join(self._event_lines)
+        self._event_lines.clear()
         try:
             if self._events_fd is None:
                 self._events_fd = os.open(self.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            os.write(self._events_fd, line + b"\n")
+            os.write(self._events_fd, data)
         except OSError as exc:
             # The status documents are the truth; the central log is a record of them,
             # and a full disk must not stop the jobs.
-            log.warning("job %s: could not append to events.jsonl (%s)", job_id, exc)
+            log.warning("could not append %d event(s) to events.jsonl (%s)", data.count(b"\n"), exc)
 
     def read_events(self, job_id: str | None = None) -> list[dict[str, Any]]:
         try:
