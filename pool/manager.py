@@ -57,7 +57,7 @@ class ManagerConfig:
     kill_grace: float = 5.0
     shutdown_grace: float = 10.0
     settle: float = 1.0
-    rescan_interval: float = 2.0
+    rescan_interval: float = 5.0
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     allow_loader_env: bool = False
     group_gid: int | None = None  # --group: a second group that may submit

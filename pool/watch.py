@@ -16,6 +16,7 @@ from typing import Callable
 from watchdog.events import (
     FileClosedEvent,
     FileCreatedEvent,
+    FileDeletedEvent,
     FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
@@ -24,10 +25,13 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from .spool import is_ignored_name
+
 WRITING = "writing"
 COMPLETE = "complete"
 GONE = "gone"
 CHANGED = "changed"  # attributes: says nothing about whether it is complete
+IDLE_TIMEOUT = 10.0  # seconds
 
 
 class WakeHandler(FileSystemEventHandler):
@@ -44,29 +48,34 @@ class WakeHandler(FileSystemEventHandler):
         changed, self.requests_changed = self.requests_changed, False
         return changed
 
-    def _note(self, path: str | bytes, what: str) -> None:
+    def _note(self, path: str | bytes, what: str) -> bool:
+        """Record what happened to one path; True when the manager has something to do."""
         path = os.fsdecode(path)
-        folder = os.path.dirname(path)
+        folder, name = os.path.split(path)
         if folder == self.incoming:
-            self.notes.append((os.path.basename(path), what))
-        elif folder == self.requests:
+            if is_ignored_name(name):
+                return False  # a writer's temp file, or our own claim: not a job (yet)
+            self.notes.append((name, what))
+            return what != GONE
+        if folder == self.requests:
             self.requests_changed = True
+            return True
+        return False  # the watched folders themselves
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
-            self._note(event.src_path, WRITING)
+            wake = self._note(event.src_path, WRITING)
         elif isinstance(event, FileClosedEvent):
-            self._note(event.src_path, COMPLETE)
+            wake = self._note(event.src_path, COMPLETE)
         elif isinstance(event, FileMovedEvent):
             self._note(event.src_path, GONE)
-            self._note(event.dest_path, COMPLETE)
+            wake = self._note(event.dest_path, COMPLETE)
         elif event.event_type in ("opened", "closed_no_write"):
-            return  # our own reads: nothing changed
-        elif os.path.dirname(os.fsdecode(event.src_path)) in (self.incoming, self.requests):
-            self._note(event.src_path, GONE if event.event_type == "deleted" else CHANGED)
+            return  # reads, ours or anyone's: nothing changed
         else:
-            return  # the watched folders themselves: nothing to do
-        self.wake()
+            wake = self._note(event.src_path, GONE if event.event_type == "deleted" else CHANGED)
+        if wake:
+            self.wake()
 
 
 def _not_shutdown_noise(record: logging.LogRecord) -> bool:
@@ -77,9 +86,14 @@ def _not_shutdown_noise(record: logging.LogRecord) -> bool:
 
 def start_observer(paths: list[str], handler: WakeHandler) -> BaseObserver:
     logging.getLogger("watchdog.observers.inotify").addFilter(_not_shutdown_noise)
-    observer = Observer()
+    # A long timeout: the observer threads wake for it even when nothing happens, and an
+    # idle manager should cost (close to) nothing. stop() does not wait for it.
+    observer = Observer(timeout=IDLE_TIMEOUT)
     for path in paths:
-        observer.schedule(handler, path, recursive=False)
+        # Only what intake needs reaches us: no opens, no closes of readers (our own
+        # rescans would otherwise wake these threads), no directory events.
+        observer.schedule(handler, path, recursive=False, event_filter=[
+            FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent])
     observer.daemon = True
     observer.start()
     return observer
