@@ -63,6 +63,15 @@ def json_or_text(value: str) -> Any:
         return value
 
 
+def complete_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of job ids (``_POOL_COMPLETE=bash_source pool``)."""
+    spool = Spool(ctx.find_root().params.get("spool_path") or default_spool_path())
+    try:
+        return sorted(i for i in spool.dir.status_ids() if i.startswith(incomplete))
+    except OSError:
+        return []
+
+
 def key_values(pairs: tuple[str, ...], what: str, parse: Any = json_or_text) -> dict[str, Any]:
     result = {}
     for pair in pairs:
@@ -140,10 +149,11 @@ def group_id(name: str) -> int:
 @click.option("--env", "env", multiple=True, metavar="K=V", help="Environment of a command job (repeatable).")
 @click.option("--progress", "progress_form", help="Command jobs: auto, none, or a regex with one group.")
 @click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends; exit 1 unless it is done.")
+@click.option("--quiet", "-q", is_flag=True, help="With --wait: print nothing, the exit code says it.")
 @click.pass_obj
 def submit(spool: Spool, args: tuple[str, ...], is_command: bool, kwargs: tuple[str, ...], job_id: str | None,
            name: str | None, priority: int | None, retries: int | None, timeout: float | None, cwd: str | None,
-           env: tuple[str, ...], progress_form: str | None, wait_: bool) -> None:
+           env: tuple[str, ...], progress_form: str | None, wait_: bool, quiet: bool) -> None:
     """Submit TASK [ARGS]... (each ARG is JSON when it parses), or --command -- ARGV..."""
     options: dict[str, Any] = {k: v for k, v in {"id": job_id, "name": name, "priority": priority, "retries": retries,
                                  "timeout": timeout}.items() if v is not None}
@@ -161,82 +171,17 @@ def submit(spool: Spool, args: tuple[str, ...], is_command: bool, kwargs: tuple[
         if cwd or env or progress_form:
             raise click.UsageError("--cwd, --env and --progress apply to --command jobs")
         job = spool.submit(args[0], *map(json_or_text, args[1:]), kwargs=key_values(kwargs, "--kw"), **options)
-    click.echo(job.id)
+    if not (wait_ and quiet):
+        click.echo(job.id)
     if wait_:
-        ctx = click.get_current_context()
-        ctx.exit(follow(spool, [job.id]))
+        from .views import follow
 
-
-# ---------------------------------------------------------------- status
-@cli.command()
-@click.argument("ids", nargs=-1)
-@click.option("--state", type=click.Choice([s.value for s in State]), help="Only jobs in this state.")
-@click.option("--json", "as_json", is_flag=True, help="A JSON array of status objects.")
-@click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
-@click.option("--limit", type=click.IntRange(0), default=100, show_default=True,
-              help="Show at most this many jobs, newest first (0: all). --json shows all.")
-@click.pass_obj
-def status(spool: Spool, ids: tuple[str, ...], state: str | None, as_json: bool, watch: bool, limit: int) -> None:
-    """Show jobs: a table with progress bars; one ID shows the detail view."""
-    if watch:
-        watch_table(spool, ids, state)
-        return
-    if as_json:
-        docs = ([orjson.dumps(s.to_dict()) for s in select(spool, ids, state)] if ids
-                else spool.dir.raw_statuses(state) + [orjson.dumps(s.to_dict()) for s in spool.submitted()
-                                                      if state in (None, State.QUEUED.value)])
-        sys.stdout.buffer.write(b"[" + b",\n".join(docs) + b"]\n")
-        return
-    from . import render
-
-    statuses = select(spool, ids, state)
-    out = console()
-    if len(ids) == 1:
-        job = statuses[0]
-        tail = spool.job(job.id).logs().splitlines()[-10:]
-        out.print("\n".join(render.detail_lines(job, now(), spool.dir.read_events(job.id), tail)),
-                  markup=False)
-        return
-    shown = statuses[:limit] if limit else statuses
-    out.print(render.status_table(shown, now()))
-    more = f"; {len(statuses) - len(shown)} older not shown (--limit 0 shows all)" if len(shown) < len(statuses) else ""
-    out.print(render.summary(statuses) + more, style="dim")
-
-
-def select(spool: Spool, ids: tuple[str, ...], state: str | None) -> list[JobStatus]:
-    statuses = [spool.status(i) for i in ids] if ids else spool.statuses()
-    return [s for s in statuses if state is None or s.state.value == state]
-
-
-def watch_table(spool: Spool, ids: tuple[str, ...], state: str | None, until_final: bool = False) -> list[JobStatus]:
-    """A live table, refreshed in place, until Ctrl-C (or until every job is final)."""
-    from rich.live import Live
-
-    from . import render
-
-    out = console()
-    statuses = select(spool, ids, state)
-    try:
-        with Live(render.status_table(statuses, now()), console=out, refresh_per_second=4, transient=False) as live:
-            while not (until_final and all(s.state.is_final for s in statuses)):
-                time.sleep(0.25)
-                statuses = select(spool, ids, state)
-                live.update(render.status_table(statuses, now()))
-    except KeyboardInterrupt:
-        pass
-    return statuses
-
-
-def follow(spool: Spool, ids: list[str]) -> int:
-    """Show the jobs until they are final; 0 when all are done, else 1."""
-    statuses = watch_table(spool, tuple(ids), None, until_final=True)
-    failed = [s for s in statuses if s.state is not State.DONE]
-    return 1 if failed or not statuses else 0
+        sys.exit(follow(spool, [job.id], None, quiet))
 
 
 # ---------------------------------------------------------------- kill, wait, retry, logs
 @cli.command()
-@click.argument("ids", nargs=-1, required=True)
+@click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
 @click.option("--grace", type=click.FloatRange(0), help="Seconds between SIGTERM and SIGKILL (manager default: 5).")
 @click.pass_obj
 def kill(spool: Spool, ids: tuple[str, ...], grace: float | None) -> None:
@@ -258,20 +203,19 @@ def kill(spool: Spool, ids: tuple[str, ...], grace: float | None) -> None:
 
 
 @cli.command("wait")
-@click.argument("ids", nargs=-1, required=True)
+@click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
 @click.option("--timeout", type=click.FloatRange(0), help="Give up after this many seconds (exit 1).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing: the exit code says it.")
 @click.pass_obj
-def wait_cmd(spool: Spool, ids: tuple[str, ...], timeout: float | None) -> None:
-    """Block until the jobs are final; exit 0 if all are done, else 1."""
-    statuses = spool.wait(list(ids), timeout)
-    for s in statuses:
-        click.echo(f"{s.id}: {s.state.value}")
-    if any(s.state is not State.DONE for s in statuses):
-        sys.exit(1)
+def wait_cmd(spool: Spool, ids: tuple[str, ...], timeout: float | None, quiet: bool) -> None:
+    """Block until the jobs are final (a live view on a terminal); exit 0 if all are done."""
+    from .views import follow
+
+    sys.exit(follow(spool, list(ids), timeout, quiet))
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", shell_complete=complete_ids)
 @click.pass_obj
 def retry(spool: Spool, job_id: str) -> None:
     """Run a failed or cancelled job again."""
@@ -280,7 +224,7 @@ def retry(spool: Spool, job_id: str) -> None:
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", shell_complete=complete_ids)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing output until the job ends.")
 @click.option("--tail", "-n", type=click.IntRange(0), help="Only the last N lines.")
 @click.pass_obj
@@ -318,13 +262,16 @@ def logs(spool: Spool, job_id: str, follow: bool, tail: int | None) -> None:
             time.sleep(FOLLOW_INTERVAL)
 
 
-def _demo_command() -> click.Command:
+def _register_commands() -> None:
     from .demo import demo
+    from .housekeeping import prune, stop
+    from .views import status, top
 
-    return demo
+    for command in (status, top, prune, stop, demo):
+        cli.add_command(command)
 
 
-cli.add_command(_demo_command())
+_register_commands()
 
 
 def main() -> None:

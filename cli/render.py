@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from rich.table import Table
 from rich.text import Text
@@ -65,23 +65,70 @@ def summary(statuses: Iterable[JobStatus]) -> str:
     return ", ".join(f"{n} {state.value}" for state, n in counts.items() if n) or "no jobs"
 
 
+STALLED_AFTER = 120.0  # seconds without a progress update before a running job is flagged
+
+
+def seconds_since(text: str | None, now: datetime) -> float | None:
+    return None if text is None else (now - parse_time(text)).total_seconds()
+
+
+def eta(status: JobStatus, now: datetime) -> str:
+    """Time left at the average rate since the attempt started; empty when unknowable."""
+    fraction = status.progress
+    ran = seconds_since(status.started_at, now)
+    if status.state is not State.RUNNING or not fraction or ran is None or ran <= 0 or fraction >= 1:
+        return ""
+    return duration(ran * (1 - fraction) / fraction)
+
+
+def rate(status: JobStatus, now: datetime) -> str:
+    fraction = status.progress
+    ran = seconds_since(status.started_at, now)
+    if status.state is not State.RUNNING or not fraction or not ran or ran <= 0:
+        return ""
+    per_minute = fraction * 100 / ran * 60
+    return f"{per_minute:.1f}%/min" if per_minute < 100 else f"{per_minute / 60:.1f}%/s"
+
+
+def is_stalled(status: JobStatus, now: datetime) -> bool:
+    """Running, and its status not written for a long while: possibly stuck."""
+    quiet = seconds_since(status.updated_at, now)
+    return status.state is State.RUNNING and quiet is not None and quiet > STALLED_AFTER
+
+
+def state_text(status: JobStatus, now: datetime) -> str:
+    text = status.state.value
+    if status.attempt > 1 or (status.state is State.QUEUED and status.next_try_at):
+        text += f" ({status.attempt}/{status.max_attempts})"
+    if is_stalled(status, now):
+        text += " stalled?"
+    return text
+
+
 def status_table(statuses: list[JobStatus], now: datetime, bar_width: int = 20) -> Table:
+    """The jobs as a table; a column shows only when some job has something to put in it
+    (as pueue does), so a spool of plain jobs gets a narrow table."""
+    columns: list[tuple[str, Callable[[JobStatus], str | Text]]] = [
+        ("ID", lambda s: s.id),
+        ("NAME", lambda s: s.spec.name),
+        ("STATE", lambda s: Text(state_text(s, now), style=STATE_STYLES[s.state])),
+        ("PROGRESS", lambda s: f"{progress_bar(shown_progress(s), bar_width)} {percent(shown_progress(s))}".rstrip()),
+        ("RATE", lambda s: rate(s, now)),
+        ("ETA", lambda s: eta(s, now)),
+        ("ELAPSED", lambda s: elapsed(s, now)),
+        ("PRIO", lambda s: str(s.spec.priority) if s.spec.priority else ""),
+        ("MESSAGE", lambda s: one_line(status_message(s))),
+    ]
+    optional = {"RATE", "ETA", "PRIO", "MESSAGE"}
+    rows = [[cell(s) for _, cell in columns] for s in statuses]
+    keep = [i for i, (name, _) in enumerate(columns)
+            if name not in optional or any(str(row[i]) for row in rows)]
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "NAME", "STATE", "PROGRESS", "ELAPSED", "MESSAGE"):
-        table.add_column(column, no_wrap=column != "MESSAGE", overflow="ellipsis")
-    for status in statuses:
-        fraction = shown_progress(status)
-        state = status.state.value
-        if status.attempt > 1:
-            state += f" ({status.attempt}/{status.max_attempts})"
-        table.add_row(
-            status.id,
-            status.spec.name,
-            Text(state, style=STATE_STYLES[status.state]),
-            f"{progress_bar(fraction, bar_width)} {percent(fraction)}".rstrip(),
-            elapsed(status, now),
-            one_line(status_message(status)),
-        )
+    for i in keep:
+        name = columns[i][0]
+        table.add_column(name, no_wrap=name != "MESSAGE", overflow="ellipsis")
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
     return table
 
 

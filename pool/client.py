@@ -17,7 +17,7 @@ import orjson
 
 from . import lifecycle
 from .errors import InvalidJobSpec, JobBusy, JobFailed, JobNotFinished, JobNotFound, WaitTimeout
-from .model import JobStatus, State, new_job_id, new_status, parse_job, utc_now
+from .model import JobStatus, State, new_job_id, new_status, parse_job, parse_time, utc_now
 from .spool import SpoolDir, write_atomic
 
 POLL_INTERVAL = 0.05
@@ -181,6 +181,22 @@ class Spool:
             reason = "cancelled by request" if kind == "kill" else "retry requested"
             self.dir.append_event(job_id, before.state, after.state, after.attempt, reason)
             self.dir.drop_request(kind, job_id)
+
+    def prune(self, older_than: float, states: set[State] | None = None, dry_run: bool = False) -> list[str]:
+        """Remove the files of jobs that ended more than ``older_than`` seconds ago (in one
+        of ``states``, default every final state). A job that is not final is never
+        touched; each is checked again under its lock before it goes. Returns the ids."""
+        wanted = states or {State.DONE, State.FAILED, State.CANCELLED}
+        cutoff = time.time() - older_than
+        removed = []
+        for status in self.dir.iter_statuses():
+            if status.state not in wanted or not status.finished_at:
+                continue
+            if parse_time(status.finished_at).timestamp() > cutoff:
+                continue
+            if dry_run or self.dir.remove_job(status.id, lambda s: s.state in wanted and s.state.is_final):
+                removed.append(status.id)
+        return sorted(removed)
 
     def wait(self, job_ids: Iterable[str], timeout: float | None = None) -> list[JobStatus]:
         """Block until every job is final; raises WaitTimeout or JobNotFound."""

@@ -478,14 +478,15 @@ class Manager:
         self.spool.drop_request("kill", job_id)
 
     def apply_retry(self, job_id: str) -> None:
-        self.spool.drop_request("retry", job_id)
         try:
             before, status = self.spool.update_status(job_id, retry_if_final)
         except (JobNotFound, JobBusy, ValueError):
-            return
+            status = None
         if status is not None:
             self.spool.append_event(job_id, before.state, State.QUEUED, 1, "retry requested")
             self.queue.push(status)
+        # Dropped last: a client waiting on the request then finds the new state.
+        self.spool.drop_request("retry", job_id)
 
     # ------------------------------------------------------------ intake and dispatch
     def admit(self) -> None:

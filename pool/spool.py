@@ -214,6 +214,23 @@ class SpoolDir:
                 self.write_status(after)
             return before, after
 
+    def remove_job(self, job_id: str, still: Callable[[JobStatus], bool]) -> bool:
+        """Delete a job's status, log and lock files if ``still(status)`` holds under its
+        lock; False when it no longer does (or the job is held or gone)."""
+        try:
+            with self.status_lock(job_id, timeout=0):
+                if not still(self.read_status(job_id)):
+                    return False
+                for path in (self.log_path(job_id), self.status_path(job_id)):
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+                os.unlink(self.status_dir / f"{job_id}.lock")
+        except (Timeout, JobNotFound, ValueError):
+            return False
+        return True
+
     def status_ids(self) -> list[str]:
         return [n[:-5] for n in os.listdir(self.status_dir) if n.endswith(".json") and not n.startswith(".")]
 

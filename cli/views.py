@@ -1,0 +1,174 @@
+"""Looking at jobs: ``pool status`` (table, detail, JSON), its live form ``--watch`` /
+``pool top``, and the live view ``pool wait`` and ``submit --wait`` follow jobs with."""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+import click
+import orjson
+
+from pool.client import Spool
+from pool.errors import WaitTimeout
+from pool.model import JobStatus, State, parse_time
+
+from .main import complete_ids, console, now
+
+WATCH_INTERVAL = 0.5
+
+
+_ParamType: Any = click.ParamType  # generic in newer click, plain in older: either works here
+
+
+class Duration(_ParamType):  # type: ignore[misc]
+    """``90s``, ``15m``, ``1h``, ``7d``, ``2w`` (or plain seconds) as seconds."""
+
+    name = "duration"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip()
+        unit = text[-1:] if text[-1:] in self.UNITS else "s"
+        number = text[:-1] if text[-1:] in self.UNITS else text
+        try:
+            seconds = float(number) * self.UNITS[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not a duration like 90s, 15m, 1h, 7d", param, ctx)
+        if seconds < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        return seconds
+
+
+def matches(status: JobStatus, state: str | None, name: str | None, since: float | None) -> bool:
+    if state is not None and status.state.value != state:
+        return False
+    if name is not None and not (fnmatch.fnmatchcase(status.spec.name, name) or fnmatch.fnmatchcase(status.id, name)):
+        return False
+    if since is not None and parse_time(status.created_at) < now() - timedelta(seconds=since):
+        return False
+    return True
+
+
+def select(spool: Spool, ids: tuple[str, ...], state: str | None = None, name: str | None = None,
+           since: float | None = None) -> list[JobStatus]:
+    statuses = [spool.status(i) for i in ids] if ids else spool.statuses()
+    return [s for s in statuses if matches(s, state, name, since)]
+
+
+FILTERS = [
+    click.option("--state", type=click.Choice([s.value for s in State]), help="Only jobs in this state."),
+    click.option("--name", "name_pattern", metavar="PATTERN", help="Only jobs whose name or id matches (* and ?)."),
+    click.option("--since", type=Duration(), help="Only jobs created this recently (90s, 15m, 1h, 7d)."),
+    click.option("--limit", type=click.IntRange(0), default=100, show_default=True,
+                 help="Show at most this many jobs, newest first (0: all). --json shows all."),
+]
+
+
+def with_filters(command: Any) -> Any:
+    for option in reversed(FILTERS):
+        command = option(command)
+    return command
+
+
+@click.command()
+@click.argument("ids", nargs=-1, shell_complete=complete_ids)
+@with_filters
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of status objects.")
+@click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C (as `pool top`).")
+@click.pass_obj
+def status(spool: Spool, ids: tuple[str, ...], state: str | None, name_pattern: str | None, since: float | None,
+           limit: int, as_json: bool, watch: bool) -> None:
+    """Show jobs: a table with progress bars; one ID shows the detail view."""
+    if watch:
+        watch_table(spool, ids, state, name_pattern, since, limit)
+        return
+    if as_json:
+        write_json(spool, ids, state, name_pattern, since)
+        return
+    from . import render
+
+    out = console()
+    if len(ids) == 1:
+        job = spool.status(ids[0])
+        tail = spool.job(job.id).logs().splitlines()[-10:]
+        out.print("\n".join(render.detail_lines(job, now(), spool.dir.read_events(job.id), tail)), markup=False)
+        return
+    statuses = select(spool, ids, state, name_pattern, since)
+    out.print(render.status_table(statuses[:limit] if limit else statuses, now()))
+    out.print(footer(statuses, limit), style="dim")
+
+
+@click.command()
+@with_filters
+@click.pass_obj
+def top(spool: Spool, state: str | None, name_pattern: str | None, since: float | None, limit: int) -> None:
+    """A live view of the jobs, refreshed in place until Ctrl-C (pool status --watch)."""
+    watch_table(spool, (), state, name_pattern, since, limit)
+
+
+def write_json(spool: Spool, ids: tuple[str, ...], state: str | None, name: str | None, since: float | None) -> None:
+    """Machine-clean JSON: the documents as they are on disk, without parsing them
+    when no filter needs it (the fast path over a large spool)."""
+    if ids or name or since is not None:
+        docs = [orjson.dumps(s.to_dict()) for s in select(spool, ids, state, name, since)]
+    else:
+        docs = spool.dir.raw_statuses(state)
+        docs += [orjson.dumps(s.to_dict()) for s in spool.submitted() if state in (None, State.QUEUED.value)]
+    sys.stdout.buffer.write(b"[" + b",\n".join(docs) + b"]\n")
+
+
+def footer(statuses: list[JobStatus], limit: int) -> str:
+    from . import render
+
+    hidden = len(statuses) - limit if limit and len(statuses) > limit else 0
+    return render.summary(statuses) + (f"; {hidden} older not shown (--limit 0 shows all)" if hidden else "")
+
+
+def watch_table(spool: Spool, ids: tuple[str, ...], state: str | None = None, name: str | None = None,
+                since: float | None = None, limit: int = 100, until_final: bool = False,
+                timeout: float | None = None) -> list[JobStatus]:
+    """A live table, refreshed in place, until Ctrl-C (or until every job is final)."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from . import render
+
+    def view(statuses: list[JobStatus]) -> Group:
+        shown = statuses[:limit] if limit else statuses
+        return Group(render.status_table(shown, now()), Text(footer(statuses, limit), style="dim"))
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    statuses = select(spool, ids, state, name, since)
+    try:
+        with Live(view(statuses), console=console(), refresh_per_second=4) as live:
+            while not (until_final and statuses and all(s.state.is_final for s in statuses)):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeout(f"jobs not finished after {timeout:g}s")
+                time.sleep(WATCH_INTERVAL)
+                statuses = select(spool, ids, state, name, since)
+                live.update(view(statuses))
+    except KeyboardInterrupt:
+        if until_final:
+            raise
+    return statuses
+
+
+def follow(spool: Spool, ids: list[str], timeout: float | None, quiet: bool) -> int:
+    """Wait for the jobs to be final (live on a terminal), say how each ended; 0 when all
+    are done, else 1. Raises WaitTimeout, JobNotFound."""
+    if quiet or not console().is_terminal:
+        statuses = spool.wait(ids, timeout)
+    else:
+        statuses = watch_table(spool, tuple(ids), until_final=True, limit=0, timeout=timeout)
+    if not quiet:
+        for s in statuses:
+            error = f" ({s.error.get('type')}: {s.error.get('message')})" if s.error and s.state is not State.DONE else ""
+            click.echo(f"{s.id}: {s.state.value}{error}")
+    return 0 if statuses and all(s.state is State.DONE for s in statuses) else 1
