@@ -11,18 +11,27 @@ import time
 from pathlib import Path
 
 import click
-from rich.live import Live
 
 from pool.client import Spool
 from pool.model import State
 
-from . import render
-from .main import console, now
+from .common import console, now
 
 EXPECTED = {
-    "render-1": State.DONE, "render-2": State.DONE, "render-3": State.DONE, "encode": State.DONE,
+    "render-1": State.DONE, "render-2": State.DONE, "render-3": State.DONE, "encode": State.DONE, "bar": State.DONE,
     "flaky": State.DONE, "doomed": State.FAILED, "endless": State.CANCELLED,
 }
+
+
+TQDM_LIKE = """
+import sys, time
+for n in range(101):
+    cells = n // 10
+    sys.stderr.write(f"\\rupscaling: {n:3d}%|{'#' * cells}{' ' * (10 - cells)}| {n}/100")
+    sys.stderr.flush()
+    time.sleep(0.05)
+sys.stderr.write("\\n")
+"""
 
 
 def submit_examples(spool: Spool, scratch: Path) -> None:
@@ -32,6 +41,8 @@ def submit_examples(spool: Spool, scratch: Path) -> None:
     # A command that knows nothing about pool: its printed percentages become its progress.
     spool.submit_command(["sh", "-c", 'for i in $(seq 1 25); do sleep 0.15; echo "encoding: $((i * 4))%"; done'],
                          id="encode", name="shell script printing NN%")
+    # A tqdm-style bar redrawn in place with \r, as tqdm, pip or curl draw theirs.
+    spool.submit_command([sys.executable, "-c", TQDM_LIKE], id="bar", name="a tqdm-style bar (\\r)")
     spool.submit("pool.demo_tasks:flaky", str(scratch / "flaky-marker"), id="flaky", name="flaky network call",
                  retries=2, retry_delay=0.5)
     spool.submit("pool.demo_tasks:doomed", id="doomed", name="divides by zero")
@@ -45,6 +56,10 @@ def submit_examples(spool: Spool, scratch: Path) -> None:
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Give up after this many seconds.")
 def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
     """Start a manager on a scratch spool, run example jobs, and show them live."""
+    from rich.live import Live
+
+    from . import render
+
     scratch = Path(tempfile.mkdtemp(prefix="pool-demo-"))
     spool = Spool(spool_dir or scratch / "spool")
     spool.dir.create()

@@ -10,21 +10,15 @@ import logging
 import os
 import sys
 import time
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 import orjson
 
 from pool.client import Spool, default_spool_path
 from pool.errors import JobNotFound, PoolError
-from pool.model import JobStatus, State
 
-if TYPE_CHECKING:
-    from rich.console import Console
-
-# rich (and cli.render, built on it) is imported where a table is drawn, not at start-up:
-# `pool status --json` and `pool submit` in scripts should not pay for it.
+from .common import complete_ids
 
 FOLLOW_INTERVAL = 0.1
 
@@ -42,34 +36,12 @@ class PoolGroup(click.Group):
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
 
-def console() -> Console:
-    from rich.console import Console
-
-    out = Console(highlight=False, soft_wrap=False)
-    if not out.is_terminal:
-        out.width = max(out.width, 160)
-    return out
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def json_or_text(value: str) -> Any:
     """A command-line argument as JSON when it parses (``42``, ``[1,2]``), else a string."""
     try:
         return orjson.loads(value)
     except orjson.JSONDecodeError:
         return value
-
-
-def complete_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    """Shell completion of job ids (``_POOL_COMPLETE=bash_source pool``)."""
-    spool = Spool(ctx.find_root().params.get("spool_path") or default_spool_path())
-    try:
-        return sorted(i for i in spool.dir.status_ids() if i.startswith(incomplete))
-    except OSError:
-        return []
 
 
 def key_values(pairs: tuple[str, ...], what: str, parse: Any = json_or_text) -> dict[str, Any]:

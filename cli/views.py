@@ -16,7 +16,7 @@ from pool.client import Spool
 from pool.errors import WaitTimeout
 from pool.model import JobStatus, State, parse_time
 
-from .main import complete_ids, console, now
+from .common import complete_ids, console, now
 
 WATCH_INTERVAL = 0.5
 

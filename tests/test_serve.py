@@ -277,4 +277,4 @@ def test_the_demo_ends_with_every_job_as_expected(tmp_path: Path) -> None:
     result = run_pool(tmp_path / "unused", "demo", "--spool", str(tmp_path / "demo"), "--kill-after", "1",
                       timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 done, 1 failed, 1 cancelled" in result.stdout
+    assert "6 done, 1 failed, 1 cancelled" in result.stdout
