@@ -37,10 +37,10 @@ sys.stderr.write("\\n")
 def submit_examples(spool: Spool, scratch: Path) -> None:
     for frame in (1, 2, 3):
         spool.submit("pool.demo_tasks:render", frame, id=f"render-{frame}", name=f"render frame {frame}",
-                     kwargs={"steps": 20 + 10 * frame, "step_seconds": 0.1})
+                     kwargs={"steps": 20 + 10 * frame, "step_seconds": 0.1}, priority=2)
     # A command that knows nothing about pool: its printed percentages become its progress.
     spool.submit_command(["sh", "-c", 'for i in $(seq 1 25); do sleep 0.15; echo "encoding: $((i * 4))%"; done'],
-                         id="encode", name="shell script printing NN%")
+                         id="encode", name="shell script printing NN%", priority=1)
     # A tqdm-style bar redrawn in place with \r, as tqdm, pip or curl draw theirs.
     spool.submit_command([sys.executable, "-c", TQDM_LIKE], id="bar", name="a tqdm-style bar (\\r)")
     spool.submit("pool.demo_tasks:flaky", str(scratch / "flaky-marker"), id="flaky", name="flaky network call",
@@ -65,14 +65,14 @@ def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
     spool.dir.create()
     manager_log = open(spool.path / "manager.log", "ab")
     manager = subprocess.Popen(
-        [sys.executable, "-m", "cli", "--spool", str(spool.path), "serve", "--workers", "3",
+        [sys.executable, "-m", "cli", "--spool", str(spool.path), "serve", "--workers", "4",
          "--tasks", "pool.demo_tasks", "--allow-commands"],
         stdin=subprocess.DEVNULL, stdout=manager_log, stderr=manager_log)
     out = console()
     statuses = []
     try:
         submit_examples(spool, scratch)
-        out.print(f"pool demo: a manager (pid {manager.pid}) serves {spool.path} with 3 workers\n")
+        out.print(f"pool demo: a manager (pid {manager.pid}) serves {spool.path} with 4 workers\n")
         started, killed = time.monotonic(), False
         with Live(render.status_table([], now()), console=out, refresh_per_second=8) as live:
             while time.monotonic() - started < timeout:
