@@ -15,7 +15,7 @@ from typing import Any
 import click
 import orjson
 
-from pool.client import Spool, default_spool_path
+from pool.client import Job, Spool, default_spool_path
 from pool.errors import JobNotFound, PoolError
 
 from .common import complete_ids
@@ -108,41 +108,59 @@ def group_id(name: str) -> int:
 
 
 # ---------------------------------------------------------------- submit
-@cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.option("--command", "is_command", is_flag=True, help="ARGS is a program's argv, run unchanged.")
-@click.option("--kw", "kwargs", multiple=True, metavar="KEY=VALUE", help="A keyword argument (VALUE as JSON, else text).")
-@click.option("--id", "job_id", help="The job's id (generated if absent).")
-@click.option("--name", help="A label for the job.")
-@click.option("--priority", type=int, help="Higher runs first.")
-@click.option("--retries", type=click.IntRange(0), help="Extra attempts after a failure.")
-@click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Seconds per attempt.")
-@click.option("--cwd", help="Working directory of a command job.")
-@click.option("--env", "env", multiple=True, metavar="K=V", help="Environment of a command job (repeatable).")
-@click.option("--progress", "progress_form", help="Command jobs: auto, none, or a regex with one group.")
-@click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends; exit 1 unless it is done.")
-@click.option("--quiet", "-q", is_flag=True, help="With --wait: print nothing, the exit code says it.")
-@click.pass_obj
-def submit(spool: Spool, args: tuple[str, ...], is_command: bool, kwargs: tuple[str, ...], job_id: str | None,
-           name: str | None, priority: int | None, retries: int | None, timeout: float | None, cwd: str | None,
-           env: tuple[str, ...], progress_form: str | None, wait_: bool, quiet: bool) -> None:
-    """Submit TASK [ARGS]... (each ARG is JSON when it parses), or --command -- ARGV..."""
-    options: dict[str, Any] = {k: v for k, v in {"id": job_id, "name": name, "priority": priority, "retries": retries,
-                                 "timeout": timeout}.items() if v is not None}
+JOB_OPTIONS = [
+    click.option("--command", "is_command", is_flag=True, help="ARGS is a program's argv, run unchanged."),
+    click.option("--kw", "kwargs", multiple=True, metavar="KEY=VALUE",
+                 help="A keyword argument (VALUE as JSON, else text)."),
+    click.option("--id", "job_id", help="The job's id (generated if absent)."),
+    click.option("--name", help="A label for the job."),
+    click.option("--priority", type=int, help="Higher runs first."),
+    click.option("--retries", type=click.IntRange(0), help="Extra attempts after a failure."),
+    click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Seconds per attempt."),
+    click.option("--cwd", help="Working directory of a command job."),
+    click.option("--env", "env", multiple=True, metavar="K=V", help="Environment of a command job (repeatable)."),
+    click.option("--progress", "progress_form", help="Command jobs: auto, none, or a regex with one group."),
+]
+
+
+def job_options(command: Any) -> Any:
+    """The options that describe a job, shared by `pool submit` and `pool run`."""
+    for option in reversed(JOB_OPTIONS):
+        command = option(command)
+    return command
+
+
+def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: str | None, kwargs: tuple[str, ...],
+              job_id: str | None, name: str | None, priority: int | None, retries: int | None,
+              timeout: float | None, cwd: str | None, env: tuple[str, ...], progress_form: str | None) -> Job:
+    """Submit the job the command line describes. Raises InvalidJobSpec, click.UsageError."""
+    options: dict[str, Any] = {k: v for k, v in {"id": job_id, "name": name, "priority": priority,
+                                                 "retries": retries, "timeout": timeout}.items() if v is not None}
     if is_command:
         if kwargs:
-            raise click.UsageError("--kw applies to task jobs, not to --command")
+            raise click.UsageError("--kw applies to task jobs, not to commands")
         if cwd:
             options["cwd"] = cwd
         if env:
             options["env"] = key_values(env, "--env", parse=str)
         if progress_form:
             options["progress"] = progress_form if progress_form in ("auto", "none") else {"regex": progress_form}
-        job = spool.submit_command(list(args), **options)
-    else:
-        if cwd or env or progress_form:
-            raise click.UsageError("--cwd, --env and --progress apply to --command jobs")
-        job = spool.submit(args[0], *map(json_or_text, args[1:]), kwargs=key_values(kwargs, "--kw"), **options)
+        return spool.submit_command(list(args), fallback=fallback, **options)
+    if cwd or env or progress_form:
+        raise click.UsageError("--cwd, --env and --progress apply to command jobs")
+    return spool.submit(args[0], *map(json_or_text, args[1:]), kwargs=key_values(kwargs, "--kw"),
+                        fallback=fallback, **options)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
+@job_options
+@click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends; exit 1 unless it is done.")
+@click.option("--quiet", "-q", is_flag=True, help="With --wait: print nothing, the exit code says it.")
+@click.pass_obj
+def submit(spool: Spool, /, args: tuple[str, ...], is_command: bool, wait_: bool, quiet: bool, **options: Any) -> None:
+    """Submit TASK [ARGS]... (each ARG is JSON when it parses), or --command -- ARGV..."""
+    job = build_job(spool, args, is_command, None, **options)
     if not (wait_ and quiet):
         click.echo(job.id)
     if wait_:
@@ -166,7 +184,7 @@ def kill(spool: Spool, ids: tuple[str, ...], grace: float | None) -> None:
             click.echo(f"{job_id}: already {before.state.value}")
             continue
         after = spool.cancel(job_id, grace)
-        if not after.state.is_final and spool.dir.manager_running():
+        if not after.state.is_final and spool.acted_on(job_id):
             after = spool.wait([job_id], timeout=(grace if grace is not None else 5.0) + 30)[0]
         if after.state.is_final:
             click.echo(f"{job_id}: {after.state.value}")
@@ -237,9 +255,10 @@ def logs(spool: Spool, job_id: str, follow: bool, tail: int | None) -> None:
 def _register_commands() -> None:
     from .demo import demo
     from .housekeeping import prune, stop
+    from .run import run
     from .views import status, top
 
-    for command in (status, top, prune, stop, demo):
+    for command in (status, top, run, prune, stop, demo):
         cli.add_command(command)
 
 

@@ -17,7 +17,7 @@ import orjson
 
 from . import lifecycle
 from .errors import InvalidJobSpec, JobBusy, JobFailed, JobNotFinished, JobNotFound, WaitTimeout
-from .model import JobStatus, State, new_job_id, new_status, parse_job, parse_time, utc_now
+from .model import JobSpec, JobStatus, State, new_job_id, new_status, parse_job, parse_time, utc_now
 from .spool import SpoolDir, write_atomic
 
 POLL_INTERVAL = 0.05
@@ -40,32 +40,66 @@ class Spool:
 
     # ------------------------------------------------------------ submitting
     def submit(self, task: str | Any, *args: Any, kwargs: dict[str, Any] | None = None,
-               **job_options: Any) -> Job:
+               fallback: str | None = None, **job_options: Any) -> Job:
         """Submit a Python job: ``task`` is ``"module:function"`` or a ``@pool.task``
         function; ``job_options`` are the job keys (priority, retries, timeout, ...).
-        Raises InvalidJobSpec naming the field at fault."""
+        With ``fallback="inline"`` and no manager serving the spool, the job runs at
+        once in a process of its own instead of waiting for one. Raises InvalidJobSpec
+        naming the field at fault."""
         name = task if isinstance(task, str) else f"{task.__module__}:{task.__qualname__}"
         doc = {"task": name, "args": list(args), "kwargs": kwargs or {}, **job_options}
-        return self.submit_job(doc)
+        return self.submit_job(doc, fallback)
 
-    def submit_command(self, argv: Sequence[str], **job_options: Any) -> Job:
+    def submit_command(self, argv: Sequence[str], fallback: str | None = None, **job_options: Any) -> Job:
         """Submit a command job: ``argv`` runs unchanged, as ``subprocess.run(argv)`` would."""
         if isinstance(argv, str):
             raise InvalidJobSpec("submit_command: argv must be a list of strings, not one string")
-        return self.submit_job({"command": list(argv), **job_options})
+        return self.submit_job({"command": list(argv), **job_options}, fallback)
 
-    def submit_job(self, doc: dict[str, Any]) -> Job:
+    def submit_job(self, doc: dict[str, Any], fallback: str | None = None) -> Job:
         """Submit a job given as a job document (the JSON format of a job file)."""
+        if fallback not in (None, "inline"):
+            raise InvalidJobSpec(f"fallback must be None or 'inline', not {fallback!r}")
         doc = dict(doc)
         doc.setdefault("id", new_job_id())
-        spec = parse_job(doc, "submitted job", default_name=doc.get("task") or "command")
+        command = doc.get("command")
+        program = os.path.basename(command[0]) if isinstance(command, list) and command and isinstance(command[0], str) else ""
+        spec = parse_job(doc, "submitted job", default_name=doc.get("task") or program or "command")
         if self.dir.has_status(spec.id) or (self.dir.incoming / f"{spec.id}.json").exists():
             raise InvalidJobSpec(f"job {spec.id!r}: id already exists in {self.dir.root}")
         doc["name"] = spec.name
         if not self.dir.incoming.is_dir():
             self.dir.create()
+        if fallback == "inline" and not self.dir.manager_running():
+            return self._run_inline(spec)
         write_atomic(self.dir.incoming / f"{spec.id}.json", orjson.dumps(doc))
         return Job(self, spec.id)
+
+    def _run_inline(self, spec: JobSpec) -> Job:
+        """No manager: the job gets its status here and a supervisor of its own
+        (pool.inline), as subprocess.run would run it, but tracked like any job."""
+        from .inline import start_supervisor
+
+        self.dir.write_status(new_status(spec, utc_now()))
+        self.dir.append_event(spec.id, None, State.QUEUED, 1, "accepted (inline: no manager serving)")
+        modules = (spec.task.split(":", 1)[0],) if spec.task else ()
+        start_supervisor(self.dir, spec.id, modules, allow_commands=spec.command is not None)
+        return Job(self, spec.id)
+
+    def run(self, task: str | Any, *args: Any, kwargs: dict[str, Any] | None = None, **job_options: Any) -> Any:
+        """Run a Python job and return its result, blocking like a function call: through
+        the manager if one serves the spool, else inline. Raises JobFailed."""
+        job = self.submit(task, *args, kwargs=kwargs, fallback="inline", **job_options)
+        job.wait()
+        return job.result()
+
+    def run_command(self, argv: Sequence[str], **job_options: Any) -> JobStatus:
+        """Run a command job to its end, like ``subprocess.run(argv, check=True)``, but
+        tracked; returns its final status. Raises JobFailed."""
+        job = self.submit_command(argv, fallback="inline", **job_options)
+        status = job.wait()
+        job.result()
+        return status
 
     # ------------------------------------------------------------ reading
     def job(self, job_id: str) -> Job:
@@ -157,6 +191,11 @@ class Spool:
         else:
             self._await_request("retry", job_id, REQUEST_TIMEOUT)
         return self.status(job_id)
+
+    def acted_on(self, job_id: str) -> bool:
+        """True when something will carry out a request for the job now: a manager, an
+        inline supervisor, or the process that holds the job."""
+        return self.dir.manager_running() or self.dir.is_supervised(job_id) or self.dir.is_leased(job_id)
 
     def _await_request(self, kind: str, job_id: str, timeout: float) -> None:
         """Wait (briefly) for the manager to take a request: it removes the file then."""

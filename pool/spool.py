@@ -13,22 +13,24 @@
 
 Every document is written to a temp file in the same folder and then ``os.replace``d, so
 a reader never needs a lock and never sees a partial document. Writers of a status take
-its lock (filelock) so two of them never interleave a read-modify-write.
+its lock (flock on status/<id>.lock, see ``lease``) so two of them never interleave a
+read-modify-write; a job's worker holds it for the job's whole run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import orjson
-from filelock import FileLock, Timeout
 
 from .errors import JobBusy, JobNotFound, ManagerRunning, SpoolError
 from .model import JobStatus, State, utc_now
@@ -43,6 +45,7 @@ IGNORED_SUFFIXES = (".tmp", ".part")
 JOB_SUFFIXES = (".json", ".jsonl")
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 LOCK_TIMEOUT = 2.0  # other writers hold a status lock for a read and a write: never long
+LOCK_POLL = 0.005
 
 
 def shown(name: str) -> str:
@@ -153,18 +156,18 @@ class SpoolDir:
         return self.logs / f"{job_id}.log"
 
     # ------------------------------------------------------------ status documents
-    def status_lock(self, job_id: str, timeout: float = LOCK_TIMEOUT) -> FileLock:
-        """The lock of one job's status, for writers other than the job's worker."""
-        return FileLock(self.status_dir / f"{job_id}.lock", timeout=timeout)
-
     def lease(self, job_id: str) -> int | None:
-        """Take the job's lock for as long as its worker runs it (None: someone holds it).
+        """Take the job's lock without waiting; returns its descriptor (closing it lets
+        go), or None when another process holds it.
 
-        The same flock(2) on the same file as ``status_lock`` (filelock's Unix lock is
-        flock on a file it leaves in place), taken directly: filelock 4.3 spends ~100 µs
-        and ~470 Python calls per acquire and release, flock 2 µs, and this is paid by
-        every job. Held for the whole run, the lock doubles as proof that the job is
-        alive, which survives the death of the manager that started it."""
+        A job's worker holds this lock from start to outcome, so the lock doubles as
+        proof that the job is alive, which survives the death of the manager that
+        started it; every other writer of the job's status takes it briefly
+        (``status_lock``). It is flock(2) on ``status/<id>.lock``, a file left in
+        place, taken directly: the filelock package (4.3) spends ~100 µs and ~470
+        Python calls per acquire and release where flock takes 2 µs, and its lock
+        files may be replaced or fall back to marker files, which a lock held by one
+        process for a job's whole run cannot afford."""
         fd = os.open(os.path.join(self._status_dir, f"{job_id}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -172,6 +175,41 @@ class SpoolDir:
             os.close(fd)
             return None
         return fd
+
+    @contextlib.contextmanager
+    def status_lock(self, job_id: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+        """Hold the job's lock for a read-modify-write; raises JobBusy after ``timeout``
+        seconds (the job's worker holds it while the job runs)."""
+        deadline = time.monotonic() + timeout
+        while (fd := self.lease(job_id)) is None:
+            if time.monotonic() >= deadline:
+                raise JobBusy(f"job {job_id!r} is held by the process running it")
+            time.sleep(LOCK_POLL)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    def supervise(self, job_id: str) -> int | None:
+        """The inline supervisor's hold on a job (see pool.inline): like ``lease``, on
+        ``status/<id>.inline``, for as long as it looks after the job."""
+        fd = os.open(os.path.join(self._status_dir, f"{job_id}.inline"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def is_supervised(self, job_id: str) -> bool:
+        """True while an inline supervisor looks after the job."""
+        if not os.path.exists(os.path.join(self._status_dir, f"{job_id}.inline")):
+            return False
+        fd = self.supervise(job_id)
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
 
     def is_leased(self, job_id: str) -> bool:
         """True while some process runs the job (holds its lock)."""
@@ -203,11 +241,7 @@ class SpoolDir:
         """Read, change and write one status under its lock; ``change`` returns None to
         leave it as it is. Returns (the status before, the status written or None).
         Raises JobNotFound, or JobBusy when a live worker holds the job."""
-        try:
-            lock = self.status_lock(job_id).acquire()
-        except Timeout:
-            raise JobBusy(f"job {job_id!r} is held by a running worker") from None
-        with lock:
+        with self.status_lock(job_id):
             before = self.read_status(job_id)
             after = change(before)
             if after is not None:
@@ -221,13 +255,13 @@ class SpoolDir:
             with self.status_lock(job_id, timeout=0):
                 if not still(self.read_status(job_id)):
                     return False
-                for path in (self.log_path(job_id), self.status_path(job_id)):
+                for path in (self.log_path(job_id), self.status_path(job_id), self.status_dir / f"{job_id}.inline"):
                     try:
                         os.unlink(path)
                     except FileNotFoundError:
                         pass
                 os.unlink(self.status_dir / f"{job_id}.lock")
-        except (Timeout, JobNotFound, ValueError):
+        except (JobBusy, JobNotFound, ValueError):
             return False
         return True
 

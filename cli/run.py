@@ -1,0 +1,71 @@
+"""``pool run``: submit and follow in one step, for people who call subprocess.run today.
+
+With a manager serving the spool, the job goes through it (in parallel with others,
+visible in `pool status`); with none, it runs inline under a supervisor of its own
+(pool.inline), still tracked. Exit 0 done, 1 failed or cancelled, 130 on Ctrl-C, which
+also kills the job."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from pool.client import Job, Spool
+from pool.model import TASK_PATTERN, State
+
+from .common import console
+from .main import build_job, job_options
+from .views import follow
+
+WAIT_FOR_MANAGER = 0.2
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
+@job_options
+@click.option("--no-inline", is_flag=True, help="With no manager serving, wait for one instead of running inline.")
+@click.option("--verbose", "-v", is_flag=True, help="Also stream the job's output as it is printed.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar; the exit code says how it ended.")
+@click.pass_obj
+def run(spool: Spool, /, args: tuple[str, ...], is_command: bool, no_inline: bool, verbose: bool, quiet: bool,
+        **options: Any) -> None:
+    """Run TASK [ARGS]... or -- ARGV... to its end, with a live progress bar."""
+    command = is_command or TASK_PATTERN.match(args[0]) is None  # `pool run -- ls -l` is a command
+    job = build_job(spool, args, command, fallback=None if no_inline else "inline", **options)
+    if no_inline and not spool.dir.manager_running() and not quiet:
+        click.echo(f"{job.id}: waiting for a manager to serve {spool.path}", err=True)
+    try:
+        code = stream(spool, job, quiet) if verbose else follow(spool, [job.id], None, quiet)
+    except KeyboardInterrupt:
+        job.cancel()
+        if not quiet:
+            click.echo(f"\n{job.id}: interrupted; cancelling", err=True)
+        job.wait(timeout=60)
+        sys.exit(130)
+    sys.exit(code)
+
+
+def stream(spool: Spool, job: Job, quiet: bool) -> int:
+    """Print the job's output as it comes (as subprocess.run would show it), then how it ended."""
+    path = spool.dir.log_path(job.id)
+    offset = 0
+    out = sys.stdout.buffer
+    while True:
+        final = job.status().state.is_final
+        if path.exists():
+            with open(path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            offset += len(chunk)
+            out.write(chunk)
+            out.flush()
+        if final:
+            break
+        time.sleep(WAIT_FOR_MANAGER / 4)
+    status = job.status()
+    if not quiet:
+        console().print(f"{job.id}: {status.state.value}", style="dim", highlight=False)
+    return 0 if status.state is State.DONE else 1
