@@ -53,3 +53,10 @@ def test_the_cpu_task_runs_on_its_own_and_as_a_job(spool_dir: Path, tmp_path: Pa
         assert status_doc(spool_dir, "primes")["result"] == 17984  # type: ignore[index]
     finally:
         assert server.stop() == 0
+
+
+def test_the_inline_fallback_runs_without_a_manager(spool_dir: Path) -> None:
+    result = run_example("fallback_inline.py", spool_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(": done, progress 100%, last output: render complete")
+    assert run_pool(spool_dir, "status", "--json", check=True).stdout.count('"state":"done"') == 1
