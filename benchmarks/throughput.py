@@ -5,15 +5,19 @@
 pool: N do-nothing jobs dropped at once (one .jsonl file, and N single .json files),
 timed from the drop to the last job's status saying done. Peers in the same run:
 ProcessPoolExecutor.submit (in memory, nothing persisted), a multiprocessing.Process per
-job (fork), and huey with file storage when it is installed (skipped otherwise).
+job (fork), and huey with file storage and 2 process workers when it is installed
+(skipped with a note otherwise; task-spooler is not driven from here).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import importlib.util
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 
 import orjson
@@ -81,6 +85,15 @@ def process_per_job(jobs: int) -> float:
     return time.perf_counter() - started
 
 
+def huey_files(jobs: int) -> float | None:
+    """huey, file storage, 2 process workers; None when huey is not installed."""
+    if importlib.util.find_spec("huey") is None:
+        return None
+    out = subprocess.run([sys.executable, "huey_peer.py", str(jobs)], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)), timeout=600)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=2000)
@@ -92,6 +105,11 @@ def main() -> None:
         "pool, one .jsonl batch": pool_batch(n),
         "pool, one .json file per job": pool_files(n),
     }
+    huey = huey_files(n)
+    if huey is None:
+        print("huey: not installed, skipped (pip install huey to compare)")
+    else:
+        results["huey, file storage, 2 process workers"] = huey
     baseline = n / results["ProcessPoolExecutor.submit (in memory)"]
     for name, seconds in results.items():
         rate = n / seconds

@@ -18,6 +18,7 @@ from pool.client import Spool
 
 TESTS = Path(__file__).parent
 POOL = [sys.executable, "-m", "cli"]
+POLL = 0.01
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -29,7 +30,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
             return value
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(POLL)  # between looks at the condition, never past the deadline
 
 
 def env_for_tests(**extra: str) -> dict[str, str]:

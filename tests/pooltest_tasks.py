@@ -15,7 +15,7 @@ import pool
 
 def _wait_for(gate: str, tick: float = 0.005) -> None:
     while not os.path.exists(gate):
-        time.sleep(tick)
+        time.sleep(tick)  # a job waiting for its gate (the test's wait_for), not a test sleeping
 
 
 @pool.task
@@ -77,7 +77,7 @@ def hot_progress(gate: str) -> int:
 def forever() -> None:
     pool.progress(0.1, message="running until killed")
     while True:
-        time.sleep(0.05)
+        time.sleep(0.05)  # the job's own idle work until killed: no test waits on it (wait_for)
 
 
 @pool.task
@@ -87,7 +87,7 @@ def ignore_sigterm(ready: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     Path(ready).touch()
     while True:
-        time.sleep(0.05)
+        time.sleep(0.05)  # the job's own idle work until SIGKILL: no test waits on it (wait_for)
 
 
 @pool.task
@@ -134,7 +134,7 @@ def counted_hold(runs_file: str, gate: str) -> str:
 @pool.task
 def counted(runs_file: str, seconds: float = 0.0) -> str:
     record_run(runs_file)
-    time.sleep(seconds)
+    time.sleep(seconds)  # the job's work: a duration, not a test's wait_for
     return "ok"
 
 

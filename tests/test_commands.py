@@ -20,7 +20,7 @@ def command(argv: list[str], **fields: object) -> dict[str, object]:
 def gate_script(before: str, gate: Path, after: str = "") -> list[str]:
     """A Python one-liner that prints ``before``, waits for the gate file, prints ``after``."""
     code = (f"import os, sys, time\nsys.stdout.write({before!r}); sys.stdout.flush()\n"
-            f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
+            f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"  # the job's wait_for its gate
             f"sys.stdout.write({after!r})\n")
     return [PY, "-c", code]
 
@@ -66,7 +66,7 @@ def test_progress_is_read_live_from_percentages_tqdm_and_json_lines(
     tqdm_code = (
         "import os, time\nfrom tqdm import tqdm\n"
         f"for i in tqdm(range(100), mininterval=0, ncols=60):\n"
-        f"    while i == 45 and not os.path.exists({str(gate)!r}): time.sleep(0.01)\n")
+        f"    while i == 45 and not os.path.exists({str(gate)!r}): time.sleep(0.01)\n")  # the job's wait_for
     drop(spool_dir, "pct.json", command(gate_script("10%\n25%\n40% resizing\n", gate, "100%\n"), id="pct"))
     drop(spool_dir, "bar.json", command([PY, "-c", tqdm_code], id="bar"))
     drop(spool_dir, "js.json", command(gate_script('{"progress": 0.6, "message": "encoding"}\n', gate), id="js"))
