@@ -9,10 +9,8 @@ peak memory, and the throughput over the whole batch against a 2,000-job batch.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-import orjson
 
 from harness import ScratchManager, wait_for
 from idle import rss_mb
@@ -20,23 +18,18 @@ from idle import rss_mb
 
 def run(jobs: int) -> tuple[float, float, float]:
     manager = ScratchManager("--workers", "2")
-    events = manager.spool / "events.jsonl"
     try:
-        lines = b"\n".join(orjson.dumps({"task": "bench_tasks:noop"}) for _ in range(jobs))
-        tmp = manager.spool / "incoming" / ".big.tmp"
-        tmp.write_bytes(lines)
-        started = time.perf_counter()
-        os.rename(tmp, manager.spool / "incoming" / "big.jsonl")
+        started = manager.drop_batch("big.jsonl", [{"task": "bench_tasks:noop"}] * jobs)
         peak = 0.0
 
-        def count(state: bytes) -> int:
+        def count(state: str) -> int:
             nonlocal peak
             peak = max(peak, rss_mb(manager.proc.pid))
-            return events.read_bytes().count(b'"to":"' + state + b'"') - 4
+            return manager.count_events(state)
 
-        wait_for(lambda: count(b"queued") >= jobs, timeout=3600, tick=0.2)
+        wait_for(lambda: count("queued") >= jobs, timeout=3600, tick=0.2)
         accepted = time.perf_counter() - started
-        wait_for(lambda: count(b"done") >= jobs, timeout=3600, tick=0.2)
+        wait_for(lambda: count("done") >= jobs, timeout=3600, tick=0.2)
         return accepted, time.perf_counter() - started, peak
     finally:
         manager.stop()

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import os
 import time
 
-import orjson
 
 from bench_tasks import burn
 from harness import ScratchManager, wait_for
@@ -21,13 +19,8 @@ from harness import ScratchManager, wait_for
 def pool_wall(jobs: int, seconds: float) -> float:
     manager = ScratchManager("--workers", "2")
     try:
-        lines = b"\n".join(orjson.dumps({"task": "bench_tasks:burn", "args": [seconds]}) for _ in range(jobs))
-        tmp = manager.spool / "incoming" / ".cpu.tmp"
-        tmp.write_bytes(lines)
-        started = time.perf_counter()
-        os.rename(tmp, manager.spool / "incoming" / "cpu.jsonl")
-        events = manager.spool / "events.jsonl"
-        wait_for(lambda: events.read_bytes().count(b'"to":"done"') >= jobs + 4, timeout=600, tick=0.002)
+        started = manager.drop_batch("cpu.jsonl", [{"task": "bench_tasks:burn", "args": [seconds]}] * jobs)
+        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.002)
         return time.perf_counter() - started
     finally:
         manager.stop()

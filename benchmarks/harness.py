@@ -15,6 +15,7 @@ from typing import Any, Callable
 import orjson
 
 HERE = Path(__file__).parent
+WARM_UP_JOBS = 4
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -53,9 +54,10 @@ class ScratchManager:
 
     def warm_up(self) -> None:
         """Run one job per worker first: what is measured is serving, not starting."""
-        for n in range(4):
+        for n in range(WARM_UP_JOBS):
             self.drop(f"warm-{n}.json", {"task": "bench_tasks:noop", "id": f"warm-{n}"})
-        wait_for(lambda: all((d := self.status(f"warm-{n}")) and d["state"] == "done" for n in range(4)), 60, 0.01)
+        wait_for(lambda: all((d := self.status(f"warm-{n}")) and d["state"] == "done"
+                             for n in range(WARM_UP_JOBS)), 60, 0.01)
 
     def drop(self, name: str, job: dict[str, Any]) -> float:
         """Write a job file the safe way; returns the wall-clock time it appeared."""
@@ -63,6 +65,21 @@ class ScratchManager:
         tmp.write_bytes(orjson.dumps(job))
         os.rename(tmp, self.spool / "incoming" / name)
         return time.time()
+
+    def drop_batch(self, name: str, jobs: list[dict[str, Any]]) -> float:
+        """Write a .jsonl of ``jobs`` aside, rename it in; returns the perf_counter time
+        of the rename, when the batch appeared."""
+        tmp = self.spool / "incoming" / f".{name}.tmp"
+        tmp.write_bytes(b"\n".join(orjson.dumps(job) for job in jobs))
+        started = time.perf_counter()
+        os.rename(tmp, self.spool / "incoming" / name)
+        return started
+
+    def count_events(self, to_state: str) -> int:
+        """Events into ``to_state`` so far, less the warm-up jobs'."""
+        events = self.spool / "events.jsonl"
+        count = events.read_bytes().count(f'"to":"{to_state}"'.encode()) if events.exists() else 0
+        return count - WARM_UP_JOBS if to_state in ("queued", "running", "done") else count
 
     def status(self, job_id: str) -> dict[str, Any] | None:
         try:

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 
-import orjson
 
 from harness import ScratchManager, wait_for
 
@@ -29,20 +28,11 @@ def noop() -> None:
     return None
 
 
-def count_done(manager: ScratchManager) -> int:
-    events = manager.spool / "events.jsonl"
-    return events.read_bytes().count(b'"to":"done"') - 4 if events.exists() else 0  # less the warm-up
-
-
 def pool_batch(jobs: int) -> float:
     manager = ScratchManager("--workers", "2")
     try:
-        lines = b"\n".join(orjson.dumps({"task": "bench_tasks:noop"}) for _ in range(jobs))
-        tmp = manager.spool / "incoming" / ".batch.tmp"
-        tmp.write_bytes(lines)
-        started = time.perf_counter()
-        os.rename(tmp, manager.spool / "incoming" / "batch.jsonl")
-        wait_for(lambda: count_done(manager) >= jobs, timeout=600, tick=0.005)
+        started = manager.drop_batch("batch.jsonl", [{"task": "bench_tasks:noop"}] * jobs)
+        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.005)
         return time.perf_counter() - started
     finally:
         manager.stop()
@@ -54,7 +44,7 @@ def pool_files(jobs: int) -> float:
         started = time.perf_counter()
         for n in range(jobs):
             manager.drop(f"j{n}.json", {"task": "bench_tasks:noop", "id": f"j{n}"})
-        wait_for(lambda: count_done(manager) >= jobs, timeout=600, tick=0.005)
+        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.005)
         return time.perf_counter() - started
     finally:
         manager.stop()

@@ -168,13 +168,23 @@ class SpoolDir:
         Python calls per acquire and release where flock takes 2 µs, and its lock
         files may be replaced or fall back to marker files, which a lock held by one
         process for a job's whole run cannot afford."""
-        fd = os.open(os.path.join(self._status_dir, f"{job_id}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self._try_flock(f"{job_id}.lock")
+
+    def _try_flock(self, name: str) -> int | None:
+        fd = os.open(os.path.join(self._status_dir, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return None
         return fd
+
+    def _is_held(self, name: str) -> bool:
+        fd = self._try_flock(name)
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
 
     @contextlib.contextmanager
     def status_lock(self, job_id: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
@@ -193,31 +203,16 @@ class SpoolDir:
     def supervise(self, job_id: str) -> int | None:
         """The inline supervisor's hold on a job (see pool.inline): like ``lease``, on
         ``status/<id>.inline``, for as long as it looks after the job."""
-        fd = os.open(os.path.join(self._status_dir, f"{job_id}.inline"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return fd
+        return self._try_flock(f"{job_id}.inline")
 
     def is_supervised(self, job_id: str) -> bool:
         """True while an inline supervisor looks after the job."""
-        if not os.path.exists(os.path.join(self._status_dir, f"{job_id}.inline")):
-            return False
-        fd = self.supervise(job_id)
-        if fd is None:
-            return True
-        os.close(fd)
-        return False
+        name = f"{job_id}.inline"
+        return os.path.exists(os.path.join(self._status_dir, name)) and self._is_held(name)
 
     def is_leased(self, job_id: str) -> bool:
         """True while some process runs the job (holds its lock)."""
-        fd = self.lease(job_id)
-        if fd is None:
-            return True
-        os.close(fd)
-        return False
+        return self._is_held(f"{job_id}.lock")
 
     def write_status(self, status: JobStatus) -> None:
         """Replace a status document whole; callers that may race hold its lock."""

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +25,13 @@ FINAL = {"done", "failed", "cancelled"}
 
 def job(task: str, *args: object, **fields: object) -> dict[str, object]:
     return {"task": f"pooltest_tasks:{task}", "args": list(args), **fields}
+
+
+def start_running(spool_dir: Path, job_id: str, task: str, *args: object) -> int:
+    """Drop a job and wait until its status says running; returns its pid."""
+    drop(spool_dir, f"{job_id}.json", job(task, *args, id=job_id))
+    return wait_until(lambda: (d := status_doc(spool_dir, job_id)) and d["state"] == "running" and d["pid"],  # type: ignore[no-any-return]
+                      what=f"{job_id} running")
 
 
 def runs_per_job(runs_file: Path) -> collections.Counter[str]:
@@ -125,9 +131,7 @@ def test_a_dead_worker_is_a_failed_attempt_and_the_manager_keeps_serving(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path, how: str, message: str) -> None:
     serve()
     if how == "sigkill":
-        drop(spool_dir, "d.json", job("forever", id="d"))
-        pid = wait_until(lambda: (d := status_doc(spool_dir, "d")) and d["state"] == "running" and d["pid"],
-                         what="running")
+        pid = start_running(spool_dir, "d", "forever")
         os.kill(pid, signal.SIGKILL)
     else:
         drop(spool_dir, "d.json", job("exit_hard", 3, id="d"))
@@ -175,9 +179,7 @@ def test_a_running_job_is_adopted_by_the_next_manager(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     first = serve()
     runs, gate = tmp_path / "runs", tmp_path / "gate"
-    drop(spool_dir, "a.json", job("counted_hold", str(runs), str(gate), id="a"))
-    pid = wait_until(lambda: (d := status_doc(spool_dir, "a")) and d["state"] == "running" and d["pid"],
-                     what="running")
+    pid = start_running(spool_dir, "a", "counted_hold", str(runs), str(gate))
     first.stop(signal.SIGKILL)
     assert pid_alive(pid)  # the orphan keeps working
     second = serve()
@@ -192,9 +194,7 @@ def test_a_running_job_is_adopted_by_the_next_manager(
 
 def test_an_adopted_job_can_be_killed(spool_dir: Path, serve: Callable[..., Server]) -> None:
     first = serve()
-    drop(spool_dir, "k.json", job("forever", id="k"))
-    pid = wait_until(lambda: (d := status_doc(spool_dir, "k")) and d["state"] == "running" and d["pid"],
-                     what="running")
+    pid = start_running(spool_dir, "k", "forever")
     first.stop(signal.SIGKILL)
     serve()
     assert run_pool(spool_dir, "kill", "k", check=True).stdout.strip() == "k: cancelled"
@@ -205,9 +205,7 @@ def test_a_job_whose_process_died_with_the_manager_runs_again(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     first = serve()
     runs, gate = tmp_path / "runs", tmp_path / "gate"
-    drop(spool_dir, "l.json", job("counted_hold", str(runs), str(gate), id="l"))
-    pid = wait_until(lambda: (d := status_doc(spool_dir, "l")) and d["state"] == "running" and d["pid"],
-                     what="running")
+    pid = start_running(spool_dir, "l", "counted_hold", str(runs), str(gate))
     first.stop(signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not pid_alive(pid), what="worker gone")
