@@ -16,16 +16,13 @@ a kill is never mistaken for a crash.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import multiprocessing
 import os
-import select
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,7 +31,8 @@ import orjson
 from . import lifecycle
 from .errors import JobBusy, JobNotFound
 from .intake import Intake, IntakeRules
-from .model import JobStatus, State, parse_time, utc_now
+from .jobqueue import JobQueue, Poller
+from .model import JobStatus, State, utc_now
 from .procs import describe_exit, signal_group
 from .recovery import Adopted, recover_statuses
 from .spool import DEFAULT_MAX_FILE_BYTES, SpoolDir
@@ -77,64 +75,6 @@ class Slot:
     @property
     def idle(self) -> bool:
         return self.job is None and self.stopping is None
-
-
-@dataclass
-class JobQueue:
-    """Queued jobs: highest priority first, FIFO within a priority; retries wait apart."""
-
-    ready: list[tuple[int, int, str]] = field(default_factory=list)
-    waiting: list[tuple[float, int, str]] = field(default_factory=list)
-    jobs: dict[str, JobStatus] = field(default_factory=dict)
-    order: itertools.count[int] = field(default_factory=itertools.count)
-
-    def push(self, status: JobStatus, delay: float = 0.0) -> None:
-        self.jobs[status.id] = status
-        if status.next_try_at:
-            delay = (parse_time(status.next_try_at) - parse_time(utc_now())).total_seconds()
-        if delay > 0:
-            heapq.heappush(self.waiting, (time.monotonic() + delay, next(self.order), status.id))
-        else:
-            heapq.heappush(self.ready, (-status.spec.priority, next(self.order), status.id))
-
-    def promote(self, now: float) -> float | None:
-        """Move retries whose time has come to the ready heap; returns the next such time."""
-        while self.waiting and self.waiting[0][0] <= now:
-            _, _, job_id = heapq.heappop(self.waiting)
-            if job_id in self.jobs:
-                heapq.heappush(self.ready, (-self.jobs[job_id].spec.priority, next(self.order), job_id))
-        return self.waiting[0][0] if self.waiting else None
-
-    def pop(self) -> JobStatus | None:
-        while self.ready:
-            _, _, job_id = heapq.heappop(self.ready)
-            status = self.jobs.pop(job_id, None)
-            if status is not None:
-                return status
-        return None
-
-    def remove(self, job_id: str) -> JobStatus | None:
-        return self.jobs.pop(job_id, None)  # its heap entry is skipped when popped
-
-
-class Poller:
-    """``multiprocessing.connection.wait`` without building a new selector each call: the
-    registered set changes only when a worker is replaced or a job adopted."""
-
-    def __init__(self) -> None:
-        self.poll = select.poll()
-        self.by_fd: dict[int, Any] = {}
-
-    def wait(self, objects: list[Any], timeout: float) -> list[Any]:
-        wanted = {obj if isinstance(obj, int) else obj.fileno(): obj for obj in objects}
-        if wanted.keys() != self.by_fd.keys():
-            for fd in self.by_fd.keys() - wanted.keys():
-                self.poll.unregister(fd)
-            for fd in wanted.keys() - self.by_fd.keys():
-                self.poll.register(fd, select.POLLIN)
-        self.by_fd = wanted
-        events = self.poll.poll(timeout * 1000)
-        return [self.by_fd[fd] for fd, _ in events if fd in self.by_fd]
 
 
 class Manager:
