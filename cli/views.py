@@ -56,8 +56,8 @@ def matches(status: JobStatus, state: str | None, name: str | None, since: float
 
 
 def select(spool: Spool, ids: tuple[str, ...], state: str | None = None, name: str | None = None,
-           since: float | None = None) -> list[JobStatus]:
-    statuses = [spool.status(i) for i in ids] if ids else spool.statuses()
+           since: float | None = None, cache: dict[str, tuple[int, JobStatus]] | None = None) -> list[JobStatus]:
+    statuses = [spool.status(i) for i in ids] if ids else spool.statuses(cache=cache)
     return [s for s in statuses if matches(s, state, name, since)]
 
 
@@ -145,14 +145,15 @@ def watch_table(spool: Spool, ids: tuple[str, ...], state: str | None = None, na
         return Group(render.status_table(shown, now()), Text(footer(statuses, limit), style="dim"))
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    statuses = select(spool, ids, state, name, since)
+    cache: dict[str, tuple[int, JobStatus]] = {}  # a refresh parses only what changed
+    statuses = select(spool, ids, state, name, since, cache)
     try:
         with Live(view(statuses), console=console(), refresh_per_second=4) as live:
             while not (until_final and statuses and all(s.state.is_final for s in statuses)):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeout(f"jobs not finished after {timeout:g}s")
                 time.sleep(WATCH_INTERVAL)
-                statuses = select(spool, ids, state, name, since)
+                statuses = select(spool, ids, state, name, since, cache)
                 live.update(view(statuses))
     except KeyboardInterrupt:
         if until_final:

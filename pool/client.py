@@ -111,10 +111,12 @@ class Spool:
     def jobs(self, state: State | str | None = None) -> list[Job]:
         return [Job(self, s.id) for s in self.statuses(state)]
 
-    def statuses(self, state: State | str | None = None) -> list[JobStatus]:
-        """Every job's status (newest first), optionally only those in ``state``."""
+    def statuses(self, state: State | str | None = None,
+                  cache: dict[str, tuple[int, JobStatus]] | None = None) -> list[JobStatus]:
+        """Every job's status (newest first), optionally only those in ``state``. Pass the
+        same ``cache`` dict to repeated calls to parse only what changed meanwhile."""
         wanted = State(state) if state is not None else None
-        found = [s for s in self.dir.iter_statuses() if wanted is None or s.state is wanted]
+        found = [s for s in self.dir.iter_statuses(cache) if wanted is None or s.state is wanted]
         found.extend(s for s in self.submitted() if wanted in (None, State.QUEUED))
         found.sort(key=lambda s: s.created_at, reverse=True)
         return found

@@ -282,13 +282,30 @@ class SpoolDir:
         docs.sort(key=_created_at, reverse=True)
         return docs
 
-    def iter_statuses(self) -> Iterator[JobStatus]:
-        """Every readable status; one deleted or broken meanwhile is skipped."""
-        for job_id in self.status_ids():
-            try:
-                yield self.read_status(job_id)
-            except (JobNotFound, ValueError, KeyError):
-                continue
+    def iter_statuses(self, cache: dict[str, tuple[int, JobStatus]] | None = None) -> Iterator[JobStatus]:
+        """Every readable status; one deleted or broken meanwhile is skipped. With a
+        ``cache`` (kept by the caller between calls, as a live view does), a document is
+        parsed again only when its file changed: every write replaces the file, so a new
+        inode or mtime means new content, and a stat costs far less than a parse."""
+        with os.scandir(self._status_dir) as entries:
+            for entry in entries:
+                name = entry.name
+                if not name.endswith(".json") or name.startswith("."):
+                    continue
+                try:
+                    if cache is not None:
+                        st = entry.stat()
+                        stamp = st.st_ino ^ st.st_mtime_ns
+                        known = cache.get(name)
+                        if known is not None and known[0] == stamp:
+                            yield known[1]
+                            continue
+                    status = self.read_status(name[:-5])
+                except (OSError, JobNotFound, ValueError, KeyError):
+                    continue
+                if cache is not None:
+                    cache[name] = (stamp, status)
+                yield status
 
     # ------------------------------------------------------------ events
     def append_event(self, job_id: str, before: State | None, after: State, attempt: int, reason: str) -> None:
