@@ -109,7 +109,7 @@ class Intake:
             specs = parse_job_file(file.data, shown(name), token)
             complete = name.endswith(".json") or self._settled(name, file.mtime, now)
             if complete:
-                self._check_runnable(specs, name)
+                self._check_runnable(specs, name, token)
         except InvalidJobSpec as exc:
             if self._settled(name, file.mtime, now):
                 self._reject(name, str(exc))
@@ -120,15 +120,16 @@ class Intake:
         self.seen.pop(name, None)
         self.finish_claim(claimed, specs, "accepted")
 
-    def _check_runnable(self, specs: list[JobSpec], name: str) -> None:
+    def _check_runnable(self, specs: list[JobSpec], name: str, token: str) -> None:
         for spec in specs:
+            generated = spec.id == token or spec.id.startswith(f"{token}-")  # new: cannot exist yet
             if spec.task is not None:
                 reason = self.rules.task_reason(spec.task)
             elif not self.rules.allow_commands:
                 reason = "command jobs are disabled; start the manager with --allow-commands"
             else:
                 reason = self._env_reason(spec)
-            if reason is None and self.spool.has_status(spec.id):
+            if reason is None and not generated and self.spool.has_status(spec.id):
                 reason = f"id {spec.id!r} already exists"
             if reason:
                 raise InvalidJobSpec(f"job {spec.id!r} in {name}: {reason}")
@@ -140,12 +141,12 @@ class Intake:
                     "start the manager with --allow-loader-env to allow it")
         return None
 
-    def finish_claim(self, claimed: str, specs: list[JobSpec], reason: str) -> None:
+    def finish_claim(self, claimed: str, specs: list[JobSpec], reason: str, recovering: bool = False) -> None:
         """Give every job of a claimed file its queued status, then drop the claim."""
         created = utc_now()
         for spec in specs:
-            if self.spool.has_status(spec.id):
-                continue  # written before a crash: the same job, not a duplicate
+            if recovering and self.spool.has_status(spec.id):
+                continue  # written before the interruption: the same job, not a duplicate
             status = new_status(spec, created)
             self.spool.write_status(status)
             self.accept(status, reason)
@@ -160,7 +161,7 @@ class Intake:
             except InvalidJobSpec as exc:
                 self.spool.reject(claimed, str(exc), from_claimed=True)
                 continue
-            self.finish_claim(claimed, specs, "accepted (claim finished after an interruption)")
+            self.finish_claim(claimed, specs, "accepted (claim finished after an interruption)", recovering=True)
 
     def _reject(self, name: str, reason: str) -> None:
         log.warning("rejected incoming/%s: %s", shown(name), reason)
