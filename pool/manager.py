@@ -17,13 +17,11 @@ a kill is never mistaken for a crash.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
@@ -38,11 +36,11 @@ from .recovery import Adopted, recover_statuses
 from .spool import DEFAULT_MAX_FILE_BYTES, SpoolDir
 from .tasks import load_task_modules, unserved_reason
 from .watch import WakeHandler, start_observer
-from .worker import WorkerConfig, worker_main
+from .worker import WorkerConfig
+from .workers import CANCEL, SHUTDOWN, TIMEOUT, Slot, WorkerProcesses
 
 log = logging.getLogger(__name__)
 
-CANCEL, TIMEOUT, SHUTDOWN = "cancel", "timeout", "shutdown"
 TROUBLE_RETRY = 1.0  # seconds between tries while the spool cannot be written
 
 
@@ -61,27 +59,10 @@ class ManagerConfig:
     group_gid: int | None = None  # --group: a second group that may submit
 
 
-@dataclass
-class Slot:
-    """One worker process and what the manager knows it is doing."""
-
-    process: Any  # multiprocessing.Process of the forkserver context
-    conn: Connection
-    job: JobStatus | None = None
-    timeout_at: float | None = None
-    stopping: str | None = None  # CANCEL | TIMEOUT | SHUTDOWN: why we signalled it
-    kill_at: float | None = None  # when SIGTERM turns into SIGKILL
-
-    @property
-    def idle(self) -> bool:
-        return self.job is None and self.stopping is None
-
-
 class Manager:
     def __init__(self, config: ManagerConfig) -> None:
         self.config = config
         self.spool = SpoolDir(config.spool, buffer_events=True)
-        self.context = multiprocessing.get_context("forkserver")
         self.tasks = load_task_modules(config.task_modules)
         self.intake = Intake(self.spool, IntakeRules(
             task_reason=lambda name: unserved_reason(name, self.tasks, config.task_modules),
@@ -92,7 +73,6 @@ class Manager:
             group_gid=config.group_gid,
         ), accept=self.accept)
         self.queue = JobQueue()
-        self.slots: list[Slot] = []
         self.adopted: dict[str, Adopted] = {}
         self.stop_requested = 0
         self.shutdown_at: float | None = None
@@ -104,9 +84,9 @@ class Manager:
         self.next_rescan = 0.0
         self.rescan_due = True
         self.handler = WakeHandler(str(self.spool.incoming), str(self.spool.requests), self.intake.notes, self.wake)
-        self.worker_config = WorkerConfig(
+        self.workers = WorkerProcesses(WorkerConfig(
             spool=str(self.spool.root), task_modules=config.task_modules,
-            allow_commands=config.allow_commands, sys_path=tuple(sys.path))
+            allow_commands=config.allow_commands, sys_path=tuple(sys.path)))
 
     # ------------------------------------------------------------ lifecycle of the manager
     def serve(self) -> None:
@@ -118,12 +98,10 @@ class Manager:
             log.warning("running as root: every job runs as root, and so does anything a user who can "
                         "write into %s can submit", self.spool.incoming)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        self.context.set_forkserver_preload(["pool.worker", *self.config.task_modules])
         observer = start_observer([str(self.spool.incoming), str(self.spool.requests)], self.handler)
         try:
             self.recover()
-            for _ in range(self.config.workers):
-                self.slots.append(self.start_worker())
+            self.workers.start(self.config.workers)
             self.spool.mark_serving()
             log.info("serving %s with %d workers", self.spool.root, self.config.workers)
             while not self.finished():
@@ -134,7 +112,7 @@ class Manager:
                     self.spool_trouble(exc)
         finally:
             observer.stop()
-            self.stop_workers()
+            self.workers.stop()
             observer.join(timeout=5)
             for sig, handler_before in previous.items():
                 signal.signal(sig, handler_before)
@@ -162,12 +140,12 @@ class Manager:
     def finished(self) -> bool:
         # Adopted jobs are not our children: we stop without waiting for them, and the
         # next manager adopts them again.
-        return self.stop_requested > 0 and not self.running_slots()
+        return self.stop_requested > 0 and not self.workers.busy()
 
     # ------------------------------------------------------------ the loop
     def wait_for_wake(self) -> list[Any]:
         now = time.monotonic()
-        deadlines = [self.next_rescan, *(d for s in self.slots for d in (s.timeout_at, s.kill_at) if d)]
+        deadlines = [self.next_rescan, *(d for s in self.workers.slots for d in (s.timeout_at, s.kill_at) if d)]
         if self.shutdown_at:
             deadlines.append(self.shutdown_at)
         if self.queue.waiting:
@@ -179,7 +157,7 @@ class Manager:
         deadlines += [a.kill_at for a in self.adopted.values() if a.kill_at is not None]
         timeout = max(0.0, min(deadlines) - now)
         objects: list[Any] = [self.wake_r]
-        for slot in self.slots:
+        for slot in self.workers.slots:
             objects += [slot.conn, slot.process.sentinel]
         objects += [a.pidfd for a in self.adopted.values() if a.pidfd is not None]
         ready = self.poller.wait(objects, timeout)
@@ -210,36 +188,9 @@ class Manager:
         finally:
             self.spool.flush_events()
 
-    # ------------------------------------------------------------ workers
-    def start_worker(self) -> Slot:
-        parent, child = self.context.Pipe(duplex=True)
-        process = self.context.Process(target=worker_main, args=(child, self.worker_config), name="pool-worker")
-        process.start()
-        child.close()
-        return Slot(process=process, conn=parent)
-
-    def running_slots(self) -> list[Slot]:
-        return [s for s in self.slots if s.job is not None or s.stopping is not None]
-
-    def stop_workers(self) -> None:
-        for slot in self.slots:
-            slot.conn.close()  # an idle worker sees EOF and exits
-        deadline = time.monotonic() + 5
-        for slot in self.slots:
-            slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if slot.process.is_alive():
-                signal_group(slot.process.pid, signal.SIGKILL)
-                slot.process.join(timeout=5)
-
-    def signal_slot(self, slot: Slot, reason: str, grace: float) -> None:
-        """Record why, then SIGTERM the job's process group; SIGKILL follows after ``grace``."""
-        slot.stopping = reason
-        slot.kill_at = time.monotonic() + grace
-        signal_group(slot.process.pid, signal.SIGTERM)
-
     # ------------------------------------------------------------ reap
     def reap(self, ready: list[Any]) -> None:
-        for slot in list(self.slots):
+        for slot in list(self.workers.slots):
             if slot.conn in ready or slot.process.sentinel in ready:
                 self.read_replies(slot)
             if slot.process.sentinel in ready:
@@ -285,10 +236,9 @@ class Manager:
     def bury(self, slot: Slot) -> None:
         """A worker died (killed by us, or crashed): settle its job, start a replacement."""
         slot.process.join()
-        self.slots.remove(slot)
-        slot.conn.close()
+        self.workers.remove(slot)
         if not self.stop_requested:
-            self.slots.append(self.start_worker())
+            self.workers.start(1)
         job = slot.job
         if job is not None:
             how = f"worker process {slot.process.pid} {describe_exit(slot.process.exitcode)}"
@@ -349,7 +299,7 @@ class Manager:
     # ------------------------------------------------------------ deadlines and stopping
     def enforce_deadlines(self) -> None:
         now = time.monotonic()
-        for slot in self.slots:
+        for slot in self.workers.slots:
             if slot.kill_at is not None and now >= slot.kill_at:
                 slot.kill_at = None
                 if slot.job is not None:
@@ -359,7 +309,7 @@ class Manager:
                 slot.timeout_at = None
                 assert slot.job is not None
                 log.warning("job %s: timed out after %gs", slot.job.id, slot.job.spec.timeout or 0)
-                self.signal_slot(slot, TIMEOUT, self.config.kill_grace)
+                self.workers.signal(slot, TIMEOUT, self.config.kill_grace)
         self.queue.promote(now)
         kill_due = any(a.kill_at is not None and now >= a.kill_at for a in self.adopted.values())
         if now >= self.next_rescan or kill_due:
@@ -374,12 +324,12 @@ class Manager:
         if self.shutdown_at is None:
             self.shutdown_at = now + self.config.shutdown_grace
             log.info("stopping: no new jobs; waiting up to %gs for %d running",
-                     self.config.shutdown_grace, len(self.running_slots()))
+                     self.config.shutdown_grace, len(self.workers.busy()))
         at_once = self.stop_requested > 1
         if at_once or now >= self.shutdown_at:
-            for slot in self.running_slots():
+            for slot in self.workers.busy():
                 if slot.stopping is None:
-                    self.signal_slot(slot, SHUTDOWN, 0.0 if at_once else self.config.kill_grace)
+                    self.workers.signal(slot, SHUTDOWN, 0.0 if at_once else self.config.kill_grace)
                 elif at_once:
                     slot.kill_at = now
             self.enforce_deadlines()
@@ -395,11 +345,11 @@ class Manager:
                 self.spool.drop_request(kind, job_id)
 
     def apply_kill(self, job_id: str, grace: float) -> None:
-        for slot in self.slots:
+        for slot in self.workers.slots:
             if slot.job is not None and slot.job.id == job_id:
                 if slot.stopping is None:
                     log.info("job %s: cancelling (SIGTERM, SIGKILL after %gs)", job_id, grace)
-                    self.signal_slot(slot, CANCEL, grace)
+                    self.workers.signal(slot, CANCEL, grace)
                 return  # the request is dropped when the job has ended
         if job_id in self.adopted:
             self.adopted[job_id].kill(grace)
@@ -437,7 +387,7 @@ class Manager:
         self.queue.push(status)
 
     def dispatch(self) -> None:
-        for slot in self.slots:
+        for slot in self.workers.slots:
             if not slot.idle:
                 continue
             job = self.queue.pop()
