@@ -16,9 +16,26 @@ from typing import Any, Iterable, Sequence
 import orjson
 
 from . import lifecycle
-from .errors import InvalidJobSpec, JobBusy, JobFailed, JobNotFinished, JobNotFound, WaitTimeout
-from .model import JobSpec, JobStatus, State, new_job_id, new_status, parse_job, parse_time, utc_now
-from .spool import SpoolDir, write_atomic
+from .atomic import write_atomic
+from .errors import (
+    InvalidJobSpec,
+    JobBusy,
+    JobFailed,
+    JobNotFinished,
+    JobNotFound,
+    WaitTimeout,
+)
+from .model import (
+    JobSpec,
+    JobStatus,
+    State,
+    new_job_id,
+    new_status,
+    parse_job,
+    parse_time,
+    utc_now,
+)
+from .spool import SpoolDir
 
 POLL_INTERVAL = 0.05
 REQUEST_TIMEOUT = 10.0  # a serving manager takes a request within milliseconds
@@ -124,7 +141,7 @@ class Spool:
     def submitted(self) -> list[JobStatus]:
         """Jobs submitted through this client and not yet taken in by a manager."""
         pending = []
-        for name in self.dir.incoming_names():
+        for name in self.dir.drop.names():
             job_id = name[:-5]
             if name.endswith(".json") and not self.dir.has_status(job_id):
                 try:
@@ -154,7 +171,7 @@ class Spool:
             return self.dir.read_status(job_id)
         except JobNotFound:
             pass
-        claims = [self.dir.claimed_path(c) for c in self.dir.claimed_names() if c.endswith(f"~{job_id}.json")]
+        claims = [self.dir.drop.claimed_path(c) for c in self.dir.drop.claimed_names() if c.endswith(f"~{job_id}.json")]
         for path in (self.dir.incoming / f"{job_id}.json", *claims):
             try:
                 return self._submitted_status(job_id, path)
@@ -163,7 +180,7 @@ class Spool:
         try:
             return self.dir.read_status(job_id)
         except JobNotFound:
-            reason = self.dir.rejection_reason(f"{job_id}.json")
+            reason = self.dir.drop.rejection_reason(f"{job_id}.json")
             if reason:
                 raise JobNotFound(f"job {job_id!r} was rejected: {reason}") from None
             raise

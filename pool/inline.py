@@ -28,7 +28,7 @@ from .errors import JobBusy, JobNotFound
 from .model import JobStatus, State, parse_time, utc_now
 from .procs import describe_exit, signal_group
 from .spool import SpoolDir
-from .worker import WorkerConfig, Worker
+from .worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
 

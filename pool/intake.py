@@ -23,9 +23,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from .dropzone import DEFAULT_MAX_FILE_BYTES, is_job_name, shown
 from .errors import InvalidJobSpec
 from .model import JobSpec, JobStatus, new_status, parse_job_file, utc_now
-from .spool import DEFAULT_MAX_FILE_BYTES, SpoolDir, is_job_name, shown
+from .spool import SpoolDir
 from .watch import CHANGED, COMPLETE, GONE, WRITING
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,10 @@ class Intake:
         """Look at every file in incoming/ once (and finish any claim left half done)."""
         self._absorb_notes()
         self.recheck_at = None
-        if self.spool.claimed_names():
+        if self.spool.drop.claimed_names():
             self.recover_claims()
         now = time.time()
-        for name in self.spool.incoming_names():
+        for name in self.spool.drop.names():
             if not is_job_name(name):
                 continue
             try:
@@ -99,7 +100,7 @@ class Intake:
                 self.recheck_at = now + 1.0
 
     def _take(self, name: str, now: float) -> None:
-        file = self.spool.read_incoming(name, self.rules.max_file_bytes, self.rules.group_gid)
+        file = self.spool.drop.read(name, self.rules.max_file_bytes, self.rules.group_gid)
         if file.problem is not None:
             self._reject(name, f"{shown(name)} {file.problem}")
             return
@@ -116,7 +117,7 @@ class Intake:
             return
         if not complete:
             return
-        claimed = self.spool.claim(name, token)
+        claimed = self.spool.drop.claim(name, token)
         self.seen.pop(name, None)
         self.finish_claim(claimed, specs, "accepted")
 
@@ -150,20 +151,20 @@ class Intake:
             status = new_status(spec, created)
             self.spool.write_status(status)
             self.accept(status, reason)
-        self.spool.release_claim(claimed)
+        self.spool.drop.release_claim(claimed)
 
     def recover_claims(self) -> None:
         """Finish claims left half done (by a dead manager, or a full disk)."""
-        for claimed in self.spool.claimed_names():
+        for claimed in self.spool.drop.claimed_names():
             token, _, name = claimed.partition("~")
             try:
-                specs = parse_job_file(self.spool.read_claimed(claimed), shown(name), token)
+                specs = parse_job_file(self.spool.drop.read_claimed(claimed), shown(name), token)
             except InvalidJobSpec as exc:
-                self.spool.reject(claimed, str(exc), from_claimed=True)
+                self.spool.drop.reject(claimed, str(exc), from_claimed=True)
                 continue
             self.finish_claim(claimed, specs, "accepted (claim finished after an interruption)", recovering=True)
 
     def _reject(self, name: str, reason: str) -> None:
         log.warning("rejected incoming/%s: %s", shown(name), reason)
-        self.spool.reject(name, reason)
+        self.spool.drop.reject(name, reason)
         self.seen.pop(name, None)

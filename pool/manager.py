@@ -27,13 +27,14 @@ from typing import Any
 import orjson
 
 from . import lifecycle
+from .dropzone import DEFAULT_MAX_FILE_BYTES
 from .errors import JobBusy, JobNotFound
 from .intake import Intake, IntakeRules
 from .jobqueue import JobQueue, Poller
 from .model import JobStatus, State, utc_now
 from .procs import describe_exit, signal_group
 from .recovery import Adopted, recover_statuses
-from .spool import DEFAULT_MAX_FILE_BYTES, SpoolDir
+from .spool import SpoolDir
 from .tasks import load_task_modules, unserved_reason
 from .watch import WakeHandler, start_observer
 from .worker import WorkerConfig

@@ -22,7 +22,6 @@ from .model import JobStatus, utc_now
 from .progress import fraction_of
 from .spool import SpoolDir
 
-
 log = logging.getLogger(__name__)
 
 DISK_TROUBLE = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)

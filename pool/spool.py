@@ -20,80 +20,26 @@ read-modify-write; a job's worker holds it for the job's whole run.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import logging
 import os
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import orjson
 
+from .atomic import write_atomic
+from .dropzone import DropZone
 from .errors import JobBusy, JobNotFound, ManagerRunning, SpoolError
 from .model import JobStatus, State, utc_now
 
 log = logging.getLogger(__name__)
 
 DIRS = ("incoming", "status", "logs", "rejected", "requests")
-# A claim is a rename *within* incoming/: watchdog holds a rename out of a watched folder
-# (an unmatched IN_MOVED_FROM) for 0.5 s together with every event behind it.
-CLAIM_PREFIX = ".claimed~"
-IGNORED_SUFFIXES = (".tmp", ".part")
-JOB_SUFFIXES = (".json", ".jsonl")
-DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 LOCK_TIMEOUT = 2.0  # other writers hold a status lock for a read and a write: never long
 LOCK_POLL = 0.005
-
-
-def shown(name: str) -> str:
-    """A file name fit for a message: undecodable bytes (kept by os.listdir as
-    surrogates) become U+FFFD, control characters are escaped."""
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return text if text.isprintable() else repr(text)[1:-1]
-
-
-def is_ignored_name(name: str) -> bool:
-    """Writers may write-then-rename: these names are not jobs (yet)."""
-    return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
-
-
-def is_job_name(name: str) -> bool:
-    return not is_ignored_name(name) and name.endswith(JOB_SUFFIXES)
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingFile:
-    """What intake read from one file in incoming/, through a handle it checked first."""
-
-    name: str
-    data: bytes | None  # None when ``problem`` says why it could not be read
-    problem: str | None
-    size: int
-    mtime: float
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, then rename it over ``path``."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _created_at(doc: bytes) -> bytes:
@@ -115,6 +61,7 @@ class SpoolDir:
         self.rejected = self.root / "rejected"
         self.requests = self.root / "requests"
         self.events = self.root / "events.jsonl"
+        self.drop = DropZone(self.incoming, self.rejected)
         self.lock_path = self.root / "manager.lock"
         self.pid_path = self.root / "manager.pid"
         self._events_fd: int | None = None
@@ -345,103 +292,6 @@ class SpoolDir:
             if job_id is None or event.get("id") == job_id:
                 events.append(event)
         return events
-
-    # ------------------------------------------------------------ intake
-    def incoming_names(self) -> list[str]:
-        try:
-            return sorted(n for n in os.listdir(self.incoming) if not is_ignored_name(n))
-        except FileNotFoundError:
-            return []
-
-    def read_incoming(self, name: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                      group_gid: int | None = None) -> IncomingFile:
-        """Open ``incoming/name`` the safe way: relative to the folder, never following a
-        symlink, never blocking on a FIFO; check it is a regular file of ours before reading."""
-        dir_fd = os.open(self.incoming, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    return IncomingFile(name, None, "is a symbolic link; links are never followed", 0, 0.0)
-                if exc.errno == errno.ENOENT:
-                    raise FileNotFoundError(name) from None
-                return IncomingFile(name, None, f"cannot be opened: {exc.strerror}", 0, 0.0)
-            try:
-                st = os.fstat(fd)
-                problem = self._untrusted(st, max_bytes, group_gid)
-                if problem:
-                    return IncomingFile(name, None, problem, st.st_size, st.st_mtime)
-                chunks = []
-                while chunk := os.read(fd, 1 << 20):
-                    chunks.append(chunk)
-                return IncomingFile(name, b"".join(chunks), None, st.st_size, st.st_mtime)
-            finally:
-                os.close(fd)
-        finally:
-            os.close(dir_fd)
-
-    @staticmethod
-    def _untrusted(st: os.stat_result, max_bytes: int, group_gid: int | None) -> str | None:
-        if stat.S_ISDIR(st.st_mode):
-            return "is a directory, not a file"
-        if not stat.S_ISREG(st.st_mode):
-            return "is not a regular file (a FIFO, socket or device)"
-        if st.st_nlink > 1:
-            return "has more than one hard link; copy the file instead of linking it"
-        if st.st_uid != os.geteuid() and (group_gid is None or st.st_gid != group_gid):
-            return f"is owned by uid {st.st_uid}, not by the spool's owner (uid {os.geteuid()}) or its group"
-        if st.st_size > max_bytes:
-            return f"is {st.st_size} bytes, over the limit of {max_bytes} bytes"
-        return None
-
-    def incoming_stat(self, name: str) -> os.stat_result | None:
-        try:
-            return os.lstat(self.incoming / name)
-        except FileNotFoundError:
-            return None
-
-    def claim(self, name: str, token: str) -> str:
-        """Take ``incoming/name`` by renaming it to a claim; returns the claim's name
-        ``<token>~<name>``."""
-        claimed = f"{token}~{name}"
-        os.rename(self.incoming / name, self.incoming / (CLAIM_PREFIX + claimed))
-        return claimed
-
-    def claimed_names(self) -> list[str]:
-        try:
-            return sorted(n[len(CLAIM_PREFIX):] for n in os.listdir(self.incoming) if n.startswith(CLAIM_PREFIX))
-        except FileNotFoundError:
-            return []
-
-    def claimed_path(self, claimed: str) -> Path:
-        return self.incoming / (CLAIM_PREFIX + claimed)
-
-    def read_claimed(self, claimed: str) -> bytes:
-        return self.claimed_path(claimed).read_bytes()
-
-    def release_claim(self, claimed: str) -> None:
-        os.unlink(self.claimed_path(claimed))
-
-    def reject(self, name: str, reason: str, from_claimed: bool = False) -> None:
-        """Move a refused file (or link, FIFO, folder: never what it points to) into
-        rejected/, untouched, and write why beside it."""
-        source = self.claimed_path(name) if from_claimed else self.incoming / name
-        original = name.split("~", 1)[1] if from_claimed else name
-        target = self.rejected / original
-        n = 1
-        while target.exists() or target.is_symlink():
-            target = self.rejected / f"{original}.{n}"
-            n += 1
-        os.rename(source, target)
-        write_atomic(target.with_name(target.name + ".error.json"), orjson.dumps(
-            {"file": shown(original), "rejected_at": utc_now(), "reason": reason}))
-
-    def rejection_reason(self, name: str) -> str | None:
-        try:
-            return str(orjson.loads((self.rejected / f"{name}.error.json").read_bytes())["reason"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
 
     # ------------------------------------------------------------ requests to the manager
     def file_request(self, kind: str, job_id: str, payload: dict[str, Any] | None = None) -> None:

@@ -25,7 +25,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from .spool import is_ignored_name
+from .dropzone import is_ignored_name
 
 WRITING = "writing"
 COMPLETE = "complete"

@@ -25,8 +25,8 @@ from typing import Any, Callable, Iterator
 import orjson
 
 from . import lifecycle
-from .model import JobStatus, State, utc_now
 from .commands import failure, run_command
+from .model import JobStatus, State, utc_now
 from .procs import process_start_time
 from .progress import hook_tqdm, set_reporter
 from .reporter import Flusher, StatusReporter
