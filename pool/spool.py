@@ -1,9 +1,12 @@
-"""The spool directory: the only module that knows the on-disk layout.
+"""The spool directory: the on-disk layout, job statuses, their locks, events, requests,
+and the manager's lock. (The drop zone's files, incoming/ and rejected/, are handled by
+pool/dropzone.py, and written with pool/atomic.py, as everything here is.)
 
     spool/
       incoming/          drop zone (*.json, *.jsonl); dot-files, *.tmp and *.part are ignored
         .claimed~<token>~<name>   a file taken by rename, until its jobs have statuses
       status/<id>.json   the live status of one job, replaced atomically; <id>.lock beside it
+                         (the job's lock), <id>.inline (held by an inline run's supervisor)
       logs/<id>.log      what the job printed
       rejected/<file>    a refused input, untouched, with <file>.error.json saying why
       requests/          kill and retry requests for the manager (<kind>-<id>)
