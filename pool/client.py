@@ -224,12 +224,8 @@ class Spool:
 
     def _apply_without_manager(self, kind: str, job_id: str, change: Any) -> None:
         if not self.dir.has_status(job_id):
-            if kind == "kill":  # never taken in: take the file back instead
-                try:
-                    os.unlink(self.dir.incoming / f"{job_id}.json")
-                except FileNotFoundError:
-                    pass
-                self.dir.drop_request(kind, job_id)
+            if kind == "kill":
+                self._take_back(job_id)
             return
         try:
             before, after = self.dir.update_status(job_id, change)
@@ -239,6 +235,19 @@ class Spool:
             reason = "cancelled by request" if kind == "kill" else "retry requested"
             self.dir.append_event(job_id, before.state, after.state, after.attempt, reason)
             self.dir.drop_request(kind, job_id)
+
+    def _take_back(self, job_id: str) -> None:
+        """Cancel a job no manager has taken in yet: its file is taken back (unless a
+        manager claims it first, and then carries out the request itself), and it gets a
+        cancelled status, so it is accounted for like any other job."""
+        try:
+            queued = self._submitted_status(job_id)
+            os.unlink(self.dir.incoming / f"{job_id}.json")
+        except (JobNotFound, FileNotFoundError):
+            return
+        self.dir.write_status(lifecycle.cancel(queued, utc_now(), "cancelled before any manager took it in"))
+        self.dir.append_event(job_id, State.QUEUED, State.CANCELLED, 1, "cancelled before any manager took it in")
+        self.dir.drop_request("kill", job_id)
 
     def prune(self, older_than: float, states: set[State] | None = None, dry_run: bool = False) -> list[str]:
         """Remove the files of jobs that ended more than ``older_than`` seconds ago (in one

@@ -278,3 +278,15 @@ def test_the_demo_ends_with_every_job_as_expected(tmp_path: Path) -> None:
                       timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 done, 1 failed, 1 cancelled" in result.stdout
+
+
+def test_a_job_killed_before_any_manager_took_it_is_cancelled_and_never_runs(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    job_id = Spool(spool_dir).submit("pooltest_tasks:add", 1, 1, id="early-kill").id
+    assert run_pool(spool_dir, "kill", job_id, check=True).stdout.strip() == "early-kill: cancelled"
+    assert not (spool_dir / "incoming" / "early-kill.json").exists()
+    serve()
+    drop(spool_dir, "later.json", job("add", 2, 2, id="later"))
+    wait_until(lambda: state_of(spool_dir, "later") == "done", what="a later job done")
+    doc = status_doc(spool_dir, "early-kill")
+    assert doc is not None and (doc["state"], doc["started_at"]) == ("cancelled", None)
