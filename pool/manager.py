@@ -37,7 +37,7 @@ from .recovery import Adopted, recover_statuses
 from .spool import SpoolDir
 from .tasks import load_task_modules, unserved_reason
 from .watch import WakeHandler, start_observer
-from .worker import WorkerConfig
+from .worker import SENT_AHEAD, SENT_NOW, WorkerConfig
 from .workers import CANCEL, SHUTDOWN, TIMEOUT, Slot, WorkerProcesses
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Manager:
         self.trouble: OSError | None = None
         self.retry_at: float | None = None
         self.unsettled: list[tuple[JobStatus, Any]] = []
+        self.cancelled_ahead: set[str] = set()  # jobs sent ahead, then cancelled before they began
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poller = Poller()
         self.next_rescan = 0.0
@@ -220,8 +221,13 @@ class Manager:
             self.adopt(job.id)  # a worker of a dead manager got to it first: watch that one
         elif "crashed" in reply:
             self.worker_failed(job, reply["crashed"])
-        if slot.stopping == CANCEL:
-            self.spool.drop_request("kill", job.id)  # it ended on its own first
+        if slot.stopping == CANCEL or "skipped" in reply:
+            self.spool.drop_request("kill", job.id)  # it ended on its own first, or never started
+        if slot.next is not None and slot.stopping is None:
+            # The worker starts the job sent ahead right away. (A worker being stopped
+            # keeps it as `next`: whatever the signal cut short is put back by bury.)
+            self.begin(slot, slot.next)
+            slot.next = None
 
     def worker_failed(self, job: JobStatus, why: str) -> None:
         """The worker could not run or record the job (say, a full disk): a job it never
@@ -240,6 +246,8 @@ class Manager:
         self.workers.remove(slot)
         if not self.stop_requested:
             self.workers.start(1)
+        if slot.next is not None:
+            self.requeue_unstarted(slot.next)
         job = slot.job
         if job is not None:
             how = f"worker process {slot.process.pid} {describe_exit(slot.process.exitcode)}"
@@ -347,6 +355,9 @@ class Manager:
 
     def apply_kill(self, job_id: str, grace: float) -> None:
         for slot in self.workers.slots:
+            if slot.next is not None and slot.next.id == job_id:
+                self.cancel_sent_ahead(slot, job_id)
+                return
             if slot.job is not None and slot.job.id == job_id:
                 if slot.stopping is None:
                     log.info("job %s: cancelling (SIGTERM, SIGKILL after %gs)", job_id, grace)
@@ -366,6 +377,21 @@ class Manager:
             return
         if status is not None:
             self.spool.append_event(job_id, State.QUEUED, State.CANCELLED, status.attempt, "cancelled by request")
+        self.spool.drop_request("kill", job_id)
+
+    def cancel_sent_ahead(self, slot: Slot, job_id: str) -> None:
+        """Cancel a job waiting in a busy worker: its status says cancelled, which the
+        worker checks (under the job's lock) before it would start it."""
+        try:
+            _, status = self.spool.update_status(job_id, cancel_if_queued)
+        except JobBusy:  # the worker is starting it this very moment: kill it as running
+            self.handler.requests_changed = True
+            return
+        except (JobNotFound, ValueError):
+            status = None
+        if status is not None:
+            self.spool.append_event(job_id, State.QUEUED, State.CANCELLED, status.attempt, "cancelled by request")
+            self.cancelled_ahead.add(job_id)
         self.spool.drop_request("kill", job_id)
 
     def apply_retry(self, job_id: str) -> None:
@@ -388,17 +414,48 @@ class Manager:
         self.queue.push(status)
 
     def dispatch(self) -> None:
+        """Idle workers get a job; then each busy worker gets its next one ahead of time,
+        so it starts the moment the current one ends instead of after a round trip
+        through the manager (as ProcessPoolExecutor does). A job sent ahead is committed
+        to that worker: a higher priority arriving later waits at most one job."""
         for slot in self.workers.slots:
-            if not slot.idle:
-                continue
-            job = self.queue.pop()
-            if job is None:
-                return
-            slot.job = job
-            slot.timeout_at = time.monotonic() + job.spec.timeout if job.spec.timeout else None
-            slot.conn.send_bytes(job.encode())
-            self.spool.append_event(job.id, State.QUEUED, State.RUNNING, job.attempt,
-                                    f"worker pid {slot.process.pid}")
+            if slot.idle:
+                job = self.queue.pop()
+                if job is None:
+                    return
+                slot.conn.send_bytes(SENT_NOW + job.encode())
+                self.begin(slot, job)
+        for slot in self.workers.slots:
+            if slot.job is not None and slot.next is None and slot.stopping is None:
+                job = self.queue.pop()
+                if job is None:
+                    return
+                slot.conn.send_bytes(SENT_AHEAD + job.encode())
+                slot.next = job
+
+    def begin(self, slot: Slot, job: JobStatus) -> None:
+        """The worker is running ``job`` from now on (its timeout counts from here)."""
+        slot.job = job
+        slot.timeout_at = time.monotonic() + job.spec.timeout if job.spec.timeout else None
+        if job.id in self.cancelled_ahead:
+            self.cancelled_ahead.discard(job.id)  # the worker will skip it: it never runs
+            return
+        self.spool.append_event(job.id, State.QUEUED, State.RUNNING, job.attempt, f"worker pid {slot.process.pid}")
+
+    def requeue_unstarted(self, job: JobStatus) -> None:
+        """A job sent ahead to a worker that died (or that we stopped) before the manager
+        saw it start: it waits again, its attempt not counted, since it was not its own
+        doing if it had begun."""
+        try:
+            before, after = self.spool.update_status(
+                job.id, lambda s: lifecycle.interrupt(s, utc_now()) if s.state is State.RUNNING else None)
+        except (JobNotFound, JobBusy, ValueError):
+            return
+        if after is not None:
+            self.spool.append_event(job.id, State.RUNNING, State.QUEUED, after.attempt, "its worker was stopped")
+        current = after or before
+        if current.state is State.QUEUED:
+            self.queue.push(current)
 
     # ------------------------------------------------------------ recovery
     def recover(self) -> None:

@@ -36,6 +36,10 @@ from .tasks import TaskModuleError, load_task_modules, unserved_reason
 log = logging.getLogger(__name__)
 
 
+# The first byte of a job message: sent to an idle worker, or ahead to a busy one.
+SENT_NOW, SENT_AHEAD = b"N", b"A"
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     spool: str
@@ -68,14 +72,21 @@ class Worker:
         self.flusher = Flusher()
         self.output = JobOutput()
 
-    def run(self, queued: JobStatus) -> dict[str, Any]:
+    def run(self, queued: JobStatus, check: bool = False) -> dict[str, Any]:
         """Run one job to the end of its attempt; returns the message for the manager.
 
         The job's lock is held from start to outcome. If another process holds it, that
-        is a worker of a manager that died, already running this job: it is left alone."""
+        is a worker of a manager that died, already running this job: it is left alone.
+        A job sent ahead (``check``) may have been cancelled while it waited here: the
+        status on disk, read under the lock, says."""
         lease = self.spool.lease(queued.id)
         if lease is None:
             return {"id": queued.id, "skipped": State.RUNNING.value}
+        if check:
+            current = self.spool.read_status(queued.id)
+            if current.state is not State.QUEUED:
+                os.close(lease)
+                return {"id": queued.id, "skipped": current.state.value}
         try:
             running = lifecycle.start(queued, self.pid, self.pid_started, utc_now())
             reporter = StatusReporter(self.spool, running, self.config.progress_interval)
@@ -173,11 +184,12 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
     worker = Worker(config)
     while True:
         try:
-            job = JobStatus.decode(conn.recv_bytes())
+            message = conn.recv_bytes()
         except (EOFError, OSError):
             return  # the manager is gone or told us to stop
+        job = JobStatus.decode(message[1:])
         try:
-            reply = worker.run(job)
+            reply = worker.run(job, check=message[:1] == SENT_AHEAD)
         except Exception as exc:  # a bug or an unusable spool: say so, and let the manager decide
             log.exception("job %s: worker error", job.id)
             reply = {"id": job.id, "crashed": f"{type(exc).__name__}: {exc}"}

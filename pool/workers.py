@@ -31,6 +31,7 @@ class Slot:
     process: Any  # multiprocessing.Process of the forkserver context
     conn: Connection
     job: JobStatus | None = None
+    next: JobStatus | None = None  # sent ahead, to start the moment `job` ends
     timeout_at: float | None = None
     stopping: str | None = None  # CANCEL | TIMEOUT | SHUTDOWN: why we signalled it
     kill_at: float | None = None  # when SIGTERM turns into SIGKILL
