@@ -290,3 +290,15 @@ def test_a_job_killed_before_any_manager_took_it_is_cancelled_and_never_runs(
     wait_until(lambda: state_of(spool_dir, "later") == "done", what="a later job done")
     doc = status_doc(spool_dir, "early-kill")
     assert doc is not None and (doc["state"], doc["started_at"]) == ("cancelled", None)
+
+
+def test_killing_a_job_spares_the_job_sent_ahead_to_its_worker(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve("--workers", "1")
+    drop(spool_dir, "a.json", job("forever", id="a"))
+    wait_until(lambda: state_of(spool_dir, "a") == "running", what="a running")
+    drop(spool_dir, "b.json", job("add", 3, 4, id="b"))  # waits in the busy worker's pipe
+    wait_until(lambda: state_of(spool_dir, "b") == "queued", what="b queued")
+    assert run_pool(spool_dir, "kill", "a", check=True).stdout.strip() == "a: cancelled"
+    wait_until(lambda: state_of(spool_dir, "b") == "done", what="b done after all")
+    assert status_doc(spool_dir, "b")["result"] == 7  # type: ignore[index]
