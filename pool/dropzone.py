@@ -59,11 +59,18 @@ class DropZone:
         self.folder = folder
         self.rejected = rejected
 
-    def names(self) -> list[str]:
+    def listing(self) -> tuple[list[str], list[str]]:
+        """One look at the folder: (the names that may be jobs, the claims), each sorted."""
         try:
-            return sorted(n for n in os.listdir(self.folder) if not is_ignored_name(n))
+            entries = os.listdir(self.folder)
         except FileNotFoundError:
-            return []
+            return [], []
+        names = sorted(n for n in entries if not is_ignored_name(n))
+        claims = sorted(n[len(CLAIM_PREFIX):] for n in entries if n.startswith(CLAIM_PREFIX))
+        return names, claims
+
+    def names(self) -> list[str]:
+        return self.listing()[0]
 
     def read(self, name: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
                       group_gid: int | None = None) -> IncomingFile:
@@ -115,10 +122,7 @@ class DropZone:
         return claimed
 
     def claimed_names(self) -> list[str]:
-        try:
-            return sorted(n[len(CLAIM_PREFIX):] for n in os.listdir(self.folder) if n.startswith(CLAIM_PREFIX))
-        except FileNotFoundError:
-            return []
+        return self.listing()[1]
 
     def claimed_path(self, claimed: str) -> Path:
         return self.folder / (CLAIM_PREFIX + claimed)

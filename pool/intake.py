@@ -85,10 +85,11 @@ class Intake:
         """Look at every file in incoming/ once (and finish any claim left half done)."""
         self._absorb_notes()
         self.recheck_at = None
-        if self.spool.drop.claimed_names():
-            self.recover_claims()
+        names, claims = self.spool.drop.listing()
+        if claims:
+            self.recover_claims(claims)
         now = time.time()
-        for name in self.spool.drop.names():
+        for name in names:
             if not is_job_name(name):
                 continue
             try:
@@ -153,9 +154,9 @@ class Intake:
             self.accept(status, reason)
         self.spool.drop.release_claim(claimed)
 
-    def recover_claims(self) -> None:
+    def recover_claims(self, claims: list[str] | None = None) -> None:
         """Finish claims left half done (by a dead manager, or a full disk)."""
-        for claimed in self.spool.drop.claimed_names():
+        for claimed in self.spool.drop.claimed_names() if claims is None else claims:
             token, _, name = claimed.partition("~")
             try:
                 specs = parse_job_file(self.spool.drop.read_claimed(claimed), shown(name), token)
