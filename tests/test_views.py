@@ -190,3 +190,18 @@ def test_the_live_view_refreshes_in_place_and_ends_on_ctrl_c(
         if top.poll() is None:
             top.send_signal(signal.SIGKILL)
         os.close(leader)
+
+
+def test_output_is_plain_when_not_a_terminal_or_no_color_is_set(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    drop(spool_dir, "c.json", {"task": "pooltest_tasks:add", "args": [1, 1], "id": "c"})
+    wait_until(lambda: state_of(spool_dir, "c") == "done", what="done")
+    piped = run_pool(spool_dir, "status", check=True).stdout
+    assert "c" in piped and "done" in piped and "\x1b[" not in piped
+    leader, follower = pty.openpty()
+    shown = subprocess.run([*POOL, "--spool", str(spool_dir), "status"], stdin=follower, stdout=follower,
+                           stderr=follower, env=env_for_tests(TERM="xterm", NO_COLOR="1"), timeout=60)
+    os.close(follower)
+    screen = read_screen(leader, lambda s: "1 done" in s)
+    os.close(leader)
+    assert shown.returncode == 0 and "done" in screen and "\x1b[3" not in screen  # no colour codes
