@@ -123,13 +123,29 @@ def test_a_job_ignoring_sigterm_is_killed_after_the_grace(
 
 # ---------------------------------------------------------------- dead workers
 
+def zombies_of(pid: int) -> list[int]:
+    """Children of ``pid`` that died and were never reaped."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    found = []
+    for child in children:
+        try:
+            if Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                found.append(int(child))
+        except OSError:
+            continue
+    return found
+
+
 @pytest.mark.parametrize("how, message", [
     ("sigkill", "was killed by SIGKILL"),
     ("exit", "exited with code 3"),
 ])
 def test_a_dead_worker_is_a_failed_attempt_and_the_manager_keeps_serving(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path, how: str, message: str) -> None:
-    serve()
+    server = serve()
     if how == "sigkill":
         pid = start_running(spool_dir, "d", "forever")
         os.kill(pid, signal.SIGKILL)
@@ -140,6 +156,7 @@ def test_a_dead_worker_is_a_failed_attempt_and_the_manager_keeps_serving(
     assert error["type"] == "WorkerDied" and message in error["message"]
     drop(spool_dir, "after.json", job("add", 1, 1, id="after"))
     wait_until(lambda: state_of(spool_dir, "after") == "done", what="next job done")
+    assert server.proc is not None and zombies_of(server.proc.pid) == []  # the dead worker was reaped
 
 
 def test_a_killed_worker_with_retries_runs_again(
