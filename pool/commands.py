@@ -56,8 +56,8 @@ def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool) -> C
 
 
 def failure(kind: str, message: str, exit_code: int | None = None) -> Callable[[JobStatus], JobStatus]:
-    error = {"type": kind, "message": message, "traceback": None}
-    return lambda s: lifecycle.fail_attempt(s, error, utc_now(), exit_code=exit_code)
+    failure = lifecycle.error(kind, message)
+    return lambda s: lifecycle.fail_attempt(s, failure, utc_now(), exit_code=exit_code)
 
 
 def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputParser, reporter: StatusReporter) -> None:

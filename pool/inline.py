@@ -92,26 +92,19 @@ class Supervisor:
         if why == "cancel":
             self.settle(lambda s: lifecycle.cancel(s, utc_now()), queued)
         elif why == "timeout":
-            error = {"type": "Timeout", "traceback": None,
-                     "message": f"attempt {queued.attempt} timed out after {queued.spec.timeout:g}s"}
-            self.settle(lambda s: lifecycle.fail_attempt(s, error, utc_now()), queued)
+            self.settle(lambda s: lifecycle.time_out(s, utc_now()), queued)
         else:
-            error = {"type": "WorkerDied", "traceback": None,
-                     "message": f"inline worker {child.pid} {describe_exit(child.returncode)}"}
-            self.settle(lambda s: lifecycle.fail_attempt(s, error, utc_now()), queued)
+            died = lifecycle.error("WorkerDied", f"inline worker {child.pid} {describe_exit(child.returncode)}")
+            self.settle(lambda s: lifecycle.fail_attempt(s, died, utc_now()), queued)
 
     def settle(self, change: Callable[[JobStatus], JobStatus], queued: JobStatus, started: bool = True) -> None:
         """Record how an attempt ended: the worker's own outcome when it wrote one, else
         ``change`` (a job still ``queued`` on disk had started all the same, unless
         ``started`` is False: a queued job cancelled before its attempt)."""
-        def apply(current: JobStatus) -> JobStatus | None:
-            if current.state.is_final or (current.state is State.QUEUED and current.attempt > queued.attempt):
-                return None  # the worker wrote the outcome (or queued its retry) itself
-            if current.state is State.QUEUED and started:
-                current = lifecycle.start(current, 0, None, utc_now())
-            return change(current)
         try:
-            before, after = self.spool.update_status(self.job_id, apply)
+            before, after = self.spool.update_status(
+                self.job_id, lambda current: lifecycle.settle_attempt(current, queued.attempt, change, utc_now(),
+                                                                      started))
         except (JobNotFound, JobBusy):
             return
         final = after or before

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import InvalidTransition
 from .model import JobStatus, State, parse_time
@@ -28,6 +28,11 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.FAILED: frozenset({State.QUEUED}),
     State.CANCELLED: frozenset({State.QUEUED}),
 }
+
+
+def error(kind: str, message: str, traceback: str | None = None) -> dict[str, Any]:
+    """An ``error`` record of a status: what went wrong, in one shape everywhere."""
+    return {"type": kind, "message": message, "traceback": traceback}
 
 
 def advance(status: JobStatus, to: State, now: str, **changes: Any) -> JobStatus:
@@ -76,8 +81,28 @@ def fail_attempt(
 
 
 def cancel(status: JobStatus, now: str, reason: str = "cancelled by request") -> JobStatus:
-    return advance(status, State.CANCELLED, now,
-                   error={"type": "Cancelled", "message": reason, "traceback": None})
+    return advance(status, State.CANCELLED, now, error=error("Cancelled", reason))
+
+
+def time_out(status: JobStatus, now: str) -> JobStatus:
+    """The attempt ran past its ``timeout`` and was stopped: a failed attempt."""
+    message = f"attempt {status.attempt} timed out after {status.spec.timeout or 0:g}s"
+    return fail_attempt(status, error("Timeout", message), now)
+
+
+def settle_attempt(current: JobStatus, attempt: int, change: Callable[[JobStatus], JobStatus], now: str,
+                   started: bool = True) -> JobStatus | None:
+    """How attempt number ``attempt`` ended, when its worker could not say (it was killed,
+    timed out, died): ``change`` applied to ``current``, or None when nothing is to be
+    written because the worker wrote the outcome itself (a final state, or the next
+    attempt queued). A job still ``queued`` on disk had been handed to its worker all the
+    same (``running`` is written only after a few milliseconds), so its attempt counts,
+    unless ``started`` is False (cancelled before it was handed over)."""
+    if current.state.is_final or current.attempt > attempt:
+        return None
+    if current.state is State.QUEUED and started:
+        current = start(current, 0, None, now)
+    return change(current)
 
 
 def interrupt(status: JobStatus, now: str) -> JobStatus:
@@ -99,7 +124,7 @@ EXTRA_ATTEMPTS_AFTER_CRASH = 2
 def recover_lost(status: JobStatus, now: str, how: str) -> JobStatus:
     """A running attempt whose process is gone without writing an outcome (its manager
     died with it): counted as an attempt, and run again within the bound."""
-    error = {"type": "Interrupted", "message": f"attempt {status.attempt} was lost: {how}", "traceback": None}
+    lost = error("Interrupted", f"attempt {status.attempt} was lost: {how}")
     if status.attempt < status.max_attempts + EXTRA_ATTEMPTS_AFTER_CRASH:
-        return advance(status, State.QUEUED, now, error=error, attempt=status.attempt + 1)
-    return advance(status, State.FAILED, now, error=error)
+        return advance(status, State.QUEUED, now, error=lost, attempt=status.attempt + 1)
+    return advance(status, State.FAILED, now, error=lost)

@@ -237,8 +237,8 @@ class Manager:
         if current.state is State.QUEUED:
             self.queue.push(current, delay=TROUBLE_RETRY)
         else:
-            self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, {
-                "type": "WorkerError", "message": why, "traceback": None}, utc_now()))
+            failure = lifecycle.error("WorkerError", why)
+            self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, failure, utc_now()))
 
     def bury(self, slot: Slot) -> None:
         """A worker died (killed by us, or crashed): settle its job, start a replacement."""
@@ -255,28 +255,20 @@ class Manager:
                 self.end_attempt(job, lambda s: lifecycle.cancel(s, utc_now()))
                 self.spool.drop_request("kill", job.id)
             elif slot.stopping == TIMEOUT:
-                error = {"type": "Timeout", "traceback": None,
-                         "message": f"attempt {job.attempt} timed out after {job.spec.timeout:g}s"}
-                self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, error, utc_now()))
+                self.end_attempt(job, lambda s: lifecycle.time_out(s, utc_now()))
             elif slot.stopping == SHUTDOWN:
                 self.end_attempt(job, lambda s: lifecycle.interrupt(s, utc_now()))
             else:
                 log.error("job %s: %s", job.id, how)
-                error = {"type": "WorkerDied", "message": how, "traceback": None}
-                self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, error, utc_now()))
+                died = lifecycle.error("WorkerDied", how)
+                self.end_attempt(job, lambda s: lifecycle.fail_attempt(s, died, utc_now()))
 
     def end_attempt(self, job: JobStatus, change: Any) -> None:
-        """Write the outcome of an attempt the worker could not write itself. A job that
-        reached a final state first (a kill racing a natural exit) keeps it. A job still
-        ``queued`` on disk had been handed to the worker all the same (``running`` is
-        written only after a few milliseconds): its attempt counts, as it started."""
-        def settle(current: JobStatus) -> JobStatus | None:
-            if current.state is State.QUEUED:
-                current = lifecycle.start(current, 0, None, utc_now())
-            return change(current) if current.state is State.RUNNING else None
-
+        """Write the outcome of an attempt the worker could not write itself (see
+        lifecycle.settle_attempt: a job that got its outcome first keeps it)."""
         try:
-            _, status = self.spool.update_status(job.id, settle)
+            _, status = self.spool.update_status(
+                job.id, lambda current: lifecycle.settle_attempt(current, job.attempt, change, utc_now()))
         except JobNotFound:
             return
         except JobBusy:  # a process it left behind still holds its lock: try again soon

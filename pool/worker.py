@@ -53,7 +53,7 @@ def error_record(exc: BaseException, with_traceback: bool = True) -> dict[str, A
     # Start the traceback at the job's own code: the worker's frame is noise to its author.
     frames = exc.__traceback__.tb_next if exc.__traceback__ else None
     tb = "".join(traceback.format_exception(type(exc), exc, frames)) if with_traceback else None
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
+    return lifecycle.error(type(exc).__name__, str(exc), tb)
 
 
 class Worker:

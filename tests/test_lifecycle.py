@@ -95,3 +95,24 @@ def test_a_lost_attempt_runs_again_but_not_forever() -> None:
         status = lifecycle.start(status, 1, 1, T1)
     final = lifecycle.recover_lost(status, T1, "gone")
     assert final.state is State.FAILED and final.error["type"] == "Interrupted"  # type: ignore[index]
+
+
+def test_settling_an_attempt_keeps_what_the_worker_wrote_itself() -> None:
+    error = {"type": "E", "message": "m", "traceback": None}
+    fail = lambda s: lifecycle.fail_attempt(s, error, T1)  # noqa: E731
+    done = lifecycle.succeed(running(), 1, T1)
+    assert lifecycle.settle_attempt(done, 1, fail, T1) is None
+    retry_queued = lifecycle.fail_attempt(running(retries=2), error, T1)  # the worker queued attempt 2
+    assert lifecycle.settle_attempt(retry_queued, 1, fail, T1) is None
+    still_running = lifecycle.settle_attempt(running(retries=2), 1, fail, T1)
+    assert still_running is not None and (still_running.state, still_running.attempt) == (State.QUEUED, 2)
+    handed_over = lifecycle.settle_attempt(queued(), 1, fail, T1)  # `running` not yet written
+    assert handed_over is not None and (handed_over.state, handed_over.started_at) == (State.FAILED, T1)
+    never_started = lifecycle.settle_attempt(queued(), 1, lambda s: lifecycle.cancel(s, T1), T1, started=False)
+    assert never_started is not None and (never_started.state, never_started.started_at) == (State.CANCELLED, None)
+
+
+def test_a_timeout_is_a_failed_attempt_that_says_so() -> None:
+    status = lifecycle.time_out(running(timeout=0.5), T1)
+    assert status.state is State.FAILED and status.error == {
+        "type": "Timeout", "message": "attempt 1 timed out after 0.5s", "traceback": None}
