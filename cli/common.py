@@ -5,6 +5,8 @@ rich (and cli.render, built on it) is imported where a table is drawn, not at st
 
 from __future__ import annotations
 
+import sys
+import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -36,3 +38,29 @@ def complete_ids(ctx: click.Context, param: click.Parameter, incomplete: str) ->
         return sorted(i for i in spool.dir.status_ids() if i.startswith(incomplete))
     except OSError:
         return []
+
+
+FOLLOW_INTERVAL = 0.05
+
+
+def follow_log(spool: Spool, job_id: str, offset: int = 0) -> None:
+    """Copy the job's log to stdout from ``offset`` on, as it grows, until the job is
+    final and everything it printed has been shown."""
+    path = spool.dir.log_path(job_id)
+    out = sys.stdout.buffer
+    while True:
+        final = spool.status(job_id).state.is_final  # looked at first: no output is missed
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            chunk = b""
+        if chunk:
+            offset += len(chunk)
+            out.write(chunk)
+            out.flush()
+        elif final:
+            return
+        else:
+            time.sleep(FOLLOW_INTERVAL)

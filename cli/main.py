@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from typing import Any
 
 import click
@@ -18,9 +17,8 @@ import orjson
 from pool.client import Job, Spool, default_spool_path
 from pool.errors import JobNotFound, PoolError
 
-from .common import complete_ids
+from .common import complete_ids, follow_log
 
-FOLLOW_INTERVAL = 0.1
 
 
 class PoolGroup(click.Group):
@@ -227,29 +225,14 @@ def logs(spool: Spool, job_id: str, follow: bool, tail: int | None) -> None:
         data = path.read_bytes()
     except FileNotFoundError:
         data = b""
+    shown_up_to = len(data)  # following goes on from what was read, not from a second look
     if tail is not None:
         data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail else b""
     out.write(data)
     out.flush()
     if not follow:
         return
-    offset = path.stat().st_size if path.exists() else 0
-    while True:
-        final = spool.status(job_id).state.is_final
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            chunk = b""
-        if chunk:
-            offset += len(chunk)
-            out.write(chunk)
-            out.flush()
-        elif final:
-            return
-        else:
-            time.sleep(FOLLOW_INTERVAL)
+    follow_log(spool, job_id, offset=shown_up_to)
 
 
 def _register_commands() -> None:

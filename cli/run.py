@@ -8,7 +8,6 @@ also kills the job."""
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import click
@@ -16,11 +15,9 @@ import click
 from pool.client import Job, Spool
 from pool.model import TASK_PATTERN, State
 
-from .common import console
+from .common import console, follow_log
 from .main import build_job, job_options
 from .views import follow
-
-WAIT_FOR_MANAGER = 0.2
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -50,21 +47,7 @@ def run(spool: Spool, /, args: tuple[str, ...], is_command: bool, no_inline: boo
 
 def stream(spool: Spool, job: Job, quiet: bool) -> int:
     """Print the job's output as it comes (as subprocess.run would show it), then how it ended."""
-    path = spool.dir.log_path(job.id)
-    offset = 0
-    out = sys.stdout.buffer
-    while True:
-        final = job.status().state.is_final
-        if path.exists():
-            with open(path, "rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-            offset += len(chunk)
-            out.write(chunk)
-            out.flush()
-        if final:
-            break
-        time.sleep(WAIT_FOR_MANAGER / 4)
+    follow_log(spool, job.id)
     status = job.status()
     if not quiet:
         console().print(f"{job.id}: {status.state.value}", style="dim", highlight=False)
