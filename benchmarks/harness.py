@@ -47,7 +47,7 @@ class ScratchManager:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]))
         self.log = open(self.spool.parent / "manager.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "--spool", str(self.spool), "serve", "--tasks", "bench_tasks", *args],
+            [sys.executable, "-m", "pool", "--spool", str(self.spool), "serve", "--tasks", "bench_tasks", *args],
             env=env, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, cwd=str(HERE))
         wait_for(lambda: (self.spool / "manager.pid").exists(), 30, 0.01)
         self.warm_up()

@@ -48,7 +48,7 @@ def main() -> None:
     for jobs in args.jobs:
         with tempfile.TemporaryDirectory() as scratch:
             spool = fill(Path(scratch) / "spool", jobs)
-            ours, memory = timed([sys.executable, "-m", "cli", "--spool", str(spool.root), "status", "--json"])
+            ours, memory = timed([sys.executable, "-m", "pool", "--spool", str(spool.root), "status", "--json"])
             cat, _ = timed(["sh", "-c", f"cd {spool.status_dir} && find . -name '*.json' | xargs cat"])
             print(f"{jobs:>7} jobs: pool status --json {ours:.2f} s (peak RSS {memory:.0f} MB); "
                   f"find | xargs cat of the same files {cat:.2f} s")

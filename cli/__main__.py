@@ -1,3 +1,5 @@
+"""``python -m pool.cli``: the same as ``python -m pool``."""
+
 from .main import main
 
 main()

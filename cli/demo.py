@@ -65,7 +65,7 @@ def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
     spool.dir.create()
     manager_log = open(spool.path / "manager.log", "ab")
     manager = subprocess.Popen(
-        [sys.executable, "-m", "cli", "--spool", str(spool.path), "serve", "--workers", "4",
+        [sys.executable, "-m", "pool", "--spool", str(spool.path), "serve", "--workers", "4",
          "--tasks", "pool.demo_tasks", "--allow-commands"],
         stdin=subprocess.DEVNULL, stdout=manager_log, stderr=manager_log)
     out = console()

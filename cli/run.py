@@ -16,7 +16,7 @@ from pool.client import Job, Spool
 from pool.model import TASK_PATTERN, State
 
 from .common import console, follow_log
-from .main import build_job, job_options
+from .jobargs import build_job, job_options
 from .views import follow
 
 

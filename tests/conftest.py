@@ -17,7 +17,7 @@ import pytest
 from pool.client import Spool
 
 TESTS = Path(__file__).parent
-POOL = [sys.executable, "-m", "cli"]
+POOL = [sys.executable, "-m", "pool"]
 POLL = 0.01
 
 

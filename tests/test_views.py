@@ -21,7 +21,7 @@ import pytest
 from rich.console import Console
 
 from cli import render
-from cli.views import Duration, matches
+from pool.cli.views import Duration, matches
 from conftest import POOL, Server, drop, env_for_tests, run_pool, state_of, status_doc, wait_until
 from pool import lifecycle
 from pool.model import JobStatus, new_status, parse_job

@@ -1,0 +1,75 @@
+"""The options that describe a job on the command line, shared by ``pool submit`` and
+``pool run``, and the job they build."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import orjson
+
+from pool.client import Job, Spool
+
+
+def json_or_text(value: str) -> Any:
+    """A command-line argument as JSON when it parses (``42``, ``[1,2]``), else a string."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+
+
+def key_values(pairs: tuple[str, ...], what: str, parse: Any = json_or_text) -> dict[str, Any]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=what)
+        result[key] = parse(value)
+    return result
+
+
+JOB_OPTIONS = [
+    click.option("--command", "is_command", is_flag=True, help="ARGS is a program's argv, run unchanged."),
+    click.option("--kw", "kwargs", multiple=True, metavar="KEY=VALUE",
+                 help="A keyword argument (VALUE as JSON, else text)."),
+    click.option("--id", "job_id", help="The job's id (generated if absent)."),
+    click.option("--name", help="A label for the job."),
+    click.option("--priority", type=int, help="Higher runs first."),
+    click.option("--retries", type=click.IntRange(0), help="Extra attempts after a failure."),
+    click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Seconds per attempt."),
+    click.option("--cwd", help="Working directory of a command job."),
+    click.option("--env", "env", multiple=True, metavar="K=V", help="Environment of a command job (repeatable)."),
+    click.option("--progress", "progress_form", help="Command jobs: auto, none, or a regex with one group."),
+]
+
+
+def job_options(command: Any) -> Any:
+    """The options that describe a job, shared by `pool submit` and `pool run`."""
+    for option in reversed(JOB_OPTIONS):
+        command = option(command)
+    return command
+
+
+def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: str | None, kwargs: tuple[str, ...],
+              job_id: str | None, name: str | None, priority: int | None, retries: int | None,
+              timeout: float | None, cwd: str | None, env: tuple[str, ...], progress_form: str | None) -> Job:
+    """Submit the job the command line describes. Raises InvalidJobSpec, click.UsageError."""
+    options: dict[str, Any] = {k: v for k, v in {"id": job_id, "name": name, "priority": priority,
+                                                 "retries": retries, "timeout": timeout}.items() if v is not None}
+    if is_command:
+        if kwargs:
+            raise click.UsageError("--kw applies to task jobs, not to commands")
+        if cwd:
+            options["cwd"] = cwd
+        if env:
+            options["env"] = key_values(env, "--env", parse=str)
+        if progress_form:
+            options["progress"] = progress_form if progress_form in ("auto", "none") else {"regex": progress_form}
+        return spool.submit_command(list(args), fallback=fallback, **options)
+    if cwd or env or progress_form:
+        raise click.UsageError("--cwd, --env and --progress apply to command jobs")
+    return spool.submit(args[0], *map(json_or_text, args[1:]), kwargs=key_values(kwargs, "--kw"),
+                        fallback=fallback, **options)
+
+
