@@ -97,7 +97,7 @@ def status(spool: Spool, ids: tuple[str, ...], state: str | None, name_pattern: 
     if len(ids) == 1:
         job = spool.status(ids[0])
         tail = spool.job(job.id).logs().splitlines()[-10:]
-        out.print("\n".join(render.detail_lines(job, now(), spool.dir.read_events(job.id), tail)), markup=False)
+        out.print("\n".join(render.detail_lines(job, now(), spool.events(job.id), tail)), markup=False)
         return
     statuses = select(spool, ids, state, name_pattern, since)
     out.print(render.status_table(statuses[:limit] if limit else statuses, now()))
@@ -118,8 +118,7 @@ def write_json(spool: Spool, ids: tuple[str, ...], state: str | None, name: str 
     if ids or name or since is not None:
         docs = [orjson.dumps(s.to_dict()) for s in select(spool, ids, state, name, since)]
     else:
-        docs = spool.dir.raw_statuses(state)
-        docs += [orjson.dumps(s.to_dict()) for s in spool.submitted() if state in (None, State.QUEUED.value)]
+        docs = spool.documents(state)
     sys.stdout.buffer.write(b"[" + b",\n".join(docs) + b"]\n")
 
 

@@ -16,7 +16,6 @@ from typing import Any, Iterable, Sequence
 import orjson
 
 from . import lifecycle
-from .atomic import write_atomic
 from .errors import (
     InvalidJobSpec,
     JobBusy,
@@ -25,16 +24,21 @@ from .errors import (
     JobNotFound,
     WaitTimeout,
 )
+from .ledger import Ledger, append_to_events
+from .lifecycle import Role
 from .model import (
     JobSpec,
     JobStatus,
     State,
+    encode_json,
     new_job_id,
     new_status,
     parse_job,
     parse_time,
     utc_now,
 )
+from .requests import RequestKind, check_grace
+from .safeio import Owners, read_all
 from .spool import SpoolDir
 
 POLL_INTERVAL = 0.05
@@ -89,19 +93,33 @@ class Spool:
             self.dir.create()
         if fallback == "inline" and not self.dir.manager_running():
             return self._run_inline(spec)
-        write_atomic(self.dir.incoming / f"{spec.id}.json", orjson.dumps(doc))
+        try:
+            data = encode_json(doc)
+        except ValueError as exc:
+            raise InvalidJobSpec(f"job {spec.id!r}: {exc}") from None
+        self.dir.drop.folder.write_atomic(f"{spec.id}.json", data, 0o640)
         return Job(self, spec.id)
 
     def _run_inline(self, spec: JobSpec) -> Job:
         """No manager: the job gets its status here and a supervisor of its own
-        (pool.inline), as subprocess.run would run it, but tracked like any job."""
+        (pool.inline), as subprocess.run would run it, but tracked like any job. The
+        supervisor's hold is taken before the status exists and handed over, so a
+        manager starting meanwhile never finds the job without someone looking after it."""
         from .inline import start_supervisor
 
-        self.dir.write_status(new_status(spec, utc_now()))
-        self.dir.append_event(spec.id, None, State.QUEUED, 1, "accepted (inline: no manager serving)")
-        modules = (spec.task.split(":", 1)[0],) if spec.task else ()
-        start_supervisor(self.dir, spec.id, modules, allow_commands=spec.command is not None)
+        hold = self.dir.supervise(spec.id)
+        if hold is None:
+            raise InvalidJobSpec(f"job {spec.id!r}: id already exists in {self.dir.root}")
+        try:
+            self._ledger().create(new_status(spec, utc_now(), os.geteuid()), "accepted (inline: no manager serving)")
+            modules = (spec.task.split(":", 1)[0],) if spec.task else ()
+            start_supervisor(self.dir, spec.id, hold, modules, allow_commands=spec.command is not None)
+        finally:
+            os.close(hold)
         return Job(self, spec.id)
+
+    def _ledger(self) -> Ledger:
+        return Ledger(self.dir, Role.CLIENT, append_to_events(self.dir))
 
     def run(self, task: str | Any, *args: Any, kwargs: dict[str, Any] | None = None, **job_options: Any) -> Any:
         """Run a Python job and return its result, blocking like a function call: through
@@ -138,6 +156,29 @@ class Spool:
         found.sort(key=lambda s: s.created_at, reverse=True)
         return found
 
+    def documents(self, state: State | str | None = None) -> list[bytes]:
+        """Every job's status document as it is on disk (newest first), for ``--json``.
+        Each is parsed only to read its own ``state`` and ``created_at`` (a job's ``meta``
+        may hold keys of those names too); jobs not yet taken in are included."""
+        wanted = State(state).value if state is not None else None
+        found: list[tuple[str, bytes]] = []
+        for data in self.dir.raw_statuses():
+            try:
+                doc = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("created_at"), str) and (
+                    wanted is None or doc.get("state") == wanted):
+                found.append((doc["created_at"], data))
+        if wanted in (None, State.QUEUED.value):
+            found += [(s.created_at, orjson.dumps(s.to_dict())) for s in self.submitted()]
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        return [data for _, data in found]
+
+    def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """The events still kept in events.jsonl (and the log before it), of one job or all."""
+        return self.dir.events.read(self.dir.owners, job_id)
+
     def submitted(self) -> list[JobStatus]:
         """Jobs submitted through this client and not yet taken in by a manager."""
         pending = []
@@ -150,31 +191,37 @@ class Spool:
                     continue
         return pending
 
-    def _submitted_status(self, job_id: str, path: Path | None = None) -> JobStatus:
-        path = path or self.dir.incoming / f"{job_id}.json"
+    def _submitted_status(self, job_id: str, entry: str | None = None) -> JobStatus:
+        """The job a file in incoming/ (``<id>.json``, or its claim) describes, as queued."""
+        entry = entry or f"{job_id}.json"
+        folder = self.dir.drop.folder
         try:
-            data, mtime = path.read_bytes(), path.stat().st_mtime
-            spec = parse_job(orjson.loads(data), path.name, default_name=job_id)
+            fd, st = folder.open_checked(entry, Owners(os.geteuid(), os.stat(folder.fd).st_gid), 1 << 20)
+            try:
+                data = read_all(fd, 1 << 20)
+            finally:
+                os.close(fd)
+            spec = parse_job(orjson.loads(data), entry, default_name=job_id)
         except (OSError, ValueError):
             raise JobNotFound(f"no job {job_id!r} in {self.dir.root}") from None
         if spec.id != job_id:
             raise JobNotFound(f"no job {job_id!r} in {self.dir.root}")
-        created = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(mtime))
+        created = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(st.st_mtime))
         return new_status(spec, created)
 
     def status(self, job_id: str) -> JobStatus:
         """The job's status; a job not yet taken in by a manager shows as queued.
-        Raises JobNotFound (saying why, when the job's file was rejected)."""
+        Raises JobNotFound (saying why, when the job's file was rejected), CorruptStatus."""
         # A submitted job moves incoming/x -> incoming/.claimed~... -> status/, never back:
         # looking in that order, then at status/ again, finds it wherever it was between.
         try:
             return self.dir.read_status(job_id)
         except JobNotFound:
             pass
-        claims = [self.dir.drop.claimed_path(c) for c in self.dir.drop.claimed_names() if c.endswith(f"~{job_id}.json")]
-        for path in (self.dir.incoming / f"{job_id}.json", *claims):
+        claims = [c for c in self.dir.drop.listing()[1] if c.endswith(f"~{job_id}.json")]
+        for entry in (f"{job_id}.json", *claims):
             try:
-                return self._submitted_status(job_id, path)
+                return self._submitted_status(job_id, entry)
             except JobNotFound:
                 continue
         try:
@@ -187,15 +234,18 @@ class Spool:
 
     # ------------------------------------------------------------ acting
     def cancel(self, job_id: str, grace: float | None = None) -> JobStatus:
-        """Ask for the job to be cancelled; returns its status right after asking."""
+        """Ask for the job to be cancelled; returns its status right after asking.
+        Raises InvalidJobSpec for a bad ``grace`` (seconds between SIGTERM and SIGKILL)."""
+        if grace is not None:
+            grace = check_grace(grace)
         status = self.status(job_id)
         if status.state.is_final:
             return status
-        payload = {"grace": grace} if grace is not None else {}
-        self.dir.file_request("kill", job_id, payload)
+        if self._take_back(job_id):
+            return self.status(job_id)
+        self.dir.box.file(RequestKind.KILL, job_id, grace)
         if not self.dir.manager_running():
-            self._apply_without_manager("kill", job_id, lambda s: lifecycle.cancel(s, utc_now())
-                                        if s.state is State.QUEUED else None)
+            self._apply_without_manager(RequestKind.KILL, job_id, lifecycle.cancel_if_queued(utc_now()))
         return self.status(job_id)
 
     def retry(self, job_id: str) -> JobStatus:
@@ -203,12 +253,11 @@ class Spool:
         status = self.status(job_id)
         if status.state not in (State.FAILED, State.CANCELLED):
             raise InvalidJobSpec(f"job {job_id!r} is {status.state.value}; only failed or cancelled jobs can be retried")
-        self.dir.file_request("retry", job_id)
+        self.dir.box.file(RequestKind.RETRY, job_id)
         if not self.dir.manager_running():
-            self._apply_without_manager("retry", job_id, lambda s: lifecycle.retry(s, utc_now())
-                                        if s.state in (State.FAILED, State.CANCELLED) else None)
+            self._apply_without_manager(RequestKind.RETRY, job_id, lifecycle.retry_if_final(utc_now()))
         else:
-            self._await_request("retry", job_id, REQUEST_TIMEOUT)
+            self._await_request(RequestKind.RETRY, job_id, REQUEST_TIMEOUT)
         return self.status(job_id)
 
     def acted_on(self, job_id: str) -> bool:
@@ -216,38 +265,39 @@ class Spool:
         inline supervisor, or the process that holds the job."""
         return self.dir.manager_running() or self.dir.is_supervised(job_id) or self.dir.is_leased(job_id)
 
-    def _await_request(self, kind: str, job_id: str, timeout: float) -> None:
+    def _await_request(self, kind: RequestKind, job_id: str, timeout: float) -> None:
         """Wait (briefly) for the manager to take a request: it removes the file then."""
         deadline = time.monotonic() + timeout
-        while self.dir.request_pending(kind, job_id) and time.monotonic() < deadline:
+        while self.dir.box.is_pending(kind, job_id) and time.monotonic() < deadline:
             time.sleep(POLL_INTERVAL / 5)
 
-    def _apply_without_manager(self, kind: str, job_id: str, change: Any) -> None:
-        if not self.dir.has_status(job_id):
-            if kind == "kill":
-                self._take_back(job_id)
-            return
+    def _apply_without_manager(self, kind: RequestKind, job_id: str, change: Any) -> None:
+        """No manager serves the spool: a change to a job nothing runs is made here."""
+        if self.dir.is_supervised(job_id):
+            return  # its inline supervisor carries the request out
         try:
-            before, after = self.dir.update_status(job_id, change)
-        except JobBusy:
-            return  # a worker of a dead manager runs it: the request waits for the next manager
-        if after is not None:
-            reason = "cancelled by request" if kind == "kill" else "retry requested"
-            self.dir.append_event(job_id, before.state, after.state, after.attempt, reason)
-            self.dir.drop_request(kind, job_id)
+            written = self._ledger().change(job_id, change, wait=0.5)
+        except (JobBusy, JobNotFound, PermissionError):
+            return  # held by a dead manager's worker, or not ours to write: the next manager
+        if written is not None:
+            self.dir.box.drop(kind, job_id)
 
-    def _take_back(self, job_id: str) -> None:
+    def _take_back(self, job_id: str) -> bool:
         """Cancel a job no manager has taken in yet: its file is taken back (unless a
-        manager claims it first, and then carries out the request itself), and it gets a
-        cancelled status, so it is accounted for like any other job."""
+        manager claims it first: a claim is a rename, so exactly one of the two wins) and
+        it gets a cancelled status, so it is accounted for like any other job. False when
+        there is no such file, or its status could not be written here (a shared spool's
+        member may not write statuses: her request is carried out by the manager)."""
+        name = f"{job_id}.json"
         try:
             queued = self._submitted_status(job_id)
-            os.unlink(self.dir.incoming / f"{job_id}.json")
-        except (JobNotFound, FileNotFoundError):
-            return
-        self.dir.write_status(lifecycle.cancel(queued, utc_now(), "cancelled before any manager took it in"))
-        self.dir.append_event(job_id, State.QUEUED, State.CANCELLED, 1, "cancelled before any manager took it in")
-        self.dir.drop_request("kill", job_id)
+        except JobNotFound:
+            return False
+        if not os.access(self.dir.status_dir, os.W_OK) or not self.dir.drop.folder.unlink(name):
+            return False
+        self._ledger().create(queued, "accepted")
+        self._ledger().change(job_id, lifecycle.cancel_if_queued(utc_now(), "cancelled before any manager took it in"))
+        return True
 
     def prune(self, older_than: float, states: set[State] | None = None, dry_run: bool = False) -> list[str]:
         """Remove the files of jobs that ended more than ``older_than`` seconds ago (in one

@@ -10,14 +10,13 @@ from __future__ import annotations
 import fcntl
 import os
 import select
-import signal
 import subprocess
 from typing import Callable
 
 from . import lifecycle
 from .model import JobStatus, utc_now
 from .parsers import OutputParser
-from .procs import kill_rest_of_group, open_pidfd
+from .procs import describe_exit, end_rest_of_group, open_pidfd
 from .reporter import StatusReporter
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; Python 3.10+ names it
@@ -51,8 +50,7 @@ def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool) -> C
     code = proc.wait()
     if code == 0:
         return lambda s: lifecycle.succeed(s, None, utc_now(), exit_code=0)
-    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-    return failure("CommandFailed", f"command {how}", exit_code=code)
+    return failure("CommandFailed", f"command {describe_exit(code)}", exit_code=code)
 
 
 def failure(kind: str, message: str, exit_code: int | None = None) -> Callable[[JobStatus], JobStatus]:
@@ -86,7 +84,8 @@ def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputPars
                 exited = True
                 if pidfd is not None:
                     watched.remove(pidfd)
-                kill_rest_of_group()
+                proc.wait()  # reaped first: ending the rest reaps every child left
+                end_rest_of_group()
             reporter.write_if_due()
     finally:
         if pidfd is not None:

@@ -1,23 +1,25 @@
 """The drop zone: incoming/, where anyone allowed drops job files, and rejected/.
 
-Files are opened the safe way (relative to the folder, never following a symlink, never
-blocking on a FIFO, checked to be a regular file of ours before a byte is read), taken
-by a rename within incoming/ (a claim), and refused by a move to rejected/ with the
-reason beside them, untouched.
+A file is taken by renaming it within incoming/ (a claim) *before* it is read, so what
+is read is exactly what was claimed: lines appended by a writer after the claim land in a
+new file, never in one already parsed. It is read only once no writer has it open (a
+read lease says so, where the kernel lets us take one), opened the safe way (no links,
+no FIFOs, checked to be a regular file of an allowed owner before a byte is read), and
+refused by a move to rejected/ with the reason beside it, untouched.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
-import stat
-from dataclasses import dataclass
+import re
 from pathlib import Path
 
 import orjson
 
-from .atomic import write_atomic
 from .model import utc_now
+from .safeio import Folder, Owners
 
 IGNORED_SUFFIXES = (".tmp", ".part")
 JOB_SUFFIXES = (".json", ".jsonl")
@@ -25,6 +27,8 @@ DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 # A claim is a rename *within* incoming/: watchdog holds a rename out of a watched folder
 # (an unmatched IN_MOVED_FROM) for 0.5 s together with every event behind it.
 CLAIM_PREFIX = ".claimed~"
+CLAIM_TOKEN = re.compile(r"[0-9a-f]{12}\Z")
+F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 
 
 def shown(name: str) -> str:
@@ -43,112 +47,92 @@ def is_job_name(name: str) -> bool:
     return not is_ignored_name(name) and name.endswith(JOB_SUFFIXES)
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingFile:
-    """What intake read from one file in incoming/, through a handle it checked first."""
+def claim_parts(entry: str) -> tuple[str, str] | None:
+    """(token, original name) of a claim's folder entry, or None when it is not a claim
+    pool made (a file someone named ``.claimed~...`` by hand gets no special trust)."""
+    token, sep, name = entry[len(CLAIM_PREFIX):].partition("~")
+    if not entry.startswith(CLAIM_PREFIX) or not sep or not CLAIM_TOKEN.match(token) or not is_job_name(name):
+        return None
+    return token, name
 
-    name: str
-    data: bytes | None  # None when ``problem`` says why it could not be read
-    problem: str | None
-    size: int
-    mtime: float
+
+def writer_open(fd: int) -> bool | None:
+    """Whether some process has the file open for writing: a read lease can be taken
+    only when none has (fcntl(2) F_SETLEASE); it is let go at once. None when the kernel
+    will not say (a file of another user, a filesystem without leases)."""
+    try:
+        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return True if exc.errno == errno.EAGAIN else None
+    fcntl.fcntl(fd, F_SETLEASE, fcntl.F_UNLCK)
+    return False
 
 
 class DropZone:
     def __init__(self, folder: Path, rejected: Path) -> None:
-        self.folder = folder
-        self.rejected = rejected
+        self.path = folder
+        self.folder = Folder(folder)
+        self.rejected = Folder(rejected)
 
     def listing(self) -> tuple[list[str], list[str]]:
-        """One look at the folder: (the names that may be jobs, the claims), each sorted."""
-        try:
-            entries = os.listdir(self.folder)
-        except FileNotFoundError:
-            return [], []
-        names = sorted(n for n in entries if not is_ignored_name(n))
-        claims = sorted(n[len(CLAIM_PREFIX):] for n in entries if n.startswith(CLAIM_PREFIX))
+        """One look at the folder: (the names that may be jobs, the claim entries)."""
+        entries = self.folder.listdir()
+        names = [n for n in entries if not is_ignored_name(n)]
+        claims = sorted(n for n in entries if n.startswith(CLAIM_PREFIX))
         return names, claims
 
     def names(self) -> list[str]:
-        return self.listing()[0]
-
-    def read(self, name: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                      group_gid: int | None = None) -> IncomingFile:
-        """Open ``incoming/name`` the safe way: relative to the folder, never following a
-        symlink, never blocking on a FIFO; check it is a regular file of ours before reading."""
-        dir_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    return IncomingFile(name, None, "is a symbolic link; links are never followed", 0, 0.0)
-                if exc.errno == errno.ENOENT:
-                    raise FileNotFoundError(name) from None
-                return IncomingFile(name, None, f"cannot be opened: {exc.strerror}", 0, 0.0)
-            try:
-                st = os.fstat(fd)
-                problem = self._untrusted(st, max_bytes, group_gid)
-                if problem:
-                    return IncomingFile(name, None, problem, st.st_size, st.st_mtime)
-                chunks = []
-                while chunk := os.read(fd, 1 << 20):
-                    chunks.append(chunk)
-                return IncomingFile(name, b"".join(chunks), None, st.st_size, st.st_mtime)
-            finally:
-                os.close(fd)
-        finally:
-            os.close(dir_fd)
-
-    @staticmethod
-    def _untrusted(st: os.stat_result, max_bytes: int, group_gid: int | None) -> str | None:
-        if stat.S_ISDIR(st.st_mode):
-            return "is a directory, not a file"
-        if not stat.S_ISREG(st.st_mode):
-            return "is not a regular file (a FIFO, socket or device)"
-        if st.st_nlink > 1:
-            return "has more than one hard link; copy the file instead of linking it"
-        if st.st_uid != os.geteuid() and (group_gid is None or st.st_gid != group_gid):
-            return f"is owned by uid {st.st_uid}, not by the spool's owner (uid {os.geteuid()}) or its group"
-        if st.st_size > max_bytes:
-            return f"is {st.st_size} bytes, over the limit of {max_bytes} bytes"
-        return None
+        return sorted(self.listing()[0])
 
     def claim(self, name: str, token: str) -> str:
-        """Take ``incoming/name`` by renaming it to a claim; returns the claim's name
-        ``<token>~<name>``."""
-        claimed = f"{token}~{name}"
-        os.rename(self.folder / name, self.folder / (CLAIM_PREFIX + claimed))
-        return claimed
+        """Take ``incoming/name`` by renaming it to a claim; returns the claim's entry."""
+        entry = f"{CLAIM_PREFIX}{token}~{name}"
+        os.rename(name, entry, src_dir_fd=self.folder.fd, dst_dir_fd=self.folder.fd)
+        return entry
 
-    def claimed_names(self) -> list[str]:
-        return self.listing()[1]
+    def open_checked(self, entry: str, owners: Owners, max_bytes: int) -> tuple[int, os.stat_result]:
+        return self.folder.open_checked(entry, owners, max_bytes)
 
-    def claimed_path(self, claimed: str) -> Path:
-        return self.folder / (CLAIM_PREFIX + claimed)
+    def release_claim(self, entry: str) -> None:
+        self.folder.unlink(entry)
 
-    def read_claimed(self, claimed: str) -> bytes:
-        return self.claimed_path(claimed).read_bytes()
+    def stat(self, name: str) -> os.stat_result:
+        return os.stat(name, dir_fd=self.folder.fd, follow_symlinks=False)
 
-    def release_claim(self, claimed: str) -> None:
-        os.unlink(self.claimed_path(claimed))
+    def reject(self, entry: str, reason: str) -> str:
+        """Move a refused entry of incoming/ (a file, link, FIFO, folder: never what it
+        points to) into rejected/, untouched, and write why beside it. A claim keeps its
+        original name. Returns the name it has in rejected/."""
+        parts = claim_parts(entry)
+        original = parts[1] if parts else entry.replace(CLAIM_PREFIX, "claimed~", 1)
+        return self.reject_from(self.folder, entry, original, reason)
 
-    def reject(self, name: str, reason: str, from_claimed: bool = False) -> None:
-        """Move a refused file (or link, FIFO, folder: never what it points to) into
-        rejected/, untouched, and write why beside it."""
-        source = self.claimed_path(name) if from_claimed else self.folder / name
-        original = name.split("~", 1)[1] if from_claimed else name
-        target = self.rejected / original
-        n = 1
-        while target.exists() or target.is_symlink():
-            target = self.rejected / f"{original}.{n}"
-            n += 1
-        os.rename(source, target)
-        write_atomic(target.with_name(target.name + ".error.json"), orjson.dumps(
+    def reject_from(self, source: Folder, entry: str, original: str, reason: str) -> str:
+        target = self._free_name(original)
+        os.rename(entry, target, src_dir_fd=source.fd, dst_dir_fd=self.rejected.fd)
+        self.rejected.write_atomic(f"{target}.error.json", orjson.dumps(
             {"file": shown(original), "rejected_at": utc_now(), "reason": reason}))
+        return target
+
+    def _free_name(self, original: str) -> str:
+        """A name in rejected/ such that neither it nor its ``.error.json`` is taken (a
+        rejected file may itself be called ``x.json.error.json``)."""
+        target, n = original, 1
+        while self._taken(target) or self._taken(f"{target}.error.json"):
+            target = f"{original}.{n}"
+            n += 1
+        return target
+
+    def _taken(self, name: str) -> bool:
+        try:
+            os.stat(name, dir_fd=self.rejected.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
     def rejection_reason(self, name: str) -> str | None:
         try:
-            return str(orjson.loads((self.rejected / f"{name}.error.json").read_bytes())["reason"])
+            doc = orjson.loads(self.rejected.read(f"{name}.error.json", Owners(os.stat(self.rejected.fd).st_uid)))
+            return str(doc["reason"])
         except (OSError, ValueError, KeyError, TypeError):
             return None

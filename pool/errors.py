@@ -15,6 +15,11 @@ class InvalidJobSpec(PoolError, ValueError):
     """A job file or a submitted job does not follow the job format."""
 
 
+class CorruptStatus(PoolError, ValueError):
+    """A status document that is not one pool could have written (wrong types, not
+    JSON, not an object): the job it belongs to is set aside, never trusted."""
+
+
 class JobNotFound(PoolError, LookupError):
     """No job with that id exists in the spool."""
 

@@ -1,16 +1,17 @@
 """Running one job without a manager: subprocess stays the fallback.
 
     pool run / Spool.run / submit(fallback="inline"), no manager serving the spool:
-        the caller writes the job's queued status and starts a supervisor:
-    python -m pool.inline supervise SPOOL ID    does the manager's part for this one job:
-        starts the worker, enforces the timeout, carries out `pool kill`, waits out
-        retries, appends events, and exits once the job is final
-    python -m pool.inline work SPOOL ID         the worker: the same code a manager's
-        worker runs (lease, status, log, progress), in its own process group
+        the caller takes the job's supervisor hold (status/<id>.inline), writes the
+        queued status, and starts a supervisor with the hold:
+    python -m pool.inline SPOOL ID --hold-fd=N   does the manager's part for this one job,
+        with the manager's own parts: a LocalExecutor with one worker (forked: the
+        supervisor has no threads), Outcomes, a Ledger, the same kill policy; it enforces
+        the timeout, carries out `pool kill` (with its grace), waits out retries, appends
+        events, and exits once the job is final
 
-So `pool status`, `pool logs` and `pool kill` work the same as under a manager. If a
-manager starts meanwhile, it adopts the running job (the lease says it is alive) and the
-supervisor steps aside when it sees the job run elsewhere.
+So `pool status`, `pool logs` and `pool kill` work the same as under a manager. A manager
+started meanwhile leaves the job to its supervisor (the hold says it is looked after) and
+takes it over only if the supervisor dies.
 """
 
 from __future__ import annotations
@@ -20,126 +21,117 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from typing import Callable
+from multiprocessing.connection import wait
 
-from . import lifecycle
-from .errors import JobBusy, JobNotFound
-from .model import JobStatus, State, parse_time, utc_now
-from .procs import describe_exit, signal_group
+from .clock import SystemClock, iso_now
+from .dispatch import Dispatch
+from .errors import CorruptStatus, JobBusy, JobNotFound
+from .executor import StopReason
+from .ledger import Ledger, append_to_events
+from .lifecycle import Role, cancel_if_queued
+from .local import LocalExecutor
+from .model import JobStatus, State
+from .outcomes import Outcomes
+from .requests import RequestKind
 from .spool import SpoolDir
-from .worker import Worker, WorkerConfig
+from .worker import WorkerConfig
 
 log = logging.getLogger(__name__)
 
-TICK = 0.05  # the supervisor's look at its child, the job and kill requests
+TICK = 0.05  # the supervisor's look at kill requests while nothing else wakes it
 KILL_GRACE = 5.0
-SKIPPED = 3  # the worker's exit code when another process already runs the job
 
 
-def start_supervisor(spool: SpoolDir, job_id: str, task_modules: tuple[str, ...] = (),
+def start_supervisor(spool: SpoolDir, job_id: str, hold_fd: int, task_modules: tuple[str, ...] = (),
                      allow_commands: bool = True) -> subprocess.Popen[bytes]:
-    """Start the supervisor of one job, detached from the caller's terminal signals."""
-    argv = [sys.executable, "-m", "pool.inline", "supervise", str(spool.root), job_id]
+    """Start the supervisor of one job, detached from the caller's terminal signals; it
+    inherits the hold the caller took (``hold_fd``), so the job is never unlooked-after."""
+    argv = [sys.executable, "-m", "pool.inline", str(spool.root), job_id, f"--hold-fd={hold_fd}"]
     argv += [f"--tasks={m}" for m in task_modules] + (["--allow-commands"] if allow_commands else [])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, env=env, pass_fds=(hold_fd,))
 
 
 class Supervisor:
-    def __init__(self, spool: SpoolDir, job_id: str, options: list[str]) -> None:
+    def __init__(self, spool: SpoolDir, job_id: str, config: WorkerConfig, hold_fd: int) -> None:
         self.spool = spool
         self.job_id = job_id
-        self.worker_argv = [sys.executable, "-m", "pool.inline", "work", str(spool.root), job_id, *options]
+        self.clock = SystemClock()
+        self.ledger = Ledger(spool, Role.SUPERVISOR, append_to_events(spool))
+        self.executor = LocalExecutor(config, 1, start_method="fork", close_fds=(hold_fd,))
+        self.dispatch = Dispatch(self.executor, self.clock)
+        self.outcomes = Outcomes(spool, self.ledger, self.dispatch, self.clock, self._elsewhere, self._trouble)
+        self.runs_elsewhere = False
+
+    def _elsewhere(self, job_id: str) -> None:
+        self.runs_elsewhere = True  # another process holds the job: it is not ours to run
+
+    def _trouble(self, exc: OSError) -> None:
+        log.error("cannot write to the spool (%s); retrying", exc)
 
     def run(self) -> None:
         """Attempts until the job is final, or until it turns out to run elsewhere."""
-        while True:
-            status = self.spool.read_status(self.job_id)
-            if status.state.is_final:
-                self.spool.drop_request("kill", self.job_id)
-                return
-            if self.spool.request_pending("kill", self.job_id) and status.state is State.QUEUED:
-                self.settle(lambda s: lifecycle.cancel(s, utc_now()), status, started=False)
-                continue
-            if status.next_try_at and parse_time(status.next_try_at).timestamp() > time.time():
-                time.sleep(TICK)
-                continue
-            if self.spool.is_leased(self.job_id):
-                return  # a manager (or another supervisor) runs it now
-            self.attempt(status)
-
-    def attempt(self, queued: JobStatus) -> None:
-        self.spool.append_event(self.job_id, State.QUEUED, State.RUNNING, queued.attempt, "run inline")
-        child = subprocess.Popen(self.worker_argv, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + queued.spec.timeout if queued.spec.timeout else None
-        why: str | None = None
-        kill_at: float | None = None
-        while child.poll() is None:
-            time.sleep(TICK)
-            now = time.monotonic()
-            if why is None and self.spool.request_pending("kill", self.job_id):
-                why, kill_at = "cancel", now + KILL_GRACE
-                signal_group(child.pid, signal.SIGTERM)
-            elif why is None and deadline is not None and now >= deadline:
-                why, kill_at = "timeout", now + KILL_GRACE
-                signal_group(child.pid, signal.SIGTERM)
-            elif kill_at is not None and now >= kill_at:
-                signal_group(child.pid, signal.SIGKILL)
-                kill_at = None
-        if child.returncode == SKIPPED:
-            return
-        if why == "cancel":
-            self.settle(lambda s: lifecycle.cancel(s, utc_now()), queued)
-        elif why == "timeout":
-            self.settle(lambda s: lifecycle.time_out(s, utc_now()), queued)
-        else:
-            died = lifecycle.error("WorkerDied", f"inline worker {child.pid} {describe_exit(child.returncode)}")
-            self.settle(lambda s: lifecycle.fail_attempt(s, died, utc_now()), queued)
-
-    def settle(self, change: Callable[[JobStatus], JobStatus], queued: JobStatus, started: bool = True) -> None:
-        """Record how an attempt ended: the worker's own outcome when it wrote one, else
-        ``change`` (a job still ``queued`` on disk had started all the same, unless
-        ``started`` is False: a queued job cancelled before its attempt)."""
+        self.executor.open()
         try:
-            before, after = self.spool.update_status(
-                self.job_id, lambda current: lifecycle.settle_attempt(current, queued.attempt, change, utc_now(),
-                                                                      started))
-        except (JobNotFound, JobBusy):
+            while not self.runs_elsewhere:
+                status = self.spool.read_status(self.job_id)
+                if status.state.is_final and not self.executor.busy():
+                    self.spool.box.drop(RequestKind.KILL, self.job_id)
+                    return
+                now = self.clock.monotonic()
+                self.carry_out_kill(status, now)
+                if status.state is State.QUEUED and not self.executor.holds(self.job_id) \
+                        and self.job_id not in self.dispatch.queue:
+                    self.dispatch.enqueue(status)
+                self.dispatch.queue.promote(now)
+                self.dispatch.dispatch(now)
+                for job in self.dispatch.overdue(now):
+                    self.executor.stop(job.id, StopReason.TIMEOUT, KILL_GRACE, now)
+                deadline = min(d for d in (now + TICK, self.executor.next_deadline(now)) if d is not None)
+                ready = wait(self.executor.waitables(), max(0.0, deadline - self.clock.monotonic()))
+                now = self.clock.monotonic()
+                self.outcomes.take(self.executor.collect(list(ready), now), now)
+                self.outcomes.retry_pending(now)
+                self.spool.events.flush()
+        finally:
+            self.executor.close()
+            self.spool.events.flush()
+
+    def carry_out_kill(self, status: JobStatus, now: float) -> None:
+        request = self.spool.box.read_one(RequestKind.KILL, self.job_id, self.spool.submitters(None))
+        if request is None:
             return
-        final = after or before
-        reason = final.error["message"] if final.error and final.state is not State.DONE else "finished"
-        self.spool.append_event(self.job_id, State.RUNNING if started else State.QUEUED, final.state,
-                                queued.attempt, reason)
-        if final.state is State.CANCELLED:
-            self.spool.drop_request("kill", self.job_id)
-
-
-def work(spool: SpoolDir, job_id: str, config: WorkerConfig) -> int:
-    """The inline worker: run the job once, as a manager's worker would."""
-    worker = Worker(config)
-    reply = worker.run(spool.read_status(job_id))
-    return SKIPPED if reply.get("skipped") else 0
+        grace = request.grace if request.grace is not None else KILL_GRACE
+        if self.executor.stop(self.job_id, StopReason.CANCEL, grace, now):
+            return
+        if status.state is State.QUEUED and not self.executor.holds(self.job_id):
+            self.dispatch.forget(self.job_id)
+            try:
+                self.ledger.change(self.job_id, cancel_if_queued(iso_now(self.clock)), "cancelled by request",
+                                   wait=0)
+            except JobBusy:
+                pass  # its worker is starting it: stopped as running on the next look
 
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="pool inline: %(message)s")
-    command, root, job_id, *options = argv
+    root, job_id, *options = argv
     modules = tuple(o.split("=", 1)[1] for o in options if o.startswith("--tasks="))
-    allow = "--allow-commands" in options
+    holds = [int(o.split("=", 1)[1]) for o in options if o.startswith("--hold-fd=")]
     spool = SpoolDir(root)
-    if command == "work":
-        os.environ.setdefault("POOL_SPOOL", root)
-        return work(spool, job_id, WorkerConfig(spool=root, task_modules=modules, allow_commands=allow,
-                                                sys_path=tuple(sys.path)))
+    os.environ.setdefault("POOL_SPOOL", root)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides: it files a kill request
-    hold = spool.supervise(job_id)
+    hold = holds[0] if holds else spool.supervise(job_id)
     if hold is None:
         return 0  # another supervisor looks after it
+    config = WorkerConfig(spool=root, task_modules=modules, allow_commands="--allow-commands" in options,
+                          sys_path=tuple(sys.path), name="inline worker")
     try:
-        Supervisor(spool, job_id, options).run()
+        Supervisor(spool, job_id, config, hold).run()
+    except (JobNotFound, CorruptStatus) as exc:
+        log.error("job %s: %s", job_id, exc)
+        return 1
     finally:
-        spool.flush_events()
         os.close(hold)
     return 0
 

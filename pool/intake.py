@@ -1,31 +1,40 @@
 """Intake: turn files in ``incoming/`` into queued jobs, or into rejections with a reason.
 
-    incoming/x.json --read (safe open)--> parse --ok--> rename to incoming/.claimed~<token>~x.json
-                                            |           --> status/<id>.json (queued), one per job
-                                            |           --> unlink the claimed file
-                                            '--bad, and the file is complete--> rejected/x.json
-                                                                                + x.json.error.json
+    incoming/x.json --open (safe)--> complete? --rename--> incoming/.claimed~<token>~x.json
+                                                 --> read what was claimed --> parse, check
+                                                 --ok--> status/<id>.json (queued), one per job
+                                                 --bad-> rejected/x.json + x.json.error.json
+                                                 --> unlink the claim
+
+A file is claimed before it is read, so what is parsed is exactly what was claimed: a
+writer appending lines (``echo ... >> batch.jsonl``) after the claim starts a new file,
+never adds to one already read. It is complete when no process has it open for writing
+(a read lease says so); where the kernel will not say (a file of another user), when
+watchdog saw it closed or renamed into place, or it has been quiet for ``settle``
+seconds. A half-written file is never rejected for being half-written.
 
 A claimed file's generated ids derive from its token, so if the manager dies between the
-claim and the last status write, the next one re-reads the claim and ends with the very
-same jobs, none twice. A file that may still be being written (watchdog saw it change but
-not close, or it changed less than ``settle`` seconds ago) is never rejected, only
-retried later: a prefix of a JSON object is never valid JSON, but a prefix of a ``.jsonl``
-is, so ``.jsonl`` files are only taken once complete.
+claim and the last status write, the next one reads the claim again and ends with the
+very same jobs, none twice. A big ``.jsonl`` is taken in slices, a few milliseconds of
+work per turn of the manager's loop (checked whole first: it is accepted or rejected
+whole), so timeouts, kills and dispatch go on while a million lines come in.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import secrets
-import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
-from .dropzone import DEFAULT_MAX_FILE_BYTES, is_job_name, shown
+from .clock import Clock, iso_now
+from .dropzone import DEFAULT_MAX_FILE_BYTES, claim_parts, is_job_name, shown, writer_open
 from .errors import InvalidJobSpec
-from .model import JobSpec, JobStatus, new_status, parse_job_file, utc_now
+from .model import JobSpec, JobStatus, iter_job_file, new_status
+from .safeio import UnsafeFile, read_all
 from .spool import SpoolDir
 from .watch import CHANGED, COMPLETE, GONE, WRITING
 
@@ -33,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # The dynamic loader's variables (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, macOS's DYLD_*).
 LOADER_ENV_PREFIXES = ("LD_", "DYLD_")
+KEEP_SPECS = 5000  # a batch this small keeps its parsed jobs between checking and writing
+SLICE = 64  # jobs between looks at the clock
+WRITER_RECHECK = 0.5  # seconds: a file still open for writing is looked at again (or on its close)
 
 
 @dataclass(frozen=True)
@@ -47,21 +59,92 @@ class IntakeRules:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
 
-class Intake:
-    """Takes files in; each accepted job is handed to ``accept(status, reason)`` as soon
-    as its status is written, so a failure half way through a batch loses nothing."""
+@dataclass
+class Batch:
+    """A claimed file being taken in: first every job is checked, then each is written.
+    ``done`` counts the jobs of the current phase that are through it; ``jobs`` is the
+    parse positioned there, dropped after any trouble so the next turn resumes at
+    ``done`` exactly (a job that failed to be written is written again, never skipped)."""
 
-    def __init__(self, spool: SpoolDir, rules: IntakeRules, accept: Callable[[JobStatus, str], None]) -> None:
+    entry: str  # the claim's name in incoming/
+    name: str  # the file's own name
+    token: str
+    data: bytes
+    submitter: int
+    recovering: bool
+    jobs: Iterator[JobSpec] | None = None
+    done: int = 0
+    kept: list[JobSpec] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    checked: bool = False
+
+
+class Intake:
+    """Takes files in; each accepted job is handed to ``accept(status, reason)`` (which
+    writes its status) as soon as it is ready, so a failure half way loses nothing."""
+
+    def __init__(self, spool: SpoolDir, rules: IntakeRules, clock: Clock,
+                 accept: Callable[[JobStatus, str], None]) -> None:
         self.spool = spool
         self.rules = rules
+        self.clock = clock
         self.accept = accept
         self.notes: deque[tuple[str, str]] = deque()  # filled by the watchdog thread
         self.seen: dict[str, str] = {}  # name -> WRITING | COMPLETE, from file events
-        self.recheck_at: float | None = None  # wall-clock time to look at unsettled files again
+        self.recheck_at: float | None = None  # wall-clock time to look at waiting files again
+        self.batches: dict[str, Batch] = {}  # claim entry -> its batch, in the order claimed
+        self.reserved: set[str] = set()  # ids of jobs being taken in
+        self.mine: set[str] = set()  # claims made by this manager (others are a dead one's)
+        self.failing = False  # the last look could not write (a full or read-only disk)
+        self.owners = spool.submitters(rules.group_gid)
 
     def due(self) -> bool:
-        """True when a file event arrived, or a file waiting to settle may have."""
-        return bool(self.notes) or (self.recheck_at is not None and time.time() >= self.recheck_at)
+        """True when a file event arrived, a waiting file may be complete, or a batch is
+        half taken in."""
+        return bool(self.notes) or bool(self.batches) or (
+            self.recheck_at is not None and self.clock.time() >= self.recheck_at)
+
+    def busy(self) -> bool:
+        return bool(self.batches)
+
+    # ------------------------------------------------------------ a look at incoming/
+    def scan(self, deadline: float) -> None:
+        """Take in what incoming/ holds, until ``deadline`` (monotonic); what is left is
+        taken next turn."""
+        self._absorb_notes()
+        self.recheck_at = None
+        self.failing = False
+        names, claims = self.spool.drop.listing()
+        now = self.clock.time()
+        for entry in claims:
+            if entry not in self.batches:
+                self._guarded(entry, lambda e=entry: self._open_claim(e, recovering=e not in self.mine))
+        for name in sorted(names):
+            if self.clock.monotonic() >= deadline:
+                self.recheck_at = now
+                break
+            if is_job_name(name):
+                self._guarded(name, lambda n=name: self._take(n, now))
+        for entry in list(self.batches):
+            if self.clock.monotonic() >= deadline:
+                return
+            self._guarded(entry, lambda e=entry: self._advance(self.batches[e], deadline))
+
+    def _guarded(self, entry: str, step: Callable[[], None]) -> None:
+        """One file's trouble is that file's: rejected with the reason, or tried again."""
+        try:
+            step()
+        except FileNotFoundError:
+            self._forget(entry)  # gone meanwhile (taken back by its writer)
+        except OSError as exc:
+            if not self.failing:
+                log.error("incoming/%s: cannot take it now (%s); will try again", shown(entry), exc)
+            self.failing = True
+            self.recheck_at = self.clock.time() + 1.0
+            raise  # a full or read-only disk: the manager says so once and waits
+        except Exception as exc:
+            log.exception("incoming/%s: could not be taken in", shown(entry))
+            self._reject(entry, f"{shown(entry)} could not be taken in: {type(exc).__name__}: {exc}")
 
     def _absorb_notes(self) -> None:
         while self.notes:
@@ -71,70 +154,120 @@ class Intake:
             elif what != CHANGED:
                 self.seen[name] = what
 
-    def _settled(self, name: str, mtime: float, now: float) -> bool:
-        state = self.seen.get(name)
-        if state == COMPLETE:
+    def _take(self, name: str, now: float) -> None:
+        try:
+            fd, st = self.spool.drop.open_checked(name, self.owners, self.rules.max_file_bytes)
+        except UnsafeFile as exc:
+            self._reject(name, f"{shown(name)} {exc}")
+            return
+        try:
+            if not self._complete(name, fd, st.st_mtime, now):
+                return
+            token = secrets.token_hex(6)
+            entry = self.spool.drop.claim(name, token)
+            self.mine.add(entry)
+            self.seen.pop(name, None)
+            self._begin(entry, name, token, fd, st.st_uid, recovering=False)
+        finally:
+            os.close(fd)
+
+    def _complete(self, name: str, fd: int, mtime: float, now: float) -> bool:
+        """Whether the file is done being written (see the module's docstring)."""
+        writing = writer_open(fd)
+        if writing is not None:
+            if writing:
+                self._recheck(now + WRITER_RECHECK)  # its close event wakes us sooner
+            return not writing
+        if self.seen.get(name) == COMPLETE or now - mtime >= self.rules.settle:
             return True
-        if state == WRITING or now - mtime < self.rules.settle:
-            wake = max(mtime + self.rules.settle, now + 0.05)
-            self.recheck_at = wake if self.recheck_at is None else min(self.recheck_at, wake)
-            return False
+        self._recheck(max(mtime + self.rules.settle, now + 0.05))
+        return False
+
+    def _recheck(self, at: float) -> None:
+        self.recheck_at = at if self.recheck_at is None else min(self.recheck_at, at)
+
+    def _open_claim(self, entry: str, recovering: bool) -> None:
+        """A claim left by a dead manager (or one still being written when claimed)."""
+        parts = claim_parts(entry)
+        if parts is None:
+            self._reject(entry, f"{shown(entry)} is named like a claim but is not one pool made")
+            return
+        token, name = parts
+        try:
+            fd, st = self.spool.drop.open_checked(entry, self.owners, self.rules.max_file_bytes)
+        except UnsafeFile as exc:
+            self._reject(entry, f"{shown(name)} {exc}")
+            return
+        try:
+            self._begin(entry, name, token, fd, st.st_uid, recovering)
+        finally:
+            os.close(fd)
+
+    def _begin(self, entry: str, name: str, token: str, fd: int, submitter: int, recovering: bool) -> None:
+        if writer_open(fd):
+            # Opened for writing between our look and the claim: read it once it is closed.
+            self._recheck(self.clock.time() + WRITER_RECHECK)
+            return
+        try:
+            data = read_all(fd, self.rules.max_file_bytes)
+        except UnsafeFile as exc:
+            self._reject(entry, f"{shown(name)} {exc}")
+            return
+        self.batches[entry] = Batch(entry, name, token, data, submitter, recovering)
+        log.debug("incoming/%s claimed as %s", shown(name), entry)
+
+    # ------------------------------------------------------------ a batch, in slices
+    def _advance(self, batch: Batch, deadline: float) -> None:
+        try:
+            if not batch.checked:
+                if not self._check_some(batch, deadline):
+                    return
+                batch.checked, batch.done, batch.jobs = True, 0, None
+            if self._write_some(batch, deadline):
+                self.spool.drop.release_claim(batch.entry)
+                self._forget(batch.entry)
+        except InvalidJobSpec as exc:
+            self._reject(batch.entry, str(exc))
+        except BaseException:
+            batch.jobs = None  # resume at `done` next time
+            raise
+
+    def _jobs(self, batch: Batch) -> Iterator[JobSpec]:
+        """The batch's jobs from ``done`` on (kept ones when all were kept)."""
+        if batch.jobs is None:
+            if batch.checked and len(batch.kept) == len(batch.ids):
+                batch.jobs = itertools.islice(batch.kept, batch.done, None)
+            else:
+                batch.jobs = itertools.islice(iter_job_file(batch.data, shown(batch.name), batch.token),
+                                              batch.done, None)
+        return batch.jobs
+
+    def _check_some(self, batch: Batch, deadline: float) -> bool:
+        """Check jobs of the batch until the deadline; True when every one is checked."""
+        for spec in self._jobs(batch):
+            self._check_runnable(spec, batch)
+            batch.ids.add(spec.id)
+            self.reserved.add(spec.id)
+            if len(batch.ids) <= KEEP_SPECS:
+                batch.kept.append(spec)
+            batch.done += 1
+            if batch.done % SLICE == 0 and self.clock.monotonic() >= deadline:
+                return False
         return True
 
-    def scan(self) -> None:
-        """Look at every file in incoming/ once (and finish any claim left half done)."""
-        self._absorb_notes()
-        self.recheck_at = None
-        names, claims = self.spool.drop.listing()
-        if claims:
-            self.recover_claims(claims)
-        now = time.time()
-        for name in names:
-            if not is_job_name(name):
-                continue
-            try:
-                self._take(name, now)
-            except FileNotFoundError:
-                pass  # gone meanwhile (taken back by its writer): nothing to do
-            except OSError as exc:
-                log.error("incoming/%s: cannot take it now (%s); will try again", shown(name), exc)
-                self.recheck_at = now + 1.0
-
-    def _take(self, name: str, now: float) -> None:
-        file = self.spool.drop.read(name, self.rules.max_file_bytes, self.rules.group_gid)
-        if file.problem is not None:
-            self._reject(name, f"{shown(name)} {file.problem}")
-            return
-        assert file.data is not None
-        token = secrets.token_hex(6)
-        try:
-            specs = parse_job_file(file.data, shown(name), token)
-            complete = name.endswith(".json") or self._settled(name, file.mtime, now)
-            if complete:
-                self._check_runnable(specs, name, token)
-        except InvalidJobSpec as exc:
-            if self._settled(name, file.mtime, now):
-                self._reject(name, str(exc))
-            return
-        if not complete:
-            return
-        claimed = self.spool.drop.claim(name, token)
-        self.seen.pop(name, None)
-        self.finish_claim(claimed, specs, "accepted")
-
-    def _check_runnable(self, specs: list[JobSpec], name: str, token: str) -> None:
-        for spec in specs:
-            generated = spec.id == token or spec.id.startswith(f"{token}-")  # new: cannot exist yet
-            if spec.task is not None:
-                reason = self.rules.task_reason(spec.task)
-            elif not self.rules.allow_commands:
-                reason = "command jobs are disabled; start the manager with --allow-commands"
-            else:
-                reason = self._env_reason(spec)
-            if reason is None and not generated and self.spool.has_status(spec.id):
-                reason = f"id {spec.id!r} already exists"
-            if reason:
-                raise InvalidJobSpec(f"job {spec.id!r} in {name}: {reason}")
+    def _check_runnable(self, spec: JobSpec, batch: Batch) -> None:
+        generated = spec.id == batch.token or spec.id.startswith(f"{batch.token}-")  # new: cannot exist yet
+        if spec.task is not None:
+            reason = self.rules.task_reason(spec.task)
+        elif not self.rules.allow_commands:
+            reason = "command jobs are disabled; start the manager with --allow-commands"
+        else:
+            reason = self._env_reason(spec)
+        if reason is None and not generated and not batch.recovering and (
+                spec.id in self.reserved or self.spool.has_status(spec.id)):
+            reason = f"id {spec.id!r} already exists"
+        if reason:
+            raise InvalidJobSpec(f"job {spec.id!r} in {shown(batch.name)}: {reason}")
 
     def _env_reason(self, spec: JobSpec) -> str | None:
         loader = sorted(k for k in spec.env if k.startswith(LOADER_ENV_PREFIXES))
@@ -143,29 +276,26 @@ class Intake:
                     "start the manager with --allow-loader-env to allow it")
         return None
 
-    def finish_claim(self, claimed: str, specs: list[JobSpec], reason: str, recovering: bool = False) -> None:
-        """Give every job of a claimed file its queued status, then drop the claim."""
-        created = utc_now()
-        for spec in specs:
-            if recovering and self.spool.has_status(spec.id):
-                continue  # written before the interruption: the same job, not a duplicate
-            status = new_status(spec, created)
-            self.spool.write_status(status)
-            self.accept(status, reason)
-        self.spool.drop.release_claim(claimed)
+    def _write_some(self, batch: Batch, deadline: float) -> bool:
+        """Give jobs of the batch their queued status until the deadline; True when done."""
+        created = iso_now(self.clock)
+        reason = "accepted (claim finished after an interruption)" if batch.recovering else "accepted"
+        for spec in self._jobs(batch):
+            if not (batch.recovering and self.spool.has_status(spec.id)):  # written before a crash
+                self.accept(new_status(spec, created, batch.submitter), reason)
+            batch.done += 1
+            if batch.done % SLICE == 0 and self.clock.monotonic() >= deadline:
+                return False
+        return True
 
-    def recover_claims(self, claims: list[str] | None = None) -> None:
-        """Finish claims left half done (by a dead manager, or a full disk)."""
-        for claimed in self.spool.drop.claimed_names() if claims is None else claims:
-            token, _, name = claimed.partition("~")
-            try:
-                specs = parse_job_file(self.spool.drop.read_claimed(claimed), shown(name), token)
-            except InvalidJobSpec as exc:
-                self.spool.drop.reject(claimed, str(exc), from_claimed=True)
-                continue
-            self.finish_claim(claimed, specs, "accepted (claim finished after an interruption)", recovering=True)
+    def _reject(self, entry: str, reason: str) -> None:
+        log.warning("rejected incoming/%s: %s", shown(entry), reason)
+        self.spool.drop.reject(entry, reason)
+        self._forget(entry)
 
-    def _reject(self, name: str, reason: str) -> None:
-        log.warning("rejected incoming/%s: %s", shown(name), reason)
-        self.spool.drop.reject(name, reason)
-        self.seen.pop(name, None)
+    def _forget(self, entry: str) -> None:
+        batch = self.batches.pop(entry, None)
+        if batch is not None:
+            self.reserved -= batch.ids
+        self.seen.pop(entry, None)
+        self.mine.discard(entry)

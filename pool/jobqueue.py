@@ -10,11 +10,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import select
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import JobStatus, parse_time, utc_now
+from .model import JobStatus, parse_time
 
 
 @dataclass
@@ -26,12 +25,14 @@ class JobQueue:
     jobs: dict[str, JobStatus] = field(default_factory=dict)
     order: itertools.count[int] = field(default_factory=itertools.count)
 
-    def push(self, status: JobStatus, delay: float = 0.0) -> None:
+    def push(self, status: JobStatus, now: float, wall: float, delay: float = 0.0) -> None:
+        """Queue ``status`` (replacing any copy of it); it waits ``delay`` seconds, or
+        until its ``next_try_at``. ``now`` is monotonic, ``wall`` the wall clock."""
         self.jobs[status.id] = status
         if status.next_try_at:
-            delay = (parse_time(status.next_try_at) - parse_time(utc_now())).total_seconds()
+            delay = max(delay, parse_time(status.next_try_at).timestamp() - wall)
         if delay > 0:
-            heapq.heappush(self.waiting, (time.monotonic() + delay, next(self.order), status.id))
+            heapq.heappush(self.waiting, (now + delay, next(self.order), status.id))
         else:
             heapq.heappush(self.ready, (-status.spec.priority, next(self.order), status.id))
 
@@ -54,6 +55,12 @@ class JobQueue:
     def remove(self, job_id: str) -> JobStatus | None:
         return self.jobs.pop(job_id, None)  # its heap entry is skipped when popped
 
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self.jobs
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
 
 class Poller:
     """``multiprocessing.connection.wait`` without building a new selector each call: the
@@ -71,5 +78,5 @@ class Poller:
             for fd in wanted.keys() - self.by_fd.keys():
                 self.poll.register(fd, select.POLLIN)
         self.by_fd = wanted
-        events = self.poll.poll(timeout * 1000)
+        events = self.poll.poll(min(timeout, 3600.0) * 1000)
         return [self.by_fd[fd] for fd, _ in events if fd in self.by_fd]

@@ -1,4 +1,4 @@
-"""The state machine: the only way a job's state changes. Pure, no I/O.
+"""The state machine: the only way a job's state changes, and who may change it. Pure.
 
     queued --> running --> done
       |           |-------> failed
@@ -10,16 +10,21 @@
 
 Each state carries only its own fields: moving to ``queued`` clears the pid, a final
 state clears ``next_try_at``, and so on, so a status never says two things at once.
+
+Four roles write statuses, each only the changes of its part (``MAY``): the manager
+(and, for one job without a manager, the inline supervisor) every change; the worker
+only the attempt it runs; a client with no manager serving only jobs nobody runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
 from .errors import InvalidTransition
-from .model import JobStatus, State, parse_time
+from .model import MAX_SECONDS, JobStatus, State, iso_time, parse_time
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.QUEUED: frozenset({State.RUNNING, State.CANCELLED}),
@@ -30,9 +35,54 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 
+class Role(str, enum.Enum):
+    MANAGER = "manager"  # pool serve
+    SUPERVISOR = "supervisor"  # pool.inline: the manager's part, for one job, with no manager
+    WORKER = "worker"  # the process running one attempt
+    CLIENT = "client"  # pool.Spool and the CLI, for jobs that nothing runs, with no manager
+
+
+_EVERY = frozenset((a, b) for a, targets in TRANSITIONS.items() for b in targets)
+_ATTEMPT = frozenset({(State.QUEUED, State.RUNNING), (State.RUNNING, State.DONE), (State.RUNNING, State.FAILED),
+                      (State.RUNNING, State.QUEUED)})
+_RETRY = frozenset({(State.FAILED, State.QUEUED), (State.CANCELLED, State.QUEUED)})
+NEW = None  # the "state before" of a job being created
+
+MAY: dict[Role, frozenset[tuple[State | None, State]]] = {
+    Role.MANAGER: _EVERY | {(NEW, State.QUEUED)},
+    Role.SUPERVISOR: _EVERY - _RETRY,
+    Role.WORKER: _ATTEMPT,
+    Role.CLIENT: _RETRY | {(NEW, State.QUEUED), (State.QUEUED, State.CANCELLED)},
+}
+
+
+def check_role(role: Role, before: State | None, after: State) -> None:
+    """Raises InvalidTransition when ``role`` may not make this change."""
+    if before is not None and before is after:
+        return  # not a state change: progress, a field of the same state
+    if (before, after) not in MAY[role]:
+        was = before.value if before is not None else "new"
+        raise InvalidTransition(f"the {role.value} may not move a job from {was} to {after.value}")
+
+
 def error(kind: str, message: str, traceback: str | None = None) -> dict[str, Any]:
     """An ``error`` record of a status: what went wrong, in one shape everywhere."""
     return {"type": kind, "message": message, "traceback": traceback}
+
+
+# Error kinds pool itself records: their message says it all, without the kind in front.
+OWN_KINDS = frozenset({"Cancelled", "Timeout", "Interrupted", "WorkerDied", "WorkerError", "CommandFailed",
+                       "CommandNotStarted", "CommandsDisabled", "TaskNotAvailable", "Unrecordable"})
+
+
+def describe(status: JobStatus) -> str:
+    """A status's state in words, for the timeline: ``finished``, ``KeyError: 7``, ..."""
+    if status.state is State.DONE:
+        return "finished"
+    if status.error and status.state is not State.RUNNING:
+        kind, message = status.error.get("type"), status.error.get("message")
+        return str(message) if kind in OWN_KINDS or not kind else f"{kind}: {message}"
+    return status.state.value
 
 
 def advance(status: JobStatus, to: State, now: str, **changes: Any) -> JobStatus:
@@ -47,6 +97,8 @@ def advance(status: JobStatus, to: State, now: str, **changes: Any) -> JobStatus
     if to is State.QUEUED:
         fields.update(finished_at=None, next_try_at=None)
     fields.update(changes)
+    if fields.get("attempt", status.attempt) != status.attempt:
+        fields["interruptions"] = 0  # a new attempt has not been interrupted yet
     return dataclasses.replace(status, **fields)
 
 
@@ -60,9 +112,13 @@ def succeed(status: JobStatus, result: Any, now: str, exit_code: int | None = No
 
 
 def retry_delay(status: JobStatus) -> float:
-    """Seconds to wait before the attempt after ``status.attempt``."""
+    """Seconds to wait before the attempt after ``status.attempt``, at most a year."""
     spec = status.spec
-    return float(spec.retry_delay * spec.retry_backoff ** (status.attempt - 1))
+    try:
+        delay = spec.retry_delay * spec.retry_backoff ** (status.attempt - 1)
+    except OverflowError:
+        return MAX_SECONDS
+    return float(min(delay, MAX_SECONDS))
 
 
 def fail_attempt(
@@ -75,8 +131,7 @@ def fail_attempt(
     if status.attempt < status.max_attempts:
         next_try = parse_time(now) + timedelta(seconds=retry_delay(status))
         return advance(status, State.QUEUED, now, error=dict(error), exit_code=exit_code,
-                       attempt=status.attempt + 1,
-                       next_try_at=next_try.isoformat(timespec="microseconds").replace("+00:00", "Z"))
+                       attempt=status.attempt + 1, next_try_at=iso_time(next_try))
     return advance(status, State.FAILED, now, error=dict(error), exit_code=exit_code)
 
 
@@ -90,14 +145,14 @@ def time_out(status: JobStatus, now: str) -> JobStatus:
     return fail_attempt(status, error("Timeout", message), now)
 
 
-def settle_attempt(current: JobStatus, attempt: int, change: Callable[[JobStatus], JobStatus], now: str,
+def settle_attempt(current: JobStatus, attempt: int, change: Callable[[JobStatus], JobStatus | None], now: str,
                    started: bool = True) -> JobStatus | None:
     """How attempt number ``attempt`` ended, when its worker could not say (it was killed,
     timed out, died): ``change`` applied to ``current``, or None when nothing is to be
-    written because the worker wrote the outcome itself (a final state, or the next
-    attempt queued). A job still ``queued`` on disk had been handed to its worker all the
-    same (``running`` is written only after a few milliseconds), so its attempt counts,
-    unless ``started`` is False (cancelled before it was handed over)."""
+    written because the outcome is already there (a final state, or a later attempt).
+    A job still ``queued`` on disk may have started all the same (``running`` is written
+    only after a few milliseconds): ``started`` says whether it did, so its attempt
+    counts; one that never started is changed from ``queued``."""
     if current.state.is_final or current.attempt > attempt:
         return None
     if current.state is State.QUEUED and started:
@@ -105,15 +160,23 @@ def settle_attempt(current: JobStatus, attempt: int, change: Callable[[JobStatus
     return change(current)
 
 
+# A graceful stop of the manager puts a running attempt back uncounted, but only this many
+# times: a job that is always running when the manager is restarted still ends.
+MAX_INTERRUPTIONS = 3
+
+
 def interrupt(status: JobStatus, now: str) -> JobStatus:
     """Put a running attempt back in the queue without counting it (manager shutdown)."""
-    return advance(status, State.QUEUED, now, message="interrupted by manager shutdown; will run again")
+    if status.interruptions >= MAX_INTERRUPTIONS:
+        return recover_lost(status, now, f"interrupted by {status.interruptions + 1} manager shutdowns")
+    return advance(status, State.QUEUED, now, message="interrupted by manager shutdown; will run again",
+                   interruptions=status.interruptions + 1)
 
 
 def retry(status: JobStatus, now: str) -> JobStatus:
     """``pool retry``: a failed or cancelled job starts a fresh series of attempts."""
     return advance(status, State.QUEUED, now, attempt=1, error=None, exit_code=None, result=None,
-                   progress=None, message=None, started_at=None)
+                   progress=None, message=None, started_at=None, interruptions=0)
 
 
 # An attempt cut short by a dead manager runs again even when it has no retries left,
@@ -128,3 +191,13 @@ def recover_lost(status: JobStatus, now: str, how: str) -> JobStatus:
     if status.attempt < status.max_attempts + EXTRA_ATTEMPTS_AFTER_CRASH:
         return advance(status, State.QUEUED, now, error=lost, attempt=status.attempt + 1)
     return advance(status, State.FAILED, now, error=lost)
+
+
+def cancel_if_queued(now: str, reason: str = "cancelled by request") -> Callable[[JobStatus], JobStatus | None]:
+    """A change that cancels the job if it is queued (else leaves it as it is)."""
+    return lambda status: cancel(status, now, reason) if status.state is State.QUEUED else None
+
+
+def retry_if_final(now: str) -> Callable[[JobStatus], JobStatus | None]:
+    """A change that queues a failed or cancelled job again (else leaves it as it is)."""
+    return lambda status: retry(status, now) if status.state in (State.FAILED, State.CANCELLED) else None

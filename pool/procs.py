@@ -1,30 +1,48 @@
-"""Process control: identities that survive pid reuse, and signals to a job's group.
+"""Process control: identities that survive pid reuse, the one way a job is stopped, and
+who holds which lock.
 
 A job runs in its own process group (its worker is the group leader), so one signal to
-the group reaches the job and every child it started, and never another job.
+the group reaches the job and every child it started, and never another job. A job is
+stopped only one way (``GroupStop``): SIGTERM to the group, SIGKILL when the grace is
+over whatever the leader did meanwhile, and it counts as stopped only once no process
+of the group is left.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import logging
 import os
 import signal
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+DRAIN_POLL = 0.02  # seconds between looks at a group that is being emptied
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def process_start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux ``/proc/<pid>/stat``
     field 22), or None when it is gone or the platform has no /proc. A pid plus its start
     time names one process for good, even after the pid is reused."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _stat_fields(pid: int | str) -> list[bytes] | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rfind(b")") + 2:].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
+    return data[data.rfind(b")") + 2:].split()
 
 
 def is_same_process(pid: int | None, started: int | None) -> bool:
@@ -43,8 +61,17 @@ def is_same_process(pid: int | None, started: int | None) -> bool:
     return started is None or now == started
 
 
+def process_uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
 def signal_group(pgid: int, sig: signal.Signals) -> bool:
     """Send ``sig`` to a whole process group; False when the group is already gone."""
+    if pgid <= 1:
+        return False  # never the whole system, never init's group
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
@@ -52,17 +79,93 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
+def group_members(pgid: int, besides: int = 0) -> list[int]:
+    """The live (not zombie) processes of group ``pgid``, other than ``besides``."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return members
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == besides:
+            continue
+        fields = _stat_fields(entry)
+        if fields and len(fields) > 2 and fields[0] != b"Z" and fields[2] == str(pgid).encode():
+            members.append(int(entry))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any live process is left in group ``pgid`` (zombies do not count: the
+    leader of a stopped job may be a zombie until its parent reaps it)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return bool(group_members(pgid))
+
+
+def leftover_group(pgid: int | None, leader_started: int | None) -> bool:
+    """True when the group a job's worker led (``pgid`` = the worker's pid) still has
+    live processes: left over by a worker that died, which must be stopped before the
+    job runs again. A pid is not reused while it names a group, so members of a group
+    whose leader is gone are the job's own; a live leader must be the same process."""
+    if not pgid or pgid <= 1 or not group_alive(pgid):
+        return False
+    if process_start_time(pgid) is None:
+        return True
+    return is_same_process(pgid, leader_started)
+
+
+@dataclass
+class GroupStop:
+    """Stopping one job's process group: TERM now, KILL at ``kill_at``, done when empty."""
+
+    pgid: int
+    kill_at: float
+    label: str = ""  # whose group, for the log: "job render-42"
+    termed: bool = False
+    killed: bool = False
+
+    @classmethod
+    def begin(cls, pgid: int, grace: float, now: float, label: str = "") -> GroupStop:
+        stop = cls(pgid, now + grace, label)
+        if grace > 0:
+            stop.termed = signal_group(pgid, signal.SIGTERM)
+        stop.advance(now)
+        return stop
+
+    def advance(self, now: float) -> bool:
+        """Send SIGKILL once the grace is over; True when the group is gone."""
+        if not self.killed and now >= self.kill_at:
+            self.killed = True
+            if signal_group(self.pgid, signal.SIGKILL) and self.termed:
+                log.warning("%s: still running after SIGTERM; sending SIGKILL", self.label or f"group {self.pgid}")
+        return not group_alive(self.pgid)
+
+    def next_look(self, now: float) -> float:
+        """When to look again: polled, since no event says a group became empty."""
+        look = now + DRAIN_POLL
+        return look if self.killed else min(self.kill_at, look)
+
+
 def describe_exit(exitcode: int | None) -> str:
-    """``multiprocessing``'s exit code in words: negative means killed by that signal."""
+    """An exit code in words (negative: killed by that signal), for any signal number,
+    named or not (``sh -c 'kill -40 $$'`` dies of a signal Python has no name for)."""
     if exitcode is None:
         return "is still running"
     if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        return f"was killed by {name}"
+        return f"was killed by {signal_name(-exitcode)}"
     return f"exited with code {exitcode}"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def open_pidfd(pid: int) -> int | None:
@@ -73,28 +176,109 @@ def open_pidfd(pid: int) -> int | None:
         return None
 
 
-def kill_rest_of_group() -> int:
-    """SIGKILL every other process in this process's group (what a finished command left
-    running in the background); returns how many. Linux only: elsewhere, none."""
+# ---------------------------------------------------------------- inside a worker
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants (a daemon's double fork) this process's children, so
+    what a job leaves behind can be found and ended. Linux 3.4+; False elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _has_children() -> bool:
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return True  # cannot tell: look the slow way
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children", "rb") as f:
+                if f.read().strip():
+                    return True
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def end_rest_of_group(patience: float = 5.0) -> int:
+    """SIGKILL every other process of this process's group and every child left (what a
+    finished job left running), reap them, and wait until they are gone; returns how
+    many were killed. Costs a few microseconds when the job left nothing (the usual)."""
+    if not _has_children():
+        return 0
     me, group = os.getpid(), os.getpgrp()
     killed = 0
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return 0
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == group:
+    deadline = time.monotonic() + patience
+    while True:
+        left = set(group_members(group, besides=me)) | set(_children())
+        if not left:
+            return killed
+        for pid in left:
             try:
-                os.kill(int(entry), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
                 killed += 1
             except ProcessLookupError:
                 pass
-    return killed
+        _reap()
+        if time.monotonic() >= deadline:
+            return killed
+        time.sleep(0.001)
+
+
+def _children() -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children", "rb") as f:
+                found += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    return [p for p in found if (fields := _stat_fields(p)) and fields[0] != b"Z"]
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            return
+        if pid == 0:
+            return
+
+
+# ---------------------------------------------------------------- who holds a lock
+
+def file_key(st: os.stat_result) -> tuple[int, int, int]:
+    return os.major(st.st_dev), os.minor(st.st_dev), st.st_ino
+
+
+def flock_holders() -> dict[tuple[int, int, int], int] | None:
+    """Every file held with flock(2) right now, and by which pid (Linux /proc/locks),
+    or None when the kernel does not say. Reading it takes no lock, so asking never
+    disturbs the holder or a process about to take the lock."""
+    try:
+        with open("/proc/locks", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    held: dict[tuple[int, int, int], int] = {}
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:260072 0 EOF"; waiters start with "->"
+        if len(fields) < 6 or fields[1] != b"FLOCK":
+            continue
+        try:
+            major, minor, inode = fields[5].split(b":")
+            held[(int(major, 16), int(minor, 16), int(inode))] = int(fields[4])
+        except ValueError:
+            continue
+    return held

@@ -5,41 +5,43 @@ when the interval has passed, by the next call, or, when the job goes quiet (a t
 blocked after its last report), by the flusher thread, so the last value always lands.
 ``running`` itself is written only once the job has run for ``RUNNING_AFTER`` seconds:
 a job that ends sooner goes from ``queued`` to its outcome in one write (``started_at``
-is kept all the same), which halves the writes of a tiny job. The worker holds the job's
-lock (its lease) all along, so these writes take no lock of their own.
+is kept all the same, and the start marker in its lock file says it began), which halves
+the writes of a tiny job. The worker holds the job's lock (its lease) all along, so these
+writes take no lock of their own; each goes through the worker's Ledger, which tells the
+manager of the state changes.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 import time
 from dataclasses import replace
 from typing import Callable
 
+from .ledger import Ledger, Transition
 from .model import JobStatus, utc_now
 from .progress import fraction_of
-from .spool import SpoolDir
 
 log = logging.getLogger(__name__)
 
-DISK_TROUBLE = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
-OUTCOME_RETRY_PAUSES = (0.1, 0.2, 0.5, 1.0, 2.0, 2.0, 5.0, 5.0, 5.0, 10.0)  # about half a minute
 RUNNING_AFTER = 0.02  # seconds
+OUTCOME_RETRY_PAUSES = (0.05, 0.2)  # then the manager is handed the outcome to write
 
 
 class StatusReporter:
     """The status of the job running in this worker, and its throttled writes."""
 
-    def __init__(self, spool: SpoolDir, status: JobStatus, interval: float,
-                 running_after: float = RUNNING_AFTER) -> None:
-        self.spool = spool
-        self.status = status
+    def __init__(self, ledger: Ledger, written: JobStatus, running: JobStatus, interval: float,
+                 lock_fd: int, start_reason: str, running_after: float = RUNNING_AFTER) -> None:
+        self.ledger = ledger
+        self.written = written  # what is on disk: `queued` until `running` is written
+        self.status = running
         self.interval = interval
+        self.lock_fd = lock_fd
+        self.start_reason = start_reason
         self.mutex = threading.Lock()  # the job's thread and the flusher both write
         self.closed = False
-        self.unwritten = True  # `running` is not on disk yet
         self.next_write = time.monotonic() + running_after
         self.latest: tuple[float, float, str | None] | None = None
 
@@ -55,6 +57,10 @@ class StatusReporter:
     def observe(self, fraction: float | None, message: str | None) -> None:
         """Progress read from output (a fraction, not a done/total pair)."""
         self.latest = (fraction if fraction is not None else float("nan"), 1.0, message)
+
+    @property
+    def unwritten(self) -> bool:
+        return self.written.state is not self.status.state
 
     def due_in(self) -> float | None:
         """Seconds until a pending write may happen; None if nothing is pending."""
@@ -73,30 +79,32 @@ class StatusReporter:
             self.next_write = time.monotonic() + self.interval
             status = replace(self.current(), updated_at=utc_now())
             try:
-                self.spool.write_status(status)
-            except OSError as exc:
+                self.ledger.record(self.written, status, lock_fd=self.lock_fd, start_reason=self.start_reason)
+            except (OSError, ValueError) as exc:
                 # Progress is best effort: a full disk must not fail the job's own code.
                 log.warning("job %s: could not write progress (%s)", status.id, exc)
                 return
-            self.status, self.latest, self.unwritten = status, None, False
+            self.status = self.written = status
+            self.latest = None
 
-    def finish(self, change: Callable[[JobStatus], JobStatus]) -> JobStatus:
-        """Write the attempt's outcome; no progress write can follow it. A full or
-        read-only disk is waited out for a while (the outcome is worth it), then raises."""
+    def finish(self, change: Callable[[JobStatus], JobStatus]) -> tuple[JobStatus, list[Transition]]:
+        """Write the attempt's outcome; no progress write can follow it. Returns the
+        outcome and its transitions. A full or read-only disk is given a moment; then
+        OSError is raised and the outcome is the manager's to write."""
         with self.mutex:
             self.closed = True
             self.status = change(self.current())
-            for pause in OUTCOME_RETRY_PAUSES:
+            for pause in (*OUTCOME_RETRY_PAUSES, None):
                 try:
-                    self.spool.write_status(self.status)
-                    return self.status
+                    changes = self.ledger.record(self.written, self.status, lock_fd=self.lock_fd,
+                                                 start_reason=self.start_reason)
+                    return self.status, changes
                 except OSError as exc:
-                    if exc.errno not in DISK_TROUBLE:
+                    if pause is None:
                         raise
                     log.error("job %s: cannot record the outcome (%s); retrying in %gs", self.status.id, exc, pause)
                     time.sleep(pause)
-            self.spool.write_status(self.status)
-            return self.status
+            raise AssertionError("unreachable")
 
 
 class Flusher:

@@ -1,13 +1,15 @@
-"""What runs in a worker process: one job at a time, many jobs one after another.
+"""What runs in a worker process: one attempt at a time, many attempts one after another.
 
-    manager --job id--> worker: read status (must still be queued), write `running`,
-                                point fds 1 and 2 at logs/<id>.log, run the task or command,
-                                write the outcome (done, failed, or queued for a retry)
-    manager <--status-- worker
+    manager --RunAttempt(id, attempt)--> worker: take the job's lock; read its status: it
+        must still be queued, for that attempt, and due (else Skipped); mark the start in
+        the lock file; point fds 1 and 2 at logs/<id>.log; run the task or command; end
+        whatever it left running; write the outcome (done, failed, or queued for a retry)
+    manager <--Changed, then Finished | Skipped | Crashed-- worker
 
 The worker leads its own process group, so a signal to the group ends the job and all
-its children and touches no other job; the manager then starts a fresh worker. The
-worker writes ``running``, progress and the outcome; every other state is the manager's.
+its children and touches no other job, and it is a child subreaper, so what a job leaves
+behind (even a daemon's double fork) comes back to it to be ended. It writes ``running``,
+progress and the outcome; every other state is the manager's.
 """
 
 from __future__ import annotations
@@ -19,15 +21,20 @@ import signal
 import sys
 import traceback
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Iterator
 
 import orjson
 
 from . import lifecycle
+from . import messages as msg
 from .commands import failure, run_command
-from .model import JobStatus, State, utc_now
-from .procs import process_start_time
+from .errors import CorruptStatus, JobNotFound
+from .ledger import Ledger, Transition
+from .lifecycle import Role
+from .model import MAX_NESTING, JobStatus, State, nesting_depth, parse_time, utc_now
+from .procs import become_subreaper, end_rest_of_group, process_start_time
 from .progress import hook_tqdm, set_reporter
 from .reporter import Flusher, StatusReporter
 from .spool import SpoolDir
@@ -35,9 +42,7 @@ from .tasks import TaskModuleError, load_task_modules, unserved_reason
 
 log = logging.getLogger(__name__)
 
-
-# The first byte of a job message: sent to an idle worker, or ahead to a busy one.
-SENT_NOW, SENT_AHEAD = b"N", b"A"
+CLOCK_SLACK = timedelta(milliseconds=50)  # the manager times retries on its own clock
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class WorkerConfig:
     allow_commands: bool = False
     progress_interval: float = 0.2
     sys_path: tuple[str, ...] = ()
+    name: str = "worker"  # how the timeline names who started an attempt
 
 
 def error_record(exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:
@@ -57,8 +63,9 @@ def error_record(exc: BaseException, with_traceback: bool = True) -> dict[str, A
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, send: Callable[[bytes], None]) -> None:
         self.config = config
+        self.send = send
         self.spool = SpoolDir(config.spool)
         self.pid = os.getpid()
         self.pid_started = process_start_time(self.pid)
@@ -70,43 +77,82 @@ class Worker:
             self.load_error = str(exc)
         hook_tqdm()
         self.flusher = Flusher()
-        self.output = JobOutput()
+        self.output = JobOutput(self.spool)
+        # A job that forks without exec hands its children the lock's descriptor: they
+        # must not keep the job locked (and so block its next attempt) while they live.
+        self.held: list[int] = []
+        os.register_at_fork(after_in_child=self._drop_held)
 
-    def run(self, queued: JobStatus, check: bool = False) -> dict[str, Any]:
-        """Run one job to the end of its attempt; returns the message for the manager.
+    def _drop_held(self) -> None:
+        for fd in self.held:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.held.clear()
 
-        The job's lock is held from start to outcome. If another process holds it, that
-        is a worker of a manager that died, already running this job: it is left alone.
-        A job sent ahead (``check``) may have been cancelled while it waited here: the
-        status on disk, read under the lock, says."""
-        lease = self.spool.lease(queued.id)
-        if lease is None:
-            return {"id": queued.id, "skipped": State.RUNNING.value}
-        if check:
-            current = self.spool.read_status(queued.id)
-            if current.state is not State.QUEUED:
-                os.close(lease)
-                return {"id": queued.id, "skipped": current.state.value}
+    def run(self, order: msg.RunAttempt) -> msg.Reply:
+        """Run one attempt to its end (or find it must not start) and say how it went."""
         try:
-            running = lifecycle.start(queued, self.pid, self.pid_started, utc_now())
-            reporter = StatusReporter(self.spool, running, self.config.progress_interval)
-            with self.output.to(self.spool.log_path(queued.id), running):
-                set_reporter(reporter)
-                self.flusher.watch(reporter)
-                try:
-                    outcome = self.execute(running, reporter)
-                finally:
-                    set_reporter(None)
-                    self.flusher.watch(None)
-            final = reporter.finish(outcome)
+            lease = self.spool.lease(order.job_id, create=True)
+        except (JobNotFound, CorruptStatus, OSError) as exc:
+            return msg.Skipped(order.job_id, order.attempt, None, f"cannot take the job's lock: {exc}")
+        if lease is None:
+            return msg.Skipped(order.job_id, order.attempt, State.RUNNING, "another process holds the job")
+        self.held.append(lease)
+        try:
+            return self._run_locked(order, lease)
         finally:
+            self.held.remove(lease)
             os.close(lease)
-        reply: dict[str, Any] = {"id": final.id, "state": final.state.value}
-        if final.state is State.QUEUED:
-            reply["status"] = final.to_dict()  # the manager queues the retry as written
-        elif final.error:
-            reply["reason"] = final.error.get("message")
-        return reply
+
+    def _run_locked(self, order: msg.RunAttempt, lease: int) -> msg.Reply:
+        try:
+            queued = self.spool.read_status(order.job_id)
+        except (JobNotFound, CorruptStatus, OSError) as exc:
+            return msg.Skipped(order.job_id, order.attempt, None, f"cannot read its status: {exc}")
+        why_not = not_runnable(queued, order.attempt)
+        if why_not:
+            return msg.Skipped(order.job_id, order.attempt, queued.state, why_not)
+        try:
+            self.spool.mark_started(lease, queued.attempt, self.pid, self.pid_started)
+        except OSError as exc:
+            return msg.Skipped(order.job_id, order.attempt, State.QUEUED, f"cannot record its start: {exc}")
+        try:
+            return self._attempt(queued, lease)
+        except Exception as exc:  # a bug, or an unusable spool: the manager decides what it means
+            log.exception("job %s: worker error", queued.id)
+            return msg.Crashed(queued.id, queued.attempt, True, f"{type(exc).__name__}: {exc}")
+
+    def _attempt(self, queued: JobStatus, lease: int) -> msg.Reply:
+        sent: list[Transition] = []
+        ledger = Ledger(self.spool, Role.WORKER, sent.append)
+        running = lifecycle.start(queued, self.pid, self.pid_started, utc_now())
+        reporter = StatusReporter(ledger, queued, running, self.config.progress_interval, lease,
+                                  f"{self.config.name} pid {self.pid}")
+        ledger.hear = lambda t: self._tell(t, reporter)
+        with self.output.to(queued):
+            set_reporter(reporter)
+            self.flusher.watch(reporter)
+            try:
+                outcome = self.execute(running, reporter)
+            finally:
+                end_rest_of_group()  # what the job left running ends with it
+                set_reporter(None)
+                self.flusher.watch(None)
+        ledger.hear = sent.append
+        try:
+            final, _ = reporter.finish(outcome)
+        except (OSError, ValueError) as exc:
+            unrecorded = outcome(reporter.current())
+            return msg.Finished(queued.id, queued.attempt, tuple(sent), unrecorded, f"{type(exc).__name__}: {exc}")
+        return msg.Finished(queued.id, queued.attempt, tuple(sent))
+
+    def _tell(self, transition: Transition, reporter: StatusReporter) -> None:
+        """A state change while the job runs (its start): the manager hears of it now.
+        (Called with the reporter's mutex held, so it never interleaves with a reply.)"""
+        try:
+            self.send(msg.encode_reply(msg.Changed((transition,))))
+        except OSError:
+            pass  # the manager is gone; the next one reads the status file
 
     def execute(self, status: JobStatus, reporter: StatusReporter) -> Callable[[JobStatus], JobStatus]:
         """Run the job; returns how to turn the running status into the attempt's outcome."""
@@ -126,24 +172,45 @@ class Worker:
         try:
             value = self.tasks[spec.task](*spec.args, **spec.kwargs)
             orjson.dumps(value)
+            if nesting_depth(value) > MAX_NESTING:
+                raise ValueError(f"the result is nested more than {MAX_NESTING} levels deep")
         except BaseException as exc:  # the job's own failure, whatever it raised
             error = error_record(exc)
             sys.stderr.write(str(error["traceback"]))
             return lambda s: lifecycle.fail_attempt(s, error, utc_now())
         return lambda s: lifecycle.succeed(s, value, utc_now())
 
+
+def not_runnable(status: JobStatus, attempt: int) -> str | None:
+    """Why the job's attempt must not start now (its status, read under its lock, is the
+    truth: a copy handed over may be stale), or None."""
+    if status.state is not State.QUEUED:
+        return f"it is {status.state.value}"
+    if status.attempt != attempt:
+        return f"it waits for attempt {status.attempt}, not {attempt}"
+    if status.next_try_at and parse_time(status.next_try_at) > datetime.now(timezone.utc) + CLOCK_SLACK:
+        return f"its next try is at {status.next_try_at}"
+    return None
+
+
 class JobOutput:
     """Points fds 1 and 2 (and so sys.stdout/stderr) at the job's log for one attempt,
     so C extensions and child processes write there too; between jobs, at /dev/null."""
 
-    def __init__(self) -> None:
+    def __init__(self, spool: SpoolDir) -> None:
+        self.spool = spool
         self.devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
     @contextlib.contextmanager
-    def to(self, path: os.PathLike[str] | str, status: JobStatus) -> Iterator[None]:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    def to(self, status: JobStatus) -> Iterator[None]:
+        try:
+            fd = self.spool.open_log(status.id)
+        except (OSError, ValueError) as exc:
+            log.error("job %s: cannot open its log (%s); its output is dropped", status.id, exc)
+            fd = os.dup(self.devnull)
         if status.attempt > 1:
-            os.write(fd, f"--- pool: attempt {status.attempt} of {status.max_attempts} ---\n".encode())
+            with contextlib.suppress(OSError):
+                os.write(fd, f"--- pool: attempt {status.attempt} of {status.max_attempts} ---\n".encode())
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
@@ -151,10 +218,8 @@ class JobOutput:
             yield
         finally:
             for stream in (sys.stdout, sys.stderr):
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     stream.flush()
-                except (OSError, ValueError):
-                    pass
             os.dup2(self.devnull, 1)
             os.dup2(self.devnull, 2)
 
@@ -173,27 +238,27 @@ def _detach_stdio() -> None:
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
 
 
-def worker_main(conn: Connection, config: WorkerConfig) -> None:
-    """Entry point of a worker process: serve job ids from the manager until the pipe closes."""
+def worker_main(conn: Connection, config: WorkerConfig, close_fds: tuple[int, ...] = ()) -> None:
+    """Entry point of a worker process: run attempts from the manager until the pipe closes."""
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when jobs stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for fd in close_fds:  # what a forked worker must not inherit (the supervisor's hold)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    become_subreaper()
     for entry in reversed(config.sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
     _detach_stdio()
-    worker = Worker(config)
+    worker = Worker(config, conn.send_bytes)
     while True:
         try:
-            message = conn.recv_bytes()
+            order = msg.RunAttempt.decode(conn.recv_bytes())
         except (EOFError, OSError):
             return  # the manager is gone or told us to stop
-        job = JobStatus.decode(message[1:])
+        reply = worker.run(order)
         try:
-            reply = worker.run(job, check=message[:1] == SENT_AHEAD)
-        except Exception as exc:  # a bug or an unusable spool: say so, and let the manager decide
-            log.exception("job %s: worker error", job.id)
-            reply = {"id": job.id, "crashed": f"{type(exc).__name__}: {exc}"}
-        try:
-            conn.send_bytes(orjson.dumps(reply))
+            conn.send_bytes(msg.encode_reply(reply))
         except OSError:
             return  # the manager died; the outcome is on disk for the next one

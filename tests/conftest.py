@@ -53,11 +53,11 @@ def run_pool(spool: Path, *args: str, check: bool = False, timeout: float = 60, 
 class Server:
     """A real ``pool serve`` process on a spool."""
 
-    def __init__(self, spool: Path, *args: str, cwd: Path = TESTS) -> None:
+    def __init__(self, spool: Path, *args: str, cwd: Path = TESTS, log_dir: Path | None = None) -> None:
         self.spool = spool
         self.args = args
         self.cwd = cwd
-        self.log = spool.parent / f"serve-{spool.name}.log"
+        self.log = (log_dir or spool.parent) / f"serve-{spool.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True) -> Server:

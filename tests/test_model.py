@@ -42,7 +42,7 @@ def test_a_command_job_parses() -> None:
     ({"task": "m:f", "priority": 2**70}, "'priority' must be an integer"),
     ({"task": "m:f", "retries": -1}, "'retries' must be an integer from 0"),
     ({"task": "m:f", "timeout": 0}, "'timeout' must be a number of seconds > 0"),
-    ({"task": "m:f", "retry_backoff": 0.5}, "'retry_backoff' must be a number >= 1"),
+    ({"task": "m:f", "retry_backoff": 0.5}, "'retry_backoff' must be a number from 1 to 1000"),
     ({"task": "m:f", "args": {"a": 1}}, "'args' must be a list"),
     ({"task": "m:f", "kwargs": [1]}, "'kwargs' must be an object"),
     ({"task": "not a task"}, "'task' must be a string 'module:function'"),

@@ -1,0 +1,140 @@
+"""Control: the requests clients file for the manager (kill, retry), carried out.
+
+    requests/kill-<id>  --> running here: executor.stop(CANCEL, grace)  (the request stays
+                            until the job is final: `pool kill` waits for that)
+                            adopted: its process group is stopped the same way
+                            run by an inline supervisor: left to it
+                            queued (here, sent ahead, or nowhere yet): cancelled on disk;
+                            not in the spool yet: kept until it arrives (a minute at most)
+    requests/retry-<id> --> a failed or cancelled job is queued again; the request goes
+
+In a shared spool a member may kill and retry the jobs she submitted; the spool's owner
+(and root) any job. A request that cannot be read is removed and says why in the log;
+one with a bad value (a grace of "5s") is carried out with the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable
+
+from . import lifecycle
+from .clock import Clock, iso_now
+from .dispatch import Dispatch
+from .errors import CorruptStatus, JobBusy, JobNotFound
+from .executor import Executor, StopReason
+from .ledger import Ledger
+from .model import JobStatus
+from .requests import Request, RequestKind
+from .spool import SpoolDir
+
+log = logging.getLogger(__name__)
+
+KILL_WAITS_FOR_JOB = 60.0  # seconds a kill of an id not yet in the spool is kept
+
+
+class Control:
+    def __init__(self, spool: SpoolDir, ledger: Ledger, dispatch: Dispatch, executor: Executor, clock: Clock,
+                 kill_grace: float, group_gid: int | None,
+                 adopted_stop: Callable[[str, float, float], bool]) -> None:
+        self.spool = spool
+        self.ledger = ledger
+        self.dispatch = dispatch
+        self.executor = executor
+        self.clock = clock
+        self.kill_grace = kill_grace
+        self.group_gid = group_gid
+        self.adopted_stop = adopted_stop
+        self.kills: set[str] = set()  # ids with a kill request on file
+        self.recheck_at: float | None = None
+
+    def apply(self, now: float) -> None:
+        """Carry out every request on file (each at most once per call)."""
+        self.recheck_at = None
+        requests, bad = self.spool.box.pending(self.spool.submitters(self.group_gid))
+        for name, why in bad:
+            log.warning("requests/%s removed: %s", name, why)
+            self.spool.box.remove(name)
+        for request in requests:
+            try:
+                done = self.kill(request, now) if request.kind is RequestKind.KILL else self.retry(request)
+            except Exception:  # one request's trouble never stops the manager
+                log.exception("request %s-%s could not be carried out", request.kind.value, request.job_id)
+                done = True
+            if done:
+                self.spool.box.drop(request.kind, request.job_id)
+                self.kills.discard(request.job_id)
+
+    def finished(self, job_id: str) -> None:
+        """The job became final: a kill request for it has nothing left to do."""
+        if job_id in self.kills:
+            self.kills.discard(job_id)
+            self.spool.box.drop(RequestKind.KILL, job_id)
+
+    def arrived(self, job_id: str) -> None:
+        """A job was just taken in: a kill filed before it arrived applies now."""
+        if job_id in self.kills:
+            self.recheck_at = self.clock.monotonic()
+
+    # ------------------------------------------------------------ kill
+    def kill(self, request: Request, now: float) -> bool:
+        """Carry out a kill request; True when the request has nothing more to do."""
+        job_id = request.job_id
+        if request.problem:
+            log.warning("kill request for job %s: %s; using the default grace", job_id, request.problem)
+        grace = request.grace if request.grace is not None else self.kill_grace
+        try:
+            status = self.spool.read_status(job_id)
+        except JobNotFound:
+            waited = self.clock.time() - request.filed_at
+            if waited < KILL_WAITS_FOR_JOB:
+                self.kills.add(job_id)  # its file may still be on its way in through incoming/
+                return False
+            log.warning("kill request for job %s dropped: no such job after %.0fs", job_id, waited)
+            return True
+        except CorruptStatus as exc:
+            self.spool.set_aside(job_id, str(exc))
+            return True
+        if not self.may_act(request.uid, status):
+            log.warning("kill request for job %s by uid %d refused: submitted by uid %s", job_id, request.uid,
+                        status.submitter)
+            return True
+        if status.state.is_final:
+            return True
+        self.kills.add(job_id)
+        if self.executor.stop(job_id, StopReason.CANCEL, grace, now) or self.adopted_stop(job_id, grace, now):
+            log.info("job %s: cancelling (SIGTERM, SIGKILL after %gs)", job_id, grace)
+            return False  # dropped when the job is final
+        if self.spool.is_supervised(job_id):
+            return False  # an inline supervisor runs it and carries the request out
+        # Queued: in our queue, sent ahead to a worker (which reads the status before it
+        # starts anything), or run by nobody. Cancelled on disk, under its lock.
+        try:
+            self.ledger.change(job_id, lifecycle.cancel_if_queued(iso_now(self.clock)), "cancelled by request",
+                               wait=0)
+        except JobBusy:  # a worker is starting it this very moment: next turn it runs
+            self.recheck_at = now + (0.01 if self.executor.holds(job_id) else 1.0)
+            return False
+        self.dispatch.forget(job_id)
+        return False
+
+    def may_act(self, uid: int, status: JobStatus) -> bool:
+        """The spool's owner and root act on any job; a member of a shared spool on hers."""
+        return uid in (os.geteuid(), 0) or (status.submitter is not None and uid == status.submitter)
+
+    # ------------------------------------------------------------ retry
+    def retry(self, request: Request) -> bool:
+        try:
+            status = self.spool.read_status(request.job_id)
+            if not self.may_act(request.uid, status):
+                log.warning("retry request for job %s by uid %d refused", request.job_id, request.uid)
+                return True
+            self.ledger.change(request.job_id, lifecycle.retry_if_final(iso_now(self.clock)), "retry requested",
+                               wait=0)
+        except JobBusy:
+            self.recheck_at = self.clock.monotonic() + 0.01
+            return False
+        except (JobNotFound, CorruptStatus):
+            pass
+        return True  # dropped last: a client waiting on the request then finds the new state

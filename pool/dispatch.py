@@ -1,0 +1,84 @@
+"""Dispatch: queued jobs to the executor, and the deadlines of the attempts it runs.
+
+    hook (a job became queued) --> queue --admissible?--> executor.start(job)
+    executor: Began(at) --> timeout_at = at + timeout --> overdue --> stop(TIMEOUT)
+
+``admissible`` is the one predicate that says a queued job may start now; nothing else
+decides. (Later: its group has a free slot, its dependencies are done, it is not paused.)
+Sending a busy worker its next job ahead of time is the executor's business: here a job
+is simply handed over while the executor has room.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .clock import Clock
+from .executor import Executor
+from .jobqueue import JobQueue
+from .model import JobStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Handed:
+    """A job the executor holds, and when its attempt must be over."""
+
+    status: JobStatus
+    timeout_at: float | None = None
+    timed_out: bool = False
+
+
+class Dispatch:
+    def __init__(self, executor: Executor, clock: Clock) -> None:
+        self.executor = executor
+        self.clock = clock
+        self.queue = JobQueue()
+        self.handed: dict[str, Handed] = {}
+        self.paused = False  # the spool cannot be written: start nothing new
+
+    def enqueue(self, status: JobStatus, delay: float = 0.0) -> None:
+        self.queue.push(status, self.clock.monotonic(), self.clock.time(), delay)
+
+    def forget(self, job_id: str) -> None:
+        self.queue.remove(job_id)
+
+    def admissible(self, status: JobStatus) -> bool:
+        """May this queued job start now? (The queue has already waited out its retry.)"""
+        return status.id not in self.handed
+
+    def dispatch(self, now: float) -> None:
+        while not self.paused and self.executor.room() > 0:
+            job = self.queue.pop()
+            if job is None:
+                return
+            if self.admissible(job):
+                self.executor.start(job, now)
+                self.handed[job.id] = Handed(job)
+
+    # ------------------------------------------------------------ what the executor said
+    def began(self, job_id: str, at: float) -> None:
+        handed = self.handed.get(job_id)
+        if handed is not None and handed.status.spec.timeout:
+            handed.timeout_at = at + handed.status.spec.timeout
+
+    def ended(self, job_id: str) -> None:
+        self.handed.pop(job_id, None)
+
+    # ------------------------------------------------------------ deadlines
+    def overdue(self, now: float) -> list[JobStatus]:
+        """Attempts past their timeout, each told once."""
+        late = []
+        for handed in self.handed.values():
+            if handed.timeout_at is not None and now >= handed.timeout_at and not handed.timed_out:
+                handed.timed_out = True
+                late.append(handed.status)
+        return late
+
+    def next_deadline(self) -> float | None:
+        deadlines = [h.timeout_at for h in self.handed.values() if h.timeout_at is not None and not h.timed_out]
+        if self.queue.waiting:
+            deadlines.append(self.queue.waiting[0][0])
+        return min(deadlines) if deadlines else None

@@ -1,0 +1,252 @@
+"""The local executor: attempts run in long-lived worker processes on this machine.
+
+    start(job) --RunAttempt--> an idle worker (or, ahead, a busy one: it starts the job
+                               the moment its current one ends, with no round trip)
+    collect()  <--replies, sentinels-- workers --> Began / Recorded / Ended
+
+Workers are ``multiprocessing`` processes (forkserver for the manager, which runs watchdog
+threads and must never fork; fork for the inline supervisor, which has no threads), each
+the leader of its own process group, one attempt at a time. A stop is ``GroupStop``: the
+reason is recorded first, then SIGTERM to the group, SIGKILL after the grace whatever the
+leader did, and the slot is free only once the whole group is gone: a program that shrugs
+off SIGTERM never runs on beside the next job of its slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from . import messages as msg
+from .executor import (
+    Began,
+    Crashed,
+    Died,
+    Ended,
+    ExecutorEvent,
+    Finished,
+    NotStarted,
+    Recorded,
+    Stopped,
+    StopReason,
+)
+from .model import JobStatus
+from .procs import GroupStop, describe_exit, signal_group
+from .worker import WorkerConfig, worker_main
+
+log = logging.getLogger(__name__)
+
+STOP_WAIT = 5.0  # seconds idle workers get to exit once their pipe is closed
+
+
+@dataclass
+class Slot:
+    """One worker process and what the executor knows it is doing."""
+
+    process: Any  # multiprocessing.Process
+    conn: Connection
+    job: JobStatus | None = None  # the attempt it runs
+    ahead: JobStatus | None = None  # sent ahead, to begin the moment `job` ends
+    stop_reason: StopReason | None = None
+    stop: GroupStop | None = None  # emptying its process group
+    dead: bool = False
+    broken: bool = False  # its pipe failed: it is dying, and takes nothing more
+    ended: list[ExecutorEvent] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    @property
+    def idle(self) -> bool:
+        return self.job is None and self.stop is None and not self.dead and not self.broken
+
+    @property
+    def takes_ahead(self) -> bool:
+        return self.job is not None and self.ahead is None and self.stop is None and not self.dead \
+            and not self.broken
+
+
+class LocalExecutor:
+    def __init__(self, config: WorkerConfig, workers: int, start_method: str = "forkserver",
+                 preload: tuple[str, ...] = (), close_fds: tuple[int, ...] = ()) -> None:
+        self.config = config
+        self.workers = workers
+        self.close_fds = close_fds  # what a forked worker must not keep open
+        self.context = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            # What every worker needs is imported once, in the forkserver, before it forks
+            # them; pool.forkserver_group first puts the forkserver in a process group of
+            # its own, so a signal to the manager's group does not end it.
+            self.context.set_forkserver_preload(["pool.forkserver_group", "pool.worker", *preload])
+        self.slots: list[Slot] = []
+        self.closing = False
+        self.events: list[ExecutorEvent] = []
+
+    # ------------------------------------------------------------ workers
+    def open(self) -> None:
+        for _ in range(self.workers):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        parent, child = self.context.Pipe(duplex=True)
+        process = self.context.Process(target=worker_main, args=(child, self.config, self.close_fds),
+                                       name="pool-worker")
+        process.start()
+        child.close()
+        self.slots.append(Slot(process=process, conn=parent))
+
+    def close(self) -> None:
+        self.closing = True
+        for slot in self.slots:
+            slot.conn.close()  # an idle worker sees EOF and exits
+        deadline = time.monotonic() + STOP_WAIT
+        for slot in self.slots:
+            slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                signal_group(slot.pid, signal.SIGKILL)
+                slot.process.join(timeout=STOP_WAIT)
+
+    # ------------------------------------------------------------ what the manager asks
+    def room(self) -> int:
+        if self.closing:
+            return 0
+        return sum(1 for s in self.slots if s.idle or s.takes_ahead)
+
+    def start(self, job: JobStatus, now: float) -> None:
+        """An idle worker gets it now; else a busy one gets it ahead of time, so it starts
+        the moment the current one ends instead of after a round trip through the manager
+        (as ProcessPoolExecutor does). A job sent ahead is committed to that worker: a
+        higher priority arriving later waits at most one job."""
+        idle = [s for s in self.slots if s.idle]
+        busy = [s for s in self.slots if s.takes_ahead]
+        slot = (idle or busy or [None])[0]
+        if slot is None:
+            raise RuntimeError("no room for another attempt")
+        try:
+            slot.conn.send_bytes(msg.RunAttempt(job.id, job.attempt, ahead=not idle).encode())
+        except OSError:  # the worker died a moment ago: its sentinel tells the rest
+            self.events.append(Ended(job.id, job.attempt, NotStarted(None, "its worker was gone")))
+            slot.broken = True
+            return
+        if idle:
+            self._begin(slot, job, now)
+        else:
+            slot.ahead = job
+
+    def _begin(self, slot: Slot, job: JobStatus, now: float) -> None:
+        slot.job = job
+        self.events.append(Began(job.id, job.attempt, now))
+
+    def stop(self, job_id: str, reason: StopReason, grace: float, now: float) -> bool:
+        for slot in self.slots:
+            if slot.job is not None and slot.job.id == job_id:
+                if slot.stop is None:
+                    slot.stop_reason = reason
+                    slot.stop = GroupStop.begin(slot.pid, grace, now, f"job {job_id}")
+                elif now + grace < slot.stop.kill_at:
+                    slot.stop.kill_at = now + grace  # a second, shorter request hurries it
+                return True
+        return False
+
+    def holds(self, job_id: str) -> bool:
+        return any(job_id in (s.job.id if s.job else None, s.ahead.id if s.ahead else None) for s in self.slots)
+
+    def running(self, job_id: str) -> bool:
+        return any(s.job is not None and s.job.id == job_id for s in self.slots)
+
+    def running_ids(self) -> list[str]:
+        return [s.job.id for s in self.slots if s.job is not None]
+
+    def busy(self) -> bool:
+        return any(s.job is not None or s.stop is not None for s in self.slots)
+
+    def stop_all(self, reason: StopReason, grace: float, now: float) -> None:
+        for slot in self.slots:
+            if slot.job is not None:
+                self.stop(slot.job.id, reason, grace, now)
+
+    # ------------------------------------------------------------ what happened
+    def waitables(self) -> list[Any]:
+        objects: list[Any] = []
+        for slot in self.slots:
+            if not slot.dead:
+                objects += [slot.conn, slot.process.sentinel]
+        return objects
+
+    def next_deadline(self, now: float) -> float | None:
+        looks = [s.stop.next_look(now) for s in self.slots if s.stop is not None]
+        return min(looks) if looks else None
+
+    def collect(self, ready: list[Any], now: float) -> list[ExecutorEvent]:
+        for slot in list(self.slots):
+            if not slot.dead and (slot.conn in ready or slot.process.sentinel in ready):
+                self._read_replies(slot, now)
+            if not slot.dead and slot.process.sentinel in ready:
+                self._died(slot, now)
+            if slot.stop is not None and slot.stop.advance(now) and slot.dead:
+                self._bury(slot)
+        events, self.events = self.events, []
+        return events
+
+    def _read_replies(self, slot: Slot, now: float) -> None:
+        try:
+            while slot.conn.poll():
+                self._on_reply(slot, msg.decode_reply(slot.conn.recv_bytes()), now)
+        except (EOFError, OSError):
+            pass  # the worker is gone: its sentinel tells the rest
+
+    def _on_reply(self, slot: Slot, reply: msg.Reply, now: float) -> None:
+        if isinstance(reply, msg.Changed):
+            self.events.append(Recorded(reply.transitions))
+            return
+        job = slot.job
+        if job is None or reply.job_id != job.id:
+            log.error("worker %d replied for job %s, which it was not running", slot.pid, reply.job_id)
+            return
+        if isinstance(reply, msg.Finished):
+            if reply.transitions:
+                self.events.append(Recorded(reply.transitions))
+            outcome: Any = Finished(reply.unrecorded, reply.why)
+        elif isinstance(reply, msg.Skipped):
+            outcome = NotStarted(reply.state, reply.why)
+        else:
+            outcome = Crashed(reply.why, reply.started)
+        if slot.stop is not None:
+            # It ended on its own while being stopped: its own outcome stands, but the
+            # slot waits for the group (and the worker, signalled) to be gone.
+            slot.ended.append(Ended(job.id, job.attempt, outcome))
+            return
+        self.events.append(Ended(job.id, job.attempt, outcome))
+        slot.job = None
+        if slot.ahead is not None:
+            ahead, slot.ahead = slot.ahead, None
+            self._begin(slot, ahead, now)  # the worker starts it right away
+
+    def _died(self, slot: Slot, now: float) -> None:
+        slot.dead = True
+        slot.process.join()
+        slot.conn.close()
+        if slot.stop is None:
+            if slot.job is not None and not self.closing:
+                log.error("job %s: worker process %d %s", slot.job.id, slot.pid, describe_exit(slot.process.exitcode))
+            slot.stop = GroupStop.begin(slot.pid, 0.0, now, f"worker {slot.pid}")  # what it left running
+
+    def _bury(self, slot: Slot) -> None:
+        """The worker and everything of its group are gone: settle what it held."""
+        self.slots.remove(slot)
+        self.events.extend(slot.ended)
+        if slot.job is not None and not slot.ended:
+            how: Any = Stopped(slot.stop_reason) if slot.stop_reason else Died(
+                f"worker process {slot.pid} {describe_exit(slot.process.exitcode)}")
+            self.events.append(Ended(slot.job.id, slot.job.attempt, how))
+        if slot.ahead is not None:
+            self.events.append(Ended(slot.ahead.id, slot.ahead.attempt,
+                                     NotStarted(None, "its worker was stopped before it began")))
+        if not self.closing:
+            self._spawn()

@@ -1,0 +1,115 @@
+"""What a manager (or an inline supervisor) and its worker processes say to each other:
+one small frozen dataclass per message, JSON on the wire (never Python objects).
+
+    manager --RunAttempt(id, attempt, ahead)-----------------------------> worker
+    manager <--Changed(transitions)-------- (the job's start, once written) worker
+    manager <--Finished | Skipped | Crashed (the attempt is over) ------- worker
+
+A worker answers every RunAttempt with exactly one of the last three. The job itself is
+read from its status file, under its lock, by the worker: the manager's copy may be
+stale, the file is the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+import orjson
+
+from .ledger import Transition
+from .model import JobStatus, State, encode_json
+
+
+@dataclass(frozen=True, slots=True)
+class RunAttempt:
+    """Run attempt ``attempt`` of the job; ``ahead``: after the one running now."""
+
+    job_id: str
+    attempt: int
+    ahead: bool = False
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"id": self.job_id, "attempt": self.attempt, "ahead": self.ahead})
+
+    @classmethod
+    def decode(cls, data: bytes) -> RunAttempt:
+        doc = orjson.loads(data)
+        return cls(doc["id"], doc["attempt"], doc["ahead"])
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """State changes the worker wrote while the attempt runs (its start)."""
+
+    transitions: tuple[Transition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The attempt ran to its end. Its outcome is written (``transitions``), or could
+    not be (``unrecorded`` is the outcome, ``why`` the reason): the manager writes it."""
+
+    job_id: str
+    attempt: int
+    transitions: tuple[Transition, ...] = ()
+    unrecorded: JobStatus | None = None
+    why: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """The attempt did not start: the job's status says otherwise (``state``, None when
+    it could not be read), another process holds it, or its start could not be recorded."""
+
+    job_id: str
+    attempt: int
+    state: State | None
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Crashed:
+    """The worker itself failed (a bug, an unusable spool); ``started``: whether the
+    attempt's own code had begun."""
+
+    job_id: str
+    attempt: int
+    started: bool
+    why: str
+
+
+Reply = Union[Changed, Finished, Skipped, Crashed]
+
+
+def encode_reply(reply: Reply) -> bytes:
+    doc: dict[str, Any]
+    if isinstance(reply, Changed):
+        doc = {"kind": "changed", "transitions": [t.to_dict() for t in reply.transitions]}
+    elif isinstance(reply, Finished):
+        doc = {"kind": "finished", "id": reply.job_id, "attempt": reply.attempt,
+               "transitions": [t.to_dict() for t in reply.transitions],
+               "unrecorded": reply.unrecorded.to_dict() if reply.unrecorded else None, "why": reply.why}
+    elif isinstance(reply, Skipped):
+        doc = {"kind": "skipped", "id": reply.job_id, "attempt": reply.attempt,
+               "state": reply.state.value if reply.state else None, "why": reply.why}
+    else:
+        doc = {"kind": "crashed", "id": reply.job_id, "attempt": reply.attempt, "started": reply.started,
+               "why": reply.why}
+    return encode_json(doc)
+
+
+def decode_reply(data: bytes) -> Reply:
+    doc = orjson.loads(data)
+    kind = doc["kind"]
+    if kind == "changed":
+        return Changed(tuple(Transition.from_dict(t) for t in doc["transitions"]))
+    if kind == "finished":
+        unrecorded = JobStatus.from_dict(doc["unrecorded"]) if doc["unrecorded"] else None
+        return Finished(doc["id"], doc["attempt"], tuple(Transition.from_dict(t) for t in doc["transitions"]),
+                        unrecorded, doc["why"])
+    if kind == "skipped":
+        return Skipped(doc["id"], doc["attempt"], State(doc["state"]) if doc["state"] else None, doc["why"])
+    if kind == "crashed":
+        return Crashed(doc["id"], doc["attempt"], doc["started"], doc["why"])
+    raise ValueError(f"unknown reply kind {kind!r}")

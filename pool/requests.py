@@ -1,0 +1,114 @@
+"""requests/: what clients ask the manager to do to a job (``pool kill``, ``pool retry``).
+
+A request is a file ``<kind>-<id>`` holding a small JSON object; the manager carries it
+out and removes it. The folder is read like incoming/ (no links, no FIFOs, small files
+of the spool's owner or its group only), since anyone who may submit may ask.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from .errors import InvalidJobSpec
+from .model import ID_PATTERN
+from .safeio import Folder, Owners, UnsafeFile
+
+MAX_REQUEST_BYTES = 4096
+MAX_GRACE = 3600.0
+
+
+class RequestKind(str, enum.Enum):
+    KILL = "kill"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    kind: RequestKind
+    job_id: str
+    uid: int  # who asked (the file's owner): in a shared spool, members act on their own jobs
+    filed_at: float  # wall-clock time the file was written
+    grace: float | None = None  # a kill's seconds between SIGTERM and SIGKILL; None: the default
+    problem: str | None = None  # what in the request was not understood (the rest still stands)
+
+
+def check_grace(grace: object) -> float:
+    """A kill's grace as seconds; raises InvalidJobSpec (``grace="5s"`` is a mistake to
+    report to its caller, not a file for the manager to choke on)."""
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not math.isfinite(grace) \
+            or not 0 <= grace <= MAX_GRACE:
+        raise InvalidJobSpec(f"grace must be a number of seconds from 0 to {MAX_GRACE:g}, got {grace!r}")
+    return float(grace)
+
+
+class RequestBox:
+    def __init__(self, path: Path) -> None:
+        self.folder = Folder(path)
+
+    def file(self, kind: RequestKind, job_id: str, grace: float | None = None) -> None:
+        payload = {"grace": check_grace(grace)} if grace is not None else {}
+        self.folder.write_atomic(f"{kind.value}-{job_id}", orjson.dumps(payload), 0o640)
+
+    def is_pending(self, kind: RequestKind, job_id: str) -> bool:
+        try:
+            os.stat(f"{kind.value}-{job_id}", dir_fd=self.folder.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def drop(self, kind: RequestKind, job_id: str) -> None:
+        self.folder.unlink(f"{kind.value}-{job_id}")
+
+    def pending(self, owners: Owners) -> tuple[list[Request], list[tuple[str, str]]]:
+        """The requests waiting, oldest first, and the entries that are not requests at
+        all (name, why): those are removed by the caller, never carried out."""
+        found: list[Request] = []
+        bad: list[tuple[str, str]] = []
+        for name in sorted(self.folder.listdir()):
+            if name.startswith("."):
+                continue  # a writer's temp file
+            kind_name, _, job_id = name.partition("-")
+            if kind_name not in RequestKind._value2member_map_ or not ID_PATTERN.match(job_id):
+                bad.append((name, "not a request: names are kill-<id> or retry-<id>"))
+                continue
+            try:
+                found.append(self._read(name, RequestKind(kind_name), job_id, owners))
+            except FileNotFoundError:
+                continue
+            except UnsafeFile as exc:
+                bad.append((name, str(exc)))
+        found.sort(key=lambda r: r.filed_at)
+        return found, bad
+
+    def _read(self, name: str, kind: RequestKind, job_id: str, owners: Owners) -> Request:
+        fd, st = self.folder.open_checked(name, owners, MAX_REQUEST_BYTES)
+        try:
+            data = os.read(fd, MAX_REQUEST_BYTES + 1)
+        finally:
+            os.close(fd)
+        grace, problem = None, None
+        try:
+            payload = orjson.loads(data) if data.strip() else {}
+            if not isinstance(payload, dict):
+                raise InvalidJobSpec("a request holds a JSON object")
+            if kind is RequestKind.KILL and payload.get("grace") is not None:
+                grace = check_grace(payload["grace"])
+        except (orjson.JSONDecodeError, InvalidJobSpec) as exc:
+            problem = str(exc)
+        return Request(kind, job_id, st.st_uid, st.st_mtime, grace, problem)
+
+    def read_one(self, kind: RequestKind, job_id: str, owners: Owners) -> Request | None:
+        """The request of this kind for this job, if one is on file (and readable)."""
+        try:
+            return self._read(f"{kind.value}-{job_id}", kind, job_id, owners)
+        except (FileNotFoundError, UnsafeFile):
+            return None
+
+    def remove(self, name: str) -> None:
+        self.folder.unlink(name)

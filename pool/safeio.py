@@ -1,0 +1,195 @@
+"""Every file in the spool is hostile input: how pool opens, reads and writes them.
+
+A spool folder is opened once (``Folder``) and every file in it is opened relative to
+that descriptor, so swapping a folder for a symlink later changes nothing. A file is
+opened without following a symlink and without blocking on a FIFO, and checked through
+its descriptor (a regular file, one link, an allowed owner, not too big) before a byte
+is read, as Postfix's ``safe_open`` does. A write goes to a fresh temp file created with
+``O_EXCL`` (never a name planted in advance, never through a link), then is renamed
+into place, so no reader ever sees half a document.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+
+from .errors import PoolError
+
+MAX_READ = 128 * 1024 * 1024  # a status or request bigger than this is not one pool wrote
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class UnsafeFile(PoolError, ValueError):
+    """A file that is not what pool may read: a link, a FIFO, another user's, too big."""
+
+
+@dataclass(frozen=True, slots=True)
+class Owners:
+    """Who may own a file pool reads: the spool's owner, and (shared spools) one group."""
+
+    uid: int
+    gid: int | None = None
+
+    def allow(self, st: os.stat_result) -> bool:
+        return st.st_uid == self.uid or (self.gid is not None and st.st_gid == self.gid)
+
+
+def problem_with(st: os.stat_result, owners: Owners, max_bytes: int) -> str | None:
+    """Why the file behind ``st`` must not be read, or None."""
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a FIFO, socket or device)"
+    if st.st_nlink > 1:
+        return "has more than one hard link; copy the file instead of linking it"
+    if not owners.allow(st):
+        return f"is owned by uid {st.st_uid}, not by the spool's owner (uid {owners.uid}) or its group"
+    if st.st_size > max_bytes:
+        return f"is {st.st_size} bytes, over the limit of {max_bytes} bytes"
+    return None
+
+
+def temp_name(name: str) -> str:
+    """A temp name of this process beside ``name``: ``.<name>.<pid>.<random>.tmp``."""
+    return f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def temp_owner_pid(temp: str) -> int | None:
+    """The pid a temp name was made by, or None when it is not one of ours."""
+    parts = temp.split(".")
+    if len(parts) < 5 or parts[0] != "" or parts[-1] != "tmp" or not parts[-3].isdigit():
+        return None
+    return int(parts[-3])
+
+
+class Folder:
+    """One folder of the spool, opened once; files in it are handled by name."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fd: int | None = None
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def join(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def listdir(self) -> list[str]:
+        try:
+            return os.listdir(self.fd)
+        except FileNotFoundError:
+            return []
+
+    # ------------------------------------------------------------ reading
+    def open_checked(self, name: str, owners: Owners, max_bytes: int = MAX_READ) -> tuple[int, os.stat_result]:
+        """Open ``name`` for reading the safe way; returns (fd, its stat). Raises
+        FileNotFoundError, or UnsafeFile saying what is wrong with it."""
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeFile("is a symbolic link; links are never followed") from None
+            if exc.errno == errno.ENOENT:
+                raise FileNotFoundError(errno.ENOENT, "no such file", self.join(name)) from None
+            if exc.errno in (errno.ENXIO, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENODEV):
+                raise UnsafeFile(f"cannot be opened: {exc.strerror}") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            problem = problem_with(st, owners, max_bytes)
+        except BaseException:
+            os.close(fd)
+            raise
+        if problem is not None:
+            os.close(fd)
+            raise UnsafeFile(problem)
+        return fd, st
+
+    def read(self, name: str, owners: Owners, max_bytes: int = MAX_READ) -> bytes:
+        fd, _ = self.open_checked(name, owners, max_bytes)
+        try:
+            return read_all(fd, max_bytes)
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------ writing
+    def write_atomic(self, name: str, data: bytes, mode: int = 0o600) -> None:
+        """Write ``data`` to a fresh temp file beside ``name``, then rename it over ``name``."""
+        tmp = temp_name(name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                     dir_fd=self.fd)
+        try:
+            try:
+                if mode & 0o077:
+                    os.fchmod(fd, mode)  # a shared spool's files are group-readable whatever the umask
+                write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=self.fd)
+            except OSError:
+                pass
+            raise
+
+    def open_append(self, name: str, owners: Owners, mode: int = 0o600) -> int:
+        """An append descriptor on ``name`` (created if missing), never through a link,
+        never on anything but a regular file of ours. Raises UnsafeFile."""
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         mode, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeFile(f"{self.join(name)} is a symbolic link; links are never followed") from None
+            if exc.errno in (errno.ENXIO, errno.EISDIR):
+                raise UnsafeFile(f"{self.join(name)} is not a regular file") from None
+            raise
+        st = os.fstat(fd)
+        problem = problem_with(st, Owners(owners.uid), 1 << 62)
+        if problem is not None:
+            os.close(fd)
+            raise UnsafeFile(f"{self.join(name)} {problem}")
+        if mode & 0o077 and stat.S_IMODE(st.st_mode) != mode:
+            os.fchmod(fd, mode)
+        return fd
+
+    def unlink(self, name: str) -> bool:
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def read_all(fd: int, max_bytes: int = MAX_READ) -> bytes:
+    """Everything from ``fd``, but never more than ``max_bytes`` (a file may grow while
+    it is read)."""
+    chunks = []
+    left = max_bytes + 1
+    while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+        chunks.append(chunk)
+        left -= len(chunk)
+    data = b"".join(chunks)
+    if len(data) > max_bytes:
+        raise UnsafeFile(f"grew over the limit of {max_bytes} bytes while being read")
+    return data
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
