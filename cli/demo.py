@@ -52,7 +52,8 @@ def submit_examples(spool: Spool, scratch: Path) -> None:
 @click.command()
 @click.option("--spool", "spool_dir", type=click.Path(file_okay=False),
               help="Run the demo in this spool instead of a temporary one (kept afterwards).")
-@click.option("--kill-after", type=float, default=4.0, show_default=True, help="Seconds before the demo kills 'endless'.")
+@click.option("--kill-after", type=float, default=4.0, show_default=True,
+              help="Seconds before the demo kills 'endless'.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Give up after this many seconds.")
 def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
     """Start a manager on a scratch spool, run example jobs, and show them live."""
@@ -63,11 +64,11 @@ def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="pool-demo-"))
     spool = Spool(spool_dir or scratch / "spool")
     spool.dir.create()
-    manager_log = open(spool.path / "manager.log", "ab")
-    manager = subprocess.Popen(
-        [sys.executable, "-m", "pool", "--spool", str(spool.path), "serve", "--workers", "4",
-         "--tasks", "pool.demo_tasks", "--allow-commands"],
-        stdin=subprocess.DEVNULL, stdout=manager_log, stderr=manager_log)
+    with open(spool.path / "manager.log", "ab") as manager_log:
+        manager = subprocess.Popen(
+            [sys.executable, "-m", "pool", "--spool", str(spool.path), "serve", "--workers", "4",
+             "--tasks", "pool.demo_tasks", "--allow-commands"],
+            stdin=subprocess.DEVNULL, stdout=manager_log, stderr=manager_log)
     out = console()
     statuses = []
     try:
@@ -90,7 +91,6 @@ def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
     finally:
         manager.send_signal(signal.SIGTERM)
         manager.wait(timeout=30)
-        manager_log.close()
     out.print()
     out.print(render.summary(statuses))
     wrong = [s.id for s in statuses if EXPECTED.get(s.id) is not s.state]

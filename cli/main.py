@@ -12,14 +12,12 @@ import sys
 from typing import Any
 
 import click
-import orjson
 
-from pool.client import Job, Spool, default_spool_path
+from pool.client import Spool, default_spool_path
 from pool.errors import JobNotFound, PoolError
 
 from .common import complete_ids, follow_log
 from .jobargs import build_job, job_options
-
 
 
 class PoolGroup(click.Group):

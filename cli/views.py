@@ -7,7 +7,7 @@ import fnmatch
 import sys
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 import orjson
@@ -28,7 +28,7 @@ class Duration(_ParamType):  # type: ignore[misc]
     """``90s``, ``15m``, ``1h``, ``7d``, ``2w`` (or plain seconds) as seconds."""
 
     name = "duration"
-    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, (int, float)):
@@ -50,9 +50,7 @@ def matches(status: JobStatus, state: str | None, name: str | None, since: float
         return False
     if name is not None and not (fnmatch.fnmatchcase(status.spec.name, name) or fnmatch.fnmatchcase(status.id, name)):
         return False
-    if since is not None and parse_time(status.created_at) < now() - timedelta(seconds=since):
-        return False
-    return True
+    return since is None or parse_time(status.created_at) >= now() - timedelta(seconds=since)
 
 
 def select(spool: Spool, ids: tuple[str, ...], state: str | None = None, name: str | None = None,
@@ -169,6 +167,7 @@ def follow(spool: Spool, ids: list[str], timeout: float | None, quiet: bool) -> 
         statuses = watch_table(spool, tuple(ids), until_final=True, limit=0, timeout=timeout)
     if not quiet:
         for s in statuses:
-            error = f" ({s.error.get('type')}: {s.error.get('message')})" if s.error and s.state is not State.DONE else ""
+            failed = s.error and s.state is not State.DONE
+            error = f" ({s.error.get('type')}: {s.error.get('message')})" if failed and s.error else ""
             click.echo(f"{s.id}: {s.state.value}{error}")
     return 0 if statuses and all(s.state is State.DONE for s in statuses) else 1

@@ -29,8 +29,21 @@ from .progress import progress
 from .tasks import task
 
 __all__ = [
-    "task", "progress", "Spool", "Job", "JobSpec", "JobStatus", "State",
-    "PoolError", "InvalidJobSpec", "InvalidTransition", "JobFailed", "JobNotFinished",
-    "JobNotFound", "ManagerRunning", "SpoolError", "WaitTimeout",
+    "InvalidJobSpec",
+    "InvalidTransition",
+    "Job",
+    "JobFailed",
+    "JobNotFinished",
+    "JobNotFound",
+    "JobSpec",
+    "JobStatus",
+    "ManagerRunning",
+    "PoolError",
+    "Spool",
+    "SpoolError",
+    "State",
+    "WaitTimeout",
+    "progress",
+    "task",
 ]
 __version__ = "0.1.0"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import orjson
 
@@ -84,7 +85,8 @@ class Spool:
         doc = dict(doc)
         doc.setdefault("id", new_job_id())
         command = doc.get("command")
-        program = os.path.basename(command[0]) if isinstance(command, list) and command and isinstance(command[0], str) else ""
+        runs = isinstance(command, list) and command and isinstance(command[0], str)
+        program = os.path.basename(command[0]) if runs and isinstance(command, list) else ""
         spec = parse_job(doc, "submitted job", default_name=doc.get("task") or program or "command")
         if self.dir.has_status(spec.id) or (self.dir.incoming / f"{spec.id}.json").exists():
             raise InvalidJobSpec(f"job {spec.id!r}: id already exists in {self.dir.root}")
@@ -252,7 +254,8 @@ class Spool:
         """Run a failed or cancelled job again, as a fresh series of attempts."""
         status = self.status(job_id)
         if status.state not in (State.FAILED, State.CANCELLED):
-            raise InvalidJobSpec(f"job {job_id!r} is {status.state.value}; only failed or cancelled jobs can be retried")
+            raise InvalidJobSpec(f"job {job_id!r} is {status.state.value}; "
+                                 "only failed or cancelled jobs can be retried")
         self.dir.box.file(RequestKind.RETRY, job_id)
         if not self.dir.manager_running():
             self._apply_without_manager(RequestKind.RETRY, job_id, lifecycle.retry_if_final(utc_now()))
@@ -359,7 +362,8 @@ class Job:
             return status.result
         if status.state.is_final:
             error = status.error or {}
-            raise JobFailed(f"job {self.id!r} {status.state.value}: {error.get('type')}: {error.get('message')}", status)
+            raise JobFailed(f"job {self.id!r} {status.state.value}: {error.get('type')}: {error.get('message')}",
+                            status)
         raise JobNotFinished(f"job {self.id!r} is {status.state.value}")
 
     def cancel(self, grace: float | None = None) -> JobStatus:

@@ -11,7 +11,7 @@ import fcntl
 import os
 import select
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 from . import lifecycle
 from .model import JobStatus, utc_now

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from .ledger import Transition
 from .model import JobStatus, State
@@ -85,7 +85,7 @@ class Crashed:
     started: bool
 
 
-Outcome = Union[Finished, NotStarted, Stopped, Died, Crashed]
+Outcome = Finished | NotStarted | Stopped | Died | Crashed
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ class Ended:
     outcome: Outcome
 
 
-ExecutorEvent = Union[Began, Recorded, Ended]
+ExecutorEvent = Began | Recorded | Ended
 
 
 class Executor(Protocol):

@@ -22,13 +22,14 @@ whole), so timeouts, kills and dispatch go on while a million lines come in.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
 import secrets
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from .clock import Clock, iso_now
 from .dropzone import DEFAULT_MAX_FILE_BYTES, claim_parts, is_job_name, shown, writer_open
@@ -36,7 +37,7 @@ from .errors import InvalidJobSpec
 from .model import JobSpec, JobStatus, iter_job_file, new_status
 from .safeio import UnsafeFile, read_all
 from .spool import SpoolDir
-from .watch import CHANGED, COMPLETE, GONE, WRITING
+from .watch import CHANGED, COMPLETE, GONE
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +119,17 @@ class Intake:
         now = self.clock.time()
         for entry in claims:
             if entry not in self.batches:
-                self._guarded(entry, lambda e=entry: self._open_claim(e, recovering=e not in self.mine))
+                self._guarded(entry, functools.partial(self._open_claim, entry, entry not in self.mine))
         for name in sorted(names):
             if self.clock.monotonic() >= deadline:
                 self.recheck_at = now
                 break
             if is_job_name(name):
-                self._guarded(name, lambda n=name: self._take(n, now))
+                self._guarded(name, functools.partial(self._take, name, now))
         for entry in list(self.batches):
             if self.clock.monotonic() >= deadline:
                 return
-            self._guarded(entry, lambda e=entry: self._advance(self.batches[e], deadline))
+            self._guarded(entry, functools.partial(self._advance, self.batches[entry], deadline))
 
     def _guarded(self, entry: str, step: Callable[[], None]) -> None:
         """One file's trouble is that file's: rejected with the reason, or tried again."""

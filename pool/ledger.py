@@ -17,8 +17,9 @@ writes it only after a few milliseconds): such a write tells two transitions, th
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .lifecycle import Role, check_role, describe
 from .model import JobStatus, State

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import InvalidTransition
 from .model import MAX_SECONDS, JobStatus, State, iso_time, parse_time
@@ -82,7 +83,7 @@ def describe(status: JobStatus) -> str:
     if status.error and status.state is not State.RUNNING:
         kind, message = status.error.get("type"), status.error.get("message")
         return str(message) if kind in OWN_KINDS or not kind else f"{kind}: {message}"
-    return status.state.value
+    return str(status.state.value)
 
 
 def advance(status: JobStatus, to: State, now: str, **changes: Any) -> JobStatus:

@@ -78,7 +78,7 @@ class LocalExecutor:
         self.config = config
         self.workers = workers
         self.close_fds = close_fds  # what a forked worker must not keep open
-        self.context = multiprocessing.get_context(start_method)
+        self.context: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             # What every worker needs is imported once, in the forkserver, before it forks
             # them; pool.forkserver_group first puts the forkserver in a process group of
@@ -124,10 +124,10 @@ class LocalExecutor:
         (as ProcessPoolExecutor does). A job sent ahead is committed to that worker: a
         higher priority arriving later waits at most one job."""
         idle = [s for s in self.slots if s.idle]
-        busy = [s for s in self.slots if s.takes_ahead]
-        slot = (idle or busy or [None])[0]
-        if slot is None:
+        candidates = idle or [s for s in self.slots if s.takes_ahead]
+        if not candidates:
             raise RuntimeError("no room for another attempt")
+        slot = candidates[0]
         try:
             slot.conn.send_bytes(msg.RunAttempt(job.id, job.attempt, ahead=not idle).encode())
         except OSError:  # the worker died a moment ago: its sentinel tells the rest

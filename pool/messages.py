@@ -13,7 +13,7 @@ stale, the file is the truth.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import orjson
 
@@ -79,7 +79,7 @@ class Crashed:
     why: str
 
 
-Reply = Union[Changed, Finished, Skipped, Crashed]
+Reply = Changed | Finished | Skipped | Crashed
 
 
 def encode_reply(reply: Reply) -> bytes:

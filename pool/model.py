@@ -15,13 +15,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import json
 import math
 import re
 import secrets
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import orjson
 
@@ -54,6 +56,7 @@ class State(str, enum.Enum):
 
 
 FINAL_STATES = frozenset({State.DONE, State.FAILED, State.CANCELLED})
+_STATE_VALUES = frozenset(s.value for s in State)
 
 
 # ---------------------------------------------------------------- value checks
@@ -327,10 +330,14 @@ class JobStatus:
 def _checked(value: Any, value_rule: Rule, where: str, key: str) -> Any:
     if not value_rule.check(value):
         raise CorruptStatus(f"{where}: '{key}' must be {value_rule.expected}, got {_shown(value)}")
-    return value_rule.decode(value) if value_rule.decode else value
+    return _decoded(value_rule, value)
 
 
-_STATE_VALUES = frozenset(s.value for s in State)
+def _decoded(value_rule: Rule, value: Any) -> Any:
+    decode = value_rule.decode
+    return decode(value) if decode is not None else value
+
+
 RUN_FIELDS: tuple[tuple[dataclasses.Field[Any], Rule], ...] = tuple(
     (f, f.metadata["rule"]) for f in dataclasses.fields(JobStatus) if "rule" in f.metadata)
 
@@ -428,7 +435,7 @@ def parse_job(
     wrong = [k for k in doc if RULES[k].only not in (None, kind)]
     if wrong:
         raise InvalidJobSpec(f"{where}: '{wrong[0]}' does not apply to a {kind} job")
-    values = {k: (RULES[k].decode(v) if RULES[k].decode else v) for k, v in doc.items()}
+    values = {k: _decoded(RULES[k], v) for k, v in doc.items()}
     values.setdefault("id", doc["id"] if "id" in doc else new_id())
     values["name"] = doc.get("name") or default_name
     return JobSpec(**values)
@@ -491,11 +498,15 @@ def iter_job_file(data: bytes, filename: str, id_base: str) -> Iterator[JobSpec]
         if not line.strip():
             continue
         where = f"{filename} line {number}"
-        spec = parse_job(_loads(line, where), where, stem, lambda: f"{id_base}-{number}")
+        spec = parse_job(_loads(line, where), where, stem, functools.partial(_line_id, id_base, number))
         if spec.id in seen:
             raise InvalidJobSpec(f"{where}: duplicate id {spec.id!r} (also on line {seen[spec.id]})")
         seen[spec.id] = number
         yield spec
+
+
+def _line_id(id_base: str, number: int) -> str:
+    return f"{id_base}-{number}"
 
 
 def parse_job_file(data: bytes, filename: str, id_base: str) -> list[JobSpec]:

@@ -16,8 +16,8 @@ written now (a full disk, a lock still held) waits here and is tried again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import lifecycle
 from .clock import Clock, iso_now

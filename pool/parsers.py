@@ -18,8 +18,9 @@ chunk are examined, so a command that prints megabytes a second is not slowed do
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 

@@ -81,7 +81,7 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
 
 def group_members(pgid: int, besides: int = 0) -> list[int]:
     """The live (not zombie) processes of group ``pgid``, other than ``besides``."""
-    members = []
+    members: list[int] = []
     try:
         entries = os.listdir("/proc")
     except OSError:

@@ -8,8 +8,10 @@ worker it does nothing, so a task still runs on its own.
 from __future__ import annotations
 
 import importlib.util
+import math
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 
 class Reporter(Protocol):
@@ -30,7 +32,7 @@ def set_reporter(reporter: Reporter | None) -> None:
 
 def fraction_of(done: float, total: float) -> float | None:
     """``done`` out of ``total`` as a fraction clamped to 0..1; None when unknowable."""
-    if total <= 0 or done != done:  # NaN is never equal to itself
+    if total <= 0 or math.isnan(done):
         return None
     return min(max(done / total, 0.0), 1.0)
 

@@ -34,8 +34,8 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .dropzone import DropZone
 from .errors import CorruptStatus, JobBusy, JobNotFound, ManagerRunning, SpoolError

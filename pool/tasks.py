@@ -4,7 +4,8 @@ and only those of the modules the manager was told to serve (``--tasks``)."""
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
 
 from .errors import PoolError
 
@@ -27,7 +28,7 @@ def task(fn: F | None = None) -> F | Callable[[F], F]:
     """Register ``fn`` as a task named ``module:function``. The function is returned
     unchanged, so it still runs on its own, outside pool."""
     if fn is None:
-        return lambda f: task(f)
+        return task
     _REGISTRY[task_name(fn)] = fn
     return fn
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from watchdog.events import (
     FileClosedEvent,

@@ -20,10 +20,11 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 
@@ -140,7 +141,7 @@ class Worker:
                 self.flusher.watch(None)
         ledger.hear = sent.append
         try:
-            final, _ = reporter.finish(outcome)
+            reporter.finish(outcome)
         except (OSError, ValueError) as exc:
             unrecorded = outcome(reporter.current())
             return msg.Finished(queued.id, queued.attempt, tuple(sent), unrecorded, f"{type(exc).__name__}: {exc}")

@@ -267,7 +267,6 @@ EVERY_PROCESS_POINTS = [("openat", 50), ("openat", 120), ("write", 20), ("write"
                         ("read", 200), ("unlink", 3)]
 
 
-@pytest.mark.skipif(STRACE is None, reason="strace is not installed: no syscall-level crash injection")
 @pytest.mark.parametrize("syscall, when, every", [(s, w, False) for s, w in MANAGER_POINTS]
                          + [(s, w, True) for s, w in EVERY_PROCESS_POINTS])
 def test_kill_9_at_an_exact_system_call_loses_nothing(
@@ -275,6 +274,7 @@ def test_kill_9_at_an_exact_system_call_loses_nothing(
     """The manager (``every``: each process, at its own Nth call) dies by SIGKILL from
     strace at the Nth call of ``syscall`` while it takes in and runs a batch of short
     and 0.3 s jobs; a second manager then finishes: every job done exactly once."""
+    assert STRACE is not None, "strace is needed to inject SIGKILL at exact system calls (.ci/run installs it)"
     runs = tmp_path / "runs"
     ids = [f"s{n}" for n in range(46)]
     lines = [orjson.dumps(job("counted", str(runs), id=i)) for i in ids]
@@ -336,8 +336,8 @@ def mount_tmpfs(path: Path, size: str) -> bool:
 @pytest.fixture
 def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
     disk = tmp_path / "disk"
-    if os.geteuid() != 0 or not shutil.which("mount") or not mount_tmpfs(disk, "4m"):
-        pytest.skip("needs root and mount to make a small filesystem")
+    assert os.geteuid() == 0 and shutil.which("mount"), "a small real filesystem needs root and mount (CI runs as root)"
+    assert mount_tmpfs(disk, "4m"), "could not mount a 4 MB tmpfs"
     yield disk
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
