@@ -31,7 +31,7 @@ class JobQueue:
         self.jobs[status.id] = status
         if status.next_try_at:
             delay = max(delay, parse_time(status.next_try_at).timestamp() - wall)
-        if delay > 0:
+        if delay > 0.001:  # a retry due now, give or take the rounding of its written time
             heapq.heappush(self.waiting, (now + delay, next(self.order), status.id))
         else:
             heapq.heappush(self.ready, (-status.spec.priority, next(self.order), status.id))

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .lifecycle import Role, check_role, describe
+from .lifecycle import Role, check_role, describe, passed_through_running
 from .model import JobStatus, State
 from .spool import LOCK_TIMEOUT, SpoolDir
 
@@ -65,7 +65,7 @@ def transitions_between(before: JobStatus | None, after: JobStatus, reason: str 
                            after)]
     changes = []
     state = before.state
-    if state is State.QUEUED and after.state is not State.RUNNING and after.started_at != before.started_at:
+    if state is State.QUEUED and passed_through_running(before, after):
         changes.append(Transition(after.id, State.QUEUED, State.RUNNING, before.attempt, start_reason,
                                   after.started_at or after.updated_at))
         state = State.RUNNING

@@ -86,6 +86,18 @@ def describe(status: JobStatus) -> str:
     return str(status.state.value)
 
 
+def passed_through_running(before: JobStatus, after: JobStatus) -> bool:
+    """Whether a status written over a ``queued`` one ran an attempt on the way (a worker
+    writes ``running`` only after a few milliseconds, and a short attempt never does):
+    only a run leads from queued to done or failed, to a later attempt, to another
+    interruption, or to cancelled with a start time (a queued job has none)."""
+    if before.state is not State.QUEUED or after.state is State.RUNNING:
+        return False
+    return (after.state in (State.DONE, State.FAILED) or after.attempt > before.attempt
+            or after.interruptions > before.interruptions
+            or (after.state is State.CANCELLED and after.started_at is not None))
+
+
 def advance(status: JobStatus, to: State, now: str, **changes: Any) -> JobStatus:
     """Move ``status`` to state ``to`` at time ``now``; raises InvalidTransition."""
     if to not in TRANSITIONS[status.state]:
@@ -96,7 +108,8 @@ def advance(status: JobStatus, to: State, now: str, **changes: Any) -> JobStatus
     if to.is_final:
         fields.update(finished_at=now, next_try_at=None)
     if to is State.QUEUED:
-        fields.update(finished_at=None, next_try_at=None)
+        # Waiting again: nothing of the attempt before says it is running or how far.
+        fields.update(finished_at=None, next_try_at=None, started_at=None, progress=None)
     fields.update(changes)
     if fields.get("attempt", status.attempt) != status.attempt:
         fields["interruptions"] = 0  # a new attempt has not been interrupted yet

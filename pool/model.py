@@ -454,7 +454,7 @@ def _loads(data: bytes, where: str) -> object:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise InvalidJobSpec(f"{where}: not valid JSON: {exc}") from None
-    if nesting_depth(doc) > MAX_NESTING + 1:
+    if nesting_depth(doc, MAX_NESTING + 1) > MAX_NESTING + 1:  # the values within, one level down
         raise InvalidJobSpec(f"{where}: nested more than {MAX_NESTING} levels deep")
     if _LONG_DIGIT_RUN.search(data):
         # orjson turns integers beyond 64 bits into floats, silently losing digits;

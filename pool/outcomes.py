@@ -141,6 +141,8 @@ class Outcomes:
             return
         if written is None:
             self.requeue(job_id)  # nothing to change: if it waits, it waits in the queue
+        elif written.state is State.QUEUED:
+            self.dispatch.enqueue(written)
 
     def retry_pending(self, now: float) -> bool:
         """Try the settlements whose time has come; True when none is left."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from pool import lifecycle
 from pool.errors import InvalidTransition
-from pool.model import JobStatus, State, new_status, parse_job, parse_time
+from pool.ledger import transitions_between
+from pool.model import MAX_SECONDS, JobStatus, State, new_status, parse_job, parse_time
 
 T0 = "2026-01-01T00:00:00.000000Z"
 T1 = "2026-01-01T00:00:10.000000Z"
@@ -116,3 +120,92 @@ def test_a_timeout_is_a_failed_attempt_that_says_so() -> None:
     status = lifecycle.time_out(running(timeout=0.5), T1)
     assert status.state is State.FAILED and status.error == {
         "type": "Timeout", "message": "attempt 1 timed out after 0.5s", "traceback": None}
+
+
+# ---------------------------------------------------------------- who may change what
+
+@pytest.mark.parametrize("role, before, after, allowed", [
+    (lifecycle.Role.WORKER, State.QUEUED, State.RUNNING, True),
+    (lifecycle.Role.WORKER, State.RUNNING, State.DONE, True),
+    (lifecycle.Role.WORKER, State.RUNNING, State.QUEUED, True),   # its own failed attempt, retried
+    (lifecycle.Role.WORKER, State.QUEUED, State.CANCELLED, False),  # a kill is the manager's
+    (lifecycle.Role.WORKER, State.RUNNING, State.CANCELLED, False),
+    (lifecycle.Role.WORKER, State.FAILED, State.QUEUED, False),
+    (lifecycle.Role.WORKER, None, State.QUEUED, False),
+    (lifecycle.Role.CLIENT, None, State.QUEUED, True),
+    (lifecycle.Role.CLIENT, State.QUEUED, State.CANCELLED, True),
+    (lifecycle.Role.CLIENT, State.FAILED, State.QUEUED, True),
+    (lifecycle.Role.CLIENT, State.RUNNING, State.CANCELLED, False),  # something runs it: only its owner stops it
+    (lifecycle.Role.CLIENT, State.QUEUED, State.RUNNING, False),
+    (lifecycle.Role.SUPERVISOR, State.RUNNING, State.CANCELLED, True),
+    (lifecycle.Role.SUPERVISOR, State.CANCELLED, State.QUEUED, False),  # `pool retry` is a client's
+    (lifecycle.Role.SUPERVISOR, None, State.QUEUED, False),
+    (lifecycle.Role.MANAGER, None, State.QUEUED, True),
+    (lifecycle.Role.MANAGER, State.RUNNING, State.QUEUED, True),
+    (lifecycle.Role.MANAGER, State.DONE, State.QUEUED, False),  # done is final for everyone
+])
+def test_each_role_may_make_only_the_changes_of_its_part(
+        role: lifecycle.Role, before: State | None, after: State, allowed: bool) -> None:
+    if allowed:
+        lifecycle.check_role(role, before, after)
+    else:
+        with pytest.raises(InvalidTransition, match=f"the {role.value} may not move a job"):
+            lifecycle.check_role(role, before, after)
+
+
+def test_every_role_may_write_progress_without_a_state_change() -> None:
+    for role in lifecycle.Role:
+        lifecycle.check_role(role, State.RUNNING, State.RUNNING)
+
+
+def test_a_retry_delay_never_overflows() -> None:
+    status = queued(retries=1000, retry_delay=1e6, retry_backoff=1000)
+    for attempt in (1, 2, 500, 1001):
+        assert 0 <= lifecycle.retry_delay(dataclasses.replace(status, attempt=attempt)) <= MAX_SECONDS
+    failed = lifecycle.fail_attempt(dataclasses.replace(running(retries=1000, retry_delay=1e6, retry_backoff=1000),
+                                                        attempt=900), {"type": "E", "message": "m"}, T1)
+    assert failed.state is State.QUEUED and failed.next_try_at is not None
+
+
+def test_an_interrupted_attempt_counts_after_too_many_interruptions() -> None:
+    status = running()
+    for n in range(1, lifecycle.MAX_INTERRUPTIONS + 1):
+        status = lifecycle.interrupt(status, T1)
+        assert (status.state, status.attempt, status.interruptions) == (State.QUEUED, 1, n)
+        status = lifecycle.start(status, 1, None, T1)
+    status = lifecycle.interrupt(status, T1)
+    assert (status.attempt, status.interruptions, status.error["type"]) == (2, 0, "Interrupted")  # type: ignore[index]
+
+
+def test_queued_again_says_nothing_of_the_attempt_before() -> None:
+    halfway = dataclasses.replace(running(retries=1), progress=0.6, message="60%")
+    again = lifecycle.fail_attempt(halfway, {"type": "E", "message": "m"}, T1)
+    assert (again.state, again.progress, again.started_at, again.pid) == (State.QUEUED, None, None, None)
+
+
+@pytest.mark.parametrize("after, ran", [
+    (lambda q: lifecycle.succeed(lifecycle.start(q, 1, None, T1), 1, T1), True),
+    (lambda q: lifecycle.fail_attempt(lifecycle.start(q, 1, None, T1), {"type": "E", "message": "m"}, T1), True),
+    (lambda q: lifecycle.interrupt(lifecycle.start(q, 1, None, T1), T1), True),
+    (lambda q: lifecycle.cancel(lifecycle.start(q, 1, None, T1), T1), True),
+    (lambda q: lifecycle.cancel(q, T1), False),
+    (lambda q: dataclasses.replace(q, message="edited"), False),
+])
+def test_a_write_over_queued_tells_whether_an_attempt_ran_on_the_way(after: Any, ran: bool) -> None:
+    before = queued(retries=3)
+    assert lifecycle.passed_through_running(before, after(before)) is ran
+
+
+def test_the_ledger_tells_the_start_and_the_outcome_of_a_short_attempt() -> None:
+    before = queued()
+    done = lifecycle.succeed(lifecycle.start(before, 9, None, T0), 1, T1)
+    told = transitions_between(before, done, start_reason="worker pid 9")
+    assert [(t.before, t.after, t.reason, t.time) for t in told] == [
+        (State.QUEUED, State.RUNNING, "worker pid 9", T0), (State.RUNNING, State.DONE, "finished", T1)]
+    assert transitions_between(done, done) == []
+
+
+def test_a_failure_is_described_with_its_kind() -> None:
+    failed = lifecycle.fail_attempt(running(), {"type": "KeyError", "message": "7"}, T1)
+    assert lifecycle.describe(failed) == "KeyError: 7"
+    assert lifecycle.describe(lifecycle.cancel(queued(), T1)) == "cancelled by request"

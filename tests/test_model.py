@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import orjson
 import pytest
 
-from pool.errors import InvalidJobSpec
-from pool.model import JobSpec, JobStatus, State, new_status, parse_job, parse_job_file
+from pool.errors import CorruptStatus, InvalidJobSpec
+from pool.model import SPEC_KEYS, JobSpec, JobStatus, State, new_status, parse_job, parse_job_file
 
 OK_TASK = {"task": "mytasks:render", "args": [42], "kwargs": {"quality": "high"}}
 
@@ -131,3 +134,62 @@ def test_status_document_follows_the_schema() -> None:
                 "log", "priority", "meta", "schema"):
         assert key in doc, key
     assert doc["log"] == "logs/j1.log" and doc["schema"] == 1 and doc["state"] == "queued"
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"task": "m:f", "retry_delay": 1e15}, "'retry_delay' must be a number of seconds from 0 to 31536000"),
+    ({"task": "m:f", "retry_backoff": 1e200}, "'retry_backoff' must be a number from 1 to 1000"),
+    ({"task": "m:f", "timeout": 1e300}, "'timeout' must be a number of seconds > 0 and at most 31536000"),
+    ({"task": "m:f", "meta": {"x": nested(70)}}, "'meta' must be an object nested at most 64 levels deep"),
+    ({"task": "m:f", "args": [nested(65)]}, "'args' must be a list nested at most 64 levels deep"),
+])
+def test_values_out_of_range_are_refused_at_the_door(doc: dict, message: str) -> None:
+    with pytest.raises(InvalidJobSpec) as info:
+        parse(doc)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("depth", [300, 1000, 1023])
+def test_deep_nesting_is_refused_before_anything_recurses(depth: int) -> None:
+    data = b'{"task": "m:f", "meta": {"n": 1234567890123456789, "x": ' + b"[" * depth + b"]" * depth + b"}}"
+    with pytest.raises(InvalidJobSpec, match="nested more than 64 levels deep|depth limit exceeded"):
+        parse_job_file(data, "deep.json", "tok")
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"[]", "not a JSON object"),
+    (b"{}", "'id' is missing"),
+    (b'{"id": "x", "task": "m:f", "state": "sleeping", "created_at": "t", "updated_at": "t"}', "'state' must be"),
+    (b'{"id": "x", "task": "m:f", "state": "queued", "created_at": "t", "updated_at": "t", "attempt": "one"}',
+     "'attempt' must be"),
+    (b'{"id": "x", "task": "m:f", "state": "queued", "created_at": "t", "updated_at": "t", "error": "boom"}',
+     "'error' must be"),
+    (b'{"id": "x", "command": "ls", "state": "queued", "created_at": "t", "updated_at": "t"}', "'command' must be"),
+    (b'{"id": "../x", "task": "m:f", "state": "queued", "created_at": "t", "updated_at": "t"}', "'id' must be"),
+    (b"not json", "not valid JSON"),
+])
+def test_a_status_document_pool_could_not_have_written_is_refused(data: bytes, message: str) -> None:
+    with pytest.raises(CorruptStatus, match=message):
+        JobStatus.decode(data, "status/x.json")
+
+
+def test_text_that_cannot_be_encoded_is_written_with_a_stand_in() -> None:
+    name = b"report-\xff.csv".decode("utf-8", "surrogateescape")
+    status = dataclasses.replace(new_status(parse(OK_TASK), "2026-01-01T00:00:00.000000Z"),
+                                 message=f"processing {name}")
+    doc = orjson.loads(status.encode())
+    assert doc["message"] == "processing report-?.csv"
+
+
+def test_every_key_is_described_once_in_the_field_table() -> None:
+    assert set(SPEC_KEYS) == {f.name for f in dataclasses.fields(JobSpec)}
+    assert all("rule" in f.metadata for f in dataclasses.fields(JobSpec))
+    run_keys = {f.name for f in dataclasses.fields(JobStatus)} - {"spec"}
+    assert run_keys <= set(new_status(parse(OK_TASK), "t").to_dict())

@@ -1,0 +1,319 @@
+"""The manager stepped by hand: a fake executor, time standing still, a real spool.
+
+As huey's tests step their consumer with ``now`` passed in, these call ``Manager.step``
+with a clock they move themselves, and tell the manager what the executor "saw" (an
+attempt began, ended this way or that). So the trickiest paths (a job sent ahead and
+cancelled, a dead worker's reasons, crash accounting, timeouts) run in milliseconds,
+with no process but this one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+import pytest
+
+from conftest import drop, status_doc
+from pool import lifecycle
+from pool.executor import (
+    Began,
+    Crashed,
+    Died,
+    Ended,
+    ExecutorEvent,
+    Finished,
+    NotStarted,
+    Outcome,
+    Stopped,
+    StopReason,
+)
+from pool.manager import Manager, ManagerConfig
+from pool.model import JobStatus, State
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.wall_at_start = time.time()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.wall_at_start + self.now - 1000.0
+
+
+class FakeExecutor:
+    """Takes up to ``slots`` attempts; a test says how each one goes."""
+
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
+        self.held: dict[str, JobStatus] = {}
+        self.began: set[str] = set()
+        self.events: list[ExecutorEvent] = []
+        self.stops: list[tuple[str, StopReason, float]] = []
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+
+    def room(self) -> int:
+        return self.slots - len(self.held)
+
+    def start(self, job: JobStatus, now: float) -> None:
+        self.held[job.id] = job
+
+    def begin(self, job_id: str, now: float) -> None:
+        self.began.add(job_id)
+        self.events.append(Began(job_id, self.held[job_id].attempt, now))
+
+    def end(self, job_id: str, outcome: Outcome) -> None:
+        job = self.held.pop(job_id)
+        self.began.discard(job_id)
+        self.events.append(Ended(job_id, job.attempt, outcome))
+
+    def stop(self, job_id: str, reason: StopReason, grace: float, now: float) -> bool:
+        if job_id not in self.began:
+            return False
+        self.stops.append((job_id, reason, grace))
+        return True
+
+    def holds(self, job_id: str) -> bool:
+        return job_id in self.held
+
+    def running(self, job_id: str) -> bool:
+        return job_id in self.began
+
+    def busy(self) -> bool:
+        return bool(self.held)
+
+    def running_ids(self) -> list[str]:
+        return sorted(self.began)
+
+    def waitables(self) -> list[Any]:
+        return []
+
+    def next_deadline(self, now: float) -> float | None:
+        return None
+
+    def collect(self, ready: list[Any], now: float) -> list[ExecutorEvent]:
+        events, self.events = self.events, []
+        return events
+
+
+class Stepped:
+    """A manager on a real spool, stepped by hand."""
+
+    def __init__(self, spool_dir: Path, slots: int = 1, **config: Any) -> None:
+        self.spool_dir = spool_dir
+        self.clock = FakeClock()
+        self.executor = FakeExecutor(slots)
+        self.manager = Manager(ManagerConfig(spool=str(spool_dir), **config), self.executor, self.clock)
+        self.manager.spool.create()
+        self.manager.open()
+
+    def step(self, after: float = 0.0) -> None:
+        self.clock.now += after
+        self.manager.rescan_due = True  # no watchdog here: look at the folders every step
+        self.manager.step()
+
+    def submit(self, job_id: str, **fields: Any) -> None:
+        drop(self.spool_dir, f"{job_id}.json", {"task": "m:f", "id": job_id, **fields})
+
+    def mark_started(self, job_id: str) -> None:
+        """What the worker writes before the attempt's code runs."""
+        fd = self.manager.spool.lease(job_id)
+        assert fd is not None
+        status = self.manager.spool.read_status(job_id)
+        self.manager.spool.mark_started(fd, status.attempt, os.getpid(), None)
+        os.close(fd)
+
+    def doc(self, job_id: str) -> dict[str, Any]:
+        found = status_doc(self.spool_dir, job_id)
+        assert found is not None
+        return found
+
+    def events(self, job_id: str) -> list[tuple[str | None, str, int, str]]:
+        lines = (self.spool_dir / "events.jsonl").read_bytes().splitlines()
+        return [(e["from"], e["to"], e["attempt"], e["reason"]) for e in map(orjson.loads, lines) if e["id"] == job_id]
+
+
+@pytest.fixture
+def stepped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stepped]:
+    monkeypatch.setattr("pool.manager.unserved_reason", lambda name, tasks, modules: None)  # any task is served
+    yield Stepped(tmp_path / "spool", slots=2)
+
+
+def test_a_job_handed_over_but_not_begun_is_cancelled_on_disk_and_never_counted(stepped: Stepped) -> None:
+    stepped.submit("ahead")
+    stepped.step()
+    assert stepped.executor.held.keys() == {"ahead"}  # handed over; its worker has not begun it
+    stepped.manager.spool.box.file(lifecycle_kill(), "ahead")
+    stepped.step()
+    assert stepped.doc("ahead")["state"] == "cancelled"  # the worker reads this before it starts anything
+    assert stepped.executor.stops == []
+    stepped.executor.end("ahead", NotStarted(State.CANCELLED, "it is cancelled"))
+    stepped.step()
+    doc = stepped.doc("ahead")
+    assert (doc["state"], doc["attempt"], doc["started_at"]) == ("cancelled", 1, None)
+    assert not (stepped.spool_dir / "requests" / "kill-ahead").exists()
+    assert stepped.events("ahead") == [(None, "queued", 1, "accepted"),
+                                       ("queued", "cancelled", 1, "cancelled by request")]
+
+
+def test_a_kill_of_a_running_job_stops_it_and_records_why_before_the_end(stepped: Stepped) -> None:
+    stepped.submit("r")
+    stepped.step()
+    stepped.executor.begin("r", stepped.clock.now)
+    stepped.mark_started("r")
+    stepped.manager.spool.box.file(lifecycle_kill(), "r", grace=2.5)
+    stepped.step()
+    assert stepped.executor.stops == [("r", StopReason.CANCEL, 2.5)]
+    assert stepped.doc("r")["state"] == "queued"  # `running` not written yet: a short job
+    stepped.executor.end("r", Stopped(StopReason.CANCEL))
+    stepped.step()
+    assert stepped.doc("r")["state"] == "cancelled"
+    assert [e[:2] for e in stepped.events("r")] == [(None, "queued"), ("queued", "running"), ("running", "cancelled")]
+
+
+@pytest.mark.parametrize("began, expected", [
+    (True, ("queued", 2, "WorkerDied")),   # it began: a failed attempt, retried
+    (False, ("queued", 1, None)),          # it never began: queued again, uncounted
+])
+def test_a_dead_worker_counts_the_attempt_only_if_it_began(
+        stepped: Stepped, began: bool, expected: tuple[str, int, str | None]) -> None:
+    stepped.submit("d", retries=2, retry_delay=0)
+    stepped.step()
+    stepped.executor.begin("d", stepped.clock.now)
+    if began:
+        stepped.mark_started("d")
+    stepped.executor.end("d", Died("worker process 4242 was killed by SIGKILL"))
+    stepped.step()
+    doc = stepped.doc("d")
+    assert (doc["state"], doc["attempt"], doc["error"] and doc["error"]["type"]) == expected
+    assert "d" in stepped.executor.held  # queued again, and handed over at once
+
+
+def test_without_retries_a_dead_worker_fails_the_job_once(stepped: Stepped) -> None:
+    stepped.submit("d1")
+    stepped.step()
+    stepped.executor.begin("d1", stepped.clock.now)
+    stepped.mark_started("d1")
+    stepped.executor.end("d1", Died("worker process 4242 was killed by signal 40"))
+    stepped.step()
+    doc = stepped.doc("d1")
+    assert (doc["state"], doc["attempt"], doc["error"]["message"]) == (
+        "failed", 1, "worker process 4242 was killed by signal 40")
+    assert "d1" not in stepped.executor.held
+
+
+def test_a_crashed_worker_counts_the_attempt(stepped: Stepped) -> None:
+    stepped.submit("c")
+    stepped.step()
+    stepped.executor.begin("c", stepped.clock.now)
+    stepped.executor.end("c", Crashed("TypeError: cannot encode", started=True))
+    stepped.step()
+    doc = stepped.doc("c")
+    assert (doc["state"], doc["error"]["type"], doc["attempt"]) == ("failed", "WorkerError", 1)
+
+
+def test_an_outcome_the_worker_could_not_write_is_written_by_the_manager(stepped: Stepped) -> None:
+    stepped.submit("u")
+    stepped.step()
+    stepped.executor.begin("u", stepped.clock.now)
+    queued = stepped.manager.spool.read_status("u")
+    done = lifecycle.succeed(lifecycle.start(queued, 77, None, "2027-01-15T08:00:00.000000Z"), {"ok": 1},
+                             "2027-01-15T08:00:01.000000Z")
+    stepped.executor.end("u", Finished(unrecorded=done, why="OSError: [Errno 28] No space left on device"))
+    stepped.step()
+    doc = stepped.doc("u")
+    assert (doc["state"], doc["result"], doc["attempt"]) == ("done", {"ok": 1}, 1)
+    assert [e[:2] for e in stepped.events("u")] == [(None, "queued"), ("queued", "running"), ("running", "done")]
+
+
+def test_a_timeout_counts_from_when_the_attempt_began(stepped: Stepped) -> None:
+    stepped.submit("t", timeout=10)
+    stepped.step()
+    stepped.step(after=30)  # handed over but not begun: no clock runs yet
+    assert stepped.executor.stops == []
+    stepped.executor.begin("t", stepped.clock.now)
+    stepped.step(after=9.9)
+    assert stepped.executor.stops == []
+    stepped.step(after=0.2)
+    assert stepped.executor.stops == [("t", StopReason.TIMEOUT, 5.0)]
+    stepped.mark_started("t")
+    stepped.executor.end("t", Stopped(StopReason.TIMEOUT))
+    stepped.step()
+    doc = stepped.doc("t")
+    assert (doc["state"], doc["error"]["type"]) == ("failed", "Timeout")
+
+
+def test_a_retry_waits_for_its_time_on_the_managers_clock(stepped: Stepped) -> None:
+    stepped.submit("w", retries=1, retry_delay=30, retry_backoff=1)
+    stepped.step()
+    stepped.executor.begin("w", stepped.clock.now)
+    stepped.mark_started("w")
+    stepped.executor.end("w", Died("worker process 1 exited with code 1"))
+    stepped.step()
+    assert stepped.doc("w")["state"] == "queued" and "w" not in stepped.executor.held
+    stepped.step(after=29)
+    assert "w" not in stepped.executor.held
+    stepped.step(after=2)
+    assert "w" in stepped.executor.held
+
+
+def test_a_graceful_stop_puts_an_attempt_back_uncounted_but_not_forever(stepped: Stepped) -> None:
+    stepped.submit("g", retries=0)
+    for interruption in range(1, lifecycle.MAX_INTERRUPTIONS + 2):
+        stepped.step()
+        stepped.executor.begin("g", stepped.clock.now)
+        stepped.mark_started("g")
+        stepped.executor.end("g", Stopped(StopReason.SHUTDOWN))
+        stepped.step()
+        doc = stepped.doc("g")
+        if interruption <= lifecycle.MAX_INTERRUPTIONS:
+            assert (doc["state"], doc["attempt"], doc["interruptions"]) == ("queued", 1, interruption)
+    assert (doc["state"], doc["attempt"], doc["error"]["type"]) == ("queued", 2, "Interrupted")
+
+
+def test_every_state_change_is_heard_once_with_its_real_before_and_after(stepped: Stepped) -> None:
+    stepped.submit("h", retries=1, retry_delay=0)
+    stepped.step()
+    stepped.executor.begin("h", stepped.clock.now)
+    stepped.mark_started("h")
+    stepped.executor.end("h", Crashed("KeyError: 7", started=True))
+    stepped.step()
+    stepped.executor.begin("h", stepped.clock.now)
+    stepped.mark_started("h")
+    stepped.executor.end("h", Stopped(StopReason.CANCEL))
+    stepped.step()
+    assert stepped.events("h") == [
+        (None, "queued", 1, "accepted"),
+        ("queued", "running", 1, "started"),
+        ("running", "queued", 1, "KeyError: 7"),
+        ("queued", "running", 2, "started"),
+        ("running", "cancelled", 2, "cancelled by request"),
+    ]
+
+
+def test_bad_input_ends_the_job_not_the_manager(stepped: Stepped) -> None:
+    (stepped.spool_dir / "status" / "broken.json").write_bytes(b'{"id": "broken", "state": 7}')
+    (stepped.spool_dir / "requests" / "kill-nobody").write_bytes(b'{"grace": "5s"}')
+    stepped = Stepped(stepped.spool_dir, slots=2)  # a manager starting on these files
+    stepped.submit("fine")
+    stepped.step()
+    assert (stepped.spool_dir / "requests" / "kill-nobody").exists()  # the job may be on its way
+    stepped.step(after=61)  # a kill for an id never seen is kept a minute, then dropped
+    assert "fine" in stepped.executor.held
+    assert not (stepped.spool_dir / "status" / "broken.json").exists()
+    assert (stepped.spool_dir / "rejected" / "broken.status.json").exists()
+    assert not (stepped.spool_dir / "requests" / "kill-nobody").exists()
+
+
+def lifecycle_kill() -> Any:
+    from pool.requests import RequestKind
+
+    return RequestKind.KILL
