@@ -90,7 +90,7 @@ class StatusReporter:
     def finish(self, change: Callable[[JobStatus], JobStatus]) -> tuple[JobStatus, list[Transition]]:
         """Write the attempt's outcome; no progress write can follow it. Returns the
         outcome and its transitions. A full or read-only disk is given a moment; then
-        OSError is raised and the outcome is the manager's to write."""
+        OSError is raised, and the outcome (``self.status``) is the manager's to write."""
         with self.mutex:
             self.closed = True
             self.status = change(self.current())

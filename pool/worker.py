@@ -142,9 +142,8 @@ class Worker:
         ledger.hear = sent.append
         try:
             reporter.finish(outcome)
-        except (OSError, ValueError) as exc:
-            unrecorded = outcome(reporter.current())
-            return msg.Finished(queued.id, queued.attempt, tuple(sent), unrecorded, f"{type(exc).__name__}: {exc}")
+        except (OSError, ValueError) as exc:  # the outcome stands: the manager is to write it
+            return msg.Finished(queued.id, queued.attempt, tuple(sent), reporter.status, f"{type(exc).__name__}: {exc}")
         return msg.Finished(queued.id, queued.attempt, tuple(sent))
 
     def _tell(self, transition: Transition, reporter: StatusReporter) -> None:

@@ -145,3 +145,28 @@ def record_run(path: str) -> int:
         f.write(job_id + "\n")
     with open(path) as f:
         return sum(1 for line in f if line.strip() == job_id)
+
+
+NOT_UTF8 = b"report-\xff.csv".decode("utf-8", "surrogateescape")  # as os.listdir returns such a name
+
+
+@pool.task
+def progress_not_utf8(runs_file: str) -> str:
+    """Reports progress naming a file whose name is not UTF-8."""
+    record_run(runs_file)
+    pool.progress(0.5, message=f"processing {NOT_UTF8}")
+    time.sleep(0.05)  # long enough for `running` and the progress to be written
+    return "ok"
+
+
+@pool.task
+def fill_the_log(runs_file: str, nbytes: int) -> str:
+    """Prints ``nbytes`` (more than the disk holds), shrugging off write errors."""
+    record_run(runs_file)
+    chunk = b"x" * 65535 + b"\n"
+    for _ in range(nbytes // len(chunk)):
+        try:
+            os.write(1, chunk)
+        except OSError:
+            pass
+    return "printed"

@@ -17,7 +17,7 @@ from typing import Callable
 import orjson
 import pytest
 
-from conftest import POOL, Server, drop, env_for_tests, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import POOL, Server, drop, env_for_tests, fill, pid_alive, run_pool, state_of, status_doc, wait_until
 from pool.client import Spool
 
 FINAL = {"done", "failed", "cancelled"}
@@ -326,33 +326,6 @@ def test_a_second_signal_stops_at_once(spool_dir: Path, serve: Callable[..., Ser
 
 
 # ---------------------------------------------------------------- a full or read-only disk
-
-def mount_tmpfs(path: Path, size: str) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    disk = tmp_path / "disk"
-    assert os.geteuid() == 0 and shutil.which("mount"), "a small real filesystem needs root and mount (CI runs as root)"
-    assert mount_tmpfs(disk, "4m"), "could not mount a 4 MB tmpfs"
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    return filler
-
 
 @pytest.mark.parametrize("trouble", ["full", "read-only"])
 def test_a_full_or_read_only_disk_loses_nothing_and_recovers(small_disk: Path, tmp_path: Path, trouble: str) -> None:

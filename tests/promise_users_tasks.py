@@ -1,0 +1,46 @@
+"""Tasks of test_promises_users.py (served with ``--tasks promise_users_tasks``).
+
+A job that must keep running waits for a *gate* file the test creates: the test decides
+when it ends, so nothing depends on timing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pool
+
+
+@pool.task
+def say(text: str) -> int:
+    """Print ``text`` (to the job's log) and return its length."""
+    print(text, flush=True)
+    return len(text)
+
+
+@pool.task
+def hold(gate: str) -> str:
+    """Run until ``gate`` exists (or until killed)."""
+    print("holding until", gate, flush=True)
+    while not os.path.exists(gate):
+        time.sleep(0.01)  # the job's own idle work, waiting for its gate: no test sleeps here
+    return "released"
+
+
+@pool.task
+def stubborn(gate: str) -> str:
+    """Like ``hold``, but puts off a SIGTERM (noting it in ``<gate>.term``) until the gate
+    opens, and then dies of it: a kill of it stays under way until the test says."""
+    term = Path(f"{gate}.term")
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: term.touch())
+    try:
+        print("holding until", gate, "and putting off SIGTERM", flush=True)
+        while not os.path.exists(gate):
+            time.sleep(0.01)  # the job's own idle work, waiting for its gate: no test sleeps here
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if term.exists():
+        os.kill(os.getpid(), signal.SIGTERM)  # the signal it put off, now with the worker's own handling
+    return "released"

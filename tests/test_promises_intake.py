@@ -1,0 +1,628 @@
+"""Regression tests for defects found by attacking pool from the outside (the scripts in
+the reliability issue's repro folder): each test names the promise it checks and drives a
+real ``pool serve`` with files and the CLI, for the whole class of input, not one sample.
+
+Promises (README, "Guarantees"): a job accepted into the spool is never lost; bad input
+never stops the manager and never loses a file; links are never followed and FIFOs never
+blocked on; the intake rules (tasks served, --allow-commands, --allow-loader-env, ids)
+hold for every way a file gets in; timeouts are enforced while a big batch comes in."""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import pytest
+
+from conftest import TESTS, Server, drop, env_for_tests, pid_alive, run_pool, state_of, status_doc, wait_until
+from pool.client import Spool
+
+ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def job(task: str, *args: object, **fields: object) -> dict[str, object]:
+    return {"task": f"pooltest_tasks:{task}", "args": list(args), **fields}
+
+
+def alive(server: Server) -> bool:
+    return server.proc is not None and server.proc.poll() is None
+
+
+def status_names(spool_dir: Path) -> list[str]:
+    return [n for n in os.listdir(spool_dir / "status") if n.endswith(".json")]
+
+
+def reason_of(error_file: Path) -> str:
+    return str(orjson.loads(error_file.read_bytes())["reason"])
+
+
+def run_to_done(spool_dir: Path, job_id: str, timeout: float = 15) -> None:
+    """The manager still serves: a job dropped now runs to done."""
+    drop(spool_dir, f"{job_id}.json", job("add", 1, 2, id=job_id))
+    wait_until(lambda: state_of(spool_dir, job_id) == "done", timeout, f"job {job_id!r} done (the manager serves)")
+
+
+def write_request(spool_dir: Path, name: str, data: bytes) -> None:
+    """A request file written by hand, the safe way (a dot-file renamed into place)."""
+    requests = spool_dir / "requests"
+    tmp = requests / f".{name}.tmp"
+    tmp.write_bytes(data)
+    os.rename(tmp, requests / name)
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert not pid_alive(child.pid)
+    return child.pid
+
+
+# ---------------------------------------------------------------- 1. appends to a .jsonl (repro 23)
+
+def test_every_line_appended_to_a_jsonl_gets_a_status(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    """Promise: a job accepted into the spool is never lost. A writer growing
+    incoming/batch.jsonl with separate appends (``echo ... >> batch.jsonl``: open, write one
+    line, close) loses no line, whether it lands before or after the manager claims the file."""
+    serve("--workers", "2")
+    batch = spool_dir / "incoming" / "batch.jsonl"
+    first, singles = 1500, 300
+    with open(batch, "ab") as f:  # one big append...
+        f.write(b"".join(orjson.dumps(job("add", n, 0, id=f"a{n}")) + b"\n" for n in range(first)))
+    # ...then one line per append, each from its own process, as a shell's `echo >> file` does
+    script = ("for n in $(seq %d %d); do /bin/echo '{\"task\":\"pooltest_tasks:add\",\"args\":['\"$n\"',0],"
+              "\"id\":\"a'\"$n\"'\"}' >> \"$1\"; done" % (first, first + singles - 1))
+    subprocess.run(["sh", "-c", script, "sh", str(batch)], check=True, timeout=60)
+    incoming = spool_dir / "incoming"
+    wait_until(lambda: not os.listdir(incoming), 30, "incoming/ empty (every append taken in)")
+    expected = {f"a{n}.json" for n in range(first + singles)}
+    have = set(status_names(spool_dir))
+    assert not expected - have, f"{len(expected - have)} appended lines lost, e.g. {sorted(expected - have)[:5]}"
+    assert have == expected
+    assert os.listdir(spool_dir / "rejected") == []
+
+    def done() -> int:
+        events = spool_dir / "events.jsonl"
+        return events.read_bytes().count(b'"to":"done"') if events.exists() else 0
+
+    wait_until(lambda: done() == first + singles, 60, "every appended job done")
+
+
+# ---------------------------------------------------------------- 2. deep nesting (repros 02, 03)
+
+NESTED = {
+    # orjson reads it, but cannot write a status nesting it one level deeper
+    "meta-300-deep.json": b'{"task":"pooltest_tasks:add","args":[1,2],"meta":{"x":' + b"[" * 300 + b"]" * 300 + b"}}",
+    # a long digit run makes pool re-read the file with json.loads, which recurses
+    "args-1000-deep-long-number.json": (b'{"task":"pooltest_tasks:add","args":[' + b"[" * 1000 + b"]" * 1000
+                                        + b'],"meta":{"n":1234567890123456789}}'),
+}
+
+
+@pytest.mark.parametrize("name", list(NESTED))
+def test_deep_nesting_is_rejected_and_neither_the_manager_nor_its_restart_dies(
+        spool_dir: Path, serve: Callable[..., Server], name: str) -> None:
+    """Promise: bad input (nesting hundreds deep) never stops the manager and never loses
+    the file: it is rejected with a reason naming the nesting, whether it arrives while the
+    manager serves, lies in incoming/ at start, or is a claim a dead manager left."""
+    data = NESTED[name]
+    rejected = spool_dir / "rejected"
+    server = serve("--workers", "1")
+    drop(spool_dir, name, data)
+    wait_until(lambda: (rejected / f"{name}.error.json").exists() or not alive(server), 15, f"{name} rejected")
+    assert alive(server), f"the manager died on {name}:\n{server.output()[-3000:]}"
+    reason = reason_of(rejected / f"{name}.error.json")
+    assert "nested" in reason and "deep" in reason, reason
+    assert (rejected / name).read_bytes() == data  # kept, untouched
+    run_to_done(spool_dir, "after-drop")
+    assert server.stop() == 0
+
+    # The same input waiting at the next start: as a plain file, and as a claim (a manager
+    # killed after claiming it) that every start reads again.
+    incoming = spool_dir / "incoming"
+    drop(spool_dir, f"fresh-{name}", data)
+    (incoming / f".claimed~0123456789ab~claimed-{name}").write_bytes(data)
+    restarted = serve("--workers", "1")
+    for original in (f"fresh-{name}", f"claimed-{name}"):
+        error = rejected / f"{original}.error.json"
+        wait_until(lambda: error.exists() or not alive(restarted), 15, f"{original} rejected after a restart")
+        assert alive(restarted), f"the restarted manager died on {original}:\n{restarted.output()[-3000:]}"
+        assert "nested" in reason_of(error), reason_of(error)
+        assert (rejected / original).read_bytes() == data
+    run_to_done(spool_dir, "after-restart")
+    assert not os.listdir(incoming)
+    assert alive(restarted)
+
+
+# ---------------------------------------------------------------- 3. malformed status files (repro 24)
+
+def status_like(**changes: Any) -> bytes:
+    doc: dict[str, Any] = {
+        "id": "x", "name": "x", "task": "pooltest_tasks:add", "args": [1, 2], "kwargs": {}, "priority": 0,
+        "retries": 0, "retry_delay": 1.0, "retry_backoff": 2.0, "timeout": None, "meta": {}, "schema": 1,
+        "state": "queued", "created_at": "2026-01-01T00:00:00.000000Z", "updated_at": "2026-01-01T00:00:00.000000Z",
+        "attempt": 1, "progress": None, "message": None, "pid": None, "pid_started": None, "started_at": None,
+        "finished_at": None, "next_try_at": None, "exit_code": None, "result": None, "error": None,
+        "max_attempts": 1, "log": "logs/x.log"}
+    doc.update(changes)
+    return orjson.dumps(doc)
+
+
+MALFORMED_STATUS = {
+    "a-list": b"[]",
+    "an-empty-object": b"{}",
+    "null": b"null",
+    "truncated": status_like()[:40],
+    "attempt-a-word": status_like(attempt="one"),
+    "state-unknown": status_like(state="exploded"),
+    "created-at-a-number": status_like(created_at=5),
+    "args-not-a-list": status_like(args="1, 2"),
+    "holds-another-job": status_like(id="y"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_STATUS))
+def test_a_malformed_status_file_is_set_aside_and_stops_nothing(
+        spool_dir: Path, serve: Callable[..., Server], case: str) -> None:
+    """Promise: bad input never stops the manager and never loses a file, status/ included
+    (a group member's file, a partial restore, another tool): `pool status` shows the rest
+    without a traceback, and the manager starts, sets the document aside in rejected/
+    (x.status.json, with why) and serves."""
+    data = MALFORMED_STATUS[case]
+    Spool(spool_dir).dir.create()
+    (spool_dir / "status" / "x.json").write_bytes(data)
+    write_request(spool_dir, "kill-x", b"{}")  # a kill for it, waiting as the manager starts
+    for args in (("status",), ("status", "--json"), ("status", "--state", "queued")):
+        result = run_pool(spool_dir, *args)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stderr)
+    server = serve("--workers", "1")
+    run_to_done(spool_dir, "fine")
+    kept = spool_dir / "rejected" / "x.status.json"
+    wait_until(lambda: (spool_dir / "rejected" / "x.status.json.error.json").exists(), 10, "the document set aside")
+    assert kept.read_bytes() == data
+    assert reason_of(spool_dir / "rejected" / "x.status.json.error.json")
+    assert not (spool_dir / "status" / "x.json").exists()
+    result = run_pool(spool_dir, "status", "--json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert [d["id"] for d in orjson.loads(result.stdout)] == ["fine"]
+    assert alive(server)
+
+
+# ---------------------------------------------------------------- 4. requests/ (repros 06, 07)
+
+def make_fifo(path: Path, outside: Path) -> None:
+    os.mkfifo(path)
+
+
+def make_devzero_link(path: Path, outside: Path) -> None:
+    os.symlink("/dev/zero", path)
+
+
+def make_link_to_request(path: Path, outside: Path) -> None:
+    (outside / "kill-request").write_bytes(b"{}")
+    os.symlink(outside / "kill-request", path)
+
+
+def make_directory(path: Path, outside: Path) -> None:
+    path.mkdir()
+
+
+def make_socket(path: Path, outside: Path) -> None:
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.close()
+
+
+NOT_A_REQUEST: dict[str, Callable[[Path, Path], None]] = {
+    "kill-x": make_fifo, "kill-zero": make_devzero_link, "kill-link": make_link_to_request,
+    "kill-dir": make_directory, "kill-sock": make_socket,
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_A_REQUEST))
+def test_an_entry_in_requests_that_is_not_a_file_neither_hangs_nor_exhausts_the_manager(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path, name: str) -> None:
+    """Promise: a FIFO is never blocked on and a link never followed, in requests/ as in
+    incoming/: a FIFO named kill-x, a link to /dev/zero (read, it never ends), a link to a
+    request, a folder, a socket: the manager serves on, and the entry is removed."""
+    server = serve("--workers", "1")
+    assert server.proc is not None
+    limit = 3 * 1024**3  # reading /dev/zero must end in MemoryError here, not in the machine's OOM killer
+    resource.prlimit(server.proc.pid, resource.RLIMIT_AS, (limit, limit))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    entry = spool_dir / "requests" / name
+    NOT_A_REQUEST[name](entry, outside)
+    try:
+        # (10 s: an entry no file event reports, a folder, is found by the 5 s rescan)
+        wait_until(lambda: not os.path.lexists(entry) or not alive(server), 10, f"requests/{name} removed")
+        assert alive(server), server.output()[-3000:]
+        run_to_done(spool_dir, "after", timeout=10)
+        assert not os.path.lexists(entry)
+        if name == "kill-link":
+            assert (outside / "kill-request").read_bytes() == b"{}"  # the link's target: untouched
+    finally:
+        if name == "kill-x" and os.path.lexists(entry):  # let a manager blocked in open() go
+            try:
+                os.close(os.open(entry, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+
+
+BAD_KILL_PAYLOADS = {
+    "grace-a-string": b'{"grace": "5s"}',
+    "null": b"null",
+    "a-list": b"[1, 2]",
+    "a-string": b'"5"',
+    "grace-true": b'{"grace": true}',
+    "grace-negative": b'{"grace": -1}',
+    "grace-infinite": b'{"grace": 1e400}',
+    "grace-an-object": b'{"grace": {"seconds": 5}}',
+    "not-json": b"{grace",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_KILL_PAYLOADS))
+def test_a_kill_request_with_a_bad_payload_still_cancels_and_stops_nothing(
+        spool_dir: Path, serve: Callable[..., Server], case: str) -> None:
+    """Promise: bad input never stops the manager, requests/ included: a kill request whose
+    payload is not {"grace": seconds} is carried out with the default grace, the job ends
+    cancelled, and the manager (and its next start) serves on."""
+    server = serve("--workers", "1", "--kill-grace", "1")
+    drop(spool_dir, "victim.json", job("forever", id="victim"))
+    wait_until(lambda: state_of(spool_dir, "victim") == "running", 10, "victim running")
+    write_request(spool_dir, "kill-victim", BAD_KILL_PAYLOADS[case])
+    wait_until(lambda: state_of(spool_dir, "victim") == "cancelled" or not alive(server), 15, "victim cancelled")
+    assert alive(server), server.output()[-3000:]
+    doc = status_doc(spool_dir, "victim")
+    assert doc is not None and doc["error"]["type"] == "Cancelled"
+    wait_until(lambda: not (spool_dir / "requests" / "kill-victim").exists(), 10, "the request removed")
+    run_to_done(spool_dir, "after")
+    assert server.stop() == 0
+    serve("--workers", "1")
+    run_to_done(spool_dir, "after-restart")
+
+
+def test_cancel_with_a_grace_that_is_not_seconds_raises_and_files_nothing(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    """Promise: a mistake is reported to its caller, not filed for the manager to choke on:
+    Spool.cancel(id, grace=<not seconds>) raises pool.InvalidJobSpec (a ValueError) and
+    writes no request; the job runs on and a good cancel still works."""
+    import pool
+
+    serve("--workers", "1", "--kill-grace", "1")
+    drop(spool_dir, "victim.json", job("forever", id="victim"))
+    wait_until(lambda: state_of(spool_dir, "victim") == "running", 10, "victim running")
+    spool = pool.Spool(spool_dir)
+    for grace in ("5s", -1, math.nan, math.inf, True, [5], 10**9):
+        with pytest.raises(pool.InvalidJobSpec) as raised:
+            spool.cancel("victim", grace=grace)  # type: ignore[arg-type]
+        assert isinstance(raised.value, ValueError)
+        assert os.listdir(spool_dir / "requests") == [], grace
+        assert state_of(spool_dir, "victim") == "running"
+    spool.cancel("victim", grace=0.5)
+    wait_until(lambda: state_of(spool_dir, "victim") == "cancelled", 10, "victim cancelled by a good request")
+
+
+# ---------------------------------------------------------------- 5. renamed in from outside (repro 01)
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_file_renamed_in_from_elsewhere_is_taken_in_without_a_restart(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path, suffix: str) -> None:
+    """Promise (the job format: "write a job file somewhere else and rename it into
+    incoming/"): a file written outside the spool on the same filesystem and renamed in
+    (an unpaired move into the watched folder) is taken in and run while the manager runs."""
+    serve("--workers", "1")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    source = outside / f"batch{suffix}"
+    source.write_bytes(orjson.dumps(job("add", 1, 1, id="mv1")) + b"\n")
+    os.rename(source, spool_dir / "incoming" / f"batch{suffix}")
+    wait_until(lambda: state_of(spool_dir, "mv1") == "done", 10, "the renamed-in job done")
+    assert not os.listdir(spool_dir / "incoming")
+
+
+# ---------------------------------------------------------------- 6. a big batch (repro 17)
+
+def test_timeouts_and_kills_are_enforced_while_a_big_batch_is_taken_in(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """Promise: timeouts are per attempt and enforced on time, and `pool kill` acts, while a
+    big .jsonl (100,000 lines) comes in: it is taken in slices and never stalls the
+    manager's loop. A 1 s timeout ends its job before the batch is in, and so does a kill
+    filed while the batch's statuses are being written; the batch's jobs meanwhile run."""
+    count = 100_000
+    server = serve("--workers", "2", "--kill-grace", "0.5")
+    drop(spool_dir, "timed.json", job("counted", str(tmp_path / "runs"), 60, id="timed", timeout=1))
+    drop(spool_dir, "victim.json", job("forever", id="victim"))
+    for job_id in ("timed", "victim"):
+        wait_until(lambda: state_of(spool_dir, job_id) == "running", 10, f"{job_id} running")
+    incoming = spool_dir / "incoming"
+    line = orjson.dumps(job("add", 1, 2)) + b"\n"
+    (incoming / ".big.tmp").write_bytes(line * count)
+    os.rename(incoming / ".big.tmp", incoming / "big.jsonl")
+
+    def taken() -> int:
+        return len(status_names(spool_dir)) - 2
+
+    wait_until(lambda: state_of(spool_dir, "timed") in ("failed", "done", "cancelled"), 20, "the timed job to end")
+    assert taken() < count, "the timeout took effect only once the whole batch was in"
+    doc = status_doc(spool_dir, "timed")
+    assert doc is not None and doc["state"] == "failed" and doc["error"]["type"] == "Timeout", doc
+    # While the batch's statuses are being written: a kill is carried out...
+    wait_until(lambda: taken() > 1000, 30, "the batch coming in")
+    assert run_pool(spool_dir, "kill", "victim", check=True, timeout=20).stdout.strip() == "victim: cancelled"
+    assert taken() < count, "the kill took effect only once the whole batch was in"
+
+    # ...and jobs of the batch are dispatched and run.
+    def done() -> int:
+        events = spool_dir / "events.jsonl"
+        return events.read_bytes().count(b'"to":"done"') if events.exists() else 0
+
+    wait_until(lambda: done() >= 20, 20, "jobs of the batch done")
+    assert taken() < count, "the batch's jobs ran only once the whole batch was in"
+    assert alive(server)
+    assert server.stop() == 0
+
+
+# ---------------------------------------------------------------- 7. names like a claim (repro 08)
+
+def test_entries_named_like_claims_that_are_not_files_do_not_stop_a_start(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """Promise: bad input never stops the manager: a folder, a FIFO or a dangling link named
+    like a claim (``.claimed~<token>~<name>``, with a token pool makes or not) lies in
+    incoming/ at start: the manager starts, serves, and moves each to rejected/ with why."""
+    Spool(spool_dir).dir.create()
+    incoming = spool_dir / "incoming"
+    kinds = {"dir": stat.S_ISDIR, "fifo": stat.S_ISFIFO, "dangling": stat.S_ISLNK}
+    made: dict[str, Callable[[int], bool]] = {}
+    for token in ("0123456789ab", "abc"):
+        for kind, is_kind in kinds.items():
+            name = f"{kind}-{token}.json"
+            path = incoming / f".claimed~{token}~{name}"
+            if kind == "dir":
+                path.mkdir()
+            elif kind == "fifo":
+                os.mkfifo(path)
+            else:
+                os.symlink(tmp_path / "nowhere.json", path)
+            made[name] = is_kind
+    server = serve("--workers", "1")
+    run_to_done(spool_dir, "after")
+    wait_until(lambda: not os.listdir(incoming), 10, "incoming/ emptied")
+    rejected = os.listdir(spool_dir / "rejected")
+    for name, is_kind in made.items():
+        kept = [r for r in rejected if r.endswith(name)]
+        assert len(kept) == 1, (name, rejected)
+        assert is_kind(os.lstat(spool_dir / "rejected" / kept[0]).st_mode), name
+        assert f"{kept[0]}.error.json" in rejected, (name, rejected)
+    assert alive(server)
+
+
+def test_a_link_named_like_a_claim_is_never_followed(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """Promise: a symlink is never followed (its target neither read nor moved), even under
+    a claim's name: the job its target holds never runs, and the target is untouched."""
+    Spool(spool_dir).dir.create()
+    runs = tmp_path / "runs"
+    target = tmp_path / "outside.json"
+    content = orjson.dumps(job("counted", str(runs), id="via-link"))
+    target.write_bytes(content)
+    link = spool_dir / "incoming" / ".claimed~0123456789ab~y.json"
+    os.symlink(target, link)
+    serve("--workers", "1")
+    run_to_done(spool_dir, "after")
+    wait_until(lambda: not os.path.lexists(link), 10, "the link moved out of incoming/")
+    assert state_of(spool_dir, "via-link") is None
+    assert not runs.exists()
+    assert target.read_bytes() == content and not target.is_symlink()
+    assert [n for n in os.listdir(spool_dir / "rejected") if os.path.islink(spool_dir / "rejected" / n)] != []
+
+
+def test_claims_obey_the_intake_rules(spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """Promise (who may get a job run): the intake rules hold for a file found as a claim
+    too: a command job setting LD_PRELOAD is refused without --allow-loader-env, a task of
+    a module the manager does not serve is refused, and a claim's token never becomes an
+    id pool would not give (".hidden": a status no listing shows)."""
+    Spool(spool_dir).dir.create()
+    incoming = spool_dir / "incoming"
+    ran = tmp_path / "ran"
+    claims = {
+        ".claimed~0123456789ab~ldp.json": {"command": ["sh", "-c", f"echo $LD_PRELOAD > {ran}-ldp"],
+                                           "env": {"LD_PRELOAD": "/nonexistent/evil.so"}, "id": "ldp"},
+        ".claimed~0123456789ac~other.json": {"task": "os:system", "args": [f"touch {ran}-other"], "id": "other"},
+        ".claimed~.hidden~z.json": job("record_order", f"{ran}-hidden"),
+    }
+    for entry, spec in claims.items():
+        (incoming / entry).write_bytes(orjson.dumps(spec))
+    serve("--workers", "1", "--allow-commands")
+    run_to_done(spool_dir, "after")
+    wait_until(lambda: not os.listdir(incoming), 10, "incoming/ emptied")
+    for job_id in ("ldp", "other"):
+        assert state_of(spool_dir, job_id) is None, job_id
+    assert "--allow-loader-env" in reason_of(spool_dir / "rejected" / "ldp.json.error.json")
+    assert "not in a served module" in reason_of(spool_dir / "rejected" / "other.json.error.json")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("ran-")], "a refused claim ran"
+    assert not (spool_dir / "status" / ".hidden.json").exists()
+    for name in status_names(spool_dir):  # every status is one a listing shows
+        assert not name.startswith(".") and set(name[:-5]) <= ID_CHARS, name
+    listed = [d["id"] for d in orjson.loads(run_pool(spool_dir, "status", "--json", check=True).stdout)]
+    assert sorted(listed) == sorted(n[:-5] for n in status_names(spool_dir))
+
+
+# ---------------------------------------------------------------- 8. left behind (repros 09, 10, 11)
+
+def test_a_rejected_file_is_never_overwritten_by_a_later_reason(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    """Promise: bad input never loses a file: a rejected file named report.json.error.json
+    survives the rejection of a later report.json (and of another after it)."""
+    serve("--workers", "1")
+    rejected = spool_dir / "rejected"
+    inputs = [("report.json.error.json", b"ORIGINAL CONTENT THE USER WANTS BACK"),
+              ("report.json", b"{not json"), ("report.json", b"[1, 2]")]
+
+    def holding(data: bytes) -> list[str]:
+        return [n for n in os.listdir(rejected) if (rejected / n).read_bytes() == data]
+
+    for name, data in inputs:
+        drop(spool_dir, name, data)
+        wait_until(lambda: not os.listdir(spool_dir / "incoming") and holding(data), 10, f"{name} rejected")
+    for name, data in inputs:
+        kept = holding(data)
+        assert len(kept) == 1, (name, data, os.listdir(rejected))
+        error = orjson.loads((rejected / f"{kept[0]}.error.json").read_bytes())
+        assert error["file"] == name and error["reason"]
+    assert len(os.listdir(rejected)) == 2 * len(inputs)
+
+
+def test_requests_for_unknown_ids_leave_no_lock_files(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    """Promise: a request for a job the spool does not have changes nothing in the spool:
+    no status/<id>.lock appears (nor status/.lock for `kill-` with no id)."""
+    serve("--workers", "1", "--kill-grace", "1")
+    for name in ("kill-elsewhere-1", "retry-elsewhere-2", "kill-", "retry-"):
+        write_request(spool_dir, name, b"{}")
+    # Carried out in order: once a later kill has been, these have been looked at too.
+    drop(spool_dir, "sync.json", job("forever", id="sync"))
+    wait_until(lambda: state_of(spool_dir, "sync") == "running", 10, "sync running")
+    assert run_pool(spool_dir, "kill", "sync", check=True).stdout.strip() == "sync: cancelled"
+    for gone in ("retry-elsewhere-2", "kill-", "retry-"):
+        wait_until(lambda: not (spool_dir / "requests" / gone).exists(), 10, f"requests/{gone} removed")
+    locks = sorted(n for n in os.listdir(spool_dir / "status") if n.endswith(".lock"))
+    assert locks == ["sync.lock"]
+
+
+def test_a_dead_writers_status_temp_file_is_removed_at_start(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    """Promise: a kill -9 leaves nothing behind for good: a temp file of pool's naming
+    (``.<name>.<pid>.<8 hex>.tmp``) whose writer is dead is removed when a manager starts,
+    however fresh; one whose writer lives is left to it."""
+    Spool(spool_dir).dir.create()
+    pid = dead_pid()
+    stale = [spool_dir / "status" / f".s7.json.{pid}.0123abcd.tmp",
+             spool_dir / "status" / f".s8.json.{pid}.89abcdef.tmp",
+             spool_dir / f".manager.pid.{pid}.00ff00ff.tmp"]
+    for path in stale:
+        path.write_bytes(b'{"id":"s7","sta')  # half a document
+    live = spool_dir / "status" / f".s9.json.{os.getpid()}.deadbeef.tmp"
+    live.write_bytes(b'{"id":"s9"')
+    serve("--workers", "1")
+    for path in stale:
+        wait_until(lambda: not path.exists(), 10, f"{path.name} removed")
+    assert live.exists()
+    run_to_done(spool_dir, "after")
+
+
+# ---------------------------------------------------------------- 9. listing by a document's own fields
+
+def test_status_filters_and_orders_by_each_documents_own_fields(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """Promise (`pool status`): --state S lists the jobs in state S, newest first by each
+    document's own created_at; a job's free-form meta holding "state" or "created_at"
+    changes neither."""
+    serve("--workers", "1")
+    gate = tmp_path / "gate"
+    run_to_done(spool_dir, "first")
+    drop(spool_dir, "blocker.json", job("hold", str(gate), id="blocker"))
+    wait_until(lambda: state_of(spool_dir, "blocker") == "running", 10, "blocker running")
+    drop(spool_dir, "fake.json", job("add", 1, 1, id="fake",
+                                     meta={"state": "done", "created_at": "2999-01-01T00:00:00.000000Z"}))
+    wait_until(lambda: state_of(spool_dir, "fake") == "queued", 10, "fake queued")
+    drop(spool_dir, "last.json", job("add", 2, 2, id="last"))
+    wait_until(lambda: state_of(spool_dir, "last") == "queued", 10, "last queued")
+
+    def listed(*args: str) -> list[str]:
+        return [d["id"] for d in orjson.loads(run_pool(spool_dir, "status", "--json", *args, check=True).stdout)]
+
+    assert listed("--state", "done") == ["first"]
+    assert listed("--state", "queued") == ["last", "fake"]
+    docs = orjson.loads(run_pool(spool_dir, "status", "--json", check=True).stdout)
+    assert [d["id"] for d in docs] == ["last", "fake", "blocker", "first"]
+    assert [d["created_at"] for d in docs] == sorted((d["created_at"] for d in docs), reverse=True)
+    table = run_pool(spool_dir, "status", check=True).stdout.splitlines()
+    assert [row.split()[0] for row in table[1:5]] == ["last", "fake", "blocker", "first"]
+    gate.touch()
+    for job_id in ("blocker", "fake", "last"):
+        wait_until(lambda: state_of(spool_dir, job_id) == "done", 10, f"{job_id} done")
+
+
+# ---------------------------------------------------------------- 10. events.jsonl is bounded
+
+def test_the_event_log_rotates_at_its_limit_and_reads_across_both(tmp_path: Path) -> None:
+    """Promise: events.jsonl is bounded: past max_bytes it becomes events.1.jsonl and a new
+    log starts, so neither grows past the limit by more than one flush; reading returns
+    the events of both, oldest first. (`pool serve` has no option for the limit: the
+    Python API is tested here, and a manager started with one below.)"""
+    from pool.events import NAME, PREVIOUS, EventLog
+    from pool.safeio import Folder, Owners
+
+    limit = 2000
+    folder = Folder(tmp_path)
+    events = EventLog(folder, lambda: 0o600, max_bytes=limit)
+    longest = 0
+    for n in range(400):
+        event = {"time": "2026-01-01T00:00:00.000000Z", "id": f"e{n}", "from": "queued", "to": "running",
+                 "attempt": 1, "reason": "x" * (n % 40)}
+        longest = max(longest, len(orjson.dumps(event)) + 1)
+        events.append(event)
+        assert (tmp_path / NAME).stat().st_size <= limit if (tmp_path / NAME).exists() else True
+    assert (tmp_path / PREVIOUS).exists()
+    assert (tmp_path / PREVIOUS).stat().st_size <= limit + longest
+    read = events.read(Owners(os.geteuid()))
+    lines = sum(len((tmp_path / name).read_bytes().splitlines()) for name in (PREVIOUS, NAME) if (tmp_path / name).exists())
+    assert len(read) == lines and lines > 0
+    numbers = [int(e["id"][1:]) for e in read]
+    assert numbers == list(range(400 - len(read), 400))  # the newest, in order, across both files
+    assert len(read) > len((tmp_path / NAME).read_bytes().splitlines())  # some came from events.1.jsonl
+    assert events.read(Owners(os.geteuid()), job_id="e399") == [read[-1]]
+
+    buffered = EventLog(Folder(tmp_path), lambda: 0o600, buffered=True, max_bytes=limit)
+    for n in range(100):
+        buffered.append({"id": f"b{n}", "to": "done"})
+    buffered.flush()  # one flush of ~2 KB: rotated at once, never appended to again
+    assert not (tmp_path / NAME).exists() or (tmp_path / NAME).stat().st_size <= limit
+    assert [e["id"] for e in buffered.read(Owners(os.geteuid()))][-1] == "b99"
+
+
+def test_a_manager_with_a_small_event_limit_keeps_events_bounded(spool_dir: Path) -> None:
+    """Promise: events.jsonl is bounded: a manager started with a small limit
+    (ManagerConfig.events_max_bytes) rotates it while it serves, and the timeline of a job
+    is still read from the two logs."""
+    limit = 4096
+    script = ("import sys; from pool.manager import Manager, ManagerConfig; "
+              "Manager(ManagerConfig(spool=sys.argv[1], workers=1, task_modules=('pooltest_tasks',), settle=0.2, "
+              "events_max_bytes=int(sys.argv[2]))).serve()")
+    log = open(spool_dir.parent / "manager-events.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(spool_dir), str(limit)], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, env=env_for_tests(), cwd=str(TESTS))
+    log.close()
+    try:
+        pid_file = spool_dir / "manager.pid"
+        wait_until(lambda: proc.poll() is not None or (pid_file.exists() and pid_file.read_text() == str(proc.pid)),
+                   30, "the manager to start")
+        assert proc.poll() is None, (spool_dir.parent / "manager-events.log").read_text()
+        count = 60
+        for n in range(count):
+            drop(spool_dir, f"e{n}.json", job("add", n, 0, id=f"e{n}"))
+        spool = Spool(spool_dir)
+        wait_until(lambda: len(spool.statuses("done")) == count or proc.poll() is not None, 30, "every job done")
+        assert proc.poll() is None
+        current, previous = spool_dir / "events.jsonl", spool_dir / "events.1.jsonl"
+        assert previous.exists(), "never rotated"
+        assert not current.exists() or current.stat().st_size <= limit
+        assert previous.stat().st_size <= limit + 64 * 1024  # one loop turn's flush at most
+        detail = run_pool(spool_dir, "status", f"e{count - 1}", check=True).stdout
+        assert "done" in detail
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,156 @@
+"""No attempt runs twice uncounted, and nothing asked for is lost: the promises that broke
+under attack (../shared/repro/05, 12, 13, 16, 18, 21), each with a test of its own."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from conftest import POOL, TESTS, Server, drop, env_for_tests, fill, run_pool, state_of, status_doc, wait_until
+from pool.client import Spool
+
+FINAL = {"done", "failed", "cancelled"}
+
+
+def runs_of(runs_file: Path) -> collections.Counter[str]:
+    return collections.Counter(runs_file.read_text().split()) if runs_file.exists() else collections.Counter()
+
+
+def job(task: str, *args: object, **fields: object) -> dict[str, object]:
+    return {"task": f"pooltest_tasks:{task}", "args": list(args), **fields}
+
+
+def test_a_progress_message_that_cannot_be_encoded_does_not_rerun_the_job(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    runs = tmp_path / "runs"
+    drop(spool_dir, "p.json", job("progress_not_utf8", str(runs), id="p"))
+    wait_until(lambda: state_of(spool_dir, "p") in FINAL, what="the job to end")
+    doc = status_doc(spool_dir, "p")
+    assert doc is not None and (doc["state"], doc["attempt"], doc["result"]) == ("done", 1, "ok")
+    assert runs_of(runs)["p"] == 1
+
+
+def test_a_job_whose_outcome_meets_a_full_disk_runs_once_and_keeps_its_result(
+        small_disk: Path, tmp_path: Path) -> None:
+    spool_dir = small_disk / "spool"
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    server = Server(spool_dir, "--workers", "1", log_dir=tmp_path).start()
+    try:
+        drop(spool_dir, "h.json", job("counted_hold", str(runs), str(gate), id="h"))
+        wait_until(lambda: runs_of(runs)["h"] == 1, what="the job running")
+        filler = fill(small_disk)
+        gate.touch()  # it ends now, and its outcome cannot be written
+        wait_until(lambda: "could not record the outcome" in server.output(), what="the manager holding the outcome")
+        assert state_of(spool_dir, "h") != "done"
+        filler.unlink()
+        wait_until(lambda: state_of(spool_dir, "h") == "done", what="the outcome written once there is room")
+        doc = status_doc(spool_dir, "h")
+        assert doc is not None and (doc["result"], doc["attempt"]) == ("held", 1)
+        assert runs_of(runs)["h"] == 1
+    finally:
+        server.stop()
+    assert runs_of(runs)["h"] == 1
+
+
+def test_a_job_whose_own_output_fills_the_disk_never_runs_again(small_disk: Path, tmp_path: Path) -> None:
+    spool_dir = small_disk / "spool"
+    runs = tmp_path / "runs"
+    server = Server(spool_dir, "--workers", "1", log_dir=tmp_path).start()
+    try:
+        drop(spool_dir, "big.json", job("fill_the_log", str(runs), 20_000_000, id="big"))
+        wait_until(lambda: "could not record the outcome" in server.output() or state_of(spool_dir, "big") in FINAL,
+                   what="the job to print more than the disk holds")
+        assert runs_of(runs)["big"] == 1
+        os.truncate(spool_dir / "logs" / "big.log", 0)  # the operator makes room
+        wait_until(lambda: state_of(spool_dir, "big") in FINAL, what="the outcome written")
+        doc = status_doc(spool_dir, "big")
+        assert doc is not None and (doc["state"], doc["attempt"]) == ("done", 1)
+    finally:
+        server.stop()
+    assert runs_of(runs)["big"] == 1
+
+
+def test_inline_jobs_run_once_when_a_manager_starts_meanwhile(spool_dir: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    spool = Spool(spool_dir)
+    ids, server = [], None
+    env_path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env_path]))
+    try:
+        for n in range(10):
+            seconds = 0.3 if n % 2 else 0.0
+            ids.append(spool.submit("pooltest_tasks:counted", str(runs), seconds, id=f"i{n}", fallback="inline").id)
+            if n == 4:
+                server = Server(spool_dir, "--workers", "2", log_dir=tmp_path).start(wait=False)
+        spool.wait(ids, timeout=60)
+    finally:
+        if env_path is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = env_path
+        if server is not None:
+            server.stop()
+    assert {spool.status(i).state.value for i in ids} == {"done"}
+    assert all(runs_of(runs)[i] == 1 for i in ids), runs_of(runs)
+    finals = collections.Counter(e["id"] for e in map(orjson.loads, (spool_dir / "events.jsonl").read_bytes()
+                                                      .splitlines()) if e["to"] in FINAL)
+    assert all(finals[i] == 1 for i in ids), finals
+
+
+def test_a_second_manager_is_refused_even_with_every_lock_file_deleted(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    for name in ("manager.lock", "manager.pid"):
+        (spool_dir / name).unlink(missing_ok=True)  # an operator "cleaning a stale lock"
+    second = subprocess.run([*POOL, "--spool", str(spool_dir), "serve", "--tasks", "pooltest_tasks"],
+                            capture_output=True, text=True, env=env_for_tests(), cwd=TESTS, timeout=60)
+    assert second.returncode == 1
+    assert "a manager is already serving" in second.stderr and "Traceback" not in second.stderr
+    runs = tmp_path / "runs"
+    drop(spool_dir, "once.json", job("counted", str(runs), id="once"))
+    wait_until(lambda: state_of(spool_dir, "once") == "done", what="the job")
+    assert runs_of(runs)["once"] == 1
+
+
+def test_a_cancel_right_after_submit_is_never_lost(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve("--workers", "2")
+    runs = tmp_path / "runs"
+    spool = Spool(spool_dir)
+    ids = []
+    for n in range(20):
+        job_handle = spool.submit("pooltest_tasks:counted", str(runs), 3.0, id=f"k{n}")
+        job_handle.cancel()
+        ids.append(job_handle.id)
+    statuses = spool.wait(ids, timeout=60)
+    assert {s.state.value for s in statuses} == {"cancelled"}
+    assert all(runs_of(runs)[i] == 0 or s.error for i, s in zip(ids, statuses))
+    assert not [i for i in ids if runs_of(runs)[i] and spool.status(i).state.value != "cancelled"]
+
+
+def test_kill_of_a_job_still_in_incoming_is_carried_out_when_it_arrives(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """A request filed before the manager has the job (its file was dropped by hand, under
+    a name unlike its id) waits for the job, and the job never runs."""
+    serve()
+    runs = tmp_path / "runs"
+    requests = spool_dir / "requests"
+    (requests / ".k.tmp").write_bytes(b"{}")
+    os.rename(requests / ".k.tmp", requests / "kill-late")
+    drop(spool_dir, "some-name.json", job("counted", str(runs), 3.0, id="late"))
+    wait_until(lambda: state_of(spool_dir, "late") in FINAL, what="the job to end")
+    assert state_of(spool_dir, "late") == "cancelled" and runs_of(runs)["late"] == 0
+    wait_until(lambda: not (requests / "kill-late").exists(), what="the request to be dropped")
+
+
+def test_pool_run_without_a_manager_tracks_a_command_like_subprocess(spool_dir: Path) -> None:
+    result = run_pool(spool_dir, "run", "--id", "c1", "--", sys.executable, "-c", "print('hi')")
+    assert (result.returncode, result.stdout.strip()) == (0, "c1: done")
+    assert (spool_dir / "logs" / "c1.log").read_text() == "hi\n"

@@ -1,0 +1,387 @@
+"""Who may get a job run, with real second users: the README's "Who may get a job run"
+and pool/spool.py's layouts, checked against what another user can actually do.
+
+CI runs as root: the tests create a group ``pooltest`` with members ``pooltest-alice``
+and ``pooltest-bob``, and ``pooltest-mallory`` who is not one (users and groups stay, the
+spools go). The users act only through the shell (``runuser -u USER -- sh -c ...``):
+they write job and request files, plant links, read with cat. Every spool lives in a
+fresh folder under /tmp that they can reach; the repro scripts 14 and 15 in the
+project's shared folder are the attacks these tests turn into promises."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+import pytest
+
+from conftest import Server, drop, pid_alive, state_of, status_doc, wait_until
+
+GROUP = "pooltest"  # the group a shared spool is served to
+USERS_GROUP = "pooltest-users"  # the test users' primary group: not GROUP, so mallory is no member
+ALICE, BOB, MALLORY = "pooltest-alice", "pooltest-bob", "pooltest-mallory"
+TASKS = ("--tasks", "promise_users_tasks")
+FINAL = ("done", "failed", "cancelled")
+ORIGINAL = b"ROOT-ONLY ORIGINAL\n"
+ATTACK_LINE = "* * * * * root /tmp/evil.sh"
+
+
+class Uids(NamedTuple):
+    alice: int
+    bob: int
+    mallory: int
+
+
+# ---------------------------------------------------------------- users, places, managers
+def _run(*argv: str) -> None:
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{' '.join(argv)} exited {result.returncode}: {result.stderr}"
+
+
+def _ensure_group(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        subprocess.run(["groupadd", name], check=False, capture_output=True, timeout=60)  # may race: look again
+        return grp.getgrnam(name).gr_gid
+
+
+def _ensure_user(name: str, member: bool) -> int:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-N", "-g", USERS_GROUP, "-s", "/bin/sh", name], check=False,
+                       capture_output=True, timeout=60)
+    entry = pwd.getpwnam(name)
+    shared = grp.getgrnam(GROUP)
+    if entry.pw_gid == shared.gr_gid:  # a user left over with the shared group as primary
+        _run("usermod", "-g", USERS_GROUP, name)
+    if member and name not in shared.gr_mem:
+        _run("usermod", "-aG", GROUP, name)
+    if not member and name in shared.gr_mem:
+        _run("gpasswd", "-d", name, GROUP)
+    groups = subprocess.run(["id", "-nG", name], check=False, capture_output=True, text=True, timeout=60).stdout.split()
+    assert (GROUP in groups) is member, f"{name} is in groups {groups}"
+    return entry.pw_uid
+
+
+@pytest.fixture(scope="module")
+def uids() -> Uids:
+    """The test users, created if missing (idempotent)."""
+    assert os.geteuid() == 0, "these tests act as other users (useradd, runuser): run them as root, as CI does"
+    for tool in ("runuser", "useradd", "groupadd", "usermod", "gpasswd"):
+        assert shutil.which(tool), f"{tool} is needed to create and act as the test users"
+    _ensure_group(GROUP)
+    _ensure_group(USERS_GROUP)
+    return Uids(_ensure_user(ALICE, True), _ensure_user(BOB, True), _ensure_user(MALLORY, False))
+
+
+def as_user(user: str, script: str, *args: object) -> subprocess.CompletedProcess[str]:
+    """Run a shell script as ``user``; ``args`` are its $1, $2, ... (never spliced into it)."""
+    return subprocess.run(["runuser", "-u", user, "--", "sh", "-c", script, "sh", *map(str, args)],
+                          check=False, capture_output=True, text=True, timeout=30, cwd="/")
+
+
+def submit_as(user: str, spool: Path, job: dict[str, Any]) -> None:
+    """The user writes a job file beside incoming/'s entries under a hidden name, then renames it in."""
+    name = job["id"]
+    done = as_user(user, 'printf "%s" "$2" > "$1/.$3.tmp" && mv "$1/.$3.tmp" "$1/$3.json"',
+                   spool / "incoming", orjson.dumps(job).decode(), name)
+    assert done.returncode == 0, f"{user} could not submit {name}: {done.stderr}"
+
+
+def request_as(user: str, spool: Path, request: str) -> None:
+    """The user files requests/<request> the way `pool kill` does: a temp file renamed in."""
+    done = as_user(user, 'printf "{}" > "$1/.$2.tmp" && mv "$1/.$2.tmp" "$1/$2"', spool / "requests", request)
+    assert done.returncode == 0, f"{user} could not file requests/{request}: {done.stderr}"
+
+
+@pytest.fixture
+def place(uids: Uids) -> Iterator[Path]:
+    """A fresh folder under /tmp that other users can reach (pytest's tmp_path may not be)."""
+    base = Path(tempfile.mkdtemp(prefix="pool-users-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def root_only(place: Path, name: str) -> Path:
+    """A file only root may read or write, in a folder only root may enter."""
+    folder = place / "root-only"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / name
+    path.write_bytes(ORIGINAL)
+    os.chmod(path, 0o600)
+    return path
+
+
+def untouched(path: Path) -> bool:
+    st = os.lstat(path)
+    return stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and path.read_bytes() == ORIGINAL
+
+
+@pytest.fixture
+def managers(place: Path) -> Iterator[Callable[..., Server]]:
+    """Start ``pool serve`` (as root) on a spool in ``place``; all are stopped afterwards,
+    and their logs printed (pytest shows them when a test fails)."""
+    started: list[Server] = []
+
+    def start(spool: Path, *args: str, wait: bool = True) -> Server:
+        server = Server(spool, *TASKS, *args)
+        started.append(server)
+        return server.start(wait=wait)
+
+    yield start
+    (place / "gate").touch()  # lets any job still holding end
+    for server in started:
+        if server.proc is not None and server.proc.poll() is None:
+            server.stop()
+    for log in dict.fromkeys(server.log for server in started):  # servers of one spool share a log
+        print(f"--- {log} ---\n{log.read_text(errors='replace') if log.exists() else ''}")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process descended from it (the manager, its forkserver, its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    return tree
+
+
+def say(job_id: str, text: str) -> dict[str, Any]:
+    return {"id": job_id, "task": "promise_users_tasks:say", "args": [text]}
+
+
+# ---------------------------------------------------------------- 1. a spool of another user
+@pytest.mark.parametrize("owned_by_mallory", ["spool", "logs"])
+def test_a_spool_prepared_by_another_user_is_refused(
+        owned_by_mallory: str, uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """Repro 14: mallory makes the spool folder (or its logs/) herself, with
+    logs/nightly.log a link to a root-only file; root's `pool serve` must not serve it."""
+    victim = root_only(place, "victim")
+    spool = place / "spool"
+    if owned_by_mallory == "spool":
+        os.chmod(place, 0o1777)  # like /tmp: anyone may make a folder here first
+        made = as_user(MALLORY, 'mkdir -m 755 "$1" "$1/logs" && ln -s "$2" "$1/logs/nightly.log"', spool, victim)
+        owned = spool
+    else:
+        spool.mkdir(mode=0o755)
+        for name in ("incoming", "status", "logs", "rejected", "requests"):
+            (spool / name).mkdir(mode=0o700)
+        os.chown(spool / "logs", uids.mallory, -1)
+        os.chmod(spool / "logs", 0o755)
+        made = as_user(MALLORY, 'ln -s "$2" "$1/logs/nightly.log"', spool, victim)
+        owned = spool / "logs"
+    assert made.returncode == 0, made.stderr
+
+    server = managers(spool, wait=False)
+    proc = server.proc
+    assert proc is not None
+    wait_until(lambda: proc.poll() is not None or server.ready(), 30, "pool serve to refuse the spool")
+    if proc.poll() is None:  # it serves: show what that costs, then fail
+        drop(spool, "nightly.json", say("nightly", ATTACK_LINE))
+        wait_until(lambda: state_of(spool, "nightly") in FINAL, 30, "the nightly job to end")
+        server.stop()
+        raise AssertionError(f"pool serve (root) served {owned}, owned by {MALLORY}; the root-only file "
+                             f"{'is untouched' if untouched(victim) else 'now holds ' + repr(victim.read_bytes())}")
+    assert proc.returncode == 1, server.output()
+    lines = server.output().strip().splitlines()
+    assert len(lines) == 1, f"not a one-line error: {lines}"
+    assert str(owned) in lines[0] and f"uid {uids.mallory}" in lines[0], lines[0]
+    assert untouched(victim)
+    assert os.path.islink(spool / "logs" / "nightly.log")  # mallory's link is left as it was, unfollowed
+    assert not os.path.lexists(spool / "manager.pid")
+
+
+# ---------------------------------------------------------------- 2. a shared spool
+def test_a_member_submits_a_job_and_reads_its_status_and_log(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    spool = place / "spool"
+    managers(spool, "--group", GROUP)
+    submit_as(ALICE, spool, say("from-alice", "hello from alice"))
+    wait_until(lambda: state_of(spool, "from-alice") in FINAL, 30, "alice's job to end")
+
+    read = as_user(ALICE, 'cat "$1"', spool / "status" / "from-alice.json")
+    assert read.returncode == 0, f"alice cannot read her job's status: {read.stderr}"
+    doc = orjson.loads(read.stdout)
+    assert (doc["id"], doc["state"], doc["result"]) == ("from-alice", "done", len("hello from alice"))
+    assert doc["submitter"] == uids.alice
+    log = as_user(ALICE, 'cat "$1"', spool / "logs" / "from-alice.log")
+    assert log.returncode == 0, f"alice cannot read her job's log: {log.stderr}"
+    assert "hello from alice" in log.stdout
+
+    stranger = as_user(MALLORY, 'cat "$1"', spool / "status" / "from-alice.json")
+    assert stranger.returncode != 0, "mallory, no member, read a status of the shared spool"
+
+
+def test_a_member_cannot_write_where_only_the_manager_writes(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """Repro 15 a, b, d: in a shared spool a member plants links in logs/, status/ and the
+    spool's root, and the root manager writes through them. She must not be able to."""
+    spool = place / "spool"
+    server = managers(spool, "--group", GROUP)
+    assert server.proc is not None
+    victim = root_only(place, "victim")
+    submit_as(ALICE, spool, say("first", "a first job, so that events.jsonl and a status exist"))
+    wait_until(lambda: state_of(spool, "first") == "done", 30, "the first job done")
+
+    # Where members may write, she can (so a refusal below is the permissions, not the method).
+    probe = as_user(ALICE, 'for d in incoming requests; do : > "$1/$d/.probe.tmp" && rm "$1/$d/.probe.tmp" || exit 1; '
+                           "done", spool)
+    assert probe.returncode == 0, f"alice cannot write into incoming/ or requests/: {probe.stderr}"
+    outsider = as_user(MALLORY, ': > "$1/incoming/.m.tmp" || : > "$1/requests/.m.tmp"', spool)
+    assert outsider.returncode != 0, "mallory, no member, could write into the shared spool"
+
+    links = {  # where an attacker would point a link at a root-only file
+        "logs/second.log": "second's output would be appended to it",
+        f"status/.second.json.{server.proc.pid}.tmp": "the manager's temp status would truncate it",
+        "status/ghost.json": "a forged status",
+        "status/ghost.lock": "a lock file to hold",
+        "rejected/x.json.error.json": "a rejection reason would be written to it",
+        "manager.lock": "an older manager would open it",
+        "events.1.jsonl": "a rotated event log",
+        "planted": "anything",
+    }
+    for name, why in links.items():
+        tried = as_user(ALICE, 'ln -s "$1" "$2"', victim, spool / name)
+        assert tried.returncode != 0 and not os.path.lexists(spool / name), f"alice planted {name} ({why})"
+    for folder in ("", "status", "logs", "rejected"):
+        path = spool / folder / "alice-was-here"
+        tried = as_user(ALICE, ': > "$1"', path)
+        assert tried.returncode != 0 and not os.path.lexists(path), f"alice created a file in {folder or 'the root'}/"
+    for name in ("events.jsonl", "status/first.json", "logs/first.log"):  # replacing what exists
+        before = os.lstat(spool / name)
+        tried = as_user(ALICE, 'rm -f "$2" || true; ln -sf "$1" "$2"', victim, spool / name)
+        after = os.lstat(spool / name)
+        assert tried.returncode != 0 and stat.S_ISREG(after.st_mode) and after.st_ino == before.st_ino, \
+            f"alice replaced {name}"
+
+    submit_as(ALICE, spool, say("second", ATTACK_LINE))
+    wait_until(lambda: state_of(spool, "second") in FINAL, 30, "the second job to end")
+    assert untouched(victim)
+
+
+def test_links_left_in_a_shared_spool_are_not_followed(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """An older layout let members plant links in status/, logs/ and the spool's root;
+    links left there (planted here by root) must never be written through."""
+    spool = place / "spool"
+    managers(spool, "--group", GROUP).stop()  # the spool, made by pool itself
+    victims = {name: root_only(place, name.replace("/", "_")) for name in ("manager.lock", "events.jsonl")}
+    for name, victim in victims.items():
+        (spool / name).unlink(missing_ok=True)
+        os.symlink(victim, spool / name)
+    server = managers(spool, "--group", GROUP)
+    assert server.proc is not None
+    victims["logs/linked.log"] = root_only(place, "log")
+    os.symlink(victims["logs/linked.log"], spool / "logs" / "linked.log")
+    for pid in process_tree(server.proc.pid):  # the temp names an older pool wrote statuses through
+        name = f"status/.linked.json.{pid}.tmp"
+        victims[name] = root_only(place, f"temp-{pid}")
+        os.symlink(victims[name], spool / name)
+
+    submit_as(ALICE, spool, say("linked", ATTACK_LINE))
+    wait_until(lambda: state_of(spool, "linked") in FINAL, 30, "the linked job to end")
+    changed = {name: victim.read_bytes()[:80] for name, victim in victims.items() if not untouched(victim)}
+    assert changed == {}, "root wrote through links left in the spool"
+    assert stat.S_ISREG(os.lstat(spool / "status" / "linked.json").st_mode)
+
+
+# ---------------------------------------------------------------- 3. who may kill whose job
+def test_a_member_may_kill_her_own_job_and_not_another_members(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """Repro 15 c: kill requests are carried out for the job's submitter (and the
+    spool's owner), never for another member; and no member can forge a job to kill."""
+    spool = place / "spool"
+    managers(spool, "--group", GROUP)
+    submit_as(ALICE, spool, {"id": "long", "task": "promise_users_tasks:hold", "args": [str(place / "gate")]})
+    wait_until(lambda: state_of(spool, "long") == "running", 30, "alice's long job running")
+    doc = status_doc(spool, "long")
+    assert doc is not None
+
+    request = spool / "requests" / "kill-long"
+    request_as(BOB, spool, "kill-long")
+    wait_until(lambda: not os.path.lexists(request), 30, "bob's kill request dropped")
+    assert state_of(spool, "long") == "running", "bob, another member, cancelled alice's job"
+    assert pid_alive(doc["pid"]), "alice's job process is gone after bob's request"
+
+    request_as(ALICE, spool, "kill-long")
+    wait_until(lambda: state_of(spool, "long") in FINAL, 30, "alice's job to end on her request")
+    assert state_of(spool, "long") == "cancelled"
+    wait_until(lambda: not os.path.lexists(request), 30, "alice's kill request done")
+
+    # A forged `running` status (of any root process, to have it killed) needs status/.
+    forged = orjson.dumps({**doc, "id": "ghost", "pid": 1}).decode()
+    for script in ('printf "%s" "$2" > "$1/ghost.json"', 'printf "%s" "$2" > "$1/.g" && mv "$1/.g" "$1/ghost.json"',
+                   'flock "$1/ghost.lock" true'):
+        tried = as_user(ALICE, script, spool / "status", forged)
+        assert tried.returncode != 0, f"alice wrote into status/ with: {script}"
+    assert not any(name.startswith(("ghost", ".g")) for name in os.listdir(spool / "status"))
+
+
+def test_a_member_cannot_turn_another_members_request_on_a_job_of_her_choice(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """A request acts with the rights of its file's owner, and stays in requests/ while
+    its job is stopping (or has not arrived yet): if bob may rename alice's request
+    there, he points her rights at any job of hers (and a root's request at any job)."""
+    spool = place / "spool"
+    managers(spool, "--group", GROUP, "--workers", "2", "--kill-grace", "30")
+    gate = place / "gate"
+    for job_id, task in (("long", "hold"), ("stubborn", "stubborn")):
+        submit_as(ALICE, spool, {"id": job_id, "task": f"promise_users_tasks:{task}", "args": [str(gate)]})
+    wait_until(lambda: state_of(spool, "long") == state_of(spool, "stubborn") == "running", 30, "both jobs running")
+    request_as(ALICE, spool, "kill-stubborn")
+    wait_until(Path(f"{gate}.term").exists, 30, "stubborn to get (and shrug off) its SIGTERM")
+    assert os.lstat(spool / "requests" / "kill-stubborn").st_uid == uids.alice  # kept until stubborn ends
+
+    moved = as_user(BOB, 'mv "$1/kill-stubborn" "$1/kill-long"', spool / "requests")
+    if moved.returncode == 0:  # the manager now finds a kill of `long` in alice's file: let it act
+        wait_until(lambda: not os.path.lexists(spool / "requests" / "kill-long")
+                   or state_of(spool, "long") in FINAL, 30, "the renamed request to be carried out")
+    assert state_of(spool, "long") == "running", \
+        f"bob renamed alice's requests/kill-stubborn to kill-long (mv exit {moved.returncode}), and her job " \
+        f"long, which she never asked to stop, ended {state_of(spool, 'long')}"
+    assert moved.returncode != 0, "bob could rename alice's request in requests/"
+
+
+# ---------------------------------------------------------------- 4. a private spool
+def test_another_users_file_in_a_private_spool_is_rejected_naming_its_owner(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    spool = place / "spool"
+    managers(spool)
+    outbox = place / "outbox"
+    outbox.mkdir()
+    os.chown(outbox, uids.alice, -1)
+    job = say("from-alice", "alice in a private spool")
+    wrote = as_user(ALICE, 'printf "%s" "$2" > "$1/from-alice.json"', outbox, orjson.dumps(job).decode())
+    assert wrote.returncode == 0, wrote.stderr
+    os.rename(outbox / "from-alice.json", spool / "incoming" / "from-alice.json")  # root moves it in: still hers
+
+    error = spool / "rejected" / "from-alice.json.error.json"
+    wait_until(error.exists, 30, "alice's file rejected")
+    reason = orjson.loads(error.read_bytes())["reason"]
+    assert f"owned by uid {uids.alice}" in reason, reason
+    kept = spool / "rejected" / "from-alice.json"
+    assert kept.read_bytes() == orjson.dumps(job) and os.lstat(kept).st_uid == uids.alice  # untouched
+    assert state_of(spool, "from-alice") is None
+    assert not os.path.lexists(spool / "logs" / "from-alice.log")
