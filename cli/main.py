@@ -59,9 +59,12 @@ def cli(ctx: click.Context, spool_path: str) -> None:
               help="Job files larger than this are rejected without being read.")
 @click.option("--allow-loader-env", is_flag=True, help="Let command jobs set LD_PRELOAD and other loader variables.")
 @click.option("--group", help="Share the spool with this group: its members may submit jobs.")
+@click.option("--events-max-bytes", type=click.IntRange(4096), default=32 * 1024 * 1024, show_default=True,
+              help="events.jsonl is rotated to events.1.jsonl past this size.")
 @click.pass_obj
 def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
-          kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None) -> None:
+          kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None,
+          events_max_bytes: int) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM."""
     from pool.manager import Manager, ManagerConfig
 
@@ -74,6 +77,7 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
         spool=str(spool.path), workers=workers, task_modules=task_modules, allow_commands=allow_commands,
         shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,
         allow_loader_env=allow_loader_env, group_gid=group_id(group) if group else None,
+        events_max_bytes=events_max_bytes,
     )).serve()
 
 

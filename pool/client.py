@@ -318,6 +318,11 @@ class Spool:
                 removed.append(status.id)
         return sorted(removed)
 
+    def prune_rejected(self, older_than: float, dry_run: bool = False) -> list[str]:
+        """Remove refused files (and their reasons) from rejected/ that were refused more
+        than ``older_than`` seconds ago. Returns their names."""
+        return self.dir.drop.prune_rejected(time.time() - older_than, dry_run)
+
     def wait(self, job_ids: Iterable[str], timeout: float | None = None) -> list[JobStatus]:
         """Block until every job is final; raises WaitTimeout or JobNotFound."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -14,6 +14,8 @@ import errno
 import fcntl
 import os
 import re
+import shutil
+import stat
 from pathlib import Path
 
 import orjson
@@ -129,6 +131,35 @@ class DropZone:
         except FileNotFoundError:
             return False
         return True
+
+    def prune_rejected(self, cutoff: float, dry_run: bool = False) -> list[str]:
+        """Remove what was refused before ``cutoff`` (wall clock): each refused entry (a
+        file, a link, a FIFO, a folder: never what a link points to) and its reason."""
+        removed = []
+        for reason in self.rejected.listdir():
+            if not reason.endswith(".error.json"):
+                continue
+            try:
+                if os.stat(reason, dir_fd=self.rejected.fd, follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            name = reason[: -len(".error.json")]
+            removed.append(name)
+            if not dry_run:
+                self._remove_rejected(name)
+                self.rejected.unlink(reason)
+        return sorted(removed)
+
+    def _remove_rejected(self, name: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=self.rejected.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(name, dir_fd=self.rejected.fd)
+        else:
+            self.rejected.unlink(name)
 
     def rejection_reason(self, name: str) -> str | None:
         try:

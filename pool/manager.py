@@ -119,8 +119,7 @@ class Manager:
     # ------------------------------------------------------------ lifecycle of the manager
     def serve(self) -> None:
         """Run until SIGINT/SIGTERM and a clean stop. Raises ManagerRunning, SpoolError."""
-        self.spool.create(self.config.group_gid)
-        self.spool.check_safe(self.config.group_gid)
+        self.spool.create(self.config.group_gid, check=True)
         guard = self.spool.lock_manager()
         if os.geteuid() == 0:
             log.warning("running as root: every job runs as root, and so does anything a user who can "

@@ -79,6 +79,11 @@ class Folder:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         return self._fd
 
+    def use(self, fd: int) -> None:
+        """Work through ``fd`` (a folder already opened and checked) from now on."""
+        self.close()
+        self._fd = fd
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

@@ -48,13 +48,57 @@ from .safeio import Folder, Owners, UnsafeFile
 log = logging.getLogger(__name__)
 
 DIRS = ("incoming", "status", "logs", "rejected", "requests")
-PRIVATE_MODE = 0o700
-SHARED_MODES = {"": 0o2750, "incoming": 0o2770, "requests": 0o2770, "status": 0o2750, "logs": 0o2750,
+# Shared: setgid, so what is made inside belongs to the group; the drop folders are also
+# sticky (like /tmp), so a member cannot rename or delete another member's files there
+# (a renamed request would otherwise act with its first author's rights).
+SHARED_MODES = {"": 0o2750, "incoming": 0o3770, "requests": 0o3770, "status": 0o2750, "logs": 0o2750,
                 "rejected": 0o2750}
 LOCK_TIMEOUT = 2.0  # other writers hold a status lock for a read and a write: never long
 LOCK_POLL = 0.005
 GUARD_PATIENCE = 0.3  # a probe of a pre-/proc/locks kernel holds the guard for microseconds
 MARKER_BYTES = 48  # "<attempt> <pid> <pid start time>", padded: one pwrite, no truncate
+
+
+def open_folder(path: str | os.PathLike[str], dir_fd: int | None = None,
+                shown: os.PathLike[str] | str | None = None) -> int:
+    """A folder of the spool, opened without following a link. Raises SpoolError."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise SpoolError(f"{shown or path} is not a directory (a symlink or a file): move it away") from None
+        raise
+
+
+def check_folder(fd: int, path: Path, me: int, group_gid: int | None) -> None:
+    """Whoever can write into the spool can run code as us, or make us write through their
+    links: a folder must be ours, not writable by others, and writable by its group only in
+    a shared spool (the manager then sets the modes). Raises SpoolError."""
+    st = os.fstat(fd)
+    if st.st_uid != me:
+        raise SpoolError(f"{path} is owned by uid {st.st_uid}, not by this user (uid {me}), who could then "
+                         f"replace what pool writes there; serve it as its owner, or: chown {me} {path}")
+    if st.st_mode & stat.S_IWOTH:
+        raise SpoolError(f"{path} is writable by every user (mode {stat.S_IMODE(st.st_mode):o}), so anyone "
+                         f"could run code as this user; run: chmod o-w {path}")
+    if st.st_mode & stat.S_IWGRP and group_gid is None:
+        raise SpoolError(f"{path} is writable by its group (gid {st.st_gid}); run chmod g-w {path}, "
+                         "or serve with --group naming that group")
+
+
+def check_parents(root: Path) -> None:
+    """Whoever may rename entries in a folder above the spool can swap the spool for one of
+    their own: every folder above it must be root's or ours, and writable by others only if
+    sticky (as /tmp is), as OpenSSH's StrictModes asks of a home directory."""
+    me = os.geteuid()
+    for parent in root.resolve().parents:
+        st = os.stat(parent)
+        if st.st_uid not in (0, me):
+            raise SpoolError(f"{parent} (a folder above the spool) is owned by uid {st.st_uid}, who could swap the "
+                             "spool for another; keep the spool in a folder of yours or root's")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+            raise SpoolError(f"{parent} (a folder above the spool) is writable by others (mode "
+                             f"{stat.S_IMODE(st.st_mode):o}) without the sticky bit: they could swap the spool")
 
 
 class SpoolDir:
@@ -78,48 +122,41 @@ class SpoolDir:
         self._file_mode: int | None = None
 
     # ------------------------------------------------------------ layout and permissions
-    def create(self, group_gid: int | None = None) -> None:
-        """Create whatever is missing: private (0700), or shared with one group."""
+    def create(self, group_gid: int | None = None, check: bool = False) -> None:
+        """Create whatever is missing: private (0700), or shared with one group. With
+        ``check`` (the manager), first make sure every folder is one only we control (see
+        ``check_folder``), before anything is created in it; the folders stay open, so
+        what is used afterwards is what was checked. Raises SpoolError."""
+        me = os.geteuid()
         try:
-            for name in ("", *DIRS):
-                path = self.root / name
-                if not path.is_dir():
-                    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    os.chmod(path, PRIVATE_MODE)
-            if group_gid is not None:
-                self.share(group_gid)
+            if check:
+                check_parents(self.root)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            root_fd = open_folder(self.root)
+            folders = {"": root_fd}
+            if check:
+                check_folder(root_fd, self.root, me, group_gid)
+            for name in DIRS:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o700, dir_fd=root_fd)
+                folders[name] = open_folder(name, root_fd, self.root / name)
+                if check:
+                    check_folder(folders[name], self.root / name, me, group_gid)
+        except SpoolError:
+            raise
         except OSError as exc:
             raise SpoolError(f"cannot create spool {self.root}: {exc.strerror}") from None
-
-    def share(self, group_gid: int) -> None:
-        """Give the spool's folders the shared modes and group (they are ours: check_safe)."""
-        for name, mode in SHARED_MODES.items():
-            path = self.root / name
-            os.chown(path, -1, group_gid, follow_symlinks=False)
-            os.chmod(path, mode, follow_symlinks=False)
-
-    def check_safe(self, group_gid: int | None = None) -> None:
-        """Whoever can write into the spool can run code as us, or make us write through
-        their links: every folder must be a real folder of ours, and only incoming/ and
-        requests/ of a shared spool may be written by its group. Raises SpoolError."""
-        me = os.geteuid()
-        for name in ("", *DIRS):
-            path = self.root / name
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                raise SpoolError(f"{path} is missing") from None
-            if not stat.S_ISDIR(st.st_mode):
-                raise SpoolError(f"{path} is not a directory (a symlink or a file): move it away")
-            if st.st_uid != me:
-                raise SpoolError(f"{path} is owned by uid {st.st_uid}, not by this user (uid {me}), who could then "
-                                 f"replace what pool writes there; serve it as its owner, or: chown {me} {path}")
-            if st.st_mode & stat.S_IWOTH:
-                raise SpoolError(f"{path} is writable by every user (mode {stat.S_IMODE(st.st_mode):o}), so anyone "
-                                 f"could run code as this user; run: chmod o-w {path}")
-            if st.st_mode & stat.S_IWGRP and group_gid is None:
-                raise SpoolError(f"{path} is writable by its group (gid {st.st_gid}); run chmod g-w {path}, "
-                                 "or serve with --group naming that group")
+        if group_gid is not None:
+            for name, fd in folders.items():
+                os.fchown(fd, -1, group_gid)
+                os.fchmod(fd, SHARED_MODES[name])
+        if check:
+            for folder, name in ((self.top, ""), (self.statuses, "status"), (self.log_folder, "logs"),
+                                 (self.drop.folder, "incoming"), (self.drop.rejected, "rejected"),
+                                 (self.box.folder, "requests")):
+                folder.use(folders.pop(name))
+        for fd in folders.values():
+            os.close(fd)
 
     def exists(self) -> bool:
         return self.status_dir.is_dir()
@@ -128,7 +165,7 @@ class SpoolDir:
     def owners(self) -> Owners:
         """Who may have written the spool's own files: its owner only."""
         if self._owners is None:
-            self._owners = Owners(os.stat(self.root).st_uid)
+            self._owners = Owners(os.fstat(self.top.fd).st_uid)
         return self._owners
 
     def submitters(self, group_gid: int | None) -> Owners:
@@ -139,7 +176,7 @@ class SpoolDir:
     def file_mode(self) -> int:
         """Statuses and logs of a shared spool are readable by its group."""
         if self._file_mode is None:
-            shared = os.stat(self.status_dir).st_mode & stat.S_IRGRP
+            shared = os.fstat(self.statuses.fd).st_mode & stat.S_IRGRP
             self._file_mode = 0o640 if shared else 0o600
         return self._file_mode
 

@@ -111,8 +111,11 @@ def test_prune_removes_only_old_finished_jobs(spool_dir: Path, serve: Callable[.
     result = run_pool(spool_dir, "prune", "--older-than", "0s", "--state", "failed", check=True)
     assert result.stdout.strip() == "removed 1 job(s): f"
     assert status_doc(spool_dir, "f") is None and not (spool_dir / "logs" / "f.log").exists()
+    drop(spool_dir, "bad.json", b"{not json")
+    wait_until(lambda: (spool_dir / "rejected" / "bad.json.error.json").exists(), what="a rejected file")
     result = run_pool(spool_dir, "prune", "--older-than", "0", check=True)
-    assert result.stdout.strip() == "removed 1 job(s): a"
+    assert result.stdout.splitlines() == ["removed 1 job(s): a", "removed 1 rejected file(s): bad.json"]
+    assert os.listdir(spool_dir / "rejected") == []
     assert state_of(spool_dir, "h") == "running"  # never a running job
     gate.touch()
 
