@@ -42,12 +42,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, tick: float = 
 class ScratchManager:
     """``pool serve`` on a temporary spool, with the benchmark tasks."""
 
-    def __init__(self, *args: str, spool: Path | None = None) -> None:
+    def __init__(self, *args: str, spool: Path | None = None, pool: tuple[str, ...] | None = None,
+                 source: Path | None = None) -> None:
+        """``pool``: the command that runs pool (default: this checkout's); ``source``: the
+        checkout it comes from, put on PYTHONPATH (another version, for side-by-side runs)."""
         self.spool = spool or Path(tempfile.mkdtemp(prefix="pool-bench-")) / "spool"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]))
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(source or HERE.parent)]))
         self.log = open(self.spool.parent / "manager.log", "ab")
+        command = pool or (sys.executable, "-m", "pool")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pool", "--spool", str(self.spool), "serve", "--tasks", "bench_tasks", *args],
+            [*command, "--spool", str(self.spool), "serve", "--tasks", "bench_tasks", *args],
             env=env, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, cwd=str(HERE))
         wait_for(lambda: (self.spool / "manager.pid").exists(), 30, 0.01)
         self.warm_up()

@@ -79,6 +79,7 @@ class LocalExecutor:
         self.workers = workers
         self.close_fds = close_fds  # what a forked worker must not keep open
         self.context: Any = multiprocessing.get_context(start_method)
+        self.forks = start_method == "fork"
         if start_method == "forkserver":
             # What every worker needs is imported once, in the forkserver, before it forks
             # them; pool.forkserver_group first puts the forkserver in a process group of
@@ -95,7 +96,12 @@ class LocalExecutor:
 
     def _spawn(self) -> None:
         parent, child = self.context.Pipe(duplex=True)
-        process = self.context.Process(target=worker_main, args=(child, self.config, self.close_fds),
+        close_fds = self.close_fds
+        if self.forks:
+            # A forked worker would hold our ends of its own and its siblings' pipes open,
+            # and never see the EOF that tells it to stop.
+            close_fds += (parent.fileno(), *(s.conn.fileno() for s in self.slots if not s.conn.closed))
+        process = self.context.Process(target=worker_main, args=(child, self.config, close_fds),
                                        name="pool-worker")
         process.start()
         child.close()

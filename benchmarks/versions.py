@@ -1,0 +1,92 @@
+"""This checkout against another version of pool, side by side, interleaved in one run.
+
+    python benchmarks/versions.py --other /path/to/other/checkout [--rounds 3] [--jobs 2000]
+
+The other checkout needs its own venv (.venv) with it installed; older versions run as
+``python -m cli``, newer ones as ``python -m pool`` (found out by looking). Each round
+runs both, in alternating order, and the medians are reported with their ratio: the disk
+here swings several times within an hour, so only what ran side by side is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from harness import HERE, ScratchManager, iso_to_epoch, percentile, wait_for
+
+
+def command_of(checkout: Path) -> tuple[str, ...]:
+    python = str(checkout / ".venv" / "bin" / "python")
+    module = "pool" if (checkout / "pool" / "__main__.py").exists() else "cli"
+    return (python, "-m", module)
+
+
+def batch_rate(pool: tuple[str, ...], source: Path, jobs: int) -> float:
+    manager = ScratchManager("--workers", "2", pool=pool, source=source)
+    try:
+        started = manager.drop_batch("batch.jsonl", [{"task": "bench_tasks:noop"}] * jobs)
+        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.005)
+        return jobs / (time.perf_counter() - started)
+    finally:
+        manager.stop()
+
+
+def files_rate(pool: tuple[str, ...], source: Path, jobs: int) -> float:
+    manager = ScratchManager("--workers", "2", pool=pool, source=source)
+    try:
+        started = time.perf_counter()
+        for n in range(jobs):
+            manager.drop(f"j{n}.json", {"task": "bench_tasks:noop", "id": f"j{n}"})
+        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.005)
+        return jobs / (time.perf_counter() - started)
+    finally:
+        manager.stop()
+
+
+def start_latency(pool: tuple[str, ...], source: Path, jobs: int) -> list[float]:
+    manager = ScratchManager("--workers", "1", pool=pool, source=source)
+    try:
+        latencies = []
+        for n in range(jobs):
+            dropped = manager.drop(f"l{n}.json", {"task": "bench_tasks:noop", "id": f"l{n}"})
+            doc = wait_for(lambda: (d := manager.status(f"l{n}")) and d.get("started_at") and d)
+            latencies.append((iso_to_epoch(doc["started_at"]) - dropped) * 1000)
+        return latencies
+    finally:
+        manager.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--other", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--latency-jobs", type=int, default=100)
+    args = parser.parse_args()
+    versions = {"this": ((sys.executable, "-m", "pool"), HERE.parent), "other": (command_of(args.other), args.other)}
+    results: dict[str, dict[str, list[float]]] = {v: {"batch": [], "files": [], "p50": [], "p90": []} for v in versions}
+    for round_number in range(args.rounds):
+        order = list(versions) if round_number % 2 == 0 else list(reversed(versions))
+        for name in order:
+            pool, source = versions[name]
+            results[name]["batch"].append(batch_rate(pool, source, args.jobs))
+            results[name]["files"].append(files_rate(pool, source, args.jobs))
+            latencies = start_latency(pool, source, args.latency_jobs)
+            results[name]["p50"].append(statistics.median(latencies))
+            results[name]["p90"].append(percentile(latencies, 90))
+        print(f"round {round_number + 1}: " + ", ".join(
+            f"{name} {results[name]['batch'][-1]:.0f}/{results[name]['files'][-1]:.0f} jobs/s" for name in versions),
+            flush=True)
+    print(f"\nmedians of {args.rounds} rounds ({args.jobs} tiny jobs, 2 workers; {args.latency_jobs} drops, 1 worker)")
+    for key, label, unit in (("batch", "throughput, one .jsonl", "jobs/s"), ("files", "throughput, .json files",
+                             "jobs/s"), ("p50", "drop -> started_at p50", "ms"), ("p90", "drop -> started_at p90", "ms")):
+        this, other = statistics.median(results["this"][key]), statistics.median(results["other"][key])
+        print(f"{label:<26} this {this:8.2f} {unit:<7} other {other:8.2f} {unit:<7} this/other {this / other:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
