@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import timeit
+from pathlib import Path
 
 from harness import ScratchManager, describe, iso_to_epoch, wait_for
 
@@ -25,8 +26,10 @@ import pool  # noqa: E402
 from pool.progress import set_reporter  # noqa: E402
 
 
-def started_at_latency(jobs: int) -> list[float]:
-    manager = ScratchManager("--workers", "1")
+def started_at_latency(jobs: int, pool: tuple[str, ...] | None = None, source: Path | None = None) -> list[float]:
+    """Drop -> started_at of ``jobs`` jobs, one at a time, 1 worker (``pool``/``source``:
+    another version of pool, see harness.ScratchManager)."""
+    manager = ScratchManager("--workers", "1", pool=pool, source=source)
     try:
         latencies = []
         for n in range(jobs):

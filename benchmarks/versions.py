@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from harness import HERE, ScratchManager, iso_to_epoch, percentile, wait_for
+from core_latency import started_at_latency
+from harness import HERE, ScratchManager, percentile, wait_for
 
 
 def command_of(checkout: Path) -> tuple[str, ...]:
@@ -47,19 +48,6 @@ def files_rate(pool: tuple[str, ...], source: Path, jobs: int) -> float:
         manager.stop()
 
 
-def start_latency(pool: tuple[str, ...], source: Path, jobs: int) -> list[float]:
-    manager = ScratchManager("--workers", "1", pool=pool, source=source)
-    try:
-        latencies = []
-        for n in range(jobs):
-            dropped = manager.drop(f"l{n}.json", {"task": "bench_tasks:noop", "id": f"l{n}"})
-            doc = wait_for(lambda: (d := manager.status(f"l{n}")) and d.get("started_at") and d)
-            latencies.append((iso_to_epoch(doc["started_at"]) - dropped) * 1000)
-        return latencies
-    finally:
-        manager.stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--other", type=Path, required=True)
@@ -75,7 +63,7 @@ def main() -> None:
             pool, source = versions[name]
             results[name]["batch"].append(batch_rate(pool, source, args.jobs))
             results[name]["files"].append(files_rate(pool, source, args.jobs))
-            latencies = start_latency(pool, source, args.latency_jobs)
+            latencies = started_at_latency(args.latency_jobs, pool, source)
             results[name]["p50"].append(statistics.median(latencies))
             results[name]["p90"].append(percentile(latencies, 90))
         print(f"round {round_number + 1}: " + ", ".join(

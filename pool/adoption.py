@@ -32,7 +32,7 @@ from .errors import CorruptStatus, JobBusy, JobNotFound
 from .executor import Liveness, StopReason
 from .ledger import Ledger, Transition
 from .model import JobStatus, State, parse_time
-from .procs import GroupStop, is_same_process, leftover_group, open_pidfd, process_uid
+from .procs import GroupStop, exists, is_same_process, leftover_group, open_pidfd, process_uid
 from .safeio import temp_owner_pid
 from .spool import SpoolDir
 
@@ -84,14 +84,8 @@ class Adoption:
 
     def look_at(self, job_id: str) -> None:
         """Decide who looks after a job that is not final (recovery, or its supervisor left)."""
-        try:
-            status = self.spool.read_status(job_id)
-        except JobNotFound:
-            return
-        except CorruptStatus as exc:
-            self.spool.set_aside(job_id, str(exc))
-            return
-        if status.state.is_final or job_id in self.adopted:
+        status = self.spool.read_trusted(job_id)
+        if status is None or status.state.is_final or job_id in self.adopted:
             return
         if self.spool.is_supervised(job_id):
             self.supervised.add(job_id)
@@ -246,17 +240,8 @@ def remove_stale_temp_files(spool: SpoolDir) -> None:
                 continue
             try:
                 st = os.stat(name, dir_fd=folder.fd, follow_symlinks=False)
-                if pid != os.getpid() and (not _alive(pid) or st.st_mtime < cutoff):
+                if pid != os.getpid() and (not exists(pid) or st.st_mtime < cutoff):
                     os.unlink(name, dir_fd=folder.fd)
             except FileNotFoundError:
                 pass
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -111,14 +111,8 @@ class Outcomes:
 
     def requeue(self, job_id: str, delay: float = 0.0) -> None:
         """Queue the job again as its status says, if it says queued."""
-        try:
-            current = self.spool.read_status(job_id)
-        except JobNotFound:
-            return
-        except CorruptStatus as exc:
-            self.spool.set_aside(job_id, str(exc))
-            return
-        if current.state is State.QUEUED:
+        current = self.spool.read_trusted(job_id)
+        if current is not None and current.state is State.QUEUED:
             self.dispatch.enqueue(current, delay)
 
     def settle(self, job_id: str, attempt: int, change: Callable[[JobStatus], JobStatus], started: bool,

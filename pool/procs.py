@@ -51,14 +51,19 @@ def is_same_process(pid: int | None, started: int | None) -> bool:
         return False
     now = process_start_time(pid)
     if now is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return started is None
+        return started is None and exists(pid)
     return started is None or now == started
+
+
+def exists(pid: int) -> bool:
+    """True while a process has this pid (another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def process_uid(pid: int) -> int | None:

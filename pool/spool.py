@@ -34,7 +34,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .dropzone import DropZone
@@ -68,6 +68,26 @@ def open_folder(path: str | os.PathLike[str], dir_fd: int | None = None,
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise SpoolError(f"{shown or path} is not a directory (a symlink or a file): move it away") from None
         raise
+
+
+def is_held(st: os.stat_result, opener: Callable[[], int]) -> bool:
+    """Whether some process holds a flock on the file behind ``st``, asked without taking
+    it (/proc/locks); only where the kernel will not say, by trying a shared lock on what
+    ``opener`` opens (which could, for a microsecond, be in a taker's way)."""
+    holders = flock_holders()
+    if holders is not None:
+        return file_key(st) in holders
+    try:
+        fd = opener()
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def check_folder(fd: int, path: Path, me: int, group_gid: int | None) -> None:
@@ -210,6 +230,17 @@ class SpoolDir:
             raise CorruptStatus(f"status/{name}: holds job {status.id!r}")
         return status
 
+    def read_trusted(self, job_id: str) -> JobStatus | None:
+        """The job's status, or None when it has none, or one that cannot be trusted
+        (which is then set aside, so it is never read again)."""
+        try:
+            return self.read_status(job_id)
+        except JobNotFound:
+            return None
+        except CorruptStatus as exc:
+            self.set_aside(job_id, str(exc))
+            return None
+
     def has_status(self, job_id: str) -> bool:
         try:
             os.stat(f"{job_id}.json", dir_fd=self.statuses.fd, follow_symlinks=False)
@@ -318,23 +349,8 @@ class SpoolDir:
             st = os.stat(name, dir_fd=self.statuses.fd, follow_symlinks=False)
         except (FileNotFoundError, PermissionError):
             return False
-        holders = flock_holders()
-        if holders is not None:
-            return file_key(st) in holders
-        return self._probe(name)
-
-    def _probe(self, name: str) -> bool:
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.statuses.fd)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return is_held(st, lambda: os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                                           dir_fd=self.statuses.fd))
 
     def is_supervised(self, job_id: str) -> bool:
         """True while an inline supervisor looks after the job."""
@@ -425,14 +441,4 @@ class SpoolDir:
             st = os.stat(self.root)
         except (FileNotFoundError, NotADirectoryError):
             return False
-        holders = flock_holders()
-        if holders is not None:
-            return file_key(st) in holders
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return is_held(st, lambda: os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pool
+from pooltest_tasks import record_run
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -21,15 +22,6 @@ def write_atomically(path: str, text: str) -> None:
     with open(tmp, "w") as f:
         f.write(text)
     os.rename(tmp, path)
-
-
-def record_run(path: str) -> int:
-    """Append this job's id to ``path``; returns how many runs of this job it holds."""
-    job_id = os.environ.get("POOL_JOB_ID", "?")
-    with open(path, "a") as f:
-        f.write(job_id + "\n")
-    with open(path) as f:
-        return sum(1 for line in f if line.strip() == job_id)
 
 
 def alive(pid: int) -> bool:
