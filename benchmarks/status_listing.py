@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from pool import lifecycle
-from pool.model import new_status, parse_job, utc_now
+from pool.jobfile import parse_job
+from pool.model import new_status, utc_now
 from pool.spool import SpoolDir
 
 

@@ -87,7 +87,7 @@ class Adoption:
         status = self.spool.read_trusted(job_id)
         if status is None or status.state.is_final or job_id in self.adopted:
             return
-        if self.spool.is_supervised(job_id):
+        if self.spool.locks.is_supervised(job_id):
             self.supervised.add(job_id)
         elif self.liveness.alive(job_id):
             self.adopt(job_id, status)
@@ -97,7 +97,7 @@ class Adoption:
             self.enqueue(status)
 
     def _began(self, status: JobStatus) -> bool:
-        marker = self.spool.started_marker(status.id)
+        marker = self.spool.locks.started_marker(status.id)
         return marker is not None and marker[0] == status.attempt
 
     def lost(self, status: JobStatus) -> None:
@@ -136,7 +136,7 @@ class Adoption:
         """The worker that ran (runs) the attempt: from its status, else its start marker."""
         if status.pid:
             return status.pid, status.pid_started
-        marker = self.spool.started_marker(status.id)
+        marker = self.spool.locks.started_marker(status.id)
         if marker is not None and marker[0] == status.attempt:
             return marker[1], marker[2]
         return None, None
@@ -169,7 +169,7 @@ class Adoption:
                     log.exception("job %s: could not check the adopted job", job_id)
         if every:
             for job_id in list(self.supervised):
-                if not self.spool.is_supervised(job_id):
+                if not self.spool.locks.is_supervised(job_id):
                     self.supervised.discard(job_id)
                     self.look_at(job_id)
 

@@ -25,6 +25,7 @@ from .errors import (
     JobNotFound,
     WaitTimeout,
 )
+from .jobfile import parse_job
 from .ledger import Ledger, append_to_events
 from .lifecycle import Role
 from .model import (
@@ -34,7 +35,6 @@ from .model import (
     encode_json,
     new_job_id,
     new_status,
-    parse_job,
     parse_time,
     utc_now,
 )
@@ -109,7 +109,7 @@ class Spool:
         manager starting meanwhile never finds the job without someone looking after it."""
         from .inline import start_supervisor
 
-        hold = self.dir.supervise(spec.id)
+        hold = self.dir.locks.supervise(spec.id)
         if hold is None:
             raise InvalidJobSpec(f"job {spec.id!r}: id already exists in {self.dir.root}")
         try:
@@ -266,7 +266,7 @@ class Spool:
     def acted_on(self, job_id: str) -> bool:
         """True when something will carry out a request for the job now: a manager, an
         inline supervisor, or the process that holds the job."""
-        return self.dir.manager_running() or self.dir.is_supervised(job_id) or self.dir.is_leased(job_id)
+        return self.dir.manager_running() or self.dir.locks.is_supervised(job_id) or self.dir.locks.is_leased(job_id)
 
     def _await_request(self, kind: RequestKind, job_id: str, timeout: float) -> None:
         """Wait (briefly) for the manager to take a request: it removes the file then."""
@@ -276,7 +276,7 @@ class Spool:
 
     def _apply_without_manager(self, kind: RequestKind, job_id: str, change: Any) -> None:
         """No manager serves the spool: a change to a job nothing runs is made here."""
-        if self.dir.is_supervised(job_id):
+        if self.dir.locks.is_supervised(job_id):
             return  # its inline supervisor carries the request out
         try:
             written = self._ledger().change(job_id, change, wait=0.5)

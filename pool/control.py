@@ -106,7 +106,7 @@ class Control:
         if self.executor.stop(job_id, StopReason.CANCEL, grace, now) or self.adopted_stop(job_id, grace, now):
             log.info("job %s: cancelling (SIGTERM, SIGKILL after %gs)", job_id, grace)
             return False  # dropped when the job is final
-        if self.spool.is_supervised(job_id):
+        if self.spool.locks.is_supervised(job_id):
             return False  # an inline supervisor runs it and carries the request out
         # Queued: in our queue, sent ahead to a worker (which reads the status before it
         # starts anything), or run by nobody. Cancelled on disk, under its lock.

@@ -151,4 +151,4 @@ class LockLiveness:
         self.spool = spool
 
     def alive(self, job_id: str) -> bool:
-        return self.spool.is_leased(job_id)
+        return self.spool.locks.is_leased(job_id)

@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
     spool = SpoolDir(root)
     os.environ.setdefault("POOL_SPOOL", root)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides: it files a kill request
-    hold = holds[0] if holds else spool.supervise(job_id)
+    hold = holds[0] if holds else spool.locks.supervise(job_id)
     if hold is None:
         return 0  # another supervisor looks after it
     config = WorkerConfig(spool=root, task_modules=modules, allow_commands="--allow-commands" in options,

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from .clock import Clock, iso_now
 from .dropzone import DEFAULT_MAX_FILE_BYTES, claim_parts, is_job_name, shown, writer_open
 from .errors import InvalidJobSpec
-from .model import JobSpec, JobStatus, iter_job_file, new_status
+from .jobfile import iter_job_file
+from .model import JobSpec, JobStatus, new_status
 from .safeio import UnsafeFile, read_all
 from .spool import SpoolDir
 from .watch import CHANGED, COMPLETE, GONE

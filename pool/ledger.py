@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .lifecycle import Role, check_role, describe, passed_through_running
+from .locks import LOCK_TIMEOUT
 from .model import JobStatus, State
-from .spool import LOCK_TIMEOUT, SpoolDir
+from .spool import SpoolDir
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ class Ledger:
         leave it as it is. Returns the status written, or None. Raises JobNotFound,
         CorruptStatus, InvalidTransition, or JobBusy when the lock is not free within
         ``wait`` seconds (a live worker holds it while its job runs)."""
-        with self.spool.status_lock(job_id, timeout=wait) as lock_fd:
+        with self.spool.locks.status_lock(job_id, timeout=wait) as lock_fd:
             before = self.spool.read_status(job_id)
             after = change(before)
             if after is None:
@@ -108,7 +109,7 @@ class Ledger:
                 and after.attempt <= before.attempt):
             # Back to queued with the same attempt (or a fresh series): the start marker
             # of the attempt put back must not make it count as started later.
-            self.spool.clear_marker(lock_fd)
+            self.spool.locks.clear_marker(lock_fd)
         self.spool.write_status(after)
         for transition in changes:
             self.hear(transition)
@@ -126,7 +127,7 @@ def append_to_events(spool: SpoolDir) -> Callable[[Transition], None]:
 
 def hold_free(spool: SpoolDir, job_id: str) -> bool:
     """True when nothing holds the job's lock (for callers that must not wait for it)."""
-    fd = spool.lease(job_id)
+    fd = spool.locks.lease(job_id)
     if fd is None:
         return False
     os.close(fd)

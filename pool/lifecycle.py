@@ -25,7 +25,8 @@ from datetime import timedelta
 from typing import Any
 
 from .errors import InvalidTransition
-from .model import MAX_SECONDS, JobStatus, State, iso_time, parse_time
+from .model import JobStatus, State, iso_time, parse_time
+from .rules import MAX_SECONDS
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.QUEUED: frozenset({State.RUNNING, State.CANCELLED}),

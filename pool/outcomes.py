@@ -94,7 +94,7 @@ class Outcomes:
 
     def began(self, job_id: str, attempt: int) -> bool:
         """Whether the attempt's code began: its start marker says so."""
-        marker = self.spool.started_marker(job_id)
+        marker = self.spool.locks.started_marker(job_id)
         return marker is not None and marker[0] == attempt
 
     def not_started(self, job_id: str, attempt: int, outcome: NotStarted, now: float) -> None:

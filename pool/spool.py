@@ -17,7 +17,7 @@ pool/safeio.py says.)
 
 Every document is written to a temp file in the same folder and then renamed, so a
 reader never needs a lock and never sees a partial document. Writers of a status take
-its lock (flock on status/<id>.lock, see ``lease``) so two of them never interleave a
+its lock (flock on status/<id>.lock, see pool/locks.py) so two of them never interleave a
 read-modify-write; a job's worker holds it for the job's whole run.
 
 A private spool is 0700. A shared one (``pool serve --group G``) is 2750, with incoming/
@@ -34,14 +34,14 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from .dropzone import DropZone
 from .errors import CorruptStatus, JobBusy, JobNotFound, ManagerRunning, SpoolError
 from .events import EventLog
+from .locks import JobLocks, is_held
 from .model import ID_PATTERN, JobStatus
-from .procs import file_key, flock_holders
 from .requests import RequestBox
 from .safeio import Folder, Owners, UnsafeFile
 
@@ -53,10 +53,8 @@ DIRS = ("incoming", "status", "logs", "rejected", "requests")
 # (a renamed request would otherwise act with its first author's rights).
 SHARED_MODES = {"": 0o2750, "incoming": 0o3770, "requests": 0o3770, "status": 0o2750, "logs": 0o2750,
                 "rejected": 0o2750}
-LOCK_TIMEOUT = 2.0  # other writers hold a status lock for a read and a write: never long
 LOCK_POLL = 0.005
 GUARD_PATIENCE = 0.3  # a probe of a pre-/proc/locks kernel holds the guard for microseconds
-MARKER_BYTES = 48  # "<attempt> <pid> <pid start time>", padded: one pwrite, no truncate
 
 
 def open_folder(path: str | os.PathLike[str], dir_fd: int | None = None,
@@ -68,26 +66,6 @@ def open_folder(path: str | os.PathLike[str], dir_fd: int | None = None,
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise SpoolError(f"{shown or path} is not a directory (a symlink or a file): move it away") from None
         raise
-
-
-def is_held(st: os.stat_result, opener: Callable[[], int]) -> bool:
-    """Whether some process holds a flock on the file behind ``st``, asked without taking
-    it (/proc/locks); only where the kernel will not say, by trying a shared lock on what
-    ``opener`` opens (which could, for a microsecond, be in a taker's way)."""
-    holders = flock_holders()
-    if holders is not None:
-        return file_key(st) in holders
-    try:
-        fd = opener()
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def check_folder(fd: int, path: Path, me: int, group_gid: int | None) -> None:
@@ -138,6 +116,7 @@ class SpoolDir:
         self.drop = DropZone(self.incoming, self.rejected)
         self.box = RequestBox(self.requests)
         self.events = EventLog(self.top, lambda: self.file_mode, buffered=buffer_events)
+        self.locks = JobLocks(self.statuses, self)
         self._owners: Owners | None = None
         self._file_mode: int | None = None
 
@@ -290,109 +269,13 @@ class SpoolDir:
         log.error("status/%s.json set aside: %s", job_id, why)
         self.drop.reject_from(self.statuses, f"{job_id}.json", f"{job_id}.status.json", why)
 
-    # ------------------------------------------------------------ locks
-    def lease(self, job_id: str, create: bool = False) -> int | None:
-        """Take the job's lock without waiting; returns its descriptor (closing it lets
-        go), or None when another process holds it. Raises JobNotFound for a job with
-        no lock file and no status (``create`` makes the lock file, for a job known to
-        exist: the worker that runs it).
-
-        A job's worker holds this lock from start to outcome, so the lock doubles as
-        proof that the job is alive, which survives the death of the manager that
-        started it; every other writer of the job's status takes it briefly
-        (``status_lock``). It is flock(2) on ``status/<id>.lock``, taken directly: the
-        filelock package (4.3) spends ~100 µs and ~470 Python calls per acquire and
-        release where flock takes 2 µs."""
-        return self._try_flock(f"{job_id}.lock", create or self.has_status(job_id), job_id)
-
-    def _try_flock(self, name: str, create: bool, job_id: str) -> int | None:
-        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(name, flags | (os.O_CREAT if create else 0), 0o600, dir_fd=self.statuses.fd)
-        except FileNotFoundError:
-            raise JobNotFound(f"no job {job_id!r} in {self.root}") from None
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENXIO):
-                raise CorruptStatus(f"status/{name} is not a regular file") from None
-            raise
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return fd
-
-    @contextlib.contextmanager
-    def status_lock(self, job_id: str, timeout: float = LOCK_TIMEOUT) -> Iterator[int]:
-        """Hold the job's lock for a read-modify-write (yields its descriptor); raises
-        JobBusy after ``timeout`` seconds (the job's worker holds it while the job runs)."""
-        deadline = time.monotonic() + timeout
-        while (fd := self.lease(job_id)) is None:
-            if time.monotonic() >= deadline:
-                raise JobBusy(f"job {job_id!r} is held by the process running it")
-            time.sleep(LOCK_POLL)
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-
-    def supervise(self, job_id: str) -> int | None:
-        """The inline supervisor's hold on a job (see pool.inline): like ``lease``, on
-        ``status/<id>.inline``, for as long as it looks after the job."""
-        return self._try_flock(f"{job_id}.inline", True, job_id)
-
-    def _is_held(self, name: str) -> bool:
-        """Whether some process holds the flock on status/<name>, asked without taking
-        it (/proc/locks): a probe that took the lock, even shared and for a microsecond,
-        could make a worker starting the job that very moment think it runs elsewhere."""
-        try:
-            st = os.stat(name, dir_fd=self.statuses.fd, follow_symlinks=False)
-        except (FileNotFoundError, PermissionError):
-            return False
-        return is_held(st, lambda: os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                                           dir_fd=self.statuses.fd))
-
-    def is_supervised(self, job_id: str) -> bool:
-        """True while an inline supervisor looks after the job."""
-        return self._is_held(f"{job_id}.inline")
-
-    def is_leased(self, job_id: str) -> bool:
-        """True while some process runs the job (holds its lock)."""
-        return self._is_held(f"{job_id}.lock")
-
-    # ------------------------------------------------------------ the start marker
-    # The lock file holds which attempt was started, by which process: written under the
-    # lock before the attempt's code runs, so whoever finds the job later knows whether
-    # that attempt began, even if `running` was never written (it is written only after
-    # a few milliseconds) and even if everything died meanwhile.
-    @staticmethod
-    def mark_started(lock_fd: int, attempt: int, pid: int, pid_started: int | None) -> None:
-        line = f"{attempt} {pid} {pid_started or 0}".encode().ljust(MARKER_BYTES - 1) + b"\n"
-        os.pwrite(lock_fd, line, 0)
-
-    @staticmethod
-    def clear_marker(lock_fd: int) -> None:
-        os.ftruncate(lock_fd, 0)
-
-    def started_marker(self, job_id: str) -> tuple[int, int, int | None] | None:
-        """(attempt, pid, pid start time) of the last attempt started, or None."""
-        try:
-            data = self.statuses.read(f"{job_id}.lock", self.owners, MARKER_BYTES)
-        except (OSError, UnsafeFile):
-            return None
-        fields = data.split()
-        if len(fields) != 3 or not all(f.isdigit() for f in fields):
-            return None
-        attempt, pid, started = (int(f) for f in fields)
-        return attempt, pid, started or None
-
     # ------------------------------------------------------------ removing a job
     def remove_job(self, job_id: str, still: object) -> bool:
         """Delete a job's status, log and lock files if ``still(status)`` holds under its
         lock; False when it no longer does (or the job is held or gone)."""
         assert callable(still)
         try:
-            with self.status_lock(job_id, timeout=0):
+            with self.locks.status_lock(job_id, timeout=0):
                 if not still(self.read_status(job_id)):
                     return False
                 self.log_folder.unlink(f"{job_id}.log")

@@ -34,10 +34,11 @@ from .commands import failure, run_command
 from .errors import CorruptStatus, JobNotFound
 from .ledger import Ledger, Transition
 from .lifecycle import Role
-from .model import MAX_NESTING, JobStatus, State, nesting_depth, parse_time, utc_now
+from .model import JobStatus, State, parse_time, utc_now
 from .procs import become_subreaper, end_rest_of_group, process_start_time
 from .progress import hook_tqdm, set_reporter
 from .reporter import Flusher, StatusReporter
+from .rules import MAX_NESTING, nesting_depth
 from .spool import SpoolDir
 from .tasks import TaskModuleError, load_task_modules, unserved_reason
 
@@ -93,7 +94,7 @@ class Worker:
     def run(self, order: msg.RunAttempt) -> msg.Reply:
         """Run one attempt to its end (or find it must not start) and say how it went."""
         try:
-            lease = self.spool.lease(order.job_id, create=True)
+            lease = self.spool.locks.lease(order.job_id, create=True)
         except (JobNotFound, CorruptStatus, OSError) as exc:
             return msg.Skipped(order.job_id, order.attempt, None, f"cannot take the job's lock: {exc}")
         if lease is None:
@@ -114,7 +115,7 @@ class Worker:
         if why_not:
             return msg.Skipped(order.job_id, order.attempt, queued.state, why_not)
         try:
-            self.spool.mark_started(lease, queued.attempt, self.pid, self.pid_started)
+            self.spool.locks.mark_started(lease, queued.attempt, self.pid, self.pid_started)
         except OSError as exc:
             return msg.Skipped(order.job_id, order.attempt, State.QUEUED, f"cannot record its start: {exc}")
         try:

@@ -10,7 +10,9 @@ import pytest
 from pool import lifecycle
 from pool.errors import InvalidTransition
 from pool.ledger import transitions_between
-from pool.model import MAX_SECONDS, JobStatus, State, new_status, parse_job, parse_time
+from pool.jobfile import parse_job
+from pool.model import JobStatus, State, new_status, parse_time
+from pool.rules import MAX_SECONDS
 
 T0 = "2026-01-01T00:00:00.000000Z"
 T1 = "2026-01-01T00:00:10.000000Z"

@@ -125,10 +125,10 @@ class Stepped:
 
     def mark_started(self, job_id: str) -> None:
         """What the worker writes before the attempt's code runs."""
-        fd = self.manager.spool.lease(job_id)
+        fd = self.manager.spool.locks.lease(job_id)
         assert fd is not None
         status = self.manager.spool.read_status(job_id)
-        self.manager.spool.mark_started(fd, status.attempt, os.getpid(), None)
+        self.manager.spool.locks.mark_started(fd, status.attempt, os.getpid(), None)
         os.close(fd)
 
     def doc(self, job_id: str) -> dict[str, Any]:

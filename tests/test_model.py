@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from pool.errors import CorruptStatus, InvalidJobSpec
-from pool.model import SPEC_KEYS, JobSpec, JobStatus, State, new_status, parse_job, parse_job_file
+from pool.jobfile import parse_job, parse_job_file
+from pool.model import SPEC_KEYS, JobSpec, JobStatus, State, new_status
 
 OK_TASK = {"task": "mytasks:render", "args": [42], "kwargs": {"quality": "high"}}
 

@@ -9,7 +9,8 @@ from rich.console import Console
 
 from cli import render
 from pool import lifecycle
-from pool.model import new_status, parse_job
+from pool.jobfile import parse_job
+from pool.model import new_status
 
 T0 = "2026-01-01T00:00:00.000000Z"
 NOW = datetime(2026, 1, 1, 0, 1, 5, tzinfo=timezone.utc)

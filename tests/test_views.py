@@ -24,7 +24,8 @@ from cli import render
 from pool.cli.views import Duration, matches
 from conftest import POOL, Server, drop, env_for_tests, run_pool, state_of, status_doc, wait_until
 from pool import lifecycle
-from pool.model import JobStatus, new_status, parse_job
+from pool.jobfile import parse_job
+from pool.model import JobStatus, new_status
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

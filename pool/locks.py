@@ -1,0 +1,145 @@
+"""A job's locks: flock(2) on status/<id>.lock (held by the worker running the job, taken
+briefly by every other writer of its status) and on status/<id>.inline (held by an inline
+run's supervisor); and the start marker the lock file holds.
+
+A job's worker holds its lock from start to outcome, so the lock doubles as proof that
+the job is alive, which survives the death of the manager that started it. Whether a
+lock is held is asked without taking it (/proc/locks), so asking never gets in the way
+of a process about to take it. flock is taken directly: the filelock package (4.3)
+spends ~100 µs and ~470 Python calls per acquire and release where flock takes 2 µs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from .errors import CorruptStatus, JobBusy, JobNotFound
+from .procs import file_key, flock_holders
+from .safeio import Folder, UnsafeFile
+
+if TYPE_CHECKING:
+    from .spool import SpoolDir
+
+LOCK_TIMEOUT = 2.0  # other writers hold a status lock for a read and a write: never long
+LOCK_POLL = 0.005
+MARKER_BYTES = 48  # "<attempt> <pid> <pid start time>", padded: one pwrite, no truncate
+
+
+def is_held(st: os.stat_result, opener: Callable[[], int]) -> bool:
+    """Whether some process holds a flock on the file behind ``st``, asked without taking
+    it (/proc/locks); only where the kernel will not say, by trying a shared lock on what
+    ``opener`` opens (which could, for a microsecond, be in a taker's way)."""
+    holders = flock_holders()
+    if holders is not None:
+        return file_key(st) in holders
+    try:
+        fd = opener()
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+class JobLocks:
+    def __init__(self, folder: Folder, spool: SpoolDir) -> None:
+        self.folder = folder  # status/
+        self.spool = spool
+
+    def lease(self, job_id: str, create: bool = False) -> int | None:
+        """Take the job's lock without waiting; returns its descriptor (closing it lets
+        go), or None when another process holds it. Raises JobNotFound for a job with
+        no lock file and no status (``create`` makes the lock file, for a job known to
+        exist: the worker that runs it)."""
+        return self._try_flock(f"{job_id}.lock", create or self.spool.has_status(job_id), job_id)
+
+    def _try_flock(self, name: str, create: bool, job_id: str) -> int | None:
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags | (os.O_CREAT if create else 0), 0o600, dir_fd=self.folder.fd)
+        except FileNotFoundError:
+            raise JobNotFound(f"no job {job_id!r} in {self.spool.root}") from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO):
+                raise CorruptStatus(f"status/{name} is not a regular file") from None
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    @contextlib.contextmanager
+    def status_lock(self, job_id: str, timeout: float = LOCK_TIMEOUT) -> Iterator[int]:
+        """Hold the job's lock for a read-modify-write (yields its descriptor); raises
+        JobBusy after ``timeout`` seconds (the job's worker holds it while the job runs)."""
+        deadline = time.monotonic() + timeout
+        while (fd := self.lease(job_id)) is None:
+            if time.monotonic() >= deadline:
+                raise JobBusy(f"job {job_id!r} is held by the process running it")
+            time.sleep(LOCK_POLL)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def supervise(self, job_id: str) -> int | None:
+        """The inline supervisor's hold on a job (see pool.inline): like ``lease``, on
+        ``status/<id>.inline``, for as long as it looks after the job."""
+        return self._try_flock(f"{job_id}.inline", True, job_id)
+
+    def _is_held(self, name: str) -> bool:
+        """Whether some process holds the flock on status/<name>, asked without taking
+        it (/proc/locks): a probe that took the lock, even shared and for a microsecond,
+        could make a worker starting the job that very moment think it runs elsewhere."""
+        try:
+            st = os.stat(name, dir_fd=self.folder.fd, follow_symlinks=False)
+        except (FileNotFoundError, PermissionError):
+            return False
+        return is_held(st, lambda: os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                                           dir_fd=self.folder.fd))
+
+    def is_supervised(self, job_id: str) -> bool:
+        """True while an inline supervisor looks after the job."""
+        return self._is_held(f"{job_id}.inline")
+
+    def is_leased(self, job_id: str) -> bool:
+        """True while some process runs the job (holds its lock)."""
+        return self._is_held(f"{job_id}.lock")
+
+    # ------------------------------------------------------------ the start marker
+    # The lock file holds which attempt was started, by which process: written under the
+    # lock before the attempt's code runs, so whoever finds the job later knows whether
+    # that attempt began, even if `running` was never written (it is written only after
+    # a few milliseconds) and even if everything died meanwhile.
+    @staticmethod
+    def mark_started(lock_fd: int, attempt: int, pid: int, pid_started: int | None) -> None:
+        line = f"{attempt} {pid} {pid_started or 0}".encode().ljust(MARKER_BYTES - 1) + b"\n"
+        os.pwrite(lock_fd, line, 0)
+
+    @staticmethod
+    def clear_marker(lock_fd: int) -> None:
+        os.ftruncate(lock_fd, 0)
+
+    def started_marker(self, job_id: str) -> tuple[int, int, int | None] | None:
+        """(attempt, pid, pid start time) of the last attempt started, or None."""
+        try:
+            data = self.folder.read(f"{job_id}.lock", self.spool.owners, MARKER_BYTES)
+        except (OSError, UnsafeFile):
+            return None
+        fields = data.split()
+        if len(fields) != 3 or not all(f.isdigit() for f in fields):
+            return None
+        attempt, pid, started = (int(f) for f in fields)
+        return attempt, pid, started or None

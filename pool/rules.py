@@ -1,0 +1,138 @@
+"""The rules a job's keys and a status's fields are checked by: small pure predicates, and
+``Rule``, which ties one to the message saying what the value must be. pool/model.py
+puts a rule on every field; parsing, encoding and strict decoding read them there."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import CorruptStatus
+
+INT64 = 2**63
+# A year: a retry delay or timeout beyond it is a mistake, and datetime arithmetic on
+# 1e15 seconds overflows (a job with "retry_delay": 1e15 once re-ran thousands of times).
+MAX_SECONDS = 365 * 24 * 3600.0
+# orjson reads 1,024 levels but writes only ~254, and a status document nests a job's
+# values one level deeper than its file did: anything deeper than this is refused.
+MAX_NESTING = 64
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
+
+
+def int64(value: object) -> bool:
+    return is_int(value) and -INT64 <= value < INT64  # type: ignore[operator]
+
+
+def seconds(value: object, low: float = 0.0, open_low: bool = False) -> bool:
+    return is_number(value) and (value > low if open_low else value >= low) and value <= MAX_SECONDS  # type: ignore[operator]
+
+
+def str_map(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def progress_form(value: object) -> bool:
+    if value in ("auto", "none"):
+        return True
+    if not isinstance(value, dict) or not isinstance(value.get("regex"), str):
+        return False
+    if set(value) - {"regex", "total"}:
+        return False
+    total = value.get("total")
+    return total is None or (is_number(total) and total > 0)
+
+
+def nesting_depth(value: object, limit: int = MAX_NESTING) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar is 0), counting no
+    further than ``limit + 1``. Iterative: Python's own recursion limit is no bound."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple)):
+            children: Any = item
+        elif isinstance(item, dict):
+            children = item.values()
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def shallow(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: check(v) and nesting_depth(v) <= MAX_NESTING
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """How one key of a job file is checked, and how it maps to its dataclass field."""
+
+    check: Callable[[Any], bool]
+    expected: str
+    only: str | None = None  # "task" or "command": the kind of job the key applies to
+    status_key: str | None = None  # its key in a status document, when not its own name
+    decode: Callable[[Any], Any] | None = None  # document value -> field value
+    encode: Callable[[Any], Any] | None = None  # field value -> document value
+
+
+def rule(check: Callable[[Any], bool], expected: str, **options: Any) -> dict[str, Rule]:
+    return {"rule": Rule(check, expected, **options)}
+
+
+def as_float(value: Any) -> Any:
+    return float(value) if value is not None else None
+
+
+def tuple_or_none(value: Any) -> Any:
+    return tuple(value) if value is not None else None
+
+
+def list_or_none(value: Any) -> Any:
+    return list(value) if value is not None else None
+
+
+def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def text(v: object) -> bool:
+    return isinstance(v, str)
+
+
+def error_record(v: object) -> bool:
+    return (isinstance(v, dict) and isinstance(v.get("type"), str) and isinstance(v.get("message"), str)
+            and (v.get("traceback") is None or isinstance(v.get("traceback"), str)))
+
+
+def checked(value: Any, value_rule: Rule, where: str, key: str) -> Any:
+    if not value_rule.check(value):
+        raise CorruptStatus(f"{where}: '{key}' must be {value_rule.expected}, got {shown_value(value)}")
+    return decoded(value_rule, value)
+
+
+def decoded(value_rule: Rule, value: Any) -> Any:
+    decode = value_rule.decode
+    return decode(value) if decode is not None else value
+
+
+def shown_value(value: object) -> str:
+    try:
+        shown = orjson.dumps(value).decode()
+    except TypeError:  # an integer beyond 64 bits, nesting too deep, lone surrogates
+        shown = repr(value)
+    return shown[:57] + "..." if len(shown) > 60 else shown
