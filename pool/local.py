@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from .executor import (
     StopReason,
 )
 from .model import JobStatus
-from .procs import GroupStop, describe_exit, signal_group
+from .procs import GroupStop, describe_exit, is_running, open_pidfd, process_start_time, signal_group
 from .worker import WorkerConfig, worker_main
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,18 @@ class Slot:
     stop: GroupStop | None = None  # emptying its process group
     dead: bool = False
     broken: bool = False  # its pipe failed: it is dying, and takes nothing more
+    started: int | None = None  # its start time: pids are reused
+    pidfd: int | None = None  # watched directly once its forkserver is gone
     ended: list[ExecutorEvent] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
         return int(self.process.pid)
+
+    @property
+    def sentinel(self) -> Any:
+        """What becomes readable when the worker ends."""
+        return self.pidfd if self.pidfd is not None else self.process.sentinel
 
     @property
     def idle(self) -> bool:
@@ -105,7 +113,7 @@ class LocalExecutor:
                                        name="pool-worker")
         process.start()
         child.close()
-        self.slots.append(Slot(process=process, conn=parent))
+        self.slots.append(Slot(process=process, conn=parent, started=process_start_time(process.pid)))
 
     def close(self) -> None:
         self.closing = True
@@ -114,9 +122,11 @@ class LocalExecutor:
         deadline = time.monotonic() + STOP_WAIT
         for slot in self.slots:
             slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if slot.process.is_alive():
+            if slot.process.is_alive() or is_running(slot.pid, slot.started):
                 signal_group(slot.pid, signal.SIGKILL)
                 slot.process.join(timeout=STOP_WAIT)
+            if slot.pidfd is not None:
+                os.close(slot.pidfd)
 
     # ------------------------------------------------------------ what the manager asks
     def room(self) -> int:
@@ -182,7 +192,7 @@ class LocalExecutor:
         objects: list[Any] = []
         for slot in self.slots:
             if not slot.dead:
-                objects += [slot.conn, slot.process.sentinel]
+                objects += [slot.conn, slot.sentinel]
         return objects
 
     def next_deadline(self, now: float) -> float | None:
@@ -191,9 +201,9 @@ class LocalExecutor:
 
     def collect(self, ready: list[Any], now: float) -> list[ExecutorEvent]:
         for slot in list(self.slots):
-            if not slot.dead and (slot.conn in ready or slot.process.sentinel in ready):
+            if not slot.dead and (slot.conn in ready or slot.sentinel in ready):
                 self._read_replies(slot, now)
-            if not slot.dead and slot.process.sentinel in ready:
+            if not slot.dead and slot.sentinel in ready:
                 self._died(slot, now)
             if slot.stop is not None and slot.stop.advance(now) and slot.dead:
                 self._bury(slot)
@@ -235,21 +245,36 @@ class LocalExecutor:
             self._begin(slot, ahead, now)  # the worker starts it right away
 
     def _died(self, slot: Slot, now: float) -> None:
-        slot.dead = True
         slot.process.join()
+        if slot.pidfd is None and is_running(slot.pid, slot.started):
+            # The forkserver died, and multiprocessing takes its children for dead with
+            # it (exit code 255); the worker runs on, its pipe to us intact: watch it
+            # directly instead, and let its job finish.
+            slot.pidfd = open_pidfd(slot.pid)
+            if slot.pidfd is not None:
+                log.warning("worker %d: its forkserver is gone; watching it directly", slot.pid)
+                return
+        slot.dead = True
         slot.conn.close()
         if slot.stop is None:
             if slot.job is not None and not self.closing:
-                log.error("job %s: worker process %d %s", slot.job.id, slot.pid, describe_exit(slot.process.exitcode))
+                log.error("job %s: worker process %d %s", slot.job.id, slot.pid, self._how(slot))
             slot.stop = GroupStop.begin(slot.pid, 0.0, now, f"worker {slot.pid}")  # what it left running
+
+    def _how(self, slot: Slot) -> str:
+        if slot.pidfd is not None:
+            return "ended (its exit status went with its forkserver)"
+        return describe_exit(slot.process.exitcode)
 
     def _bury(self, slot: Slot) -> None:
         """The worker and everything of its group are gone: settle what it held."""
         self.slots.remove(slot)
+        if slot.pidfd is not None:
+            os.close(slot.pidfd)
         self.events.extend(slot.ended)
         if slot.job is not None and not slot.ended:
             how: Any = Stopped(slot.stop_reason) if slot.stop_reason else Died(
-                f"worker process {slot.pid} {describe_exit(slot.process.exitcode)}")
+                f"worker process {slot.pid} {self._how(slot)}")
             self.events.append(Ended(slot.job.id, slot.job.attempt, how))
         if slot.ahead is not None:
             self.events.append(Ended(slot.ahead.id, slot.ahead.attempt,

@@ -55,6 +55,14 @@ def is_same_process(pid: int | None, started: int | None) -> bool:
     return started is None or now == started
 
 
+def is_running(pid: int, started: int | None) -> bool:
+    """True when ``pid`` is the recorded process and it has not ended (not a zombie)."""
+    fields = _stat_fields(pid)
+    if not fields or fields[0] == b"Z":
+        return False
+    return is_same_process(pid, started)
+
+
 def exists(pid: int) -> bool:
     """True while a process has this pid (another user's too)."""
     try:

@@ -363,3 +363,30 @@ def test_a_full_or_read_only_disk_loses_nothing_and_recovers(small_disk: Path, t
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], capture_output=True)
         assert server.stop() == 0
     assert_conserved(spool_dir, ["before", "later"])
+
+
+def test_the_forkserver_dying_ends_no_job_and_workers_are_still_replaced(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """multiprocessing takes a dead forkserver's children for dead too: the manager looks
+    at the workers themselves, lets their jobs finish, and can still start new ones."""
+    server = serve("--workers", "2")
+    assert server.proc is not None
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    drop(spool_dir, "f.json", job("counted_hold", str(runs), str(gate), id="f"))
+    wait_until(lambda: runs_per_job(runs)["f"] == 1, what="the job running")
+    forkservers = subprocess.run(["pgrep", "-P", str(server.proc.pid), "-f", "multiprocessing.forkserver"],
+                                 capture_output=True, text=True).stdout.split()
+    assert len(forkservers) == 1
+    workers = [int(p) for p in subprocess.run(["pgrep", "-P", forkservers[0]], capture_output=True,
+                                              text=True).stdout.split()]
+    assert len(workers) == 2
+    os.kill(int(forkservers[0]), signal.SIGKILL)
+    wait_until(lambda: server.output().count("its forkserver is gone") == 2, what="the manager to notice")
+    gate.touch()
+    wait_until(lambda: state_of(spool_dir, "f") == "done", what="the job to finish")
+    for worker in workers:
+        os.kill(worker, signal.SIGKILL)  # now they are gone for good: replaced
+    drop(spool_dir, "after.json", job("counted", str(runs), id="after"))
+    wait_until(lambda: state_of(spool_dir, "after") == "done", what="a job after all that")
+    assert runs_per_job(runs) == collections.Counter({"f": 1, "after": 1})
+    assert_conserved(spool_dir, ["f", "after"], runs)
