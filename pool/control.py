@@ -54,8 +54,7 @@ class Control:
         self.recheck_at = None
         requests, bad = self.spool.box.pending(self.spool.submitters(self.group_gid))
         for name, why in bad:
-            log.warning("requests/%s removed: %s", name, why)
-            self.spool.box.remove(name)
+            self.set_aside(name, why)
         for request in requests:
             try:
                 done = self.kill(request, now) if request.kind is RequestKind.KILL else self.retry(request)
@@ -65,6 +64,17 @@ class Control:
             if done:
                 self.spool.box.drop(request.kind, request.job_id)
                 self.kills.discard(request.job_id)
+
+    def set_aside(self, name: str, why: str) -> None:
+        """What is in requests/ but is not a request (a folder, a FIFO, a link, a stray
+        name) goes to rejected/, untouched, with why: never carried out, never in the way."""
+        log.warning("requests/%s set aside: %s", name, why)
+        try:
+            self.spool.drop.reject_from(self.spool.box.folder, name, f"request.{name}", f"requests/{name} {why}")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # one entry's trouble is that entry's
+            log.error("requests/%s could not be set aside: %s", name, exc)
 
     def finished(self, job_id: str) -> None:
         """The job became final: a kill request for it has nothing left to do."""

@@ -15,6 +15,7 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import stat
 from pathlib import Path
 
@@ -31,6 +32,7 @@ DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 CLAIM_PREFIX = ".claimed~"
 CLAIM_TOKEN = re.compile(r"[0-9a-f]{12}\Z")
 F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
 
 
 def shown(name: str) -> str:
@@ -61,8 +63,13 @@ def claim_parts(entry: str) -> tuple[str, str] | None:
 def writer_open(fd: int) -> bool | None:
     """Whether some process has the file open for writing: a read lease can be taken
     only when none has (fcntl(2) F_SETLEASE); it is let go at once. None when the kernel
-    will not say (a file of another user, a filesystem without leases)."""
+    will not say (a file of another user, a filesystem without leases).
+
+    A writer opening the file in the microseconds the lease is held breaks it, and the
+    kernel tells the holder with a signal: SIGIO unless told otherwise, whose default
+    action ends the process. It is told SIGURG instead, which is ignored by default."""
     try:
+        fcntl.fcntl(fd, F_SETSIG, signal.SIGURG)
         fcntl.fcntl(fd, F_SETLEASE, fcntl.F_RDLCK)
     except OSError as exc:
         return True if exc.errno == errno.EAGAIN else None

@@ -127,10 +127,11 @@ class Intake:
                 break
             if is_job_name(name):
                 self._guarded(name, functools.partial(self._take, name, now))
-        for entry in list(self.batches):
+        # Smallest first: a single job dropped while a million lines come in starts at once.
+        for batch in sorted(self.batches.values(), key=lambda b: len(b.data)):
             if self.clock.monotonic() >= deadline:
                 return
-            self._guarded(entry, functools.partial(self._advance, self.batches[entry], deadline))
+            self._guarded(batch.entry, functools.partial(self._advance, batch, deadline))
 
     def _guarded(self, entry: str, step: Callable[[], None]) -> None:
         """One file's trouble is that file's: rejected with the reason, or tried again."""

@@ -75,7 +75,7 @@ class RequestBox:
                 continue  # a writer's temp file
             kind_name, _, job_id = name.partition("-")
             if kind_name not in RequestKind._value2member_map_ or not ID_PATTERN.match(job_id):
-                bad.append((name, "not a request: names are kill-<id> or retry-<id>"))
+                bad.append((name, "is not a request: names are kill-<id> or retry-<id>"))
                 continue
             try:
                 found.append(self._read(name, RequestKind(kind_name), job_id, owners))
@@ -109,6 +109,3 @@ class RequestBox:
             return self._read(f"{kind.value}-{job_id}", kind, job_id, owners)
         except (FileNotFoundError, UnsafeFile):
             return None
-
-    def remove(self, name: str) -> None:
-        self.folder.unlink(name)
