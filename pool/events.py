@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from .model import encode_json
 from .safeio import Folder, Owners, UnsafeFile
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class EventLog:
         self._owners: Owners | None = None
 
     def append(self, event: dict[str, Any]) -> None:
-        self.lines.append(orjson.dumps(event) + b"\n")
+        self.lines.append(encode_json(event) + b"\n")  # a reason may quote a name that is not UTF-8
         if not self.buffered:
             self.flush()
 
