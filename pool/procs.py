@@ -11,7 +11,6 @@ of the group is left.
 from __future__ import annotations
 
 import ctypes
-import errno
 import logging
 import os
 import signal
@@ -227,15 +226,14 @@ def end_rest_of_group(patience: float = 5.0) -> int:
     deadline = time.monotonic() + patience
     while True:
         left = set(group_members(group, besides=me)) | set(_children())
-        if not left:
-            return killed
+        if not left and not _has_children():
+            return killed  # every one gone and reaped: no zombie is left to an init that may not reap
         for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
             except ProcessLookupError:
                 pass
-        _reap()
         if time.monotonic() >= deadline:
             return killed
         time.sleep(0.001)
@@ -250,20 +248,6 @@ def _children() -> list[int]:
     except OSError:
         pass
     return [p for p in found if (fields := _stat_fields(p)) and fields[0] != b"Z"]
-
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
-                continue
-            return
-        if pid == 0:
-            return
 
 
 # ---------------------------------------------------------------- who holds a lock
