@@ -19,6 +19,7 @@ manager by hand with a fake executor and time standing still.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -40,6 +41,7 @@ from .lifecycle import Role
 from .local import LocalExecutor
 from .model import JobStatus, State
 from .outcomes import TROUBLE_RETRY, Outcomes
+from .reserve import Reserve
 from .spool import SpoolDir
 from .tasks import load_task_modules, unserved_reason
 from .watch import WakeHandler, start_observer
@@ -92,6 +94,7 @@ class Manager:
             allow_loader_env=config.allow_loader_env,
             group_gid=config.group_gid,
         ), self.clock, accept=self.accept)
+        self.reserve = Reserve(self.spool.top)
         self.stop_requested = 0
         self.shutdown_at: float | None = None
         self.trouble: OSError | None = None
@@ -151,6 +154,7 @@ class Manager:
 
     def open(self) -> None:
         """Pick up where the last manager stopped, and start the workers."""
+        self.reserve.keep()
         self.adoption.recover()
         self.spool.events.flush()
         self.executor.open()
@@ -162,6 +166,9 @@ class Manager:
         self.trouble = exc
         self.trouble_until = self.clock.monotonic() + TROUBLE_RETRY
         self.dispatch.paused = True
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and self.outcomes.pending and self.reserve.release():
+            log.warning("let the spool's reserve of disk space go, to record %d outcome(s)", len(self.outcomes.pending))
+            self.trouble_until = self.clock.monotonic()  # try again at once
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stop_requested += 1
@@ -236,6 +243,7 @@ class Manager:
             log.info("the spool is writable again")
             self.trouble = None
             self.dispatch.paused = False
+            self.reserve.keep()
 
     def enforce_deadlines(self, ready: list[Any], now: float) -> None:
         for job in self.dispatch.overdue(now):
