@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import time
 from dataclasses import dataclass, field
@@ -145,7 +146,7 @@ class LocalExecutor:
             raise RuntimeError("no room for another attempt")
         slot = candidates[0]
         try:
-            slot.conn.send_bytes(msg.RunAttempt(job.id, job.attempt, ahead=not idle).encode())
+            slot.conn.send_bytes(msg.RunAttempt(job, ahead=not idle).encode())
         except OSError:  # the worker died a moment ago: its sentinel tells the rest
             self.events.append(Ended(job.id, job.attempt, NotStarted(None, "its worker was gone")))
             slot.broken = True
@@ -212,9 +213,10 @@ class LocalExecutor:
 
     def _read_replies(self, slot: Slot, now: float) -> None:
         try:
-            while slot.conn.poll():
+            # select() on the pipe, not Connection.poll(), which builds a selector each call
+            while select.select([slot.conn], [], [], 0)[0]:
                 self._on_reply(slot, msg.decode_reply(slot.conn.recv_bytes()), now)
-        except (EOFError, OSError):
+        except (EOFError, OSError, ValueError):
             pass  # the worker is gone: its sentinel tells the rest
 
     def _on_reply(self, slot: Slot, reply: msg.Reply, now: float) -> None:

@@ -1,13 +1,13 @@
 """What a manager (or an inline supervisor) and its worker processes say to each other:
 one small frozen dataclass per message, JSON on the wire (never Python objects).
 
-    manager --RunAttempt(id, attempt, ahead)-----------------------------> worker
+    manager --RunAttempt(job, ahead)-------------------------------------> worker
     manager <--Changed(transitions)-------- (the job's start, once written) worker
     manager <--Finished | Skipped | Crashed (the attempt is over) ------- worker
 
-A worker answers every RunAttempt with exactly one of the last three. The job itself is
-read from its status file, under its lock, by the worker: the manager's copy may be
-stale, the file is the truth.
+A worker answers every RunAttempt with exactly one of the last three. The manager's copy
+of the job may be stale: the worker checks it against the status file, under the job's
+lock, before it starts anything (the file is the truth).
 """
 
 from __future__ import annotations
@@ -23,19 +23,28 @@ from .model import JobStatus, State, encode_json
 
 @dataclass(frozen=True, slots=True)
 class RunAttempt:
-    """Run attempt ``attempt`` of the job; ``ahead``: after the one running now."""
+    """Run the job's attempt ``job.attempt``; ``ahead``: after the one running now. The
+    status is the manager's copy (checked when it was read or written): the worker holds
+    it against the file, under the job's lock, before it starts anything."""
 
-    job_id: str
-    attempt: int
+    job: JobStatus
     ahead: bool = False
 
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempt
+
     def encode(self) -> bytes:
-        return orjson.dumps({"id": self.job_id, "attempt": self.attempt, "ahead": self.ahead})
+        return encode_json({"job": self.job.to_dict(), "ahead": self.ahead})
 
     @classmethod
     def decode(cls, data: bytes) -> RunAttempt:
         doc = orjson.loads(data)
-        return cls(doc["id"], doc["attempt"], doc["ahead"])
+        return cls(JobStatus.from_dict(doc["job"], trusted=True), doc["ahead"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from .rules import (
     Rule,
     as_float,
     checked,
+    decoded,
     error_record,
     int64,
     is_int,
@@ -199,33 +200,19 @@ class JobStatus:
         return encode_json(self.to_dict())
 
     @classmethod
-    def from_dict(cls, doc: object, where: str = "status document") -> JobStatus:
+    def from_dict(cls, doc: object, where: str = "status document", trusted: bool = False) -> JobStatus:
         """Rebuild a status from its document, checking every key it relies on: a status
         file is input like any other (another program, a partial restore, a hostile
-        user may have written it). Raises CorruptStatus naming what is wrong."""
+        user may have written it). Raises CorruptStatus naming what is wrong.
+        ``trusted``: a document pool itself encoded a moment ago (a manager's message to
+        its worker), not checked again."""
         if not isinstance(doc, dict):
             raise CorruptStatus(f"{where}: not a JSON object")
         if doc.get("schema", SCHEMA) != SCHEMA:
             raise CorruptStatus(f"{where}: schema {doc.get('schema')!r} is not {SCHEMA}")
-        spec_values: dict[str, Any] = {}
-        has_task = doc.get("task") is not None
-        for f, spec_rule in SPEC_FIELDS:
-            key = spec_rule.status_key or f.name
-            if spec_rule.only is not None and spec_rule.only != ("task" if has_task else "command"):
-                continue
-            if key not in doc:
-                if f.name == "id" or (f.name == "command" and not has_task):
-                    raise CorruptStatus(f"{where}: '{key}' is missing")
-                continue
-            spec_values[f.name] = checked(doc[key], spec_rule, where, key)
-        run_values: dict[str, Any] = {}
-        for f, run_rule in RUN_FIELDS:
-            if f.name not in doc:
-                if f.default is dataclasses.MISSING:
-                    raise CorruptStatus(f"{where}: '{f.name}' is missing")
-                continue
-            run_values[f.name] = checked(doc[f.name], run_rule, where, f.name)
-        return cls(spec=JobSpec(**spec_values), **run_values)
+        kind = "task" if doc.get("task") is not None else "command"
+        spec_values = _decode_fields(doc, _SPEC_PLANS[kind], where, trusted)
+        return cls(spec=JobSpec(**spec_values), **_decode_fields(doc, _RUN_PLAN, where, trusted))
 
     @classmethod
     def decode(cls, data: bytes, where: str = "status document") -> JobStatus:
@@ -238,6 +225,27 @@ class JobStatus:
 
 RUN_FIELDS: tuple[tuple[dataclasses.Field[Any], Rule], ...] = tuple(
     (f, f.metadata["rule"]) for f in dataclasses.fields(JobStatus) if "rule" in f.metadata)
+
+
+# (field, its key in a status document, its rule, whether a document must have it): the
+# field table, read once, in the form a strict decode of every status wants.
+_Plan = tuple[tuple[str, str, Rule, bool], ...]
+_SPEC_PLANS: dict[str, _Plan] = {
+    kind: tuple((f.name, r.status_key or f.name, r, f.name in ("id", kind))
+                for f, r in SPEC_FIELDS if r.only in (None, kind))
+    for kind in ("task", "command")
+}
+_RUN_PLAN: _Plan = tuple((f.name, f.name, r, f.default is dataclasses.MISSING) for f, r in RUN_FIELDS)
+
+
+def _decode_fields(doc: dict[str, Any], plan: _Plan, where: str, trusted: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, key, field_rule, required in plan:
+        if key in doc:
+            values[name] = decoded(field_rule, doc[key]) if trusted else checked(doc[key], field_rule, where, key)
+        elif required:
+            raise CorruptStatus(f"{where}: '{key}' is missing")
+    return values
 
 
 def new_status(spec: JobSpec, now: str, submitter: int | None = None) -> JobStatus:

@@ -56,6 +56,11 @@ def progress_form(value: object) -> bool:
 def nesting_depth(value: object, limit: int = MAX_NESTING) -> int:
     """How deeply lists and objects nest in ``value`` (a scalar is 0), counting no
     further than ``limit + 1``. Iterative: Python's own recursion limit is no bound."""
+    if not isinstance(value, (list, tuple, dict)):
+        return 0
+    flat = value.values() if isinstance(value, dict) else value
+    if not any(isinstance(item, (list, tuple, dict)) for item in flat):
+        return 1  # the usual: arguments and metadata of plain values
     deepest = 0
     stack: list[tuple[object, int]] = [(value, 0)]
     while stack:

@@ -12,6 +12,7 @@ into place, so no reader ever sees half a document.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import secrets
 import stat
@@ -53,9 +54,25 @@ def problem_with(st: os.stat_result, owners: Owners, max_bytes: int) -> str | No
     return None
 
 
-def temp_name(name: str) -> str:
-    """A temp name of this process beside ``name``: ``.<name>.<pid>.<random>.tmp``."""
-    return f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+class _TempNames:
+    """``.<name>.<pid>.<n>.tmp``: the pid says whose it is (a dead writer's temp files are
+    removed at start), ``n`` counts from a random start (created with O_EXCL, a name taken
+    by anyone else is skipped, never written through). Both kept here, not asked of the
+    kernel for every write; a forked child starts afresh."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.pid = os.getpid()
+        self.counter = itertools.count(secrets.randbits(32))
+
+    def next(self, name: str) -> str:
+        return f".{name}.{self.pid}.{next(self.counter) & 0xFFFFFFFF:08x}.tmp"
+
+
+temp_name = _TempNames().next
 
 
 def temp_owner_pid(temp: str) -> int | None:
@@ -124,18 +141,26 @@ class Folder:
         return fd, st
 
     def read(self, name: str, owners: Owners, max_bytes: int = MAX_READ) -> bytes:
-        fd, _ = self.open_checked(name, owners, max_bytes)
+        fd, st = self.open_checked(name, owners, max_bytes)
         try:
-            return read_all(fd, max_bytes)
+            data = os.read(fd, st.st_size + 1)  # files pool writes are replaced whole, never grown
+            if len(data) <= st.st_size:
+                return data
+            return data + read_all(fd, max_bytes - len(data))
         finally:
             os.close(fd)
 
     # ------------------------------------------------------------ writing
     def write_atomic(self, name: str, data: bytes, mode: int = 0o600) -> None:
         """Write ``data`` to a fresh temp file beside ``name``, then rename it over ``name``."""
-        tmp = temp_name(name)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
-                     dir_fd=self.fd)
+        while True:
+            tmp = temp_name(name)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                             dir_fd=self.fd)
+                break
+            except FileExistsError:
+                continue  # planted, or left by a dead writer with our pid: never written through
         try:
             try:
                 if mode & 0o077:

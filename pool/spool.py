@@ -36,6 +36,9 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from .dropzone import DropZone
 from .errors import CorruptStatus, JobBusy, JobNotFound, ManagerRunning, SpoolError
@@ -208,6 +211,20 @@ class SpoolDir:
         if status.id != job_id:
             raise CorruptStatus(f"status/{name}: holds job {status.id!r}")
         return status
+
+    def read_status_document(self, job_id: str) -> dict[str, Any]:
+        """The job's status document as it is, parsed but not checked (a worker about to
+        start a job it was handed reads only its state). Raises JobNotFound, CorruptStatus."""
+        name = f"{job_id}.json"
+        try:
+            doc = orjson.loads(self.statuses.read(name, self.owners))
+        except FileNotFoundError:
+            raise JobNotFound(f"no job {job_id!r} in {self.root}") from None
+        except (UnsafeFile, orjson.JSONDecodeError) as exc:
+            raise CorruptStatus(f"status/{name} {exc}") from None
+        if not isinstance(doc, dict):
+            raise CorruptStatus(f"status/{name}: not a JSON object")
+        return doc
 
     def read_trusted(self, job_id: str) -> JobStatus | None:
         """The job's status, or None when it has none, or one that cannot be trusted

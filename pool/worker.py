@@ -45,6 +45,7 @@ from .tasks import TaskModuleError, load_task_modules, unserved_reason
 log = logging.getLogger(__name__)
 
 CLOCK_SLACK = timedelta(milliseconds=50)  # the manager times retries on its own clock
+STATE_NAMES = frozenset(s.value for s in State)
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,13 @@ class Worker:
 
     def _run_locked(self, order: msg.RunAttempt, lease: int) -> msg.Reply:
         try:
-            queued = self.spool.read_status(order.job_id)
+            on_disk = self.spool.read_status_document(order.job_id)
         except (JobNotFound, CorruptStatus, OSError) as exc:
             return msg.Skipped(order.job_id, order.attempt, None, f"cannot read its status: {exc}")
-        why_not = not_runnable(queued, order.attempt)
+        state, why_not = not_runnable(on_disk, order.job)
         if why_not:
-            return msg.Skipped(order.job_id, order.attempt, queued.state, why_not)
+            return msg.Skipped(order.job_id, order.attempt, state, why_not)
+        queued = order.job
         try:
             self.spool.locks.mark_started(lease, queued.attempt, self.pid, self.pid_started)
         except OSError as exc:
@@ -182,16 +184,19 @@ class Worker:
         return lambda s: lifecycle.succeed(s, value, utc_now())
 
 
-def not_runnable(status: JobStatus, attempt: int) -> str | None:
-    """Why the job's attempt must not start now (its status, read under its lock, is the
-    truth: a copy handed over may be stale), or None."""
-    if status.state is not State.QUEUED:
-        return f"it is {status.state.value}"
-    if status.attempt != attempt:
-        return f"it waits for attempt {status.attempt}, not {attempt}"
-    if status.next_try_at and parse_time(status.next_try_at) > datetime.now(timezone.utc) + CLOCK_SLACK:
-        return f"its next try is at {status.next_try_at}"
-    return None
+def not_runnable(on_disk: dict[str, Any], job: JobStatus) -> tuple[State | None, str | None]:
+    """(the state on disk, why the handed-over attempt must not start now, or None). The
+    status file, read under the job's lock, is the truth; the copy handed over may be
+    stale: it runs only if the file says it is still queued, for that attempt, and due."""
+    state = State(on_disk["state"]) if on_disk.get("state") in STATE_NAMES else None
+    if state is not State.QUEUED:
+        return state, f"its status says {on_disk.get('state')!r}"
+    if on_disk.get("id") != job.id or on_disk.get("attempt") != job.attempt:
+        return state, f"it waits for attempt {on_disk.get('attempt')!r}, not {job.attempt}"
+    next_try = on_disk.get("next_try_at")
+    if isinstance(next_try, str) and parse_time(next_try) > datetime.now(timezone.utc) + CLOCK_SLACK:
+        return state, f"its next try is at {next_try}"
+    return state, None
 
 
 class JobOutput:
