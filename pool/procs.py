@@ -248,32 +248,3 @@ def _children() -> list[int]:
     except OSError:
         pass
     return [p for p in found if (fields := _stat_fields(p)) and fields[0] != b"Z"]
-
-
-# ---------------------------------------------------------------- who holds a lock
-
-def file_key(st: os.stat_result) -> tuple[int, int, int]:
-    return os.major(st.st_dev), os.minor(st.st_dev), st.st_ino
-
-
-def flock_holders() -> dict[tuple[int, int, int], int] | None:
-    """Every file held with flock(2) right now, and by which pid (Linux /proc/locks),
-    or None when the kernel does not say. Reading it takes no lock, so asking never
-    disturbs the holder or a process about to take the lock."""
-    try:
-        with open("/proc/locks", "rb") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    held: dict[tuple[int, int, int], int] = {}
-    for line in lines:
-        fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:260072 0 EOF"; waiters start with "->"
-        if len(fields) < 6 or fields[1] != b"FLOCK":
-            continue
-        try:
-            major, minor, inode = fields[5].split(b":")
-            held[(int(major, 16), int(minor, 16), int(inode))] = int(fields[4])
-        except ValueError:
-            continue
-    return held

@@ -57,7 +57,7 @@ DIRS = ("incoming", "status", "logs", "rejected", "requests")
 SHARED_MODES = {"": 0o2750, "incoming": 0o3770, "requests": 0o3770, "status": 0o2750, "logs": 0o2750,
                 "rejected": 0o2750}
 LOCK_POLL = 0.005
-GUARD_PATIENCE = 0.3  # a probe of a pre-/proc/locks kernel holds the guard for microseconds
+GUARD_PATIENCE = 0.3  # a client asking whether a manager runs holds the guard for microseconds
 
 
 def open_folder(path: str | os.PathLike[str], dir_fd: int | None = None,
@@ -337,8 +337,4 @@ class SpoolDir:
 
     def manager_running(self) -> bool:
         """True while some process holds the spool (a stale pid file says nothing)."""
-        try:
-            st = os.stat(self.root)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        return is_held(st, lambda: os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        return is_held(lambda: os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))

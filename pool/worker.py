@@ -34,6 +34,7 @@ from .commands import failure, run_command
 from .errors import CorruptStatus, JobNotFound
 from .ledger import Ledger, Transition
 from .lifecycle import Role
+from .locks import LEASE_PATIENCE
 from .model import JobStatus, State, parse_time, utc_now
 from .procs import become_subreaper, end_rest_of_group, process_start_time
 from .progress import hook_tqdm, set_reporter
@@ -95,7 +96,7 @@ class Worker:
     def run(self, order: msg.RunAttempt) -> msg.Reply:
         """Run one attempt to its end (or find it must not start) and say how it went."""
         try:
-            lease = self.spool.locks.lease(order.job_id, create=True)
+            lease = self.spool.locks.lease(order.job_id, create=True, patience=LEASE_PATIENCE)
         except (JobNotFound, CorruptStatus, OSError) as exc:
             return msg.Skipped(order.job_id, order.attempt, None, f"cannot take the job's lock: {exc}")
         if lease is None:
