@@ -82,8 +82,9 @@ class ScratchManager:
 
     def count_events(self, to_state: str) -> int:
         """Events into ``to_state`` so far, less the warm-up jobs'."""
-        events = self.spool / "events.jsonl"
-        count = events.read_bytes().count(f'"to":"{to_state}"'.encode()) if events.exists() else 0
+        pattern = f'"to":"{to_state}"'.encode()
+        count = sum(path.read_bytes().count(pattern) for path in (self.spool / "events.1.jsonl",
+                                                                   self.spool / "events.jsonl") if path.exists())
         return count - WARM_UP_JOBS if to_state in ("queued", "running", "done") else count
 
     def status(self, job_id: str) -> dict[str, Any] | None:
