@@ -16,7 +16,6 @@ writes it only after a few milliseconds): such a write tells two transitions, th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -123,12 +122,3 @@ class Ledger:
 def append_to_events(spool: SpoolDir) -> Callable[[Transition], None]:
     """The hook of a role with nothing to do but record: append the event."""
     return lambda transition: spool.events.append(transition.event())
-
-
-def hold_free(spool: SpoolDir, job_id: str) -> bool:
-    """True when nothing holds the job's lock (for callers that must not wait for it)."""
-    fd = spool.locks.lease(job_id)
-    if fd is None:
-        return False
-    os.close(fd)
-    return True

@@ -183,11 +183,6 @@ class LocalExecutor:
     def busy(self) -> bool:
         return any(s.job is not None or s.stop is not None for s in self.slots)
 
-    def stop_all(self, reason: StopReason, grace: float, now: float) -> None:
-        for slot in self.slots:
-            if slot.job is not None:
-                self.stop(slot.job.id, reason, grace, now)
-
     # ------------------------------------------------------------ what happened
     def waitables(self) -> list[Any]:
         objects: list[Any] = []

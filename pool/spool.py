@@ -182,9 +182,6 @@ class SpoolDir:
             self._file_mode = 0o640 if shared else 0o600
         return self._file_mode
 
-    def status_path(self, job_id: str) -> Path:
-        return self.status_dir / f"{job_id}.json"
-
     def log_path(self, job_id: str) -> Path:
         return self.logs / f"{job_id}.log"
 

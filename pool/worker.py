@@ -1,8 +1,8 @@
 """What runs in a worker process: one attempt at a time, many attempts one after another.
 
-    manager --RunAttempt(id, attempt)--> worker: take the job's lock; read its status: it
-        must still be queued, for that attempt, and due (else Skipped); mark the start in
-        the lock file; point fds 1 and 2 at logs/<id>.log; run the task or command; end
+    manager --RunAttempt(job)--> worker: take the job's lock; read its status file: it must
+        still say queued, for that attempt, and due (else Skipped); mark the start in the
+        lock file; point fds 1 and 2 at logs/<id>.log; run the task or command; end
         whatever it left running; write the outcome (done, failed, or queued for a retry)
     manager <--Changed, then Finished | Skipped | Crashed-- worker
 

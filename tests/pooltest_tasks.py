@@ -155,7 +155,7 @@ def progress_not_utf8(runs_file: str) -> str:
     """Reports progress naming a file whose name is not UTF-8."""
     record_run(runs_file)
     pool.progress(0.5, message=f"processing {NOT_UTF8}")
-    time.sleep(0.05)  # long enough for `running` and the progress to be written
+    time.sleep(0.05)  # the job's own work: long enough for its progress to be written
     return "ok"
 
 
