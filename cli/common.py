@@ -40,6 +40,11 @@ def complete_ids(ctx: click.Context, param: click.Parameter, incomplete: str) ->
         return []
 
 
+def say_no_manager(spool: Spool, then: str) -> None:
+    """One line on stderr (never in output a script parses) when no manager serves."""
+    click.echo(f"pool: no manager is serving {spool.path}; {then}", err=True)
+
+
 FOLLOW_INTERVAL = 0.05
 
 

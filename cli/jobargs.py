@@ -10,6 +10,10 @@ import orjson
 
 from pool.client import Job, Spool
 
+# Everything from the first argument on (a task, a program) belongs to the job, options too:
+# `pool submit --command ls -q` runs `ls -q`, as `pueue add` and `tsp` do.
+ARGV_AFTER_OPTIONS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
 
 def json_or_text(value: str) -> Any:
     """A command-line argument as JSON when it parses (``42``, ``[1,2]``), else a string."""

@@ -12,12 +12,30 @@ import sys
 from typing import Any
 
 import click
+import orjson
 
 from pool.client import Spool, default_spool_path
 from pool.errors import JobNotFound, PoolError
+from pool.model import State
 
-from .common import complete_ids, follow_log
-from .jobargs import build_job, job_options
+from .common import complete_ids, follow_log, say_no_manager
+from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
+
+# Commands that read an existing spool: with none, they say so instead of showing nothing.
+NEEDS_SPOOL = {"status", "top", "kill", "wait", "retry", "logs", "result", "prune", "stop"}
+
+
+def spool_option(needs_spool: bool) -> click.Option:
+    """``--spool`` after the subcommand too (`pool status --spool DIR`)."""
+
+    def use(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.obj = Spool(value)
+        if needs_spool and not ctx.resilient_parsing and not ctx.obj.dir.exists():
+            raise PoolError(f"no spool at {ctx.obj.path} (start `pool serve`, or pass --spool)")
+
+    return click.Option(["--spool"], metavar="DIR", expose_value=False, callback=use,
+                        type=click.Path(file_okay=False), help="The spool directory (as `pool --spool DIR`).")
 
 
 class PoolGroup(click.Group):
@@ -91,15 +109,23 @@ def group_id(name: str) -> int:
 
 
 # ---------------------------------------------------------------- submit
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(context_settings=ARGV_AFTER_OPTIONS)
 @click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
 @job_options
 @click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends; exit 1 unless it is done.")
 @click.option("--quiet", "-q", is_flag=True, help="With --wait: print nothing, the exit code says it.")
 @click.pass_obj
 def submit(spool: Spool, /, args: tuple[str, ...], is_command: bool, wait_: bool, quiet: bool, **options: Any) -> None:
-    """Submit TASK [ARGS]... (each ARG is JSON when it parses), or --command -- ARGV..."""
+    """Submit TASK [ARGS]... (each ARG is JSON when it parses), or --command ARGV...
+
+    Options come first: everything from TASK or the program on is the job's own, as with
+    pueue add or tsp (`pool submit --command ls -q` runs `ls -q`). A command runs in this
+    directory with this environment, as subprocess.run would from here."""
     job = build_job(spool, args, is_command, None, **options)
+    if spool.dir.manager_running():
+        spool.verdict(job.id)  # a refusal is said here, not found later in rejected/
+    elif not quiet:
+        say_no_manager(spool, "the job waits in incoming/ until `pool serve` runs")
     if not (wait_ and quiet):
         click.echo(job.id)
     if wait_:
@@ -140,7 +166,25 @@ def wait_cmd(spool: Spool, ids: tuple[str, ...], timeout: float | None, quiet: b
     """Block until the jobs are final (a live view on a terminal); exit 0 if all are done."""
     from .views import follow
 
+    for job_id in ids:
+        spool.status(job_id)  # an unknown or rejected id fails before any waiting
+    if not quiet and not all(spool.acted_on(job_id) or spool.status(job_id).state.is_final for job_id in ids):
+        say_no_manager(spool, "waiting for one to start")
     sys.exit(follow(spool, list(ids), timeout, quiet))
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID", shell_complete=complete_ids)
+@click.pass_obj
+def result(spool: Spool, job_id: str) -> None:
+    """Print a job's result as JSON; exit 1 (saying why) unless it is done."""
+    status = spool.status(job_id)
+    if status.state is not State.DONE:
+        if status.state.is_final and status.error:
+            raise PoolError(f"job {job_id!r} {status.state.value}: {status.error.get('type')}: "
+                            f"{status.error.get('message')}")
+        raise PoolError(f"job {job_id!r} is {status.state.value}; `pool wait {job_id}` waits for it")
+    sys.stdout.buffer.write(orjson.dumps(status.result, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 @cli.command()
@@ -184,6 +228,9 @@ def _register_commands() -> None:
 
     for command in (status, top, run, prune, stop, demo):
         cli.add_command(command)
+    for name, command in cli.commands.items():
+        if name != "demo":  # the demo's --spool is its own: where to run the demo
+            command.params.append(spool_option(name in NEEDS_SPOOL))
 
 
 _register_commands()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import shlex
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
-from pool.model import JobStatus, State, parse_time
+from pool.model import JobStatus, State, encode_json, parse_time
 
 STATE_STYLES = {
     State.QUEUED: "cyan",
@@ -97,40 +98,94 @@ def is_stalled(status: JobStatus, now: datetime) -> bool:
     return status.state is State.RUNNING and quiet is not None and quiet > STALLED_AFTER
 
 
-def state_text(status: JobStatus, now: datetime) -> str:
+ORPHANED = "orphaned"  # running, says its status; no process runs it (all were killed)
+
+
+def state_text(status: JobStatus, now: datetime, orphaned: bool = False) -> str:
+    if orphaned:
+        return ORPHANED
     text = status.state.value
-    if status.attempt > 1 or (status.state is State.QUEUED and status.next_try_at):
+    if status.attempt > status.max_attempts:
+        text += " (rerun after a crash)"  # an attempt lost with its manager: counted, beyond the retries
+    elif status.attempt > 1 or (status.state is State.QUEUED and status.next_try_at):
         text += f" ({status.attempt}/{status.max_attempts})"
     if is_stalled(status, now):
         text += " stalled?"
     return text
 
 
-def status_table(statuses: list[JobStatus], now: datetime, bar_width: int = 20) -> Table:
+def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[str] = (),
+                 bar_width: int = 20, more: int = 0, width: int | None = None) -> Table:
     """The jobs as a table; a column shows only when some job has something to put in it
-    (as pueue does), so a spool of plain jobs gets a narrow table."""
+    (as pueue does), so a spool of plain jobs gets a narrow table. No row ever wraps: in
+    ``width`` columns the id and the state stay whole (they are what one types next), and
+    the name and then the message give way, cut with an ellipsis (and the bar is narrower
+    under 80 columns). ``more``: jobs left out."""
+    if width is not None and width < 80:
+        bar_width = min(bar_width, 10)
+    lost = set(orphaned)
     columns: list[tuple[str, Callable[[JobStatus], str | Text]]] = [
         ("ID", lambda s: s.id),
         ("NAME", lambda s: s.spec.name),
-        ("STATE", lambda s: Text(state_text(s, now), style=STATE_STYLES[s.state])),
+        ("STATE", lambda s: Text(state_text(s, now, s.id in lost), style="red" if s.id in lost
+                                 else STATE_STYLES[s.state])),
         ("PROGRESS", lambda s: f"{progress_bar(shown_progress(s), bar_width)} {percent(shown_progress(s))}".rstrip()),
-        ("RATE", lambda s: rate(s, now)),
-        ("ETA", lambda s: eta(s, now)),
+        ("RATE", lambda s: "" if s.id in lost else rate(s, now)),
+        ("ETA", lambda s: "" if s.id in lost else eta(s, now)),
         ("ELAPSED", lambda s: elapsed(s, now)),
         ("PRIO", lambda s: str(s.spec.priority) if s.spec.priority else ""),
-        ("MESSAGE", lambda s: one_line(status_message(s))),
+        ("MESSAGE", lambda s: one_line(ORPHANED_MESSAGE if s.id in lost else status_message(s))),
     ]
     optional = {"RATE", "ETA", "PRIO", "MESSAGE"}
     rows = [[cell(s) for _, cell in columns] for s in statuses]
     keep = [i for i, (name, _) in enumerate(columns)
             if name not in optional or any(str(row[i]) for row in rows)]
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for i in keep:
-        name = columns[i][0]
-        table.add_column(name, no_wrap=name != "MESSAGE", overflow="ellipsis")
+    names = [columns[i][0] for i in keep]
+    widths = column_widths(names, [[str(row[i]) for i in keep] for row in rows], width)
+    table = Table(box=None, pad_edge=False, padding=(0, GAP, 0, 0), header_style="bold")
+    for name, column_width in zip(names, widths, strict=True):
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=column_width)
     for row in rows:
         table.add_row(*(row[i] for i in keep))
+    if more:
+        table.add_row(f"…and {more} more", *([""] * (len(keep) - 1)))
     return table
+
+
+GAP = 2  # cells between two columns
+GIVE_WAY = ("NAME", "MESSAGE")  # cut, in this order, when a row is too wide; the rest stay whole
+
+
+def column_widths(names: list[str], cells: list[list[str]], width: int | None) -> list[int]:
+    """Each column's width: what its widest cell needs; within ``width`` (GAP cells between
+    columns), the name and then the message are narrowed, down to a few cells."""
+    wanted = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(names)]
+    if width is None:
+        return wanted
+    over = sum(wanted) + GAP * (len(wanted) - 1) - width
+    for name in GIVE_WAY:
+        if over <= 0 or name not in names:
+            continue
+        i = names.index(name)
+        floor = min(wanted[i], len(name) + 1)
+        cut = min(over, wanted[i] - floor)
+        wanted[i] -= cut
+        over -= cut
+    return wanted
+
+
+ORPHANED_MESSAGE = "no process runs it (its manager and worker are gone); the next manager runs it again"
+FIT_ORDER = {State.RUNNING: 0, State.QUEUED: 1}
+
+
+def fit(statuses: list[JobStatus], rows: int) -> tuple[list[JobStatus], int]:
+    """At most ``rows`` jobs for a screen that holds no more: running first, then queued,
+    then the most recently ended; returns them and how many were left out."""
+    if len(statuses) <= rows:
+        return statuses, 0
+    ranked = sorted(statuses, key=lambda s: s.finished_at or s.updated_at, reverse=True)
+    ranked.sort(key=lambda s: FIT_ORDER.get(s.state, 2))  # stable: newest first within each
+    return ranked[:rows], len(statuses) - rows
 
 
 def status_message(status: JobStatus) -> str:
@@ -141,21 +196,28 @@ def status_message(status: JobStatus) -> str:
     return status.message or ""
 
 
+def as_json(value: Any) -> str:
+    return encode_json(value).decode()
+
+
 def one_line(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]], log_tail: list[str]) -> list[str]:
-    """The detail view of one job: every field, its timeline, its error, its last output."""
+def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]], log_tail: list[str],
+                 orphaned: Collection[str] = ()) -> list[str]:
+    """The detail view of one job: every field, its timeline, its error, its last output.
+    Values are JSON, a command is quoted as a shell would need it, so both can be copied."""
     spec = status.spec
     fraction = shown_progress(status)
-    what = spec.task if spec.task is not None else " ".join(spec.command or ())
+    what = spec.task if spec.task is not None else shlex.join(spec.command or ())
+    state = state_text(status, now, status.id in orphaned)
     lines = [
         f"id:        {status.id}",
         f"name:      {spec.name}",
         f"{spec.kind + ':':<10} {what}",
-        f"state:     {status.state.value}",
+        f"state:     {state}" + (f" ({ORPHANED_MESSAGE})" if status.id in orphaned else ""),
         f"progress:  {progress_bar(fraction, 30)} {percent(fraction)}".rstrip(),
         f"message:   {status.message or ''}".rstrip(),
         f"attempt:   {status.attempt} of {status.max_attempts}",
@@ -168,15 +230,19 @@ def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]],
         f"log:       {status.log}",
     ]
     if spec.task is not None:
-        lines.append(f"args:      {list(spec.args)} {dict(spec.kwargs) or ''}".rstrip())
+        lines.append(f"args:      {as_json(list(spec.args))}")
+        if spec.kwargs:
+            lines.append(f"kwargs:    {as_json(dict(spec.kwargs))}")
+    elif spec.cwd:
+        lines.append(f"cwd:       {spec.cwd}")
     if status.next_try_at:
         lines.append(f"next try:  {status.next_try_at}")
     if status.exit_code is not None:
         lines.append(f"exit code: {status.exit_code}")
     if status.state is State.DONE and spec.task is not None:
-        lines.append(f"result:    {status.result!r}")
+        lines.append(f"result:    {as_json(status.result)}")
     if spec.meta:
-        lines.append(f"meta:      {dict(spec.meta)}")
+        lines.append(f"meta:      {as_json(dict(spec.meta))}")
     if status.error:
         lines.append(f"error:     {status.error.get('type')}: {status.error.get('message')}")
         if status.error.get("traceback"):

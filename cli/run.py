@@ -11,16 +11,17 @@ import sys
 from typing import Any
 
 import click
+import orjson
 
 from pool.client import Job, Spool
 from pool.model import TASK_PATTERN, State
 
 from .common import console, follow_log
-from .jobargs import build_job, job_options
+from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
 from .views import follow
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command(context_settings=ARGV_AFTER_OPTIONS)
 @click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
 @job_options
 @click.option("--no-inline", is_flag=True, help="With no manager serving, wait for one instead of running inline.")
@@ -35,14 +36,31 @@ def run(spool: Spool, /, args: tuple[str, ...], is_command: bool, no_inline: boo
     if no_inline and not spool.dir.manager_running() and not quiet:
         click.echo(f"{job.id}: waiting for a manager to serve {spool.path}", err=True)
     try:
-        code = stream(spool, job, quiet) if verbose else follow(spool, [job.id], None, quiet)
+        code = stream(spool, job, quiet) if verbose else follow_run(spool, job, quiet)
     except KeyboardInterrupt:
         job.cancel()
         if not quiet:
             click.echo(f"\n{job.id}: interrupted; cancelling", err=True)
         job.wait(timeout=60)
         sys.exit(130)
+    status = job.status()
+    if status.state is State.DONE and status.spec.task is not None:
+        # The result on stdout, as a function call's value: `x=$(pool run mytasks:f 2)`.
+        sys.stdout.buffer.write(orjson.dumps(status.result) + b"\n")
     sys.exit(code)
+
+
+def follow_run(spool: Spool, job: Job, quiet: bool) -> int:
+    """As `pool wait`, but Ctrl-C is the run's own (it kills the job: see ``run``) and
+    how it ended goes to stderr: stdout is for the result."""
+    if quiet or not console().is_terminal:
+        status = job.wait()
+        if not quiet:
+            error = f" ({status.error.get('type')}: {status.error.get('message')})" \
+                if status.error and status.state is not State.DONE else ""
+            click.echo(f"{job.id}: {status.state.value}{error}", err=True)
+        return 0 if status.state is State.DONE else 1
+    return follow(spool, [job.id], None, quiet, to_stderr=True, interruptible=False)
 
 
 def stream(spool: Spool, job: Job, quiet: bool) -> int:
@@ -50,5 +68,5 @@ def stream(spool: Spool, job: Job, quiet: bool) -> int:
     follow_log(spool, job.id)
     status = job.status()
     if not quiet:
-        console().print(f"{job.id}: {status.state.value}", style="dim", highlight=False)
+        click.echo(f"{job.id}: {status.state.value}", err=True)
     return 0 if status.state is State.DONE else 1

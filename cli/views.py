@@ -16,7 +16,7 @@ from pool.client import Spool
 from pool.errors import WaitTimeout
 from pool.model import JobStatus, State, parse_time
 
-from .common import complete_ids, console, now
+from .common import complete_ids, console, now, say_no_manager
 
 WATCH_INTERVAL = 0.5
 
@@ -59,8 +59,10 @@ def select(spool: Spool, ids: tuple[str, ...], state: str | None = None, name: s
     return [s for s in statuses if matches(s, state, name, since)]
 
 
+REJECTED = "rejected"  # not a state: files refused at intake, listed with their reasons
 FILTERS = [
-    click.option("--state", type=click.Choice([s.value for s in State]), help="Only jobs in this state."),
+    click.option("--state", type=click.Choice([s.value for s in State] + [REJECTED]),
+                 help="Only jobs in this state (rejected: files refused at intake, with why)."),
     click.option("--name", "name_pattern", metavar="PATTERN", help="Only jobs whose name or id matches (* and ?)."),
     click.option("--since", type=Duration(), help="Only jobs created this recently (90s, 15m, 1h, 7d)."),
     click.option("--limit", type=click.IntRange(0), default=100, show_default=True,
@@ -83,6 +85,9 @@ def with_filters(command: Any) -> Any:
 def status(spool: Spool, ids: tuple[str, ...], state: str | None, name_pattern: str | None, since: float | None,
            limit: int, as_json: bool, watch: bool) -> None:
     """Show jobs: a table with progress bars; one ID shows the detail view."""
+    if state == REJECTED:
+        show_rejections(spool, since, as_json)
+        return
     if watch:
         watch_table(spool, ids, state, name_pattern, since, limit)
         return
@@ -95,11 +100,32 @@ def status(spool: Spool, ids: tuple[str, ...], state: str | None, name_pattern: 
     if len(ids) == 1:
         job = spool.status(ids[0])
         tail = spool.job(job.id).logs().splitlines()[-10:]
-        out.print("\n".join(render.detail_lines(job, now(), spool.events(job.id), tail)), markup=False)
+        out.print("\n".join(render.detail_lines(job, now(), spool.events(job.id), tail, orphaned(spool, [job]))),
+                  markup=False)
         return
     statuses = select(spool, ids, state, name_pattern, since)
-    out.print(render.status_table(statuses[:limit] if limit else statuses, now()))
-    out.print(footer(statuses, limit), style="dim")
+    out.print(render.status_table(statuses[:limit] if limit else statuses, now(), orphaned(spool, statuses),
+                                  width=out.width if out.is_terminal else None))
+    out.print(footer(statuses, limit, spool.rejected_lately()), style="dim")
+    if not spool.dir.manager_running() and any(not s.state.is_final and not spool.acted_on(s.id) for s in statuses):
+        say_no_manager(spool, "queued jobs wait until `pool serve` runs")
+
+
+def orphaned(spool: Spool, statuses: list[JobStatus]) -> set[str]:
+    """Jobs whose status says running while no process runs them (their manager and
+    worker were killed): shown as such, not with a progress and an ETA that will never
+    move. The next manager runs them again."""
+    return {s.id for s in statuses if s.state is State.RUNNING and not spool.dir.locks.is_leased(s.id)}
+
+
+def show_rejections(spool: Spool, since: float | None, as_json: bool) -> None:
+    found = spool.rejections(time.time() - since if since is not None else 0.0)
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(found, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    for doc in found:
+        click.echo(f"{doc.get('rejected_at')}  rejected/{doc.get('name')}: {doc.get('reason')}")
+    click.echo(f"{len(found)} rejected" + ("" if since is None else " in that time"), err=True)
 
 
 @click.command()
@@ -120,11 +146,14 @@ def write_json(spool: Spool, ids: tuple[str, ...], state: str | None, name: str 
     sys.stdout.buffer.write(b"[" + b",\n".join(docs) + b"]\n")
 
 
-def footer(statuses: list[JobStatus], limit: int) -> str:
+def footer(statuses: list[JobStatus], limit: int, rejected: int = 0) -> str:
     from . import render
 
     hidden = len(statuses) - limit if limit and len(statuses) > limit else 0
-    return render.summary(statuses) + (f"; {hidden} older not shown (--limit 0 shows all)" if hidden else "")
+    line = render.summary(statuses) + (f"; {hidden} older not shown (--limit 0 shows all)" if hidden else "")
+    if rejected:
+        line += f"; {rejected} file(s) rejected in the last day (pool status --state rejected)"
+    return line
 
 
 def watch_table(spool: Spool, ids: tuple[str, ...], state: str | None = None, name: str | None = None,
@@ -137,15 +166,21 @@ def watch_table(spool: Spool, ids: tuple[str, ...], state: str | None = None, na
 
     from . import render
 
+    out = console()
+
     def view(statuses: list[JobStatus]) -> Group:
         shown = statuses[:limit] if limit else statuses
-        return Group(render.status_table(shown, now()), Text(footer(statuses, limit), style="dim"))
+        # What fits the screen (header, footer and the "more" line aside): running first.
+        shown, more = render.fit(shown, max(1, out.size.height - 3)) if out.is_terminal else (shown, 0)
+        return Group(render.status_table(shown, now(), orphaned(spool, shown), more=more,
+                                         width=out.width if out.is_terminal else None),
+                     Text(footer(statuses, limit), style="dim", no_wrap=True, overflow="ellipsis"))
 
     deadline = None if timeout is None else time.monotonic() + timeout
     cache: dict[str, tuple[int, JobStatus]] = {}  # a refresh parses only what changed
     statuses = select(spool, ids, state, name, since, cache)
     try:
-        with Live(view(statuses), console=console(), refresh_per_second=4) as live:
+        with Live(view(statuses), console=out, refresh_per_second=4) as live:
             while not (until_final and statuses and all(s.state.is_final for s in statuses)):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeout(f"jobs not finished after {timeout:g}s")
@@ -158,16 +193,27 @@ def watch_table(spool: Spool, ids: tuple[str, ...], state: str | None = None, na
     return statuses
 
 
-def follow(spool: Spool, ids: list[str], timeout: float | None, quiet: bool) -> int:
-    """Wait for the jobs to be final (live on a terminal), say how each ended; 0 when all
-    are done, else 1. Raises WaitTimeout, JobNotFound."""
-    if quiet or not console().is_terminal:
-        statuses = spool.wait(ids, timeout)
-    else:
-        statuses = watch_table(spool, tuple(ids), until_final=True, limit=0, timeout=timeout)
+def follow(spool: Spool, ids: list[str], timeout: float | None, quiet: bool, to_stderr: bool = False,
+           interruptible: bool = True) -> int:
+    """Wait for the jobs to be final (live on a terminal), say how each ended (on stderr
+    with ``to_stderr``); 0 when all are done, else 1. Ctrl-C stops the waiting, not the
+    jobs: it says how to stop them, and exits 130 (``interruptible=False``: KeyboardInterrupt
+    is the caller's). Raises WaitTimeout, JobNotFound."""
+    try:
+        if quiet or not console().is_terminal:
+            statuses = spool.wait(ids, timeout)
+        else:
+            statuses = watch_table(spool, tuple(ids), until_final=True, limit=0, timeout=timeout)
+    except KeyboardInterrupt:
+        if not interruptible:
+            raise
+        if not quiet:
+            click.echo(f"\nstopped waiting; {', '.join(ids)} {'keeps' if len(ids) == 1 else 'keep'} running "
+                       f"(stop with: pool kill {' '.join(ids)})", err=True)
+        sys.exit(130)
     if not quiet:
         for s in statuses:
             failed = s.error and s.state is not State.DONE
             error = f" ({s.error.get('type')}: {s.error.get('message')})" if failed and s.error else ""
-            click.echo(f"{s.id}: {s.state.value}{error}")
+            click.echo(f"{s.id}: {s.state.value}{error}", err=to_stderr)
     return 0 if statuses and all(s.state is State.DONE for s in statuses) else 1

@@ -23,6 +23,7 @@ from .errors import (
     JobFailed,
     JobNotFinished,
     JobNotFound,
+    JobRejected,
     WaitTimeout,
 )
 from .jobfile import parse_job
@@ -44,6 +45,7 @@ from .spool import SpoolDir
 
 POLL_INTERVAL = 0.05
 REQUEST_TIMEOUT = 10.0  # a serving manager takes a request within milliseconds
+VERDICT_WAIT = 3.0  # ... and a job file within milliseconds too: seconds mean it is busy
 
 
 def default_spool_path() -> str:
@@ -72,11 +74,21 @@ class Spool:
         doc = {"task": name, "args": list(args), "kwargs": kwargs or {}, **job_options}
         return self.submit_job(doc, fallback)
 
-    def submit_command(self, argv: Sequence[str], fallback: str | None = None, **job_options: Any) -> Job:
-        """Submit a command job: ``argv`` runs unchanged, as ``subprocess.run(argv)`` would."""
+    def submit_command(self, argv: Sequence[str], fallback: str | None = None, inherit: bool = True,
+                       **job_options: Any) -> Job:
+        """Submit a command job: ``argv`` runs unchanged, as ``subprocess.run(argv)`` would
+        from here: in this directory (a relative ``cwd`` is taken from here too) and with
+        this process's environment (``env`` adds to it). ``inherit=False``: in the
+        manager's directory and environment instead, as a job file dropped by hand."""
         if isinstance(argv, str):
             raise InvalidJobSpec("submit_command: argv must be a list of strings, not one string")
-        return self.submit_job({"command": list(argv), **job_options}, fallback)
+        doc = {"command": list(argv), **job_options}
+        if inherit:
+            doc["cwd"] = os.path.abspath(doc.get("cwd") or os.getcwd())
+            doc.setdefault("caller_env", dict(os.environ))
+        elif isinstance(doc.get("cwd"), str):
+            doc["cwd"] = os.path.abspath(doc["cwd"])
+        return self.submit_job(doc, fallback)
 
     def submit_job(self, doc: dict[str, Any], fallback: str | None = None) -> Job:
         """Submit a job given as a job document (the JSON format of a job file)."""
@@ -84,6 +96,7 @@ class Spool:
             raise InvalidJobSpec(f"fallback must be None or 'inline', not {fallback!r}")
         doc = dict(doc)
         doc.setdefault("id", new_job_id())
+        doc.setdefault("submitted_at", utc_now())  # jobs of one priority start in this order
         command = doc.get("command")
         runs = isinstance(command, list) and command and isinstance(command[0], str)
         program = os.path.basename(command[0]) if runs and isinstance(command, list) else ""
@@ -177,6 +190,13 @@ class Spool:
         found.sort(key=lambda pair: pair[0], reverse=True)
         return [data for _, data in found]
 
+    def rejected_lately(self, seconds: float = 86400.0) -> int:
+        """How many files were refused in the last ``seconds``."""
+        try:
+            return self.dir.drop.rejected_since(time.time() - seconds)
+        except OSError:
+            return 0
+
     def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
         """The events still kept in events.jsonl (and the log before it), of one job or all."""
         return self.dir.events.read(self.dir.owners, job_id)
@@ -231,8 +251,24 @@ class Spool:
         except JobNotFound:
             reason = self.dir.drop.rejection_reason(f"{job_id}.json")
             if reason:
-                raise JobNotFound(f"job {job_id!r} was rejected: {reason}") from None
+                raise JobRejected(job_id, reason) from None
             raise
+
+    def verdict(self, job_id: str, timeout: float = VERDICT_WAIT) -> JobStatus:
+        """The job's status once a serving manager has taken it in, waiting up to
+        ``timeout`` seconds for that (with no manager: at once). Raises JobRejected with
+        the reason when its file was refused."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(job_id)
+            if self.dir.has_status(job_id) or time.monotonic() >= deadline or not self.dir.manager_running():
+                return status
+            time.sleep(POLL_INTERVAL / 10)
+
+    def rejections(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Files refused since ``since`` (wall clock), oldest first: ``file``,
+        ``rejected_at``, ``reason``, and ``name`` (its name in rejected/)."""
+        return self.dir.drop.rejections(since)
 
     # ------------------------------------------------------------ acting
     def cancel(self, job_id: str, grace: float | None = None) -> JobStatus:

@@ -14,22 +14,23 @@ import subprocess
 from collections.abc import Callable
 
 from . import lifecycle
-from .model import JobStatus, utc_now
+from .model import JobSpec, JobStatus, utc_now
 from .parsers import OutputParser
 from .procs import describe_exit, end_rest_of_group, open_pidfd
 from .reporter import StatusReporter
+from .rules import is_loader_variable
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; Python 3.10+ names it
 
-def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool) -> Callable[[JobStatus], JobStatus]:
+def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool,
+                allow_loader_env: bool = False) -> Callable[[JobStatus], JobStatus]:
     spec = status.spec
     assert spec.command is not None
     if not allowed:
         return failure("CommandsDisabled", "command jobs are disabled; start the manager with --allow-commands")
     if spec.cwd is not None and not os.path.isdir(spec.cwd):
         return failure("CommandNotStarted", f"cannot start {spec.command[0]!r}: cwd {spec.cwd!r} is not a directory")
-    # Python children would buffer a pipe and hold their progress back until exit.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
+    env = environment(spec, allow_loader_env)
     read_end, write_end = os.pipe()
     try:
         # A bigger pipe means fewer, larger reads for a command that prints a lot.
@@ -51,6 +52,24 @@ def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool) -> C
     if code == 0:
         return lambda s: lifecycle.succeed(s, None, utc_now(), exit_code=0)
     return failure("CommandFailed", f"command {describe_exit(code)}", exit_code=code)
+
+
+def environment(spec: JobSpec, allow_loader_env: bool) -> dict[str, str]:
+    """What the command sees: the submitter's environment when it was captured (else the
+    manager's), the job's ``env`` on top. A loader variable (LD_PRELOAD, ...) the submitter
+    merely had set is passed only where the manager allows them; one the job asks for in
+    ``env`` was refused at intake without that. What is left out is said in the log."""
+    if spec.caller_env is None:
+        base = dict(os.environ)
+    else:
+        left_out = sorted(k for k in spec.caller_env if is_loader_variable(k) and not allow_loader_env)
+        base = {k: v for k, v in spec.caller_env.items() if k not in left_out}
+        if left_out:
+            write_log(f"pool: not passed from the submitter's environment: {', '.join(left_out)} "
+                      "(loader variables need `pool serve --allow-loader-env`)\n".encode())
+        base.update(POOL_JOB_ID=os.environ["POOL_JOB_ID"], POOL_SPOOL=os.environ["POOL_SPOOL"])
+    # Python children would buffer a pipe and hold their progress back until exit.
+    return {**base, "PYTHONUNBUFFERED": "1", **spec.env}
 
 
 def failure(kind: str, message: str, exit_code: int | None = None) -> Callable[[JobStatus], JobStatus]:

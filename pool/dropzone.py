@@ -18,6 +18,7 @@ import shutil
 import signal
 import stat
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -169,8 +170,46 @@ class DropZone:
             self.rejected.unlink(name)
 
     def rejection_reason(self, name: str) -> str | None:
+        """Why the file called ``name`` was refused (the latest of that name), or None."""
+        found = None
+        for n in range(100):
+            target = name if n == 0 else f"{name}.{n}"
+            if not self._taken(f"{target}.error.json"):
+                break
+            found = target
+        if found is None:
+            return None
         try:
-            doc = orjson.loads(self.rejected.read(f"{name}.error.json", Owners(os.stat(self.rejected.fd).st_uid)))
+            doc = orjson.loads(self.rejected.read(f"{found}.error.json", Owners(os.stat(self.rejected.fd).st_uid)))
             return str(doc["reason"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def rejections(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """What was refused at or after ``since`` (wall clock), oldest first: each reason
+        document (``file``, ``rejected_at``, ``reason``) with ``name``, its name here."""
+        found = []
+        owners = Owners(os.stat(self.rejected.fd).st_uid)
+        for entry in self.rejected.listdir():
+            if not entry.endswith(".error.json"):
+                continue
+            try:
+                if os.stat(entry, dir_fd=self.rejected.fd, follow_symlinks=False).st_mtime < since:
+                    continue
+                doc = orjson.loads(self.rejected.read(entry, owners, 1 << 16))
+            except (OSError, ValueError):
+                continue
+            if isinstance(doc, dict):
+                found.append({**doc, "name": entry[: -len(".error.json")]})
+        return sorted(found, key=lambda d: str(d.get("rejected_at")))
+
+    def rejected_since(self, since: float) -> int:
+        """How many files were refused at or after ``since`` (looking at times only)."""
+        count = 0
+        for entry in self.rejected.listdir():
+            if entry.endswith(".error.json"):
+                try:
+                    count += os.stat(entry, dir_fd=self.rejected.fd, follow_symlinks=False).st_mtime >= since
+                except FileNotFoundError:
+                    continue
+        return count

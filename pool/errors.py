@@ -24,6 +24,14 @@ class JobNotFound(PoolError, LookupError):
     """No job with that id exists in the spool."""
 
 
+class JobRejected(JobNotFound):
+    """The job's file was refused at intake (it is in rejected/); ``reason`` says why."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"job {job_id!r} was rejected: {reason}")
+        self.reason = reason
+
+
 class JobBusy(PoolError, TimeoutError):
     """The job's lock is held by the worker running it; try again, or ask the manager."""
 

@@ -124,8 +124,9 @@ def main(argv: list[str]) -> int:
     hold = holds[0] if holds else spool.locks.supervise(job_id)
     if hold is None:
         return 0  # another supervisor looks after it
+    # Inline, the job runs as its submitter's own child would: loader variables and all.
     config = WorkerConfig(spool=root, task_modules=modules, allow_commands="--allow-commands" in options,
-                          sys_path=tuple(sys.path), name="inline worker")
+                          allow_loader_env=True, sys_path=tuple(sys.path), name="inline worker")
     try:
         Supervisor(spool, job_id, config, hold).run()
     except (JobNotFound, CorruptStatus) as exc:

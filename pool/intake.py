@@ -30,20 +30,20 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
-from .clock import Clock, iso_now
+from .clock import Clock
 from .dropzone import DEFAULT_MAX_FILE_BYTES, claim_parts, is_job_name, shown, writer_open
 from .errors import InvalidJobSpec
 from .jobfile import iter_job_file
-from .model import JobSpec, JobStatus, new_status
+from .model import JobSpec, JobStatus, iso_time, new_status
+from .rules import is_loader_variable
 from .safeio import UnsafeFile, read_all
 from .spool import SpoolDir
 from .watch import CHANGED, COMPLETE, GONE
 
 log = logging.getLogger(__name__)
 
-# The dynamic loader's variables (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, macOS's DYLD_*).
-LOADER_ENV_PREFIXES = ("LD_", "DYLD_")
 KEEP_SPECS = 5000  # a batch this small keeps its parsed jobs between checking and writing
 SLICE = 64  # jobs between looks at the clock
 WRITER_RECHECK = 0.5  # seconds: a file still open for writing is looked at again (or on its close)
@@ -74,6 +74,7 @@ class Batch:
     data: bytes
     submitter: int
     recovering: bool
+    mtime: str  # when the file was written: the submission time of jobs that do not say
     jobs: Iterator[JobSpec] | None = None
     done: int = 0
     kept: list[JobSpec] = field(default_factory=list)
@@ -170,7 +171,7 @@ class Intake:
             entry = self.spool.drop.claim(name, token)
             self.mine.add(entry)
             self.seen.pop(name, None)
-            self._begin(entry, name, token, fd, st.st_uid, recovering=False)
+            self._begin(entry, name, token, fd, st, recovering=False)
         finally:
             os.close(fd)
 
@@ -202,11 +203,11 @@ class Intake:
             self._reject(entry, f"{shown(name)} {exc}")
             return
         try:
-            self._begin(entry, name, token, fd, st.st_uid, recovering)
+            self._begin(entry, name, token, fd, st, recovering)
         finally:
             os.close(fd)
 
-    def _begin(self, entry: str, name: str, token: str, fd: int, submitter: int, recovering: bool) -> None:
+    def _begin(self, entry: str, name: str, token: str, fd: int, st: os.stat_result, recovering: bool) -> None:
         if writer_open(fd):
             # Opened for writing between our look and the claim: read it once it is closed.
             self._recheck(self.clock.time() + WRITER_RECHECK)
@@ -216,7 +217,8 @@ class Intake:
         except UnsafeFile as exc:
             self._reject(entry, f"{shown(name)} {exc}")
             return
-        self.batches[entry] = Batch(entry, name, token, data, submitter, recovering)
+        mtime = iso_time(datetime.fromtimestamp(st.st_mtime_ns / 1e9, timezone.utc))
+        self.batches[entry] = Batch(entry, name, token, data, st.st_uid, recovering, mtime)
         log.debug("incoming/%s claimed as %s", shown(name), entry)
 
     # ------------------------------------------------------------ a batch, in slices
@@ -273,7 +275,7 @@ class Intake:
             raise InvalidJobSpec(f"job {spec.id!r} in {shown(batch.name)}: {reason}")
 
     def _env_reason(self, spec: JobSpec) -> str | None:
-        loader = sorted(k for k in spec.env if k.startswith(LOADER_ENV_PREFIXES))
+        loader = sorted(k for k in spec.env if is_loader_variable(k))
         if loader and not self.rules.allow_loader_env:
             return (f"'env' sets {loader[0]}, which loads code into every program it starts; "
                     "start the manager with --allow-loader-env to allow it")
@@ -281,11 +283,10 @@ class Intake:
 
     def _write_some(self, batch: Batch, deadline: float) -> bool:
         """Give jobs of the batch their queued status until the deadline; True when done."""
-        created = iso_now(self.clock)
         reason = "accepted (claim finished after an interruption)" if batch.recovering else "accepted"
         for spec in self._jobs(batch):
             if not (batch.recovering and self.spool.has_status(spec.id)):  # written before a crash
-                self.accept(new_status(spec, created, batch.submitter), reason)
+                self.accept(new_status(spec, spec.submitted_at or batch.mtime, batch.submitter), reason)
             batch.done += 1
             if batch.done % SLICE == 0 and self.clock.monotonic() >= deadline:
                 return False

@@ -1,6 +1,6 @@
 """The manager's two small machines: the job queue and the poller it blocks in.
 
-JobQueue orders runnable jobs (highest priority first, FIFO within one) and keeps jobs
+JobQueue orders runnable jobs (highest priority first, in submission order within one) and keeps jobs
 waiting for a retry apart until their time; Poller is what the manager waits in: every
 worker's pipe and sentinel, adopted jobs' pidfds, and the wake-up pipe.
 """
@@ -20,7 +20,7 @@ from .model import JobStatus, parse_time
 class JobQueue:
     """Queued jobs: highest priority first, FIFO within a priority; retries wait apart."""
 
-    ready: list[tuple[int, int, str]] = field(default_factory=list)
+    ready: list[tuple[int, str, int, str]] = field(default_factory=list)
     waiting: list[tuple[float, int, str]] = field(default_factory=list)
     jobs: dict[str, JobStatus] = field(default_factory=dict)
     order: itertools.count[int] = field(default_factory=itertools.count)
@@ -34,19 +34,24 @@ class JobQueue:
         if delay > 0.001:  # a retry due now, give or take the rounding of its written time
             heapq.heappush(self.waiting, (now + delay, next(self.order), status.id))
         else:
-            heapq.heappush(self.ready, (-status.spec.priority, next(self.order), status.id))
+            heapq.heappush(self.ready, self._place(status))
+
+    def _place(self, status: JobStatus) -> tuple[int, str, int, str]:
+        """Highest priority first; within one, in the order jobs were submitted (their
+        created_at), whatever order they reached the queue in (a restart, a retry)."""
+        return -status.spec.priority, status.created_at, next(self.order), status.id
 
     def promote(self, now: float) -> float | None:
         """Move retries whose time has come to the ready heap; returns the next such time."""
         while self.waiting and self.waiting[0][0] <= now:
             _, _, job_id = heapq.heappop(self.waiting)
             if job_id in self.jobs:
-                heapq.heappush(self.ready, (-self.jobs[job_id].spec.priority, next(self.order), job_id))
+                heapq.heappush(self.ready, self._place(self.jobs[job_id]))
         return self.waiting[0][0] if self.waiting else None
 
     def pop(self) -> JobStatus | None:
         while self.ready:
-            _, _, job_id = heapq.heappop(self.ready)
+            *_, job_id = heapq.heappop(self.ready)
             status = self.jobs.pop(job_id, None)
             if status is not None:
                 return status

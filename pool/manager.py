@@ -77,7 +77,8 @@ class Manager:
         self.tasks = load_task_modules(config.task_modules)
         self.executor: Executor = executor or LocalExecutor(WorkerConfig(
             spool=str(self.spool.root), task_modules=config.task_modules, allow_commands=config.allow_commands,
-            sys_path=tuple(sys.path)), config.workers, preload=config.task_modules)
+            allow_loader_env=config.allow_loader_env, sys_path=tuple(sys.path)), config.workers,
+            preload=config.task_modules)
         self.ledger = Ledger(self.spool, Role.MANAGER, self.heard)
         self.dispatch = Dispatch(self.executor, self.clock)
         self.adoption = Adoption(self.spool, self.ledger, LockLiveness(self.spool), self.clock, config.kill_grace,

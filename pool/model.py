@@ -31,6 +31,7 @@ from .rules import (
     as_float,
     checked,
     decoded,
+    env_map,
     error_record,
     int64,
     is_int,
@@ -42,7 +43,6 @@ from .rules import (
     rule,
     seconds,
     shallow,
-    str_map,
     text,
     tuple_or_none,
 )
@@ -50,6 +50,7 @@ from .rules import (
 SCHEMA = 1
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 TASK_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
+ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
 MAX_RETRIES = 1000
 MAX_BACKOFF = 1000.0
 
@@ -97,8 +98,13 @@ class JobSpec:
         lambda v: v is None or (isinstance(v, str) and v != "" and "\0" not in v), "a directory path or null",
         only="command"))
     env: Mapping[str, str] = field(default_factory=dict, metadata=rule(
-        lambda v: str_map(v) and all(k and "=" not in k and "\0" not in k + val for k, val in v.items()),
-        "an object of string names to string values", only="command", encode=dict))
+        env_map, "an object of string names to string values", only="command", encode=dict))
+    # The submitter's environment, as `pool submit`/`pool run` and the Python client capture
+    # it: the command sees it instead of the manager's (with `env` on top), as it would have
+    # under subprocess.run where it was submitted. A job file dropped by hand has none.
+    caller_env: Mapping[str, str] | None = field(default=None, metadata=rule(
+        lambda v: v is None or env_map(v), "an object of string names to string values, or null",
+        only="command", encode=lambda v: dict(v) if v is not None else None))
     progress: str | Mapping[str, Any] = field(default="auto", metadata=rule(
         progress_form, "'auto', 'none' or {\"regex\": \"...\", \"total\": N}", only="command",
         status_key="progress_from"))
@@ -112,6 +118,12 @@ class JobSpec:
     timeout: float | None = field(default=None, metadata=rule(
         lambda v: v is None or seconds(v, open_low=True),
         f"a number of seconds > 0 and at most {MAX_SECONDS:.0f} (a year), or null", decode=as_float))
+    # When it was submitted (pool and its client say; for a file dropped by hand, its
+    # modification time): jobs of one priority start in this order, and it is their
+    # created_at. ISO 8601 UTC with microseconds, as every time pool writes.
+    submitted_at: str | None = field(default=None, metadata=rule(
+        lambda v: v is None or (isinstance(v, str) and ISO_TIME.match(v) is not None),
+        "a time like 2026-11-29T13:26:33.000000Z, or null"))
     meta: Mapping[str, Any] = field(default_factory=dict, metadata=rule(
         shallow(lambda v: isinstance(v, dict)), f"an object nested at most {MAX_NESTING} levels deep",
         encode=dict))

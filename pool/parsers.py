@@ -102,6 +102,14 @@ def _json_fraction(doc: Mapping[str, Any]) -> float | None:
     return None
 
 
+_BAR = re.compile(r"\|[^|]*\|")
+
+
+def without_bar(line: str) -> str:
+    """A tqdm line as a message: its words and counts, not the bar's glyphs."""
+    return " ".join(_BAR.sub(" ", line).split())
+
+
 def read_line(line: str) -> Reading | None:
     """The progress one line of output shows in ``auto`` mode, if any (without the
     stateful forms: ffmpeg and curl need what came before)."""
@@ -120,10 +128,10 @@ def read_line(line: str) -> Reading | None:
         fraction = _fraction(done, total)
         if fraction is None:
             fraction = float(match.group(1)) / 100
-        return Reading(fraction, TQDM, None)
+        return Reading(fraction, TQDM, without_bar(line))
     match = _TQDM_PERCENT.search(line)  # a bar with an unknown total, or a narrow one
     if match and float(match.group(1)) <= 100:
-        return Reading(float(match.group(1)) / 100, TQDM, None)
+        return Reading(float(match.group(1)) / 100, TQDM, without_bar(line))
     match = _PERCENT.search(line)
     if match and float(match.group(1)) <= 100:
         return Reading(float(match.group(1)) / 100, PERCENT, line)
@@ -184,15 +192,18 @@ class OutputParser:
 
     def _read_newest(self, segments: list[bytes], partial: bool) -> None:
         """Newest line first. Until a form is known, the strongest in view wins; after
-        that, the first line of a form at least as strong ends the search. An unfinished
-        last line may show progress, but only finished lines become the message."""
+        that, the first line of a form at least as strong ends the search. The message is
+        the newest line a human would read, progress lines too (ffmpeg's frame= line,
+        curl's meter, a bar's counts): it follows the program. An unfinished last line
+        becomes the message only if it shows progress (a bar redrawn with \r usually is)."""
         best: Reading | None = None
         message: str | None = None
         for index, segment in enumerate(reversed(segments)):
             reading = self._read(segment.decode("utf-8", "replace"))
             if reading is None:
                 continue
-            if message is None and reading.message and not (partial and index == 0):
+            unfinished = partial and index == 0 and reading.fraction is None
+            if message is None and reading.message and not unfinished:
                 message = reading.message
             if reading.fraction is not None and reading.strength >= self.strength:
                 if best is None or reading.strength > best.strength:
@@ -210,11 +221,11 @@ class OutputParser:
         if self.duration is not None:
             match = _FFMPEG_TIME.search(line)
             if match:
-                return Reading(min(_seconds(match) / self.duration, 1.0), FFMPEG, None)
+                return Reading(min(_seconds(match) / self.duration, 1.0), FFMPEG, " ".join(line.split()))
         if self.curl_meter:
             match = _CURL_ROW.match(line)
             if match and int(match.group(1)) <= 100:
-                return Reading(int(match.group(1)) / 100, CURL, None)
+                return Reading(int(match.group(1)) / 100, CURL, " ".join(line.split()))
         return read_line(line)
 
     def _read_regex(self, line: str) -> Reading | None:
@@ -229,4 +240,4 @@ class OutputParser:
         except ValueError:
             return Reading(None, 0, line)
         fraction = value / self.total if self.total else value / 100
-        return Reading(min(max(fraction, 0.0), 1.0), REGEX, None)
+        return Reading(min(max(fraction, 0.0), 1.0), REGEX, line.strip())

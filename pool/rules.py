@@ -42,6 +42,20 @@ def str_map(value: object) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
+# The dynamic loader's variables (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, macOS's DYLD_*):
+# they load code into every program a job starts.
+LOADER_ENV_PREFIXES = ("LD_", "DYLD_")
+
+
+def is_loader_variable(name: str) -> bool:
+    return name.startswith(LOADER_ENV_PREFIXES)
+
+
+def env_map(value: object) -> bool:
+    """An environment: names (no '=', not empty) to values, no NUL anywhere."""
+    return str_map(value) and all(k and "=" not in k and "\0" not in k + v for k, v in value.items())  # type: ignore[attr-defined]
+
+
 def progress_form(value: object) -> bool:
     if value in ("auto", "none"):
         return True

@@ -54,6 +54,7 @@ class WorkerConfig:
     spool: str
     task_modules: tuple[str, ...] = ()
     allow_commands: bool = False
+    allow_loader_env: bool = False
     progress_interval: float = 0.2
     sys_path: tuple[str, ...] = ()
     name: str = "worker"  # how the timeline names who started an attempt
@@ -165,7 +166,7 @@ class Worker:
         os.environ["POOL_SPOOL"] = str(self.spool.root)
         if spec.task is not None:
             return self.execute_task(status)
-        return run_command(status, reporter, self.config.allow_commands)
+        return run_command(status, reporter, self.config.allow_commands, self.config.allow_loader_env)
 
     def execute_task(self, status: JobStatus) -> Callable[[JobStatus], JobStatus]:
         spec = status.spec

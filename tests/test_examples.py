@@ -48,7 +48,7 @@ def test_the_cpu_task_runs_on_its_own_and_as_a_job(spool_dir: Path, tmp_path: Pa
     server = Server(spool_dir, "--tasks", "cpu_task", cwd=EXAMPLES)
     server.start()
     try:
-        run_pool(spool_dir, "submit", "cpu_task:count_primes", "200000", "--id", "primes", check=True)
+        run_pool(spool_dir, "submit", "--id", "primes", "cpu_task:count_primes", "200000", check=True)
         run_pool(spool_dir, "wait", "primes", check=True)
         assert status_doc(spool_dir, "primes")["result"] == 17984  # type: ignore[index]
     finally:

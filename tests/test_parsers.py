@@ -92,9 +92,9 @@ def test_chunks_split_anywhere_give_the_same_answer() -> None:
         assert parse("a\n12%\nb 30%\n", chunk=chunk).fraction == pytest.approx(0.30)
 
 
-def test_the_last_human_line_is_the_message() -> None:
+def test_the_last_human_line_is_the_message_progress_lines_too() -> None:
     parser = parse("loading model\n" + TQDM_ASCII)
-    assert parser.message == "loading model"
+    assert parser.message is not None and "|" not in parser.message and "/100" in parser.message
     assert parse('{"progress": 0.5, "message": "halfway there"}\n').message == "halfway there"
     assert parse("first\nsecond\n\n").message == "second"
 
@@ -121,3 +121,18 @@ def test_a_line_without_newlines_does_not_grow_without_bound() -> None:
 @pytest.mark.parametrize("line, expected", [("", None), ("   ", None)])
 def test_blank_lines_say_nothing(line: str, expected: object) -> None:
     assert read_line(line) is expected
+
+
+def test_the_message_follows_ffmpeg_and_curl_as_they_run() -> None:
+    ffmpeg = OutputParser()
+    ffmpeg.feed(b"  Duration: 00:01:00.00, start: 0.000000, bitrate: 1200 kb/s\n")
+    ffmpeg.feed(b"frame=    1 fps=0.0 q=0.0 size=       0kB time=-00:00:00.03 bitrate=N/A speed=N/A    \r")
+    ffmpeg.feed(b"frame= 1200 fps= 30 q=28.0 size=    2048kB time=00:00:49.20 bitrate= 341.0kbits/s speed=1.0x    \r")
+    assert ffmpeg.fraction == pytest.approx(0.82)
+    assert ffmpeg.message is not None and "frame= 1200" in ffmpeg.message and "time=00:00:49.20" in ffmpeg.message
+    curl = OutputParser()
+    curl.feed(b"  % Total    % Received % Xferd  Average Speed   Time    Time     Time  Current\n")
+    curl.feed(b"                                 Dload  Upload   Total   Spent    Left  Speed\n")
+    curl.feed(b"\r 37  100M   37 37.0M    0     0  10.0M      0  0:00:10  0:00:03  0:00:07 10.0M")
+    assert curl.fraction == pytest.approx(0.37)
+    assert curl.message is not None and curl.message.startswith("37 100M 37 37.0M")

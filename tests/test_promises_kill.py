@@ -364,6 +364,6 @@ def test_an_inline_supervisor_ends_with_its_job(spool_dir: Path, leftovers: Left
     began = time.monotonic()
     result = run_pool(spool_dir, "run", "--id", "quick", "--", "true")  # captured: returns at EOF
     took = time.monotonic() - began
-    assert (result.returncode, result.stdout.strip()) == (0, "quick: done"), result.stderr
+    assert (result.returncode, result.stderr.strip()) == (0, "quick: done"), result.stderr
     assert took < 4.0, f"a caller reading `pool run`'s output waited {took:.1f}s for an instant job"
     wait_until(lambda: inline_processes(spool_dir) == [], 2, "no pool.inline process left")

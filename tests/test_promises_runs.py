@@ -151,5 +151,5 @@ def test_kill_of_a_job_still_in_incoming_is_carried_out_when_it_arrives(
 
 def test_pool_run_without_a_manager_tracks_a_command_like_subprocess(spool_dir: Path) -> None:
     result = run_pool(spool_dir, "run", "--id", "c1", "--", sys.executable, "-c", "print('hi')")
-    assert (result.returncode, result.stdout.strip()) == (0, "c1: done")
+    assert (result.returncode, result.stderr.strip()) == (0, "c1: done")
     assert (spool_dir / "logs" / "c1.log").read_text() == "hi\n"

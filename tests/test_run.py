@@ -29,7 +29,7 @@ def start_run(spool_dir: Path, *args: str) -> subprocess.Popen[str]:
 
 def test_without_a_manager_a_task_runs_inline_and_is_tracked(spool_dir: Path) -> None:
     result = run_pool(spool_dir, "run", "--id", "sum", "pooltest_tasks:add", "2", "3")
-    assert (result.returncode, result.stdout.strip()) == (0, "sum: done")
+    assert (result.returncode, result.stdout, result.stderr.strip()) == (0, "5\n", "sum: done")  # the result on stdout
     doc = status_doc(spool_dir, "sum")
     assert doc is not None and doc["result"] == 5
     assert (spool_dir / "logs" / "sum.log").read_text() == "adding 2 and 3\n"
@@ -40,7 +40,7 @@ def test_without_a_manager_a_task_runs_inline_and_is_tracked(spool_dir: Path) ->
 
 def test_exit_codes_follow_the_outcome(spool_dir: Path) -> None:
     failed = run_pool(spool_dir, "run", "--", "sh", "-c", "echo nope; exit 4")
-    assert failed.returncode == 1 and "failed (CommandFailed: command exited with code 4)" in failed.stdout
+    assert failed.returncode == 1 and "failed (CommandFailed: command exited with code 4)" in failed.stderr
     verbose = run_pool(spool_dir, "run", "-v", "--id", "v", "--", "sh", "-c", "echo one; echo two")
     assert verbose.returncode == 0 and verbose.stdout.startswith("one\ntwo\n")
     quiet = run_pool(spool_dir, "run", "-q", "pooltest_tasks:fail", "x")
@@ -80,7 +80,7 @@ def test_ctrl_c_kills_the_job_and_leaves_it_cancelled(
 def test_with_a_manager_the_job_goes_through_it(spool_dir: Path, serve: Callable[..., Server]) -> None:
     serve()
     result = run_pool(spool_dir, "run", "--id", "via", "pooltest_tasks:add", "1", "1", check=True)
-    assert result.stdout.strip() == "via: done"
+    assert (result.stdout, result.stderr.strip()) == ("2\n", "via: done")
     wait_until(lambda: len(events_of(spool_dir, "via")) == 3, what="events")
     assert events_of(spool_dir, "via")[1]["reason"].startswith("worker pid")
 

@@ -215,13 +215,13 @@ def test_higher_priority_runs_first_and_fifo_within_a_priority(
 
 def test_cli_submit_wait_logs_and_errors(spool_dir: Path, serve: Callable[..., Server]) -> None:
     serve()
-    result = run_pool(spool_dir, "submit", "pooltest_tasks:echo", "42", "[1, 2]", "text", "--kw", "flag=true",
-                      "--kw", "name=x", "--id", "e1", check=True)
+    result = run_pool(spool_dir, "submit", "--kw", "flag=true", "--kw", "name=x", "--id", "e1",
+                      "pooltest_tasks:echo", "42", "[1, 2]", "text", check=True)
     assert result.stdout.strip() == "e1"
     assert run_pool(spool_dir, "wait", "e1", check=True).stdout.strip() == "e1: done"
     assert status_doc(spool_dir, "e1")["result"] == {  # type: ignore[index]
         "args": [42, [1, 2], "text"], "kwargs": {"flag": True, "name": "x"}}
-    run_pool(spool_dir, "submit", "pooltest_tasks:add", "1", "2", "--id", "a1", check=True)
+    run_pool(spool_dir, "submit", "--id", "a1", "pooltest_tasks:add", "1", "2", check=True)
     run_pool(spool_dir, "wait", "a1", check=True)
     assert run_pool(spool_dir, "logs", "a1", check=True).stdout == "adding 1 and 2\n"
     detail = run_pool(spool_dir, "status", "a1", check=True).stdout
@@ -230,7 +230,7 @@ def test_cli_submit_wait_logs_and_errors(spool_dir: Path, serve: Callable[..., S
         result = run_pool(spool_dir, *args)
         assert result.returncode == 1, args
         assert result.stderr.strip() == f"Error: no job 'nope' in {spool_dir}", args
-    result = run_pool(spool_dir, "submit", "pooltest_tasks:add", "--id", "../x")
+    result = run_pool(spool_dir, "submit", "--id", "../x", "pooltest_tasks:add")
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "'id' must be" in result.stderr
     assert run_pool(spool_dir, "status", "--state", "bogus").returncode == 2
     assert run_pool(spool_dir, "kill", "a1", check=True).stdout.strip() == "a1: already done"
