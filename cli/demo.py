@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -96,9 +97,21 @@ def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
     wrong = [s.id for s in statuses if EXPECTED.get(s.id) is not s.state]
     if len(statuses) < len(EXPECTED) or wrong:
         raise click.ClickException(f"demo jobs did not end as expected: {', '.join(wrong) or 'missing jobs'}")
+    pool_command = pool_command_here()
     if spool_dir:
-        out.print(f"\nThe spool is kept: try `pool --spool {spool_dir} status flaky` or `... logs doomed`.")
+        out.print(f"\nThe spool is kept: try `{pool_command} --spool {spool_dir} status flaky` or `... logs doomed`.")
     else:
         shutil.rmtree(scratch, ignore_errors=True)
-        out.print("\nNext: `pool serve --tasks pool.demo_tasks` in one terminal, "
-                  "`pool submit pool.demo_tasks:render 7` and `pool status` in another.")
+        out.print(f"\nNext: `{pool_command} serve --tasks pool.demo_tasks` in one terminal, "
+                  f"`{pool_command} submit pool.demo_tasks:render 7` and `{pool_command} status` in another.")
+
+
+def pool_command_here() -> str:
+    """How to type `pool` from here: plain when it is on PATH (an activated venv), else
+    the script this demo runs from (`.venv/bin/pool`), else through this Python."""
+    if shutil.which("pool"):
+        return "pool"
+    script = Path(sys.argv[0])
+    if script.name == "pool" and script.exists():
+        return os.path.relpath(script) if not os.path.relpath(script).startswith("..") else str(script)
+    return f"{os.path.relpath(sys.executable)} -m pool"

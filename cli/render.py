@@ -118,13 +118,40 @@ def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[
                  bar_width: int = 20, more: int = 0, width: int | None = None) -> Table:
     """The jobs as a table; a column shows only when some job has something to put in it
     (as pueue does), so a spool of plain jobs gets a narrow table. No row ever wraps: in
-    ``width`` columns the id and the state stay whole (they are what one types next), and
-    the name and then the message give way, cut with an ellipsis (and the bar is narrower
-    under 80 columns). ``more``: jobs left out."""
-    if width is not None and width < 80:
-        bar_width = min(bar_width, 10)
+    ``width`` columns the id and the state stay whole (they are what one types next); the
+    name and then the message give way, cut with an ellipsis; then the bar narrows, and
+    the rate, the priority and the ETA are left out, in that order. ``more``: jobs left out."""
     lost = set(orphaned)
-    columns: list[tuple[str, Callable[[JobStatus], str | Text]]] = [
+    for bar, dropped in FALLBACKS if width is not None else [(bar_width, ())]:
+        columns = table_columns(now, lost, min(bar, bar_width))
+        rows = [[str(cell(s)) for _, cell in columns] for s in statuses]
+        keep = [i for i, (name, _) in enumerate(columns) if name not in dropped
+                and (name not in OPTIONAL or any(row[i] for row in rows))]
+        names = [columns[i][0] for i in keep]
+        widths = column_widths(names, [[row[i] for i in keep] for row in rows], width)
+        if width is None or sum(widths) + GAP * (len(widths) - 1) <= width:
+            break
+    table = Table(box=None, pad_edge=False, padding=(0, GAP, 0, 0), header_style="bold")
+    for name, column_width in zip(names, widths, strict=True):
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=column_width)
+    for status in statuses:
+        cells = {name: cell(status) for name, cell in columns}
+        table.add_row(*(cells[name] for name in names))
+    if more:
+        table.add_row(f"…and {more} more", *([""] * (len(names) - 1)))
+    return table
+
+
+OPTIONAL = {"RATE", "ETA", "PRIO", "MESSAGE"}
+# What a narrow terminal does without, step by step: (the bar's width, columns left out).
+FALLBACKS: list[tuple[int, tuple[str, ...]]] = [
+    (20, ()), (10, ()), (10, ("RATE",)), (10, ("RATE", "PRIO")), (10, ("RATE", "PRIO", "ETA")),
+    (5, ("RATE", "PRIO", "ETA")), (5, ("RATE", "PRIO", "ETA", "ELAPSED")),
+]
+
+
+def table_columns(now: datetime, lost: set[str], bar_width: int) -> list[tuple[str, Callable[[JobStatus], str | Text]]]:
+    return [
         ("ID", lambda s: s.id),
         ("NAME", lambda s: s.spec.name),
         ("STATE", lambda s: Text(state_text(s, now, s.id in lost), style="red" if s.id in lost
@@ -136,20 +163,6 @@ def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[
         ("PRIO", lambda s: str(s.spec.priority) if s.spec.priority else ""),
         ("MESSAGE", lambda s: one_line(ORPHANED_MESSAGE if s.id in lost else status_message(s))),
     ]
-    optional = {"RATE", "ETA", "PRIO", "MESSAGE"}
-    rows = [[cell(s) for _, cell in columns] for s in statuses]
-    keep = [i for i, (name, _) in enumerate(columns)
-            if name not in optional or any(str(row[i]) for row in rows)]
-    names = [columns[i][0] for i in keep]
-    widths = column_widths(names, [[str(row[i]) for i in keep] for row in rows], width)
-    table = Table(box=None, pad_edge=False, padding=(0, GAP, 0, 0), header_style="bold")
-    for name, column_width in zip(names, widths, strict=True):
-        table.add_column(name, no_wrap=True, overflow="ellipsis", width=column_width)
-    for row in rows:
-        table.add_row(*(row[i] for i in keep))
-    if more:
-        table.add_row(f"…and {more} more", *([""] * (len(keep) - 1)))
-    return table
 
 
 GAP = 2  # cells between two columns

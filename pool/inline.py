@@ -16,6 +16,7 @@ takes it over only if the supervisor dies.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
@@ -48,8 +49,22 @@ def start_supervisor(spool: SpoolDir, job_id: str, hold_fd: int, task_modules: t
     inherits the hold the caller took (``hold_fd``), so the job is never unlooked-after."""
     argv = [sys.executable, "-m", "pool.inline", str(spool.root), job_id, f"--hold-fd={hold_fd}"]
     argv += [f"--tasks={m}" for m in task_modules] + (["--allow-commands"] if allow_commands else [])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+    # The task's module must import there as it does here: its folder, and ours, lead the path.
+    path = [*(module_folder(m) for m in task_modules), os.getcwd(), os.environ.get("PYTHONPATH")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(p for p in path if p)))
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, env=env, pass_fds=(hold_fd,))
+
+
+def module_folder(module: str) -> str | None:
+    """The folder a top-level module or package is imported from here, or None."""
+    try:
+        spec = importlib.util.find_spec(module.split(".", maxsplit=1)[0])
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+        return None
+    origin = os.path.dirname(spec.origin)
+    return os.path.dirname(origin) if spec.submodule_search_locations else origin
 
 
 class Supervisor:

@@ -42,10 +42,11 @@ def env_for_tests(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_pool(spool: Path, *args: str, check: bool = False, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a user would, in its own process."""
+def run_pool(spool: Path, *args: str, check: bool = False, timeout: float = 60, env: dict[str, str] | None = None,
+             **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, in its own process (``env``: more of its environment)."""
     result = subprocess.run([*POOL, "--spool", str(spool), *args], capture_output=True, text=True,
-                            env=env_for_tests(), timeout=timeout, **kw)
+                            env=env_for_tests(**(env or {})), timeout=timeout, **kw)
     if check and result.returncode != 0:
         raise AssertionError(f"pool {' '.join(args)} exited {result.returncode}: {result.stderr}")
     return result

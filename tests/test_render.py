@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 from rich.console import Console
 
-from cli import render
+from pool.cli import render
 from pool import lifecycle
 from pool.jobfile import parse_job
 from pool.model import new_status

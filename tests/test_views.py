@@ -20,7 +20,7 @@ import click
 import pytest
 from rich.console import Console
 
-from cli import render
+from pool.cli import render
 from pool.cli.views import Duration, matches
 from conftest import POOL, Server, drop, env_for_tests, run_pool, state_of, status_doc, wait_until
 from pool import lifecycle

@@ -1,0 +1,319 @@
+"""What a new user tripped over, each driven as that user would: the CLI in a shell, a
+Python loop, Ctrl-C at a terminal (issue: "What a new user tripped over")."""
+
+from __future__ import annotations
+
+import os
+import pty
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+from rich.console import Console
+
+from conftest import POOL, TESTS, Server, drop, env_for_tests, pid_alive, run_pool, state_of, status_doc, wait_until
+from pool import JobRejected, lifecycle
+from pool.cli import render
+from pool.client import Spool
+from pool.jobfile import parse_job
+from pool.model import JobStatus, new_status
+from test_views import read_screen, take_terminal
+
+FINAL = ("done", "failed", "cancelled")
+
+
+def log_of(spool_dir: Path, job_id: str) -> str:
+    return (spool_dir / "logs" / f"{job_id}.log").read_text()
+
+
+# ---------------------------------------------------------------- 1. where it runs, and with what
+
+SHOW = ["sh", "-c", 'pwd; echo "MYVAR=$MYVAR"']
+
+
+def test_a_command_runs_where_it_was_submitted_with_the_callers_environment(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    here = tmp_path / "here"
+    (here / "sub").mkdir(parents=True)
+    expected = f"{here}\nMYVAR=x\n"
+    # Inline, no manager: as subprocess.run would from here.
+    inline = run_pool(spool_dir, "run", "--id", "inline", "--", *SHOW, cwd=here, env={"MYVAR": "x"})
+    assert inline.returncode == 0, inline.stderr
+    assert log_of(spool_dir, "inline") == expected
+    # Through a manager that runs elsewhere (tests/), with another environment: the same.
+    serve("--allow-commands")
+    served = run_pool(spool_dir, "run", "--id", "served", "--", *SHOW, cwd=here, env={"MYVAR": "x"})
+    assert served.returncode == 0, served.stderr
+    assert log_of(spool_dir, "served") == expected
+    # --cwd is taken from where the command line was typed.
+    run_pool(spool_dir, "submit", "--command", "--id", "rel", "--cwd", "sub", "--", "pwd", cwd=here, check=True)
+    wait_until(lambda: state_of(spool_dir, "rel") in FINAL, what="rel")
+    assert log_of(spool_dir, "rel") == f"{here / 'sub'}\n"
+    # A job file dropped by hand keeps its meaning: the manager's directory and environment.
+    drop(spool_dir, "hand.json", {"command": SHOW, "id": "hand"})
+    wait_until(lambda: state_of(spool_dir, "hand") in FINAL, what="hand")
+    assert log_of(spool_dir, "hand") == f"{TESTS}\nMYVAR=\n"
+
+
+def test_a_loader_variable_the_submitter_merely_had_is_left_out_unless_allowed(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    show = ["sh", "-c", 'echo "LD=$LD_LIBRARY_PATH"']
+    serve("--allow-commands")
+    result = run_pool(spool_dir, "run", "--id", "ld", "--", *show, env={"LD_LIBRARY_PATH": "/opt/lib"})
+    assert result.returncode == 0, result.stderr  # not refused: the user did not ask for it
+    assert log_of(spool_dir, "ld").splitlines() == [
+        "pool: not passed from the submitter's environment: LD_LIBRARY_PATH "
+        "(loader variables need `pool serve --allow-loader-env`)", "LD="]
+
+
+# ---------------------------------------------------------------- 2. submission order
+
+def test_jobs_start_in_the_order_they_were_submitted_also_after_a_restart(
+        spool_dir: Path, tmp_path: Path) -> None:
+    gate, order = tmp_path / "gate", tmp_path / "order"
+    server = Server(spool_dir, "--workers", "1", "--grace", "0.2").start()
+    spool = Spool(spool_dir)
+    try:
+        spool.submit("pooltest_tasks:hold", str(gate), id="first")
+        wait_until(lambda: state_of(spool_dir, "first") == "running", what="the worker busy")
+        ids = [spool.submit("pooltest_tasks:record_order", str(order)).id for _ in range(12)]  # random ids
+        wait_until(lambda: all(state_of(spool_dir, i) == "queued" for i in ids), what="all taken in")
+        assert server.stop() == 0  # queued jobs (and the one interrupted) wait for the next manager
+        server = Server(spool_dir, "--workers", "1").start()
+        gate.touch()
+        wait_until(lambda: all(state_of(spool_dir, i) == "done" for i in ids), what="all done")
+    finally:
+        gate.touch()
+        server.stop()
+    assert order.read_text().split() == ids
+
+
+# ---------------------------------------------------------------- 3. rejections, where people look
+
+def test_a_refused_job_is_said_at_once_and_listed(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    result = run_pool(spool_dir, "submit", "--id", "nope", "nosuch:task")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "job 'nope' was rejected" in result.stderr and "not in a served module" in result.stderr
+    table = run_pool(spool_dir, "status", check=True)
+    assert "1 file(s) rejected in the last day (pool status --state rejected)" in table.stdout
+    listed = run_pool(spool_dir, "status", "--state", "rejected", check=True)
+    assert "rejected/nope.json: job 'nope' in nope.json: task 'nosuch:task' is not in a served module" in listed.stdout
+    assert orjson.loads(run_pool(spool_dir, "status", "--state", "rejected", "--json", check=True).stdout)[0][
+        "file"] == "nope.json"
+    with pytest.raises(JobRejected) as info:
+        Spool(spool_dir).job("nope").wait(timeout=5)
+    assert "not in a served module" in info.value.reason
+
+
+# ---------------------------------------------------------------- 4. no manager, and orphans
+
+def test_no_manager_is_said_in_one_line_where_people_look(spool_dir: Path) -> None:
+    submitted = run_pool(spool_dir, "submit", "--id", "w1", "pooltest_tasks:add", "1", "2", check=True)
+    assert submitted.stdout == "w1\n"
+    assert submitted.stderr == (f"pool: no manager is serving {spool_dir}; the job waits in incoming/ "
+                                "until `pool serve` runs\n")
+    shown = run_pool(spool_dir, "status", check=True)
+    assert "w1" in shown.stdout and "no manager is serving" in shown.stderr
+    as_json = run_pool(spool_dir, "status", "--json", check=True)
+    assert as_json.stderr == "" and orjson.loads(as_json.stdout)[0]["id"] == "w1"
+    waited = run_pool(spool_dir, "wait", "--timeout", "0.3", "w1")
+    assert waited.returncode == 1 and "no manager is serving" in waited.stderr and "waiting for one" in waited.stderr
+
+
+def test_a_job_whose_manager_and_worker_were_killed_shows_as_orphaned(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    server = serve()
+    drop(spool_dir, "o.json", {"task": "pooltest_tasks:forever", "id": "o"})
+    pid = wait_until(lambda: (d := status_doc(spool_dir, "o")) and d["state"] == "running" and d["pid"],
+                     what="running written")
+    server.stop(signal.SIGKILL)
+    os.killpg(pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid), what="the worker gone")
+    table = run_pool(spool_dir, "status", check=True).stdout
+    row = next(line for line in table.splitlines() if line.startswith("o "))
+    assert "orphaned" in row and "running" not in row and "%/" not in row
+    assert "the next manager runs it again" in run_pool(spool_dir, "status", "o", check=True).stdout
+
+
+# ---------------------------------------------------------------- 5. options after the program
+
+@pytest.mark.parametrize("argv", [["ls", "-q"], ["ffmpeg", "-i", "in.mp4", "--name", "foo.mp4"],
+                                  ["rsync", "--timeout", "30", "a/", "b/"]])
+def test_options_after_the_program_belong_to_the_program(spool_dir: Path, argv: list[str]) -> None:
+    job_id = run_pool(spool_dir, "submit", "--command", *argv, check=True).stdout.strip()
+    doc = orjson.loads((spool_dir / "incoming" / f"{job_id}.json").read_bytes())
+    assert doc["command"] == argv
+    assert doc.get("timeout") is None and doc["name"] == argv[0]
+
+
+# ---------------------------------------------------------------- 6. 80 columns
+
+def statuses_for_a_small_terminal() -> list[JobStatus]:
+    now = "2027-01-15T08:00:00.000000Z"
+    made = []
+    for n in range(30):
+        status = new_status(parse_job({"task": "m:f", "id": f"job-{n:02d}-4f2a9c81",
+                                       "name": "transcode the long file name of a holiday video.mp4"}, "x", "x"), now)
+        if n % 3 == 0:
+            status = lifecycle.start(status, 1, None, now)
+            status = status.__class__(**{**{f: getattr(status, f) for f in status.__dataclass_fields__},
+                                         "progress": 0.4, "message": "frame= 1234 fps=30 time=00:01:23.45 " * 3})
+        elif n % 3 == 1:
+            status = lifecycle.succeed(lifecycle.start(status, 1, None, now), 1, now)
+        made.append(status)
+    return made
+
+
+def test_a_table_fits_80_columns_with_ids_and_states_whole() -> None:
+    statuses = statuses_for_a_small_terminal()
+    out = Console(width=80, record=True, no_color=True)
+    out.print(render.status_table(statuses, datetime(2027, 1, 15, 8, 1, tzinfo=timezone.utc), width=80))
+    lines = out.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    for status in statuses:
+        row = next(line for line in lines if line.startswith(status.id + " "))
+        assert status.state.value in row.split()  # the state, whole
+    assert any("…" in line for line in lines[1:])  # the name and message gave way
+
+
+def test_more_jobs_than_rows_keep_the_running_ones_and_say_how_many_more() -> None:
+    statuses = statuses_for_a_small_terminal()
+    shown, more = render.fit(statuses, 12)
+    assert more == 18 and len(shown) == 12
+    assert [s.state.value for s in shown[:10]] == ["running"] * 10
+    out = Console(width=80, record=True, no_color=True)
+    out.print(render.status_table(shown, datetime(2027, 1, 15, 8, 1, tzinfo=timezone.utc), more=more, width=80))
+    assert "…and 18 more" in out.export_text()
+
+
+# ---------------------------------------------------------------- 7. the message follows the program
+
+FFMPEG_LIKE = r"""
+import sys
+sys.stderr.write("  Duration: 00:01:00.00, start: 0.000000, bitrate: 1200 kb/s\n")
+for second in (0, 15, 30, 49):
+    sys.stderr.write(f"frame={second * 25:5d} fps= 25 q=28.0 size=  {second * 40:5d}kB time=00:00:{second:02d}.00 "
+                     "bitrate= 341.0kbits/s speed=1.0x    \r")
+"""
+
+
+def test_the_message_follows_the_program_to_its_latest_line(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve("--allow-commands")
+    run_pool(spool_dir, "run", "--id", "ff", "--", sys.executable, "-c", FFMPEG_LIKE, check=True)
+    doc = status_doc(spool_dir, "ff")
+    assert doc is not None and doc["message"].startswith("frame= 1225") and "time=00:00:49.00" in doc["message"]
+
+
+# ---------------------------------------------------------------- 8. Ctrl-C while waiting
+
+def test_ctrl_c_while_waiting_leaves_the_job_running_and_says_how_to_stop_it(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    gate = tmp_path / "gate"
+    drop(spool_dir, "c.json", {"task": "pooltest_tasks:hold", "args": [str(gate)], "id": "c"})
+    wait_until(lambda: state_of(spool_dir, "c") == "running", what="running")
+    leader, follower = pty.openpty()
+    waiting = subprocess.Popen([*POOL, "--spool", str(spool_dir), "wait", "c"], stdin=follower, stdout=follower,
+                               stderr=follower, env=env_for_tests(TERM="xterm", COLUMNS="100", LINES="20"),
+                               start_new_session=True, preexec_fn=take_terminal)
+    os.close(follower)
+    try:
+        read_screen(leader, lambda s: "running" in s)  # the live view is up: it is waiting
+        os.write(leader, b"\x03")  # Ctrl-C, through the terminal
+        screen = read_screen(leader, lambda s: "pool kill c" in s)
+        assert waiting.wait(timeout=30) == 130
+    finally:
+        if waiting.poll() is None:
+            waiting.send_signal(signal.SIGKILL)
+        os.close(leader)
+    assert "c keeps running (stop with: pool kill c)" in screen and "Traceback" not in screen
+    assert state_of(spool_dir, "c") == "running"
+    gate.touch()
+
+
+# ---------------------------------------------------------------- 9. first errors
+
+def test_first_errors_say_what_to_do(tmp_path: Path) -> None:
+    nowhere = tmp_path / "nowhere"
+    for args in (["status"], ["wait", "x"], ["logs", "x"], ["result", "x"]):
+        result = run_pool(nowhere, *args)
+        assert result.returncode == 1, args
+        assert result.stderr == f"Error: no spool at {nowhere} (start `pool serve`, or pass --spool)\n", args
+    spool_dir = tmp_path / "spool"
+    run_pool(spool_dir, "submit", "--id", "s1", "pooltest_tasks:add", "1", "1", check=True)
+    after = subprocess.run([*POOL, "status", "--spool", str(spool_dir), "s1"], capture_output=True, text=True,
+                           env=env_for_tests(), cwd=tmp_path)
+    assert after.returncode == 0 and "id:        s1" in after.stdout  # --spool after the subcommand
+
+
+def test_the_readmes_drop_example_gives_an_id_to_type(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("echo '{") and "incoming/" in line)
+    serve()
+    command = line.replace("mytasks:render", "pooltest_tasks:add").replace("[42]", "[40, 2]").split("  #")[0]
+    subprocess.run(["sh", "-c", command], cwd=spool_dir.parent, check=True)
+    wait_until(lambda: state_of(spool_dir, "r42") == "done", what="the job the README drops, by the id it gives")
+
+
+# ---------------------------------------------------------------- 10. results from the shell
+
+def test_results_from_the_shell_as_json(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    run_pool(spool_dir, "submit", "--id", "e", "--kw", "flag=true", "pooltest_tasks:echo", "42", "text", check=True)
+    run_pool(spool_dir, "wait", "e", check=True)
+    assert orjson.loads(run_pool(spool_dir, "result", "e", check=True).stdout) == {
+        "args": [42, "text"], "kwargs": {"flag": True}}
+    run_pool(spool_dir, "submit", "--id", "f", "pooltest_tasks:fail", "boom")
+    run_pool(spool_dir, "wait", "f")
+    failed = run_pool(spool_dir, "result", "f")
+    assert failed.returncode == 1 and failed.stdout == "" and failed.stderr == "Error: job 'f' failed: ValueError: boom\n"
+    assert run_pool(spool_dir, "run", "pooltest_tasks:add", "2", "3", check=True).stdout == "5\n"
+    detail = run_pool(spool_dir, "status", "e", check=True).stdout
+    assert 'args:      [42,"text"]' in detail and 'kwargs:    {"flag":true}' in detail
+    assert 'result:    {"args":[42,"text"],"kwargs":{"flag":true}}' in detail
+
+
+def test_a_command_is_shown_quoted_as_a_shell_would_need_it(spool_dir: Path) -> None:
+    job_id = run_pool(spool_dir, "submit", "--command", "sh", "-c", "echo 'a b'", check=True).stdout.strip()
+    assert "command:   sh -c 'echo '\"'\"'a b'\"'\"''" in run_pool(spool_dir, "status", job_id, check=True).stdout
+
+
+# ---------------------------------------------------------------- 11. smaller things
+
+def test_an_attempt_beyond_the_retries_reads_as_a_rerun_after_a_crash() -> None:
+    status = lifecycle.start(new_status(parse_job({"task": "m:f", "id": "c"}, "x", "x"), "2027-01-15T08:00:00.000000Z"),
+                             1, None, "2027-01-15T08:00:00.000000Z")
+    rerun = status.__class__(**{**{f: getattr(status, f) for f in status.__dataclass_fields__}, "attempt": 2})
+    now = datetime(2027, 1, 15, 8, 0, 1, tzinfo=timezone.utc)
+    assert render.state_text(rerun, now) == "running (rerun after a crash)"
+
+
+def test_a_manager_stopped_from_its_terminal_leaves_no_warning_behind(spool_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        manager = subprocess.Popen([*POOL, "--spool", str(spool_dir), "serve", "--tasks", "pooltest_tasks"],
+                                   stdout=out, stderr=out, env=env_for_tests(), cwd=TESTS, start_new_session=True)
+    wait_until(lambda: (spool_dir / "manager.pid").exists(), what="serving")
+    run_pool(spool_dir, "run", "pooltest_tasks:add", "1", "1", check=True)
+    os.killpg(manager.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+    assert manager.wait(timeout=30) == 0
+    text = log.read_text()
+    assert "stopped" in text and "leaked" not in text and "Traceback" not in text
+
+
+def test_the_demo_says_next_what_can_be_typed_here(tmp_path: Path) -> None:
+    result = subprocess.run([*POOL, "demo", "--kill-after", "0.5"], capture_output=True, text=True,
+                            env=env_for_tests(), cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr
+    next_line = next(line for line in result.stdout.splitlines() if line.startswith("Next:"))
+    typed = next_line.split("`")[1].split(" serve ")[0].split()
+    program = typed[0]
+    assert shutil.which(program) or (tmp_path / program).exists() or Path(program).exists(), next_line
