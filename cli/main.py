@@ -44,6 +44,8 @@ class PoolGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None  # as a shell reports Ctrl-C (click would say exit 1)
         except PoolError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:

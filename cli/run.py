@@ -7,6 +7,7 @@ also kills the job."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -14,7 +15,8 @@ import click
 import orjson
 
 from pool.client import Job, Spool
-from pool.model import TASK_PATTERN, State
+from pool.errors import JobNotFound
+from pool.model import TASK_PATTERN, State, new_job_id
 
 from .common import console, follow_log
 from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
@@ -32,16 +34,19 @@ def run(spool: Spool, /, args: tuple[str, ...], is_command: bool, no_inline: boo
         **options: Any) -> None:
     """Run TASK [ARGS]... or -- ARGV... to its end, with a live progress bar."""
     command = is_command or TASK_PATTERN.match(args[0]) is None  # `pool run -- ls -l` is a command
-    job = build_job(spool, args, command, fallback=None if no_inline else "inline", **options)
-    if no_inline and not spool.dir.manager_running() and not quiet:
-        click.echo(f"{job.id}: waiting for a manager to serve {spool.path}", err=True)
+    # The id is known before the job exists, so a Ctrl-C at any moment finds what to cancel.
+    job = Job(spool, options.pop("job_id") or new_job_id())
     try:
+        build_job(spool, args, command, fallback=None if no_inline else "inline", job_id=job.id, **options)
+        if no_inline and not spool.dir.manager_running() and not quiet:
+            click.echo(f"{job.id}: waiting for a manager to serve {spool.path}", err=True)
         code = stream(spool, job, quiet) if verbose else follow_run(spool, job, quiet)
     except KeyboardInterrupt:
-        job.cancel()
-        if not quiet:
-            click.echo(f"\n{job.id}: interrupted; cancelling", err=True)
-        job.wait(timeout=60)
+        with contextlib.suppress(JobNotFound):  # interrupted before it was submitted: nothing to stop
+            job.cancel()
+            if not quiet:
+                click.echo(f"\n{job.id}: interrupted; cancelling", err=True)
+            job.wait(timeout=60)
         sys.exit(130)
     status = job.status()
     if status.state is State.DONE and status.spec.task is not None:
