@@ -5,6 +5,7 @@ rich (and cli.render, built on it) is imported where a table is drawn, not at st
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -48,17 +49,30 @@ def say_no_manager(spool: Spool, then: str) -> None:
 FOLLOW_INTERVAL = 0.05
 
 
-def follow_log(spool: Spool, job_id: str, offset: int = 0) -> None:
+def follow_log(spool: Spool, job_id: str, offset: int = 0, head: bytes = b"") -> None:
     """Copy the job's log to stdout from ``offset`` on, as it grows, until the job is
-    final and everything it printed has been shown."""
+    final and everything it printed has been shown. ``head``: the start of the log as
+    ``offset`` was found in it. A log cut to its size limit meanwhile (pool.joblog) is
+    followed on from where it was; output cut before it was shown is said in a line."""
+    from pool import joblog
+
     path = spool.dir.log_path(job_id)
     out = sys.stdout.buffer
+    cut = joblog.dropped_before(head)
     while True:
         final = spool.status(job_id).state.is_final  # looked at first: no output is missed
         try:
             with open(path, "rb") as f:
-                f.seek(offset)
-                chunk = f.read()
+                now_cut = joblog.dropped_before(os.pread(f.fileno(), joblog.HEAD_BYTES, 0))
+                if now_cut != cut or os.fstat(f.fileno()).st_size < offset:
+                    offset, missed = joblog.resume_at(now_cut, joblog.output_shown(cut, offset))
+                    cut = now_cut
+                    if missed:
+                        out.write(b"--- pool: %d bytes of output were cut from the log before they were shown ---\n"
+                                  % missed)
+                chunk = os.pread(f.fileno(), 1 << 30, offset)
+                if joblog.dropped_before(os.pread(f.fileno(), joblog.HEAD_BYTES, 0)) != cut:
+                    continue  # cut while it was read: read again where the output now is
         except FileNotFoundError:
             chunk = b""
         if chunk:

@@ -24,13 +24,17 @@ from .views import Duration
 @click.pass_obj
 def prune(spool: Spool, older_than: float, states: tuple[str, ...], dry_run: bool) -> None:
     """Remove finished jobs' status, lock and log files (and, without --state, files
-    refused into rejected/ as long ago). Never touches a job that is not final."""
+    refused into rejected/ and lines of events.jsonl as old). Never touches a job that
+    is not final."""
     removed = spool.prune(older_than, {State(s) for s in states} or None, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {len(removed)} job(s)" + (f": {', '.join(removed[:20])}" if removed else ""))
     refused = [] if states else spool.prune_rejected(older_than, dry_run=dry_run)
     if refused:
         click.echo(f"{verb} {len(refused)} rejected file(s): {', '.join(refused[:20])}")
+    events = 0 if states else spool.prune_events(older_than, dry_run=dry_run)
+    if events:
+        click.echo(f"{verb} {events} line(s) of events.jsonl")
 
 
 @click.command()

@@ -41,7 +41,12 @@ JOB_OPTIONS = [
     click.option("--name", help="A label for the job."),
     click.option("--priority", type=int, help="Higher runs first."),
     click.option("--retries", type=click.IntRange(0), help="Extra attempts after a failure."),
+    click.option("--retry-delay", type=click.FloatRange(0), help="Seconds before the first retry (default 1)."),
+    click.option("--retry-backoff", type=click.FloatRange(1),
+                 help="Each retry waits this many times longer (default 2)."),
     click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Seconds per attempt."),
+    click.option("--meta", multiple=True, metavar="KEY=VALUE",
+                 help="Free-form data kept in the status (VALUE as JSON, else text; repeatable)."),
     click.option("--cwd", help="Working directory of a command job."),
     click.option("--env", "env", multiple=True, metavar="K=V", help="Environment of a command job (repeatable)."),
     click.option("--progress", "progress_form", help="Command jobs: auto, none, or a regex with one group."),
@@ -57,10 +62,14 @@ def job_options(command: Any) -> Any:
 
 def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: str | None, kwargs: tuple[str, ...],
               job_id: str | None, name: str | None, priority: int | None, retries: int | None,
-              timeout: float | None, cwd: str | None, env: tuple[str, ...], progress_form: str | None) -> Job:
+              retry_delay: float | None, retry_backoff: float | None, timeout: float | None,
+              meta: tuple[str, ...], cwd: str | None, env: tuple[str, ...], progress_form: str | None) -> Job:
     """Submit the job the command line describes. Raises InvalidJobSpec, click.UsageError."""
-    options: dict[str, Any] = {k: v for k, v in {"id": job_id, "name": name, "priority": priority,
-                                                 "retries": retries, "timeout": timeout}.items() if v is not None}
+    options: dict[str, Any] = {k: v for k, v in {
+        "id": job_id, "name": name, "priority": priority, "retries": retries, "retry_delay": retry_delay,
+        "retry_backoff": retry_backoff, "timeout": timeout}.items() if v is not None}
+    if meta:
+        options["meta"] = key_values(meta, "--meta")
     if is_command:
         if kwargs:
             raise click.UsageError("--kw applies to task jobs, not to commands")

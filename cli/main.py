@@ -16,13 +16,14 @@ import orjson
 
 from pool.client import Spool, default_spool_path
 from pool.errors import JobNotFound, PoolError
+from pool.joblog import HEAD_BYTES, MIN_MAX_BYTES
 from pool.model import State
 
 from .common import complete_ids, follow_log, say_no_manager
 from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
 
 # Commands that read an existing spool: with none, they say so instead of showing nothing.
-NEEDS_SPOOL = {"status", "top", "kill", "wait", "retry", "logs", "result", "prune", "stop"}
+NEEDS_SPOOL = {"status", "top", "kill", "wait", "retry", "restart", "remove", "logs", "result", "prune", "stop"}
 
 
 def spool_option(needs_spool: bool) -> click.Option:
@@ -79,12 +80,14 @@ def cli(ctx: click.Context, spool_path: str) -> None:
               help="Job files larger than this are rejected without being read.")
 @click.option("--allow-loader-env", is_flag=True, help="Let command jobs set LD_PRELOAD and other loader variables.")
 @click.option("--group", help="Share the spool with this group: its members may submit jobs.")
+@click.option("--max-log-bytes", type=click.IntRange(MIN_MAX_BYTES),
+              help="Cut a job's log to its last half once it passes this size (default: no limit).")
 @click.option("--events-max-bytes", type=click.IntRange(4096), default=32 * 1024 * 1024, show_default=True,
               help="events.jsonl is rotated to events.1.jsonl past this size.")
 @click.pass_obj
 def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
           kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None,
-          events_max_bytes: int) -> None:
+          max_log_bytes: int | None, events_max_bytes: int) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM."""
     from pool.manager import Manager, ManagerConfig
 
@@ -97,7 +100,7 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
         spool=str(spool.path), workers=workers, task_modules=task_modules, allow_commands=allow_commands,
         shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,
         allow_loader_env=allow_loader_env, group_gid=group_id(group) if group else None,
-        events_max_bytes=events_max_bytes,
+        events_max_bytes=events_max_bytes, max_log_bytes=max_log_bytes,
     )).serve()
 
 
@@ -143,6 +146,7 @@ def submit(spool: Spool, /, args: tuple[str, ...], is_command: bool, wait_: bool
 @click.pass_obj
 def kill(spool: Spool, ids: tuple[str, ...], grace: float | None) -> None:
     """Cancel jobs: a queued one never starts, a running one is terminated."""
+    ids = tuple(map(spool.resolve, ids))
     for job_id in ids:
         spool.status(job_id)  # unknown ids fail before anything is asked
     for job_id in ids:
@@ -160,14 +164,27 @@ def kill(spool: Spool, ids: tuple[str, ...], grace: float | None) -> None:
 
 
 @cli.command("wait")
-@click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
+@click.argument("ids", nargs=-1, shell_complete=complete_ids)
+@click.option("--all", "every", is_flag=True, help="Every job that has not ended yet (as `pueue wait`).")
 @click.option("--timeout", type=click.FloatRange(0), help="Give up after this many seconds (exit 1).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing: the exit code says it.")
 @click.pass_obj
-def wait_cmd(spool: Spool, ids: tuple[str, ...], timeout: float | None, quiet: bool) -> None:
-    """Block until the jobs are final (a live view on a terminal); exit 0 if all are done."""
+def wait_cmd(spool: Spool, ids: tuple[str, ...], every: bool, timeout: float | None, quiet: bool) -> None:
+    """Block until the jobs are final (a live view on a terminal); exit 0 if all are done.
+    With --all: the jobs not final when it starts (submitted later ones are not waited for)."""
     from .views import follow
 
+    if every == bool(ids):
+        raise click.UsageError("give job ids, or --all (not both)")
+    if every:
+        ids = tuple(s.id for s in reversed(spool.statuses()) if not s.state.is_final)
+        if not ids:
+            if not quiet:
+                click.echo("no job is queued or running")
+            return
+        if not quiet:  # the jobs were not named: say which they are
+            click.echo(f"waiting for {len(ids)} job(s): {', '.join(ids)}", err=True)
+    ids = tuple(map(spool.resolve, ids))
     for job_id in ids:
         spool.status(job_id)  # an unknown or rejected id fails before any waiting
     if not quiet and not all(spool.acted_on(job_id) or spool.status(job_id).state.is_final for job_id in ids):
@@ -180,6 +197,7 @@ def wait_cmd(spool: Spool, ids: tuple[str, ...], timeout: float | None, quiet: b
 @click.pass_obj
 def result(spool: Spool, job_id: str) -> None:
     """Print a job's result as JSON; exit 1 (saying why) unless it is done."""
+    job_id = spool.resolve(job_id)
     status = spool.status(job_id)
     if status.state is not State.DONE:
         if status.state.is_final and status.error:
@@ -190,12 +208,32 @@ def result(spool: Spool, job_id: str) -> None:
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID", shell_complete=complete_ids)
+@click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
 @click.pass_obj
-def retry(spool: Spool, job_id: str) -> None:
-    """Run a failed or cancelled job again."""
-    after = spool.retry(job_id)
-    click.echo(f"{job_id}: {after.state.value}")
+def retry(spool: Spool, ids: tuple[str, ...]) -> None:
+    """Run jobs that have ended (done, failed or cancelled) again, from attempt 1, with
+    the same arguments (`pool restart` is the same command)."""
+    statuses = [spool.status(spool.resolve(job_id)) for job_id in ids]
+    for status in statuses:
+        if not status.state.is_final:  # said before any job is touched
+            raise PoolError(f"job {status.id!r} is {status.state.value}; only a job that has ended can run again")
+    for status in statuses:
+        click.echo(f"{status.id}: {spool.retry(status.id).state.value}")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
+@click.pass_obj
+def remove(spool: Spool, ids: tuple[str, ...]) -> None:
+    """Forget jobs: their status, lock and log files go. A queued job is cancelled first;
+    a running one must be killed first (`pool kill`)."""
+    statuses = [spool.status(spool.resolve(job_id)) for job_id in ids]
+    for status in statuses:
+        if status.state is State.RUNNING:  # said before any job is touched
+            raise PoolError(f"job {status.id!r} is running; stop it first: pool kill {status.id}")
+    for status in statuses:
+        spool.remove(status.id)
+        click.echo(f"{status.id}: removed")
 
 
 @cli.command()
@@ -205,6 +243,7 @@ def retry(spool: Spool, job_id: str) -> None:
 @click.pass_obj
 def logs(spool: Spool, job_id: str, follow: bool, tail: int | None) -> None:
     """Print a job's output (stdout and stderr, every attempt)."""
+    job_id = spool.resolve(job_id)
     spool.status(job_id)
     path = spool.dir.log_path(job_id)
     out = sys.stdout.buffer
@@ -212,27 +251,29 @@ def logs(spool: Spool, job_id: str, follow: bool, tail: int | None) -> None:
         data = path.read_bytes()
     except FileNotFoundError:
         data = b""
-    shown_up_to = len(data)  # following goes on from what was read, not from a second look
+    shown_up_to, head = len(data), data[:HEAD_BYTES]  # following goes on from what was read
     if tail is not None:
         data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail else b""
     out.write(data)
     out.flush()
     if not follow:
         return
-    follow_log(spool, job_id, offset=shown_up_to)
+    follow_log(spool, job_id, offset=shown_up_to, head=head)
 
 
 def _register_commands() -> None:
     from .demo import demo
     from .housekeeping import prune, stop
     from .run import run
+    from .service import service
     from .views import status, top
 
-    for command in (status, top, run, prune, stop, demo):
+    for command in (status, top, run, prune, stop, service, demo):
         cli.add_command(command)
-    for name, command in cli.commands.items():
-        if name != "demo":  # the demo's --spool is its own: where to run the demo
-            command.params.append(spool_option(name in NEEDS_SPOOL))
+    cli.add_command(retry, "restart")  # pueue's name for it
+    for command in {id(c): c for c in cli.commands.values()}.values():  # restart is retry: once
+        if command.name != "demo":  # the demo's --spool is its own: where to run the demo
+            command.params.append(spool_option(command.name in NEEDS_SPOOL))
 
 
 _register_commands()

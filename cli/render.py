@@ -60,11 +60,16 @@ def shown_progress(status: JobStatus) -> float | None:
     return 1.0 if status.state is State.DONE else status.progress
 
 
-def summary(statuses: Iterable[JobStatus]) -> str:
-    counts = {state: 0 for state in State}
+ORPHANED = "orphaned"  # running, says its status; no process runs it (all were killed)
+
+
+def summary(statuses: Iterable[JobStatus], orphaned: Collection[str] = ()) -> str:
+    """``2 running, 1 orphaned, 5 done``: an orphaned job is counted as such, not as running."""
+    counts = {state.value: 0 for state in State}
+    counts[ORPHANED] = 0
     for status in statuses:
-        counts[status.state] += 1
-    return ", ".join(f"{n} {state.value}" for state, n in counts.items() if n) or "no jobs"
+        counts[ORPHANED if status.id in orphaned else status.state.value] += 1
+    return ", ".join(f"{n} {name}" for name, n in counts.items() if n) or "no jobs"
 
 
 STALLED_AFTER = 120.0  # seconds without a progress update before a running job is flagged
@@ -96,9 +101,6 @@ def is_stalled(status: JobStatus, now: datetime) -> bool:
     """Running, and its status not written for a long while: possibly stuck."""
     quiet = seconds_since(status.updated_at, now)
     return status.state is State.RUNNING and quiet is not None and quiet > STALLED_AFTER
-
-
-ORPHANED = "orphaned"  # running, says its status; no process runs it (all were killed)
 
 
 def state_text(status: JobStatus, now: datetime, orphaned: bool = False) -> str:

@@ -85,6 +85,7 @@ def with_filters(command: Any) -> Any:
 def status(spool: Spool, ids: tuple[str, ...], state: str | None, name_pattern: str | None, since: float | None,
            limit: int, as_json: bool, watch: bool) -> None:
     """Show jobs: a table with progress bars; one ID shows the detail view."""
+    ids = tuple(map(spool.resolve, ids))
     if state == REJECTED:
         show_rejections(spool, since, as_json)
         return
@@ -104,9 +105,10 @@ def status(spool: Spool, ids: tuple[str, ...], state: str | None, name_pattern: 
                   markup=False)
         return
     statuses = select(spool, ids, state, name_pattern, since)
-    out.print(render.status_table(statuses[:limit] if limit else statuses, now(), orphaned(spool, statuses),
+    lost = orphaned(spool, statuses)
+    out.print(render.status_table(statuses[:limit] if limit else statuses, now(), lost,
                                   width=out.width if out.is_terminal else None))
-    out.print(footer(statuses, limit, spool.rejected_lately()), style="dim")
+    out.print(footer(statuses, limit, lost, spool.rejected_lately()), style="dim")
     if not spool.dir.manager_running() and any(not s.state.is_final and not spool.acted_on(s.id) for s in statuses):
         say_no_manager(spool, "queued jobs wait until `pool serve` runs")
 
@@ -146,11 +148,11 @@ def write_json(spool: Spool, ids: tuple[str, ...], state: str | None, name: str 
     sys.stdout.buffer.write(b"[" + b",\n".join(docs) + b"]\n")
 
 
-def footer(statuses: list[JobStatus], limit: int, rejected: int = 0) -> str:
+def footer(statuses: list[JobStatus], limit: int, lost: set[str], rejected: int = 0) -> str:
     from . import render
 
     hidden = len(statuses) - limit if limit and len(statuses) > limit else 0
-    line = render.summary(statuses) + (f"; {hidden} older not shown (--limit 0 shows all)" if hidden else "")
+    line = render.summary(statuses, lost) + (f"; {hidden} older not shown (--limit 0 shows all)" if hidden else "")
     if rejected:
         line += f"; {rejected} file(s) rejected in the last day (pool status --state rejected)"
     return line
@@ -172,9 +174,9 @@ def watch_table(spool: Spool, ids: tuple[str, ...], state: str | None = None, na
         shown = statuses[:limit] if limit else statuses
         # What fits the screen (header, footer and the "more" line aside): running first.
         shown, more = render.fit(shown, max(1, out.size.height - 3)) if out.is_terminal else (shown, 0)
-        return Group(render.status_table(shown, now(), orphaned(spool, shown), more=more,
-                                         width=out.width if out.is_terminal else None),
-                     Text(footer(statuses, limit), style="dim", no_wrap=True, overflow="ellipsis"))
+        lost = orphaned(spool, statuses)
+        return Group(render.status_table(shown, now(), lost, more=more, width=out.width if out.is_terminal else None),
+                     Text(footer(statuses, limit, lost), style="dim", no_wrap=True, overflow="ellipsis"))
 
     deadline = None if timeout is None else time.monotonic() + timeout
     cache: dict[str, tuple[int, JobStatus]] = {}  # a refresh parses only what changed

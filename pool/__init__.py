@@ -14,6 +14,7 @@
 
 from .client import Job, Spool
 from .errors import (
+    AmbiguousId,
     InvalidJobSpec,
     InvalidTransition,
     JobFailed,
@@ -30,6 +31,7 @@ from .progress import progress
 from .tasks import task
 
 __all__ = [
+    "AmbiguousId",
     "InvalidJobSpec",
     "InvalidTransition",
     "Job",

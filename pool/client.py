@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import orjson
 
 from . import lifecycle
 from .errors import (
+    AmbiguousId,
     InvalidJobSpec,
     JobBusy,
     JobFailed,
@@ -34,6 +36,7 @@ from .model import (
     JobStatus,
     State,
     encode_json,
+    iso_time,
     new_job_id,
     new_status,
     parse_time,
@@ -254,6 +257,21 @@ class Spool:
                 raise JobRejected(job_id, reason) from None
             raise
 
+    def resolve(self, text: str) -> str:
+        """The id of the one job whose id is ``text`` or starts with it (as git takes a
+        commit's prefix). Raises AmbiguousId when several do; an id no job has is
+        returned as it is, for ``status`` to say what became of it."""
+        if self.dir.has_status(text) or not text:
+            return text
+        known = {*self.dir.status_ids(), *(s.id for s in self.submitted())}
+        if text in known:
+            return text
+        matches = sorted(i for i in known if i.startswith(text))
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise AmbiguousId(f"{text!r} is the start of {len(matches)} job ids ({shown}); give more of it")
+        return matches[0] if matches else text
+
     def verdict(self, job_id: str, timeout: float = VERDICT_WAIT) -> JobStatus:
         """The job's status once a serving manager has taken it in, waiting up to
         ``timeout`` seconds for that (with no manager: at once). Raises JobRejected with
@@ -287,11 +305,12 @@ class Spool:
         return self.status(job_id)
 
     def retry(self, job_id: str) -> JobStatus:
-        """Run a failed or cancelled job again, as a fresh series of attempts."""
+        """Run a job that has ended (done, failed or cancelled) again, as a fresh series
+        of attempts, from attempt 1, with the same arguments. Raises InvalidJobSpec when
+        it has not ended."""
         status = self.status(job_id)
-        if status.state not in (State.FAILED, State.CANCELLED):
-            raise InvalidJobSpec(f"job {job_id!r} is {status.state.value}; "
-                                 "only failed or cancelled jobs can be retried")
+        if not status.state.is_final:
+            raise InvalidJobSpec(f"job {job_id!r} is {status.state.value}; only a job that has ended can run again")
         self.dir.box.file(RequestKind.RETRY, job_id)
         if not self.dir.manager_running():
             self._apply_without_manager(RequestKind.RETRY, job_id, lifecycle.retry_if_final(utc_now()))
@@ -338,6 +357,26 @@ class Spool:
         self._ledger().change(job_id, lifecycle.cancel_if_queued(utc_now(), "cancelled before any manager took it in"))
         return True
 
+    def remove(self, job_id: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        """Forget a job: its status, lock and log files are deleted (its lines in
+        events.jsonl stay, as history). A queued job is cancelled first, so nothing starts
+        it meanwhile. Raises JobBusy for a running job (cancel it first), JobNotFound."""
+        status = self.status(job_id)
+        if status.state is State.RUNNING:
+            raise JobBusy(f"job {job_id!r} is running; cancel it first")
+        if not status.state.is_final:
+            self.cancel(job_id)
+            self.wait([job_id], timeout)
+        deadline = time.monotonic() + timeout
+        while not self.dir.remove_job(job_id, lambda s: s.state.is_final):
+            if not self.dir.has_status(job_id):
+                return  # removed by someone else meanwhile
+            if not self.dir.read_status(job_id).state.is_final:
+                raise JobBusy(f"job {job_id!r} was queued again meanwhile (pool retry); not removed")
+            if time.monotonic() >= deadline:
+                raise JobBusy(f"job {job_id!r} is still held by its worker after {timeout:g}s; not removed")
+            time.sleep(POLL_INTERVAL)
+
     def prune(self, older_than: float, states: set[State] | None = None, dry_run: bool = False) -> list[str]:
         """Remove the files of jobs that ended more than ``older_than`` seconds ago (in one
         of ``states``, default every final state). A job that is not final is never
@@ -353,6 +392,14 @@ class Spool:
             if dry_run or self.dir.remove_job(status.id, lambda s: s.state in wanted and s.state.is_final):
                 removed.append(status.id)
         return sorted(removed)
+
+    def prune_events(self, older_than: float, dry_run: bool = False) -> int:
+        """Drop the lines of events.jsonl (and the log before it) written more than
+        ``older_than`` seconds ago, but never those of a job that has not ended (its
+        timeline stays whole); returns how many."""
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than)
+        ongoing = {s.id for s in self.statuses() if not s.state.is_final}
+        return self.dir.events.trim(self.dir.owners, iso_time(cutoff), ongoing, dry_run)
 
     def prune_rejected(self, older_than: float, dry_run: bool = False) -> list[str]:
         """Remove refused files (and their reasons) from rejected/ that were refused more

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable
 
 from . import lifecycle
+from .joblog import LogCap
 from .model import JobSpec, JobStatus, utc_now
 from .parsers import OutputParser
 from .procs import describe_exit, end_rest_of_group, open_pidfd
@@ -23,7 +24,7 @@ from .rules import is_loader_variable
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; Python 3.10+ names it
 
 def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool,
-                allow_loader_env: bool = False) -> Callable[[JobStatus], JobStatus]:
+                allow_loader_env: bool = False, cap: LogCap | None = None) -> Callable[[JobStatus], JobStatus]:
     spec = status.spec
     assert spec.command is not None
     if not allowed:
@@ -45,7 +46,7 @@ def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool,
     finally:
         os.close(write_end)
     try:
-        pump_output(proc, read_end, OutputParser(spec.progress), reporter)
+        pump_output(proc, read_end, OutputParser(spec.progress), reporter, cap)
     finally:
         os.close(read_end)
     code = proc.wait()
@@ -77,7 +78,8 @@ def failure(kind: str, message: str, exit_code: int | None = None) -> Callable[[
     return lambda s: lifecycle.fail_attempt(s, failure, utc_now(), exit_code=exit_code)
 
 
-def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputParser, reporter: StatusReporter) -> None:
+def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputParser, reporter: StatusReporter,
+                cap: LogCap | None = None) -> None:
     """Copy the command's output to the log (fd 1) as it comes, reading progress from it.
     Blocks on the pipe and on the process itself (a pidfd), with the next progress write
     as the only timeout. When the command exits, whatever it left running in the job's
@@ -97,6 +99,8 @@ def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputPars
                 if not chunk:
                     return
                 log_ok = log_ok and write_log(chunk)
+                if cap is not None:
+                    cap.wrote(len(chunk))
                 if parser.feed(chunk):
                     reporter.observe(parser.fraction, parser.message)
             if not exited and (pidfd in readable if pidfd is not None else proc.poll() is not None):

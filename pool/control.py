@@ -6,7 +6,7 @@
                             run by an inline supervisor: left to it
                             queued (here, sent ahead, or nowhere yet): cancelled on disk;
                             not in the spool yet: kept until it arrives (a minute at most)
-    requests/retry-<id> --> a failed or cancelled job is queued again; the request goes
+    requests/retry-<id> --> a job that has ended is queued again; the request goes
 
 In a shared spool a member may kill and retry the jobs she submitted; the spool's owner
 (and root) any job. A request that cannot be read is removed and says why in the log;

@@ -24,6 +24,10 @@ class JobNotFound(PoolError, LookupError):
     """No job with that id exists in the spool."""
 
 
+class AmbiguousId(JobNotFound):
+    """An id prefix that more than one job's id starts with."""
+
+
 class JobRejected(JobNotFound):
     """The job's file was refused at intake (it is in rejected/); ``reason`` says why."""
 

@@ -4,13 +4,22 @@ Lines are appended with ``O_APPEND`` in one write each (a manager appends a loop
 lines in one write), so they never interleave. The manager keeps the log bounded: once
 it passes ``max_bytes`` it becomes ``events.1.jsonl`` (replacing the one before) and a
 new log starts, so the two together never hold much more than twice that.
+
+``pool prune`` trims lines older than a cutoff (``trim``) by writing the logs anew and
+renaming them into place. So that no line is lost to that, a writer appends under a
+shared flock of the file, and a trim holds an exclusive one on both files while it
+rewrites them: a writer that waited on a file trimmed meanwhile finds it unlinked
+(``st_nlink == 0``) and opens the new one. A rotation takes the current log's lock
+exclusively too, so it never meets a trim or another rotation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import orjson
@@ -47,20 +56,79 @@ class EventLog:
         self.lines.clear()
         try:
             self._owners = self._owners or Owners(os.stat(self.folder.fd).st_uid)
-            # Opened for each append, not kept: a log rotated by someone else is not
-            # written behind their back, and no idle descriptor pins the filesystem.
-            fd = self.folder.open_append(NAME, self._owners, self.mode())
-            try:
+            with self._current(self._owners) as fd:
                 os.write(fd, data)
-                rotate = self.max_bytes is not None and os.fstat(fd).st_size > self.max_bytes
-            finally:
-                os.close(fd)
-            if rotate:
-                os.rename(NAME, PREVIOUS, src_dir_fd=self.folder.fd, dst_dir_fd=self.folder.fd)
+                if self.max_bytes is not None and os.fstat(fd).st_size > self.max_bytes:
+                    self._rotate(fd)
         except (OSError, UnsafeFile) as exc:
             # The status documents are the truth; the central log is a record of them,
             # and a full disk (or a planted link) must not stop the jobs.
             log.warning("could not append %d event(s) to %s (%s)", data.count(b"\n"), NAME, exc)
+
+    @contextlib.contextmanager
+    def _current(self, owners: Owners) -> Iterator[int]:
+        """The log to append to, under a shared lock (see the module's docstring). Opened
+        for each append, not kept: a log rotated or trimmed by someone else is not written
+        behind their back, and no idle descriptor pins the filesystem."""
+        while True:
+            fd = self.folder.open_append(NAME, owners, self.mode())
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                if os.fstat(fd).st_nlink:
+                    yield fd
+                    return
+            finally:
+                os.close(fd)  # the lock goes with it
+
+    def _rotate(self, fd: int) -> None:
+        """Rename the log on ``fd`` to the previous one, if it is still the current log
+        and nobody else is writing it: with its lock held exclusively, neither another
+        rotation nor a trim can run meanwhile. If someone is, the next append rotates."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        if is_named(self.folder, NAME, fd):
+            os.rename(NAME, PREVIOUS, src_dir_fd=self.folder.fd, dst_dir_fd=self.folder.fd)
+
+    def trim(self, owners: Owners, before: str, keep: Collection[str] = (), dry_run: bool = False) -> int:
+        """Drop the lines of both logs written before ``before`` (an ISO time, as pool
+        writes them), except those of the jobs in ``keep``; returns how many were (or,
+        with ``dry_run``, would be) dropped. A line that is not an event is kept: only
+        what is known to be old goes."""
+        held: list[tuple[str, int]] = []
+        try:
+            held.append((NAME, self._lock_current(owners)))
+            # With the current log held, no rotation can run: the previous one stays put.
+            with contextlib.suppress(FileNotFoundError):
+                fd, _ = self.folder.open_checked(PREVIOUS, owners, 1 << 62)
+                held.append((PREVIOUS, fd))
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            dropped = 0
+            for name, fd in held:
+                lines = os.pread(fd, os.fstat(fd).st_size, 0).splitlines(keepends=True)
+                kept = [line for line in lines if not written_before(line, before, keep)]
+                dropped += len(lines) - len(kept)
+                if len(kept) < len(lines) and not dry_run:
+                    self.folder.write_atomic(name, b"".join(kept), self.mode())
+            return dropped
+        finally:
+            for _, fd in held:
+                os.close(fd)  # the locks go with them
+
+    def _lock_current(self, owners: Owners) -> int:
+        """The current log (created if a rotation just left none), held exclusively. A
+        log rotated while the lock was awaited is let go and the new one taken."""
+        while True:
+            try:
+                fd, _ = self.folder.open_checked(NAME, owners, 1 << 62)
+            except FileNotFoundError:
+                os.close(self.folder.open_append(NAME, owners, self.mode()))
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if is_named(self.folder, NAME, fd):
+                return fd
+            os.close(fd)
 
     def read(self, owners: Owners, job_id: str | None = None) -> list[dict[str, Any]]:
         """The events still kept (the previous log, then the current one), of one job or all."""
@@ -78,3 +146,32 @@ class EventLog:
                 if isinstance(event, dict) and (job_id is None or event.get("id") == job_id):
                     events.append(event)
         return events
+
+
+def is_named(folder: Folder, name: str, fd: int) -> bool:
+    """Whether ``name`` in ``folder`` is the file open on ``fd``."""
+    try:
+        named = os.stat(name, dir_fd=folder.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_ino, named.st_dev) == (held.st_ino, held.st_dev)
+
+
+TIME_PREFIX = b'{"time":"'  # every event starts so: see Transition.event
+TIME_LENGTH = len("2026-11-29T13:26:33.000000Z")
+
+
+def written_before(line: bytes, before: str, keep: Collection[str] = ()) -> bool:
+    """Whether an event line was written before ``before`` (ISO times of one fixed
+    format compare as strings) by a job not in ``keep``; False for a line that is not
+    an event."""
+    if line.startswith(TIME_PREFIX) and line[len(TIME_PREFIX):len(TIME_PREFIX) + TIME_LENGTH] >= before.encode():
+        return False  # the common case, decided without parsing the line
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(event, dict) or not isinstance(event.get("time"), str) or len(event["time"]) != TIME_LENGTH:
+        return False
+    return bool(event["time"] < before and event.get("id") not in keep)

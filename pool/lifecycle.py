@@ -6,7 +6,7 @@
       |           '-------> queued     (a retry after a failed attempt, or an
       |                                 interrupted attempt put back on shutdown)
       '---------------------> cancelled
-    failed, cancelled --> queued       (only through ``pool retry``)
+    done, failed, cancelled --> queued (only through ``pool retry``: run it again)
 
 Each state carries only its own fields: moving to ``queued`` clears the pid, a final
 state clears ``next_try_at``, and so on, so a status never says two things at once.
@@ -31,7 +31,7 @@ from .rules import MAX_SECONDS
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.QUEUED: frozenset({State.RUNNING, State.CANCELLED}),
     State.RUNNING: frozenset({State.DONE, State.FAILED, State.CANCELLED, State.QUEUED}),
-    State.DONE: frozenset(),
+    State.DONE: frozenset({State.QUEUED}),
     State.FAILED: frozenset({State.QUEUED}),
     State.CANCELLED: frozenset({State.QUEUED}),
 }
@@ -47,7 +47,7 @@ class Role(str, enum.Enum):
 _EVERY = frozenset((a, b) for a, targets in TRANSITIONS.items() for b in targets)
 _ATTEMPT = frozenset({(State.QUEUED, State.RUNNING), (State.RUNNING, State.DONE), (State.RUNNING, State.FAILED),
                       (State.RUNNING, State.QUEUED)})
-_RETRY = frozenset({(State.FAILED, State.QUEUED), (State.CANCELLED, State.QUEUED)})
+_RETRY = frozenset({(State.DONE, State.QUEUED), (State.FAILED, State.QUEUED), (State.CANCELLED, State.QUEUED)})
 NEW = None  # the "state before" of a job being created
 
 MAY: dict[Role, frozenset[tuple[State | None, State]]] = {
@@ -189,7 +189,7 @@ def interrupt(status: JobStatus, now: str) -> JobStatus:
 
 
 def retry(status: JobStatus, now: str) -> JobStatus:
-    """``pool retry``: a failed or cancelled job starts a fresh series of attempts."""
+    """``pool retry``: a job that has ended (done too) starts a fresh series of attempts."""
     return advance(status, State.QUEUED, now, attempt=1, error=None, exit_code=None, result=None,
                    progress=None, message=None, started_at=None, interruptions=0)
 
@@ -214,5 +214,5 @@ def cancel_if_queued(now: str, reason: str = "cancelled by request") -> Callable
 
 
 def retry_if_final(now: str) -> Callable[[JobStatus], JobStatus | None]:
-    """A change that queues a failed or cancelled job again (else leaves it as it is)."""
-    return lambda status: retry(status, now) if status.state in (State.FAILED, State.CANCELLED) else None
+    """A change that queues a job that has ended again (else leaves it as it is)."""
+    return lambda status: retry(status, now) if status.state.is_final else None

@@ -66,6 +66,7 @@ class ManagerConfig:
     allow_loader_env: bool = False
     group_gid: int | None = None  # --group: a second group that may submit
     events_max_bytes: int = DEFAULT_MAX_BYTES
+    max_log_bytes: int | None = None  # a job's log is cut to its tail past this (pool.joblog)
 
 
 class Manager:
@@ -77,7 +78,8 @@ class Manager:
         self.tasks = load_task_modules(config.task_modules)
         self.executor: Executor = executor or LocalExecutor(WorkerConfig(
             spool=str(self.spool.root), task_modules=config.task_modules, allow_commands=config.allow_commands,
-            allow_loader_env=config.allow_loader_env, sys_path=tuple(sys.path)), config.workers,
+            allow_loader_env=config.allow_loader_env, max_log_bytes=config.max_log_bytes,
+            sys_path=tuple(sys.path)), config.workers,
             preload=config.task_modules)
         self.ledger = Ledger(self.spool, Role.MANAGER, self.heard)
         self.dispatch = Dispatch(self.executor, self.clock)

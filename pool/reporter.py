@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from .joblog import LogCap
 from .ledger import Ledger, Transition
 from .model import JobStatus, utc_now
 from .progress import fraction_of
@@ -119,16 +120,17 @@ class Flusher:
 
     def __init__(self) -> None:
         self.reporter: StatusReporter | None = None
+        self.cap: LogCap | None = None  # the job's log size limit, checked on each wake-up
         self.changed = threading.Condition()
         self.idle = False  # asleep with no timer
         threading.Thread(target=self._run, name="pool-flusher", daemon=True).start()
 
-    def watch(self, reporter: StatusReporter | None) -> None:
+    def watch(self, reporter: StatusReporter | None, cap: LogCap | None = None) -> None:
         if reporter is None:
-            self.reporter = None  # looked at when the timer fires; nothing to wake
+            self.reporter = self.cap = None  # looked at when the timer fires; nothing to wake
             return
         with self.changed:
-            self.reporter = reporter
+            self.reporter, self.cap = reporter, cap
             if self.idle:
                 self.changed.notify()
 
@@ -139,7 +141,9 @@ class Flusher:
                     self.idle = True
                     self.changed.wait()
                 self.idle = False
-                reporter = self.reporter
+                reporter, cap = self.reporter, self.cap
                 due_in = reporter.due_in()
                 self.changed.wait(timeout=due_in if due_in is not None else reporter.interval)
             reporter.write_if_due()
+            if cap is not None:
+                cap.check()

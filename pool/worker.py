@@ -32,6 +32,7 @@ from . import lifecycle
 from . import messages as msg
 from .commands import failure, run_command
 from .errors import CorruptStatus, JobNotFound
+from .joblog import LogCap
 from .ledger import Ledger, Transition
 from .lifecycle import Role
 from .locks import LEASE_PATIENCE
@@ -56,6 +57,7 @@ class WorkerConfig:
     allow_commands: bool = False
     allow_loader_env: bool = False
     progress_interval: float = 0.2
+    max_log_bytes: int | None = None  # pool serve --max-log-bytes: see pool.joblog
     sys_path: tuple[str, ...] = ()
     name: str = "worker"  # how the timeline names who started an attempt
 
@@ -135,15 +137,18 @@ class Worker:
         reporter = StatusReporter(ledger, queued, running, self.config.progress_interval, lease,
                                   f"{self.config.name} pid {self.pid}")
         ledger.hear = lambda t: self._tell(t, reporter)
+        cap = LogCap(self.config.max_log_bytes) if self.config.max_log_bytes else None
         with self.output.to(queued):
             set_reporter(reporter)
-            self.flusher.watch(reporter)
+            self.flusher.watch(reporter, cap)
             try:
-                outcome = self.execute(running, reporter)
+                outcome = self.execute(running, reporter, cap)
             finally:
                 end_rest_of_group()  # what the job left running ends with it
                 set_reporter(None)
                 self.flusher.watch(None)
+                if cap is not None:
+                    cap.check()  # what it printed last is within the limit too
         ledger.hear = sent.append
         try:
             reporter.finish(outcome)
@@ -159,14 +164,15 @@ class Worker:
         except OSError:
             pass  # the manager is gone; the next one reads the status file
 
-    def execute(self, status: JobStatus, reporter: StatusReporter) -> Callable[[JobStatus], JobStatus]:
+    def execute(self, status: JobStatus, reporter: StatusReporter,
+                cap: LogCap | None = None) -> Callable[[JobStatus], JobStatus]:
         """Run the job; returns how to turn the running status into the attempt's outcome."""
         spec = status.spec
         os.environ["POOL_JOB_ID"] = spec.id
         os.environ["POOL_SPOOL"] = str(self.spool.root)
         if spec.task is not None:
             return self.execute_task(status)
-        return run_command(status, reporter, self.config.allow_commands, self.config.allow_loader_env)
+        return run_command(status, reporter, self.config.allow_commands, self.config.allow_loader_env, cap)
 
     def execute_task(self, status: JobStatus) -> Callable[[JobStatus], JobStatus]:
         spec = status.spec

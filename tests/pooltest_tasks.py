@@ -170,3 +170,11 @@ def fill_the_log(runs_file: str, nbytes: int) -> str:
         except OSError:
             pass
     return "printed"
+
+
+@pool.task
+def chatty(count: int) -> int:
+    """Prints ``count`` numbered lines, as fast as it can."""
+    for n in range(count):
+        print(f"line {n:06d}")
+    return count

@@ -77,7 +77,7 @@ def test_retries_wait_as_queued_then_succeed(spool_dir: Path, serve: Callable[..
     assert states() == ["queued", "running", "queued", "running", "queued", "running", "done"]
 
 
-def test_exhausted_attempts_fail_with_the_last_error_and_pool_retry_runs_it_again(
+def test_exhausted_attempts_fail_with_the_last_error_and_pool_retry_runs_it_again_even_once_done(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve()
     counter = tmp_path / "runs"
@@ -88,8 +88,11 @@ def test_exhausted_attempts_fail_with_the_last_error_and_pool_retry_runs_it_agai
     assert run_pool(spool_dir, "retry", "x", check=True).stdout.strip() in ("x: queued", "x: running", "x: done")
     wait_until(lambda: state_of(spool_dir, "x") == "done", what="done after pool retry")
     assert status_doc(spool_dir, "x")["result"] == 3  # type: ignore[index]
-    result = run_pool(spool_dir, "retry", "x")
-    assert result.returncode == 1 and "only failed or cancelled jobs can be retried" in result.stderr
+    # A job that is done runs again too (pool restart is the same command, as in pueue).
+    assert run_pool(spool_dir, "restart", "x", check=True).stdout.strip() in ("x: queued", "x: running", "x: done")
+    wait_until(lambda: (d := status_doc(spool_dir, "x")) and d["state"] == "done" and d["result"] == 4,
+               what="run again once done")
+    assert status_doc(spool_dir, "x")["attempt"] == 1  # type: ignore[index]
 
 
 def test_a_timeout_fails_the_attempt_and_is_retried(spool_dir: Path, serve: Callable[..., Server]) -> None:

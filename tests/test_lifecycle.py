@@ -53,8 +53,8 @@ def test_only_the_table_allows_a_change(before: State, after: State) -> None:
             lifecycle.advance(status, after, T1)
 
 
-def test_done_is_final_and_failed_or_cancelled_only_go_back_by_retry() -> None:
-    assert lifecycle.TRANSITIONS[State.DONE] == frozenset()
+def test_a_job_that_has_ended_only_goes_back_by_retry() -> None:
+    assert lifecycle.TRANSITIONS[State.DONE] == {State.QUEUED}
     assert lifecycle.TRANSITIONS[State.FAILED] == {State.QUEUED}
     assert lifecycle.TRANSITIONS[State.CANCELLED] == {State.QUEUED}
 
@@ -86,6 +86,14 @@ def test_cancel_and_retry() -> None:
     assert cancelled.state is State.CANCELLED and cancelled.error["type"] == "Cancelled"  # type: ignore[index]
     again = lifecycle.retry(cancelled, T1)
     assert (again.state, again.attempt, again.error, again.finished_at) == (State.QUEUED, 1, None, None)
+
+
+def test_a_done_job_run_again_forgets_its_result_and_progress() -> None:
+    again = lifecycle.retry_if_final(T1)(lifecycle.succeed(running(), {"x": 1}, T1))
+    assert again is not None
+    assert (again.state, again.attempt, again.result, again.progress, again.started_at) == (
+        State.QUEUED, 1, None, None, None)
+    assert lifecycle.retry_if_final(T1)(running()) is None
 
 
 def test_an_interrupted_attempt_is_requeued_without_counting() -> None:
@@ -144,7 +152,9 @@ def test_a_timeout_is_a_failed_attempt_that_says_so() -> None:
     (lifecycle.Role.SUPERVISOR, None, State.QUEUED, False),
     (lifecycle.Role.MANAGER, None, State.QUEUED, True),
     (lifecycle.Role.MANAGER, State.RUNNING, State.QUEUED, True),
-    (lifecycle.Role.MANAGER, State.DONE, State.QUEUED, False),  # done is final for everyone
+    (lifecycle.Role.MANAGER, State.DONE, State.QUEUED, True),  # pool retry of a done job: run it again
+    (lifecycle.Role.WORKER, State.DONE, State.QUEUED, False),
+    (lifecycle.Role.SUPERVISOR, State.DONE, State.QUEUED, False),
 ])
 def test_each_role_may_make_only_the_changes_of_its_part(
         role: lifecycle.Role, before: State | None, after: State, allowed: bool) -> None:

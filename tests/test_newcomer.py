@@ -140,6 +140,7 @@ def test_a_job_whose_manager_and_worker_were_killed_shows_as_orphaned(
     table = run_pool(spool_dir, "status", check=True).stdout
     row = next(line for line in table.splitlines() if line.startswith("o "))
     assert "orphaned" in row and "running" not in row and "%/" not in row
+    assert table.splitlines()[-1].startswith("1 orphaned")  # the summary does not count it running
     assert "the next manager runs it again" in run_pool(spool_dir, "status", "o", check=True).stdout
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from pool.cli.views import Duration, matches
 from conftest import POOL, Server, drop, env_for_tests, run_pool, state_of, status_doc, wait_until
 from pool import lifecycle
 from pool.jobfile import parse_job
+from pool.client import Spool
 from pool.model import JobStatus, new_status
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -115,9 +117,11 @@ def test_prune_removes_only_old_finished_jobs(spool_dir: Path, serve: Callable[.
     drop(spool_dir, "bad.json", b"{not json")
     wait_until(lambda: (spool_dir / "rejected" / "bad.json.error.json").exists(), what="a rejected file")
     result = run_pool(spool_dir, "prune", "--older-than", "0", check=True)
-    assert result.stdout.splitlines() == ["removed 1 job(s): a", "removed 1 rejected file(s): bad.json"]
+    assert result.stdout.splitlines()[:2] == ["removed 1 job(s): a", "removed 1 rejected file(s): bad.json"]
+    assert re.fullmatch(r"removed \d+ line\(s\) of events.jsonl", result.stdout.splitlines()[2])
     assert os.listdir(spool_dir / "rejected") == []
     assert state_of(spool_dir, "h") == "running"  # never a running job
+    assert {e["id"] for e in Spool(spool_dir).events()} == {"h"}  # nor its timeline
     gate.touch()
 
 

@@ -1,0 +1,107 @@
+"""``pool service``: a systemd unit that runs ``pool serve`` at boot (or at login).
+
+The unit runs the manager of one spool in the foreground, as ``pool serve`` is made to
+run: logs to the journal (stderr), a clean stop on SIGTERM. ``KillMode=mixed`` sends that
+SIGTERM to the manager alone, which stops its workers and jobs itself (requeueing what
+its grace does not let finish); systemd's default would signal every job at once. Its
+stop timeout leaves room for the grace, then systemd kills what is left.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pool.client import Spool
+
+UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\-]{1,200}")
+STOP_SLACK = 30  # seconds beyond the grace for systemd to wait before SIGKILL
+
+
+def systemd_quote(word: str) -> str:
+    """One word of an ``ExecStart=`` line: systemd expands % and $ and splits on blanks."""
+    word = word.replace("%", "%%").replace("$", "$$")
+    if word and re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", word):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def stop_timeout(serve_params: dict[str, Any]) -> int:
+    """Seconds systemd waits for a clean stop: the manager's --grace and --kill-grace."""
+    return int(serve_params["grace"] + serve_params["kill_grace"]) + STOP_SLACK
+
+
+def unit_text(spool: Spool, serve_args: tuple[str, ...], serve_params: dict[str, Any], system: bool) -> str:
+    command = [sys.executable, "-m", "pool", "--spool", str(spool.path), "serve", *serve_args]
+    user = "" if not system or os.geteuid() == 0 else f"User={getpass.getuser()}\n"
+    return (
+        "[Unit]\n"
+        f"Description=pool: background jobs of {spool.path}\n"
+        "After=local-fs.target network.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=exec\n"
+        f"{user}"
+        f"WorkingDirectory={systemd_quote(os.getcwd())}\n"
+        # Jobs dropped by hand run with the manager's environment: the PATH they were
+        # written for (submitted ones carry their submitter's).
+        f"Environment={systemd_quote('PATH=' + os.environ.get('PATH', '/usr/bin:/bin'))}\n"
+        f"ExecStart={' '.join(map(systemd_quote, command))}\n"
+        "KillMode=mixed\n"
+        f"TimeoutStopSec={stop_timeout(serve_params)}\n"
+        "Restart=on-failure\n"
+        "RestartSec=2\n"
+        "\n"
+        "[Install]\n"
+        f"WantedBy={'multi-user.target' if system else 'default.target'}\n"
+    )
+
+
+def unit_folder(system: bool) -> Path:
+    if system:
+        return Path("/etc/systemd/system")
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "systemd" / "user"
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--system", is_flag=True, help="A system unit (/etc/systemd/system; starts at boot) "
+              "instead of a user unit (~/.config/systemd/user; starts at login, or at boot with lingering).")
+@click.option("--install", is_flag=True, help="Write the unit into place instead of printing it.")
+@click.option("--name", default="pool", show_default=True, help="The unit's name (NAME.service).")
+@click.argument("serve_args", nargs=-1, type=click.UNPROCESSED, metavar="[SERVE OPTIONS]...")
+@click.pass_context
+def service(ctx: click.Context, system: bool, install: bool, name: str,
+            serve_args: tuple[str, ...]) -> None:
+    """Print (or --install) a systemd unit that runs `pool serve` for this spool, with
+    SERVE OPTIONS as given (`pool service --install --workers 4 --tasks mytasks`)."""
+    from .main import serve
+
+    # A bad option is said now, not at boot; --spool among them is the spool served.
+    try:
+        serving = serve.make_context("serve", list(serve_args), parent=ctx)
+    except click.UsageError as exc:
+        raise click.UsageError(f"pool serve: {exc.format_message()}", ctx) from None
+    if not UNIT_NAME.fullmatch(name):
+        raise click.BadParameter("letters, digits and : _ . - only", param_hint="--name")
+    text = unit_text(serving.obj, serve_args, serving.params, system)
+    if not install:
+        click.echo(text, nl=False)
+        return
+    folder = unit_folder(system)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.service"
+    path.write_text(text)
+    scope = "" if system else " --user"
+    click.echo(f"wrote {path}; now run:\n"
+               f"  systemctl{scope} daemon-reload\n"
+               f"  systemctl{scope} enable --now {name}\n"
+               + ("" if system else f"  loginctl enable-linger {getpass.getuser()}   # to start at boot, "
+                                    "not at login\n")
+               + f"  journalctl{scope} -u {name} -f   # its log")

@@ -1,0 +1,100 @@
+"""A job's log (logs/<id>.log) kept to a size: ``pool serve --max-log-bytes N``.
+
+Once the log passes N bytes, its worker cuts it down to its last N/2 (from a line start),
+behind one line that says how much of the output came before:
+
+    --- pool: 1234567 bytes of earlier output dropped (pool serve --max-log-bytes) ---
+
+The cut is made in place, on the same file, so every descriptor the job and its children
+hold on it (opened with O_APPEND) goes on appending at the new end. What they append while
+the cut is made is copied after the kept tail; only a line written in the last instant
+between that copy and the truncation can be lost. A follower (`pool logs -f`) that finds
+that line changed reads the count in it to go on where it was.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+
+MARK = b"--- pool: %d bytes of earlier output dropped (pool serve --max-log-bytes) ---\n"
+MARK_PATTERN = re.compile(rb"--- pool: (\d{1,19}) bytes of earlier output dropped [^\n]*\n")
+MIN_MAX_BYTES = 4096
+HEAD_BYTES = len(MARK) + 20  # enough of a log's start to hold that line
+
+
+def dropped_before(head: bytes) -> tuple[int, int]:
+    """(bytes of output dropped before the kept part, the length of the line that says
+    so) for a log that begins with ``head``; (0, 0) for one never cut."""
+    found = MARK_PATTERN.match(head)
+    return (int(found.group(1)), found.end()) if found else (0, 0)
+
+
+def trim(fd: int, max_bytes: int) -> bool:
+    """Cut the log open on ``fd`` down to its last ``max_bytes // 2`` bytes if it is
+    longer than ``max_bytes``; True if it was cut."""
+    size = os.fstat(fd).st_size
+    if size <= max_bytes:
+        return False
+    # A descriptor of our own without O_APPEND: on Linux, pwrite on an O_APPEND one appends.
+    rw = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        earlier, mark_length = dropped_before(os.pread(rw, HEAD_BYTES, 0))
+        keep_from = size - max_bytes // 2
+        kept = os.pread(rw, size - keep_from, keep_from)
+        line_start = kept.find(b"\n") + 1
+        if 0 < line_start < len(kept):
+            kept, keep_from = kept[line_start:], keep_from + line_start
+        data = MARK % (earlier + keep_from - mark_length) + kept
+        os.pwrite(rw, data, 0)
+        end, copied_to = len(data), size
+        while (grown := os.fstat(rw).st_size) > copied_to:  # appended meanwhile: after the tail
+            extra = os.pread(rw, grown - copied_to, copied_to)
+            os.pwrite(rw, extra, end)
+            end, copied_to = end + len(extra), copied_to + len(extra)
+        os.ftruncate(rw, end)
+    finally:
+        os.close(rw)
+    return True
+
+
+def output_shown(cut: tuple[int, int], offset: int) -> int:
+    """How many bytes of the job's whole output come before ``offset`` of a log version
+    whose first line said ``cut`` (``dropped_before``)."""
+    earlier, mark_length = cut
+    return earlier + offset - mark_length
+
+
+def resume_at(cut: tuple[int, int], shown: int) -> tuple[int, int]:
+    """Where a follower that has shown ``shown`` bytes of the output goes on in a log
+    found cut (its first line said ``cut``), and how many bytes it never saw: just
+    after what it showed, or, if more was dropped, at the start of what is kept."""
+    earlier, mark_length = cut
+    if not mark_length:
+        return 0, 0  # shortened by something else: read it again from the start
+    return mark_length + max(0, shown - earlier), max(0, earlier - shown)
+
+
+class LogCap:
+    """Keeps the log on fd 1 (where a job's output goes) within ``max_bytes``: checked
+    after every ``max_bytes // 8`` bytes the worker itself writes, and when ``check`` is
+    called (a task writes to fd 1 directly: the worker's flusher checks it every second)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.unchecked = 0
+        self.cutting = threading.Lock()  # the worker's copying thread and its flusher both check
+
+    def wrote(self, count: int) -> None:
+        self.unchecked += count
+        if self.unchecked >= self.max_bytes // 8:
+            self.check()
+
+    def check(self) -> None:
+        with self.cutting:
+            self.unchecked = 0
+            try:
+                trim(1, self.max_bytes)
+            except OSError:
+                pass  # a log that cannot be cut (a full disk, /dev/null) is left as it is
