@@ -56,9 +56,9 @@ class EventLog:
         self.lines.clear()
         try:
             self._owners = self._owners or Owners(os.stat(self.folder.fd).st_uid)
-            with self._current(self._owners) as fd:
+            with self._current(self._owners) as (fd, size):
                 os.write(fd, data)
-                if self.max_bytes is not None and os.fstat(fd).st_size > self.max_bytes:
+                if self.max_bytes is not None and size + len(data) > self.max_bytes:
                     self._rotate(fd)
         except (OSError, UnsafeFile) as exc:
             # The status documents are the truth; the central log is a record of them,
@@ -66,16 +66,17 @@ class EventLog:
             log.warning("could not append %d event(s) to %s (%s)", data.count(b"\n"), NAME, exc)
 
     @contextlib.contextmanager
-    def _current(self, owners: Owners) -> Iterator[int]:
-        """The log to append to, under a shared lock (see the module's docstring). Opened
-        for each append, not kept: a log rotated or trimmed by someone else is not written
-        behind their back, and no idle descriptor pins the filesystem."""
+    def _current(self, owners: Owners) -> Iterator[tuple[int, int]]:
+        """The log to append to, under a shared lock (see the module's docstring), and its
+        size. Opened for each append, not kept: a log rotated or trimmed by someone else is
+        not written behind their back, and no idle descriptor pins the filesystem."""
         while True:
             fd = self.folder.open_append(NAME, owners, self.mode())
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH)
-                if os.fstat(fd).st_nlink:
-                    yield fd
+                st = os.fstat(fd)
+                if st.st_nlink:
+                    yield fd, st.st_size
                     return
             finally:
                 os.close(fd)  # the lock goes with it
@@ -105,7 +106,9 @@ class EventLog:
                 held.append((PREVIOUS, fd))
                 fcntl.flock(fd, fcntl.LOCK_EX)
             dropped = 0
-            for name, fd in held:
+            # The previous log first: once the current one is replaced, its new file is not
+            # held, and a writer may rotate it onto the previous one at once.
+            for name, fd in reversed(held):
                 lines = os.pread(fd, os.fstat(fd).st_size, 0).splitlines(keepends=True)
                 kept = [line for line in lines if not written_before(line, before, keep)]
                 dropped += len(lines) - len(kept)

@@ -5,6 +5,7 @@ options, prune the central log, keep a job's log to a size, run pool at boot (is
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import shlex
@@ -188,6 +189,42 @@ def test_no_event_is_lost_to_a_trim_running_while_others_append_and_rotate(
             assert numbers == list(range(APPENDS)), f"writer {writer} lost a line"
         else:  # a rotation drops the oldest log whole: what is left of each writer is its last lines
             assert numbers == list(range(numbers[0], APPENDS)) if numbers else True, f"writer {writer} lost a line"
+
+
+def test_a_rotation_right_after_a_trim_replaced_the_log_keeps_its_lines(
+        spool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer appends (and so rotates) the moment a trim has written one of the logs
+    anew, whenever the current log is not held: what it rotates must not be overwritten
+    by the trim's copy of the previous log."""
+    spool = Spool(spool_dir)
+    spool.dir.create()
+    (spool_dir / "events.1.jsonl").write_bytes(event(OLD, "gone-1") + event(NEW, "kept-1"))
+    (spool_dir / "events.jsonl").write_bytes(event(OLD, "gone-2") + event(NEW, "kept-2"))
+    writer = EventLog(Folder(spool_dir), lambda: 0o600, max_bytes=64)  # every append rotates
+    trimmer = spool.dir.events
+    write_atomic = trimmer.folder.write_atomic
+
+    def current_is_free() -> bool:
+        try:
+            fd = os.open(spool_dir / "events.jsonl", os.O_RDONLY)
+        except FileNotFoundError:
+            return True  # just rotated away: the next writer makes a new one
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    def write_then_a_writer_comes(name: str, data: bytes, mode: int = 0o600) -> None:
+        write_atomic(name, data, mode)
+        if current_is_free():
+            writer.append({"time": NEW, "id": f"after-{name}"})
+
+    monkeypatch.setattr(trimmer.folder, "write_atomic", write_then_a_writer_comes)
+    assert trimmer.trim(Owners(os.geteuid()), "2500-01-01T00:00:00.000000Z") == 2
+    assert {e["id"] for e in spool.events()} >= {"kept-2", "after-events.jsonl"}
 
 
 # ---------------------------------------------------------------- a job's log kept to a size
