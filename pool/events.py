@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
@@ -29,6 +30,8 @@ from .safeio import Folder, Owners, UnsafeFile
 
 log = logging.getLogger(__name__)
 
+TRIM_PATIENCE = 5.0  # seconds a writer that does not buffer (a client) waits for a trim
+LOCK_POLL = 0.005
 NAME = "events.jsonl"
 PREVIOUS = "events.1.jsonl"
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
@@ -49,31 +52,52 @@ class EventLog:
         if not self.buffered:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, patience: float | None = None) -> None:
+        """Append the pending lines. A trim in progress holds the log: a buffered log (the
+        manager's, an inline supervisor's) keeps its lines for the next flush rather than
+        wait (a `pool prune` stopped with Ctrl-Z must not stop the jobs), unless given
+        ``patience`` seconds (its last flush); an unbuffered one waits TRIM_PATIENCE."""
         if not self.lines:
             return
         data = b"".join(self.lines)
         self.lines.clear()
+        if patience is None:
+            patience = 0.0 if self.buffered else TRIM_PATIENCE
         try:
             self._owners = self._owners or Owners(os.stat(self.folder.fd).st_uid)
-            with self._current(self._owners) as (fd, size):
+            with self._current(self._owners, patience) as (fd, size):
                 os.write(fd, data)
                 if self.max_bytes is not None and size + len(data) > self.max_bytes:
                     self._rotate(fd)
+        except BlockingIOError:
+            if self.buffered and not patience:
+                self.lines.insert(0, data)  # the next turn's flush tries again
+                return
+            log.warning("could not append %d event(s) to %s (held by a trim for %gs)", data.count(b"\n"), NAME,
+                        patience)
         except (OSError, UnsafeFile) as exc:
             # The status documents are the truth; the central log is a record of them,
             # and a full disk (or a planted link) must not stop the jobs.
             log.warning("could not append %d event(s) to %s (%s)", data.count(b"\n"), NAME, exc)
 
     @contextlib.contextmanager
-    def _current(self, owners: Owners) -> Iterator[tuple[int, int]]:
+    def _current(self, owners: Owners, patience: float) -> Iterator[tuple[int, int]]:
         """The log to append to, under a shared lock (see the module's docstring), and its
-        size. Opened for each append, not kept: a log rotated or trimmed by someone else is
-        not written behind their back, and no idle descriptor pins the filesystem."""
+        size; BlockingIOError if a trim holds it longer than ``patience`` seconds. Opened
+        for each append, not kept: a log rotated or trimmed by someone else is not written
+        behind their back, and no idle descriptor pins the filesystem."""
+        deadline = time.monotonic() + patience
         while True:
             fd = self.folder.open_append(NAME, owners, self.mode())
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH)
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise
+                        time.sleep(LOCK_POLL)
                 st = os.fstat(fd)
                 if st.st_nlink:
                     yield fd, st.st_size

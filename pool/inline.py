@@ -27,6 +27,7 @@ from multiprocessing.connection import wait
 from .clock import SystemClock, iso_now
 from .dispatch import Dispatch
 from .errors import CorruptStatus, JobBusy, JobNotFound
+from .events import TRIM_PATIENCE
 from .executor import StopReason
 from .ledger import Ledger, append_to_events
 from .lifecycle import Role, cancel_if_queued
@@ -110,7 +111,7 @@ class Supervisor:
                 self.spool.events.flush()
         finally:
             self.executor.close()
-            self.spool.events.flush()
+            self.spool.events.flush(patience=TRIM_PATIENCE)  # the last lines: worth waiting out a trim for
 
     def carry_out_kill(self, status: JobStatus, now: float) -> None:
         request = self.spool.box.read_one(RequestKind.KILL, self.job_id, self.spool.submitters(None))
@@ -133,7 +134,7 @@ def main(argv: list[str]) -> int:
     root, job_id, *options = argv
     modules = tuple(o.split("=", 1)[1] for o in options if o.startswith("--tasks="))
     holds = [int(o.split("=", 1)[1]) for o in options if o.startswith("--hold-fd=")]
-    spool = SpoolDir(root)
+    spool = SpoolDir(root, buffer_events=True)  # appended each turn of its loop, as the manager's
     os.environ.setdefault("POOL_SPOOL", root)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides: it files a kill request
     hold = holds[0] if holds else spool.locks.supervise(job_id)

@@ -32,7 +32,7 @@ from .clock import Clock, SystemClock
 from .control import Control
 from .dispatch import Dispatch
 from .dropzone import DEFAULT_MAX_FILE_BYTES
-from .events import DEFAULT_MAX_BYTES
+from .events import DEFAULT_MAX_BYTES, TRIM_PATIENCE
 from .executor import Executor, LockLiveness, StopReason
 from .intake import Intake, IntakeRules
 from .jobqueue import Poller
@@ -150,7 +150,7 @@ class Manager:
             observer.join(timeout=5)
             for sig, handler_before in previous.items():
                 signal.signal(sig, handler_before)
-            self.spool.events.flush()
+            self.spool.events.flush(patience=TRIM_PATIENCE)  # the last lines: worth waiting out a trim for
             self.spool.clear_serving()
             os.close(guard)
             log.info("stopped")

@@ -227,6 +227,25 @@ def test_a_rotation_right_after_a_trim_replaced_the_log_keeps_its_lines(
     assert {e["id"] for e in spool.events()} >= {"kept-2", "after-events.jsonl"}
 
 
+def test_a_trim_stopped_halfway_does_not_stop_the_manager(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    """`pool prune` stopped with Ctrl-Z while it holds events.jsonl (here: its lock taken
+    and kept, as it would be): jobs still run and end; their events land once it lets go."""
+    serve()
+    run_pool(spool_dir, "run", "--id", "before", "pooltest_tasks:add", "1", "1", check=True)
+    held = os.open(spool_dir / "events.jsonl", os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        for n in range(3):  # each one taken in and started by the manager: it is not stuck
+            assert run_pool(spool_dir, "run", "--id", f"during-{n}", "pooltest_tasks:add", "2", str(n),
+                            check=True).stdout == f"{2 + n}\n"
+    finally:
+        os.close(held)
+    run_pool(spool_dir, "run", "--id", "after", "pooltest_tasks:add", "3", "3", check=True)
+    wait_until(lambda: {"during-0", "during-2", "after"} <= {e["id"] for e in Spool(spool_dir).events()
+                                                              if e["to"] == "done"},
+               what="the events kept back while the log was held")
+
+
 # ---------------------------------------------------------------- a job's log kept to a size
 
 LINES = 20000
