@@ -297,6 +297,23 @@ def test_an_attempt_beyond_the_retries_reads_as_a_rerun_after_a_crash() -> None:
     assert render.state_text(rerun, now) == "running (rerun after a crash)"
 
 
+def test_a_job_put_back_shows_nothing_of_the_attempt_before(spool_dir: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    server = Server(spool_dir, "--grace", "0.1").start()
+    try:
+        run_pool(spool_dir, "submit", "--id", "back", "pooltest_tasks:halfway", str(gate), check=True)
+        wait_until(lambda: (d := status_doc(spool_dir, "back")) and d["progress"] == 0.3, what="30% on disk")
+    finally:
+        assert server.stop() == 0  # its grace runs out: the attempt is put back, uncounted
+    doc = status_doc(spool_dir, "back")
+    assert doc is not None and (doc["state"], doc["progress"], doc["started_at"]) == ("queued", None, None)
+    row = next(line for line in run_pool(spool_dir, "status", check=True).stdout.splitlines()
+               if line.startswith("back "))
+    # No old bar, no elapsed time still counting: between the state and the message, an empty bar only.
+    assert row.split()[2:4] == ["queued", "····················"] and row.split()[4] == "interrupted"
+    gate.touch()
+
+
 def test_a_manager_stopped_from_its_terminal_leaves_no_warning_behind(spool_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
