@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -16,22 +15,10 @@ import orjson
 import pytest
 
 from pool.client import Spool
+from waiting import wait_until  # noqa: F401  (the one way tests wait, see waiting.py: imported from here)
 
 TESTS = Path(__file__).parent
 POOL = [sys.executable, "-m", "pool"]
-POLL = 0.01
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Return the predicate's first truthy value; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(POLL)  # between looks at the condition, never past the deadline
 
 
 def env_for_tests(**extra: str) -> dict[str, str]:

@@ -11,11 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pool
-
-
-def _wait_for(gate: str, tick: float = 0.005) -> None:
-    while not os.path.exists(gate):
-        time.sleep(tick)  # a job waiting for its gate (the test's wait_for), not a test sleeping
+from waiting import JOB_PATIENCE, until_killed, wait_for_gate, wait_until
 
 
 @pool.task
@@ -46,7 +42,7 @@ def hold(gate: str, marker_dir: str | None = None) -> str:
         with open(Path(marker_dir).parent / "concurrency.log", "a") as f:
             f.write(f"{running}\n")
     try:
-        _wait_for(gate)
+        wait_for_gate(gate)
     finally:
         if marker_dir:
             Path(marker_dir, job_id).unlink()
@@ -57,7 +53,7 @@ def hold(gate: str, marker_dir: str | None = None) -> str:
 def halfway(gate: str) -> str:
     """Reports 3 of 10 done, then waits for the gate."""
     pool.progress(3, 10, message="three of ten")
-    _wait_for(gate)
+    wait_for_gate(gate)
     pool.progress(10, 10)
     return "done"
 
@@ -76,8 +72,7 @@ def hot_progress(gate: str) -> int:
 @pool.task
 def forever() -> None:
     pool.progress(0.1, message="running until killed")
-    while True:
-        time.sleep(0.05)  # the job's own idle work until killed: no test waits on it (wait_for)
+    until_killed()
 
 
 @pool.task
@@ -86,8 +81,7 @@ def ignore_sigterm(ready: str) -> None:
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     Path(ready).touch()
-    while True:
-        time.sleep(0.05)  # the job's own idle work until SIGKILL: no test waits on it (wait_for)
+    until_killed()
 
 
 @pool.task
@@ -109,7 +103,7 @@ def tqdm_loop(gate: str) -> int:
     total = 0
     for i in tqdm(range(10), desc="tqdm loop", mininterval=0):
         if i == 4:
-            _wait_for(gate)
+            wait_for_gate(gate)
         total += i
     return total
 
@@ -127,7 +121,7 @@ def fail_times(counter: str, failures: int) -> int:
 def counted_hold(runs_file: str, gate: str) -> str:
     """Records each run (to count runs per job), then waits for the gate."""
     record_run(runs_file)
-    _wait_for(gate)
+    wait_for_gate(gate)
     return "held"
 
 
@@ -155,7 +149,8 @@ def progress_not_utf8(runs_file: str) -> str:
     """Reports progress naming a file whose name is not UTF-8."""
     record_run(runs_file)
     pool.progress(0.5, message=f"processing {NOT_UTF8}")
-    time.sleep(0.05)  # the job's own work: long enough for its progress to be written
+    status = Path(os.environ["POOL_SPOOL"], "status", f"{os.environ['POOL_JOB_ID']}.json")
+    wait_until(lambda: b"processing report-" in status.read_bytes(), JOB_PATIENCE, "its progress written")
     return "ok"
 
 

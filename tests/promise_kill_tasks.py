@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pool
 from pooltest_tasks import record_run
+from waiting import until_killed
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -34,9 +34,9 @@ def alive(pid: int) -> bool:
 
 
 @pool.task
-def sleep_for(seconds: float) -> str:
-    time.sleep(seconds)  # the job's own work: a duration, which a test never waits on
-    return "slept"
+def until_stopped() -> None:
+    """Runs until something stops it: a kill, a timeout, a stop of the manager."""
+    until_killed()
 
 
 @pool.task
@@ -44,8 +44,7 @@ def ignore_term(ready: str) -> None:
     """The worker itself (the leader of the job's group) shrugs off SIGTERM."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     write_atomically(ready, str(os.getpid()))
-    while True:
-        time.sleep(0.05)  # the job's idle work until SIGKILL: no test waits on it
+    until_killed()
 
 
 @pool.task
@@ -66,10 +65,11 @@ def fork_then_fail(runs: str, pidfile: str, child_seconds: float = 60.0) -> int:
     if run == 1:
         child = os.fork()
         if child == 0:
-            try:
-                time.sleep(child_seconds)  # the forked helper's own work
+            try:  # the forked helper lives on until killed (by itself, at the latest, then)
+                signal.alarm(max(1, round(child_seconds)))
+                until_killed()
             finally:
-                os._exit(0)
+                os._exit(0)  # never back into the worker's code it was forked from
         write_atomically(pidfile, str(child))
         raise RuntimeError("first attempt fails")
     return run

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pool
+from waiting import wait_for_gate
 
 
 @pool.task
@@ -24,8 +24,7 @@ def say(text: str) -> int:
 def hold(gate: str) -> str:
     """Run until ``gate`` exists (or until killed)."""
     print("holding until", gate, flush=True)
-    while not os.path.exists(gate):
-        time.sleep(0.01)  # the job's own idle work, waiting for its gate: no test sleeps here
+    wait_for_gate(gate)
     return "released"
 
 
@@ -37,8 +36,7 @@ def stubborn(gate: str) -> str:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: term.touch())
     try:
         print("holding until", gate, "and putting off SIGTERM", flush=True)
-        while not os.path.exists(gate):
-            time.sleep(0.01)  # the job's own idle work, waiting for its gate: no test sleeps here
+        wait_for_gate(gate)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if term.exists():

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable
 
 import orjson
-import pytest
 
 from conftest import Server, drop, run_pool, state_of, status_doc, wait_until
 from pool.client import Spool

@@ -221,7 +221,7 @@ def test_an_adopted_job_still_times_out(
         spool_dir: Path, serve: Callable[..., Server], leftovers: Leftovers) -> None:
     """Repro 19: the next manager adopted the job and never enforced its timeout."""
     first = serve(*TASKS, "--kill-grace", "0.5", "--grace", "1")
-    drop(spool_dir, "t.json", task("sleep_for", 60, id="t", timeout=2))
+    drop(spool_dir, "t.json", task("until_stopped", id="t", timeout=2))
     pid = running_pid(spool_dir, "t")
     leftovers.groups.append(pid)
     first.stop(signal.SIGKILL)
@@ -253,7 +253,7 @@ def test_sigterm_to_the_managers_process_group_is_a_graceful_stop(
         (spool_dir / "manager.pid").exists() and (spool_dir / "manager.pid").read_text() == str(manager.pid)),
         30, "the manager to start")
     assert manager.poll() is None, log_path.read_text()
-    drop(spool_dir, "long.json", task("sleep_for", 60, id="long"))
+    drop(spool_dir, "long.json", task("until_stopped", id="long"))
     pid = running_pid(spool_dir, "long")
     leftovers.groups.append(pid)
     began = time.monotonic()
