@@ -19,8 +19,8 @@ def command(argv: list[str], **fields: object) -> dict[str, object]:
 
 def gate_script(before: str, gate: Path, after: str = "") -> list[str]:
     """A Python one-liner that prints ``before``, waits for the gate file, prints ``after``."""
-    code = (f"import os, sys, time\nsys.stdout.write({before!r}); sys.stdout.flush()\n"
-            f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"  # the job's wait_for its gate
+    code = (f"import sys\nfrom waiting import wait_for_gate\nsys.stdout.write({before!r}); sys.stdout.flush()\n"
+            f"wait_for_gate({str(gate)!r})\n"
             f"sys.stdout.write({after!r})\n")
     return [PY, "-c", code]
 
@@ -37,7 +37,10 @@ def test_output_streams_into_the_log_while_the_command_runs(
     drop(spool_dir, "s.json", command(gate_script("first line\n", gate, "second line\n"), id="s"))
     log = spool_dir / "logs" / "s.log"
     wait_until(lambda: log.exists() and "first line" in log.read_text(), what="first line in the log")
-    assert state_of(spool_dir, "s") == "running"
+    assert log.read_text() == "first line\n"  # shown while the command still runs (it waits on the gate)
+    # `running` is written once a job has run 20 ms (a tiny job's outcome is its one write):
+    # the first line may reach the log before it
+    wait_until(lambda: state_of(spool_dir, "s") == "running", what="running")
     gate.touch()
     wait_until(lambda: state_of(spool_dir, "s") == "done", what="done")
     assert log.read_text() == "first line\nsecond line\n"
@@ -64,9 +67,9 @@ def test_progress_is_read_live_from_percentages_tqdm_and_json_lines(
     serve("--allow-commands", "--workers", "3")
     gate = tmp_path / "gate"
     tqdm_code = (
-        "import os, time\nfrom tqdm import tqdm\n"
+        "from tqdm import tqdm\nfrom waiting import wait_for_gate\n"
         f"for i in tqdm(range(100), mininterval=0, ncols=60):\n"
-        f"    while i == 45 and not os.path.exists({str(gate)!r}): time.sleep(0.01)\n")  # the job's wait_for
+        f"    if i == 45: wait_for_gate({str(gate)!r})\n")
     drop(spool_dir, "pct.json", command(gate_script("10%\n25%\n40% resizing\n", gate, "100%\n"), id="pct"))
     drop(spool_dir, "bar.json", command([PY, "-c", tqdm_code], id="bar"))
     drop(spool_dir, "js.json", command(gate_script('{"progress": 0.6, "message": "encoding"}\n', gate), id="js"))
