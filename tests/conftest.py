@@ -18,6 +18,12 @@ from pool.client import Spool
 from waiting import wait_until  # noqa: F401  (the one way tests wait, see waiting.py: imported from here)
 
 TESTS = Path(__file__).parent
+
+# A shell starts a background command (`cmd &`) with SIGINT ignored, and ignored signals
+# stay ignored across exec: the pool processes the tests start would shrug off the Ctrl-C
+# some tests press. A handler of our own is reset to the default in them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 POOL = [sys.executable, "-m", "pool"]
 
 
