@@ -97,8 +97,7 @@ class Adoption:
             self.enqueue(status)
 
     def _began(self, status: JobStatus) -> bool:
-        marker = self.spool.locks.started_marker(status.id)
-        return marker is not None and marker[0] == status.attempt
+        return self.spool.locks.began(status.id, status.attempt) is not None
 
     def lost(self, status: JobStatus) -> None:
         """An attempt whose process is gone without an outcome: whatever its worker left
@@ -136,10 +135,7 @@ class Adoption:
         """The worker that ran (runs) the attempt: from its status, else its start marker."""
         if status.pid:
             return status.pid, status.pid_started
-        marker = self.spool.locks.started_marker(status.id)
-        if marker is not None and marker[0] == status.attempt:
-            return marker[1], marker[2]
-        return None, None
+        return self.spool.locks.began(status.id, status.attempt) or (None, None)
 
     def _ours(self, pgid: int | None) -> bool:
         """Never signal a process of another user, whatever a status file says."""
@@ -205,12 +201,8 @@ class Adoption:
             return
         now = iso_now(self.clock)
         how = "its process ended without an outcome"
-        change: Callable[[JobStatus], JobStatus | None] = {
-            StopReason.CANCEL: lambda s: lifecycle.cancel(s, now),
-            StopReason.TIMEOUT: lambda s: lifecycle.time_out(s, now),
-            StopReason.SHUTDOWN: lambda s: lifecycle.interrupt(s, now),
-            None: lambda s: lifecycle.recover_lost(s, now, how),
-        }[reason]
+        change: Callable[[JobStatus], JobStatus | None] = (
+            reason.outcome(now) if reason is not None else lambda s: lifecycle.recover_lost(s, now, how))
         try:
             self.ledger.change(current.id, lambda s: lifecycle.settle_attempt(s, s.attempt, change, now), wait=0.5)
         except (JobNotFound, CorruptStatus, JobBusy) as exc:

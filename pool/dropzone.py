@@ -80,7 +80,6 @@ def writer_open(fd: int) -> bool | None:
 
 class DropZone:
     def __init__(self, folder: Path, rejected: Path) -> None:
-        self.path = folder
         self.folder = Folder(folder)
         self.rejected = Folder(rejected)
 
@@ -105,9 +104,6 @@ class DropZone:
 
     def release_claim(self, entry: str) -> None:
         self.folder.unlink(entry)
-
-    def stat(self, name: str) -> os.stat_result:
-        return os.stat(name, dir_fd=self.folder.fd, follow_symlinks=False)
 
     def reject(self, entry: str, reason: str) -> str:
         """Move a refused entry of incoming/ (a file, link, FIFO, folder: never what it

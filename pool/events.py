@@ -16,6 +16,7 @@ exclusively too, so it never meets a trim or another rotation.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -25,13 +26,13 @@ from typing import Any
 
 import orjson
 
+from .locks import flock_within
 from .model import encode_json
 from .safeio import Folder, Owners, UnsafeFile
 
 log = logging.getLogger(__name__)
 
 TRIM_PATIENCE = 5.0  # seconds a writer that does not buffer (a client) waits for a trim
-LOCK_POLL = 0.005
 NAME = "events.jsonl"
 PREVIOUS = "events.1.jsonl"
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
@@ -90,14 +91,8 @@ class EventLog:
         while True:
             fd = self.folder.open_append(NAME, owners, self.mode())
             try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise
-                        time.sleep(LOCK_POLL)
+                if not flock_within(fd, fcntl.LOCK_SH, deadline - time.monotonic()):
+                    raise BlockingIOError(errno.EWOULDBLOCK, "events.jsonl is held by a trim")
                 st = os.fstat(fd)
                 if st.st_nlink:
                     yield fd, st.st_size

@@ -16,9 +16,11 @@ manager loop does not change.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import lifecycle
 from .ledger import Transition
 from .model import JobStatus, State
 from .spool import SpoolDir
@@ -31,6 +33,12 @@ class StopReason(str, enum.Enum):
     CANCEL = "cancel"
     TIMEOUT = "timeout"
     SHUTDOWN = "shutdown"
+
+    def outcome(self, now: str) -> Callable[[JobStatus], JobStatus]:
+        """How a running attempt stopped for this reason ends (at ``now``)."""
+        change = {StopReason.CANCEL: lifecycle.cancel, StopReason.TIMEOUT: lifecycle.time_out,
+                  StopReason.SHUTDOWN: lifecycle.interrupt}[self]
+        return lambda status: change(status, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +126,6 @@ class Executor(Protocol):
 
     def holds(self, job_id: str) -> bool:
         """Handed over and not yet ended (running, or waiting to begin)."""
-
-    def running(self, job_id: str) -> bool:
-        """Began and not yet ended."""
 
     def busy(self) -> bool:
         """Some attempt is running or being stopped."""

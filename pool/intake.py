@@ -113,10 +113,14 @@ class Intake:
     # ------------------------------------------------------------ a look at incoming/
     def scan(self, deadline: float) -> None:
         """Take in what incoming/ holds, until ``deadline`` (monotonic); what is left is
-        taken next turn."""
+        taken next turn. An OSError (a full or read-only disk) ends the look; ``failing``
+        stays set until a look goes through, so the trouble is logged once."""
         self._absorb_notes()
         self.recheck_at = None
+        self._look(deadline)
         self.failing = False
+
+    def _look(self, deadline: float) -> None:
         names, claims = self.spool.drop.listing()
         now = self.clock.time()
         for entry in claims:

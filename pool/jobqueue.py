@@ -63,9 +63,6 @@ class JobQueue:
     def __contains__(self, job_id: str) -> bool:
         return job_id in self.jobs
 
-    def __len__(self) -> int:
-        return len(self.jobs)
-
 
 class Poller:
     """``multiprocessing.connection.wait`` without building a new selector each call: the

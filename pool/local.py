@@ -146,7 +146,7 @@ class LocalExecutor:
             raise RuntimeError("no room for another attempt")
         slot = candidates[0]
         try:
-            slot.conn.send_bytes(msg.RunAttempt(job, ahead=not idle).encode())
+            slot.conn.send_bytes(msg.RunAttempt(job).encode())
         except OSError:  # the worker died a moment ago: its sentinel tells the rest
             self.events.append(Ended(job.id, job.attempt, NotStarted(None, "its worker was gone")))
             slot.broken = True
@@ -173,9 +173,6 @@ class LocalExecutor:
 
     def holds(self, job_id: str) -> bool:
         return any(job_id in (s.job.id if s.job else None, s.ahead.id if s.ahead else None) for s in self.slots)
-
-    def running(self, job_id: str) -> bool:
-        return any(s.job is not None and s.job.id == job_id for s in self.slots)
 
     def running_ids(self) -> list[str]:
         return [s.job.id for s in self.slots if s.job is not None]

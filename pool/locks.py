@@ -36,6 +36,20 @@ MARKER_BYTES = 48  # "<attempt> <pid> <pid start time>", padded: one pwrite, no 
 LEASE_PATIENCE = 0.02  # seconds a worker keeps trying a job's lock: a question holds it for µs
 
 
+def flock_within(fd: int, operation: int, patience: float) -> bool:
+    """Take the flock ``operation`` (LOCK_SH or LOCK_EX) on ``fd``, trying for up to
+    ``patience`` seconds; whether it was taken."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(LOCK_POLL)
+
+
 def is_held(opener: Callable[[], int]) -> bool:
     """Whether some process holds a flock on what ``opener`` opens: a shared lock tried
     for an instant (False when the file cannot be opened: nobody holds it)."""
@@ -132,14 +146,14 @@ class JobLocks:
     def clear_marker(lock_fd: int) -> None:
         os.ftruncate(lock_fd, 0)
 
-    def started_marker(self, job_id: str) -> tuple[int, int, int | None] | None:
-        """(attempt, pid, pid start time) of the last attempt started, or None."""
+    def began(self, job_id: str, attempt: int) -> tuple[int, int | None] | None:
+        """(pid, pid start time) of the worker that began the job's attempt ``attempt``
+        (its start marker says so), or None if that attempt never began."""
         try:
             data = self.folder.read(f"{job_id}.lock", self.spool.owners, MARKER_BYTES)
         except (OSError, UnsafeFile):
             return None
         fields = data.split()
-        if len(fields) != 3 or not all(f.isdigit() for f in fields):
+        if len(fields) != 3 or not all(f.isdigit() for f in fields) or int(fields[0]) != attempt:
             return None
-        attempt, pid, started = (int(f) for f in fields)
-        return attempt, pid, started or None
+        return int(fields[1]), int(fields[2]) or None

@@ -1,7 +1,7 @@
 """What a manager (or an inline supervisor) and its worker processes say to each other:
 one small frozen dataclass per message, JSON on the wire (never Python objects).
 
-    manager --RunAttempt(job, ahead)-------------------------------------> worker
+    manager --RunAttempt(job)--------------------------------------------> worker
     manager <--Changed(transitions)-------- (the job's start, once written) worker
     manager <--Finished | Skipped | Crashed (the attempt is over) ------- worker
 
@@ -23,12 +23,12 @@ from .model import JobStatus, State, encode_json
 
 @dataclass(frozen=True, slots=True)
 class RunAttempt:
-    """Run the job's attempt ``job.attempt``; ``ahead``: after the one running now. The
-    status is the manager's copy (checked when it was read or written): the worker holds
-    it against the file, under the job's lock, before it starts anything."""
+    """Run the job's attempt ``job.attempt`` (sent ahead, it begins when the one running
+    now ends: the worker's pipe is its queue). The status is the manager's copy (checked
+    when it was read or written): the worker holds it against the file, under the job's
+    lock, before it starts anything."""
 
     job: JobStatus
-    ahead: bool = False
 
     @property
     def job_id(self) -> str:
@@ -39,12 +39,12 @@ class RunAttempt:
         return self.job.attempt
 
     def encode(self) -> bytes:
-        return encode_json({"job": self.job.to_dict(), "ahead": self.ahead})
+        return encode_json({"job": self.job.to_dict()})
 
     @classmethod
     def decode(cls, data: bytes) -> RunAttempt:
         doc = orjson.loads(data)
-        return cls(JobStatus.from_dict(doc["job"], trusted=True), doc["ahead"])
+        return cls(JobStatus.from_dict(doc["job"], trusted=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,12 +81,11 @@ class Outcomes:
         elif isinstance(outcome, NotStarted):
             self.not_started(job_id, attempt, outcome, now)
         elif isinstance(outcome, Stopped) and outcome.reason is StopReason.CANCEL:
-            self.settle(job_id, attempt, lambda s: lifecycle.cancel(s, iso_now(self.clock)),
-                        self.began(job_id, attempt), now)
+            self.settle(job_id, attempt, outcome.reason.outcome(iso_now(self.clock)), self.began(job_id, attempt), now)
         elif not (isinstance(outcome, Crashed) and outcome.started) and not self.began(job_id, attempt):
             self.requeue(job_id)  # stopped, or its worker died, before it began: it never ran
         elif isinstance(outcome, Stopped):
-            self.settle(job_id, attempt, STOPPED[outcome.reason](self.clock), True, now)
+            self.settle(job_id, attempt, outcome.reason.outcome(iso_now(self.clock)), True, now)
         else:
             kind, why = ("WorkerDied", outcome.how) if isinstance(outcome, Died) else ("WorkerError", outcome.why)
             failure = lifecycle.error(kind, why)
@@ -94,8 +93,7 @@ class Outcomes:
 
     def began(self, job_id: str, attempt: int) -> bool:
         """Whether the attempt's code began: its start marker says so."""
-        marker = self.spool.locks.started_marker(job_id)
-        return marker is not None and marker[0] == attempt
+        return self.spool.locks.began(job_id, attempt) is not None
 
     def not_started(self, job_id: str, attempt: int, outcome: NotStarted, now: float) -> None:
         if outcome.state is State.RUNNING:
@@ -138,19 +136,13 @@ class Outcomes:
         elif written.state is State.QUEUED:
             self.dispatch.enqueue(written)
 
-    def retry_pending(self, now: float) -> bool:
-        """Try the settlements whose time has come; True when none is left."""
+    def retry_pending(self, now: float) -> None:
+        """Try the settlements whose time has come."""
         due = [p for p in self.pending if p.due <= now]
         self.pending = [p for p in self.pending if p.due > now]
         for p in due:
             self.settle(p.job_id, p.attempt, p.change, p.started, now)
-        return not self.pending
 
     def next_deadline(self) -> float | None:
         return min((p.due for p in self.pending), default=None)
 
-
-STOPPED: dict[StopReason, Callable[[Clock], Callable[[JobStatus], JobStatus]]] = {
-    StopReason.TIMEOUT: lambda clock: lambda s: lifecycle.time_out(s, iso_now(clock)),
-    StopReason.SHUTDOWN: lambda clock: lambda s: lifecycle.interrupt(s, iso_now(clock)),
-}

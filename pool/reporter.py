@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .joblog import LogCap
-from .ledger import Ledger, Transition
+from .ledger import Ledger
 from .model import JobStatus, utc_now
 from .progress import fraction_of
 
@@ -34,7 +34,7 @@ class StatusReporter:
     """The status of the job running in this worker, and its throttled writes."""
 
     def __init__(self, ledger: Ledger, written: JobStatus, running: JobStatus, interval: float,
-                 lock_fd: int, start_reason: str, running_after: float = RUNNING_AFTER) -> None:
+                 lock_fd: int, start_reason: str) -> None:
         self.ledger = ledger
         self.written = written  # what is on disk: `queued` until `running` is written
         self.status = running
@@ -43,7 +43,7 @@ class StatusReporter:
         self.start_reason = start_reason
         self.mutex = threading.Lock()  # the job's thread and the flusher both write
         self.closed = False
-        self.next_write = time.monotonic() + running_after
+        self.next_write = time.monotonic() + RUNNING_AFTER
         self.latest: tuple[float, float, str | None] | None = None
 
     def current(self) -> JobStatus:
@@ -88,18 +88,18 @@ class StatusReporter:
             self.status = self.written = status
             self.latest = None
 
-    def finish(self, change: Callable[[JobStatus], JobStatus]) -> tuple[JobStatus, list[Transition]]:
-        """Write the attempt's outcome; no progress write can follow it. Returns the
-        outcome and its transitions. A full or read-only disk is given a moment; then
-        OSError is raised, and the outcome (``self.status``) is the manager's to write."""
+    def finish(self, change: Callable[[JobStatus], JobStatus]) -> None:
+        """Write the attempt's outcome; no progress write can follow it. A full or
+        read-only disk is given a moment; then OSError is raised, and the outcome
+        (``self.status``) is the manager's to write."""
         with self.mutex:
             self.closed = True
             self.status = change(self.current())
             for pause in (*OUTCOME_RETRY_PAUSES, None):
                 try:
-                    changes = self.ledger.record(self.written, self.status, lock_fd=self.lock_fd,
-                                                 start_reason=self.start_reason)
-                    return self.status, changes
+                    self.ledger.record(self.written, self.status, lock_fd=self.lock_fd,
+                                       start_reason=self.start_reason)
+                    return
                 except OSError as exc:
                     if pause is None:
                         raise

@@ -33,7 +33,6 @@ import fcntl
 import logging
 import os
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ import orjson
 from .dropzone import DropZone
 from .errors import CorruptStatus, JobBusy, JobNotFound, ManagerRunning, SpoolError
 from .events import EventLog
-from .locks import JobLocks, is_held
+from .locks import JobLocks, flock_within, is_held
 from .model import ID_PATTERN, JobStatus
 from .requests import RequestBox
 from .safeio import Folder, Owners, UnsafeFile
@@ -56,7 +55,6 @@ DIRS = ("incoming", "status", "logs", "rejected", "requests")
 # (a renamed request would otherwise act with its first author's rights).
 SHARED_MODES = {"": 0o2750, "incoming": 0o3770, "requests": 0o3770, "status": 0o2750, "logs": 0o2750,
                 "rejected": 0o2750}
-LOCK_POLL = 0.005
 GUARD_PATIENCE = 0.3  # a client asking whether a manager runs holds the guard for microseconds
 
 
@@ -112,7 +110,6 @@ class SpoolDir:
         self.logs = self.root / "logs"
         self.rejected = self.root / "rejected"
         self.requests = self.root / "requests"
-        self.pid_path = self.root / "manager.pid"
         self.top = Folder(self.root)
         self.statuses = Folder(self.status_dir)
         self.log_folder = Folder(self.logs)
@@ -307,16 +304,9 @@ class SpoolDir:
         (a lock file can: an operator "cleaning a stale lock" once let a second manager
         run jobs twice)."""
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        deadline = time.monotonic() + GUARD_PATIENCE
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise ManagerRunning(str(self.root), self.manager_pid()) from None
-                time.sleep(LOCK_POLL)
+        if not flock_within(fd, fcntl.LOCK_EX, GUARD_PATIENCE):
+            os.close(fd)
+            raise ManagerRunning(str(self.root), self.manager_pid())
         self.top.unlink("manager.lock")  # the guard of older versions: a plain file
         return fd
 

@@ -136,7 +136,7 @@ class Worker:
         running = lifecycle.start(queued, self.pid, self.pid_started, utc_now())
         reporter = StatusReporter(ledger, queued, running, self.config.progress_interval, lease,
                                   f"{self.config.name} pid {self.pid}")
-        ledger.hear = lambda t: self._tell(t, reporter)
+        ledger.hear = self._tell
         cap = LogCap(self.config.max_log_bytes) if self.config.max_log_bytes else None
         with self.output.to(queued):
             set_reporter(reporter)
@@ -156,7 +156,7 @@ class Worker:
             return msg.Finished(queued.id, queued.attempt, tuple(sent), reporter.status, f"{type(exc).__name__}: {exc}")
         return msg.Finished(queued.id, queued.attempt, tuple(sent))
 
-    def _tell(self, transition: Transition, reporter: StatusReporter) -> None:
+    def _tell(self, transition: Transition) -> None:
         """A state change while the job runs (its start): the manager hears of it now.
         (Called with the reporter's mutex held, so it never interleaves with a reply.)"""
         try:

@@ -84,9 +84,6 @@ class FakeExecutor:
     def holds(self, job_id: str) -> bool:
         return job_id in self.held
 
-    def running(self, job_id: str) -> bool:
-        return job_id in self.began
-
     def busy(self) -> bool:
         return bool(self.held)
 
