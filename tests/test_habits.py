@@ -187,8 +187,8 @@ def test_no_event_is_lost_to_a_trim_running_while_others_append_and_rotate(
         numbers = sorted(int(e["id"].split("-")[1]) for e in events if e["id"].startswith(f"w{writer}-"))
         if max_bytes is None:
             assert numbers == list(range(APPENDS)), f"writer {writer} lost a line"
-        else:  # a rotation drops the oldest log whole: what is left of each writer is its last lines
-            assert numbers == list(range(numbers[0], APPENDS)) if numbers else True, f"writer {writer} lost a line"
+        elif numbers:  # a rotation drops the oldest log whole: what is left of a writer is its last lines
+            assert numbers == list(range(numbers[0], APPENDS)), f"writer {writer} lost a line"
 
 
 def test_a_rotation_right_after_a_trim_replaced_the_log_keeps_its_lines(
@@ -251,11 +251,14 @@ def test_a_trim_stopped_halfway_does_not_stop_the_manager(spool_dir: Path, serve
 LINES = 20000
 
 
-def print_lines(count: int, pause_every: int = 0) -> list[str]:
+def print_lines(count: int, pause_every: int = 0, gate: Path | None = None) -> list[str]:
     """A command printing ``output line N`` for N up to ``count``, pausing a moment every
-    ``pause_every`` lines (a program working between bursts of output)."""
+    ``pause_every`` lines (a program working between bursts of output); with ``gate``, it
+    waits after the first half until the test creates that file."""
     pause = f'[ $((i % {pause_every})) -eq 0 ] && sleep 0.01; ' if pause_every else ""
-    return ["sh", "-c", f'i=0; while [ $i -lt {count} ]; do i=$((i+1)); echo "output line $i"; {pause}done']
+    wait = f'[ $i -eq {count // 2} ] && until [ -e "$0" ]; do sleep 0.01; done; ' if gate else ""
+    return ["sh", "-c", f'i=0; while [ $i -lt {count} ]; do i=$((i+1)); echo "output line $i"; {pause}{wait}done',
+            str(gate)]
 
 
 def test_a_log_past_its_limit_keeps_its_tail_and_says_how_much_was_dropped(
@@ -273,10 +276,26 @@ def test_a_log_past_its_limit_keeps_its_tail_and_says_how_much_was_dropped(
     assert (spool_dir / "logs" / "task.log").stat().st_size <= 8192
 
 
-def test_following_a_log_that_is_cut_goes_on_where_it_was(spool_dir: Path, serve: Callable[..., Server]) -> None:
+def test_following_a_log_that_is_cut_goes_on_where_it_was(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve("--allow-commands", "--max-log-bytes", "8192")
-    run_pool(spool_dir, "submit", "--id", "f", "--command", *print_lines(6000, pause_every=300), check=True)
-    followed = run_pool(spool_dir, "logs", "-f", "f", check=True).stdout.splitlines()
+    gate, shown = tmp_path / "gate", tmp_path / "shown"
+    run_pool(spool_dir, "submit", "--id", "f", "--command", *print_lines(6000, 300, gate), check=True)
+    with shown.open("wb") as out:
+        follower = subprocess.Popen([*POOL, "--spool", str(spool_dir), "logs", "-f", "f"], stdout=out,
+                                    stderr=subprocess.PIPE, env=env_for_tests())
+    try:  # the second half (50 KB: several cuts of the 8 KB log) is written while it follows
+        wait_until(lambda: b"output line 3000\n" in shown.read_bytes() or follower.poll() is not None,
+                   what="the follower showing the first half")
+        gate.touch()
+        assert follower.wait(timeout=60) == 0, follower.stderr.read() if follower.stderr else ""
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+        if follower.stderr:
+            follower.stderr.close()
+    followed = shown.read_text().splitlines()
+    assert followed[-1] == "output line 6000"
     numbers = [int(line.split()[-1]) for line in followed if line.startswith("output line ")]
     notices = [line for line in followed if not line.startswith("output line ")]
     # The log may have been cut before the follower began: it shows the log's own first line.
