@@ -14,10 +14,10 @@ from typing import Any
 import click
 import orjson
 
-from pool.client import Spool, default_spool_path
-from pool.errors import JobNotFound, PoolError
+from pool.client import Job, Spool, default_spool_path
+from pool.errors import JobNotFinished, JobNotFound, PoolError
 from pool.joblog import HEAD_BYTES, MIN_MAX_BYTES
-from pool.model import State
+from pool.model import JobStatus, State
 
 from .common import complete_ids, follow_log, say_no_manager
 from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
@@ -140,17 +140,20 @@ def submit(spool: Spool, /, args: tuple[str, ...], is_command: bool, wait_: bool
 
 
 # ---------------------------------------------------------------- kill, wait, retry, logs
+def statuses_of(spool: Spool, ids: tuple[str, ...]) -> list[JobStatus]:
+    """The jobs named (a unique start of an id will do): an unknown, rejected or
+    ambiguous id fails before anything is done to any of them."""
+    return [spool.status(spool.resolve(job_id)) for job_id in ids]
+
+
 @cli.command()
 @click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
 @click.option("--grace", type=click.FloatRange(0), help="Seconds between SIGTERM and SIGKILL (manager default: 5).")
 @click.pass_obj
 def kill(spool: Spool, ids: tuple[str, ...], grace: float | None) -> None:
     """Cancel jobs: a queued one never starts, a running one is terminated."""
-    ids = tuple(map(spool.resolve, ids))
-    for job_id in ids:
-        spool.status(job_id)  # unknown ids fail before anything is asked
-    for job_id in ids:
-        before = spool.status(job_id)
+    for before in statuses_of(spool, ids):
+        job_id = before.id
         if before.state.is_final:
             click.echo(f"{job_id}: already {before.state.value}")
             continue
@@ -177,19 +180,18 @@ def wait_cmd(spool: Spool, ids: tuple[str, ...], every: bool, timeout: float | N
     if every == bool(ids):
         raise click.UsageError("give job ids, or --all (not both)")
     if every:
-        ids = tuple(s.id for s in reversed(spool.statuses()) if not s.state.is_final)
-        if not ids:
+        statuses = [s for s in reversed(spool.statuses()) if not s.state.is_final]
+        if not statuses:
             if not quiet:
                 click.echo("no job is queued or running")
             return
         if not quiet:  # the jobs were not named: say which they are
-            click.echo(f"waiting for {len(ids)} job(s): {', '.join(ids)}", err=True)
-    ids = tuple(map(spool.resolve, ids))
-    for job_id in ids:
-        spool.status(job_id)  # an unknown or rejected id fails before any waiting
-    if not quiet and not all(spool.acted_on(job_id) or spool.status(job_id).state.is_final for job_id in ids):
+            click.echo(f"waiting for {len(statuses)} job(s): {', '.join(s.id for s in statuses)}", err=True)
+    else:
+        statuses = statuses_of(spool, ids)
+    if not quiet and not all(spool.acted_on(s.id) or s.state.is_final for s in statuses):
         say_no_manager(spool, "waiting for one to start")
-    sys.exit(follow(spool, list(ids), timeout, quiet))
+    sys.exit(follow(spool, [s.id for s in statuses], timeout, quiet))
 
 
 @cli.command()
@@ -198,13 +200,11 @@ def wait_cmd(spool: Spool, ids: tuple[str, ...], every: bool, timeout: float | N
 def result(spool: Spool, job_id: str) -> None:
     """Print a job's result as JSON; exit 1 (saying why) unless it is done."""
     job_id = spool.resolve(job_id)
-    status = spool.status(job_id)
-    if status.state is not State.DONE:
-        if status.state.is_final and status.error:
-            raise PoolError(f"job {job_id!r} {status.state.value}: {status.error.get('type')}: "
-                            f"{status.error.get('message')}")
-        raise PoolError(f"job {job_id!r} is {status.state.value}; `pool wait {job_id}` waits for it")
-    sys.stdout.buffer.write(orjson.dumps(status.result, option=orjson.OPT_INDENT_2) + b"\n")
+    try:
+        value = Job(spool, job_id).result()
+    except JobNotFinished as exc:
+        raise PoolError(f"{exc}; `pool wait {job_id}` waits for it") from None
+    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 @cli.command()
@@ -213,7 +213,7 @@ def result(spool: Spool, job_id: str) -> None:
 def retry(spool: Spool, ids: tuple[str, ...]) -> None:
     """Run jobs that have ended (done, failed or cancelled) again, from attempt 1, with
     the same arguments (`pool restart` is the same command)."""
-    statuses = [spool.status(spool.resolve(job_id)) for job_id in ids]
+    statuses = statuses_of(spool, ids)
     for status in statuses:
         if not status.state.is_final:  # said before any job is touched
             raise PoolError(f"job {status.id!r} is {status.state.value}; only a job that has ended can run again")
@@ -227,7 +227,7 @@ def retry(spool: Spool, ids: tuple[str, ...]) -> None:
 def remove(spool: Spool, ids: tuple[str, ...]) -> None:
     """Forget jobs: their status, lock and log files go. A queued job is cancelled first;
     a running one must be killed first (`pool kill`)."""
-    statuses = [spool.status(spool.resolve(job_id)) for job_id in ids]
+    statuses = statuses_of(spool, ids)
     for status in statuses:
         if status.state is State.RUNNING:  # said before any job is touched
             raise PoolError(f"job {status.id!r} is running; stop it first: pool kill {status.id}")

@@ -205,7 +205,7 @@ def fit(statuses: list[JobStatus], rows: int) -> tuple[list[JobStatus], int]:
 
 def status_message(status: JobStatus) -> str:
     if status.state in (State.FAILED, State.CANCELLED) and status.error:
-        return f"{status.error.get('type')}: {status.error.get('message')}"
+        return status.error_text
     if status.state is State.QUEUED and status.next_try_at:
         return f"retry at {status.next_try_at}" + (f" after {status.error.get('type')}" if status.error else "")
     return status.message or ""
@@ -259,7 +259,7 @@ def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]],
     if spec.meta:
         lines.append(f"meta:      {as_json(dict(spec.meta))}")
     if status.error:
-        lines.append(f"error:     {status.error.get('type')}: {status.error.get('message')}")
+        lines.append(f"error:     {status.error_text}")
         if status.error.get("traceback"):
             lines += ["", *str(status.error["traceback"]).rstrip().splitlines()]
     if events:

@@ -18,7 +18,7 @@ from pool.client import Job, Spool
 from pool.errors import JobNotFound
 from pool.model import TASK_PATTERN, State, new_job_id
 
-from .common import console, follow_log
+from .common import follow_log
 from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
 from .views import follow
 
@@ -40,7 +40,8 @@ def run(spool: Spool, /, args: tuple[str, ...], is_command: bool, no_inline: boo
         build_job(spool, args, command, fallback=None if no_inline else "inline", job_id=job.id, **options)
         if no_inline and not spool.dir.manager_running() and not quiet:
             click.echo(f"{job.id}: waiting for a manager to serve {spool.path}", err=True)
-        code = stream(spool, job, quiet) if verbose else follow_run(spool, job, quiet)
+        code = stream(spool, job, quiet) if verbose else \
+            follow(spool, [job.id], None, quiet, to_stderr=True, interruptible=False)
     except KeyboardInterrupt:
         with contextlib.suppress(JobNotFound):  # interrupted before it was submitted: nothing to stop
             job.cancel()
@@ -53,19 +54,6 @@ def run(spool: Spool, /, args: tuple[str, ...], is_command: bool, no_inline: boo
         # The result on stdout, as a function call's value: `x=$(pool run mytasks:f 2)`.
         sys.stdout.buffer.write(orjson.dumps(status.result) + b"\n")
     sys.exit(code)
-
-
-def follow_run(spool: Spool, job: Job, quiet: bool) -> int:
-    """As `pool wait`, but Ctrl-C is the run's own (it kills the job: see ``run``) and
-    how it ended goes to stderr: stdout is for the result."""
-    if quiet or not console().is_terminal:
-        status = job.wait()
-        if not quiet:
-            error = f" ({status.error.get('type')}: {status.error.get('message')})" \
-                if status.error and status.state is not State.DONE else ""
-            click.echo(f"{job.id}: {status.state.value}{error}", err=True)
-        return 0 if status.state is State.DONE else 1
-    return follow(spool, [job.id], None, quiet, to_stderr=True, interruptible=False)
 
 
 def stream(spool: Spool, job: Job, quiet: bool) -> int:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import click
 import orjson
 
-from pool.client import Spool
+from pool.client import Job, Spool
 from pool.errors import WaitTimeout
 from pool.model import JobStatus, State, parse_time
 
@@ -100,7 +100,7 @@ def status(spool: Spool, ids: tuple[str, ...], state: str | None, name_pattern: 
     out = console()
     if len(ids) == 1:
         job = spool.status(ids[0])
-        tail = spool.job(job.id).logs().splitlines()[-10:]
+        tail = Job(spool, job.id).logs().splitlines()[-10:]
         out.print("\n".join(render.detail_lines(job, now(), spool.events(job.id), tail, orphaned(spool, [job]))),
                   markup=False)
         return
@@ -215,7 +215,6 @@ def follow(spool: Spool, ids: list[str], timeout: float | None, quiet: bool, to_
         sys.exit(130)
     if not quiet:
         for s in statuses:
-            failed = s.error and s.state is not State.DONE
-            error = f" ({s.error.get('type')}: {s.error.get('message')})" if failed and s.error else ""
+            error = f" ({s.error_text})" if s.error and s.state is not State.DONE else ""
             click.echo(f"{s.id}: {s.state.value}{error}", err=to_stderr)
     return 0 if statuses and all(s.state is State.DONE for s in statuses) else 1

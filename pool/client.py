@@ -449,9 +449,8 @@ class Job:
         if status.state is State.DONE:
             return status.result
         if status.state.is_final:
-            error = status.error or {}
-            raise JobFailed(f"job {self.id!r} {status.state.value}: {error.get('type')}: {error.get('message')}",
-                            status)
+            why = f": {status.error_text}" if status.error else ""
+            raise JobFailed(f"job {self.id!r} {status.state.value}{why}", status)
         raise JobNotFinished(f"job {self.id!r} is {status.state.value}")
 
     def cancel(self, grace: float | None = None) -> JobStatus:

@@ -198,6 +198,11 @@ class JobStatus:
     def log(self) -> str:
         return f"logs/{self.spec.id}.log"
 
+    @property
+    def error_text(self) -> str:
+        """``Type: message`` of the error it holds ("" for none)."""
+        return f"{self.error.get('type')}: {self.error.get('message')}" if self.error else ""
+
     def to_dict(self) -> dict[str, Any]:
         doc = self.spec.to_dict(in_status=True)
         doc["schema"] = SCHEMA
