@@ -169,8 +169,10 @@ def test_no_event_is_lost_to_a_trim_running_while_others_append_and_rotate(
         spool_dir: Path, max_bytes: int | None) -> None:
     spool = Spool(spool_dir)
     spool.dir.create()
-    fork = multiprocessing.get_context("fork")
-    writers = [fork.Process(target=append_events, args=(str(spool_dir), w, max_bytes)) for w in range(3)]
+    # spawn, not fork: pytest-xdist's worker has threads, and a fork of a threaded process
+    # may deadlock (Python 3.12+ warns)
+    spawn = multiprocessing.get_context("spawn")
+    writers = [spawn.Process(target=append_events, args=(str(spool_dir), w, max_bytes)) for w in range(3)]
     for writer in writers:
         writer.start()
     trims = 0
