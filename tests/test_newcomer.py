@@ -4,7 +4,6 @@ Python loop, Ctrl-C at a terminal (issue: "What a new user tripped over")."""
 from __future__ import annotations
 
 import os
-import pty
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from pool.cli import render
 from pool.client import Spool
 from pool.jobfile import parse_job
 from pool.model import JobStatus, new_status
-from test_views import read_screen, take_terminal
+from test_views import on_terminal, read_screen
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -221,11 +220,7 @@ def test_ctrl_c_while_waiting_leaves_the_job_running_and_says_how_to_stop_it(
     gate = tmp_path / "gate"
     drop(spool_dir, "c.json", {"task": "pooltest_tasks:hold", "args": [str(gate)], "id": "c"})
     wait_until(lambda: state_of(spool_dir, "c") == "running", what="running")
-    leader, follower = pty.openpty()
-    waiting = subprocess.Popen([*POOL, "--spool", str(spool_dir), "wait", "c"], stdin=follower, stdout=follower,
-                               stderr=follower, env=env_for_tests(TERM="xterm", COLUMNS="100", LINES="20"),
-                               start_new_session=True, preexec_fn=take_terminal)
-    os.close(follower)
+    waiting, leader = on_terminal(spool_dir, "wait", "c", columns=100, lines=20)
     try:
         read_screen(leader, lambda s: "running" in s)  # the live view is up: it is waiting
         os.write(leader, b"\x03")  # Ctrl-C, through the terminal

@@ -177,17 +177,24 @@ def take_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+def on_terminal(spool_dir: Path, *args: str, columns: int, lines: int) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``pool ARGS`` on a pseudo-terminal of its own (as typed in a shell there);
+    returns the process and the terminal's other end, to read its screen and type."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([*POOL, "--spool", str(spool_dir), *args], stdin=follower, stdout=follower,
+                            stderr=follower, env=env_for_tests(TERM="xterm", COLUMNS=str(columns), LINES=str(lines)),
+                            start_new_session=True, preexec_fn=take_terminal)
+    os.close(follower)
+    return proc, leader
+
+
 def test_the_live_view_refreshes_in_place_and_ends_on_ctrl_c(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve()
     gate = tmp_path / "gate"
     drop(spool_dir, "h.json", {"task": "pooltest_tasks:halfway", "args": [str(gate)], "id": "live-job"})
     wait_until(lambda: state_of(spool_dir, "live-job") == "running", what="running")
-    leader, follower = pty.openpty()
-    top = subprocess.Popen([*POOL, "--spool", str(spool_dir), "top"], stdin=follower, stdout=follower,
-                           stderr=follower, env=env_for_tests(TERM="xterm", COLUMNS="120", LINES="30"),
-                           start_new_session=True, preexec_fn=take_terminal)
-    os.close(follower)
+    top, leader = on_terminal(spool_dir, "top", columns=120, lines=30)
     try:
         read_screen(leader, lambda s: "live-job" in s and "running" in s and "30%" in s)
         gate.touch()
