@@ -46,12 +46,15 @@ def run_pool(spool: Path, *args: str, check: bool = False, timeout: float = 60, 
 
 
 class Server:
-    """A real ``pool serve`` process on a spool."""
+    """A real ``pool serve`` process on a spool (``new_session``: leading a process group of
+    its own, as a manager started from a terminal)."""
 
-    def __init__(self, spool: Path, *args: str, cwd: Path = TESTS, log_dir: Path | None = None) -> None:
+    def __init__(self, spool: Path, *args: str, cwd: Path = TESTS, log_dir: Path | None = None,
+                 new_session: bool = False) -> None:
         self.spool = spool
         self.args = args
         self.cwd = cwd
+        self.new_session = new_session
         self.log = (log_dir or spool.parent) / f"serve-{spool.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -59,7 +62,8 @@ class Server:
         log = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [*POOL, "--spool", str(self.spool), "serve", "--tasks", "pooltest_tasks", "--settle", "0.2", *self.args],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env_for_tests(), cwd=str(self.cwd))
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env_for_tests(), cwd=str(self.cwd),
+            start_new_session=self.new_session)
         log.close()
         if wait:
             wait_until(lambda: self.ready() or self.proc.poll() is not None, 30, "the manager to start")
@@ -100,8 +104,8 @@ def serve(spool_dir: Path) -> Iterator[Callable[..., Server]]:
     """Start ``pool serve`` with extra arguments; every server is stopped afterwards."""
     servers: list[Server] = []
 
-    def start(*args: str, wait: bool = True) -> Server:
-        server = Server(spool_dir, *args).start(wait=wait)
+    def start(*args: str, wait: bool = True, new_session: bool = False) -> Server:
+        server = Server(spool_dir, *args, new_session=new_session).start(wait=wait)
         servers.append(server)
         return server
 

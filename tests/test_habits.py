@@ -347,11 +347,16 @@ def test_service_prints_a_unit_whose_command_serves_the_spool_and_stops_cleanly(
     argv = shlex.split(fields["ExecStart"].replace("%%", "%").replace("$$", "$"))
     assert argv[:3] == [sys.executable, "-m", "pool"] and argv[argv.index("--spool") + 1] == str(weird)
     manager = subprocess.Popen(argv, cwd=TESTS, env=env_for_tests(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    wait_until(lambda: (weird / "manager.pid").exists() or manager.poll() is not None, what="served")
-    assert run_pool(weird, "run", "pooltest_tasks:add", "2", "3", check=True).stdout == "5\n"
-    manager.send_signal(signal.SIGTERM)  # KillMode=mixed: to the manager alone
-    assert manager.wait(timeout=60) == 0
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: (weird / "manager.pid").exists() or manager.poll() is not None, what="served")
+        assert run_pool(weird, "run", "pooltest_tasks:add", "2", "3", check=True).stdout == "5\n"
+        manager.send_signal(signal.SIGTERM)  # KillMode=mixed: to the manager alone
+        assert manager.wait(timeout=60) == 0
+    finally:
+        if manager.poll() is None:
+            manager.kill()
+            manager.wait()
 
 
 def test_service_install_writes_a_user_unit_and_refuses_bad_serve_options(tmp_path: Path) -> None:

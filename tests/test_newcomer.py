@@ -309,16 +309,14 @@ def test_a_job_put_back_shows_nothing_of_the_attempt_before(spool_dir: Path, tmp
     gate.touch()
 
 
-def test_a_manager_stopped_from_its_terminal_leaves_no_warning_behind(spool_dir: Path, tmp_path: Path) -> None:
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        manager = subprocess.Popen([*POOL, "--spool", str(spool_dir), "serve", "--tasks", "pooltest_tasks"],
-                                   stdout=out, stderr=out, env=env_for_tests(), cwd=TESTS, start_new_session=True)
-    wait_until(lambda: (spool_dir / "manager.pid").exists(), what="serving")
+def test_a_manager_stopped_from_its_terminal_leaves_no_warning_behind(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    manager = serve(new_session=True)
     run_pool(spool_dir, "run", "pooltest_tasks:add", "1", "1", check=True)
-    os.killpg(manager.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
-    assert manager.wait(timeout=30) == 0
-    text = log.read_text()
+    assert manager.proc is not None
+    os.killpg(manager.proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+    assert manager.proc.wait(timeout=30) == 0
+    text = manager.output()
     assert "stopped" in text and "leaked" not in text and "Traceback" not in text
 
 

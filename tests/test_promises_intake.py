@@ -12,18 +12,16 @@ from __future__ import annotations
 import math
 import os
 import resource
-import signal
 import socket
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from conftest import TESTS, Server, drop, env_for_tests, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import Server, drop, pid_alive, run_pool, state_of, status_doc, wait_until
 
 from pool.client import Spool
 
@@ -627,39 +625,24 @@ def test_the_event_log_rotates_at_its_limit_and_reads_across_both(tmp_path: Path
     assert [e["id"] for e in buffered.read(Owners(os.geteuid()))][-1] == "b99"
 
 
-def test_a_manager_with_a_small_event_limit_keeps_events_bounded(spool_dir: Path) -> None:
+def test_a_manager_with_a_small_event_limit_keeps_events_bounded(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
     """Promise: events.jsonl is bounded: a manager started with a small limit
-    (ManagerConfig.events_max_bytes) rotates it while it serves, and the timeline of a job
-    is still shown."""
+    (--events-max-bytes) rotates it while it serves, and the timeline of a job is still
+    shown."""
     limit = 4096
-    script = ("import sys; from pool.manager import Manager, ManagerConfig; "
-              "Manager(ManagerConfig(spool=sys.argv[1], workers=1, task_modules=('pooltest_tasks',), settle=0.2, "
-              "events_max_bytes=int(sys.argv[2]))).serve()")
-    with open(spool_dir.parent / "manager-events.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", script, str(spool_dir), str(limit)], stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, env=env_for_tests(), cwd=str(TESTS))
-    try:
-        pid_file = spool_dir / "manager.pid"
-        wait_until(lambda: proc.poll() is not None or (pid_file.exists() and pid_file.read_text() == str(proc.pid)),
-                   30, "the manager to start")
-        assert proc.poll() is None, (spool_dir.parent / "manager-events.log").read_text()
-        count = 60
-        for n in range(count):
-            drop(spool_dir, f"e{n}.json", job("add", n, 0, id=f"e{n}"))
-        spool = Spool(spool_dir)
-        wait_until(lambda: len(spool.statuses("done")) == count or proc.poll() is not None, 30, "every job done")
-        assert proc.poll() is None
-        current, previous = spool_dir / "events.jsonl", spool_dir / "events.1.jsonl"
-        assert previous.exists(), "never rotated"
-        assert not current.exists() or current.stat().st_size <= limit
-        assert previous.stat().st_size <= limit + 64 * 1024  # one loop turn's flush at most
-        detail = run_pool(spool_dir, "status", f"e{count - 1}", check=True).stdout
-        assert "timeline:" in detail and "-> done" in detail, detail
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    server = serve("--workers", "1", "--events-max-bytes", str(limit))
+    proc = server.proc
+    assert proc is not None
+    count = 60
+    for n in range(count):
+        drop(spool_dir, f"e{n}.json", job("add", n, 0, id=f"e{n}"))
+    spool = Spool(spool_dir)
+    wait_until(lambda: len(spool.statuses("done")) == count or proc.poll() is not None, 30, "every job done")
+    assert proc.poll() is None
+    current, previous = spool_dir / "events.jsonl", spool_dir / "events.1.jsonl"
+    assert previous.exists(), "never rotated"
+    assert not current.exists() or current.stat().st_size <= limit
+    assert previous.stat().st_size <= limit + 64 * 1024  # one loop turn's flush at most
+    detail = run_pool(spool_dir, "status", f"e{count - 1}", check=True).stdout
+    assert "timeline:" in detail and "-> done" in detail, detail

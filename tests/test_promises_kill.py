@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import POOL, TESTS, Server, drop, env_for_tests, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import POOL, Server, drop, env_for_tests, pid_alive, run_pool, state_of, status_doc, wait_until
 
 TASKS = ("--tasks", "promise_kill_tasks")
 
@@ -238,34 +238,24 @@ def test_an_adopted_job_still_times_out(
 # ---------------------------------------------------------------- 4. SIGTERM to the manager's group
 
 def test_sigterm_to_the_managers_process_group_is_a_graceful_stop(
-        spool_dir: Path, tmp_path: Path, leftovers: Leftovers) -> None:
+        spool_dir: Path, serve: Callable[..., Server], leftovers: Leftovers) -> None:
     """Repro 20: the signal also ended the forkserver; the manager took every worker for
     dead and exited at once, the jobs running on, detached, past --grace."""
-    log_path = spool_dir.parent / f"serve-{spool_dir.name}.log"
-    with open(log_path, "ab") as log:
-        manager = subprocess.Popen(
-            [*POOL, "--spool", str(spool_dir), "serve", "--tasks", "pooltest_tasks", *TASKS, "--settle", "0.2",
-             "--workers", "1", "--grace", "1", "--kill-grace", "0.5"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env_for_tests(), cwd=str(TESTS),
-            start_new_session=True)
-    leftovers.procs.append(manager)
-    wait_until(lambda: manager.poll() is not None or (
-        (spool_dir / "manager.pid").exists() and (spool_dir / "manager.pid").read_text() == str(manager.pid)),
-        30, "the manager to start")
-    assert manager.poll() is None, log_path.read_text()
+    manager = serve(*TASKS, "--workers", "1", "--grace", "1", "--kill-grace", "0.5", new_session=True)
+    assert manager.proc is not None
     drop(spool_dir, "long.json", task("until_stopped", id="long"))
     pid = running_pid(spool_dir, "long")
     leftovers.groups.append(pid)
     began = time.monotonic()
-    os.killpg(manager.pid, signal.SIGTERM)
-    code = manager.wait(timeout=30)
+    os.killpg(manager.proc.pid, signal.SIGTERM)
+    code = manager.proc.wait(timeout=30)
     took = time.monotonic() - began
     gone = not pid_alive(pid)
-    assert code == 0, log_path.read_text()
+    assert code == 0, manager.output()
     assert took >= 1.0, f"the manager stopped after {took:.2f}s, before its --grace of 1s"
     doc = status_doc(spool_dir, "long")
     assert doc is not None and (doc["state"], doc["attempt"], doc["error"]) == ("queued", 1, None), doc
-    assert gone, f"the job's process {pid} is alive after the manager stopped:\n{log_path.read_text()}"
+    assert gone, f"the job's process {pid} is alive after the manager stopped:\n{manager.output()}"
 
 
 # ---------------------------------------------------------------- 5. a forked child and the job's lock
