@@ -238,17 +238,22 @@ class Spool:
         """The job's status; a job not yet taken in by a manager shows as queued.
         Raises JobNotFound (saying why, when the job's file was rejected), CorruptStatus."""
         # A submitted job moves incoming/x -> incoming/.claimed~... -> status/, never back:
-        # looking in that order, then at status/ again, finds it wherever it was between.
+        # looking in that order (each look after the one before), then at status/ again,
+        # finds it wherever it was between.
         try:
             return self.dir.read_status(job_id)
         except JobNotFound:
             pass
-        claims = [c for c in self.dir.drop.listing()[1] if c.endswith(f"~{job_id}.json")]
-        for entry in (f"{job_id}.json", *claims):
-            try:
-                return self._submitted_status(job_id, entry)
-            except JobNotFound:
-                continue
+        try:
+            return self._submitted_status(job_id)
+        except JobNotFound:
+            pass
+        for entry in self.dir.drop.listing()[1]:  # listed only now: a claim made meanwhile is seen
+            if entry.endswith(f"~{job_id}.json"):
+                try:
+                    return self._submitted_status(job_id, entry)
+                except JobNotFound:
+                    continue
         try:
             return self.dir.read_status(job_id)
         except JobNotFound:

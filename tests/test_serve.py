@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Callable
 
 import orjson
+import pytest
 
-from conftest import Server, drop, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import Server, drop, job, pid_alive, run_pool, state_of, status_doc, wait_until
 from pool.client import Spool
-
-
-def job(task: str, *args: object, **fields: object) -> dict[str, object]:
-    return {"task": f"pooltest_tasks:{task}", "args": list(args), **fields}
+from pool.model import JobStatus
 
 
 def test_a_dropped_job_runs_and_stores_its_result(spool_dir: Path, serve: Callable[..., Server]) -> None:
@@ -199,6 +197,26 @@ def test_a_job_dropped_while_no_manager_runs_is_taken_at_start(
     wait_until(lambda: state_of(spool_dir, "early") == "done" and state_of(spool_dir, "via-client") == "done",
                what="both jobs done")
     assert submitted.result() == 2
+
+
+def test_a_job_claimed_the_moment_its_status_is_asked_is_found(
+        spool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found running the suite under load: `pool submit` asked for the job's status just as
+    the manager claimed its file, and was told there was no such job (the claims had been
+    listed before the file was looked for under its own name)."""
+    spool = Spool(spool_dir)
+    spool.submit("pooltest_tasks:add", 1, 2, id="caught")
+    incoming = spool_dir / "incoming"
+    read = Spool._submitted_status
+
+    def claimed_as_read(self: Spool, job_id: str, entry: str | None = None) -> JobStatus:
+        if entry in (None, f"{job_id}.json") and (incoming / f"{job_id}.json").exists():
+            os.rename(incoming / f"{job_id}.json", incoming / f".claimed~0123456789ab~{job_id}.json")  # as a manager
+        return read(self, job_id, entry)
+
+    monkeypatch.setattr(Spool, "_submitted_status", claimed_as_read)
+    status = spool.status("caught")
+    assert (status.id, status.state.value, status.spec.args) == ("caught", "queued", (1, 2))
 
 
 def test_higher_priority_runs_first_and_fifo_within_a_priority(
