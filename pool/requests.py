@@ -8,7 +8,6 @@ of the spool's owner or its group only), since anyone who may submit may ask.
 from __future__ import annotations
 
 import enum
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import orjson
 
 from .errors import InvalidJobSpec
 from .model import ID_PATTERN
+from .rules import is_number
 from .safeio import Folder, Owners, UnsafeFile
 
 MAX_REQUEST_BYTES = 4096
@@ -41,8 +41,7 @@ class Request:
 def check_grace(grace: object) -> float:
     """A kill's grace as seconds; raises InvalidJobSpec (``grace="5s"`` is a mistake to
     report to its caller, not a file for the manager to choke on)."""
-    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not math.isfinite(grace) \
-            or not 0 <= grace <= MAX_GRACE:
+    if not is_number(grace) or not 0 <= grace <= MAX_GRACE:
         raise InvalidJobSpec(f"grace must be a number of seconds from 0 to {MAX_GRACE:g}, got {grace!r}")
     return float(grace)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -26,7 +26,7 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[int | float]:
     return (is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
 
 
@@ -35,7 +35,7 @@ def int64(value: object) -> bool:
 
 
 def seconds(value: object, low: float = 0.0, open_low: bool = False) -> bool:
-    return is_number(value) and (value > low if open_low else value >= low) and value <= MAX_SECONDS  # type: ignore[operator]
+    return is_number(value) and (value > low if open_low else value >= low) and value <= MAX_SECONDS
 
 
 def str_map(value: object) -> bool:

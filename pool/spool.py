@@ -33,7 +33,7 @@ import fcntl
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -281,10 +281,9 @@ class SpoolDir:
         self.drop.reject_from(self.statuses, f"{job_id}.json", f"{job_id}.status.json", why)
 
     # ------------------------------------------------------------ removing a job
-    def remove_job(self, job_id: str, still: object) -> bool:
+    def remove_job(self, job_id: str, still: Callable[[JobStatus], bool]) -> bool:
         """Delete a job's status, log and lock files if ``still(status)`` holds under its
         lock; False when it no longer does (or the job is held or gone)."""
-        assert callable(still)
         try:
             with self.locks.status_lock(job_id, timeout=0):
                 if not still(self.read_status(job_id)):
