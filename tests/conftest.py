@@ -3,6 +3,7 @@ and one way to wait: ``wait_until(predicate, timeout, what)``. No test sleeps to
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import signal
@@ -136,6 +137,35 @@ def status_doc(spool_dir: Path, job_id: str) -> dict[str, Any] | None:
 def state_of(spool_dir: Path, job_id: str) -> str | None:
     doc = status_doc(spool_dir, job_id)
     return doc["state"] if doc else None
+
+
+def job(task: str, *args: object, **fields: object) -> dict[str, object]:
+    """A job file's content: ``task`` of the test tasks (tests/pooltest_tasks.py)."""
+    return {"task": f"pooltest_tasks:{task}", "args": list(args), **fields}
+
+
+def running_pid(spool_dir: Path, job_id: str) -> int:
+    """Wait until the job's status says running; returns its pid."""
+    return wait_until(lambda: (d := status_doc(spool_dir, job_id)) and d["state"] == "running" and d["pid"],  # type: ignore[no-any-return]
+                      30, f"{job_id} running")
+
+
+def runs_of(runs_file: Path) -> collections.Counter[str]:
+    """How many times each job ran, from the file the counting tasks append their ids to."""
+    return collections.Counter(runs_file.read_text().split()) if runs_file.exists() else collections.Counter()
+
+
+def events_of(spool_dir: Path, job_id: str) -> list[dict[str, Any]]:
+    """The job's lines in events.jsonl."""
+    path = spool_dir / "events.jsonl"
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    return [e for e in map(orjson.loads, lines) if e["id"] == job_id]
+
+
+def start_run(spool_dir: Path, *args: str) -> subprocess.Popen[str]:
+    """``pool run ARGS`` in the background, its output captured."""
+    return subprocess.Popen([*POOL, "--spool", str(spool_dir), "run", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env_for_tests())
 
 
 def pid_alive(pid: int) -> bool:

@@ -17,25 +17,18 @@ from typing import Callable
 import orjson
 import pytest
 
-from conftest import POOL, Server, drop, env_for_tests, fill, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import (
+    POOL, Server, drop, env_for_tests, fill, job, pid_alive, run_pool, running_pid, runs_of, state_of, status_doc,
+    wait_until)
 from pool.client import Spool
 
 FINAL = {"done", "failed", "cancelled"}
 
 
-def job(task: str, *args: object, **fields: object) -> dict[str, object]:
-    return {"task": f"pooltest_tasks:{task}", "args": list(args), **fields}
-
-
 def start_running(spool_dir: Path, job_id: str, task: str, *args: object) -> int:
     """Drop a job and wait until its status says running; returns its pid."""
     drop(spool_dir, f"{job_id}.json", job(task, *args, id=job_id))
-    return wait_until(lambda: (d := status_doc(spool_dir, job_id)) and d["state"] == "running" and d["pid"],  # type: ignore[no-any-return]
-                      what=f"{job_id} running")
-
-
-def runs_per_job(runs_file: Path) -> collections.Counter[str]:
-    return collections.Counter(runs_file.read_text().split()) if runs_file.exists() else collections.Counter()
+    return running_pid(spool_dir, job_id)
 
 
 def assert_conserved(spool_dir: Path, ids: list[str], runs_file: Path | None = None, max_runs: int = 1) -> None:
@@ -48,7 +41,7 @@ def assert_conserved(spool_dir: Path, ids: list[str], runs_file: Path | None = N
         i: d and d["state"] for i, d in docs.items()}
     assert all(d["pid"] is None for d in docs.values() if d)  # type: ignore[index]
     if runs_file is not None:
-        runs = runs_per_job(runs_file)
+        runs = runs_of(runs_file)
         assert all(runs[i] <= max_runs for i in ids), runs
     finals = collections.Counter(
         e["id"] for e in map(orjson.loads, (spool_dir / "events.jsonl").read_bytes().splitlines())
@@ -174,7 +167,7 @@ def test_a_killed_worker_with_retries_runs_again(
                what="second attempt running")
     gate.touch()
     wait_until(lambda: state_of(spool_dir, "w") == "done", what="done")
-    assert runs_per_job(runs)["w"] == 2
+    assert runs_of(runs)["w"] == 2
     assert_conserved(spool_dir, ["w"], runs, max_runs=2)
 
 
@@ -207,7 +200,7 @@ def test_a_running_job_is_adopted_by_the_next_manager(
     assert state_of(spool_dir, "a") == "running"
     gate.touch()
     wait_until(lambda: state_of(spool_dir, "a") == "done", what="done")
-    assert runs_per_job(runs)["a"] == 1  # adopted, not run again
+    assert runs_of(runs)["a"] == 1  # adopted, not run again
     wait_until(lambda: "adopted job ended" in (spool_dir / "events.jsonl").read_text(), what="the event")
     assert_conserved(spool_dir, ["a"], runs)
 
@@ -233,7 +226,7 @@ def test_a_job_whose_process_died_with_the_manager_runs_again(
     serve()
     wait_until(lambda: state_of(spool_dir, "l") == "done", what="done")
     doc = status_doc(spool_dir, "l")
-    assert doc is not None and doc["attempt"] == 2 and runs_per_job(runs)["l"] == 2
+    assert doc is not None and doc["attempt"] == 2 and runs_of(runs)["l"] == 2
     assert_conserved(spool_dir, ["l"], runs, max_runs=2)
 
 
@@ -376,7 +369,7 @@ def test_the_forkserver_dying_ends_no_job_and_workers_are_still_replaced(
     assert server.proc is not None
     gate, runs = tmp_path / "gate", tmp_path / "runs"
     drop(spool_dir, "f.json", job("counted_hold", str(runs), str(gate), id="f"))
-    wait_until(lambda: runs_per_job(runs)["f"] == 1, what="the job running")
+    wait_until(lambda: runs_of(runs)["f"] == 1, what="the job running")
     forkservers = subprocess.run(["pgrep", "-P", str(server.proc.pid), "-f", "multiprocessing.forkserver"],
                                  capture_output=True, text=True).stdout.split()
     assert len(forkservers) == 1
@@ -391,5 +384,5 @@ def test_the_forkserver_dying_ends_no_job_and_workers_are_still_replaced(
         os.kill(worker, signal.SIGKILL)  # now they are gone for good: replaced
     drop(spool_dir, "after.json", job("counted", str(runs), id="after"))
     wait_until(lambda: state_of(spool_dir, "after") == "done", what="a job after all that")
-    assert runs_per_job(runs) == collections.Counter({"f": 1, "after": 1})
+    assert runs_of(runs) == collections.Counter({"f": 1, "after": 1})
     assert_conserved(spool_dir, ["f", "after"], runs)

@@ -21,15 +21,11 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Server, drop, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import Server, drop, job, pid_alive, run_pool, state_of, status_doc, wait_until
 
 from pool.client import Spool
 
 ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-
-
-def job(task: str, *args: object, **fields: object) -> dict[str, object]:
-    return {"task": f"pooltest_tasks:{task}", "args": list(args), **fields}
 
 
 def alive(server: Server) -> bool:

@@ -17,11 +17,11 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
-from conftest import POOL, Server, drop, env_for_tests, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import (
+    POOL, Server, drop, env_for_tests, events_of, pid_alive, run_pool, running_pid, start_run, state_of, status_doc,
+    wait_until)
 
 TASKS = ("--tasks", "promise_kill_tasks")
 
@@ -48,17 +48,6 @@ def alive(pids: list[int]) -> list[int]:
     return [p for p in pids if pid_alive(p)]
 
 
-def running_pid(spool_dir: Path, job_id: str) -> int:
-    return wait_until(lambda: (d := status_doc(spool_dir, job_id)) and d["state"] == "running" and d["pid"],  # type: ignore[no-any-return]
-                      30, f"{job_id} running")
-
-
-def events_of(spool_dir: Path, job_id: str) -> list[dict[str, Any]]:
-    path = spool_dir / "events.jsonl"
-    lines = path.read_bytes().splitlines() if path.exists() else []
-    return [e for e in map(orjson.loads, lines) if e["id"] == job_id]
-
-
 def runs_in(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
@@ -77,11 +66,6 @@ def inline_processes(spool_dir: Path) -> list[int]:
         if b"pool.inline" in args and any(str(spool_dir).encode() in a for a in args) and pid_alive(int(entry)):
             found.append(int(entry))
     return found
-
-
-def start_run(spool_dir: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*POOL, "--spool", str(spool_dir), "run", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env_for_tests())
 
 
 class Leftovers:

@@ -12,18 +12,11 @@ from typing import Callable
 
 import orjson
 
-from conftest import POOL, TESTS, Server, drop, env_for_tests, fill, run_pool, state_of, status_doc, wait_until
+from conftest import (
+    POOL, TESTS, Server, drop, env_for_tests, fill, job, run_pool, runs_of, state_of, status_doc, wait_until)
 from pool.client import Spool
 
 FINAL = {"done", "failed", "cancelled"}
-
-
-def runs_of(runs_file: Path) -> collections.Counter[str]:
-    return collections.Counter(runs_file.read_text().split()) if runs_file.exists() else collections.Counter()
-
-
-def job(task: str, *args: object, **fields: object) -> dict[str, object]:
-    return {"task": f"pooltest_tasks:{task}", "args": list(args), **fields}
 
 
 def test_a_progress_message_that_cannot_be_encoded_does_not_rerun_the_job(

@@ -9,23 +9,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import orjson
 import pytest
 
-from conftest import POOL, Server, env_for_tests, run_pool, state_of, status_doc, wait_until
+from conftest import POOL, Server, env_for_tests, events_of, run_pool, start_run, state_of, status_doc, wait_until
 from pool.client import Spool
 from pool.errors import JobFailed
-
-
-def events_of(spool_dir: Path, job_id: str) -> list[dict]:
-    path = spool_dir / "events.jsonl"
-    lines = path.read_bytes().splitlines() if path.exists() else []
-    return [e for e in map(orjson.loads, lines) if e["id"] == job_id]
-
-
-def start_run(spool_dir: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*POOL, "--spool", str(spool_dir), "run", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env_for_tests())
 
 
 def test_without_a_manager_a_task_runs_inline_and_is_tracked(spool_dir: Path) -> None:
