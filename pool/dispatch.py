@@ -54,6 +54,8 @@ class Dispatch:
             job = self.queue.pop()
             if job is None:
                 return
+            # Not admissible today means already handed over (queued twice): dropped. A clause
+            # that holds a job back for later (a group's limit) must leave it in the queue.
             if self.admissible(job):
                 self.executor.start(job, now)
                 self.handed[job.id] = Handed(job)

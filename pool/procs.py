@@ -99,12 +99,14 @@ def group_members(pgid: int, besides: int = 0) -> list[int]:
     except OSError:
         return members
     for entry in entries:
-        if not entry.isdigit() or int(entry) == besides:
-            continue
-        fields = _stat_fields(entry)
-        if fields and len(fields) > 2 and fields[0] != b"Z" and fields[2] == str(pgid).encode():
+        if entry.isdigit() and int(entry) != besides and _lives_in_group(entry, pgid):
             members.append(int(entry))
     return members
+
+
+def _lives_in_group(pid: str, pgid: int) -> bool:
+    fields = _stat_fields(pid)
+    return fields is not None and len(fields) > 2 and fields[0] != b"Z" and fields[2] == str(pgid).encode()
 
 
 def group_alive(pgid: int) -> bool:
@@ -116,7 +118,8 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return bool(group_members(pgid))
+    # The leader alive answers at once; only once it is gone are all processes looked at.
+    return _lives_in_group(str(pgid), pgid) or bool(group_members(pgid))
 
 
 def leftover_group(pgid: int | None, leader_started: int | None) -> bool:
