@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import subprocess
 from pathlib import Path
 
@@ -41,8 +42,9 @@ def until_stopped() -> None:
 
 @pool.task
 def ignore_term(ready: str) -> None:
-    """The worker itself (the leader of the job's group) shrugs off SIGTERM."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """The worker itself (the leader of the job's group) shrugs off SIGTERM, noting when
+    (wall clock) in ``<ready>.term``."""
+    signal.signal(signal.SIGTERM, lambda *_: write_atomically(f"{ready}.term", repr(time.time())))
     write_atomically(ready, str(os.getpid()))
     until_killed()
 

@@ -22,6 +22,7 @@ import pytest
 from conftest import (
     POOL, Server, drop, env_for_tests, events_of, pid_alive, run_pool, running_pid, start_run, state_of, status_doc,
     wait_until)
+from pool.model import parse_time
 
 TASKS = ("--tasks", "promise_kill_tasks")
 
@@ -190,12 +191,15 @@ def test_an_inline_job_ignoring_sigterm_honours_the_grace_of_pool_kill(
     leftovers.procs.append(runner)
     [pid] = pids_from(ready)
     leftovers.groups.append(pid)
-    began = time.monotonic()
     result = run_pool(spool_dir, "kill", "stubborn", "--grace", "0.3", check=True)
-    took = time.monotonic() - began
     assert result.stdout.strip() == "stubborn: cancelled"
-    assert took < 4.0, f"pool kill --grace 0.3 took {took:.1f}s (the supervisor's default is 5s)"
     assert not pid_alive(pid)
+    # From the SIGTERM the job shrugged off to its end, as the supervisor recorded it: the
+    # grace asked for (0.3 s), not the supervisor's own 5 s.
+    doc = status_doc(spool_dir, "stubborn")
+    assert doc is not None
+    term_to_end = parse_time(doc["finished_at"]).timestamp() - float(Path(f"{ready}.term").read_text())
+    assert term_to_end < 2.5, f"the job was killed {term_to_end:.1f}s after its SIGTERM, not 0.3s"
     assert runner.wait(timeout=30) == 1
 
 
@@ -333,11 +337,14 @@ def test_an_inline_supervisor_ends_with_its_job(spool_dir: Path, leftovers: Left
     about 5 s (its idle forked worker kept a copy of the supervisor's end of its own pipe,
     so it never saw EOF, and was SIGKILLed after STOP_WAIT). The supervisor holds `pool
     run`'s stdout, so `out=$(pool run -- true)` or subprocess.run(capture_output=True)
-    took 5.3 s instead of 0.4 s. A wide margin: under 4 s against 5 s."""
+    took 5.3 s instead of 0.4 s. Measured from the job's end, as recorded, to the caller's
+    EOF, so a slow start of the processes on a loaded machine does not count."""
     leftovers.spools.append(spool_dir)
-    began = time.monotonic()
     result = run_pool(spool_dir, "run", "--id", "quick", "--", "true")  # captured: returns at EOF
-    took = time.monotonic() - began
+    eof = time.time()
     assert (result.returncode, result.stderr.strip()) == (0, "quick: done"), result.stderr
-    assert took < 4.0, f"a caller reading `pool run`'s output waited {took:.1f}s for an instant job"
-    wait_until(lambda: inline_processes(spool_dir) == [], 2, "no pool.inline process left")
+    doc = status_doc(spool_dir, "quick")
+    assert doc is not None
+    lingered = eof - parse_time(doc["finished_at"]).timestamp()
+    assert lingered < 2.5, f"a caller reading `pool run`'s output waited {lingered:.1f}s after its job ended"
+    wait_until(lambda: inline_processes(spool_dir) == [], 30, "no pool.inline process left")
