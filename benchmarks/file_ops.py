@@ -11,10 +11,8 @@ the same way, side by side (see versions.py for how it is run).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,19 +25,14 @@ FILE_CALLS = ("openat", "close", "read", "write", "pwrite64", "newfstatat", "fst
 
 def count(pool: tuple[str, ...] | None, source: Path | None, jobs: int) -> dict[str, float]:
     out = Path(tempfile.mkdtemp(prefix="pool-strace-")) / "counts"
-    command = pool or ("python", "-m", "pool")
+    command = pool or (sys.executable, "-m", "pool")
     traced = ("strace", "-f", "-c", "-o", str(out), *command)
     manager = ScratchManager("--workers", "2", pool=traced, source=source)
     try:
         manager.drop_batch("batch.jsonl", [{"task": "bench_tasks:noop"}] * jobs)
         wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.01)
     finally:
-        # strace does not pass a SIGTERM on to what it traces: stop the manager itself
-        children = subprocess.run(["pgrep", "-P", str(manager.proc.pid)], capture_output=True, text=True).stdout
-        for pid in children.split():
-            os.kill(int(pid), signal.SIGTERM)
-        manager.proc.wait(timeout=60)
-        manager.log.close()
+        manager.stop()
     counts: dict[str, float] = {}
     for line in out.read_text().splitlines():
         fields = line.split()
@@ -54,8 +47,6 @@ def main() -> None:
     parser.add_argument("--other", type=Path)
     args = parser.parse_args()
     assert shutil.which("strace"), "strace is needed (apt-get install strace)"
-    import sys
-
     versions = {"this": ((sys.executable, "-m", "pool"), None)}
     if args.other:
         versions["other"] = (command_of(args.other), args.other)

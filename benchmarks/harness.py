@@ -51,6 +51,7 @@ class ScratchManager:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(source or HERE.parent)]))
         self.log = open(self.spool.parent / "manager.log", "ab")
         command = pool or (sys.executable, "-m", "pool")
+        self.traced = command[0] == "strace"
         self.proc = subprocess.Popen(
             [*command, "--spool", str(self.spool), "serve", "--tasks", "bench_tasks", *args],
             env=env, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, cwd=str(HERE))
@@ -94,9 +95,41 @@ class ScratchManager:
             return None
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM the manager and wait for it (under strace, which does not pass a SIGTERM
+        on to what it traces, the manager is strace's child)."""
+        if self.traced:
+            children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+            for pid in children.split():
+                os.kill(int(pid), signal.SIGTERM)
+        else:
+            self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
         self.log.close()
+
+
+def noop_batch_seconds(jobs: int, pool: tuple[str, ...] | None = None, source: Path | None = None) -> float:
+    """Seconds from a .jsonl of ``jobs`` do-nothing jobs appearing to the last one done
+    (2 workers; ``pool``, ``source``: as for ScratchManager)."""
+    manager = ScratchManager("--workers", "2", pool=pool, source=source)
+    try:
+        started = manager.drop_batch("batch.jsonl", [{"task": "bench_tasks:noop"}] * jobs)
+        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.005)
+        return time.perf_counter() - started
+    finally:
+        manager.stop()
+
+
+def noop_files_seconds(jobs: int, pool: tuple[str, ...] | None = None, source: Path | None = None) -> float:
+    """The same with a .json file per job, dropped one after another."""
+    manager = ScratchManager("--workers", "2", pool=pool, source=source)
+    try:
+        started = time.perf_counter()
+        for n in range(jobs):
+            manager.drop(f"j{n}.json", {"task": "bench_tasks:noop", "id": f"j{n}"})
+        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.005)
+        return time.perf_counter() - started
+    finally:
+        manager.stop()
 
 
 def iso_to_epoch(text: str) -> float:

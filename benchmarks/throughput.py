@@ -20,34 +20,11 @@ import subprocess
 import sys
 import time
 
-
-from harness import ScratchManager, wait_for
+from harness import noop_batch_seconds, noop_files_seconds
 
 
 def noop() -> None:
     return None
-
-
-def pool_batch(jobs: int) -> float:
-    manager = ScratchManager("--workers", "2")
-    try:
-        started = manager.drop_batch("batch.jsonl", [{"task": "bench_tasks:noop"}] * jobs)
-        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.005)
-        return time.perf_counter() - started
-    finally:
-        manager.stop()
-
-
-def pool_files(jobs: int) -> float:
-    manager = ScratchManager("--workers", "2")
-    try:
-        started = time.perf_counter()
-        for n in range(jobs):
-            manager.drop(f"j{n}.json", {"task": "bench_tasks:noop", "id": f"j{n}"})
-        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.005)
-        return time.perf_counter() - started
-    finally:
-        manager.stop()
 
 
 def executor(jobs: int) -> float:
@@ -92,8 +69,8 @@ def main() -> None:
     results = {
         "ProcessPoolExecutor.submit (in memory)": executor(n),
         "a multiprocessing.Process per job (fork)": process_per_job(n),
-        "pool, one .jsonl batch": pool_batch(n),
-        "pool, one .json file per job": pool_files(n),
+        "pool, one .jsonl batch": noop_batch_seconds(n),
+        "pool, one .json file per job": noop_files_seconds(n),
     }
     huey = huey_files(n)
     if huey is None:

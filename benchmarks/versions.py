@@ -13,39 +13,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from core_latency import started_at_latency
-from harness import HERE, ScratchManager, percentile, wait_for
+from harness import HERE, noop_batch_seconds, noop_files_seconds, percentile
 
 
 def command_of(checkout: Path) -> tuple[str, ...]:
     python = str(checkout / ".venv" / "bin" / "python")
     module = "pool" if (checkout / "pool" / "__main__.py").exists() else "cli"
     return (python, "-m", module)
-
-
-def batch_rate(pool: tuple[str, ...], source: Path, jobs: int) -> float:
-    manager = ScratchManager("--workers", "2", pool=pool, source=source)
-    try:
-        started = manager.drop_batch("batch.jsonl", [{"task": "bench_tasks:noop"}] * jobs)
-        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.005)
-        return jobs / (time.perf_counter() - started)
-    finally:
-        manager.stop()
-
-
-def files_rate(pool: tuple[str, ...], source: Path, jobs: int) -> float:
-    manager = ScratchManager("--workers", "2", pool=pool, source=source)
-    try:
-        started = time.perf_counter()
-        for n in range(jobs):
-            manager.drop(f"j{n}.json", {"task": "bench_tasks:noop", "id": f"j{n}"})
-        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.005)
-        return jobs / (time.perf_counter() - started)
-    finally:
-        manager.stop()
 
 
 def main() -> None:
@@ -61,8 +38,8 @@ def main() -> None:
         order = list(versions) if round_number % 2 == 0 else list(reversed(versions))
         for name in order:
             pool, source = versions[name]
-            results[name]["batch"].append(batch_rate(pool, source, args.jobs))
-            results[name]["files"].append(files_rate(pool, source, args.jobs))
+            results[name]["batch"].append(args.jobs / noop_batch_seconds(args.jobs, pool, source))
+            results[name]["files"].append(args.jobs / noop_files_seconds(args.jobs, pool, source))
             latencies = started_at_latency(args.latency_jobs, pool, source)
             results[name]["p50"].append(statistics.median(latencies))
             results[name]["p90"].append(percentile(latencies, 90))
