@@ -124,17 +124,10 @@ class DropZone:
         """A name in rejected/ such that neither it nor its ``.error.json`` is taken (a
         rejected file may itself be called ``x.json.error.json``)."""
         target, n = original, 1
-        while self._taken(target) or self._taken(f"{target}.error.json"):
+        while self.rejected.has(target) or self.rejected.has(f"{target}.error.json"):
             target = f"{original}.{n}"
             n += 1
         return target
-
-    def _taken(self, name: str) -> bool:
-        try:
-            os.stat(name, dir_fd=self.rejected.fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return True
 
     def prune_rejected(self, cutoff: float, dry_run: bool = False) -> list[str]:
         """Remove what was refused before ``cutoff`` (wall clock): each refused entry (a
@@ -170,7 +163,7 @@ class DropZone:
         found = None
         for n in range(100):
             target = name if n == 0 else f"{name}.{n}"
-            if not self._taken(f"{target}.error.json"):
+            if not self.rejected.has(f"{target}.error.json"):
                 break
             found = target
         if found is None:

@@ -77,11 +77,21 @@ class JobLocks:
         for a job with no lock file and no status (``create`` makes the lock file, for a
         job known to exist: the worker that runs it)."""
         deadline = time.monotonic() + patience
-        while (fd := self._try_flock(f"{job_id}.lock", create or self.spool.has_status(job_id), job_id)) is None:
+        while (fd := self._open_lock(job_id, create)) is None:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.001)
         return fd
+
+    def _open_lock(self, job_id: str, create: bool) -> int | None:
+        """The lock file is opened as it is; made only when missing, for a job that has a
+        status (one open in the common case, no stat of the status)."""
+        try:
+            return self._try_flock(f"{job_id}.lock", create, job_id)
+        except JobNotFound:
+            if not self.spool.has_status(job_id):
+                raise
+            return self._try_flock(f"{job_id}.lock", True, job_id)
 
     def _try_flock(self, name: str, create: bool, job_id: str) -> int | None:
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC

@@ -55,11 +55,7 @@ class RequestBox:
         self.folder.write_atomic(f"{kind.value}-{job_id}", orjson.dumps(payload), 0o640)
 
     def is_pending(self, kind: RequestKind, job_id: str) -> bool:
-        try:
-            os.stat(f"{kind.value}-{job_id}", dir_fd=self.folder.fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return True
+        return self.folder.has(f"{kind.value}-{job_id}")
 
     def drop(self, kind: RequestKind, job_id: str) -> None:
         self.folder.unlink(f"{kind.value}-{job_id}")

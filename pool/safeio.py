@@ -115,6 +115,14 @@ class Folder:
         except FileNotFoundError:
             return []
 
+    def has(self, name: str) -> bool:
+        """Whether the folder has an entry ``name`` (whatever it is: a link is not followed)."""
+        try:
+            os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
     # ------------------------------------------------------------ reading
     def open_checked(self, name: str, owners: Owners, max_bytes: int = MAX_READ) -> tuple[int, os.stat_result]:
         """Open ``name`` for reading the safe way; returns (fd, its stat). Raises

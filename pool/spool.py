@@ -232,11 +232,7 @@ class SpoolDir:
             return None
 
     def has_status(self, job_id: str) -> bool:
-        try:
-            os.stat(f"{job_id}.json", dir_fd=self.statuses.fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return True
+        return self.statuses.has(f"{job_id}.json")
 
     def status_ids(self) -> list[str]:
         return [n[:-5] for n in self.statuses.listdir()
