@@ -71,7 +71,7 @@ def follow_log(spool: Spool, job_id: str, offset: int = 0, head: bytes = b"") ->
                         out.write(b"--- pool: %d bytes of output were cut from the log before they were shown ---\n"
                                   % missed)
                 chunk = os.pread(f.fileno(), 1 << 30, offset)
-                if joblog.dropped_before(os.pread(f.fileno(), joblog.HEAD_BYTES, 0)) != cut:
+                if chunk and joblog.dropped_before(os.pread(f.fileno(), joblog.HEAD_BYTES, 0)) != cut:
                     continue  # cut while it was read: read again where the output now is
         except FileNotFoundError:
             chunk = b""

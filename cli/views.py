@@ -139,8 +139,9 @@ def top(spool: Spool, state: str | None, name_pattern: str | None, since: float 
 
 
 def write_json(spool: Spool, ids: tuple[str, ...], state: str | None, name: str | None, since: float | None) -> None:
-    """Machine-clean JSON: the documents as they are on disk, without parsing them
-    when no filter needs it (the fast path over a large spool)."""
+    """Machine-clean JSON: the documents as they are on disk, written back byte for byte
+    (parsed only for their state and creation time) unless ids, a name or a time are
+    asked for, which need the whole job (the fast path over a large spool)."""
     if ids or name or since is not None:
         docs = [orjson.dumps(s.to_dict()) for s in select(spool, ids, state, name, since)]
     else:
