@@ -7,6 +7,7 @@ outlives it."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shutil
 import signal
@@ -292,7 +293,8 @@ def test_kill_9_at_an_exact_system_call_loses_nothing(
         if traced.poll() is None:  # it finished before its Nth call: stop the manager under strace
             for child in subprocess.run(["pgrep", "-P", str(traced.pid)], capture_output=True,
                                         text=True).stdout.split():
-                os.kill(int(child), signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):  # killed at its Nth call meanwhile
+                    os.kill(int(child), signal.SIGTERM)
         traced.wait(timeout=60)
         log.close()
     server = Server(spool_dir, "--workers", "2").start()
