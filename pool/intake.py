@@ -111,30 +111,37 @@ class Intake:
         return bool(self.batches)
 
     # ------------------------------------------------------------ a look at incoming/
-    def scan(self, deadline: float) -> None:
-        """Take in what incoming/ holds, until ``deadline`` (monotonic); what is left is
-        taken next turn. An OSError (a full or read-only disk) ends the look; ``failing``
-        stays set until a look goes through, so the trouble is logged once."""
+    def scan(self, seconds: float) -> None:
+        """Take in what incoming/ holds for about ``seconds`` of work after one look at
+        the folder; what is left is taken next turn. An OSError (a full or read-only
+        disk) ends the look; ``failing`` stays set until a look goes through, so the
+        trouble is logged once."""
         self._absorb_notes()
         self.recheck_at = None
-        self._look(deadline)
+        self._look(seconds)
         self.failing = False
 
-    def _look(self, deadline: float) -> None:
+    def _look(self, seconds: float) -> None:
         names, claims = self.spool.drop.listing()
         now = self.clock.time()
         for entry in claims:
             if entry not in self.batches:
                 self._guarded(entry, functools.partial(self._open_claim, entry, entry not in self.mine))
+        # The slice starts after the look, and each loop makes one step before it looks at
+        # the clock: on a loaded machine, listing ten thousand entries can take longer than
+        # a slice, and a turn that did nothing else would be followed by another like it.
+        deadline = self.clock.monotonic() + seconds
+        taken = False
         for name in sorted(names):
-            if self.clock.monotonic() >= deadline:
+            if taken and self.clock.monotonic() >= deadline:
                 self.recheck_at = now
                 break
             if is_job_name(name):
                 self._guarded(name, functools.partial(self._take, name, now))
+                taken = True
         # Smallest first: a single job dropped while a million lines come in starts at once.
-        for batch in sorted(self.batches.values(), key=lambda b: len(b.data)):
-            if self.clock.monotonic() >= deadline:
+        for n, batch in enumerate(sorted(self.batches.values(), key=lambda b: len(b.data))):
+            if n and self.clock.monotonic() >= deadline:
                 return
             self._guarded(batch.entry, functools.partial(self._advance, batch, deadline))
 

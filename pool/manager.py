@@ -226,7 +226,7 @@ class Manager:
                 self.control.apply(now)
             if not self.stop_requested:
                 if self.intake.due() or self.rescan_due:
-                    self.intake.scan(self.clock.monotonic() + INTAKE_SLICE)
+                    self.intake.scan(INTAKE_SLICE)
                 self.dispatch.dispatch(now)
             self.rescan_due = False
         finally:

@@ -314,3 +314,24 @@ def lifecycle_kill() -> Any:
     from pool.requests import RequestKind
 
     return RequestKind.KILL
+
+
+class CrawlingClock(FakeClock):
+    """A machine so loaded that every look at the clock finds a second gone: a turn's
+    listing of incoming/ alone uses up its slice (seen under .ci/hunt: ten thousand
+    files claimed, then every turn listed the folder and took nothing in)."""
+
+    def monotonic(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_every_turn_takes_something_in_however_slow_the_machine(stepped: Stepped) -> None:
+    stepped.clock = stepped.manager.clock = stepped.manager.intake.clock = CrawlingClock()
+    for n in range(3):
+        stepped.submit(f"slow{n}")
+    taken = []
+    for _ in range(3):
+        stepped.step()
+        taken.append(sum(1 for n in range(3) if status_doc(stepped.spool_dir, f"slow{n}")))
+    assert taken == [1, 2, 3], taken  # one file a turn at the least
