@@ -52,6 +52,7 @@ class Slot:
 
     process: Any  # multiprocessing.Process
     conn: Connection
+    ready: bool = False  # it said Ready: set up, leading its own process group
     job: JobStatus | None = None  # the attempt it runs
     ahead: JobStatus | None = None  # sent ahead, to begin the moment `job` ends
     stop_reason: StopReason | None = None
@@ -73,7 +74,7 @@ class Slot:
 
     @property
     def idle(self) -> bool:
-        return self.job is None and self.stop is None and not self.dead and not self.broken
+        return self.ready and self.job is None and self.stop is None and not self.dead and not self.broken
 
     @property
     def takes_ahead(self) -> bool:
@@ -212,6 +213,9 @@ class LocalExecutor:
             pass  # the worker is gone: its sentinel tells the rest
 
     def _on_reply(self, slot: Slot, reply: msg.Reply, now: float) -> None:
+        if isinstance(reply, msg.Ready):
+            slot.ready = True
+            return
         if isinstance(reply, msg.Changed):
             self.events.append(Recorded(reply.transitions))
             return

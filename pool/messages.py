@@ -1,11 +1,15 @@
 """What a manager (or an inline supervisor) and its worker processes say to each other:
 one small frozen dataclass per message, JSON on the wire (never Python objects).
 
+    manager <--Ready------------- (once: it leads its own process group) worker
     manager --RunAttempt(job)--------------------------------------------> worker
     manager <--Changed(transitions)-------- (the job's start, once written) worker
     manager <--Finished | Skipped | Crashed (the attempt is over) ------- worker
 
-A worker answers every RunAttempt with exactly one of the last three. The manager's copy
+No attempt goes to a worker before its Ready: a stop signals the worker's process group,
+which does not exist until the worker has made it (a worker still starting on a loaded
+machine would miss the SIGTERM and run the job it was to be stopped from). A worker
+answers every RunAttempt with exactly one of the last three. The manager's copy
 of the job may be stale: the worker checks it against the status file, under the job's
 lock, before it starts anything (the file is the truth).
 """
@@ -45,6 +49,11 @@ class RunAttempt:
     def decode(cls, data: bytes) -> RunAttempt:
         doc = orjson.loads(data)
         return cls(JobStatus.from_dict(doc["job"], trusted=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The worker is set up, in a process group of its own: it takes attempts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +97,14 @@ class Crashed:
     why: str
 
 
-Reply = Changed | Finished | Skipped | Crashed
+Reply = Ready | Changed | Finished | Skipped | Crashed
 
 
 def encode_reply(reply: Reply) -> bytes:
     doc: dict[str, Any]
-    if isinstance(reply, Changed):
+    if isinstance(reply, Ready):
+        doc = {"kind": "ready"}
+    elif isinstance(reply, Changed):
         doc = {"kind": "changed", "transitions": [t.to_dict() for t in reply.transitions]}
     elif isinstance(reply, Finished):
         doc = {"kind": "finished", "id": reply.job_id, "attempt": reply.attempt,
@@ -111,6 +122,8 @@ def encode_reply(reply: Reply) -> bytes:
 def decode_reply(data: bytes) -> Reply:
     doc = orjson.loads(data)
     kind = doc["kind"]
+    if kind == "ready":
+        return Ready()
     if kind == "changed":
         return Changed(tuple(Transition.from_dict(t) for t in doc["transitions"]))
     if kind == "finished":

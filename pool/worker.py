@@ -266,6 +266,10 @@ def worker_main(conn: Connection, config: WorkerConfig, close_fds: tuple[int, ..
             sys.path.insert(0, entry)
     _detach_stdio()
     worker = Worker(config, conn.send_bytes)
+    try:
+        conn.send_bytes(msg.encode_reply(msg.Ready()))  # set up: a stop of our group reaches us now
+    except OSError:
+        return
     while True:
         try:
             order = msg.RunAttempt.decode(conn.recv_bytes())

@@ -307,6 +307,35 @@ def test_kill_9_at_an_exact_system_call_loses_nothing(
     assert not [n for n in os.listdir(spool_dir / "incoming") if n.startswith(".claimed~")]
 
 
+def test_a_kill_filed_while_the_workers_are_still_starting_is_carried_out(spool_dir: Path, tmp_path: Path) -> None:
+    """Found by .ci/hunt: a job handed to a worker that had not yet made its process group
+    (a loaded machine starts workers slowly) was stopped by signalling a group that did not
+    exist yet; the stop found nothing to do, and the job ran to done. Here every setpgid is
+    held back 5 s by strace, so the workers are still starting when the job and its kill
+    arrive: the job must end cancelled without running."""
+    assert STRACE is not None, "strace is needed to hold a system call back (.ci/run installs it)"
+    runs = tmp_path / "runs"
+    log = open(tmp_path / "strace-serve.log", "wb")
+    traced = subprocess.Popen(
+        [STRACE, "-qq", "-f", "-o", "/dev/null", "-e", "inject=setpgid:delay_enter=5000000",
+         *POOL, "--spool", str(spool_dir), "serve", "--tasks", "pooltest_tasks", "--workers", "1"],
+        env=env_for_tests(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: (spool_dir / "manager.pid").exists() or traced.poll() is not None, 60, "serving")
+        requests = spool_dir / "requests"
+        (requests / ".k.tmp").write_bytes(b"{}")
+        os.rename(requests / ".k.tmp", requests / "kill-late")
+        drop(spool_dir, "late.json", job("counted", str(runs), id="late"))
+        wait_until(lambda: state_of(spool_dir, "late") in FINAL, 60, "the job to end")
+        assert (state_of(spool_dir, "late"), runs_of(runs)["late"]) == ("cancelled", 0)
+    finally:
+        for child in subprocess.run(["pgrep", "-P", str(traced.pid)], capture_output=True, text=True).stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGTERM)  # strace passes no SIGTERM on: to the manager itself
+        traced.wait(timeout=60)
+        log.close()
+
+
 def test_a_second_signal_stops_at_once(spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     server = serve("--grace", "60", "--kill-grace", "60")
     ready = tmp_path / "ready"
