@@ -48,9 +48,12 @@ class StatusReporter:
 
     def current(self) -> JobStatus:
         """The status with the latest reported progress folded in."""
-        if self.latest is None:
+        return self._folded(self.latest)
+
+    def _folded(self, latest: tuple[float, float, str | None] | None) -> JobStatus:
+        if latest is None:
             return self.status
-        done, total, message = self.latest
+        done, total, message = latest
         fraction = fraction_of(done, total)
         return replace(self.status, progress=fraction if fraction is not None else self.status.progress,
                        message=message if message is not None else self.status.message)
@@ -78,7 +81,10 @@ class StatusReporter:
             if self.closed:
                 return
             self.next_write = time.monotonic() + self.interval
-            status = replace(self.current(), updated_at=utc_now())
+            # The job's thread reports without the mutex (a report must never wait on a
+            # write): what it reports while this write runs is kept for the next one.
+            folded = self.latest
+            status = replace(self._folded(folded), updated_at=utc_now())
             try:
                 self.ledger.record(self.written, status, lock_fd=self.lock_fd, start_reason=self.start_reason)
             except (OSError, ValueError) as exc:
@@ -86,7 +92,8 @@ class StatusReporter:
                 log.warning("job %s: could not write progress (%s)", status.id, exc)
                 return
             self.status = self.written = status
-            self.latest = None
+            if self.latest is folded:
+                self.latest = None
 
     def finish(self, change: Callable[[JobStatus], JobStatus]) -> None:
         """Write the attempt's outcome; no progress write can follow it. A full or

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 import pytest
 
+from pool import lifecycle
+from pool.jobfile import parse_job
+from pool.model import JobStatus, new_status
 from pool.progress import fraction_of, progress, set_reporter
+from pool.reporter import StatusReporter
 
 progress_module = importlib.import_module("pool.progress")
 
@@ -50,3 +55,34 @@ def test_writes_are_throttled_but_the_latest_value_is_kept(monkeypatch: pytest.M
         assert reporter.writes[-1] == (1000, 1000, "finished") and len(reporter.writes) == 2
     finally:
         set_reporter(None)
+
+
+class LedgerReportedDuring:
+    """A ledger whose first write lets the job's thread report meanwhile (the reporter's
+    flusher writes while the job goes on printing)."""
+
+    def __init__(self, report: Callable[[], None]) -> None:
+        self.report = report
+        self.recorded: list[JobStatus] = []
+
+    def record(self, before: JobStatus, after: JobStatus, **_: object) -> list[object]:
+        if not self.recorded:
+            self.report()
+        self.recorded.append(after)
+        return []
+
+
+def test_a_report_made_while_a_write_runs_is_not_lost() -> None:
+    """Found by .ci/hunt: a command's last line ("processed epsilon") came in while the
+    flusher wrote the one before, and the write then forgot it: the job ended done with
+    the message of the line before."""
+    queued = new_status(parse_job({"task": "m:f", "id": "j"}, "t", "t"), "2026-01-01T00:00:00.000000Z")
+    running = lifecycle.start(queued, 123, 456, "2026-01-01T00:00:00.000000Z")
+    reporter: StatusReporter
+    ledger = LedgerReportedDuring(lambda: reporter.observe(1.0, "processed epsilon"))
+    reporter = StatusReporter(ledger, queued, running, 0.0, -1, "test")  # type: ignore[arg-type]
+    reporter.observe(0.8, "processed delta")
+    reporter.write()
+    assert ledger.recorded[0].message == "processed delta"
+    reporter.finish(lambda s: lifecycle.succeed(s, None, "2026-01-01T00:00:01.000000Z"))
+    assert (ledger.recorded[-1].message, ledger.recorded[-1].progress) == ("processed epsilon", 1.0)
