@@ -77,6 +77,10 @@ class Slot:
         return self.ready and self.job is None and self.stop is None and not self.dead and not self.broken
 
     @property
+    def starting(self) -> bool:
+        return not self.ready and not self.dead and not self.broken
+
+    @property
     def takes_ahead(self) -> bool:
         return self.job is not None and self.ahead is None and self.stop is None and not self.dead \
             and not self.broken
@@ -134,15 +138,23 @@ class LocalExecutor:
     def room(self) -> int:
         if self.closing:
             return 0
-        return sum(1 for s in self.slots if s.idle or s.takes_ahead)
+        return len(self._takers())
+
+    def _takers(self) -> list[Slot]:
+        """Who may take an attempt now: an idle worker; else, a busy one ahead of time,
+        unless a worker is still starting (it will be idle in a moment: a job sent ahead
+        would wait behind another however long that one runs)."""
+        idle = [s for s in self.slots if s.idle]
+        if idle or any(s.starting for s in self.slots):
+            return idle
+        return [s for s in self.slots if s.takes_ahead]
 
     def start(self, job: JobStatus, now: float) -> None:
         """An idle worker gets it now; else a busy one gets it ahead of time, so it starts
         the moment the current one ends instead of after a round trip through the manager
         (as ProcessPoolExecutor does). A job sent ahead is committed to that worker: a
         higher priority arriving later waits at most one job."""
-        idle = [s for s in self.slots if s.idle]
-        candidates = idle or [s for s in self.slots if s.takes_ahead]
+        candidates = self._takers()
         if not candidates:
             raise RuntimeError("no room for another attempt")
         slot = candidates[0]
@@ -152,7 +164,7 @@ class LocalExecutor:
             self.events.append(Ended(job.id, job.attempt, NotStarted(None, "its worker was gone")))
             slot.broken = True
             return
-        if idle:
+        if slot.idle:
             self._begin(slot, job, now)
         else:
             slot.ahead = job
