@@ -36,6 +36,7 @@ def run(spool: Spool, /, args: tuple[str, ...], is_command: bool, no_inline: boo
     command = is_command or TASK_PATTERN.match(args[0]) is None  # `pool run -- ls -l` is a command
     # The id is known before the job exists, so a Ctrl-C at any moment finds what to cancel.
     job = Job(spool, options.pop("job_id") or new_job_id())
+    load_what_following_needs()
     try:
         build_job(spool, args, command, fallback=None if no_inline else "inline", job_id=job.id, **options)
         if no_inline and not spool.dir.manager_running() and not quiet:
@@ -54,6 +55,20 @@ def run(spool: Spool, /, args: tuple[str, ...], is_command: bool, no_inline: boo
         # The result on stdout, as a function call's value: `x=$(pool run mytasks:f 2)`.
         sys.stdout.buffer.write(orjson.dumps(status.result) + b"\n")
     sys.exit(code)
+
+
+def load_what_following_needs() -> None:
+    """Import the modules the live view is drawn with (imported lazily elsewhere, for a
+    quick `pool status`) before the job exists: a Ctrl-C must never land in the middle of
+    an import, which it leaves broken half-way (seen under load: a RuntimeError from
+    dataclasses instead of a cancel, or the interpreter killing itself with SIGINT at exit)."""
+    import rich.console
+    import rich.live
+    import rich.text
+
+    from . import render
+
+    del rich, render
 
 
 def stream(spool: Spool, job: Job, quiet: bool) -> int:

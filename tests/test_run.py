@@ -60,7 +60,8 @@ def test_ctrl_c_kills_the_job_and_leaves_it_cancelled(
     pid = wait_until(lambda: (d := status_doc(spool_dir, "endless")) and d["state"] == "running" and d["pid"],
                      what="running")
     runner.send_signal(signal.SIGINT)
-    assert runner.wait(timeout=60) == 130
+    code = runner.wait(timeout=60)
+    assert code == 130, runner.communicate()
     assert state_of(spool_dir, "endless") == "cancelled"
     wait_until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
                what="the job's process gone")
