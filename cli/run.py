@@ -61,14 +61,14 @@ def load_what_following_needs() -> None:
     """Import the modules the live view is drawn with (imported lazily elsewhere, for a
     quick `pool status`) before the job exists: a Ctrl-C must never land in the middle of
     an import, which it leaves broken half-way (seen under load: a RuntimeError from
-    dataclasses instead of a cancel, or the interpreter killing itself with SIGINT at exit)."""
+    dataclasses instead of a cancel, or an exit by SIGINT instead of 130)."""
     import rich.console
     import rich.live
     import rich.text
 
     from . import render
 
-    del rich, render
+    del rich, render  # loaded is all that was wanted
 
 
 def stream(spool: Spool, job: Job, quiet: bool) -> int:
