@@ -150,6 +150,12 @@ def running_pid(spool_dir: Path, job_id: str) -> int:
                       30, f"{job_id} running")
 
 
+def start_running(spool_dir: Path, job_id: str, task: str, *args: object) -> int:
+    """Drop a job of the test tasks and wait until its status says running; returns its pid."""
+    drop(spool_dir, f"{job_id}.json", job(task, *args, id=job_id))
+    return running_pid(spool_dir, job_id)
+
+
 def runs_of(runs_file: Path) -> collections.Counter[str]:
     """How many times each job ran, from the file the counting tasks append their ids to."""
     return collections.Counter(runs_file.read_text().split()) if runs_file.exists() else collections.Counter()

@@ -19,17 +19,11 @@ import orjson
 import pytest
 
 from conftest import (
-    POOL, Server, drop, env_for_tests, fill, job, pid_alive, run_pool, running_pid, runs_of, state_of, status_doc,
+    POOL, Server, drop, env_for_tests, fill, job, pid_alive, run_pool, runs_of, start_running, state_of, status_doc,
     wait_until)
 from pool.client import Spool
 
 FINAL = {"done", "failed", "cancelled"}
-
-
-def start_running(spool_dir: Path, job_id: str, task: str, *args: object) -> int:
-    """Drop a job and wait until its status says running; returns its pid."""
-    drop(spool_dir, f"{job_id}.json", job(task, *args, id=job_id))
-    return running_pid(spool_dir, job_id)
 
 
 def assert_conserved(spool_dir: Path, ids: list[str], runs_file: Path | None = None, max_runs: int = 1) -> None:

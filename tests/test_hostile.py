@@ -12,7 +12,7 @@ from typing import Callable
 import orjson
 import pytest
 
-from conftest import Server, drop, run_pool, state_of, status_doc, wait_until
+from conftest import Server, drop, run_pool, start_running, state_of, status_doc, wait_until
 from pool.client import Spool
 
 GOOD = {"task": "pooltest_tasks:add", "args": [1, 2]}
@@ -117,8 +117,7 @@ def test_a_duplicate_id_is_rejected_and_the_first_job_untouched(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve()
     gate = tmp_path / "gate"
-    drop(spool_dir, "first.json", {"task": "pooltest_tasks:hold", "args": [str(gate)], "id": "same"})
-    wait_until(lambda: state_of(spool_dir, "same") == "running", what="first running")
+    start_running(spool_dir, "same", "hold", str(gate))
     before = status_doc(spool_dir, "same")
     drop(spool_dir, "second.json", good(id="same"))
     error = spool_dir / "rejected" / "second.json.error.json"

@@ -16,7 +16,8 @@ import orjson
 import pytest
 from rich.console import Console
 
-from conftest import POOL, TESTS, Server, drop, env_for_tests, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import (
+    POOL, TESTS, Server, drop, env_for_tests, pid_alive, run_pool, start_running, state_of, status_doc, wait_until)
 from pool import JobRejected, lifecycle
 from pool.cli import render
 from pool.client import Spool
@@ -218,8 +219,7 @@ def test_ctrl_c_while_waiting_leaves_the_job_running_and_says_how_to_stop_it(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve()
     gate = tmp_path / "gate"
-    drop(spool_dir, "c.json", {"task": "pooltest_tasks:hold", "args": [str(gate)], "id": "c"})
-    wait_until(lambda: state_of(spool_dir, "c") == "running", what="running")
+    start_running(spool_dir, "c", "hold", str(gate))
     waiting, leader = on_terminal(spool_dir, "wait", "c", columns=100, lines=20)
     try:
         read_screen(leader, lambda s: "running" in s)  # the live view is up: it is waiting

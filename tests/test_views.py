@@ -23,7 +23,7 @@ from rich.console import Console
 
 from pool.cli import render
 from pool.cli.views import Duration, matches
-from conftest import POOL, Server, drop, env_for_tests, run_pool, state_of, status_doc, wait_until
+from conftest import POOL, Server, drop, env_for_tests, run_pool, start_running, state_of, status_doc, wait_until
 from pool import lifecycle
 from pool.jobfile import parse_job
 from pool.client import Spool
@@ -192,8 +192,7 @@ def test_the_live_view_refreshes_in_place_and_ends_on_ctrl_c(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve()
     gate = tmp_path / "gate"
-    drop(spool_dir, "h.json", {"task": "pooltest_tasks:halfway", "args": [str(gate)], "id": "live-job"})
-    wait_until(lambda: state_of(spool_dir, "live-job") == "running", what="running")
+    start_running(spool_dir, "live-job", "halfway", str(gate))
     top, leader = on_terminal(spool_dir, "top", columns=120, lines=30)
     try:
         read_screen(leader, lambda s: "live-job" in s and "running" in s and "30%" in s)
