@@ -1,5 +1,6 @@
 """Shared test helpers: a real ``pool serve`` on a temp spool, the CLI as a subprocess,
-and one way to wait: ``wait_until(predicate, timeout, what)``. No test sleeps to sync."""
+one way to wait: ``wait_until(predicate, timeout, what)`` (no test sleeps to sync), and
+one way to say what a test needs from the machine: ``needs_root`` and ``needs_strace``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import orjson
 import pytest
@@ -187,6 +188,59 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+# ---------------------------------------------------------------- what a test needs from the machine
+
+class Need(NamedTuple):
+    what: str
+    lacking: Callable[[], str | None]  # what this machine lacks, None when the need is met
+    how: str  # what a contributor does to run the test
+
+
+# A test declares what it needs with a marker and why: ``@pytest.mark.needs_root("to mount
+# a tmpfs")``. A contributor without it sees the test skipped with that reason; CI proves
+# every test, so where CI is set a need not met fails the test instead.
+NEEDS = {
+    "needs_root": Need("root", lambda: None if os.geteuid() == 0 else f"this runs as uid {os.geteuid()}",
+                       "run as root to run it here"),
+    "needs_strace": Need("strace", lambda: None if shutil.which("strace") else "there is no strace on PATH",
+                         "install strace to run it here"),
+}
+
+
+def unmet_needs(item: pytest.Item) -> list[tuple[str, str]]:
+    """Each need of ``item`` this machine does not meet: (why a contributor skips it, why CI fails it)."""
+    unmet = []
+    for marker_name, need in NEEDS.items():
+        for marker in item.iter_markers(marker_name):
+            assert len(marker.args) == 1, f"{item.nodeid}: @pytest.mark.{marker_name} takes why ('to mount a tmpfs')"
+            lacking = need.lacking()
+            if lacking is not None:
+                said = f"needs {need.what} ({marker.args[0]})"
+                unmet.append((f"{said}: CI runs it; {need.how}",
+                              f"{said}, but {lacking}: CI is set, and CI must run every test"))
+    return unmet
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A skip mark rather than a skip raised in setup: the summary then names the test's own line.
+    if not in_ci():
+        for item in items:
+            for skip, _ in unmet_needs(item):
+                item.add_marker(pytest.mark.skip(reason=skip))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture: theirs would fail with a less useful message (mount, useradd).
+    if in_ci():
+        for _, failure in unmet_needs(item):
+            pytest.fail(failure, pytrace=False)
+
+
 # ---------------------------------------------------------------- a small real disk
 
 def mount_tmpfs(path: Path, size: str) -> bool:
@@ -195,10 +249,15 @@ def mount_tmpfs(path: Path, size: str) -> bool:
                           capture_output=True).returncode == 0
 
 
+needs_small_disk = pytest.mark.needs_root("to mount a 4 MB tmpfs")
+
+
 @pytest.fixture
-def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+def small_disk(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A real 4 MB filesystem; a test using it is marked ``@needs_small_disk``."""
+    assert request.node.get_closest_marker("needs_root"), "small_disk mounts a tmpfs: mark the test @needs_small_disk"
+    assert shutil.which("mount"), "a small real filesystem needs mount"
     disk = tmp_path / "disk"
-    assert os.geteuid() == 0 and shutil.which("mount"), "a small real filesystem needs root and mount (CI runs as root)"
     assert mount_tmpfs(disk, "4m"), "could not mount a 4 MB tmpfs"
     yield disk
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -19,8 +18,8 @@ import orjson
 import pytest
 
 from conftest import (
-    POOL, Server, drop, env_for_tests, fill, job, pid_alive, run_pool, runs_of, start_running, state_of, status_doc,
-    wait_until)
+    POOL, Server, drop, env_for_tests, fill, job, needs_small_disk, pid_alive, run_pool, runs_of, start_running,
+    state_of, status_doc, wait_until)
 from pool.client import Spool
 
 FINAL = {"done", "failed", "cancelled"}
@@ -245,7 +244,6 @@ def test_kill_9_of_the_manager_at_random_moments_loses_nothing(
     assert_conserved(spool_dir, ids, runs, max_runs=1)
 
 
-STRACE = shutil.which("strace")
 # The points listed in ../shared/repro/README.md (what held when pool was attacked from the
 # outside), by syscall family: pool opens, renames and unlinks relative to a folder's
 # descriptor (renameat, unlinkat), so each family counts them all.
@@ -258,6 +256,7 @@ EVERY_PROCESS_POINTS = [("openat", 50), ("openat", 120), ("write", 20), ("write"
                         ("read", 200), ("unlink", 3)]
 
 
+@pytest.mark.needs_strace("to inject SIGKILL at exact system calls")
 @pytest.mark.parametrize("syscall, when, every", [(s, w, False) for s, w in MANAGER_POINTS]
                          + [(s, w, True) for s, w in EVERY_PROCESS_POINTS])
 def test_kill_9_at_an_exact_system_call_loses_nothing(
@@ -265,7 +264,6 @@ def test_kill_9_at_an_exact_system_call_loses_nothing(
     """The manager (``every``: each process, at its own Nth call) dies by SIGKILL from
     strace at the Nth call of ``syscall`` while it takes in and runs a batch of short
     and 0.3 s jobs; a second manager then finishes: every job done exactly once."""
-    assert STRACE is not None, "strace is needed to inject SIGKILL at exact system calls (.ci/run installs it)"
     runs = tmp_path / "runs"
     ids = [f"s{n}" for n in range(46)]
     lines = [orjson.dumps(job("counted", str(runs), id=i)) for i in ids]
@@ -276,7 +274,7 @@ def test_kill_9_at_an_exact_system_call_loses_nothing(
     ids.append("single")
     log = open(tmp_path / "strace-serve.log", "wb")
     traced = subprocess.Popen(
-        [STRACE, "-qq", *(["-f"] if every else []), "-o", "/dev/null",
+        ["strace", "-qq", *(["-f"] if every else []), "-o", "/dev/null",
          "-e", f"inject={FAMILIES.get(syscall, syscall)}:signal=SIGKILL:when={when}",
          *POOL, "--spool", str(spool_dir), "serve", "--tasks", "pooltest_tasks", "--workers", "2"],
         env=env_for_tests(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
@@ -301,17 +299,17 @@ def test_kill_9_at_an_exact_system_call_loses_nothing(
     assert not [n for n in os.listdir(spool_dir / "incoming") if n.startswith(".claimed~")]
 
 
+@pytest.mark.needs_strace("to hold a system call back")
 def test_a_kill_filed_while_the_workers_are_still_starting_is_carried_out(spool_dir: Path, tmp_path: Path) -> None:
     """Found by .ci/hunt: a job handed to a worker that had not yet made its process group
     (a loaded machine starts workers slowly) was stopped by signalling a group that did not
     exist yet; the stop found nothing to do, and the job ran to done. Here every setpgid is
     held back 5 s by strace, so the workers are still starting when the job and its kill
     arrive: the job must end cancelled without running."""
-    assert STRACE is not None, "strace is needed to hold a system call back (.ci/run installs it)"
     runs = tmp_path / "runs"
     log = open(tmp_path / "strace-serve.log", "wb")
     traced = subprocess.Popen(
-        [STRACE, "-qq", "-f", "-o", "/dev/null", "-e", "inject=setpgid:delay_enter=5000000",
+        ["strace", "-qq", "-f", "-o", "/dev/null", "-e", "inject=setpgid:delay_enter=5000000",
          *POOL, "--spool", str(spool_dir), "serve", "--tasks", "pooltest_tasks", "--workers", "1"],
         env=env_for_tests(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
@@ -348,6 +346,7 @@ def test_a_second_signal_stops_at_once(spool_dir: Path, serve: Callable[..., Ser
 
 # ---------------------------------------------------------------- a full or read-only disk
 
+@needs_small_disk
 @pytest.mark.parametrize("trouble", ["full", "read-only"])
 def test_a_full_or_read_only_disk_loses_nothing_and_recovers(small_disk: Path, tmp_path: Path, trouble: str) -> None:
     spool_dir = small_disk / "spool"

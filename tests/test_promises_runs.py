@@ -13,7 +13,8 @@ from typing import Callable
 import orjson
 
 from conftest import (
-    POOL, TESTS, Server, drop, env_for_tests, fill, job, run_pool, runs_of, state_of, status_doc, wait_until)
+    POOL, TESTS, Server, drop, env_for_tests, fill, job, needs_small_disk, run_pool, runs_of, state_of, status_doc,
+    wait_until)
 from pool.client import Spool
 
 FINAL = {"done", "failed", "cancelled"}
@@ -30,6 +31,7 @@ def test_a_progress_message_that_cannot_be_encoded_does_not_rerun_the_job(
     assert runs_of(runs)["p"] == 1
 
 
+@needs_small_disk
 def test_a_job_whose_outcome_meets_a_full_disk_runs_once_and_keeps_its_result(
         small_disk: Path, tmp_path: Path) -> None:
     spool_dir = small_disk / "spool"
@@ -54,6 +56,7 @@ def test_a_job_whose_outcome_meets_a_full_disk_runs_once_and_keeps_its_result(
     assert runs_of(runs)["h"] == 1 and runs_of(runs)["next"] == 1
 
 
+@needs_small_disk
 def test_a_job_whose_own_output_fills_the_disk_never_runs_again(small_disk: Path, tmp_path: Path) -> None:
     spool_dir = small_disk / "spool"
     runs = tmp_path / "runs"

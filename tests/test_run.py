@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -67,16 +66,15 @@ def test_ctrl_c_kills_the_job_and_leaves_it_cancelled(
                what="the job's process gone")
 
 
+@pytest.mark.needs_strace("to deliver a signal at an exact system call")
 def test_ctrl_c_the_moment_the_job_is_submitted_still_cancels_it(
         spool_dir: Path, serve: Callable[..., Server]) -> None:
     """SIGINT lands as the job's file is renamed into incoming/, before `pool run` has a
     handle on the job (strace delivers it at that system call): the job is cancelled all
     the same, and the exit code is 130, not click's 1."""
-    strace = shutil.which("strace")
-    assert strace is not None, "strace is needed to deliver a signal at an exact system call (.ci/run installs it)"
     serve()
     interrupted = subprocess.run(
-        [strace, "-qq", "-o", "/dev/null", "-e", "inject=rename,renameat,renameat2:signal=SIGINT:when=1",
+        ["strace", "-qq", "-o", "/dev/null", "-e", "inject=rename,renameat,renameat2:signal=SIGINT:when=1",
          *POOL, "--spool", str(spool_dir), "run", "--id", "caught", "pooltest_tasks:forever"],
         env=env_for_tests(PYTHONDONTWRITEBYTECODE="1"), capture_output=True, text=True, timeout=120)
     assert interrupted.returncode == 130, interrupted.stderr
