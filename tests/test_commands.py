@@ -142,9 +142,12 @@ def test_without_allow_commands_nothing_runs(spool_dir: Path, serve: Callable[..
     assert not marker.exists() and state_of(spool_dir, "c") is None
 
 
-def test_a_command_that_cannot_start_fails_with_the_reason(spool_dir: Path, serve: Callable[..., Server]) -> None:
+def test_a_command_that_cannot_start_fails_with_the_reason(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve("--allow-commands")
-    drop(spool_dir, "m.json", command(["no-such-program-xyz", "--flag"], id="m"))
+    # Looked up on a PATH of one folder without it: on the PATH the tests run with, a folder
+    # the user may not enter (`su` keeps root's PATH) turns the reason into "Permission denied".
+    drop(spool_dir, "m.json", command(["no-such-program-xyz", "--flag"], id="m", env={"PATH": str(tmp_path)}))
     drop(spool_dir, "d.json", command(["true"], id="d", cwd="/no/such/dir"))
     for job_id in ("m", "d"):
         wait_until(lambda: state_of(spool_dir, job_id) == "failed", what=f"{job_id} failed")
