@@ -6,21 +6,23 @@ usage errors are click's, exit 2. Nothing below prints a traceback.
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from typing import Any
 
 import click
 import orjson
 
+from pool import defaults
 from pool.client import Job, Spool, default_spool_path
-from pool.errors import JobNotFinished, JobNotFound, PoolError
-from pool.joblog import HEAD_BYTES, MIN_MAX_BYTES
+from pool.errors import JobNotFinished, JobNotFound, PoolError, WaitTimeout
+from pool.joblog import HEAD_BYTES
 from pool.model import JobStatus, State
 
 from .common import complete_ids, follow_log, say_no_manager
 from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
+
+KILL_AT_ONCE = 1.0  # seconds a kill usually takes: `pool kill` says it waits only past this
+KILL_SLACK = 30.0  # seconds a kill may take beyond its grace (a loaded machine), before `pool kill` gives up
 
 # Commands that read an existing spool: with none, they say so instead of showing nothing.
 NEEDS_SPOOL = {"status", "top", "kill", "wait", "retry", "restart", "remove", "logs", "result", "prune", "stop"}
@@ -64,55 +66,6 @@ def cli(ctx: click.Context, spool_path: str) -> None:
     ctx.obj = Spool(spool_path or default_spool_path())
 
 
-# ---------------------------------------------------------------- serve
-@cli.command()
-@click.option("--workers", "-w", type=click.IntRange(1, 1024), default=os.cpu_count() or 1, show_default=True,
-              help="Jobs that run at once.")
-@click.option("--tasks", "task_modules", multiple=True, metavar="MODULE",
-              help="A module whose @pool.task functions may run (repeatable).")
-@click.option("--allow-commands", is_flag=True, help="Let command jobs run (they run as your user).")
-@click.option("--grace", type=click.FloatRange(0), default=10.0, show_default=True,
-              help="On SIGINT/SIGTERM, seconds running jobs get to finish before they are stopped and requeued.")
-@click.option("--kill-grace", type=click.FloatRange(0), default=5.0, show_default=True,
-              help="Seconds between SIGTERM and SIGKILL when a job is killed or times out.")
-@click.option("--settle", type=click.FloatRange(0), default=1.0, hidden=True)
-@click.option("--max-file-bytes", type=click.IntRange(1), default=64 * 1024 * 1024, show_default=True,
-              help="Job files larger than this are rejected without being read.")
-@click.option("--allow-loader-env", is_flag=True, help="Let command jobs set LD_PRELOAD and other loader variables.")
-@click.option("--group", help="Share the spool with this group: its members may submit jobs.")
-@click.option("--max-log-bytes", type=click.IntRange(MIN_MAX_BYTES),
-              help="Cut a job's log to its last half once it passes this size (default: no limit).")
-@click.option("--events-max-bytes", type=click.IntRange(4096), default=32 * 1024 * 1024, show_default=True,
-              help="events.jsonl is rotated to events.1.jsonl past this size.")
-@click.pass_obj
-def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
-          kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None,
-          max_log_bytes: int | None, events_max_bytes: int) -> None:
-    """Run the manager in the foreground until SIGINT or SIGTERM."""
-    from pool.manager import Manager, ManagerConfig
-
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Task modules next to where the user runs `pool serve` must import, as with celery/rq.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    Manager(ManagerConfig(
-        spool=str(spool.path), workers=workers, task_modules=task_modules, allow_commands=allow_commands,
-        shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,
-        allow_loader_env=allow_loader_env, group_gid=group_id(group) if group else None,
-        events_max_bytes=events_max_bytes, max_log_bytes=max_log_bytes,
-    )).serve()
-
-
-def group_id(name: str) -> int:
-    import grp
-
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        raise click.BadParameter(f"no group named {name!r}", param_hint="--group") from None
-
-
 # ---------------------------------------------------------------- submit
 @cli.command(context_settings=ARGV_AFTER_OPTIONS)
 @click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -148,7 +101,9 @@ def statuses_of(spool: Spool, ids: tuple[str, ...]) -> list[JobStatus]:
 
 @cli.command()
 @click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
-@click.option("--grace", type=click.FloatRange(0), help="Seconds between SIGTERM and SIGKILL (manager default: 5).")
+@click.option("--grace", type=click.FloatRange(0),
+              help=f"Seconds between SIGTERM and SIGKILL (default: the manager's --kill-grace, "
+                   f"{defaults.KILL_GRACE:g} unless changed).")
 @click.pass_obj
 def kill(spool: Spool, ids: tuple[str, ...], grace: float | None) -> None:
     """Cancel jobs: a queued one never starts, a running one is terminated."""
@@ -159,11 +114,21 @@ def kill(spool: Spool, ids: tuple[str, ...], grace: float | None) -> None:
             continue
         after = spool.cancel(job_id, grace)
         if not after.state.is_final and spool.acted_on(job_id):
-            after = spool.wait([job_id], timeout=(grace if grace is not None else 5.0) + 30)[0]
+            after = wait_for_kill(spool, job_id, spool.kill_grace(grace))
         if after.state.is_final:
             click.echo(f"{job_id}: {after.state.value}")
         else:
             click.echo(f"{job_id}: cancel requested; the next manager carries it out")
+
+
+def wait_for_kill(spool: Spool, job_id: str, grace: float) -> JobStatus:
+    """Wait for a kill to be carried out: as long as what carries it out may take (the
+    grace the job gets, then SIGKILL), saying so once if it is not done at once."""
+    try:
+        return spool.wait([job_id], timeout=KILL_AT_ONCE)[0]
+    except WaitTimeout:
+        click.echo(f"{job_id}: stopping (SIGTERM sent; SIGKILL after {grace:g}s if it does not end)", err=True)
+    return spool.wait([job_id], timeout=grace + KILL_SLACK)[0]
 
 
 @cli.command("wait")
@@ -265,10 +230,11 @@ def _register_commands() -> None:
     from .demo import demo
     from .housekeeping import prune, stop
     from .run import run
+    from .serve import serve
     from .service import service
     from .views import status, top
 
-    for command in (status, top, run, prune, stop, service, demo):
+    for command in (serve, status, top, run, prune, stop, service, demo):
         cli.add_command(command)
     cli.add_command(retry, "restart")  # pueue's name for it
     for command in {id(c): c for c in cli.commands.values()}.values():  # restart is retry: once

@@ -81,7 +81,7 @@ def service(ctx: click.Context, system: bool, install: bool, name: str,
             serve_args: tuple[str, ...]) -> None:
     """Print (or --install) a systemd unit that runs `pool serve` for this spool, with
     SERVE OPTIONS as given (`pool service --install --workers 4 --tasks mytasks`)."""
-    from .main import serve
+    from .serve import serve
 
     # A bad option is said now, not at boot; --spool among them is the spool served.
     try:

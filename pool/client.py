@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from . import lifecycle
+from . import defaults, lifecycle
 from .errors import (
     AmbiguousId,
     InvalidJobSpec,
@@ -30,7 +30,7 @@ from .errors import (
 )
 from .jobfile import parse_job
 from .ledger import Ledger, append_to_events
-from .lifecycle import Role
+from .lifecycle import Departure, Role
 from .model import (
     JobSpec,
     JobStatus,
@@ -323,6 +323,14 @@ class Spool:
             self._await_request(RequestKind.RETRY, job_id, REQUEST_TIMEOUT)
         return self.status(job_id)
 
+    def kill_grace(self, grace: float | None = None) -> float:
+        """The seconds between SIGTERM and SIGKILL a kill asking for ``grace`` gives a job:
+        that, or the serving manager's own default (`pool serve --kill-grace`), or pool's."""
+        if grace is not None:
+            return grace
+        announced = self.dir.manager_kill_grace() if self.dir.manager_running() else None
+        return announced if announced is not None else defaults.KILL_GRACE
+
     def acted_on(self, job_id: str) -> bool:
         """True when something will carry out a request for the job now: a manager, an
         inline supervisor, or the process that holds the job."""
@@ -373,7 +381,7 @@ class Spool:
             self.cancel(job_id)
             self.wait([job_id], timeout)
         deadline = time.monotonic() + timeout
-        while not self.dir.remove_job(job_id, lambda s: s.state.is_final):
+        while not self._ledger().forget(job_id, lambda s: s.state.is_final, Departure.REMOVED):
             if not self.dir.has_status(job_id):
                 return  # removed by someone else meanwhile
             if not self.dir.read_status(job_id).state.is_final:
@@ -389,12 +397,13 @@ class Spool:
         wanted = states or {State.DONE, State.FAILED, State.CANCELLED}
         cutoff = time.time() - older_than
         removed = []
+        ledger = self._ledger()
         for status in self.dir.iter_statuses():
             if status.state not in wanted or not status.finished_at:
                 continue
             if parse_time(status.finished_at).timestamp() > cutoff:
                 continue
-            if dry_run or self.dir.remove_job(status.id, lambda s: s.state in wanted and s.state.is_final):
+            if dry_run or ledger.forget(status.id, lambda s: s.state in wanted and s.state.is_final, Departure.PRUNED):
                 removed.append(status.id)
         return sorted(removed)
 

@@ -11,20 +11,22 @@ import fcntl
 import os
 import select
 import subprocess
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from . import lifecycle
 from .joblog import LogCap
-from .model import JobSpec, JobStatus, utc_now
+from .lifecycle import Failed, Succeeded, Verdict, error_info
+from .model import JobSpec, JobStatus
 from .parsers import OutputParser
 from .procs import describe_exit, end_rest_of_group, open_pidfd
-from .reporter import StatusReporter
 from .rules import is_loader_variable
+
+if TYPE_CHECKING:
+    from .reporter import Reporter
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; Python 3.10+ names it
 
-def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool,
-                allow_loader_env: bool = False, cap: LogCap | None = None) -> Callable[[JobStatus], JobStatus]:
+def run_command(status: JobStatus, reporter: Reporter, allowed: bool, allow_loader_env: bool = False,
+                cap: LogCap | None = None) -> Verdict:
     spec = status.spec
     assert spec.command is not None
     if not allowed:
@@ -51,7 +53,7 @@ def run_command(status: JobStatus, reporter: StatusReporter, allowed: bool,
         os.close(read_end)
     code = proc.wait()
     if code == 0:
-        return lambda s: lifecycle.succeed(s, None, utc_now(), exit_code=0)
+        return Succeeded(None, exit_code=0)
     return failure("CommandFailed", f"command {describe_exit(code)}", exit_code=code)
 
 
@@ -73,12 +75,11 @@ def environment(spec: JobSpec, allow_loader_env: bool) -> dict[str, str]:
     return {**base, "PYTHONUNBUFFERED": "1", **spec.env}
 
 
-def failure(kind: str, message: str, exit_code: int | None = None) -> Callable[[JobStatus], JobStatus]:
-    failure = lifecycle.error(kind, message)
-    return lambda s: lifecycle.fail_attempt(s, failure, utc_now(), exit_code=exit_code)
+def failure(kind: str, message: str, exit_code: int | None = None) -> Failed:
+    return Failed(error_info(kind, message), exit_code)
 
 
-def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputParser, reporter: StatusReporter,
+def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputParser, reporter: Reporter,
                 cap: LogCap | None = None) -> None:
     """Copy the command's output to the log (fd 1) as it comes, reading progress from it.
     Blocks on the pipe and on the process itself (a pidfd), with the next progress write

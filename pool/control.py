@@ -1,10 +1,11 @@
 """Control: the requests clients file for the manager (kill, retry), carried out.
 
-    requests/kill-<id>  --> running here: executor.stop(CANCEL, grace)  (the request stays
-                            until the job is final: `pool kill` waits for that)
-                            adopted: its process group is stopped the same way
-                            run by an inline supervisor: left to it
-                            queued (here, sent ahead, or nowhere yet): cancelled on disk;
+    requests/kill-<id>  --> running (an attempt the executor started, or took over from a
+                            previous manager): executor.stop(CANCEL, grace); the request
+                            stays until the job is final: `pool kill` waits for that
+                            run by an inline manager of its own (`pool run`): left to it
+                            queued (here, handed over but not begun, or nowhere yet):
+                            cancelled on disk (a runner reads it before it begins);
                             not in the spool yet: kept until it arrives (a minute at most)
     requests/retry-<id> --> a job that has ended is queued again; the request goes
 
@@ -17,17 +18,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 
 from . import lifecycle
-from .clock import Clock, iso_now
+from .clock import iso_now
+from .context import Context
 from .dispatch import Dispatch
 from .errors import CorruptStatus, JobBusy, JobNotFound
-from .executor import Executor, StopReason
-from .ledger import Ledger
+from .executor import StopReason
 from .model import JobStatus
 from .requests import Request, RequestKind
-from .spool import SpoolDir
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +34,20 @@ KILL_WAITS_FOR_JOB = 60.0  # seconds a kill of an id not yet in the spool is kep
 
 
 class Control:
-    def __init__(self, spool: SpoolDir, ledger: Ledger, dispatch: Dispatch, executor: Executor, clock: Clock,
-                 kill_grace: float, group_gid: int | None,
-                 adopted_stop: Callable[[str, float, float], bool]) -> None:
-        self.spool = spool
-        self.ledger = ledger
+    def __init__(self, ctx: Context, dispatch: Dispatch, only: str | None = None) -> None:
+        self.ctx = ctx
+        self.spool = ctx.spool
         self.dispatch = dispatch
-        self.executor = executor
-        self.clock = clock
-        self.kill_grace = kill_grace
-        self.group_gid = group_gid
-        self.adopted_stop = adopted_stop
+        self.executor = dispatch.executor
+        self.only = only  # an inline manager carries out the kill of its one job only
         self.kills: set[str] = set()  # ids with a kill request on file
+        self.stopping: set[str] = set()  # kills carried out (said once), waiting for the job's end
         self.recheck_at: float | None = None
 
     def apply(self, now: float) -> None:
         """Carry out every request on file (each at most once per call)."""
         self.recheck_at = None
-        requests, bad = self.spool.box.pending(self.spool.submitters(self.group_gid))
-        for name, why in bad:
-            self.set_aside(name, why)
-        for request in requests:
+        for request in self.requests():
             try:
                 done = self.kill(request, now) if request.kind is RequestKind.KILL else self.retry(request)
             except Exception:  # one request's trouble never stops the manager
@@ -64,6 +56,16 @@ class Control:
             if done:
                 self.spool.box.drop(request.kind, request.job_id)
                 self.kills.discard(request.job_id)
+
+    def requests(self) -> list[Request]:
+        owners = self.spool.submitters(self.ctx.config.group_gid)
+        if self.only is not None:
+            one = self.spool.box.read_one(RequestKind.KILL, self.only, owners)
+            return [one] if one is not None else []
+        requests, bad = self.spool.box.pending(owners)
+        for name, why in bad:
+            self.set_aside(name, why)
+        return requests
 
     def set_aside(self, name: str, why: str) -> None:
         """What is in requests/ but is not a request (a folder, a FIFO, a link, a stray
@@ -78,14 +80,15 @@ class Control:
 
     def finished(self, job_id: str) -> None:
         """The job became final: a kill request for it has nothing left to do."""
-        if job_id in self.kills:
+        self.stopping.discard(job_id)
+        if job_id in self.kills or job_id == self.only:
             self.kills.discard(job_id)
             self.spool.box.drop(RequestKind.KILL, job_id)
 
     def arrived(self, job_id: str) -> None:
         """A job was just taken in: a kill filed before it arrived applies now."""
         if job_id in self.kills:
-            self.recheck_at = self.clock.monotonic()
+            self.recheck_at = self.ctx.clock.monotonic()
 
     # ------------------------------------------------------------ kill
     def kill(self, request: Request, now: float) -> bool:
@@ -93,18 +96,18 @@ class Control:
         job_id = request.job_id
         if request.problem:
             log.warning("kill request for job %s: %s; using the default grace", job_id, request.problem)
-        grace = request.grace if request.grace is not None else self.kill_grace
+        grace = request.grace if request.grace is not None else self.ctx.config.kill_grace
         try:
             status = self.spool.read_status(job_id)
         except JobNotFound:
-            waited = self.clock.time() - request.filed_at
+            waited = self.ctx.clock.time() - request.filed_at
             if waited < KILL_WAITS_FOR_JOB:
                 self.kills.add(job_id)  # its file may still be on its way in through incoming/
                 return False
             log.warning("kill request for job %s dropped: no such job after %.0fs", job_id, waited)
             return True
         except CorruptStatus as exc:
-            self.spool.set_aside(job_id, str(exc))
+            self.ctx.ledger.set_aside(job_id, str(exc))
             return True
         if not self.may_act(request.uid, status):
             log.warning("kill request for job %s by uid %d refused: submitted by uid %s", job_id, request.uid,
@@ -113,18 +116,21 @@ class Control:
         if status.state.is_final:
             return True
         self.kills.add(job_id)
-        if self.executor.stop(job_id, StopReason.CANCEL, grace, now) or self.adopted_stop(job_id, grace, now):
-            log.info("job %s: cancelling (SIGTERM, SIGKILL after %gs)", job_id, grace)
+        stopping = self.executor.stop(job_id, StopReason.CANCEL, grace, now)
+        if stopping is not None and stopping.began:
+            if job_id not in self.stopping:
+                self.stopping.add(job_id)
+                log.info("job %s: cancelling (SIGTERM, SIGKILL after %gs)", job_id, grace)
             return False  # dropped when the job is final
-        if self.spool.locks.is_supervised(job_id):
-            return False  # an inline supervisor runs it and carries the request out
-        # Queued: in our queue, sent ahead to a worker (which reads the status before it
-        # starts anything), or run by nobody. Cancelled on disk, under its lock.
+        if stopping is None and self.only is None and self.spool.locks.is_supervised(job_id):
+            return False  # an inline manager of its own runs it and carries the request out
+        # Queued: in our queue, handed over but not begun (whatever runs it reads the
+        # status before it begins), or run by nobody. Cancelled on disk, under its lock.
         try:
-            self.ledger.change(job_id, lifecycle.cancel_if_queued(iso_now(self.clock)), "cancelled by request",
-                               wait=0)
-        except JobBusy:  # a worker is starting it this very moment: next turn it runs
-            self.recheck_at = now + (0.01 if self.executor.holds(job_id) else 1.0)
+            self.ctx.ledger.change(job_id, lifecycle.cancel_if_queued(iso_now(self.ctx.clock)),
+                                   "cancelled by request", wait=0)
+        except JobBusy:  # a runner is beginning it this very moment: next turn it runs, and is stopped
+            self.recheck_at = now + (0.01 if stopping is not None else 1.0)
             return False
         self.dispatch.forget(job_id)
         return False
@@ -140,10 +146,10 @@ class Control:
             if not self.may_act(request.uid, status):
                 log.warning("retry request for job %s by uid %d refused", request.job_id, request.uid)
                 return True
-            self.ledger.change(request.job_id, lifecycle.retry_if_final(iso_now(self.clock)), "retry requested",
-                               wait=0)
+            self.ctx.ledger.change(request.job_id, lifecycle.retry_if_final(iso_now(self.ctx.clock)),
+                                   "retry requested", wait=0)
         except JobBusy:
-            self.recheck_at = self.clock.monotonic() + 0.01
+            self.recheck_at = self.ctx.clock.monotonic() + 0.01
             return False
         except (JobNotFound, CorruptStatus):
             pass

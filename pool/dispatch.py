@@ -6,7 +6,8 @@
 ``admissible`` is the one predicate that says a queued job may start now; nothing else
 decides. (Later: its group has a free slot, its dependencies are done, it is not paused.)
 Sending a busy worker its next job ahead of time is the executor's business: here a job
-is simply handed over while the executor has room.
+is simply handed over while the executor has room. Attempts a previous manager started
+and the executor took over (``recovered``) are timed the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .clock import Clock
+from .context import Context
 from .executor import Executor
 from .jobqueue import JobQueue
 from .model import JobStatus
@@ -32,15 +33,14 @@ class Handed:
 
 
 class Dispatch:
-    def __init__(self, executor: Executor, clock: Clock) -> None:
+    def __init__(self, ctx: Context, executor: Executor) -> None:
+        self.ctx = ctx
         self.executor = executor
-        self.clock = clock
         self.queue = JobQueue()
         self.handed: dict[str, Handed] = {}
-        self.paused = False  # the spool cannot be written: start nothing new
 
     def enqueue(self, status: JobStatus, delay: float = 0.0) -> None:
-        self.queue.push(status, self.clock.monotonic(), self.clock.time(), delay)
+        self.queue.push(status, self.ctx.clock.monotonic(), self.ctx.clock.time(), delay)
 
     def forget(self, job_id: str) -> None:
         self.queue.remove(job_id)
@@ -50,7 +50,7 @@ class Dispatch:
         return status.id not in self.handed
 
     def dispatch(self, now: float) -> None:
-        while not self.paused and self.executor.room() > 0:
+        while not self.ctx.trouble.active and self.executor.room() > 0:
             job = self.queue.pop()
             if job is None:
                 return
@@ -60,8 +60,13 @@ class Dispatch:
                 self.executor.start(job, now)
                 self.handed[job.id] = Handed(job)
 
+    def recovered(self, status: JobStatus) -> None:
+        """The executor took over an attempt a previous manager started."""
+        self.queue.remove(status.id)
+        self.handed[status.id] = Handed(status)
+
     # ------------------------------------------------------------ what the executor said
-    def began(self, job_id: str, at: float) -> None:
+    def attempt_began(self, job_id: str, at: float) -> None:
         handed = self.handed.get(job_id)
         if handed is not None and handed.status.spec.timeout:
             handed.timeout_at = at + handed.status.spec.timeout

@@ -15,6 +15,11 @@ class InvalidJobSpec(PoolError, ValueError):
     """A job file or a submitted job does not follow the job format."""
 
 
+class InvalidArgument(PoolError, ValueError):
+    """A value pool was given that is not one it takes, other than a job's own keys: a
+    kill's grace, a fallback, an engine's name."""
+
+
 class CorruptStatus(PoolError, ValueError):
     """A status document that is not one pool could have written (wrong types, not
     JSON, not an object): the job it belongs to is set aside, never trusted."""

@@ -1,16 +1,31 @@
 """The seam between the manager and where attempts run.
 
-    manager --start(job) / stop(id, reason, grace)--> Executor --> local worker processes
-            <--collect(): Began, Recorded, Ended------            (pool/local.py), or
-                                                                   another engine later
+    manager --open(wake) / start(job) / stop(id, reason, grace) / recover(job)--> Executor
+            <--collect(): Began, Progress, Output, Recorded, Ended--------------- (local
+               worker processes, pool/local.py; another engine, chosen by name in
+               pool/engines.py)
 
-The manager decides *what* runs and *when* (queue, priorities, timeouts, kill requests);
-an executor decides *where*, and reports back what happened. Everything an executor says
-is one of three events: an attempt began (timeouts count from then), its worker recorded
-state changes, or it ended, with how, once nothing of it runs any more (its whole process
-group is gone). Local worker processes are the first implementation; a remote engine
-(Celery across machines, ../shared/SCALEOUT.md) implements the same protocol, and the
-manager loop does not change.
+The manager decides *what* runs and *when* (queue, priorities, timeouts, kill requests,
+retries); an executor decides *where*, and reports back, as events, everything the
+manager needs to keep the spool true:
+
+- ``Began``: an attempt starts now; its timeout counts from ``at``. An executor whose side
+  writes nothing to the spool gives ``started`` too, and the manager writes ``running``.
+- ``Progress`` and ``Output``: how far it is, what it printed; the manager writes them
+  into its status and its log. (Local workers write both themselves, on this machine:
+  they send neither, and tell the state changes they wrote as ``Recorded``.)
+- ``Ended``: the attempt is over and nothing of it runs any more (a local one's whole
+  process group is gone), with how it ended. Every way an attempt can end says whether
+  its code began, which is what makes it count: the manager reads that from the event,
+  never from where the attempt ran.
+
+An attempt a previous manager started (it died, or was restarted) is handed to
+``recover``: the executor finds out whether it still runs (then it watches it and reports
+its end like any other), whether it began and is gone (its end is reported at once), or
+whether it never began (the manager queues it). Stopping one works the same for both.
+
+An executor may wake the manager from a thread of its own (``wake``), or give it objects
+to wait on (``waitables``: anything with a ``fileno()``, or a descriptor), or both.
 """
 
 from __future__ import annotations
@@ -20,10 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import lifecycle
 from .ledger import Transition
+from .lifecycle import Verdict
 from .model import JobStatus, State
-from .spool import SpoolDir
 
 
 class StopReason(str, enum.Enum):
@@ -34,66 +48,114 @@ class StopReason(str, enum.Enum):
     TIMEOUT = "timeout"
     SHUTDOWN = "shutdown"
 
-    def outcome(self, now: str) -> Callable[[JobStatus], JobStatus]:
-        """How a running attempt stopped for this reason ends (at ``now``)."""
-        change = {StopReason.CANCEL: lifecycle.cancel, StopReason.TIMEOUT: lifecycle.time_out,
-                  StopReason.SHUTDOWN: lifecycle.interrupt}[self]
-        return lambda status: change(status, now)
+
+# ---------------------------------------------------------------- what an executor reports
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """What a ``running`` status says of an attempt that the manager writes itself."""
+
+    started_at: str
+    pid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Began:
+    """The attempt starts now (give or take its runner's last checks): its timeout counts
+    from ``at`` (monotonic). ``started``: the manager is to write ``running``."""
+
     job_id: str
     attempt: int
-    at: float  # monotonic
+    at: float
+    started: Start | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far the attempt is: the manager writes it into the job's status."""
+
+    job_id: str
+    attempt: int
+    fraction: float | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What the attempt printed next: the manager appends it to the job's log."""
+
+    job_id: str
+    attempt: int
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
+    """State changes the executor's side wrote to the spool itself (local workers)."""
+
     transitions: tuple[Transition, ...]
 
 
 # ---------------------------------------------------------------- how an attempt ended
 
 @dataclass(frozen=True, slots=True)
-class Finished:
-    """It ran to its end; its outcome is written, or is ``unrecorded`` (write it)."""
+class Completed:
+    """Its code ran to its end. ``verdict``: what it made of it, for the manager to write
+    (with the last ``progress`` reported, if any); None when the executor's side wrote it.
+    ``why``: why its side could not write it, when it should have."""
 
-    unrecorded: JobStatus | None = None
+    verdict: Verdict | None = None
+    progress: Progress | None = None
     why: str | None = None
+    began = True
 
 
 @dataclass(frozen=True, slots=True)
-class NotStarted:
-    """It never began: its status said otherwise (``state``), or it could not start."""
+class NotBegun:
+    """Its code never began: its status said otherwise (``state``: None when unknown),
+    or it could not start. ``later``: try it again only after a pause (the spool could
+    not be written to record its start)."""
 
     state: State | None
     why: str
+    later: bool = False
+    began = False
 
 
 @dataclass(frozen=True, slots=True)
 class Stopped:
-    """The manager stopped it (and its process group is gone)."""
+    """The manager stopped it for ``reason`` (and nothing of it runs any more)."""
 
     reason: StopReason
+    began: bool
 
 
 @dataclass(frozen=True, slots=True)
-class Died:
-    """Its worker died without a word (and its process group is gone)."""
+class WorkerDied:
+    """What ran it died without a word (and nothing of it runs any more)."""
 
     how: str
+    began: bool
 
 
 @dataclass(frozen=True, slots=True)
-class Crashed:
-    """Its worker failed (not the job's code); ``started``: had the job's code begun."""
+class WorkerFailed:
+    """What ran it failed (not the job's own code: a bug, an unusable spool)."""
 
     why: str
-    started: bool
+    began: bool
 
 
-Outcome = Finished | NotStarted | Stopped | Died | Crashed
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """An attempt a previous manager started ended without an outcome (its worker died
+    with that manager): it began."""
+
+    how: str
+    began = True
+
+
+Outcome = Completed | NotBegun | Stopped | WorkerDied | WorkerFailed | Lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +165,22 @@ class Ended:
     outcome: Outcome
 
 
-ExecutorEvent = Began | Recorded | Ended
+ExecutorEvent = Began | Progress | Output | Recorded | Ended
+
+
+@dataclass(frozen=True, slots=True)
+class Stopping:
+    """The answer to ``stop``: the executor holds the attempt and stops it. ``began``:
+    whether it is known to run (else it was handed over and has not begun: it will not,
+    once its status says it must not); ``kill_at``: when SIGKILL follows (monotonic)."""
+
+    began: bool
+    kill_at: float | None = None
 
 
 class Executor(Protocol):
-    def open(self) -> None:
-        """Get ready to take attempts (start workers)."""
+    def open(self, wake: Callable[[], None]) -> None:
+        """Get ready to take attempts; ``wake`` wakes the manager (from any thread)."""
 
     def close(self) -> None:
         """Release everything; attempts still running are left to their fate."""
@@ -117,43 +189,34 @@ class Executor(Protocol):
         """How many more attempts it takes now."""
 
     def start(self, job: JobStatus, now: float) -> None:
-        """Run the job's current attempt (only when ``room()`` > 0)."""
+        """Run the job's current attempt (only when ``room()`` > 0). The copy is the
+        status as the manager last wrote or read it: the attempt must not begin unless the
+        job's status still says it is queued for it."""
 
-    def stop(self, job_id: str, reason: StopReason, grace: float, now: float) -> bool:
-        """Stop the attempt running the job: SIGTERM, SIGKILL after ``grace``. False when
-        the job is not running here (maybe handed over but not begun: cancel it where
-        it waits, its status, and the worker will skip it)."""
+    def stop(self, job_id: str, reason: StopReason, grace: float, now: float) -> Stopping | None:
+        """Stop the job's attempt: SIGTERM (or its equivalent), SIGKILL after ``grace``,
+        then report it ended. None when the job is not held here."""
+
+    def recover(self, job: JobStatus, now: float) -> bool:
+        """Take over the attempt of a job a previous manager left not final: True when it
+        runs or began (its end is reported as an ``Ended``), False when it never began."""
 
     def holds(self, job_id: str) -> bool:
-        """Handed over and not yet ended (running, or waiting to begin)."""
+        """Handed over (or recovered) and not yet ended."""
 
     def busy(self) -> bool:
-        """Some attempt is running or being stopped."""
+        """Some attempt it started is running or being stopped (recovered ones aside:
+        the manager may stop without waiting for them)."""
 
-    def running_ids(self) -> list[str]: ...
+    def running_ids(self) -> list[str]:
+        """The attempts it started that run now: what a stop of the manager stops."""
 
     def waitables(self) -> list[Any]:
-        """What the manager's wait should wake on (pipes, process sentinels)."""
+        """What the manager's wait should wake on besides ``wake``."""
 
     def next_deadline(self, now: float) -> float | None:
         """When it wants to be collected next even if nothing wakes the manager."""
 
     def collect(self, ready: list[Any], now: float) -> list[ExecutorEvent]:
-        """Everything that happened since the last call."""
-
-
-class Liveness(Protocol):
-    """Whether a job's attempt is still running somewhere, asked by whoever did not start
-    it (a manager adopting what a dead one left running). Locally: its lock is held."""
-
-    def alive(self, job_id: str) -> bool: ...
-
-
-class LockLiveness:
-    """The local answer: the worker running a job holds the job's lock for its whole run."""
-
-    def __init__(self, spool: SpoolDir) -> None:
-        self.spool = spool
-
-    def alive(self, job_id: str) -> bool:
-        return self.spool.locks.is_leased(job_id)
+        """Everything that happened since the last call (``ready``: what of its
+        ``waitables`` woke the manager)."""

@@ -32,14 +32,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .clock import Clock
-from .dropzone import DEFAULT_MAX_FILE_BYTES, claim_parts, is_job_name, shown, writer_open
+from . import defaults
+from .context import Context
+from .dropzone import claim_parts, is_job_name, shown, writer_open
 from .errors import InvalidJobSpec
 from .jobfile import iter_job_file
-from .model import JobSpec, JobStatus, iso_time, new_status
+from .model import JobSpec, iso_time, new_status
 from .rules import is_loader_variable
 from .safeio import UnsafeFile, read_all
-from .spool import SpoolDir
 from .watch import CHANGED, COMPLETE, GONE
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ class IntakeRules:
     allow_commands: bool = False
     allow_loader_env: bool = False
     group_gid: int | None = None
-    settle: float = 1.0
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    settle: float = defaults.SETTLE
+    max_file_bytes: int = defaults.MAX_FILE_BYTES
 
 
 @dataclass
@@ -83,15 +83,13 @@ class Batch:
 
 
 class Intake:
-    """Takes files in; each accepted job is handed to ``accept(status, reason)`` (which
-    writes its status) as soon as it is ready, so a failure half way loses nothing."""
+    """Takes files in; each accepted job gets its queued status (through the ledger, whose
+    hook queues it) as soon as it is ready, so a failure half way loses nothing."""
 
-    def __init__(self, spool: SpoolDir, rules: IntakeRules, clock: Clock,
-                 accept: Callable[[JobStatus, str], None]) -> None:
-        self.spool = spool
+    def __init__(self, ctx: Context, rules: IntakeRules) -> None:
+        self.ctx = ctx
+        self.spool = ctx.spool
         self.rules = rules
-        self.clock = clock
-        self.accept = accept
         self.notes: deque[tuple[str, str]] = deque()  # filled by the watchdog thread
         self.seen: dict[str, str] = {}  # name -> WRITING | COMPLETE, from file events
         self.recheck_at: float | None = None  # wall-clock time to look at waiting files again
@@ -99,13 +97,13 @@ class Intake:
         self.reserved: set[str] = set()  # ids of jobs being taken in
         self.mine: set[str] = set()  # claims made by this manager (others are a dead one's)
         self.failing = False  # the last look could not write (a full or read-only disk)
-        self.owners = spool.submitters(rules.group_gid)
+        self.owners = ctx.spool.submitters(rules.group_gid)
 
     def due(self) -> bool:
         """True when a file event arrived, a waiting file may be complete, or a batch is
         half taken in."""
         return bool(self.notes) or bool(self.batches) or (
-            self.recheck_at is not None and self.clock.time() >= self.recheck_at)
+            self.recheck_at is not None and self.ctx.clock.time() >= self.recheck_at)
 
     def busy(self) -> bool:
         return bool(self.batches)
@@ -123,17 +121,17 @@ class Intake:
 
     def _look(self, seconds: float) -> None:
         names, claims = self.spool.drop.listing()
-        now = self.clock.time()
+        now = self.ctx.clock.time()
         for entry in claims:
             if entry not in self.batches:
                 self._guarded(entry, functools.partial(self._open_claim, entry, entry not in self.mine))
         # The slice starts after the look, and each loop makes one step before it looks at
         # the clock: on a loaded machine, listing ten thousand entries can take longer than
         # a slice, and a turn that did nothing else would be followed by another like it.
-        deadline = self.clock.monotonic() + seconds
+        deadline = self.ctx.clock.monotonic() + seconds
         taken = False
         for name in sorted(names):
-            if taken and self.clock.monotonic() >= deadline:
+            if taken and self.ctx.clock.monotonic() >= deadline:
                 self.recheck_at = now
                 break
             if is_job_name(name):
@@ -141,7 +139,7 @@ class Intake:
                 taken = True
         # Smallest first: a single job dropped while a million lines come in starts at once.
         for n, batch in enumerate(sorted(self.batches.values(), key=lambda b: len(b.data))):
-            if n and self.clock.monotonic() >= deadline:
+            if n and self.ctx.clock.monotonic() >= deadline:
                 return
             self._guarded(batch.entry, functools.partial(self._advance, batch, deadline))
 
@@ -155,7 +153,7 @@ class Intake:
             if not self.failing:
                 log.error("incoming/%s: cannot take it now (%s); will try again", shown(entry), exc)
             self.failing = True
-            self.recheck_at = self.clock.time() + 1.0
+            self.recheck_at = self.ctx.clock.time() + 1.0
             raise  # a full or read-only disk: the manager says so once and waits
         except Exception as exc:
             log.exception("incoming/%s: could not be taken in", shown(entry))
@@ -221,7 +219,7 @@ class Intake:
     def _begin(self, entry: str, name: str, token: str, fd: int, st: os.stat_result, recovering: bool) -> None:
         if writer_open(fd):
             # Opened for writing between our look and the claim: read it once it is closed.
-            self._recheck(self.clock.time() + WRITER_RECHECK)
+            self._recheck(self.ctx.clock.time() + WRITER_RECHECK)
             return
         try:
             data = read_all(fd, self.rules.max_file_bytes)
@@ -267,7 +265,7 @@ class Intake:
             if len(batch.ids) <= KEEP_SPECS:
                 batch.kept.append(spec)
             batch.done += 1
-            if batch.done % SLICE == 0 and self.clock.monotonic() >= deadline:
+            if batch.done % SLICE == 0 and self.ctx.clock.monotonic() >= deadline:
                 return False
         return True
 
@@ -297,9 +295,9 @@ class Intake:
         reason = "accepted (claim finished after an interruption)" if batch.recovering else "accepted"
         for spec in self._jobs(batch):
             if not (batch.recovering and self.spool.has_status(spec.id)):  # written before a crash
-                self.accept(new_status(spec, spec.submitted_at or batch.mtime, batch.submitter), reason)
+                self.ctx.ledger.create(new_status(spec, spec.submitted_at or batch.mtime, batch.submitter), reason)
             batch.done += 1
-            if batch.done % SLICE == 0 and self.clock.monotonic() >= deadline:
+            if batch.done % SLICE == 0 and self.ctx.clock.monotonic() >= deadline:
                 return False
         return True
 

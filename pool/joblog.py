@@ -14,9 +14,19 @@ that line changed reads the count in it to go on where it was.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
+from typing import TYPE_CHECKING
+
+from .safeio import UnsafeFile, write_all
+
+if TYPE_CHECKING:
+    from .model import JobStatus
+    from .spool import SpoolDir
+
+log = logging.getLogger(__name__)
 
 MARK = b"--- pool: %d bytes of earlier output dropped (pool serve --max-log-bytes) ---\n"
 MARK_PATTERN = re.compile(rb"--- pool: (\d{1,19}) bytes of earlier output dropped [^\n]*\n")
@@ -77,12 +87,14 @@ def resume_at(cut: tuple[int, int], shown: int) -> tuple[int, int]:
 
 
 class LogCap:
-    """Keeps the log on fd 1 (where a job's output goes) within ``max_bytes``: checked
-    after every ``max_bytes // 8`` bytes the worker itself writes, and when ``check`` is
-    called (a task writes to fd 1 directly: the worker's flusher checks it every second)."""
+    """Keeps the log on ``fd`` (fd 1, where a worker's job writes its output) within
+    ``max_bytes``: checked after every ``max_bytes // 8`` bytes written through it, and
+    when ``check`` is called (a task writes to fd 1 directly: the worker's flusher checks
+    it every ``progress_interval``, 0.2 s, and when the attempt ends)."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, fd: int = 1) -> None:
         self.max_bytes = max_bytes
+        self.fd = fd
         self.unchecked = 0
         self.cutting = threading.Lock()  # the worker's copying thread and its flusher both check
 
@@ -95,6 +107,49 @@ class LogCap:
         with self.cutting:
             self.unchecked = 0
             try:
-                trim(1, self.max_bytes)
+                trim(self.fd, self.max_bytes)
             except OSError:
                 pass  # a log that cannot be cut (a full disk, /dev/null) is left as it is
+
+
+def attempt_header(status: JobStatus) -> bytes:
+    """The line that separates an attempt's output from the one before, in the job's log."""
+    return f"--- pool: attempt {status.attempt} of {status.max_attempts} ---\n".encode()
+
+
+class JobLogs:
+    """The logs of attempts whose runner writes nothing here (a detached executor's): the
+    manager appends what they print, as it arrives (``Output``), each job's log open
+    while its attempt runs, kept within ``max_bytes`` as a worker keeps its own."""
+
+    def __init__(self, spool: SpoolDir, max_bytes: int | None) -> None:
+        self.spool = spool
+        self.max_bytes = max_bytes
+        self.open: dict[str, tuple[int, LogCap | None]] = {}
+
+    def begin(self, status: JobStatus) -> None:
+        """An attempt begins: after the first, its output starts behind a line saying so."""
+        if status.attempt > 1:
+            self.append(status.id, attempt_header(status))
+
+    def append(self, job_id: str, data: bytes) -> None:
+        try:
+            fd, cap = self.open.get(job_id) or self._open(job_id)
+            write_all(fd, data)
+        except (OSError, UnsafeFile) as exc:  # output that cannot be logged is dropped, never the job
+            log.warning("job %s: %d bytes of output not logged (%s)", job_id, len(data), exc)
+            return
+        if cap is not None:
+            cap.wrote(len(data))
+
+    def _open(self, job_id: str) -> tuple[int, LogCap | None]:
+        fd = self.spool.open_log(job_id)
+        self.open[job_id] = (fd, LogCap(self.max_bytes, fd) if self.max_bytes else None)
+        return self.open[job_id]
+
+    def close(self, job_id: str) -> None:
+        fd, cap = self.open.pop(job_id, (None, None))
+        if fd is not None:
+            if cap is not None:
+                cap.check()
+            os.close(fd)

@@ -1,17 +1,11 @@
-"""The manager's two small machines: the job queue and the poller it blocks in.
-
-JobQueue orders runnable jobs (highest priority first, in submission order within one) and keeps jobs
-waiting for a retry apart until their time; Poller is what the manager waits in: every
-worker's pipe and sentinel, adopted jobs' pidfds, and the wake-up pipe.
-"""
+"""The job queue: runnable jobs in order (highest priority first, in submission order
+within one), and jobs waiting for a retry kept apart until their time."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import select
 from dataclasses import dataclass, field
-from typing import Any
 
 from .model import JobStatus, parse_time
 
@@ -62,23 +56,3 @@ class JobQueue:
 
     def __contains__(self, job_id: str) -> bool:
         return job_id in self.jobs
-
-
-class Poller:
-    """``multiprocessing.connection.wait`` without building a new selector each call: the
-    registered set changes only when a worker is replaced or a job adopted."""
-
-    def __init__(self) -> None:
-        self.poll = select.poll()
-        self.by_fd: dict[int, Any] = {}
-
-    def wait(self, objects: list[Any], timeout: float) -> list[Any]:
-        wanted = {obj if isinstance(obj, int) else obj.fileno(): obj for obj in objects}
-        if wanted.keys() != self.by_fd.keys():
-            for fd in self.by_fd.keys() - wanted.keys():
-                self.poll.unregister(fd)
-            for fd in wanted.keys() - self.by_fd.keys():
-                self.poll.register(fd, select.POLLIN)
-        self.by_fd = wanted
-        events = self.poll.poll(min(timeout, 3600.0) * 1000)
-        return [self.by_fd[fd] for fd, _ in events if fd in self.by_fd]

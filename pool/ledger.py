@@ -1,13 +1,18 @@
-"""The one funnel for a job's state changes: lock, transition, write, event, hook.
+"""The one funnel for a job's state changes, and for its leaving the spool: lock,
+transition, write, event, hook.
 
     ledger.change(id, fn)  --flock status/<id>.lock--> read --fn--> lifecycle checks the
                            role --> write status/<id>.json --> Transition(s) --> hear()
+    ledger.forget / set_aside --flock--> the job's files go --> Transition(to a Departure)
 
 Every role (manager, inline supervisor, worker, client) changes a job's state through a
 Ledger of its own; only what it may do passes (``lifecycle.MAY``). What happened is told
 to ``hear`` as Transitions, from the real state before and after: the manager's hook
 appends them to events.jsonl and acts on them (queue a job that became ``queued``, forget
-the requests of one that became final); a worker's sends them to its manager.
+one that became final or left); a worker's sends them to its manager. A write without
+the job's lock is possible in two cases only, each its own method: a new job (nobody can
+hold it yet: ``create``), and the worker that holds the job's lock for its whole attempt
+(``write_leased``).
 
 A status can pass through ``running`` without ``running`` ever being written (a worker
 writes it only after a few milliseconds): such a write tells two transitions, the start
@@ -20,20 +25,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .lifecycle import Role, check_role, describe, passed_through_running
+from .errors import CorruptStatus, JobBusy, JobNotFound
+from .lifecycle import Departure, Role, check_role, describe, passed_through_running
 from .locks import LOCK_TIMEOUT
-from .model import JobStatus, State
+from .model import JobStatus, State, utc_now
 from .spool import SpoolDir
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One state change of one job, as it happened."""
+    """One state change of one job (or its departure from the spool), as it happened."""
 
     job_id: str
-    before: State | None  # None: the job was new
-    after: State
-    attempt: int  # the attempt the change is about
+    before: State | None  # None: the job was new (or its status could not be read)
+    after: State | Departure
+    attempt: int  # the attempt the change is about (0: not known)
     reason: str
     time: str
     status: JobStatus | None = None  # the status written, when the teller has it
@@ -51,7 +57,8 @@ class Transition:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Transition:
         status = JobStatus.from_dict(doc["status"]) if "status" in doc else None
-        return cls(job_id=doc["id"], before=State(doc["from"]) if doc["from"] else None, after=State(doc["to"]),
+        after = State(doc["to"]) if doc["to"] in State._value2member_map_ else Departure(doc["to"])
+        return cls(job_id=doc["id"], before=State(doc["from"]) if doc["from"] else None, after=after,
                    attempt=doc["attempt"], reason=doc["reason"], time=doc["time"], status=status)
 
 
@@ -89,34 +96,81 @@ class Ledger:
         leave it as it is. Returns the status written, or None. Raises JobNotFound,
         CorruptStatus, InvalidTransition, or JobBusy when the lock is not free within
         ``wait`` seconds (a live worker holds it while its job runs)."""
-        with self.spool.locks.status_lock(job_id, timeout=wait) as lock_fd:
+        with self.spool.locks.status_lock(job_id, timeout=wait):
             before = self.spool.read_status(job_id)
             after = change(before)
             if after is None:
                 return None
-            self.record(before, after, reason, lock_fd=lock_fd)
+            self._record(before, after, reason)
             return after
 
-    def record(self, before: JobStatus | None, after: JobStatus, reason: str | None = None,
-               lock_fd: int | None = None, start_reason: str = "started") -> list[Transition]:
-        """Write ``after`` over ``before`` (the caller holds the job's lock, or the job is
-        new) and tell its transitions. Raises InvalidTransition, OSError, ValueError."""
+    def write_leased(self, lease: int, before: JobStatus, after: JobStatus,
+                     start_reason: str = "started") -> list[Transition]:
+        """The write of the worker that holds the job's lock (``lease``, its descriptor)
+        for its whole attempt: ``before`` is what it last wrote. Raises InvalidTransition,
+        OSError, ValueError."""
+        del lease  # held by the caller: what makes this write safe, not what it uses
+        return self._record(before, after, None, start_reason)
+
+    def create(self, status: JobStatus, reason: str) -> None:
+        """A new job's first status (its id is new: nobody else can hold it)."""
+        self._record(None, status, reason)
+
+    def _record(self, before: JobStatus | None, after: JobStatus, reason: str | None = None,
+                start_reason: str = "started") -> list[Transition]:
         changes = transitions_between(before, after, reason, start_reason)
         for transition in changes:
             check_role(self.role, transition.before, transition.after)
-        if (lock_fd is not None and before is not None and after.state is State.QUEUED
-                and after.attempt <= before.attempt):
-            # Back to queued with the same attempt (or a fresh series): the start marker
-            # of the attempt put back must not make it count as started later.
-            self.spool.locks.clear_marker(lock_fd)
         self.spool.write_status(after)
         for transition in changes:
             self.hear(transition)
         return changes
 
-    def create(self, status: JobStatus, reason: str) -> None:
-        """A new job's first status."""
-        self.record(None, status, reason)
+    # ------------------------------------------------------------ leaving the spool
+    def trusted(self, job_id: str) -> JobStatus | None:
+        """The job's status, or None when it has none, or one that cannot be trusted
+        (which is then set aside, so it is never read again)."""
+        try:
+            return self.spool.read_status(job_id)
+        except JobNotFound:
+            return None
+        except CorruptStatus as exc:
+            self.set_aside(job_id, str(exc))
+            return None
+
+    def set_aside(self, job_id: str, why: str, wait: float = 0.0) -> bool:
+        """Move a status document that cannot be trusted to rejected/, with why, under
+        the job's lock, so the job it stood for ends there and nothing reads it again.
+        False when its lock is held (a process still writes it: try again later). A lock
+        file that is not one (a FIFO, a link) is no reason to keep the status."""
+        check_role(self.role, None, Departure.SET_ASIDE)
+        try:
+            with self.spool.locks.status_lock(job_id, timeout=wait):
+                self.spool.set_aside(job_id, why)
+        except JobBusy:
+            return False
+        except CorruptStatus:
+            self.spool.set_aside(job_id, why)
+        except JobNotFound:
+            return False
+        self.hear(Transition(job_id, None, Departure.SET_ASIDE, 0, f"status set aside: {why}", utc_now()))
+        return True
+
+    def forget(self, job_id: str, still: Callable[[JobStatus], bool], how: Departure, wait: float = 0.0) -> bool:
+        """Delete a job's status, lock and log files (``how``: removed, or pruned) if
+        ``still(status)`` holds under its lock; False when it no longer does (or the job
+        is held by a process, or gone). Its lines in events.jsonl stay, with one more."""
+        try:
+            with self.spool.locks.status_lock(job_id, timeout=wait):
+                status = self.spool.read_status(job_id)
+                if not still(status):
+                    return False
+                check_role(self.role, status.state, how)
+                self.spool.delete_job(job_id)
+        except (JobBusy, JobNotFound, CorruptStatus):
+            return False
+        self.hear(Transition(job_id, status.state, how, status.attempt, how.value, utc_now()))
+        return True
 
 
 def append_to_events(spool: SpoolDir) -> Callable[[Transition], None]:

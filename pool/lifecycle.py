@@ -14,6 +14,10 @@ state clears ``next_try_at``, and so on, so a status never says two things at on
 Four roles write statuses, each only the changes of its part (``MAY``): the manager
 (and, for one job without a manager, the inline supervisor) every change; the worker
 only the attempt it runs; a client with no manager serving only jobs nobody runs.
+
+A job also leaves the spool through the same funnel, as a ``Departure``: a status that
+cannot be trusted is set aside (the manager), a job that has ended is removed or pruned
+(a client: ``pool remove``, ``pool prune``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,18 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 
+class Departure(str, enum.Enum):
+    """How a job leaves the spool: not a state, but told and recorded as a change."""
+
+    SET_ASIDE = "set_aside"  # its status could not be trusted: moved to rejected/
+    REMOVED = "removed"  # pool remove
+    PRUNED = "pruned"  # pool prune
+
+    @property
+    def is_final(self) -> bool:
+        return True  # nothing follows: whoever tracked the job forgets it
+
+
 class Role(str, enum.Enum):
     MANAGER = "manager"  # pool serve
     SUPERVISOR = "supervisor"  # pool.inline: the manager's part, for one job, with no manager
@@ -50,15 +66,19 @@ _ATTEMPT = frozenset({(State.QUEUED, State.RUNNING), (State.RUNNING, State.DONE)
 _RETRY = frozenset({(State.DONE, State.QUEUED), (State.FAILED, State.QUEUED), (State.CANCELLED, State.QUEUED)})
 NEW = None  # the "state before" of a job being created
 
-MAY: dict[Role, frozenset[tuple[State | None, State]]] = {
-    Role.MANAGER: _EVERY | {(NEW, State.QUEUED)},
-    Role.SUPERVISOR: _EVERY - _RETRY,
+_SET_ASIDE = frozenset({(NEW, Departure.SET_ASIDE)})  # whatever it said, it could not be read
+_FORGET = frozenset((final, how) for final in (State.DONE, State.FAILED, State.CANCELLED)
+                    for how in (Departure.REMOVED, Departure.PRUNED))
+
+MAY: dict[Role, frozenset[tuple[State | None, State | Departure]]] = {
+    Role.MANAGER: _EVERY | {(NEW, State.QUEUED)} | _SET_ASIDE,
+    Role.SUPERVISOR: (_EVERY - _RETRY) | _SET_ASIDE,
     Role.WORKER: _ATTEMPT,
-    Role.CLIENT: _RETRY | {(NEW, State.QUEUED), (State.QUEUED, State.CANCELLED)},
+    Role.CLIENT: _RETRY | {(NEW, State.QUEUED), (State.QUEUED, State.CANCELLED)} | _FORGET,
 }
 
 
-def check_role(role: Role, before: State | None, after: State) -> None:
+def check_role(role: Role, before: State | None, after: State | Departure) -> None:
     """Raises InvalidTransition when ``role`` may not make this change."""
     if before is not None and before is after:
         return  # not a state change: progress, a field of the same state
@@ -67,9 +87,38 @@ def check_role(role: Role, before: State | None, after: State) -> None:
         raise InvalidTransition(f"the {role.value} may not move a job from {was} to {after.value}")
 
 
-def error(kind: str, message: str, traceback: str | None = None) -> dict[str, Any]:
+def error_info(kind: str, message: str, traceback: str | None = None) -> dict[str, Any]:
     """An ``error`` record of a status: what went wrong, in one shape everywhere."""
     return {"type": kind, "message": message, "traceback": traceback}
+
+
+# ---------------------------------------------------------------- what an attempt's code made of it
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Succeeded:
+    """The job's code ran to its end: its result (a task's return value), its exit code
+    (a command's)."""
+
+    result: Any = None
+    exit_code: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failed:
+    """The job's code failed: what went wrong (``error_info``), its exit code (a command's)."""
+
+    error: Mapping[str, Any]
+    exit_code: int | None = None
+
+
+Verdict = Succeeded | Failed
+
+
+def conclude(status: JobStatus, verdict: Verdict, now: str) -> JobStatus:
+    """End the running attempt as its code said: done, or a failed attempt."""
+    if isinstance(verdict, Succeeded):
+        return succeed(status, verdict.result, now, verdict.exit_code)
+    return fail_attempt(status, verdict.error, now, verdict.exit_code)
 
 
 # Error kinds pool itself records: their message says it all, without the kind in front.
@@ -151,13 +200,13 @@ def fail_attempt(
 
 
 def cancel(status: JobStatus, now: str, reason: str = "cancelled by request") -> JobStatus:
-    return advance(status, State.CANCELLED, now, error=error("Cancelled", reason))
+    return advance(status, State.CANCELLED, now, error=error_info("Cancelled", reason))
 
 
 def time_out(status: JobStatus, now: str) -> JobStatus:
     """The attempt ran past its ``timeout`` and was stopped: a failed attempt."""
     message = f"attempt {status.attempt} timed out after {status.spec.timeout or 0:g}s"
-    return fail_attempt(status, error("Timeout", message), now)
+    return fail_attempt(status, error_info("Timeout", message), now)
 
 
 def settle_attempt(current: JobStatus, attempt: int, change: Callable[[JobStatus], JobStatus | None], now: str,
@@ -202,7 +251,7 @@ EXTRA_ATTEMPTS_AFTER_CRASH = 2
 def recover_lost(status: JobStatus, now: str, how: str) -> JobStatus:
     """A running attempt whose process is gone without writing an outcome (its manager
     died with it): counted as an attempt, and run again within the bound."""
-    lost = error("Interrupted", f"attempt {status.attempt} was lost: {how}")
+    lost = error_info("Interrupted", f"attempt {status.attempt} was lost: {how}")
     if status.attempt < status.max_attempts + EXTRA_ATTEMPTS_AFTER_CRASH:
         return advance(status, State.QUEUED, now, error=lost, attempt=status.attempt + 1)
     return advance(status, State.FAILED, now, error=lost)

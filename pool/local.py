@@ -3,6 +3,13 @@
     start(job) --RunAttempt--> an idle worker (or, ahead, a busy one: it starts the job
                                the moment its current one ends, with no round trip)
     collect()  <--replies, sentinels-- workers --> Began / Recorded / Ended
+    recover(job) --> pool/adopted.py: attempts a previous manager's workers run or left
+
+Its workers write each job's status and log in the spool themselves (they hold the job's
+lock for the whole attempt, and mark its start in the lock file before its code runs):
+the executor tells the manager what they wrote (``Recorded``), and reads the start
+marker to say whether an attempt began when its worker could not say it (it died, or
+was stopped).
 
 Workers are ``multiprocessing`` processes (forkserver for the manager, which runs watchdog
 threads and must never fork; fork for the inline supervisor, which has no threads), each
@@ -20,26 +27,33 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 from . import messages as msg
+from .adopted import Adoptions
+from .attempt import WorkerConfig
 from .executor import (
     Began,
-    Crashed,
-    Died,
+    Completed,
     Ended,
     ExecutorEvent,
-    Finished,
-    NotStarted,
+    NotBegun,
+    Outcome,
+    Progress,
     Recorded,
     Stopped,
+    Stopping,
     StopReason,
+    WorkerDied,
+    WorkerFailed,
 )
 from .model import JobStatus
 from .procs import GroupStop, describe_exit, is_running, open_pidfd, process_start_time, signal_group
-from .worker import WorkerConfig, worker_main
+from .spool import SpoolDir
+from .worker import worker_main
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +104,8 @@ class LocalExecutor:
     def __init__(self, config: WorkerConfig, workers: int, start_method: str = "forkserver",
                  preload: tuple[str, ...] = (), close_fds: tuple[int, ...] = ()) -> None:
         self.config = config
+        self.spool = SpoolDir(config.spool)
+        self.adoptions = Adoptions(self.spool)
         self.workers = workers
         self.close_fds = close_fds  # what a forked worker must not keep open
         self.context: Any = multiprocessing.get_context(start_method)
@@ -104,7 +120,7 @@ class LocalExecutor:
         self.events: list[ExecutorEvent] = []
 
     # ------------------------------------------------------------ workers
-    def open(self) -> None:
+    def open(self, wake: Callable[[], None]) -> None:
         for _ in range(self.workers):
             self._spawn()
 
@@ -133,6 +149,7 @@ class LocalExecutor:
                 slot.process.join(timeout=STOP_WAIT)
             if slot.pidfd is not None:
                 os.close(slot.pidfd)
+        self.adoptions.close()
 
     # ------------------------------------------------------------ what the manager asks
     def room(self) -> int:
@@ -161,7 +178,7 @@ class LocalExecutor:
         try:
             slot.conn.send_bytes(msg.RunAttempt(job).encode())
         except OSError:  # the worker died a moment ago: its sentinel tells the rest
-            self.events.append(Ended(job.id, job.attempt, NotStarted(None, "its worker was gone")))
+            self.events.append(Ended(job.id, job.attempt, NotBegun(None, "its worker was gone")))
             slot.broken = True
             return
         if slot.idle:
@@ -173,7 +190,7 @@ class LocalExecutor:
         slot.job = job
         self.events.append(Began(job.id, job.attempt, now))
 
-    def stop(self, job_id: str, reason: StopReason, grace: float, now: float) -> bool:
+    def stop(self, job_id: str, reason: StopReason, grace: float, now: float) -> Stopping | None:
         for slot in self.slots:
             if slot.job is not None and slot.job.id == job_id:
                 if slot.stop is None:
@@ -181,11 +198,20 @@ class LocalExecutor:
                     slot.stop = GroupStop.begin(slot.pid, grace, now, f"job {job_id}")
                 elif now + grace < slot.stop.kill_at:
                     slot.stop.kill_at = now + grace  # a second, shorter request hurries it
-                return True
-        return False
+                return Stopping(began=True, kill_at=slot.stop.kill_at)
+            if slot.ahead is not None and slot.ahead.id == job_id:
+                # Sent ahead: its worker reads the status before it begins it, and finds it
+                # cancelled, once the manager wrote so (if it began it first, the manager
+                # hears so and stops it as a running attempt).
+                return Stopping(began=False)
+        return self.adoptions.stop(job_id, reason, grace, now)
+
+    def recover(self, job: JobStatus, now: float) -> bool:
+        return self.adoptions.recover(job, now, self.events)
 
     def holds(self, job_id: str) -> bool:
-        return any(job_id in (s.job.id if s.job else None, s.ahead.id if s.ahead else None) for s in self.slots)
+        return job_id in self.adoptions.adopted or any(
+            job_id in (s.job.id if s.job else None, s.ahead.id if s.ahead else None) for s in self.slots)
 
     def running_ids(self) -> list[str]:
         return [s.job.id for s in self.slots if s.job is not None]
@@ -195,7 +221,7 @@ class LocalExecutor:
 
     # ------------------------------------------------------------ what happened
     def waitables(self) -> list[Any]:
-        objects: list[Any] = []
+        objects: list[Any] = self.adoptions.waitables()
         for slot in self.slots:
             if not slot.dead:
                 objects += [slot.conn, slot.sentinel]
@@ -203,6 +229,9 @@ class LocalExecutor:
 
     def next_deadline(self, now: float) -> float | None:
         looks = [s.stop.next_look(now) for s in self.slots if s.stop is not None]
+        adopted = self.adoptions.next_deadline(now)
+        if adopted is not None:
+            looks.append(adopted)
         return min(looks) if looks else None
 
     def collect(self, ready: list[Any], now: float) -> list[ExecutorEvent]:
@@ -213,8 +242,14 @@ class LocalExecutor:
                 self._died(slot, now)
             if slot.stop is not None and slot.stop.advance(now) and slot.dead:
                 self._bury(slot)
+        self.adoptions.check(ready, now, self.events)
         events, self.events = self.events, []
         return events
+
+    def _began(self, job: JobStatus) -> bool:
+        """Whether a worker began the job's attempt: its start marker names that very
+        attempt (asked when its worker could not say: it died, or was stopped)."""
+        return self.spool.locks.began(job.id, job.attempt, job.updated_at) is not None
 
     def _read_replies(self, slot: Slot, now: float) -> None:
         try:
@@ -232,17 +267,12 @@ class LocalExecutor:
             self.events.append(Recorded(reply.transitions))
             return
         job = slot.job
-        if job is None or reply.job_id != job.id:
-            log.error("worker %d replied for job %s, which it was not running", slot.pid, reply.job_id)
+        if isinstance(reply, (msg.Started, msg.Progressed)) or job is None or reply.job_id != job.id:
+            log.error("worker %d: unexpected %s for job %s", slot.pid, type(reply).__name__, reply.job_id)
             return
-        if isinstance(reply, msg.Finished):
-            if reply.transitions:
-                self.events.append(Recorded(reply.transitions))
-            outcome: Any = Finished(reply.unrecorded, reply.why)
-        elif isinstance(reply, msg.Skipped):
-            outcome = NotStarted(reply.state, reply.why)
-        else:
-            outcome = Crashed(reply.why, reply.started)
+        if isinstance(reply, msg.Ran) and reply.transitions:
+            self.events.append(Recorded(reply.transitions))
+        outcome = outcome_of(reply)
         if slot.stop is not None:
             # It ended on its own while being stopped: its own outcome stands, but the
             # slot waits for the group (and the worker, signalled) to be gone.
@@ -283,11 +313,26 @@ class LocalExecutor:
             os.close(slot.pidfd)
         self.events.extend(slot.ended)
         if slot.job is not None and not slot.ended:
-            how: Any = Stopped(slot.stop_reason) if slot.stop_reason else Died(
-                f"worker process {slot.pid} {self._how(slot)}")
+            began = self._began(slot.job)
+            how: Outcome = Stopped(slot.stop_reason, began) if slot.stop_reason else WorkerDied(
+                f"worker process {slot.pid} {self._how(slot)}", began)
             self.events.append(Ended(slot.job.id, slot.job.attempt, how))
         if slot.ahead is not None:
-            self.events.append(Ended(slot.ahead.id, slot.ahead.attempt,
-                                     NotStarted(None, "its worker was stopped before it began")))
+            # Its worker begins it the moment the one before ends: it may have, unheard.
+            ahead: Outcome = WorkerDied("its worker was stopped as the attempt began", True) \
+                if self._began(slot.ahead) else NotBegun(None, "its worker was stopped before it began")
+            self.events.append(Ended(slot.ahead.id, slot.ahead.attempt, ahead))
         if not self.closing:
             self._spawn()
+
+
+def outcome_of(reply: msg.Ran | msg.Skipped | msg.Broke) -> Outcome:
+    """How an attempt ended, as its worker said."""
+    if isinstance(reply, msg.Ran):
+        if reply.why is None:
+            return Completed()  # its worker wrote the outcome
+        fraction, message = reply.progress or (None, None)
+        return Completed(reply.verdict, Progress(reply.job_id, reply.attempt, fraction, message), reply.why)
+    if isinstance(reply, msg.Skipped):
+        return NotBegun(reply.state, reply.why, reply.later)
+    return WorkerFailed(reply.why, reply.began)

@@ -20,17 +20,13 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from .errors import CorruptStatus, JobBusy, JobNotFound
-from .safeio import Folder, UnsafeFile
-
-if TYPE_CHECKING:
-    from .spool import SpoolDir
+from .safeio import Folder, Owners, UnsafeFile
 
 LOCK_TIMEOUT = 2.0  # other writers hold a status lock for a read and a write: never long
 LOCK_POLL = 0.005
-MARKER_BYTES = 48  # "<attempt> <pid> <pid start time>", padded: one pwrite, no truncate
+MARKER_BYTES = 96  # "<attempt> <queued since> <pid> <pid start time>", padded: one pwrite, no truncate
 
 
 LEASE_PATIENCE = 0.02  # seconds a worker keeps trying a job's lock: a question holds it for µs
@@ -67,9 +63,9 @@ def is_held(opener: Callable[[], int]) -> bool:
 
 
 class JobLocks:
-    def __init__(self, folder: Folder, spool: SpoolDir) -> None:
+    def __init__(self, folder: Folder, owners: Callable[[], Owners]) -> None:
         self.folder = folder  # status/
-        self.spool = spool
+        self.owners = owners  # who may have written the lock files: the spool's owner
 
     def lease(self, job_id: str, create: bool = False, patience: float = 0.0) -> int | None:
         """Take the job's lock, trying for ``patience`` seconds; returns its descriptor
@@ -89,7 +85,7 @@ class JobLocks:
         try:
             return self._try_flock(f"{job_id}.lock", create, job_id)
         except JobNotFound:
-            if not self.spool.has_status(job_id):
+            if not self.folder.has(f"{job_id}.json"):
                 raise
             return self._try_flock(f"{job_id}.lock", True, job_id)
 
@@ -98,7 +94,7 @@ class JobLocks:
         try:
             fd = os.open(name, flags | (os.O_CREAT if create else 0), 0o600, dir_fd=self.folder.fd)
         except FileNotFoundError:
-            raise JobNotFound(f"no job {job_id!r} in {self.spool.root}") from None
+            raise JobNotFound(f"no job {job_id!r} in {os.path.dirname(self.folder.path)}") from None
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENXIO):
                 raise CorruptStatus(f"status/{name} is not a regular file") from None
@@ -143,27 +139,29 @@ class JobLocks:
         return self._is_held(f"{job_id}.lock")
 
     # ------------------------------------------------------------ the start marker
-    # The lock file holds which attempt was started, by which process: written under the
-    # lock before the attempt's code runs, so whoever finds the job later knows whether
-    # that attempt began, even if `running` was never written (it is written only after
-    # a few milliseconds) and even if everything died meanwhile.
+    # The lock file holds which queued attempt a worker began, and in which process:
+    # written under the lock before the attempt's code runs, so whoever finds the job later
+    # (the local executor, a manager after a crash) knows whether that attempt began, even
+    # if `running` was never written (it is written only after a few milliseconds) and
+    # even if everything died meanwhile. An attempt is named by its number and the time
+    # its status became queued (its `updated_at` then), which changes at every return to
+    # queued (a retry, an attempt put back by a shutdown, `pool retry`): the marker of an
+    # attempt put back never makes the next one count, and nothing needs to clear it.
     @staticmethod
-    def mark_started(lock_fd: int, attempt: int, pid: int, pid_started: int | None) -> None:
-        line = f"{attempt} {pid} {pid_started or 0}".encode().ljust(MARKER_BYTES - 1) + b"\n"
-        os.pwrite(lock_fd, line, 0)
+    def mark_started(lock_fd: int, attempt: int, queued_since: str, pid: int, pid_started: int | None) -> None:
+        line = f"{attempt} {queued_since} {pid} {pid_started or 0}".encode()
+        os.pwrite(lock_fd, line.ljust(MARKER_BYTES - 1) + b"\n", 0)
 
-    @staticmethod
-    def clear_marker(lock_fd: int) -> None:
-        os.ftruncate(lock_fd, 0)
-
-    def began(self, job_id: str, attempt: int) -> tuple[int, int | None] | None:
+    def began(self, job_id: str, attempt: int, queued_since: str | None = None) -> tuple[int, int | None] | None:
         """(pid, pid start time) of the worker that began the job's attempt ``attempt``
-        (its start marker says so), or None if that attempt never began."""
+        queued at ``queued_since`` (any time, when None), or None if it never began."""
         try:
-            data = self.folder.read(f"{job_id}.lock", self.spool.owners, MARKER_BYTES)
+            data = self.folder.read(f"{job_id}.lock", self.owners(), MARKER_BYTES)
         except (OSError, UnsafeFile):
             return None
         fields = data.split()
-        if len(fields) != 3 or not all(f.isdigit() for f in fields) or int(fields[0]) != attempt:
+        if len(fields) != 4 or not all(f.isdigit() for f in (fields[0], fields[2], fields[3])):
             return None
-        return int(fields[1]), int(fields[2]) or None
+        if int(fields[0]) != attempt or (queued_since is not None and fields[1].decode() != queued_since):
+            return None
+        return int(fields[2]), int(fields[3]) or None

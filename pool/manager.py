@@ -1,177 +1,199 @@
-"""The manager: one per spool; decides every job's fate, and runs it through an executor.
+"""The manager: decides every job's fate, and runs it through an executor. One loop for
+both ways it runs: the whole spool (`pool serve`, one per spool), or one job with no
+manager serving (`pool run`, pool/inline.py), so a change to the loop or to how a job is
+stopped is made once.
 
     watchdog thread --note + wake--> wake pipe --+
     signal handlers --flag + wake--> wake pipe --+--> wait() --> step(ready, now):
-    executor (worker pipes, sentinels) ----------+      outcomes   executor events -> ledger
-    adopted jobs (pidfds) -----------------------+      deadlines  timeouts, retries due
-                                                        stopping   SIGINT/SIGTERM
-                                                        requests   kill / retry files
-                                                        intake     incoming/ -> queued
-                                                        dispatch   queued -> executor
+    executor (its waitables, or wake) ----------+      outcomes   executor events -> ledger
+    requests/ (inline: an inotify descriptor) ---+      deadlines  timeouts, retries due
+                                                       stopping   SIGINT/SIGTERM
+                                                       requests   kill / retry files
+                                                       intake     incoming/ -> queued
+                                                       dispatch   queued -> executor
 
-The loop blocks with the nearest deadline as its timeout, never polls. Every state
-change goes through the manager's Ledger, whose hook (``heard``) is the one place that
-hears them all: it appends the event, queues a job that became queued, and forgets the
-requests of one that became final. Each step is a small module of its own (outcomes,
-control, dispatch, adoption, intake) and the clock is injected, so a test can step the
-manager by hand with a fake executor and time standing still.
+The loop blocks with the nearest deadline as its timeout. Every state change goes
+through the manager's Ledger, whose hook (``heard``) is the one place that hears them
+all: it appends the event, queues a job that became queued, and forgets the requests of
+one that became final (or left the spool). Each step is a small module of its own
+(outcomes, control, dispatch, recovery, intake); they share a Context, whose clock a test
+swaps to step the manager by hand with a fake executor and time standing still.
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from collections import deque
 from typing import Any
 
-from .adoption import Adoption
+from .attempt import WorkerConfig
 from .clock import Clock, SystemClock
+from .context import Context, ManagerConfig
 from .control import Control
 from .dispatch import Dispatch
-from .dropzone import DEFAULT_MAX_FILE_BYTES
-from .events import DEFAULT_MAX_BYTES, TRIM_PATIENCE
-from .executor import Executor, LockLiveness, StopReason
+from .engines import EngineSettings, make_executor
+from .events import TRIM_PATIENCE
+from .executor import Executor, StopReason
 from .intake import Intake, IntakeRules
-from .jobqueue import Poller
+from .joblog import JobLogs
 from .ledger import Ledger, Transition
 from .lifecycle import Role
-from .local import LocalExecutor
-from .model import JobStatus, State
-from .outcomes import TROUBLE_RETRY, Outcomes
+from .model import State
+from .outcomes import Outcomes
+from .poller import Poller
+from .recovery import Recovery
+from .requests import RequestKind
 from .reserve import Reserve
 from .spool import SpoolDir
 from .tasks import load_task_modules, unserved_reason
-from .watch import WakeHandler, start_observer
-from .worker import WorkerConfig
+from .trouble import Trouble
+from .watch import FolderWatch, WakeHandler, start_observer
 
 log = logging.getLogger(__name__)
 
 INTAKE_SLICE = 0.02  # seconds of intake work per turn, so a big batch never stalls the loop
 
+__all__ = ["Manager", "ManagerConfig"]
 
-@dataclass(frozen=True)
-class ManagerConfig:
-    spool: str
-    workers: int = os.cpu_count() or 1
-    task_modules: tuple[str, ...] = ()
-    allow_commands: bool = False
-    kill_grace: float = 5.0
-    shutdown_grace: float = 10.0
-    settle: float = 1.0
-    rescan_interval: float = 5.0
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    allow_loader_env: bool = False
-    group_gid: int | None = None  # --group: a second group that may submit
-    events_max_bytes: int = DEFAULT_MAX_BYTES
-    max_log_bytes: int | None = None  # a job's log is cut to its tail past this (pool.joblog)
+
+def engine_settings(config: ManagerConfig, threads: bool = True, name: str = "worker",
+                    close_fds: tuple[int, ...] = ()) -> EngineSettings:
+    """What the manager's engine is told, from the manager's configuration."""
+    worker = WorkerConfig(spool=config.spool, task_modules=config.task_modules, allow_commands=config.allow_commands,
+                          allow_loader_env=config.allow_loader_env, max_log_bytes=config.max_log_bytes,
+                          sys_path=tuple(sys.path), name=name)
+    return EngineSettings(worker=worker, workers=config.workers, threads=threads, close_fds=close_fds)
 
 
 class Manager:
-    def __init__(self, config: ManagerConfig, executor: Executor | None = None, clock: Clock | None = None) -> None:
+    """``only``: the one job an inline manager looks after (None: the whole spool)."""
+
+    def __init__(self, config: ManagerConfig, executor: Executor | None = None, clock: Clock | None = None,
+                 only: str | None = None) -> None:
         self.config = config
-        self.clock = clock or SystemClock()
-        self.spool = SpoolDir(config.spool, buffer_events=True)
-        self.spool.events.max_bytes = config.events_max_bytes
+        self.only = only
+        spool = SpoolDir(config.spool, buffer_events=True)
+        spool.events.max_bytes = config.events_max_bytes
+        role = Role.MANAGER if only is None else Role.SUPERVISOR
+        self.ctx = Context(config, spool, Ledger(spool, role, self.heard), clock or SystemClock(),
+                           Trouble(Reserve(spool.top) if only is None else None))
         self.tasks = load_task_modules(config.task_modules)
-        self.executor: Executor = executor or LocalExecutor(WorkerConfig(
-            spool=str(self.spool.root), task_modules=config.task_modules, allow_commands=config.allow_commands,
-            allow_loader_env=config.allow_loader_env, max_log_bytes=config.max_log_bytes,
-            sys_path=tuple(sys.path)), config.workers,
-            preload=config.task_modules)
-        self.ledger = Ledger(self.spool, Role.MANAGER, self.heard)
-        self.dispatch = Dispatch(self.executor, self.clock)
-        self.adoption = Adoption(self.spool, self.ledger, LockLiveness(self.spool), self.clock, config.kill_grace,
-                                 self.dispatch.enqueue)
-        self.outcomes = Outcomes(self.spool, self.ledger, self.dispatch, self.clock, self.adoption.adopt,
-                                 self.spool_trouble)
-        self.control = Control(self.spool, self.ledger, self.dispatch, self.executor, self.clock,
-                               config.kill_grace, config.group_gid, self.adoption.stop)
-        self.intake = Intake(self.spool, IntakeRules(
+        self.executor = executor or make_executor(config.engine, engine_settings(config))
+        self.dispatch = Dispatch(self.ctx, self.executor)
+        self.outcomes = Outcomes(self.ctx, self.dispatch, JobLogs(spool, config.max_log_bytes))
+        self.control = Control(self.ctx, self.dispatch, only)
+        self.recovery = Recovery(self.ctx, self.dispatch)
+        self.intake = None if only is not None else Intake(self.ctx, IntakeRules(
             task_reason=lambda name: unserved_reason(name, self.tasks, config.task_modules),
             allow_commands=config.allow_commands,
             settle=config.settle,
             max_file_bytes=config.max_file_bytes,
             allow_loader_env=config.allow_loader_env,
             group_gid=config.group_gid,
-        ), self.clock, accept=self.accept)
-        self.reserve = Reserve(self.spool.top)
+        ))
         self.stop_requested = 0
         self.shutdown_at: float | None = None
-        self.trouble: OSError | None = None
-        self.trouble_until: float | None = None
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poller = Poller()
         self.next_rescan = 0.0
         self.rescan_due = True
-        self.handler = WakeHandler(str(self.spool.incoming), str(self.spool.requests), self.intake.notes, self.wake)
+        self.requests_watch: FolderWatch | None = None  # an inline manager's wake on requests/
+        self.handler = WakeHandler(str(spool.incoming), str(spool.requests),
+                                   self.intake.notes if self.intake else deque(), self.wake)
+
+    @property
+    def spool(self) -> SpoolDir:
+        return self.ctx.spool
+
+    @property
+    def clock(self) -> Clock:
+        return self.ctx.clock
 
     # ------------------------------------------------------------ the hook
     def heard(self, transition: Transition) -> None:
         """Every state change of every job, made here or told by a worker, passes here."""
         self.spool.events.append(transition.event())
-        if transition.after is State.QUEUED and transition.status is not None:
-            self.dispatch.enqueue(transition.status)
+        if transition.after is State.QUEUED:
+            if transition.before is None:
+                self.control.arrived(transition.job_id)
+            if transition.status is not None:
+                self.dispatch.enqueue(transition.status)
         elif transition.after.is_final:
             self.dispatch.forget(transition.job_id)
             self.control.finished(transition.job_id)
 
-    def accept(self, status: JobStatus, reason: str) -> None:
-        self.ledger.create(status, reason)
-        self.control.arrived(status.id)
-
     # ------------------------------------------------------------ lifecycle of the manager
     def serve(self) -> None:
-        """Run until SIGINT/SIGTERM and a clean stop. Raises ManagerRunning, SpoolError."""
+        """Serve the whole spool until SIGINT/SIGTERM and a clean stop. Raises
+        ManagerRunning, SpoolError."""
         self.spool.create(self.config.group_gid, check=True)
         guard = self.spool.lock_manager()
         if os.geteuid() == 0:
             log.warning("running as root: every job runs as root, and so does anything a user who can "
                         "write into %s can submit", self.spool.incoming)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         observer = start_observer([str(self.spool.incoming), str(self.spool.requests)], self.handler)
         try:
-            self.open()
-            self.spool.mark_serving()
-            log.info("serving %s with %d workers", self.spool.root, self.config.workers)
-            while not self.finished():
-                ready = self.wait_for_wake()
-                try:
-                    self.step(ready)
-                    self.trouble_over()
-                except OSError as exc:  # a full or read-only disk: keep every job, try again
-                    self.spool_trouble(exc)
+            with self.signals(signal.SIGINT, signal.SIGTERM):
+                self.open()
+                self.spool.mark_serving(self.config.kill_grace)
+                log.info("serving %s with %d workers", self.spool.root, self.config.workers)
+                self.loop()
         finally:
             observer.stop()
-            self.executor.close()
-            self.adoption.close()
+            self.close()
             observer.join(timeout=5)
-            for sig, handler_before in previous.items():
-                signal.signal(sig, handler_before)
-            self.spool.events.flush(patience=TRIM_PATIENCE)  # the last lines: worth waiting out a trim for
             self.spool.clear_serving()
             os.close(guard)
             log.info("stopped")
 
+    def serve_one(self) -> None:
+        """Run the one job (``only``) to its end, as `pool serve` would, with no watchdog
+        thread (an inline manager forks its worker): SIGTERM stops it as it stops a
+        manager; a kill request wakes it through an inotify descriptor on requests/."""
+        self.requests_watch = FolderWatch.open(str(self.spool.requests))
+        try:
+            with self.signals(signal.SIGTERM):
+                self.open()
+                self.loop()
+        finally:
+            self.close()
+            self.spool.box.drop(RequestKind.KILL, self.only or "")
+            if self.requests_watch is not None:
+                self.requests_watch.close()
+
+    @contextlib.contextmanager
+    def signals(self, *signums: signal.Signals) -> Any:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in signums}
+        try:
+            yield
+        finally:
+            for sig, handler_before in previous.items():
+                signal.signal(sig, handler_before)
+
     def open(self) -> None:
         """Pick up where the last manager stopped, and start the workers."""
-        self.reserve.keep()
-        self.adoption.recover()
+        if self.ctx.trouble.reserve is not None:
+            self.ctx.trouble.reserve.keep()
+        self.recovery.recover(self.only)
         self.spool.events.flush()
-        self.executor.open()
+        self.executor.open(self.wake)
 
-    def spool_trouble(self, exc: OSError) -> None:
-        if self.trouble is None:
-            log.error("cannot write to the spool (%s); nothing is lost, retrying every %gs until it can",
-                      exc, TROUBLE_RETRY)
-        self.trouble = exc
-        self.trouble_until = self.clock.monotonic() + TROUBLE_RETRY
-        self.dispatch.paused = True
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and self.outcomes.pending and self.reserve.release():
-            log.warning("let the spool's reserve of disk space go, to record %d outcome(s)", len(self.outcomes.pending))
-            self.trouble_until = self.clock.monotonic()  # try again at once
+    def close(self) -> None:
+        self.executor.close()
+        self.spool.events.flush(patience=TRIM_PATIENCE)  # the last lines: worth waiting out a trim for
+
+    def loop(self) -> None:
+        while not self.finished():
+            ready = self.wait_for_wake()
+            try:
+                self.step(ready)
+                self.trouble_over()
+            except OSError as exc:  # a full or read-only disk: keep every job, try again
+                self.ctx.trouble.hit(exc, self.clock.monotonic(), len(self.outcomes.pending))
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stop_requested += 1
@@ -184,15 +206,26 @@ class Manager:
             pass  # already awake: the pipe is full of wakes
 
     def finished(self) -> bool:
-        # Adopted jobs are not our children: we stop without waiting for them, and the
-        # next manager adopts them again.
-        return self.stop_requested > 0 and not self.executor.busy()
+        # Attempts taken over from a previous manager are not our children: we stop without
+        # waiting for them, and the next manager takes them over again.
+        if self.executor.busy():
+            return False
+        return self.stop_requested > 0 or (self.only is not None and not self.looks_after(self.only))
+
+    def looks_after(self, job_id: str) -> bool:
+        """Whether the job is still ours to see to its end: queued, held, or waiting to
+        have its outcome written."""
+        return job_id in self.dispatch.queue or self.executor.holds(job_id) or any(
+            p.job_id == job_id for p in self.outcomes.pending)
 
     # ------------------------------------------------------------ the loop
     def wait_for_wake(self) -> list[Any]:
         now = self.clock.monotonic()
-        timeout = 0.0 if self.intake.busy() else max(0.0, self.next_deadline(now) - now)
-        objects: list[Any] = [self.wake_r, *self.executor.waitables(), *self.adoption.waitables()]
+        busy = self.intake is not None and self.intake.busy()
+        timeout = 0.0 if busy else max(0.0, self.next_deadline(now) - now)
+        objects: list[Any] = [self.wake_r, *self.executor.waitables()]
+        if self.requests_watch is not None:
+            objects.append(self.requests_watch)
         ready = self.poller.wait(objects, timeout)
         if self.wake_r in ready:
             try:
@@ -200,13 +233,15 @@ class Manager:
                     pass
             except BlockingIOError:
                 pass
+        if self.requests_watch is not None and self.requests_watch in ready and self.requests_watch.drain():
+            self.handler.requests_changed = True
         return ready
 
     def next_deadline(self, now: float) -> float:
         deadlines = [self.next_rescan, self.dispatch.next_deadline(), self.executor.next_deadline(now),
-                     self.adoption.next_deadline(now), self.outcomes.next_deadline(), self.shutdown_at,
-                     self.trouble_until, self.control.recheck_at]
-        if self.intake.recheck_at is not None:
+                     self.outcomes.next_deadline(), self.shutdown_at, self.ctx.trouble.retry_at,
+                     self.control.recheck_at]
+        if self.intake is not None and self.intake.recheck_at is not None:
             deadlines.append(now + max(0.0, self.intake.recheck_at - self.clock.time()))
         return min(d for d in deadlines if d is not None)
 
@@ -219,13 +254,13 @@ class Manager:
         try:
             self.outcomes.take(self.executor.collect(ready, now), now)
             self.retry_pending(now)
-            self.enforce_deadlines(ready, now)
+            self.enforce_deadlines(now)
             self.apply_stop(now)
             if self.handler.take_requests_changed() or self.rescan_due or (
                     self.control.recheck_at is not None and now >= self.control.recheck_at):
                 self.control.apply(now)
             if not self.stop_requested:
-                if self.intake.due() or self.rescan_due:
+                if self.intake is not None and (self.intake.due() or self.rescan_due):
                     self.intake.scan(INTAKE_SLICE)
                 self.dispatch.dispatch(now)
             self.rescan_due = False
@@ -234,30 +269,23 @@ class Manager:
 
     def retry_pending(self, now: float) -> None:
         """Outcomes that could not be written before (a full disk) are written now."""
-        if self.trouble_until is not None and now < self.trouble_until:
-            return
-        self.trouble_until = None
-        self.outcomes.retry_pending(now)
+        if self.ctx.trouble.due(now):
+            self.outcomes.retry_pending(now)
 
     def trouble_over(self) -> None:
         """After a turn that wrote what had failed before: the spool is writable again."""
-        if self.trouble is not None and self.trouble_until is None and not self.outcomes.pending \
-                and not self.intake.failing:
-            log.info("the spool is writable again")
-            self.trouble = None
-            self.dispatch.paused = False
-            self.reserve.keep()
+        if not self.outcomes.pending and not (self.intake is not None and self.intake.failing):
+            self.ctx.trouble.over()
 
-    def enforce_deadlines(self, ready: list[Any], now: float) -> None:
+    def enforce_deadlines(self, now: float) -> None:
         for job in self.dispatch.overdue(now):
             log.warning("job %s: timed out after %gs", job.id, job.spec.timeout or 0)
             self.executor.stop(job.id, StopReason.TIMEOUT, self.config.kill_grace, now)
         self.dispatch.queue.promote(now)
-        tick = now >= self.next_rescan
-        if tick:
+        if now >= self.next_rescan:
             self.rescan_due = True
             self.next_rescan = now + self.config.rescan_interval
-        self.adoption.check(ready, now, every=tick)
+            self.recovery.check_supervised()
 
     def apply_stop(self, now: float) -> None:
         """SIGINT/SIGTERM: take nothing new, give running jobs the grace, then stop them

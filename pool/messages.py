@@ -1,17 +1,25 @@
-"""What a manager (or an inline supervisor) and its worker processes say to each other:
-one small frozen dataclass per message, JSON on the wire (never Python objects).
+"""What an executor and the processes that run attempts say to each other: one small
+frozen dataclass per message, JSON on the wire (never Python objects).
 
-    manager <--Ready------------- (once: it leads its own process group) worker
-    manager --RunAttempt(job)--------------------------------------------> worker
-    manager <--Changed(transitions)-------- (the job's start, once written) worker
-    manager <--Finished | Skipped | Crashed (the attempt is over) ------- worker
+A local worker (pool/worker.py) writes the job's status and log itself, in the spool:
 
-No attempt goes to a worker before its Ready: a stop signals the worker's process group,
-which does not exist until the worker has made it (a worker still starting on a loaded
-machine would miss the SIGTERM and run the job it was to be stopped from). A worker
-answers every RunAttempt with exactly one of the last three. The manager's copy
-of the job may be stale: the worker checks it against the status file, under the job's
-lock, before it starts anything (the file is the truth).
+    executor <--Ready------------------ (once: it leads its own process group) worker
+    executor --RunAttempt(job)--------------------------------------------> worker
+    executor <--Changed(transitions)---- (the job's start, once written) ---- worker
+    executor <--Ran | Skipped | Broke--- (the attempt is over) ------------- worker
+
+A detached runner (pool/detached.py: no spool where it runs) reports everything instead:
+
+    executor --RunAttempt(job)--------------------------------------------> runner
+    executor <--Started, then Progressed...------------------------------- runner
+    executor <--Ran(verdict) | Broke-------------------------------------- runner
+
+No attempt goes to a local worker before its Ready: a stop signals the worker's process
+group, which does not exist until the worker has made it (a worker still starting on a
+loaded machine would miss the SIGTERM and run the job it was to be stopped from). A
+runner answers every RunAttempt with exactly one of Ran, Skipped, Broke. The executor's
+copy of the job may be stale: a local worker checks it against the status file, under
+the job's lock, before it starts anything (the file is the truth).
 """
 
 from __future__ import annotations
@@ -22,15 +30,16 @@ from typing import Any
 import orjson
 
 from .ledger import Transition
+from .lifecycle import Failed, Succeeded, Verdict
 from .model import JobStatus, State, encode_json
 
 
 @dataclass(frozen=True, slots=True)
 class RunAttempt:
     """Run the job's attempt ``job.attempt`` (sent ahead, it begins when the one running
-    now ends: the worker's pipe is its queue). The status is the manager's copy (checked
-    when it was read or written): the worker holds it against the file, under the job's
-    lock, before it starts anything."""
+    now ends: the worker's pipe is its queue). The status is the manager's copy, exactly
+    as it was written: a worker holds it against the file, under the job's lock, before
+    it starts anything."""
 
     job: JobStatus
 
@@ -58,46 +67,86 @@ class Ready:
 
 @dataclass(frozen=True, slots=True)
 class Changed:
-    """State changes the worker wrote while the attempt runs (its start)."""
+    """State changes a local worker wrote while the attempt runs (its start)."""
 
     transitions: tuple[Transition, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Finished:
-    """The attempt ran to its end. Its outcome is written (``transitions``), or could
-    not be (``unrecorded`` is the outcome, ``why`` the reason): the manager writes it."""
+class Started:
+    """A detached runner begins the attempt's code now, in process ``pid``."""
+
+    job_id: str
+    attempt: int
+    pid: int
+    started_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progressed:
+    """How far the attempt a detached runner runs is (throttled as a worker's writes are)."""
+
+    job_id: str
+    attempt: int
+    fraction: float | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """The attempt ran to its end. A local worker wrote its outcome (``transitions``);
+    when it could not (``why``), or when the runner writes nothing (detached), the
+    ``verdict`` and the last ``progress`` are for the executor's manager to write."""
 
     job_id: str
     attempt: int
     transitions: tuple[Transition, ...] = ()
-    unrecorded: JobStatus | None = None
+    verdict: Verdict | None = None
+    progress: tuple[float | None, str | None] | None = None
     why: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
-    """The attempt did not start: the job's status says otherwise (``state``, None when
-    it could not be read), another process holds it, or its start could not be recorded."""
+    """The attempt did not begin: the job's status says otherwise (``state``, None when
+    it could not be read), another process holds it, or its start could not be recorded
+    (``later``: the spool could not be written; try again after a pause)."""
 
     job_id: str
     attempt: int
     state: State | None
     why: str
+    later: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class Crashed:
-    """The worker itself failed (a bug, an unusable spool); ``started``: whether the
-    attempt's own code had begun."""
+class Broke:
+    """The worker itself failed (a bug, an unusable spool), not the job's code;
+    ``began``: whether the attempt's own code had begun."""
 
     job_id: str
     attempt: int
-    started: bool
+    began: bool
     why: str
 
 
-Reply = Ready | Changed | Finished | Skipped | Crashed
+Reply = Ready | Changed | Started | Progressed | Ran | Skipped | Broke
+
+
+def encode_verdict(verdict: Verdict | None) -> dict[str, Any] | None:
+    if verdict is None:
+        return None
+    if isinstance(verdict, Succeeded):
+        return {"ok": True, "result": verdict.result, "exit_code": verdict.exit_code}
+    return {"ok": False, "error": dict(verdict.error), "exit_code": verdict.exit_code}
+
+
+def decode_verdict(doc: dict[str, Any] | None) -> Verdict | None:
+    if doc is None:
+        return None
+    if doc["ok"]:
+        return Succeeded(doc["result"], doc["exit_code"])
+    return Failed(doc["error"], doc["exit_code"])
 
 
 def encode_reply(reply: Reply) -> bytes:
@@ -106,16 +155,21 @@ def encode_reply(reply: Reply) -> bytes:
         doc = {"kind": "ready"}
     elif isinstance(reply, Changed):
         doc = {"kind": "changed", "transitions": [t.to_dict() for t in reply.transitions]}
-    elif isinstance(reply, Finished):
-        doc = {"kind": "finished", "id": reply.job_id, "attempt": reply.attempt,
-               "transitions": [t.to_dict() for t in reply.transitions],
-               "unrecorded": reply.unrecorded.to_dict() if reply.unrecorded else None, "why": reply.why}
+    elif isinstance(reply, Started):
+        doc = {"kind": "started", "id": reply.job_id, "attempt": reply.attempt, "pid": reply.pid,
+               "started_at": reply.started_at}
+    elif isinstance(reply, Progressed):
+        doc = {"kind": "progressed", "id": reply.job_id, "attempt": reply.attempt, "fraction": reply.fraction,
+               "message": reply.message}
+    elif isinstance(reply, Ran):
+        doc = {"kind": "ran", "id": reply.job_id, "attempt": reply.attempt,
+               "transitions": [t.to_dict() for t in reply.transitions], "verdict": encode_verdict(reply.verdict),
+               "progress": list(reply.progress) if reply.progress else None, "why": reply.why}
     elif isinstance(reply, Skipped):
         doc = {"kind": "skipped", "id": reply.job_id, "attempt": reply.attempt,
-               "state": reply.state.value if reply.state else None, "why": reply.why}
+               "state": reply.state.value if reply.state else None, "why": reply.why, "later": reply.later}
     else:
-        doc = {"kind": "crashed", "id": reply.job_id, "attempt": reply.attempt, "started": reply.started,
-               "why": reply.why}
+        doc = {"kind": "broke", "id": reply.job_id, "attempt": reply.attempt, "began": reply.began, "why": reply.why}
     return encode_json(doc)
 
 
@@ -126,12 +180,17 @@ def decode_reply(data: bytes) -> Reply:
         return Ready()
     if kind == "changed":
         return Changed(tuple(Transition.from_dict(t) for t in doc["transitions"]))
-    if kind == "finished":
-        unrecorded = JobStatus.from_dict(doc["unrecorded"]) if doc["unrecorded"] else None
-        return Finished(doc["id"], doc["attempt"], tuple(Transition.from_dict(t) for t in doc["transitions"]),
-                        unrecorded, doc["why"])
+    if kind == "started":
+        return Started(doc["id"], doc["attempt"], doc["pid"], doc["started_at"])
+    if kind == "progressed":
+        return Progressed(doc["id"], doc["attempt"], doc["fraction"], doc["message"])
+    if kind == "ran":
+        progress = doc["progress"]
+        return Ran(doc["id"], doc["attempt"], tuple(Transition.from_dict(t) for t in doc["transitions"]),
+                   decode_verdict(doc["verdict"]), (progress[0], progress[1]) if progress else None, doc["why"])
     if kind == "skipped":
-        return Skipped(doc["id"], doc["attempt"], State(doc["state"]) if doc["state"] else None, doc["why"])
-    if kind == "crashed":
-        return Crashed(doc["id"], doc["attempt"], doc["started"], doc["why"])
+        return Skipped(doc["id"], doc["attempt"], State(doc["state"]) if doc["state"] else None, doc["why"],
+                       doc["later"])
+    if kind == "broke":
+        return Broke(doc["id"], doc["attempt"], doc["began"], doc["why"])
     raise ValueError(f"unknown reply kind {kind!r}")

@@ -1,14 +1,18 @@
-"""Writing a running job's status: ``running``, its progress, throttled, and its outcome.
+"""Reporting a running attempt: its progress, throttled, and where it goes.
 
-``pool.progress()`` and the output parser only *store* the latest value; it is written
-when the interval has passed, by the next call, or, when the job goes quiet (a task
-blocked after its last report), by the flusher thread, so the last value always lands.
-``running`` itself is written only once the job has run for ``RUNNING_AFTER`` seconds:
-a job that ends sooner goes from ``queued`` to its outcome in one write (``started_at``
-is kept all the same, and the start marker in its lock file says it began), which halves
-the writes of a tiny job. The worker holds the job's lock (its lease) all along, so these
-writes take no lock of their own; each goes through the worker's Ledger, which tells the
-manager of the state changes.
+``pool.progress()`` and the output parser only *store* the latest value; it is sent when
+the interval has passed, by the next call, or, when the job goes quiet (a task blocked
+after its last report), by the flusher thread, so the last value always lands. Where it
+goes is the reporter's kind:
+
+- ``StatusReporter`` (a local worker) writes the job's status in the spool, under the
+  job's lock, which the worker holds all along. ``running`` itself is written only once
+  the job has run for ``RUNNING_AFTER`` seconds: a job that ends sooner goes from
+  ``queued`` to its outcome in one write (``started_at`` is kept all the same, and the
+  start marker in its lock file says it began), which halves the writes of a tiny job.
+  Each write goes through the worker's Ledger, which tells the manager of state changes.
+- ``MessageReporter`` (a detached runner, where there is no spool) sends each report as
+  a message; the manager writes it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from . import lifecycle
+from . import messages as msg
 from .joblog import LogCap
 from .ledger import Ledger
+from .lifecycle import Verdict
 from .model import JobStatus, utc_now
 from .progress import fraction_of
 
@@ -30,20 +37,15 @@ RUNNING_AFTER = 0.02  # seconds
 OUTCOME_RETRY_PAUSES = (0.05, 0.2)  # then the manager is handed the outcome to write
 
 
-class StatusReporter:
-    """The status of the job running in this worker, and its throttled writes."""
+class Reporter:
+    """The status of the attempt running in this process, and its throttled reports."""
 
-    def __init__(self, ledger: Ledger, written: JobStatus, running: JobStatus, interval: float,
-                 lock_fd: int, start_reason: str) -> None:
-        self.ledger = ledger
-        self.written = written  # what is on disk: `queued` until `running` is written
+    def __init__(self, running: JobStatus, interval: float, first_after: float) -> None:
         self.status = running
         self.interval = interval
-        self.lock_fd = lock_fd
-        self.start_reason = start_reason
-        self.mutex = threading.Lock()  # the job's thread and the flusher both write
+        self.mutex = threading.Lock()  # the job's thread and the flusher both report
         self.closed = False
-        self.next_write = time.monotonic() + RUNNING_AFTER
+        self.next_write = time.monotonic() + first_after
         self.latest: tuple[float, float, str | None] | None = None
 
     def current(self) -> JobStatus:
@@ -62,57 +64,96 @@ class StatusReporter:
         """Progress read from output (a fraction, not a done/total pair)."""
         self.latest = (fraction if fraction is not None else float("nan"), 1.0, message)
 
-    @property
-    def unwritten(self) -> bool:
-        return self.written.state is not self.status.state
+    def pending(self) -> bool:
+        """Something is waiting to be sent."""
+        return self.latest is not None
 
     def due_in(self) -> float | None:
-        """Seconds until a pending write may happen; None if nothing is pending."""
-        if self.latest is None and not self.unwritten:
+        """Seconds until a pending report may be sent; None if nothing is pending."""
+        if not self.pending():
             return None
         return max(0.0, self.next_write - time.monotonic())
 
     def write_if_due(self) -> None:
-        if (self.latest is not None or self.unwritten) and time.monotonic() >= self.next_write:
+        if self.pending() and time.monotonic() >= self.next_write:
             self.write()
 
     def write(self) -> None:
         with self.mutex:
             if self.closed:
-                return
+                return  # the attempt has ended: nothing may be written for it any more
             self.next_write = time.monotonic() + self.interval
             # The job's thread reports without the mutex (a report must never wait on a
             # write): what it reports while this write runs is kept for the next one.
             folded = self.latest
             status = replace(self._folded(folded), updated_at=utc_now())
             try:
-                self.ledger.record(self.written, status, lock_fd=self.lock_fd, start_reason=self.start_reason)
+                self.send(status)
             except (OSError, ValueError) as exc:
                 # Progress is best effort: a full disk must not fail the job's own code.
                 log.warning("job %s: could not write progress (%s)", status.id, exc)
                 return
-            self.status = self.written = status
+            self.status = status
             if self.latest is folded:
                 self.latest = None
 
-    def finish(self, change: Callable[[JobStatus], JobStatus]) -> None:
-        """Write the attempt's outcome; no progress write can follow it. A full or
-        read-only disk is given a moment; then OSError is raised, and the outcome
-        (``self.status``) is the manager's to write."""
+    def send(self, status: JobStatus) -> None:
+        """Send one report of the running attempt (raises OSError, ValueError)."""
+        raise NotImplementedError
+
+    def close(self) -> JobStatus:
+        """No report may follow: the attempt is over. Returns its last status."""
         with self.mutex:
             self.closed = True
-            self.status = change(self.current())
-            for pause in (*OUTCOME_RETRY_PAUSES, None):
-                try:
-                    self.ledger.record(self.written, self.status, lock_fd=self.lock_fd,
-                                       start_reason=self.start_reason)
-                    return
-                except OSError as exc:
-                    if pause is None:
-                        raise
-                    log.error("job %s: cannot record the outcome (%s); retrying in %gs", self.status.id, exc, pause)
-                    time.sleep(pause)
-            raise AssertionError("unreachable")
+            return self.current()
+
+
+class StatusReporter(Reporter):
+    """A local worker's: writes the status under the job's lock (``lease``), which the
+    worker holds for the whole attempt."""
+
+    def __init__(self, ledger: Ledger, written: JobStatus, running: JobStatus, interval: float, lease: int,
+                 start_reason: str) -> None:
+        super().__init__(running, interval, RUNNING_AFTER)
+        self.ledger = ledger
+        self.written = written  # what is on disk: `queued` until `running` is written
+        self.lease = lease
+        self.start_reason = start_reason
+
+    def pending(self) -> bool:
+        return self.latest is not None or self.written.state is not self.status.state
+
+    def send(self, status: JobStatus) -> None:
+        self.ledger.write_leased(self.lease, self.written, status, start_reason=self.start_reason)
+        self.written = status
+
+    def finish(self, verdict: Verdict) -> JobStatus:
+        """Write the attempt's outcome; no progress write can follow it (also closed when
+        this raises). A full or read-only disk is given a moment; then OSError is raised,
+        and the outcome is the manager's to write. Returns the outcome written."""
+        last = self.close()
+        outcome = lifecycle.conclude(last, verdict, utc_now())
+        for pause in (*OUTCOME_RETRY_PAUSES, None):
+            try:
+                self.ledger.write_leased(self.lease, self.written, outcome, start_reason=self.start_reason)
+                return outcome
+            except OSError as exc:
+                if pause is None:
+                    raise
+                log.error("job %s: cannot record the outcome (%s); retrying in %gs", outcome.id, exc, pause)
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+
+class MessageReporter(Reporter):
+    """A detached runner's: every report is a message to whoever runs it."""
+
+    def __init__(self, running: JobStatus, interval: float, send_message: Callable[[bytes], None]) -> None:
+        super().__init__(running, interval, 0.0)
+        self.send_message = send_message
+
+    def send(self, status: JobStatus) -> None:
+        self.send_message(msg.encode_reply(msg.Progressed(status.id, status.attempt, status.progress, status.message)))
 
 
 class Flusher:
@@ -126,13 +167,13 @@ class Flusher:
     job instead of 7)."""
 
     def __init__(self) -> None:
-        self.reporter: StatusReporter | None = None
+        self.reporter: Reporter | None = None
         self.cap: LogCap | None = None  # the job's log size limit, checked on each wake-up
         self.changed = threading.Condition()
         self.idle = False  # asleep with no timer
         threading.Thread(target=self._run, name="pool-flusher", daemon=True).start()
 
-    def watch(self, reporter: StatusReporter | None, cap: LogCap | None = None) -> None:
+    def watch(self, reporter: Reporter | None, cap: LogCap | None = None) -> None:
         if reporter is None:
             self.reporter = self.cap = None  # looked at when the timer fires; nothing to wake
             return

@@ -33,14 +33,14 @@ import fcntl
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from .dropzone import DropZone
-from .errors import CorruptStatus, JobBusy, JobNotFound, ManagerRunning, SpoolError
+from .errors import CorruptStatus, JobNotFound, ManagerRunning, SpoolError
 from .events import EventLog
 from .locks import JobLocks, flock_within, is_held
 from .model import ID_PATTERN, JobStatus
@@ -116,7 +116,7 @@ class SpoolDir:
         self.drop = DropZone(self.incoming, self.rejected)
         self.box = RequestBox(self.requests)
         self.events = EventLog(self.top, lambda: self.file_mode, buffered=buffer_events)
-        self.locks = JobLocks(self.statuses, self)
+        self.locks = JobLocks(self.statuses, lambda: self.owners)
         self._owners: Owners | None = None
         self._file_mode: int | None = None
 
@@ -220,17 +220,6 @@ class SpoolDir:
             raise CorruptStatus(f"status/{name}: not a JSON object")
         return doc
 
-    def read_trusted(self, job_id: str) -> JobStatus | None:
-        """The job's status, or None when it has none, or one that cannot be trusted
-        (which is then set aside, so it is never read again)."""
-        try:
-            return self.read_status(job_id)
-        except JobNotFound:
-            return None
-        except CorruptStatus as exc:
-            self.set_aside(job_id, str(exc))
-            return None
-
     def has_status(self, job_id: str) -> bool:
         return self.statuses.has(f"{job_id}.json")
 
@@ -270,26 +259,19 @@ class SpoolDir:
                 continue
         return docs
 
+    # ------------------------------------------------------------ leaving the spool (pool.ledger's)
     def set_aside(self, job_id: str, why: str) -> None:
-        """A status document that cannot be trusted goes to rejected/, with why, so the
-        job it stood for ends there and nothing reads it again."""
+        """Move a status document that cannot be trusted to rejected/, with why (the
+        caller, the ledger, holds the job's lock and records it)."""
         log.error("status/%s.json set aside: %s", job_id, why)
         self.drop.reject_from(self.statuses, f"{job_id}.json", f"{job_id}.status.json", why)
 
-    # ------------------------------------------------------------ removing a job
-    def remove_job(self, job_id: str, still: Callable[[JobStatus], bool]) -> bool:
-        """Delete a job's status, log and lock files if ``still(status)`` holds under its
-        lock; False when it no longer does (or the job is held or gone)."""
-        try:
-            with self.locks.status_lock(job_id, timeout=0):
-                if not still(self.read_status(job_id)):
-                    return False
-                self.log_folder.unlink(f"{job_id}.log")
-                for name in (f"{job_id}.json", f"{job_id}.inline", f"{job_id}.lock"):
-                    self.statuses.unlink(name)
-        except (JobBusy, JobNotFound, CorruptStatus):
-            return False
-        return True
+    def delete_job(self, job_id: str) -> None:
+        """Delete a job's status, log and lock files (the caller, the ledger, holds the
+        job's lock and records it)."""
+        self.log_folder.unlink(f"{job_id}.log")
+        for name in (f"{job_id}.json", f"{job_id}.inline", f"{job_id}.lock"):
+            self.statuses.unlink(name)
 
     # ------------------------------------------------------------ the one-manager guard
     def lock_manager(self) -> int:
@@ -305,11 +287,24 @@ class SpoolDir:
         self.top.unlink("manager.lock")  # the guard of older versions: a plain file
         return fd
 
-    def mark_serving(self) -> None:
+    def mark_serving(self, kill_grace: float) -> None:
+        """Say who serves the spool, and the kill grace it gives a job when a kill request
+        names none (`pool kill` waits that long, and says so): anyone who may read the
+        spool may read both."""
+        self.top.write_atomic("manager.json", orjson.dumps({"pid": os.getpid(), "kill_grace": kill_grace}), 0o644)
         self.top.write_atomic("manager.pid", str(os.getpid()).encode(), 0o644)
 
     def clear_serving(self) -> None:
         self.top.unlink("manager.pid")
+        self.top.unlink("manager.json")
+
+    def manager_kill_grace(self) -> float | None:
+        """The kill grace the serving manager gives a job by default, if it says."""
+        try:
+            grace = orjson.loads(self.top.read("manager.json", self.owners, 4096)).get("kill_grace")
+        except (OSError, UnsafeFile, ValueError, AttributeError):
+            return None
+        return float(grace) if isinstance(grace, (int, float)) and not isinstance(grace, bool) else None
 
     def manager_pid(self) -> int | None:
         try:

@@ -1,4 +1,5 @@
-"""The watchdog side of intake: file events only wake the manager.
+"""File events only wake the manager: watchdog's threads for `pool serve`, and a bare
+inotify descriptor for an inline manager, which must have no thread (it forks its worker).
 
 Events are hints, the directory is the truth: the manager rescans ``incoming/`` on every
 wake. What the handler adds is *how* a file changed, so the manager can tell a file still
@@ -8,6 +9,8 @@ after writing, or renamed into place).
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 from collections import deque
@@ -97,3 +100,50 @@ def start_observer(paths: list[str], handler: WakeHandler) -> BaseObserver:
     observer.daemon = True
     observer.start()
     return observer
+
+
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_TO = 0x00000080
+
+
+class FolderWatch:
+    """A folder's new files as a descriptor to block on, with no thread: inotify(7), on
+    files closed after writing or renamed into the folder. ``open`` gives None where
+    inotify cannot be had (another system, its limits reached): the rescan tick is then
+    all there is."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @classmethod
+    def open(cls, path: str) -> FolderWatch | None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+        except (OSError, AttributeError):
+            return None
+        if fd < 0:
+            return None
+        if libc.inotify_add_watch(fd, os.fsencode(path), IN_CLOSE_WRITE | IN_MOVED_TO) < 0:
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def drain(self) -> bool:
+        """Read every event waiting; whether there was one."""
+        seen = False
+        while True:
+            try:
+                if not os.read(self.fd, 4096):
+                    return seen
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    return seen
+                raise
+            seen = True
+
+    def close(self) -> None:
+        os.close(self.fd)

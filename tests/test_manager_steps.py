@@ -9,27 +9,29 @@ with no process but this one.
 
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
-
 from conftest import drop, status_doc
+
 from pool import lifecycle
 from pool.executor import (
     Began,
-    Crashed,
-    Died,
+    Completed,
     Ended,
     ExecutorEvent,
-    Finished,
-    NotStarted,
+    NotBegun,
     Outcome,
+    Progress,
     Stopped,
+    Stopping,
     StopReason,
+    WorkerDied,
+    WorkerFailed,
 )
 from pool.manager import Manager, ManagerConfig
 from pool.model import JobStatus, State
@@ -57,7 +59,7 @@ class FakeExecutor:
         self.events: list[ExecutorEvent] = []
         self.stops: list[tuple[str, StopReason, float]] = []
 
-    def open(self) -> None: ...
+    def open(self, wake: Any) -> None: ...
     def close(self) -> None: ...
 
     def room(self) -> int:
@@ -75,11 +77,16 @@ class FakeExecutor:
         self.began.discard(job_id)
         self.events.append(Ended(job_id, job.attempt, outcome))
 
-    def stop(self, job_id: str, reason: StopReason, grace: float, now: float) -> bool:
+    def stop(self, job_id: str, reason: StopReason, grace: float, now: float) -> Stopping | None:
+        if job_id not in self.held:
+            return None
         if job_id not in self.began:
-            return False
+            return Stopping(began=False)
         self.stops.append((job_id, reason, grace))
-        return True
+        return Stopping(began=True, kill_at=now + grace)
+
+    def recover(self, job: JobStatus, now: float) -> bool:
+        return False
 
     def holds(self, job_id: str) -> bool:
         return job_id in self.held
@@ -120,14 +127,6 @@ class Stepped:
     def submit(self, job_id: str, **fields: Any) -> None:
         drop(self.spool_dir, f"{job_id}.json", {"task": "m:f", "id": job_id, **fields})
 
-    def mark_started(self, job_id: str) -> None:
-        """What the worker writes before the attempt's code runs."""
-        fd = self.manager.spool.locks.lease(job_id)
-        assert fd is not None
-        status = self.manager.spool.read_status(job_id)
-        self.manager.spool.locks.mark_started(fd, status.attempt, os.getpid(), None)
-        os.close(fd)
-
     def doc(self, job_id: str) -> dict[str, Any]:
         found = status_doc(self.spool_dir, job_id)
         assert found is not None
@@ -152,7 +151,7 @@ def test_a_job_handed_over_but_not_begun_is_cancelled_on_disk_and_never_counted(
     stepped.step()
     assert stepped.doc("ahead")["state"] == "cancelled"  # the worker reads this before it starts anything
     assert stepped.executor.stops == []
-    stepped.executor.end("ahead", NotStarted(State.CANCELLED, "it is cancelled"))
+    stepped.executor.end("ahead", NotBegun(State.CANCELLED, "it is cancelled"))
     stepped.step()
     doc = stepped.doc("ahead")
     assert (doc["state"], doc["attempt"], doc["started_at"]) == ("cancelled", 1, None)
@@ -165,12 +164,11 @@ def test_a_kill_of_a_running_job_stops_it_and_records_why_before_the_end(stepped
     stepped.submit("r")
     stepped.step()
     stepped.executor.begin("r", stepped.clock.now)
-    stepped.mark_started("r")
     stepped.manager.spool.box.file(lifecycle_kill(), "r", grace=2.5)
     stepped.step()
     assert stepped.executor.stops == [("r", StopReason.CANCEL, 2.5)]
     assert stepped.doc("r")["state"] == "queued"  # `running` not written yet: a short job
-    stepped.executor.end("r", Stopped(StopReason.CANCEL))
+    stepped.executor.end("r", Stopped(StopReason.CANCEL, began=True))
     stepped.step()
     assert stepped.doc("r")["state"] == "cancelled"
     assert [e[:2] for e in stepped.events("r")] == [(None, "queued"), ("queued", "running"), ("running", "cancelled")]
@@ -185,9 +183,7 @@ def test_a_dead_worker_counts_the_attempt_only_if_it_began(
     stepped.submit("d", retries=2, retry_delay=0)
     stepped.step()
     stepped.executor.begin("d", stepped.clock.now)
-    if began:
-        stepped.mark_started("d")
-    stepped.executor.end("d", Died("worker process 4242 was killed by SIGKILL"))
+    stepped.executor.end("d", WorkerDied("worker process 4242 was killed by SIGKILL", began))
     stepped.step()
     doc = stepped.doc("d")
     assert (doc["state"], doc["attempt"], doc["error"] and doc["error"]["type"]) == expected
@@ -198,8 +194,7 @@ def test_without_retries_a_dead_worker_fails_the_job_once(stepped: Stepped) -> N
     stepped.submit("d1")
     stepped.step()
     stepped.executor.begin("d1", stepped.clock.now)
-    stepped.mark_started("d1")
-    stepped.executor.end("d1", Died("worker process 4242 was killed by signal 40"))
+    stepped.executor.end("d1", WorkerDied("worker process 4242 was killed by signal 40", True))
     stepped.step()
     doc = stepped.doc("d1")
     assert (doc["state"], doc["attempt"], doc["error"]["message"]) == (
@@ -211,7 +206,7 @@ def test_a_crashed_worker_counts_the_attempt(stepped: Stepped) -> None:
     stepped.submit("c")
     stepped.step()
     stepped.executor.begin("c", stepped.clock.now)
-    stepped.executor.end("c", Crashed("TypeError: cannot encode", started=True))
+    stepped.executor.end("c", WorkerFailed("TypeError: cannot encode", began=True))
     stepped.step()
     doc = stepped.doc("c")
     assert (doc["state"], doc["error"]["type"], doc["attempt"]) == ("failed", "WorkerError", 1)
@@ -221,13 +216,11 @@ def test_an_outcome_the_worker_could_not_write_is_written_by_the_manager(stepped
     stepped.submit("u")
     stepped.step()
     stepped.executor.begin("u", stepped.clock.now)
-    queued = stepped.manager.spool.read_status("u")
-    done = lifecycle.succeed(lifecycle.start(queued, 77, None, "2027-01-15T08:00:00.000000Z"), {"ok": 1},
-                             "2027-01-15T08:00:01.000000Z")
-    stepped.executor.end("u", Finished(unrecorded=done, why="OSError: [Errno 28] No space left on device"))
+    stepped.executor.end("u", Completed(lifecycle.Succeeded({"ok": 1}), Progress("u", 1, 0.5, "half"),
+                                        why="OSError: [Errno 28] No space left on device"))
     stepped.step()
     doc = stepped.doc("u")
-    assert (doc["state"], doc["result"], doc["attempt"]) == ("done", {"ok": 1}, 1)
+    assert (doc["state"], doc["result"], doc["attempt"], doc["message"]) == ("done", {"ok": 1}, 1, "half")
     assert [e[:2] for e in stepped.events("u")] == [(None, "queued"), ("queued", "running"), ("running", "done")]
 
 
@@ -241,8 +234,7 @@ def test_a_timeout_counts_from_when_the_attempt_began(stepped: Stepped) -> None:
     assert stepped.executor.stops == []
     stepped.step(after=0.2)
     assert stepped.executor.stops == [("t", StopReason.TIMEOUT, 5.0)]
-    stepped.mark_started("t")
-    stepped.executor.end("t", Stopped(StopReason.TIMEOUT))
+    stepped.executor.end("t", Stopped(StopReason.TIMEOUT, began=True))
     stepped.step()
     doc = stepped.doc("t")
     assert (doc["state"], doc["error"]["type"]) == ("failed", "Timeout")
@@ -252,8 +244,7 @@ def test_a_retry_waits_for_its_time_on_the_managers_clock(stepped: Stepped) -> N
     stepped.submit("w", retries=1, retry_delay=30, retry_backoff=1)
     stepped.step()
     stepped.executor.begin("w", stepped.clock.now)
-    stepped.mark_started("w")
-    stepped.executor.end("w", Died("worker process 1 exited with code 1"))
+    stepped.executor.end("w", WorkerDied("worker process 1 exited with code 1", True))
     stepped.step()
     assert stepped.doc("w")["state"] == "queued" and "w" not in stepped.executor.held
     stepped.step(after=29)
@@ -267,8 +258,7 @@ def test_a_graceful_stop_puts_an_attempt_back_uncounted_but_not_forever(stepped:
     for interruption in range(1, lifecycle.MAX_INTERRUPTIONS + 2):
         stepped.step()
         stepped.executor.begin("g", stepped.clock.now)
-        stepped.mark_started("g")
-        stepped.executor.end("g", Stopped(StopReason.SHUTDOWN))
+        stepped.executor.end("g", Stopped(StopReason.SHUTDOWN, began=True))
         stepped.step()
         doc = stepped.doc("g")
         if interruption <= lifecycle.MAX_INTERRUPTIONS:
@@ -280,12 +270,10 @@ def test_every_state_change_is_heard_once_with_its_real_before_and_after(stepped
     stepped.submit("h", retries=1, retry_delay=0)
     stepped.step()
     stepped.executor.begin("h", stepped.clock.now)
-    stepped.mark_started("h")
-    stepped.executor.end("h", Crashed("KeyError: 7", started=True))
+    stepped.executor.end("h", WorkerFailed("KeyError: 7", began=True))
     stepped.step()
     stepped.executor.begin("h", stepped.clock.now)
-    stepped.mark_started("h")
-    stepped.executor.end("h", Stopped(StopReason.CANCEL))
+    stepped.executor.end("h", Stopped(StopReason.CANCEL, began=True))
     stepped.step()
     assert stepped.events("h") == [
         (None, "queued", 1, "accepted"),
@@ -327,7 +315,7 @@ class CrawlingClock(FakeClock):
 
 
 def test_every_turn_takes_something_in_however_slow_the_machine(stepped: Stepped) -> None:
-    stepped.clock = stepped.manager.clock = stepped.manager.intake.clock = CrawlingClock()
+    stepped.clock = stepped.manager.ctx.clock = CrawlingClock()
     for n in range(3):
         stepped.submit(f"slow{n}")
     taken = []

@@ -65,7 +65,7 @@ class LedgerReportedDuring:
         self.report = report
         self.recorded: list[JobStatus] = []
 
-    def record(self, before: JobStatus, after: JobStatus, **_: object) -> list[object]:
+    def write_leased(self, lease: int, before: JobStatus, after: JobStatus, **_: object) -> list[object]:
         if not self.recorded:
             self.report()
         self.recorded.append(after)
@@ -84,5 +84,5 @@ def test_a_report_made_while_a_write_runs_is_not_lost() -> None:
     reporter.observe(0.8, "processed delta")
     reporter.write()
     assert ledger.recorded[0].message == "processed delta"
-    reporter.finish(lambda s: lifecycle.succeed(s, None, "2026-01-01T00:00:01.000000Z"))
+    reporter.finish(lifecycle.Succeeded(None))
     assert (ledger.recorded[-1].message, ledger.recorded[-1].progress) == ("processed epsilon", 1.0)

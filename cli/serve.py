@@ -1,0 +1,66 @@
+"""``pool serve``: the manager, in the foreground, until SIGINT or SIGTERM.
+
+Its options are read by `pool service` too (cli/service.py), which checks them and writes
+them into a systemd unit; every default comes from pool/defaults.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from pool import defaults
+from pool.client import Spool
+from pool.joblog import MIN_MAX_BYTES
+
+
+@click.command()
+@click.option("--workers", "-w", type=click.IntRange(1, 1024), default=os.cpu_count() or 1, show_default=True,
+              help="Jobs that run at once.")
+@click.option("--tasks", "task_modules", multiple=True, metavar="MODULE",
+              help="A module whose @pool.task functions may run (repeatable).")
+@click.option("--allow-commands", is_flag=True, help="Let command jobs run (they run as your user).")
+@click.option("--grace", type=click.FloatRange(0), default=defaults.SHUTDOWN_GRACE, show_default=True,
+              help="On SIGINT/SIGTERM, seconds running jobs get to finish before they are stopped and requeued.")
+@click.option("--kill-grace", type=click.FloatRange(0), default=defaults.KILL_GRACE, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL when a job is killed or times out.")
+@click.option("--settle", type=click.FloatRange(0), default=defaults.SETTLE, hidden=True)
+@click.option("--max-file-bytes", type=click.IntRange(1), default=defaults.MAX_FILE_BYTES, show_default=True,
+              help="Job files larger than this are rejected without being read.")
+@click.option("--allow-loader-env", is_flag=True, help="Let command jobs set LD_PRELOAD and other loader variables.")
+@click.option("--group", help="Share the spool with this group: its members may submit jobs.")
+@click.option("--max-log-bytes", type=click.IntRange(MIN_MAX_BYTES),
+              help="Cut a job's log to its last half once it passes this size (default: no limit).")
+@click.option("--events-max-bytes", type=click.IntRange(4096), default=defaults.EVENTS_MAX_BYTES, show_default=True,
+              help="events.jsonl is rotated to events.1.jsonl past this size.")
+@click.option("--engine", default="local", show_default=True, metavar="NAME",
+              help="Where attempts run: local worker processes, or MODULE:CALLABLE giving an executor.")
+@click.pass_obj
+def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
+          kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None,
+          max_log_bytes: int | None, events_max_bytes: int, engine: str) -> None:
+    """Run the manager in the foreground until SIGINT or SIGTERM."""
+    from pool.manager import Manager, ManagerConfig
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Task modules next to where the user runs `pool serve` must import, as with celery/rq.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    Manager(ManagerConfig(
+        spool=str(spool.path), workers=workers, task_modules=task_modules, allow_commands=allow_commands,
+        shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,
+        allow_loader_env=allow_loader_env, group_gid=group_id(group) if group else None,
+        events_max_bytes=events_max_bytes, max_log_bytes=max_log_bytes, engine=engine,
+    )).serve()
+
+
+def group_id(name: str) -> int:
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise click.BadParameter(f"no group named {name!r}", param_hint="--group") from None

@@ -1,0 +1,91 @@
+"""One attempt's code, run in this process: a task (a ``@pool.task`` of a served module,
+called with the job's arguments) or a command (run as its own process, its output
+copied to fd 1 as it comes and its progress read from it).
+
+What the code made of the attempt is a ``Verdict`` (succeeded with a result, or failed
+with an error); how far it got goes to a reporter. Where fds 1 and 2 point, and where
+the reporter writes, is the caller's business: a local worker points them at the job's
+log and its status in the spool (pool/worker.py), a detached runner at whatever carries
+them to its manager (pool/detached.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .commands import run_command
+from .joblog import LogCap
+from .lifecycle import Failed, Succeeded, Verdict, error_info
+from .model import JobStatus
+from .progress import hook_tqdm
+from .reporter import Reporter
+from .rules import MAX_NESTING, nesting_depth
+from .tasks import TaskModuleError, load_task_modules, unserved_reason
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a process that runs attempts is told (and may do)."""
+
+    spool: str
+    task_modules: tuple[str, ...] = ()
+    allow_commands: bool = False
+    allow_loader_env: bool = False
+    progress_interval: float = 0.2
+    max_log_bytes: int | None = None  # pool serve --max-log-bytes: see pool.joblog
+    sys_path: tuple[str, ...] = ()
+    name: str = "worker"  # how the timeline names who started an attempt
+
+
+def exception_info(exc: BaseException) -> dict[str, Any]:
+    """The ``error`` record of an exception the job's code raised."""
+    # Start the traceback at the job's own code: the runner's frame is noise to its author.
+    frames = exc.__traceback__.tb_next if exc.__traceback__ else None
+    return error_info(type(exc).__name__, str(exc), "".join(traceback.format_exception(type(exc), exc, frames)))
+
+
+class Attempts:
+    """Runs attempts' code, one after another, in this process."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.tasks: dict[str, Callable[..., Any]] = {}
+        self.load_error: str | None = None
+        try:
+            self.tasks = load_task_modules(config.task_modules)
+        except TaskModuleError as exc:
+            self.load_error = str(exc)
+        hook_tqdm()
+
+    def run(self, status: JobStatus, reporter: Reporter, cap: LogCap | None = None) -> Verdict:
+        """Run the job's code to its end and say what it made of it."""
+        spec = status.spec
+        os.environ["POOL_JOB_ID"] = spec.id
+        os.environ["POOL_SPOOL"] = self.config.spool
+        if spec.task is not None:
+            return self.run_task(status)
+        return run_command(status, reporter, self.config.allow_commands, self.config.allow_loader_env, cap)
+
+    def run_task(self, status: JobStatus) -> Verdict:
+        spec = status.spec
+        assert spec.task is not None
+        reason = self.load_error or unserved_reason(spec.task, self.tasks, self.config.task_modules)
+        if reason:
+            return Failed(error_info("TaskNotAvailable", reason))
+        try:
+            value = self.tasks[spec.task](*spec.args, **spec.kwargs)
+            orjson.dumps(value)
+            if nesting_depth(value) > MAX_NESTING:
+                raise ValueError(f"the result is nested more than {MAX_NESTING} levels deep")
+        except BaseException as exc:  # the job's own failure, whatever it raised
+            error = exception_info(exc)
+            sys.stderr.write(str(error["traceback"]))
+            return Failed(error)
+        return Succeeded(value)

@@ -1,0 +1,45 @@
+"""What the manager's steps share: its configuration, the spool, the ledger every change
+goes through, the clock, and the state of a spool that cannot be written.
+
+Each step (intake, dispatch, outcomes, control, recovery) takes this and the few other
+steps it works with, never bound methods of each other; the clock is read through it, so
+a test that steps the manager by hand swaps it here, once, for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from . import defaults
+from .clock import Clock
+from .ledger import Ledger
+from .spool import SpoolDir
+from .trouble import Trouble
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    spool: str
+    workers: int = os.cpu_count() or 1
+    task_modules: tuple[str, ...] = ()
+    allow_commands: bool = False
+    kill_grace: float = defaults.KILL_GRACE
+    shutdown_grace: float = defaults.SHUTDOWN_GRACE
+    settle: float = defaults.SETTLE
+    rescan_interval: float = defaults.RESCAN_INTERVAL
+    max_file_bytes: int = defaults.MAX_FILE_BYTES
+    allow_loader_env: bool = False
+    group_gid: int | None = None  # --group: a second group that may submit
+    events_max_bytes: int = defaults.EVENTS_MAX_BYTES
+    max_log_bytes: int | None = None  # a job's log is cut to its tail past this (pool.joblog)
+    engine: str = "local"  # where attempts run: pool.engines
+
+
+@dataclass
+class Context:
+    config: ManagerConfig
+    spool: SpoolDir
+    ledger: Ledger
+    clock: Clock
+    trouble: Trouble

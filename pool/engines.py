@@ -1,0 +1,47 @@
+"""Where attempts run: the engine, chosen by name (`pool serve --engine NAME`).
+
+    local             worker processes on this machine (pool/local.py): the default
+    MODULE:CALLABLE   anything else: CALLABLE(settings) returns an ``Executor``
+                      (pool/executor.py), imported only when named
+
+Engines that need packages of their own live in subpackages of their own, imported only
+when they are named here, so the core install stays as small as it is.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from .attempt import WorkerConfig
+from .errors import InvalidArgument
+from .executor import Executor
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What every engine is told."""
+
+    worker: WorkerConfig  # what runs each attempt is told, and may do
+    workers: int  # attempts at once
+    threads: bool = True  # the manager's process runs threads: no worker may be forked from it
+    close_fds: tuple[int, ...] = ()  # descriptors no process that runs attempts may keep
+
+
+def make_executor(engine: str, settings: EngineSettings) -> Executor:
+    """The executor ``engine`` names. Raises InvalidArgument."""
+    if engine == "local":
+        from .local import LocalExecutor
+
+        method = "forkserver" if settings.threads else "fork"
+        return LocalExecutor(settings.worker, settings.workers, start_method=method,
+                             preload=settings.worker.task_modules, close_fds=settings.close_fds)
+    module, sep, name = engine.partition(":")
+    if not sep or not module or not name:
+        raise InvalidArgument(f"unknown engine {engine!r}: 'local', or MODULE:CALLABLE")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidArgument(f"engine {engine!r} cannot be loaded: {type(exc).__name__}: {exc}") from None
+    executor: Executor = factory(settings)
+    return executor
