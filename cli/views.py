@@ -114,10 +114,14 @@ def status(spool: Spool, ids: tuple[str, ...], state: str | None, name_pattern: 
 
 
 def orphaned(spool: Spool, statuses: list[JobStatus]) -> set[str]:
-    """Jobs whose status says running while no process runs them (their manager and
+    """Jobs whose status says running while nothing looks after them (their manager and
     worker were killed): shown as such, not with a progress and an ETA that will never
-    move. The next manager runs them again."""
-    return {s.id for s in statuses if s.state is State.RUNNING and not spool.dir.locks.is_leased(s.id)}
+    move. The next manager runs them again. While a manager serves, it looks after every
+    job, wherever its attempt runs."""
+    running = [s for s in statuses if s.state is State.RUNNING]
+    if not running or spool.dir.manager_running():
+        return set()
+    return {s.id for s in running if not spool.acted_on(s.id)}
 
 
 def show_rejections(spool: Spool, since: float | None, as_json: bool) -> None:

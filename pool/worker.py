@@ -209,7 +209,8 @@ def become_runner(close_fds: tuple[int, ...], sys_path: tuple[str, ...]) -> None
     process group (a stop signals the group), deaf to the terminal's Ctrl-C (its manager
     decides when jobs stop), a subreaper (what a job leaves behind comes back to it), with
     the manager's import path, holding none of the descriptors it must not keep."""
-    os.setpgrp()
+    if os.getpgrp() != os.getpid():
+        os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for fd in close_fds:

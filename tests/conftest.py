@@ -101,13 +101,30 @@ def spool(spool_dir: Path) -> Spool:
     return Spool(spool_dir)
 
 
+# Where attempts run: local workers, and the relay engine (tests/relay_engine.py), whose
+# attempts never touch the spool and report only through the executor protocol. A test
+# marked `every_engine` runs once with each, through the `serve` fixture.
+ENGINES = {"local": "local", "relay": "relay_engine:RelayExecutor"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("every_engine"):
+        metafunc.parametrize("engine", list(ENGINES))
+
+
 @pytest.fixture
-def serve(spool_dir: Path) -> Iterator[Callable[..., Server]]:
-    """Start ``pool serve`` with extra arguments; every server is stopped afterwards."""
+def engine() -> str:
+    return "local"
+
+
+@pytest.fixture
+def serve(spool_dir: Path, engine: str) -> Iterator[Callable[..., Server]]:
+    """Start ``pool serve`` with extra arguments (on the test's engine); every server is
+    stopped afterwards."""
     servers: list[Server] = []
 
     def start(*args: str, wait: bool = True, new_session: bool = False) -> Server:
-        server = Server(spool_dir, *args, new_session=new_session).start(wait=wait)
+        server = Server(spool_dir, "--engine", ENGINES[engine], *args, new_session=new_session).start(wait=wait)
         servers.append(server)
         return server
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 import orjson
+import pytest
 
 from conftest import Server, drop, pid_alive, run_pool, state_of, status_doc, wait_until
 
@@ -30,6 +31,7 @@ def running_doc(spool_dir: Path, job_id: str, predicate: Callable[[dict], bool] 
                       what=f"{job_id} running")
 
 
+@pytest.mark.every_engine
 def test_output_streams_into_the_log_while_the_command_runs(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve("--allow-commands")
@@ -47,6 +49,7 @@ def test_output_streams_into_the_log_while_the_command_runs(
     assert status_doc(spool_dir, "s")["exit_code"] == 0  # type: ignore[index]
 
 
+@pytest.mark.every_engine
 def test_exit_codes_map_to_states(spool_dir: Path, serve: Callable[..., Server]) -> None:
     serve("--allow-commands")
     drop(spool_dir, "ok.json", command(["true"], id="ok"))
@@ -62,6 +65,7 @@ def test_exit_codes_map_to_states(spool_dir: Path, serve: Callable[..., Server])
     assert (sig["exit_code"], sig["error"]["message"]) == (-9, "command was killed by SIGKILL")
 
 
+@pytest.mark.every_engine
 def test_progress_is_read_live_from_percentages_tqdm_and_json_lines(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve("--allow-commands", "--workers", "3")
@@ -87,6 +91,7 @@ def test_progress_is_read_live_from_percentages_tqdm_and_json_lines(
     assert b"\r" in (spool_dir / "logs" / "bar.log").read_bytes()  # the raw bar is kept in the log
 
 
+@pytest.mark.every_engine
 def test_a_tqdm_loop_inside_a_task_shows_progress(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve()
@@ -99,6 +104,7 @@ def test_a_tqdm_loop_inside_a_task_shows_progress(
     assert status_doc(spool_dir, "t")["result"] == 45  # type: ignore[index]
 
 
+@pytest.mark.every_engine
 def test_kill_takes_the_whole_process_tree(spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve("--allow-commands")
     pidfile = tmp_path / "grandchild"
@@ -111,6 +117,7 @@ def test_kill_takes_the_whole_process_tree(spool_dir: Path, serve: Callable[...,
     wait_until(lambda: not pid_alive(grandchild) and not pid_alive(shell), what="the whole tree gone")
 
 
+@pytest.mark.every_engine
 def test_what_a_finished_command_leaves_running_is_stopped(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve("--allow-commands")
@@ -120,6 +127,7 @@ def test_what_a_finished_command_leaves_running_is_stopped(
     wait_until(lambda: not pid_alive(int(pidfile.read_text())), what="the background sleep gone")
 
 
+@pytest.mark.every_engine
 def test_cwd_and_env_are_applied_and_pool_variables_are_set(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve("--allow-commands")
@@ -142,6 +150,7 @@ def test_without_allow_commands_nothing_runs(spool_dir: Path, serve: Callable[..
     assert not marker.exists() and state_of(spool_dir, "c") is None
 
 
+@pytest.mark.every_engine
 def test_a_command_that_cannot_start_fails_with_the_reason(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve("--allow-commands")
@@ -158,6 +167,7 @@ def test_a_command_that_cannot_start_fails_with_the_reason(
     assert d["error"]["message"] == "cannot start 'true': cwd '/no/such/dir' is not a directory"
 
 
+@pytest.mark.every_engine
 def test_cli_submit_command_logs_tail_and_follow(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve("--allow-commands")

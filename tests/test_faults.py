@@ -45,6 +45,7 @@ def assert_conserved(spool_dir: Path, ids: list[str], runs_file: Path | None = N
 
 # ---------------------------------------------------------------- retries and timeouts
 
+@pytest.mark.every_engine
 def test_retries_wait_as_queued_then_succeed(spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve()
     counter = tmp_path / "runs"
@@ -64,6 +65,7 @@ def test_retries_wait_as_queued_then_succeed(spool_dir: Path, serve: Callable[..
     assert states() == ["queued", "running", "queued", "running", "queued", "running", "done"]
 
 
+@pytest.mark.every_engine
 def test_exhausted_attempts_fail_with_the_last_error_and_pool_retry_runs_it_again_even_once_done(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve()
@@ -82,6 +84,7 @@ def test_exhausted_attempts_fail_with_the_last_error_and_pool_retry_runs_it_agai
     assert status_doc(spool_dir, "x")["attempt"] == 1  # type: ignore[index]
 
 
+@pytest.mark.every_engine
 def test_a_timeout_fails_the_attempt_and_is_retried(spool_dir: Path, serve: Callable[..., Server]) -> None:
     serve()
     drop(spool_dir, "t.json", job("forever", id="t", timeout=0.3, retries=1, retry_delay=0))
@@ -98,6 +101,7 @@ def test_a_timeout_fails_the_attempt_and_is_retried(spool_dir: Path, serve: Call
         "attempt 1 timed out after 0.3s", "attempt 2 timed out after 0.3s"]
 
 
+@pytest.mark.every_engine
 def test_a_job_ignoring_sigterm_is_killed_after_the_grace(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     server = serve("--kill-grace", "0.5")
@@ -129,6 +133,7 @@ def zombies_of(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.every_engine
 @pytest.mark.parametrize("how, message", [
     ("sigkill", "was killed by SIGKILL"),
     ("exit", "exited with code 3"),
@@ -149,6 +154,7 @@ def test_a_dead_worker_is_a_failed_attempt_and_the_manager_keeps_serving(
     assert server.proc is not None and zombies_of(server.proc.pid) == []  # the dead worker was reaped
 
 
+@pytest.mark.every_engine
 def test_a_killed_worker_with_retries_runs_again(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve()
@@ -165,6 +171,7 @@ def test_a_killed_worker_with_retries_runs_again(
     assert_conserved(spool_dir, ["w"], runs, max_runs=2)
 
 
+@pytest.mark.every_engine
 def test_kill_racing_a_natural_exit_ends_in_one_of_the_two(spool_dir: Path, serve: Callable[..., Server]) -> None:
     serve()
     spool = Spool(spool_dir)

@@ -17,6 +17,7 @@ from pool.client import Spool
 from pool.model import JobStatus
 
 
+@pytest.mark.every_engine
 def test_a_dropped_job_runs_and_stores_its_result(spool_dir: Path, serve: Callable[..., Server]) -> None:
     serve()
     drop(spool_dir, "sum.json", job("add", 2, 3, id="sum"))
@@ -33,6 +34,7 @@ def test_a_dropped_job_runs_and_stores_its_result(spool_dir: Path, serve: Callab
     assert [(e["from"], e["to"]) for e in events] == [(None, "queued"), ("queued", "running"), ("running", "done")]
 
 
+@pytest.mark.every_engine
 def test_progress_between_zero_and_one_is_visible_while_the_job_runs(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve()
@@ -46,6 +48,7 @@ def test_progress_between_zero_and_one_is_visible_while_the_job_runs(
     wait_until(lambda: state_of(spool_dir, "half") == "done", what="job done")
 
 
+@pytest.mark.every_engine
 def test_two_workers_run_two_jobs_at_once_and_never_three(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve("--workers", "2")
@@ -70,6 +73,7 @@ def test_two_workers_run_two_jobs_at_once_and_never_three(
     assert len(concurrency) == 5 and max(concurrency) == 2
 
 
+@pytest.mark.every_engine
 def test_kill_ends_a_running_job_cancelled_and_its_process_is_gone(
         spool_dir: Path, serve: Callable[..., Server]) -> None:
     serve()
@@ -87,6 +91,7 @@ def test_kill_ends_a_running_job_cancelled_and_its_process_is_gone(
     assert "WorkerDied" not in events and '"to":"failed"' not in events
 
 
+@pytest.mark.every_engine
 def test_a_killed_queued_job_never_starts(spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     serve("--workers", "1")
     gate = tmp_path / "gate"
@@ -103,6 +108,7 @@ def test_a_killed_queued_job_never_starts(spool_dir: Path, serve: Callable[..., 
     assert not (spool_dir / "logs" / "second.log").exists()
 
 
+@pytest.mark.every_engine
 def test_a_failing_task_is_failed_with_type_message_and_traceback(
         spool_dir: Path, serve: Callable[..., Server]) -> None:
     serve()
@@ -137,6 +143,7 @@ def test_bad_files_are_rejected_with_the_reason_and_the_manager_keeps_serving(
     wait_until(lambda: state_of(spool_dir, "after") == "done", what="a good job after bad ones")
 
 
+@pytest.mark.every_engine
 def test_a_jsonl_batch_of_fifty_jobs_all_runs(spool_dir: Path, serve: Callable[..., Server]) -> None:
     serve()
     lines = [orjson.dumps(job("add", n, n)) for n in range(50)]
@@ -219,6 +226,7 @@ def test_a_job_claimed_the_moment_its_status_is_asked_is_found(
     assert (status.id, status.state.value, status.spec.args) == ("caught", "queued", (1, 2))
 
 
+@pytest.mark.every_engine
 def test_higher_priority_runs_first_and_fifo_within_a_priority(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     order = tmp_path / "order"
@@ -231,6 +239,7 @@ def test_higher_priority_runs_first_and_fifo_within_a_priority(
     assert order.read_text().split() == ["high", "mid", "low-1", "low-2", "low-3"]
 
 
+@pytest.mark.every_engine
 def test_cli_submit_wait_logs_and_errors(spool_dir: Path, serve: Callable[..., Server]) -> None:
     serve()
     result = run_pool(spool_dir, "submit", "--kw", "flag=true", "--kw", "name=x", "--id", "e1",
@@ -254,6 +263,7 @@ def test_cli_submit_wait_logs_and_errors(spool_dir: Path, serve: Callable[..., S
     assert run_pool(spool_dir, "kill", "a1", check=True).stdout.strip() == "a1: already done"
 
 
+@pytest.mark.every_engine
 def test_sigterm_stops_gracefully_and_requeues_what_was_running(
         spool_dir: Path, serve: Callable[..., Server]) -> None:
     server = serve("--grace", "0.2", "--kill-grace", "5")
