@@ -17,10 +17,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from conftest import POOL, TESTS, Server, drop, env_for_tests, run_pool, state_of, status_doc, wait_until
-from pool import joblog
+from conftest import POOL, TESTS, Server, drop, env_for_tests, events_of, run_pool, state_of, status_doc, wait_until
 from pool.cli.service import systemd_quote
+
+from pool import joblog
 from pool.client import Spool
 from pool.events import EventLog
 from pool.safeio import Folder, Owners
@@ -89,9 +89,10 @@ def test_remove_forgets_an_ended_job_and_a_queued_one_but_not_a_running_one(
     assert state_of(spool_dir, "queued") == "queued"  # nothing is touched when one is refused
     removed = run_pool(spool_dir, "remove", "ended", "queued", check=True)
     assert removed.stdout == "ended: removed\nqueued: removed\n"
-    for job_id in ("ended", "queued"):
+    for job_id, was in (("ended", "done"), ("queued", "cancelled")):
         assert not (spool_dir / "status" / f"{job_id}.json").exists()
         assert not (spool_dir / "logs" / f"{job_id}.log").exists()
+        assert [(e["from"], e["to"]) for e in events_of(spool_dir, job_id)][-1] == (was, "removed")
     gate.touch()
     wait_until(lambda: state_of(spool_dir, "busy") == "done", what="busy done")
     assert status_doc(spool_dir, "queued") is None  # removed before it ran, and never ran

@@ -174,6 +174,22 @@ def test_a_kill_of_a_running_job_stops_it_and_records_why_before_the_end(stepped
     assert [e[:2] for e in stepped.events("r")] == [(None, "queued"), ("queued", "running"), ("running", "cancelled")]
 
 
+def test_a_kill_is_said_once_however_often_its_request_is_read(
+        stepped: Stepped, caplog: pytest.LogCaptureFixture) -> None:
+    """With `pool serve --kill-grace 60` and a job that shrugs off SIGTERM, the manager said
+    "cancelling" again at every rescan while it waited out the grace."""
+    stepped.submit("r")
+    stepped.step()
+    stepped.executor.begin("r", stepped.clock.now)
+    stepped.manager.spool.box.file(lifecycle_kill(), "r", grace=60)
+    with caplog.at_level("INFO", logger="pool.control"):
+        for _ in range(5):
+            stepped.step(after=6)  # every step looks at requests/ again, as a rescan does
+    said = [r.getMessage() for r in caplog.records if "cancelling" in r.getMessage()]
+    assert said == ["job r: cancelling (SIGTERM, SIGKILL after 60s)"]
+    assert (stepped.spool_dir / "requests" / "kill-r").exists()  # kept until the job is final
+
+
 @pytest.mark.parametrize("began, expected", [
     (True, ("queued", 2, "WorkerDied")),   # it began: a failed attempt, retried
     (False, ("queued", 1, None)),          # it never began: queued again, uncounted

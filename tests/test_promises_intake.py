@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Server, drop, job, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import Server, drop, events_of, job, pid_alive, run_pool, state_of, status_doc, wait_until
 
 from pool.client import Spool
 
@@ -217,6 +217,7 @@ def test_a_malformed_status_file_is_set_aside_and_stops_nothing(
     assert kept.read_bytes() == data
     assert reason_of(spool_dir / "rejected" / "x.status.json.error.json")
     assert not (spool_dir / "status" / "x.json").exists()
+    assert [(e["from"], e["to"]) for e in events_of(spool_dir, "x")] == [(None, "set_aside")]
     result = run_pool(spool_dir, "status", "--json")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert [d["id"] for d in orjson.loads(result.stdout)] == ["fine"]

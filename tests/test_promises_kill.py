@@ -22,6 +22,7 @@ import pytest
 from conftest import (
     POOL, Server, drop, env_for_tests, events_of, pid_alive, run_pool, running_pid, start_run, state_of, status_doc,
     wait_until)
+from pool.client import Spool
 from pool.model import parse_time
 
 TASKS = ("--tasks", "promise_kill_tasks")
@@ -110,6 +111,33 @@ def leftovers() -> Iterator[Leftovers]:
 
 
 # ---------------------------------------------------------------- 1. SIGTERM shrugged off by the group
+
+def test_pool_kill_waits_for_the_grace_the_manager_gives_and_says_so_once(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path, leftovers: Leftovers) -> None:
+    """With `pool serve --kill-grace 60` and a job that shrugs off SIGTERM, `pool kill` gave
+    up after 35 s ("not finished after 35s", exit 1: it counted on the default grace of 5 s)
+    while the manager was still, rightly, killing the job. It waits for the grace the manager
+    gives, and says so once."""
+    serve(*TASKS, "--allow-commands", "--kill-grace", "60")
+    assert Spool(spool_dir).kill_grace() == 60.0
+    pidfile = tmp_path / "pids"
+    drop(spool_dir, "s.json", {"command": term_ignoring_command(pidfile), "id": "s"})
+    pids = pids_from(pidfile, 2)
+    leftovers.pids += pids
+    leftovers.groups.append(running_pid(spool_dir, "s"))
+    said = tmp_path / "kill.err"
+    with open(said, "w") as err:
+        killer = subprocess.Popen([*POOL, "--spool", str(spool_dir), "kill", "s"], stdout=subprocess.PIPE,
+                                  stderr=err, text=True, env=env_for_tests())
+    leftovers.procs.append(killer)
+    wait_until(lambda: "SIGKILL after 60s" in said.read_text(), 30, "pool kill saying how long it may wait")
+    assert killer.poll() is None  # waiting: the manager is still killing the job
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)  # stands for the SIGKILL the manager sends when the grace is over
+    out, _ = killer.communicate(timeout=30)
+    assert (killer.returncode, out.strip()) == (0, "s: cancelled")
+    assert said.read_text().count("SIGKILL after") == 1
+
 
 @pytest.mark.parametrize("how", ["kill", "timeout"])
 def test_a_command_ignoring_sigterm_is_gone_when_final_and_before_the_next_job_of_its_slot(

@@ -114,6 +114,7 @@ def test_prune_removes_only_old_finished_jobs(spool_dir: Path, serve: Callable[.
     result = run_pool(spool_dir, "prune", "--older-than", "0s", "--state", "failed", check=True)
     assert result.stdout.strip() == "removed 1 job(s): f"
     assert status_doc(spool_dir, "f") is None and not (spool_dir / "logs" / "f.log").exists()
+    assert [(e["from"], e["to"]) for e in Spool(spool_dir).events("f")][-1] == ("failed", "pruned")
     drop(spool_dir, "bad.json", b"{not json")
     wait_until(lambda: (spool_dir / "rejected" / "bad.json.error.json").exists(), what="a rejected file")
     result = run_pool(spool_dir, "prune", "--older-than", "0", check=True)
