@@ -500,7 +500,16 @@ def test_a_rejected_file_is_never_overwritten_by_a_later_reason(
               ("report.json", b"{not json"), ("report.json", b"[1, 2]")]
 
     def holding(data: bytes) -> list[str]:
-        return [n for n in os.listdir(rejected) if (rejected / n).read_bytes() == data]
+        """The rejected files that hold ``data`` (not the temp files the manager writes
+        their reasons through: one listed may be renamed away before it is read)."""
+        found = []
+        for name in os.listdir(rejected):
+            try:
+                if not name.startswith(".") and (rejected / name).read_bytes() == data:
+                    found.append(name)
+            except FileNotFoundError:
+                continue
+        return found
 
     for name, data in inputs:
         drop(spool_dir, name, data)
