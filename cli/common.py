@@ -49,6 +49,19 @@ def say_no_manager(spool: Spool, then: str) -> None:
 FOLLOW_INTERVAL = 0.05
 
 
+def read_log(spool: Spool, job_id: str) -> bytes:
+    """The job's whole log as it is now (empty before it printed anything), opened as
+    every spool file is: a link planted in its place is refused, never followed."""
+    try:
+        fd = spool.dir.open_log_to_read(job_id)
+    except FileNotFoundError:
+        return b""
+    try:
+        return os.pread(fd, os.fstat(fd).st_size + (1 << 20), 0)
+    finally:
+        os.close(fd)
+
+
 def follow_log(spool: Spool, job_id: str, offset: int = 0, head: bytes = b"") -> None:
     """Copy the job's log to stdout from ``offset`` on, as it grows, until the job is
     final and everything it printed has been shown. ``head``: the start of the log as
@@ -56,25 +69,29 @@ def follow_log(spool: Spool, job_id: str, offset: int = 0, head: bytes = b"") ->
     followed on from where it was; output cut before it was shown is said in a line."""
     from pool import joblog
 
-    path = spool.dir.log_path(job_id)
     out = sys.stdout.buffer
     cut = joblog.dropped_before(head)
     while True:
         final = spool.status(job_id).state.is_final  # looked at first: no output is missed
         try:
-            with open(path, "rb") as f:
-                now_cut = joblog.dropped_before(os.pread(f.fileno(), joblog.HEAD_BYTES, 0))
-                if now_cut != cut or os.fstat(f.fileno()).st_size < offset:
+            fd = spool.dir.open_log_to_read(job_id)
+        except FileNotFoundError:
+            fd = None
+            chunk = b""
+        if fd is not None:
+            try:
+                now_cut = joblog.dropped_before(os.pread(fd, joblog.HEAD_BYTES, 0))
+                if now_cut != cut or os.fstat(fd).st_size < offset:
                     offset, missed = joblog.resume_at(now_cut, joblog.output_shown(cut, offset))
                     cut = now_cut
                     if missed:
                         out.write(b"--- pool: %d bytes of output were cut from the log before they were shown ---\n"
                                   % missed)
-                chunk = os.pread(f.fileno(), 1 << 30, offset)
-                if chunk and joblog.dropped_before(os.pread(f.fileno(), joblog.HEAD_BYTES, 0)) != cut:
+                chunk = os.pread(fd, 1 << 30, offset)
+                if chunk and joblog.dropped_before(os.pread(fd, joblog.HEAD_BYTES, 0)) != cut:
                     continue  # cut while it was read: read again where the output now is
-        except FileNotFoundError:
-            chunk = b""
+            finally:
+                os.close(fd)
         if chunk:
             offset += len(chunk)
             out.write(chunk)

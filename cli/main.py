@@ -18,7 +18,7 @@ from pool.errors import JobNotFinished, JobNotFound, PoolError, WaitTimeout
 from pool.joblog import HEAD_BYTES
 from pool.model import JobStatus, State
 
-from .common import complete_ids, follow_log, say_no_manager
+from .common import complete_ids, follow_log, read_log, say_no_manager
 from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
 
 KILL_AT_ONCE = 1.0  # seconds a kill usually takes: `pool kill` says it waits only past this
@@ -210,12 +210,8 @@ def logs(spool: Spool, job_id: str, follow: bool, tail: int | None) -> None:
     """Print a job's output (stdout and stderr, every attempt)."""
     job_id = spool.resolve(job_id)
     spool.status(job_id)
-    path = spool.dir.log_path(job_id)
     out = sys.stdout.buffer
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = b""
+    data = read_log(spool, job_id)
     shown_up_to, head = len(data), data[:HEAD_BYTES]  # following goes on from what was read
     if tail is not None:
         data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail else b""

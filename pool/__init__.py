@@ -15,6 +15,7 @@
 from .client import Job, Spool
 from .errors import (
     AmbiguousId,
+    InvalidArgument,
     InvalidJobSpec,
     InvalidTransition,
     JobFailed,
@@ -32,6 +33,7 @@ from .tasks import task
 
 __all__ = [
     "AmbiguousId",
+    "InvalidArgument",
     "InvalidJobSpec",
     "InvalidTransition",
     "Job",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from .errors import InvalidJobSpec
+from .errors import InvalidArgument
 from .model import ID_PATTERN
 from .rules import is_number
 from .safeio import Folder, Owners, UnsafeFile
@@ -39,10 +39,10 @@ class Request:
 
 
 def check_grace(grace: object) -> float:
-    """A kill's grace as seconds; raises InvalidJobSpec (``grace="5s"`` is a mistake to
+    """A kill's grace as seconds; raises InvalidArgument (``grace="5s"`` is a mistake to
     report to its caller, not a file for the manager to choke on)."""
     if not is_number(grace) or not 0 <= grace <= MAX_GRACE:
-        raise InvalidJobSpec(f"grace must be a number of seconds from 0 to {MAX_GRACE:g}, got {grace!r}")
+        raise InvalidArgument(f"grace must be a number of seconds from 0 to {MAX_GRACE:g}, got {grace!r}")
     return float(grace)
 
 
@@ -91,10 +91,10 @@ class RequestBox:
         try:
             payload = orjson.loads(data) if data.strip() else {}
             if not isinstance(payload, dict):
-                raise InvalidJobSpec("a request holds a JSON object")
+                raise InvalidArgument("a request holds a JSON object")
             if kind is RequestKind.KILL and payload.get("grace") is not None:
                 grace = check_grace(payload["grace"])
-        except (orjson.JSONDecodeError, InvalidJobSpec) as exc:
+        except (orjson.JSONDecodeError, InvalidArgument) as exc:
             problem = str(exc)
         return Request(kind, job_id, st.st_uid, st.st_mtime, grace, problem)
 

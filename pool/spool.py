@@ -179,12 +179,15 @@ class SpoolDir:
             self._file_mode = 0o640 if shared else 0o600
         return self._file_mode
 
-    def log_path(self, job_id: str) -> Path:
-        return self.logs / f"{job_id}.log"
-
     def open_log(self, job_id: str) -> int:
         """The job's log for appending (never through a link planted there)."""
         return self.log_folder.open_append(f"{job_id}.log", self.owners, self.file_mode)
+
+    def open_log_to_read(self, job_id: str) -> int:
+        """The job's log for reading, opened as every spool file is (never through a link,
+        never a FIFO, the spool owner's). Raises FileNotFoundError, UnsafeFile."""
+        fd, _ = self.log_folder.open_checked(f"{job_id}.log", self.owners, max_bytes=1 << 62)
+        return fd
 
     # ------------------------------------------------------------ status documents
     def write_status(self, status: JobStatus) -> None:

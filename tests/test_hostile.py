@@ -12,8 +12,9 @@ from typing import Callable
 import orjson
 import pytest
 
-from conftest import Server, drop, run_pool, start_running, state_of, status_doc, wait_until
+from conftest import Server, drop, job, run_pool, start_running, state_of, status_doc, wait_until
 from pool.client import Spool
+from pool.safeio import UnsafeFile
 
 GOOD = {"task": "pooltest_tasks:add", "args": [1, 2]}
 
@@ -163,6 +164,27 @@ def test_a_burst_of_ten_thousand_files_is_all_accounted_for(spool_dir: Path, ser
 
 
 # ---------------------------------------------------------------- who may run code
+
+def test_a_link_planted_as_a_log_is_never_followed(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """Every spool file is opened the safe way, logs too: a link put in a job's log's place
+    (by whoever could write logs/) shows nothing of its target, to `pool logs`, its -f, or
+    Job.logs(), and says why in one line."""
+    serve()
+    drop(spool_dir, "x.json", job("add", 1, 2, id="x"))
+    wait_until(lambda: state_of(spool_dir, "x") == "done", what="x done")
+    secret = tmp_path / "secret"
+    secret.write_text("the target's content\n")
+    log = spool_dir / "logs" / "x.log"
+    log.unlink()
+    log.symlink_to(secret)
+    for args in (("logs", "x"), ("logs", "-f", "x")):
+        result = run_pool(spool_dir, *args)
+        assert (result.returncode, result.stdout) == (1, ""), args
+        assert result.stderr.count("\n") == 1 and "symbolic link" in result.stderr, result.stderr
+    with pytest.raises(UnsafeFile):
+        Spool(spool_dir).job("x").logs()
+
 
 def test_a_spool_others_can_write_into_is_refused(spool_dir: Path) -> None:
     Spool(spool_dir).dir.create()

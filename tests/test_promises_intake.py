@@ -325,8 +325,9 @@ def test_a_kill_request_with_a_bad_payload_still_cancels_and_stops_nothing(
 def test_cancel_with_a_grace_that_is_not_seconds_raises_and_files_nothing(
         spool_dir: Path, serve: Callable[..., Server]) -> None:
     """Promise: a mistake is reported to its caller, not filed for the manager to choke on:
-    Spool.cancel(id, grace=<not seconds>) raises pool.InvalidJobSpec (a ValueError) and
-    writes no request; the job runs on and a good cancel still works."""
+    Spool.cancel(id, grace=<not seconds>) raises pool.InvalidArgument (a ValueError; not
+    InvalidJobSpec: a grace is no part of a job) and writes no request; the job runs on and
+    a good cancel still works."""
     import pool
 
     serve("--workers", "1", "--kill-grace", "1")
@@ -334,7 +335,7 @@ def test_cancel_with_a_grace_that_is_not_seconds_raises_and_files_nothing(
     wait_until(lambda: state_of(spool_dir, "victim") == "running", 10, "victim running")
     spool = pool.Spool(spool_dir)
     for grace in ("5s", -1, math.nan, math.inf, True, [5], 10**9):
-        with pytest.raises(pool.InvalidJobSpec) as raised:
+        with pytest.raises(pool.InvalidArgument) as raised:
             spool.cancel("victim", grace=grace)
         assert isinstance(raised.value, ValueError)
         assert os.listdir(spool_dir / "requests") == [], grace

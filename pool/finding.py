@@ -1,0 +1,193 @@
+"""Finding a job, and reading what became of it, with or without a manager serving.
+
+A submitted job is in one of four places, and moves only forward: a file in incoming/, a
+claim there (``.claimed~<token>~<name>``, while a manager takes it in), its status in
+status/, or, refused, a file in rejected/ with its reason. ``status`` looks in that order,
+so it finds the job wherever it is between; a job not yet taken in shows as queued.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import AmbiguousId, JobNotFound, JobRejected, WaitTimeout
+from .jobfile import parse_job
+from .ledger import Ledger, append_to_events
+from .lifecycle import Role
+from .model import JobStatus, State, new_status
+from .safeio import Owners, read_all
+from .spool import SpoolDir
+
+POLL_INTERVAL = 0.05
+VERDICT_WAIT = 3.0  # a serving manager takes a job file within milliseconds: seconds mean it is busy
+
+
+def default_spool_path() -> str:
+    return os.environ.get("POOL_SPOOL") or "spool"
+
+
+class Finding:
+    """A spool directory seen from a program that reads its jobs."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.dir = SpoolDir(path if path is not None else default_spool_path())
+
+    @property
+    def path(self) -> Path:
+        return self.dir.root
+
+    def _ledger(self) -> Ledger:
+        return Ledger(self.dir, Role.CLIENT, append_to_events(self.dir))
+
+    def statuses(self, state: State | str | None = None,
+                  cache: dict[str, tuple[int, JobStatus]] | None = None) -> list[JobStatus]:
+        """Every job's status (newest first), optionally only those in ``state``. Pass the
+        same ``cache`` dict to repeated calls to parse only what changed meanwhile."""
+        wanted = State(state) if state is not None else None
+        found = [s for s in self.dir.iter_statuses(cache) if wanted is None or s.state is wanted]
+        found.extend(s for s in self.submitted() if wanted in (None, State.QUEUED))
+        found.sort(key=lambda s: s.created_at, reverse=True)
+        return found
+
+    def documents(self, state: State | str | None = None) -> list[bytes]:
+        """Every job's status document as it is on disk (newest first), for ``--json``.
+        Each is parsed only to read its own ``state`` and ``created_at`` (a job's ``meta``
+        may hold keys of those names too); jobs not yet taken in are included."""
+        wanted = State(state).value if state is not None else None
+        found: list[tuple[str, bytes]] = []
+        for data in self.dir.raw_statuses():
+            try:
+                doc = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("created_at"), str) and (
+                    wanted is None or doc.get("state") == wanted):
+                found.append((doc["created_at"], data))
+        if wanted in (None, State.QUEUED.value):
+            found += [(s.created_at, orjson.dumps(s.to_dict())) for s in self.submitted()]
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        return [data for _, data in found]
+
+    def rejected_lately(self, seconds: float = 86400.0) -> int:
+        """How many files were refused in the last ``seconds``."""
+        try:
+            return self.dir.drop.rejected_since(time.time() - seconds)
+        except OSError:
+            return 0
+
+    def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """The events still kept in events.jsonl (and the log before it), of one job or all."""
+        return self.dir.events.read(self.dir.owners, job_id)
+
+    def submitted(self) -> list[JobStatus]:
+        """Jobs submitted through this client and not yet taken in by a manager."""
+        pending = []
+        for name in self.dir.drop.names():
+            job_id = name[:-5]
+            if name.endswith(".json") and not self.dir.has_status(job_id):
+                try:
+                    pending.append(self._submitted_status(job_id))
+                except JobNotFound:
+                    continue
+        return pending
+
+    def _submitted_status(self, job_id: str, entry: str | None = None) -> JobStatus:
+        """The job a file in incoming/ (``<id>.json``, or its claim) describes, as queued."""
+        entry = entry or f"{job_id}.json"
+        folder = self.dir.drop.folder
+        try:
+            fd, st = folder.open_checked(entry, Owners(os.geteuid(), os.stat(folder.fd).st_gid), 1 << 20)
+            try:
+                data = read_all(fd, 1 << 20)
+            finally:
+                os.close(fd)
+            spec = parse_job(orjson.loads(data), entry, default_name=job_id)
+        except (OSError, ValueError):
+            raise JobNotFound(f"no job {job_id!r} in {self.dir.root}") from None
+        if spec.id != job_id:
+            raise JobNotFound(f"no job {job_id!r} in {self.dir.root}")
+        created = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(st.st_mtime))
+        return new_status(spec, created)
+
+    def status(self, job_id: str) -> JobStatus:
+        """The job's status; a job not yet taken in by a manager shows as queued.
+        Raises JobNotFound (saying why, when the job's file was rejected), CorruptStatus."""
+        # A submitted job moves incoming/x -> incoming/.claimed~... -> status/, never back:
+        # looking in that order (each look after the one before), then at status/ again,
+        # finds it wherever it was between.
+        try:
+            return self.dir.read_status(job_id)
+        except JobNotFound:
+            pass
+        try:
+            return self._submitted_status(job_id)
+        except JobNotFound:
+            pass
+        for entry in self.dir.drop.listing()[1]:  # listed only now: a claim made meanwhile is seen
+            if entry.endswith(f"~{job_id}.json"):
+                try:
+                    return self._submitted_status(job_id, entry)
+                except JobNotFound:
+                    continue
+        try:
+            return self.dir.read_status(job_id)
+        except JobNotFound:
+            reason = self.dir.drop.rejection_reason(f"{job_id}.json")
+            if reason:
+                raise JobRejected(job_id, reason) from None
+            raise
+
+    def resolve(self, text: str) -> str:
+        """The id of the one job whose id is ``text`` or starts with it (as git takes a
+        commit's prefix). Raises AmbiguousId when several do; an id no job has is
+        returned as it is, for ``status`` to say what became of it."""
+        if self.dir.has_status(text) or not text:
+            return text
+        known = {*self.dir.status_ids(), *(s.id for s in self.submitted())}
+        if text in known:
+            return text
+        matches = sorted(i for i in known if i.startswith(text))
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise AmbiguousId(f"{text!r} is the start of {len(matches)} job ids ({shown}); give more of it")
+        return matches[0] if matches else text
+
+    def verdict(self, job_id: str, timeout: float = VERDICT_WAIT) -> JobStatus:
+        """The job's status once a serving manager has taken it in, waiting up to
+        ``timeout`` seconds for that (with no manager: at once). Raises JobRejected with
+        the reason when its file was refused."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(job_id)
+            if self.dir.has_status(job_id) or time.monotonic() >= deadline or not self.dir.manager_running():
+                return status
+            time.sleep(POLL_INTERVAL / 10)
+
+    def rejections(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Files refused since ``since`` (wall clock), oldest first: ``file``,
+        ``rejected_at``, ``reason``, and ``name`` (its name in rejected/)."""
+        return self.dir.drop.rejections(since)
+
+    def wait(self, job_ids: Iterable[str], timeout: float | None = None) -> list[JobStatus]:
+        """Block until every job is final; raises WaitTimeout or JobNotFound."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ids = list(job_ids)
+        pending = list(ids)
+        done: dict[str, JobStatus] = {}
+        while True:
+            for job_id in list(pending):
+                status = self.status(job_id)
+                if status.state.is_final:
+                    done[job_id] = status
+                    pending.remove(job_id)
+            if not pending:
+                return [done[j] for j in ids]
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"{len(pending)} job(s) not finished after {timeout:g}s: {', '.join(pending)}")
+            time.sleep(POLL_INTERVAL)

@@ -1,0 +1,98 @@
+"""Asking for something to be done to a job: cancel it, run it again.
+
+Kill and retry are requests (files in requests/) that the manager carries out; with no
+manager serving, a change to a job nothing runs is made here, through the ledger, as
+a client may (``lifecycle.MAY``). A job no manager took in yet is taken back.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from . import defaults, lifecycle
+from .errors import JobBusy, JobNotFinished, JobNotFound
+from .finding import POLL_INTERVAL, Finding
+from .model import JobStatus, utc_now
+from .requests import RequestKind, check_grace
+
+REQUEST_TIMEOUT = 10.0  # a serving manager takes a request within milliseconds
+
+
+class Requesting(Finding):
+    def cancel(self, job_id: str, grace: float | None = None) -> JobStatus:
+        """Ask for the job to be cancelled; returns its status right after asking.
+        Raises InvalidArgument for a bad ``grace`` (seconds between SIGTERM and SIGKILL)."""
+        if grace is not None:
+            grace = check_grace(grace)
+        status = self.status(job_id)
+        if status.state.is_final:
+            return status
+        if self._take_back(job_id):
+            return self.status(job_id)
+        self.dir.box.file(RequestKind.KILL, job_id, grace)
+        if not self.dir.manager_running():
+            self._apply_without_manager(RequestKind.KILL, job_id, lifecycle.cancel_if_queued(utc_now()))
+        return self.status(job_id)
+
+    def retry(self, job_id: str) -> JobStatus:
+        """Run a job that has ended (done, failed or cancelled) again, as a fresh series
+        of attempts, from attempt 1, with the same arguments. Raises JobNotFinished when
+        it has not ended."""
+        status = self.status(job_id)
+        if not status.state.is_final:
+            raise JobNotFinished(f"job {job_id!r} is {status.state.value}; only a job that has ended can run again")
+        self.dir.box.file(RequestKind.RETRY, job_id)
+        if not self.dir.manager_running():
+            self._apply_without_manager(RequestKind.RETRY, job_id, lifecycle.retry_if_final(utc_now()))
+        else:
+            self._await_request(RequestKind.RETRY, job_id, REQUEST_TIMEOUT)
+        return self.status(job_id)
+
+    def kill_grace(self, grace: float | None = None) -> float:
+        """The seconds between SIGTERM and SIGKILL a kill asking for ``grace`` gives a job:
+        that, or the serving manager's own default (`pool serve --kill-grace`), or pool's."""
+        if grace is not None:
+            return grace
+        announced = self.dir.manager_kill_grace() if self.dir.manager_running() else None
+        return announced if announced is not None else defaults.KILL_GRACE
+
+    def acted_on(self, job_id: str) -> bool:
+        """True when something will carry out a request for the job now: a manager, an
+        inline supervisor, or the process that holds the job."""
+        return self.dir.manager_running() or self.dir.locks.is_supervised(job_id) or self.dir.locks.is_leased(job_id)
+
+    def _await_request(self, kind: RequestKind, job_id: str, timeout: float) -> None:
+        """Wait (briefly) for the manager to take a request: it removes the file then."""
+        deadline = time.monotonic() + timeout
+        while self.dir.box.is_pending(kind, job_id) and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL / 5)
+
+    def _apply_without_manager(self, kind: RequestKind, job_id: str, change: Any) -> None:
+        """No manager serves the spool: a change to a job nothing runs is made here."""
+        if self.dir.locks.is_supervised(job_id):
+            return  # its inline supervisor carries the request out
+        try:
+            written = self._ledger().change(job_id, change, wait=0.5)
+        except (JobBusy, JobNotFound, PermissionError):
+            return  # held by a dead manager's worker, or not ours to write: the next manager
+        if written is not None:
+            self.dir.box.drop(kind, job_id)
+
+    def _take_back(self, job_id: str) -> bool:
+        """Cancel a job no manager has taken in yet: its file is taken back (unless a
+        manager claims it first: a claim is a rename, so exactly one of the two wins) and
+        it gets a cancelled status, so it is accounted for like any other job. False when
+        there is no such file, or its status could not be written here (a shared spool's
+        member may not write statuses: her request is carried out by the manager)."""
+        name = f"{job_id}.json"
+        try:
+            queued = self._submitted_status(job_id)
+        except JobNotFound:
+            return False
+        if not os.access(self.dir.status_dir, os.W_OK) or not self.dir.drop.folder.unlink(name):
+            return False
+        self._ledger().create(queued, "accepted")
+        self._ledger().change(job_id, lifecycle.cancel_if_queued(utc_now(), "cancelled before any manager took it in"))
+        return True
