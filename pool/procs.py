@@ -1,5 +1,5 @@
 """Process control: identities that survive pid reuse, the one way a job is stopped, and
-who holds which lock.
+what a process that runs jobs does to end what they leave behind.
 
 A job runs in its own process group (its worker is the group leader), so one signal to
 the group reaches the job and every child it started, and never another job. A job is

@@ -1,8 +1,9 @@
 """``pool.progress()``: a job tells the world how far it is.
 
-It costs about a microsecond in a hot loop: it only stores the numbers, and hands them
-to the worker's reporter for a write when the throttle interval has passed. Outside a
-worker it does nothing, so a task still runs on its own.
+It costs about 0.13 µs a call in a hot loop when nothing is due (0.04 µs outside a
+worker; benchmarks/core_latency.py): it only stores the numbers, and hands them to the
+reporter for a write when the throttle interval has passed. Outside a worker it does
+nothing, so a task still runs on its own.
 """
 
 from __future__ import annotations

@@ -251,8 +251,8 @@ def test_kill_9_of_the_manager_at_random_moments_loses_nothing(
     assert_conserved(spool_dir, ids, runs, max_runs=1)
 
 
-# The points listed in ../shared/repro/README.md (what held when pool was attacked from the
-# outside), by syscall family: pool opens, renames and unlinks relative to a folder's
+# Points at which a SIGKILL once found pool wanting when it was attacked from the outside
+# (each holds now), by syscall family: pool opens, renames and unlinks relative to a folder's
 # descriptor (renameat, unlinkat), so each family counts them all.
 FAMILIES = {"rename": "rename,renameat,renameat2", "unlink": "unlink,unlinkat"}
 MANAGER_POINTS = [("rename", 15), ("rename", 30), ("rename", 60), ("unlink", 5), ("unlink", 15), ("unlink", 25),

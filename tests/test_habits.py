@@ -1,7 +1,6 @@
 """What people coming from pueue and task-spooler expect, driven from the shell: wait
 for everything, run a job again, forget a job, type a short id, the retry and meta
-options, prune the central log, keep a job's log to a size, run pool at boot (issue:
-"What a new user tripped over", item 12)."""
+options, prune the central log, keep a job's log to a size, run pool at boot."""
 
 from __future__ import annotations
 

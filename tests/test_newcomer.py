@@ -1,5 +1,5 @@
 """What a new user tripped over, each driven as that user would: the CLI in a shell, a
-Python loop, Ctrl-C at a terminal (issue: "What a new user tripped over")."""
+Python loop, Ctrl-C at a terminal."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Regression tests for defects found by attacking pool from the outside (the scripts in
-the reliability issue's repro folder): each test names the promise it checks and drives a
+"""Regression tests for defects found by attacking pool from the outside: each test names the promise it checks and drives a
 real ``pool serve`` with files and the CLI, for the whole class of input, not one sample.
 
 Promises (README, "Guarantees"): a job accepted into the spool is never lost; bad input
@@ -69,7 +68,7 @@ def dead_pid() -> int:
     return child.pid
 
 
-# ---------------------------------------------------------------- 1. appends to a .jsonl (repro 23)
+# ---------------------------------------------------------------- 1. appends to a .jsonl
 
 APPEND_ONE_BY_ONE = ("for n in $(seq %d %d); do /bin/echo '{\"task\":\"pooltest_tasks:add\",\"args\":['\"$n\"',0],"
                      "\"id\":\"a'\"$n\"'\"}' >> \"$1\"; done")
@@ -122,7 +121,7 @@ def test_a_writer_appending_line_by_line_never_stops_the_manager(
     assert_every_appended_line_taken_in(spool_dir, server, 2000)
 
 
-# ---------------------------------------------------------------- 2. deep nesting (repros 02, 03)
+# ---------------------------------------------------------------- 2. deep nesting
 
 NESTED = {
     # orjson reads it, but cannot write a status nesting it one level deeper
@@ -169,7 +168,7 @@ def test_deep_nesting_is_rejected_and_neither_the_manager_nor_its_restart_dies(
     assert alive(restarted)
 
 
-# ---------------------------------------------------------------- 3. malformed status files (repro 24)
+# ---------------------------------------------------------------- 3. malformed status files
 
 def status_like(**changes: Any) -> bytes:
     doc: dict[str, Any] = {
@@ -224,7 +223,7 @@ def test_a_malformed_status_file_is_set_aside_and_stops_nothing(
     assert alive(server)
 
 
-# ---------------------------------------------------------------- 4. requests/ (repros 06, 07)
+# ---------------------------------------------------------------- 4. requests/
 
 def make_fifo(path: Path, outside: Path) -> None:
     os.mkfifo(path)
@@ -344,7 +343,7 @@ def test_cancel_with_a_grace_that_is_not_seconds_raises_and_files_nothing(
     wait_until(lambda: state_of(spool_dir, "victim") == "cancelled", 10, "victim cancelled by a good request")
 
 
-# ---------------------------------------------------------------- 5. renamed in from outside (repro 01)
+# ---------------------------------------------------------------- 5. renamed in from outside
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json"])
 def test_a_file_renamed_in_from_elsewhere_is_taken_in_without_a_restart(
@@ -362,7 +361,7 @@ def test_a_file_renamed_in_from_elsewhere_is_taken_in_without_a_restart(
     assert not os.listdir(spool_dir / "incoming")
 
 
-# ---------------------------------------------------------------- 6. a big batch (repro 17)
+# ---------------------------------------------------------------- 6. a big batch
 
 def test_timeouts_and_kills_are_enforced_while_a_big_batch_is_taken_in(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
@@ -404,7 +403,7 @@ def test_timeouts_and_kills_are_enforced_while_a_big_batch_is_taken_in(
     assert server.stop() == 0
 
 
-# ---------------------------------------------------------------- 7. names like a claim (repro 08)
+# ---------------------------------------------------------------- 7. names like a claim
 
 def test_entries_named_like_claims_that_are_not_files_do_not_stop_a_start(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
@@ -489,7 +488,7 @@ def test_claims_obey_the_intake_rules(spool_dir: Path, serve: Callable[..., Serv
     assert sorted(listed) == sorted(n[:-5] for n in status_names(spool_dir))
 
 
-# ---------------------------------------------------------------- 8. left behind (repros 09, 10, 11)
+# ---------------------------------------------------------------- 8. left behind
 
 def test_a_rejected_file_is_never_overwritten_by_a_later_reason(
         spool_dir: Path, serve: Callable[..., Server]) -> None:

@@ -1,5 +1,5 @@
 """What a kill, a timeout and a stop promise, checked from the outside after defects found
-by attacking pool (the reproductions in the reliability issue): when a job is final (or
+by attacking pool from the outside, each reproduced here: when a job is final (or
 put back queued by a stop), no process of it is left; a slot runs its next job only once
 the last one's processes are all gone; an adopted job's timeout holds; a signal to the
 manager's whole group is a graceful stop; what a task forks or spawns ends with it; an
@@ -142,7 +142,7 @@ def test_pool_kill_waits_for_the_grace_the_manager_gives_and_says_so_once(
 @pytest.mark.parametrize("how", ["kill", "timeout"])
 def test_a_command_ignoring_sigterm_is_gone_when_final_and_before_the_next_job_of_its_slot(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path, how: str, leftovers: Leftovers) -> None:
-    """Issue: "ffmpeg outlived a kill while 3 ffmpegs ran under --workers 2". With one
+    """Seen from outside: ffmpeg outlived a kill, and 3 ffmpegs ran under --workers 2. With one
     worker, a second job waits behind the first (sent ahead to its worker): it must not
     start while any process of the first is alive, and the first is final only once its
     processes are all gone."""
@@ -170,7 +170,7 @@ def test_a_command_ignoring_sigterm_is_gone_when_final_and_before_the_next_job_o
 
 def test_a_command_ignoring_sigterm_is_gone_when_a_stop_puts_it_back(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path, leftovers: Leftovers) -> None:
-    """Issue: "after pool stop + pool serve the same job ran twice at once": the stop put
+    """Seen from outside: after pool stop and pool serve, the same job ran twice at once: the stop put
     the job back queued while its processes ran on."""
     server = serve(*TASKS, "--allow-commands", "--kill-grace", "0.5", "--grace", "0.3")
     pidfile = tmp_path / "pids"
@@ -235,7 +235,7 @@ def test_an_inline_job_ignoring_sigterm_honours_the_grace_of_pool_kill(
 
 def test_an_adopted_job_still_times_out(
         spool_dir: Path, serve: Callable[..., Server], leftovers: Leftovers) -> None:
-    """Repro 19: the next manager adopted the job and never enforced its timeout."""
+    """Found by attack: the next manager adopted the job and never enforced its timeout."""
     first = serve(*TASKS, "--kill-grace", "0.5", "--grace", "1")
     drop(spool_dir, "t.json", task("until_stopped", id="t", timeout=2))
     pid = running_pid(spool_dir, "t")
@@ -255,7 +255,7 @@ def test_an_adopted_job_still_times_out(
 
 def test_sigterm_to_the_managers_process_group_is_a_graceful_stop(
         spool_dir: Path, serve: Callable[..., Server], leftovers: Leftovers) -> None:
-    """Repro 20: the signal also ended the forkserver; the manager took every worker for
+    """Found by attack: the signal also ended the forkserver; the manager took every worker for
     dead and exited at once, the jobs running on, detached, past --grace."""
     manager = serve(*TASKS, "--workers", "1", "--grace", "1", "--kill-grace", "0.5", new_session=True)
     assert manager.proc is not None
@@ -278,7 +278,7 @@ def test_sigterm_to_the_managers_process_group_is_a_graceful_stop(
 
 def test_a_forked_child_does_not_keep_the_job_locked(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path, leftovers: Leftovers) -> None:
-    """Repro 22: the child of a fork (no exec) inherited the lock's descriptor; while it
+    """Found by attack: the child of a fork (no exec) inherited the lock's descriptor; while it
     lived the retry could not start and the job stayed queued."""
     serve(*TASKS, "--grace", "1")
     runs, pidfile = tmp_path / "runs", tmp_path / "child"
@@ -299,7 +299,7 @@ def test_a_forked_child_does_not_keep_the_job_locked(
 @pytest.mark.parametrize("then", ["done", "manager stopped"])
 def test_what_a_task_leaves_running_ends_with_it(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path, then: str, leftovers: Leftovers) -> None:
-    """Repro 25: a task's background process outlived the job and the manager."""
+    """Found by attack: a task's background process outlived the job and the manager."""
     server = serve(*TASKS, "--grace", "1")
     pidfile = tmp_path / "bg"
     drop(spool_dir, "bg.json", task("spawn_background", str(pidfile), id="bg"))
@@ -342,7 +342,7 @@ def test_a_command_killed_by_an_unnamed_signal_fails_once(
 
 def test_an_inline_task_exiting_with_code_3_fails_once(
         spool_dir: Path, tmp_path: Path, leftovers: Leftovers) -> None:
-    """Issue: "3 is the supervisor's private skipped code": the supervisor took the
+    """Seen from outside: exit code 3 was the inline supervisor's private "skipped" code: it took the
     task's own exit 3 for "another process runs it" and ran it again, for ever."""
     runs = tmp_path / "runs"
     leftovers.spools.append(spool_dir)

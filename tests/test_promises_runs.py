@@ -1,5 +1,7 @@
 """No attempt runs twice uncounted, and nothing asked for is lost: the promises that broke
-under attack (../shared/repro/05, 12, 13, 16, 18, 21), each with a test of its own."""
+under attack from outside (a progress message that is not UTF-8, a full disk, a kill
+right after submit, a job filling the disk, inline jobs and a manager, a lock file
+deleted), each with a test of its own."""
 
 from __future__ import annotations
 

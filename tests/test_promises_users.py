@@ -5,8 +5,9 @@ CI runs as root: the tests create a group ``pooltest`` with members ``pooltest-a
 and ``pooltest-bob``, and ``pooltest-mallory`` who is not one (users and groups stay, the
 spools go). The users act only through the shell (``runuser -u USER -- sh -c ...``):
 they write job and request files, plant links, read with cat. Every spool lives in a
-fresh folder under /tmp that they can reach; the repro scripts 14 and 15 in the
-project's shared folder are the attacks these tests turn into promises."""
+fresh folder under /tmp that they can reach. The attacks (a spool made by another user,
+a member planting links and asking to kill another member's jobs) are what these tests
+turn into promises."""
 
 from __future__ import annotations
 
@@ -177,7 +178,7 @@ def say(job_id: str, text: str) -> dict[str, Any]:
 @pytest.mark.parametrize("owned_by_mallory", ["spool", "logs"])
 def test_a_spool_prepared_by_another_user_is_refused(
         owned_by_mallory: str, uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
-    """Repro 14: mallory makes the spool folder (or its logs/) herself, with
+    """Found by attack: mallory makes the spool folder (or its logs/) herself, with
     logs/nightly.log a link to a root-only file; root's `pool serve` must not serve it."""
     victim = root_only(place, "victim")
     spool = place / "spool"
@@ -237,7 +238,7 @@ def test_a_member_submits_a_job_and_reads_its_status_and_log(
 
 def test_a_member_cannot_write_where_only_the_manager_writes(
         uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
-    """Repro 15 a, b, d: in a shared spool a member plants links in logs/, status/ and the
+    """Found by attack: in a shared spool a member plants links in logs/, status/ and the
     spool's root, and the root manager writes through them. She must not be able to."""
     spool = place / "spool"
     server = managers(spool, "--group", GROUP)
@@ -311,7 +312,7 @@ def test_links_left_in_a_shared_spool_are_not_followed(
 # ---------------------------------------------------------------- 3. who may kill whose job
 def test_a_member_may_kill_her_own_job_and_not_another_members(
         uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
-    """Repro 15 c: kill requests are carried out for the job's submitter (and the
+    """Found by attack: kill requests are carried out for the job's submitter (and the
     spool's owner), never for another member; and no member can forge a job to kill."""
     spool = place / "spool"
     managers(spool, "--group", GROUP)
