@@ -32,8 +32,8 @@ from .rules import (
     checked,
     decoded,
     env_map,
-    error_record,
     int64,
+    is_error_info,
     is_int,
     is_number,
     list_or_none,
@@ -179,7 +179,7 @@ class JobStatus:
     exit_code: int | None = field(default=None, metadata=rule(optional(int64), "an integer or null"))
     result: Any = field(default=None, metadata=rule(lambda v: nesting_depth(v) <= MAX_NESTING, "JSON"))
     error: Mapping[str, Any] | None = field(default=None, metadata=rule(
-        optional(error_record), "null or {\"type\", \"message\", \"traceback\"}"))
+        optional(is_error_info), "null or {\"type\", \"message\", \"traceback\"}"))
     # Graceful stops of the manager that put this attempt back uncounted (bounded).
     interruptions: int = field(default=0, metadata=rule(lambda v: is_int(v) and 0 <= v <= 1000, "a count"))
     # The uid whose file submitted the job: in a shared spool, who may kill or retry it.

@@ -133,7 +133,7 @@ def text(v: object) -> bool:
     return isinstance(v, str)
 
 
-def error_record(v: object) -> bool:
+def is_error_info(v: object) -> bool:
     return (isinstance(v, dict) and isinstance(v.get("type"), str) and isinstance(v.get("message"), str)
             and (v.get("traceback") is None or isinstance(v.get("traceback"), str)))
 

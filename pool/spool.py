@@ -14,6 +14,7 @@ pool/safeio.py says.)
       requests/          kill and retry requests for the manager (<kind>-<id>)
       events.jsonl       one line per state change
       manager.pid        the serving manager's pid (the guard itself is a lock on spool/)
+      manager.json       its pid and the kill grace it gives a job: 0644, nothing secret
 
 Every document is written to a temp file in the same folder and then renamed, so a
 reader never needs a lock and never sees a partial document. Writers of a status take
