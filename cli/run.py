@@ -1,7 +1,7 @@
 """``pool run``: submit and follow in one step, for people who call subprocess.run today.
 
 With a manager serving the spool, the job goes through it (in parallel with others,
-visible in `pool status`); with none, it runs inline under a supervisor of its own
+visible in `pool status`); with none, it runs inline under an inline manager of its own
 (pool.inline), still tracked. Exit 0 done, 1 failed or cancelled, 130 on Ctrl-C, which
 also kills the job."""
 

@@ -55,7 +55,7 @@ class EventLog:
 
     def flush(self, patience: float | None = None) -> None:
         """Append the pending lines. A trim in progress holds the log: a buffered log (the
-        manager's, an inline supervisor's) keeps its lines for the next flush rather than
+        manager's, an inline manager's) keeps its lines for the next flush rather than
         wait (a `pool prune` stopped with Ctrl-Z must not stop the jobs), unless given
         ``patience`` seconds (its last flush); an unbuffered one waits TRIM_PATIENCE."""
         if not self.lines:

@@ -1,7 +1,7 @@
 """Running one job without a manager: subprocess stays the fallback.
 
     pool run / Spool.run / submit(fallback="inline"), no manager serving the spool:
-        the caller takes the job's supervisor hold (status/<id>.inline), writes the
+        the caller takes the job's inline hold (status/<id>.inline), writes the
         queued status, and starts an inline manager with the hold:
     python -m pool.inline SPOOL ID --hold-fd=N   runs the manager's own loop (pool/manager.py)
         for this one job: its executor with one worker (forked: an inline manager has no
@@ -30,9 +30,9 @@ from .spool import SpoolDir
 log = logging.getLogger(__name__)
 
 
-def start_supervisor(spool: SpoolDir, job_id: str, hold_fd: int, task_modules: tuple[str, ...] = (),
+def start_inline_manager(spool: SpoolDir, job_id: str, hold_fd: int, task_modules: tuple[str, ...] = (),
                      allow_commands: bool = True) -> subprocess.Popen[bytes]:
-    """Start the supervisor of one job, detached from the caller's terminal signals; it
+    """Start the inline manager of one job, detached from the caller's terminal signals; it
     inherits the hold the caller took (``hold_fd``), so the job is never unlooked-after."""
     argv = [sys.executable, "-m", "pool.inline", str(spool.root), job_id, f"--hold-fd={hold_fd}"]
     argv += [f"--tasks={m}" for m in task_modules] + (["--allow-commands"] if allow_commands else [])
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides: it files a kill request
     hold = holds[0] if holds else spool.locks.supervise(job_id)
     if hold is None:
-        return 0  # another supervisor looks after it
+        return 0  # another inline manager looks after it
     # Inline, the job runs as its submitter's own child would: loader variables and all.
     config = ManagerConfig(spool=root, workers=1, task_modules=modules, allow_commands="--allow-commands" in options,
                            allow_loader_env=True)

@@ -5,7 +5,7 @@ transition, write, event, hook.
                            role --> write status/<id>.json --> Transition(s) --> hear()
     ledger.forget / set_aside --flock--> the job's files go --> Transition(to a Departure)
 
-Every role (manager, inline supervisor, worker, client) changes a job's state through a
+Every role (manager, inline manager, worker, client) changes a job's state through a
 Ledger of its own; only what it may do passes (``lifecycle.MAY``). What happened is told
 to ``hear`` as Transitions, from the real state before and after: the manager's hook
 appends them to events.jsonl and acts on them (queue a job that became ``queued``, forget

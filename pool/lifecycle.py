@@ -12,7 +12,7 @@ Each state carries only its own fields: moving to ``queued`` clears the pid, a f
 state clears ``next_try_at``, and so on, so a status never says two things at once.
 
 Four roles write statuses, each only the changes of its part (``MAY``): the manager
-(and, for one job without a manager, the inline supervisor) every change; the worker
+(and, for one job without a manager, the inline manager) every change; the worker
 only the attempt it runs; a client with no manager serving only jobs nobody runs.
 
 A job also leaves the spool through the same funnel, as a ``Departure``: a status that
@@ -55,7 +55,7 @@ class Departure(str, enum.Enum):
 
 class Role(str, enum.Enum):
     MANAGER = "manager"  # pool serve
-    SUPERVISOR = "supervisor"  # pool.inline: the manager's part, for one job, with no manager
+    INLINE = "inline manager"  # pool.inline: the manager for one job, with no manager serving
     WORKER = "worker"  # the process running one attempt
     CLIENT = "client"  # pool.Spool and the CLI, for jobs that nothing runs, with no manager
 
@@ -72,7 +72,7 @@ _FORGET = frozenset((final, how) for final in (State.DONE, State.FAILED, State.C
 
 MAY: dict[Role, frozenset[tuple[State | None, State | Departure]]] = {
     Role.MANAGER: _EVERY | {(NEW, State.QUEUED)} | _SET_ASIDE,
-    Role.SUPERVISOR: (_EVERY - _RETRY) | _SET_ASIDE,
+    Role.INLINE: (_EVERY - _RETRY) | _SET_ASIDE,
     Role.WORKER: _ATTEMPT,
     Role.CLIENT: _RETRY | {(NEW, State.QUEUED), (State.QUEUED, State.CANCELLED)} | _FORGET,
 }

@@ -12,7 +12,7 @@ marker to say whether an attempt began when its worker could not say it (it died
 was stopped).
 
 Workers are ``multiprocessing`` processes (forkserver for the manager, which runs watchdog
-threads and must never fork; fork for the inline supervisor, which has no threads), each
+threads and must never fork; fork for the inline manager, which has no threads), each
 the leader of its own process group, one attempt at a time. A stop is ``GroupStop``: the
 reason is recorded first, then SIGTERM to the group, SIGKILL after the grace whatever the
 leader did, and the slot is free only once the whole group is gone: a program that shrugs

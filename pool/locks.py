@@ -1,6 +1,7 @@
 """A job's locks: flock(2) on status/<id>.lock (held by the worker running the job, taken
-briefly by every other writer of its status) and on status/<id>.inline (held by an inline
-run's supervisor); and the start marker the lock file holds.
+briefly by every other writer of its status) and on status/<id>.inline (held by the
+inline manager of a job run with no manager serving); and the start marker the lock
+file holds.
 
 A job's worker holds its lock from start to outcome, so the lock doubles as proof that
 the job is alive, which survives the death of the manager that started it. Whether a
@@ -121,7 +122,7 @@ class JobLocks:
             os.close(fd)
 
     def supervise(self, job_id: str) -> int | None:
-        """The inline supervisor's hold on a job (see pool.inline): like ``lease``, on
+        """The inline manager's hold on a job (see pool.inline): like ``lease``, on
         ``status/<id>.inline``, for as long as it looks after the job."""
         return self._try_flock(f"{job_id}.inline", True, job_id)
 
@@ -131,7 +132,7 @@ class JobLocks:
                                            dir_fd=self.folder.fd))
 
     def is_supervised(self, job_id: str) -> bool:
-        """True while an inline supervisor looks after the job."""
+        """True while an inline manager looks after the job."""
         return self._is_held(f"{job_id}.inline")
 
     def is_leased(self, job_id: str) -> bool:

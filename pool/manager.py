@@ -78,7 +78,7 @@ class Manager:
         self.only = only
         spool = SpoolDir(config.spool, buffer_events=True)
         spool.events.max_bytes = config.events_max_bytes
-        role = Role.MANAGER if only is None else Role.SUPERVISOR
+        role = Role.MANAGER if only is None else Role.INLINE
         self.ctx = Context(config, spool, Ledger(spool, role, self.heard), clock or SystemClock(),
                            Trouble(Reserve(spool.top) if only is None else None))
         self.tasks = load_task_modules(config.task_modules)

@@ -60,7 +60,7 @@ class Requesting(Finding):
 
     def acted_on(self, job_id: str) -> bool:
         """True when something will carry out a request for the job now: a manager, an
-        inline supervisor, or the process that holds the job."""
+        inline manager, or the process that holds the job."""
         return self.dir.manager_running() or self.dir.locks.is_supervised(job_id) or self.dir.locks.is_leased(job_id)
 
     def _await_request(self, kind: RequestKind, job_id: str, timeout: float) -> None:
@@ -72,7 +72,7 @@ class Requesting(Finding):
     def _apply_without_manager(self, kind: RequestKind, job_id: str, change: Any) -> None:
         """No manager serves the spool: a change to a job nothing runs is made here."""
         if self.dir.locks.is_supervised(job_id):
-            return  # its inline supervisor carries the request out
+            return  # its inline manager carries the request out
         try:
             written = self._ledger().change(job_id, change, wait=0.5)
         except (JobBusy, JobNotFound, PermissionError):

@@ -8,7 +8,7 @@ pool/safeio.py says.)
         .claimed~<token>~<name>   a file taken by rename, until its jobs have statuses
       status/<id>.json   the live status of one job, replaced atomically; <id>.lock beside it
                          (the job's lock, holding the start marker of its attempt) and
-                         <id>.inline (held by an inline run's supervisor)
+                         <id>.inline (held by an inline manager)
       logs/<id>.log      what the job printed
       rejected/<file>    a refused input, untouched, with <file>.error.json saying why
       requests/          kill and retry requests for the manager (<kind>-<id>)

@@ -70,11 +70,11 @@ class Submitting(Requesting):
         return Job(self, spec.id)
 
     def _run_inline(self, spec: JobSpec) -> Job:
-        """No manager: the job gets its status here and a supervisor of its own
+        """No manager: the job gets its status here and an inline manager of its own
         (pool.inline), as subprocess.run would run it, but tracked like any job. The
-        supervisor's hold is taken before the status exists and handed over, so a
+        inline manager's hold is taken before the status exists and handed over, so a
         manager starting meanwhile never finds the job without someone looking after it."""
-        from .inline import start_supervisor
+        from .inline import start_inline_manager
 
         hold = self.dir.locks.supervise(spec.id)
         if hold is None:
@@ -82,7 +82,7 @@ class Submitting(Requesting):
         try:
             self._ledger().create(new_status(spec, utc_now(), os.geteuid()), "accepted (inline: no manager serving)")
             modules = (spec.task.split(":", 1)[0],) if spec.task else ()
-            start_supervisor(self.dir, spec.id, hold, modules, allow_commands=spec.command is not None)
+            start_inline_manager(self.dir, spec.id, hold, modules, allow_commands=spec.command is not None)
         finally:
             os.close(hold)
         return Job(self, spec.id)

@@ -147,14 +147,14 @@ def test_a_timeout_is_a_failed_attempt_that_says_so() -> None:
     (lifecycle.Role.CLIENT, State.FAILED, State.QUEUED, True),
     (lifecycle.Role.CLIENT, State.RUNNING, State.CANCELLED, False),  # something runs it: only its owner stops it
     (lifecycle.Role.CLIENT, State.QUEUED, State.RUNNING, False),
-    (lifecycle.Role.SUPERVISOR, State.RUNNING, State.CANCELLED, True),
-    (lifecycle.Role.SUPERVISOR, State.CANCELLED, State.QUEUED, False),  # `pool retry` is a client's
-    (lifecycle.Role.SUPERVISOR, None, State.QUEUED, False),
+    (lifecycle.Role.INLINE, State.RUNNING, State.CANCELLED, True),
+    (lifecycle.Role.INLINE, State.CANCELLED, State.QUEUED, False),  # `pool retry` is a client's
+    (lifecycle.Role.INLINE, None, State.QUEUED, False),
     (lifecycle.Role.MANAGER, None, State.QUEUED, True),
     (lifecycle.Role.MANAGER, State.RUNNING, State.QUEUED, True),
     (lifecycle.Role.MANAGER, State.DONE, State.QUEUED, True),  # pool retry of a done job: run it again
     (lifecycle.Role.WORKER, State.DONE, State.QUEUED, False),
-    (lifecycle.Role.SUPERVISOR, State.DONE, State.QUEUED, False),
+    (lifecycle.Role.INLINE, State.DONE, State.QUEUED, False),
 ])
 def test_each_role_may_make_only_the_changes_of_its_part(
         role: lifecycle.Role, before: State | None, after: State, allowed: bool) -> None:

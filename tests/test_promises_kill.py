@@ -342,7 +342,7 @@ def test_a_command_killed_by_an_unnamed_signal_fails_once(
 
 def test_an_inline_task_exiting_with_code_3_fails_once(
         spool_dir: Path, tmp_path: Path, leftovers: Leftovers) -> None:
-    """Seen from outside: exit code 3 was the inline supervisor's private "skipped" code: it took the
+    """Seen from outside: exit code 3 was the inline manager's private "skipped" code: it took the
     task's own exit 3 for "another process runs it" and ran it again, for ever."""
     runs = tmp_path / "runs"
     leftovers.spools.append(spool_dir)
