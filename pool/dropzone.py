@@ -27,7 +27,6 @@ from .safeio import Folder, Owners
 
 IGNORED_SUFFIXES = (".tmp", ".part")
 JOB_SUFFIXES = (".json", ".jsonl")
-DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 # A claim is a rename *within* incoming/: watchdog holds a rename out of a watched folder
 # (an unmatched IN_MOVED_FROM) for 0.5 s together with every event behind it.
 CLAIM_PREFIX = ".claimed~"

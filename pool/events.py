@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 TRIM_PATIENCE = 5.0  # seconds a writer that does not buffer (a client) waits for a trim
 NAME = "events.jsonl"
 PREVIOUS = "events.1.jsonl"
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 
 
 class EventLog:
