@@ -45,10 +45,21 @@ class WorkerConfig:
 
 
 def exception_info(exc: BaseException) -> dict[str, Any]:
-    """The ``error`` record of an exception the job's code raised."""
+    """The ``error`` record of an exception the job's code raised, fit to print and to
+    store whatever text it holds (a file name that is not UTF-8, from os.listdir)."""
     # Start the traceback at the job's own code: the runner's frame is noise to its author.
     frames = exc.__traceback__.tb_next if exc.__traceback__ else None
-    return error_info(type(exc).__name__, str(exc), "".join(traceback.format_exception(type(exc), exc, frames)))
+    return error_info(type(exc).__name__, printable(str(exc)),
+                      printable("".join(traceback.format_exception(type(exc), exc, frames))))
+
+
+def printable(text: str) -> str:
+    """``text`` with what cannot be encoded escaped: bytes that were not UTF-8 (kept by
+    Python as lone surrogates) as ``\\xff``, any other lone surrogate as ``\\udxxx``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Attempts:

@@ -49,6 +49,11 @@ class InvalidTransition(PoolError, RuntimeError):
     """A state change that the lifecycle table does not allow."""
 
 
+class LateWrite(InvalidTransition):
+    """A write for an attempt that has ended (its writer let the job's lock go): refused,
+    so nothing can be written over the attempt's outcome."""
+
+
 class ManagerRunning(PoolError, RuntimeError):
     """Another manager already serves the spool."""
 

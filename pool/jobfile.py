@@ -43,7 +43,9 @@ def parse_job(
     for key, value in doc.items():
         key_rule = RULES[key]
         if not key_rule.check(value):
-            raise InvalidJobSpec(f"{where}: '{key}' must be {key_rule.expected}, got {shown_value(value)}")
+            why = key_rule.explain(value) if key_rule.explain else None
+            raise InvalidJobSpec(f"{where}: '{key}' must be {key_rule.expected}, got {shown_value(value)}"
+                                 + (f": {why}" if why else ""))
     has_task, has_command = "task" in doc, "command" in doc
     if has_task == has_command:
         which = "both" if has_task else "neither"

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CorruptStatus, JobBusy, JobNotFound
+from .errors import CorruptStatus, JobBusy, JobNotFound, LateWrite
 from .lifecycle import Departure, Role, check_role, describe, passed_through_running
-from .locks import LOCK_TIMEOUT
+from .locks import LOCK_TIMEOUT, Lease
 from .model import JobStatus, State, utc_now
 from .spool import SpoolDir
 
@@ -104,12 +104,14 @@ class Ledger:
             self._record(before, after, reason)
             return after
 
-    def write_leased(self, lease: int, before: JobStatus, after: JobStatus,
+    def write_leased(self, lease: Lease, before: JobStatus, after: JobStatus,
                      start_reason: str = "started") -> list[Transition]:
-        """The write of the worker that holds the job's lock (``lease``, its descriptor)
-        for its whole attempt: ``before`` is what it last wrote. Raises InvalidTransition,
-        OSError, ValueError."""
-        del lease  # held by the caller: what makes this write safe, not what it uses
+        """The write of the worker that holds the job's lock (``lease``) for its whole
+        attempt: ``before`` is what it last wrote. Raises LateWrite once the lease was let
+        go (the attempt is over: nothing may be written for it any more),
+        InvalidTransition, OSError, ValueError."""
+        if not lease.held:
+            raise LateWrite(f"job {after.id!r}: a write for attempt {after.attempt} after it ended, refused")
         return self._record(before, after, None, start_reason)
 
     def create(self, status: JobStatus, reason: str) -> None:

@@ -47,6 +47,24 @@ def flock_within(fd: int, operation: int, patience: float) -> bool:
             time.sleep(LOCK_POLL)
 
 
+class Lease:
+    """A job's lock, held by this process: what lets its holder (the worker running the
+    job) write the job's status without taking the lock again. Once let go it proves
+    nothing, and the ledger refuses a write shown it: a thread that still reports after
+    its attempt ended can never write over the attempt's outcome."""
+
+    __slots__ = ("fd", "held")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            os.close(self.fd)
+
+
 def is_held(opener: Callable[[], int]) -> bool:
     """Whether some process holds a flock on what ``opener`` opens: a shared lock tried
     for an instant (False when the file cannot be opened: nobody holds it)."""
@@ -68,17 +86,16 @@ class JobLocks:
         self.folder = folder  # status/
         self.owners = owners  # who may have written the lock files: the spool's owner
 
-    def lease(self, job_id: str, create: bool = False, patience: float = 0.0) -> int | None:
-        """Take the job's lock, trying for ``patience`` seconds; returns its descriptor
-        (closing it lets go), or None when another process holds it. Raises JobNotFound
-        for a job with no lock file and no status (``create`` makes the lock file, for a
-        job known to exist: the worker that runs it)."""
+    def lease(self, job_id: str, create: bool = False, patience: float = 0.0) -> Lease | None:
+        """Take the job's lock, trying for ``patience`` seconds; None when another process
+        holds it. Raises JobNotFound for a job with no lock file and no status (``create``
+        makes the lock file, for a job known to exist: the worker that runs it)."""
         deadline = time.monotonic() + patience
         while (fd := self._open_lock(job_id, create)) is None:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.001)
-        return fd
+        return Lease(fd)
 
     def _open_lock(self, job_id: str, create: bool) -> int | None:
         """The lock file is opened as it is; made only when missing, for a job that has a
@@ -108,18 +125,18 @@ class JobLocks:
         return fd
 
     @contextlib.contextmanager
-    def status_lock(self, job_id: str, timeout: float = LOCK_TIMEOUT) -> Iterator[int]:
-        """Hold the job's lock for a read-modify-write (yields its descriptor); raises
-        JobBusy after ``timeout`` seconds (the job's worker holds it while the job runs)."""
+    def status_lock(self, job_id: str, timeout: float = LOCK_TIMEOUT) -> Iterator[Lease]:
+        """Hold the job's lock for a read-modify-write; raises JobBusy after ``timeout``
+        seconds (the job's worker holds it while the job runs)."""
         deadline = time.monotonic() + timeout
-        while (fd := self.lease(job_id)) is None:
+        while (lease := self.lease(job_id)) is None:
             if time.monotonic() >= deadline:
                 raise JobBusy(f"job {job_id!r} is held by the process running it")
             time.sleep(LOCK_POLL)
         try:
-            yield fd
+            yield lease
         finally:
-            os.close(fd)
+            lease.release()
 
     def supervise(self, job_id: str) -> int | None:
         """The inline manager's hold on a job (see pool.inline): like ``lease``, on

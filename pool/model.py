@@ -40,6 +40,7 @@ from .rules import (
     nesting_depth,
     optional,
     progress_form,
+    progress_problem,
     rule,
     seconds,
     shallow,
@@ -106,8 +107,8 @@ class JobSpec:
         lambda v: v is None or env_map(v), "an object of string names to string values, or null",
         only="command", encode=lambda v: dict(v) if v is not None else None))
     progress: str | Mapping[str, Any] = field(default="auto", metadata=rule(
-        progress_form, "'auto', 'none' or {\"regex\": \"...\", \"total\": N}", only="command",
-        status_key="progress_from"))
+        progress_form, "'auto', 'none' or {\"regex\": \"...\", \"total\": N} (a regex with one group)",
+        only="command", status_key="progress_from", explain=progress_problem))
     priority: int = field(default=0, metadata=rule(int64, "an integer"))
     retries: int = field(default=0, metadata=rule(
         lambda v: is_int(v) and 0 <= v <= MAX_RETRIES, f"an integer from 0 to {MAX_RETRIES}"))

@@ -235,9 +235,10 @@ class OutputParser:
         match = self.regex.search(line)
         if not match:
             return Reading(None, 0, line)
+        number = match.group(1) if self.regex.groups else match.group(0)
         try:
-            value = float(match.group(1) if self.regex.groups else match.group(0))
-        except ValueError:
+            value = float(number)
+        except (TypeError, ValueError):  # the group took no part in the match, or is no number
             return Reading(None, 0, line)
         fraction = value / self.total if self.total else value / 100
         return Reading(min(max(fraction, 0.0), 1.0), REGEX, line.strip())

@@ -25,9 +25,11 @@ from dataclasses import replace
 
 from . import lifecycle
 from . import messages as msg
+from .errors import InvalidTransition
 from .joblog import LogCap
 from .ledger import Ledger
 from .lifecycle import Verdict
+from .locks import Lease
 from .model import JobStatus, utc_now
 from .progress import fraction_of
 
@@ -89,7 +91,7 @@ class Reporter:
             status = replace(self._folded(folded), updated_at=utc_now())
             try:
                 self.send(status)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, InvalidTransition) as exc:
                 # Progress is best effort: a full disk must not fail the job's own code.
                 log.warning("job %s: could not write progress (%s)", status.id, exc)
                 return
@@ -112,7 +114,7 @@ class StatusReporter(Reporter):
     """A local worker's: writes the status under the job's lock (``lease``), which the
     worker holds for the whole attempt."""
 
-    def __init__(self, ledger: Ledger, written: JobStatus, running: JobStatus, interval: float, lease: int,
+    def __init__(self, ledger: Ledger, written: JobStatus, running: JobStatus, interval: float, lease: Lease,
                  start_reason: str) -> None:
         super().__init__(running, interval, RUNNING_AFTER)
         self.ledger = ledger

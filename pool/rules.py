@@ -5,6 +5,7 @@ puts a rule on every field; parsing, encoding and strict decoding read them ther
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -61,10 +62,31 @@ def progress_form(value: object) -> bool:
         return True
     if not isinstance(value, dict) or not isinstance(value.get("regex"), str):
         return False
-    if set(value) - {"regex", "total"}:
+    if set(value) - {"regex", "total"} or regex_problem(value["regex"]) is not None:
         return False
     total = value.get("total")
     return total is None or (is_number(total) and total > 0)
+
+
+def regex_problem(text: str) -> str | None:
+    """Why ``text`` cannot read progress from a command's output, or None: it must
+    compile, with one group around the number (none: the whole match is the number, as
+    jobs accepted before this check may say). Checked at intake: a job whose regex fails
+    only once its command prints is a job that fails for a reason it was given."""
+    try:
+        compiled = re.compile(text)
+    except (re.error, RecursionError, OverflowError, ValueError) as exc:
+        return f"the regex does not compile: {exc}"
+    if compiled.groups > 1:
+        return f"the regex has {compiled.groups} groups; give one, around the number"
+    return None
+
+
+def progress_problem(value: object) -> str | None:
+    """What is wrong with a progress form's regex, if that is what is wrong."""
+    if isinstance(value, dict) and isinstance(value.get("regex"), str):
+        return regex_problem(value["regex"])
+    return None
 
 
 def nesting_depth(value: object, limit: int = MAX_NESTING) -> int:
@@ -107,6 +129,7 @@ class Rule:
     status_key: str | None = None  # its key in a status document, when not its own name
     decode: Callable[[Any], Any] | None = None  # document value -> field value
     encode: Callable[[Any], Any] | None = None  # field value -> document value
+    explain: Callable[[Any], str | None] | None = None  # why a value is refused, beyond `expected`
 
 
 def rule(check: Callable[[Any], bool], expected: str, **options: Any) -> dict[str, Rule]:

@@ -33,7 +33,7 @@ from .errors import CorruptStatus, JobNotFound
 from .joblog import LogCap, attempt_header
 from .ledger import Ledger, Transition
 from .lifecycle import Role
-from .locks import LEASE_PATIENCE
+from .locks import LEASE_PATIENCE, Lease
 from .model import JobStatus, State, parse_time, utc_now
 from .procs import become_subreaper, end_rest_of_group, process_start_time
 from .progress import set_reporter
@@ -75,14 +75,14 @@ class Worker:
             return msg.Skipped(order.job_id, order.attempt, None, f"cannot take the job's lock: {exc}")
         if lease is None:
             return msg.Skipped(order.job_id, order.attempt, State.RUNNING, "another process holds the job")
-        self.held.append(lease)
+        self.held.append(lease.fd)
         try:
             return self._run_locked(order, lease)
         finally:
-            self.held.remove(lease)
-            os.close(lease)
+            self.held.remove(lease.fd)
+            lease.release()
 
-    def _run_locked(self, order: msg.RunAttempt, lease: int) -> msg.Reply:
+    def _run_locked(self, order: msg.RunAttempt, lease: Lease) -> msg.Reply:
         try:
             on_disk = self.spool.read_status_document(order.job_id)
         except (JobNotFound, CorruptStatus, OSError) as exc:
@@ -92,7 +92,7 @@ class Worker:
             return msg.Skipped(order.job_id, order.attempt, state, why_not)
         queued = order.job
         try:
-            self.spool.locks.mark_started(lease, queued.attempt, queued.updated_at, self.pid, self.pid_started)
+            self.spool.locks.mark_started(lease.fd, queued.attempt, queued.updated_at, self.pid, self.pid_started)
         except OSError as exc:
             return msg.Skipped(order.job_id, order.attempt, State.QUEUED, f"cannot record its start: {exc}",
                                later=True)
@@ -102,27 +102,26 @@ class Worker:
             log.exception("job %s: worker error", queued.id)
             return msg.Broke(queued.id, queued.attempt, True, f"{type(exc).__name__}: {exc}")
 
-    def _attempt(self, queued: JobStatus, lease: int) -> msg.Reply:
+    def _attempt(self, queued: JobStatus, lease: Lease) -> msg.Reply:
         sent: list[Transition] = []
         ledger = Ledger(self.spool, Role.WORKER, self._tell)
         running = lifecycle.start(queued, self.pid, self.pid_started, utc_now())
         reporter = StatusReporter(ledger, queued, running, self.config.progress_interval, lease,
                                   f"{self.config.name} pid {self.pid}")
         cap = LogCap(self.config.max_log_bytes) if self.config.max_log_bytes else None
-        try:
-            with self.output.to(queued):
-                set_reporter(reporter)
-                self.flusher.watch(reporter, cap)
-                try:
-                    verdict = self.attempts.run(running, reporter, cap)
-                finally:
-                    end_rest_of_group()  # what the job left running ends with it
-                    set_reporter(None)
-                    self.flusher.watch(None)
-                    if cap is not None:
-                        cap.check()  # what it printed last is within the limit too
-        finally:
-            reporter.close()  # whatever happened, nothing more is written for this attempt
+        # Each step undone whatever failed before it (a step that raises stops none of the
+        # others), last first: the reporter is closed on every way out of the attempt.
+        with contextlib.ExitStack() as undo:
+            undo.callback(reporter.close)  # nothing more is written for this attempt
+            undo.enter_context(self.output.to(queued))
+            undo.callback(set_reporter, None)
+            set_reporter(reporter)
+            undo.callback(self.flusher.watch, None)
+            self.flusher.watch(reporter, cap)
+            if cap is not None:
+                undo.callback(cap.check)  # what it printed last is within the limit too
+            undo.callback(end_rest_of_group)  # what the job left running ends with it
+            verdict = self.attempts.run(running, reporter, cap)
         ledger.hear = sent.append
         try:
             reporter.finish(verdict)
@@ -194,14 +193,16 @@ def detach_stdio(label: str) -> None:
     """Jobs get no stdin; their output goes to their log, never the manager's terminal.
     The process's own log lines keep going to the manager's stderr through a copy of it."""
     saved = os.dup(2)
-    handler = logging.StreamHandler(os.fdopen(saved, "w", buffering=1))
+    # Text a job hands us (an exception's message, a file name) may not encode: escaped,
+    # never a reason for the worker itself to fail.
+    handler = logging.StreamHandler(os.fdopen(saved, "w", buffering=1, errors="backslashreplace"))
     handler.setFormatter(logging.Formatter(f"%(asctime)s {label} %(process)d %(levelname)s %(message)s"))
     logging.getLogger("pool").addHandler(handler)
     null_in = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null_in, 0)
     os.close(null_in)
-    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False, errors="backslashreplace")
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False, errors="backslashreplace")
 
 
 def become_runner(close_fds: tuple[int, ...], sys_path: tuple[str, ...]) -> None:

@@ -173,3 +173,12 @@ def chatty(count: int) -> int:
     for n in range(count):
         print(f"line {n:06d}")
     return count
+
+
+@pool.task
+def fail_on_undecodable_name(folder: str) -> None:
+    """Fails as a task does on a file name that is not UTF-8 (as os.listdir gives it)."""
+    name = os.fsdecode(b"caf\xe9.txt")  # Latin-1 bytes: a lone surrogate in Python's text
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")

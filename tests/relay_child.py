@@ -23,8 +23,8 @@ def main(fd: int, config_json: str) -> None:
     order = msg.RunAttempt.decode(sys.stdin.buffer.read())
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     become_runner((), config.sys_path)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True, errors="backslashreplace")  # type: ignore[union-attr]
     conn = Connection(fd)
     run_detached(order, conn.send_bytes, Attempts(config), Flusher())
 

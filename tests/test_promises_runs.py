@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import orjson
+import pytest
 
 from conftest import (
     POOL, TESTS, Server, drop, env_for_tests, fill, job, needs_small_disk, run_pool, runs_of, state_of, status_doc,
@@ -150,3 +151,63 @@ def test_pool_run_without_a_manager_tracks_a_command_like_subprocess(spool_dir: 
     result = run_pool(spool_dir, "run", "--id", "c1", "--", sys.executable, "-c", "print('hi')")
     assert (result.returncode, result.stderr.strip()) == (0, "c1: done")
     assert (spool_dir / "logs" / "c1.log").read_text() == "hi\n"
+
+
+# ---------------------------------------------------------------- an attempt ends once
+
+def test_a_progress_regex_that_cannot_read_progress_is_refused_with_why(spool_dir: Path) -> None:
+    """A command's progress regex was only checked for being a string: `(` failed once the
+    command printed, in the worker. It is compiled at submission: refused, saying why."""
+    bad = run_pool(spool_dir, "submit", "--id", "rx", "--progress", "(", "--command", "--", "true")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+    assert "the regex does not compile" in bad.stderr and "'progress'" in bad.stderr
+    two = run_pool(spool_dir, "submit", "--progress", r"(\d+)/(\d+)", "--command", "--", "true")
+    assert two.returncode == 1 and "has 2 groups" in two.stderr
+
+
+def test_a_regex_group_that_takes_no_part_ends_the_job_once(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    """`(x)?y` matched without its group: float(None) failed in the worker, the manager
+    recorded failed, then the worker's flusher thread wrote `running` over it after the
+    lease was let go; every manager restart ran the command again."""
+    server = serve("--allow-commands")
+    run_pool(spool_dir, "submit", "--id", "rx", "--progress", "(x)?y", "--command", "--", "sh", "-c", "echo y",
+             check=True)
+    wait_until(lambda: state_of(spool_dir, "rx") in FINAL, what="the job to end")
+    server.stop()
+    serve("--allow-commands")
+    wait_until(lambda: (spool_dir / "manager.pid").exists(), what="the manager serving again")
+    run_pool(spool_dir, "submit", "--id", "after", "pooltest_tasks:add", "1", "2", check=True)
+    wait_until(lambda: state_of(spool_dir, "after") == "done", what="a job after the restart")
+    events = [(e["from"], e["to"]) for e in Spool(spool_dir).events("rx")]
+    assert events == [(None, "queued"), ("queued", "running"), ("running", "done")]
+    assert status_doc(spool_dir, "rx")["message"] == "y"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("step", ["open_log", "set_reporter", "flusher_watch", "run", "end_rest_of_group", "finish"])
+def test_nothing_is_written_for_an_attempt_after_it_ended_whatever_step_fails(tmp_path: Path, step: str) -> None:
+    """Whatever step of a worker's attempt fails, the attempt's reporter is closed, its
+    lock let go, and a write for it that comes late (a flusher thread, say) is refused by
+    the ledger itself, not only by the reporter."""
+    result = subprocess.run([sys.executable, str(TESTS / "worker_steps_child.py"), str(tmp_path / "spool"), step],
+                            capture_output=True, env=env_for_tests(), timeout=60)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    seen = orjson.loads(result.stdout)
+    assert seen["reply"] == "Broke" and seen["state"] == "queued"  # the manager decides: not written here
+    assert not seen["flusher_watching"] and seen["lock_free"]
+    assert seen["late"] in ("refused", "none made")
+    assert step in ("open_log", "set_reporter") or seen["late"] == "refused"
+
+
+def test_an_error_message_that_is_not_utf8_is_recorded_not_the_workers_death(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """A task failing on a file name that is not UTF-8 (as os.listdir gives it): printing
+    its traceback raised UnicodeEncodeError, logging that raised again, and the worker
+    died: the job was recorded WorkerDied and its real error lost."""
+    serve()
+    drop(spool_dir, "u.json", job("fail_on_undecodable_name", str(tmp_path), id="u"))
+    wait_until(lambda: state_of(spool_dir, "u") in FINAL, what="the job to end")
+    error = status_doc(spool_dir, "u")["error"]  # type: ignore[index]
+    assert error["type"] == "FileNotFoundError", error
+    assert "caf\\xe9.txt" in error["message"] and "caf\\xe9.txt" in error["traceback"]
+    assert "FileNotFoundError" in (spool_dir / "logs" / "u.log").read_text(errors="replace")
