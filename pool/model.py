@@ -36,6 +36,7 @@ from .rules import (
     is_error_info,
     is_int,
     is_number,
+    is_time,
     list_or_none,
     nesting_depth,
     optional,
@@ -51,7 +52,6 @@ from .rules import (
 SCHEMA = 1
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 TASK_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
-ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
 MAX_RETRIES = 1000
 MAX_BACKOFF = 1000.0
 
@@ -123,7 +123,7 @@ class JobSpec:
     # modification time): jobs of one priority start in this order, and it is their
     # created_at. ISO 8601 UTC with microseconds, as every time pool writes.
     submitted_at: str | None = field(default=None, metadata=rule(
-        lambda v: v is None or (isinstance(v, str) and ISO_TIME.match(v) is not None),
+        lambda v: v is None or is_time(v),
         "a time like 2026-11-29T13:26:33.000000Z, or null"))
     meta: Mapping[str, Any] = field(default_factory=dict, metadata=rule(
         shallow(lambda v: isinstance(v, dict)), f"an object nested at most {MAX_NESTING} levels deep",
@@ -163,8 +163,8 @@ class JobStatus:
     spec: JobSpec
     state: State = field(metadata=rule(lambda v: v in _STATE_VALUES, "a state name", decode=State,
                                        encode=lambda s: s.value))
-    created_at: str = field(metadata=rule(text, "a time"))
-    updated_at: str = field(metadata=rule(text, "a time"))
+    created_at: str = field(metadata=rule(is_time, "a time"))
+    updated_at: str = field(metadata=rule(is_time, "a time"))
     attempt: int = field(default=1, metadata=rule(lambda v: is_int(v) and 1 <= v <= 10 * MAX_RETRIES,
                                                   "an attempt number"))
     progress: float | None = field(default=None, metadata=rule(
@@ -174,9 +174,9 @@ class JobStatus:
                                                         "a process id or null"))
     # The process start time, so a reused pid is not mistaken for the job's process.
     pid_started: int | None = field(default=None, metadata=rule(optional(int64), "an integer or null"))
-    started_at: str | None = field(default=None, metadata=rule(optional(text), "a time or null"))
-    finished_at: str | None = field(default=None, metadata=rule(optional(text), "a time or null"))
-    next_try_at: str | None = field(default=None, metadata=rule(optional(text), "a time or null"))
+    started_at: str | None = field(default=None, metadata=rule(optional(is_time), "a time or null"))
+    finished_at: str | None = field(default=None, metadata=rule(optional(is_time), "a time or null"))
+    next_try_at: str | None = field(default=None, metadata=rule(optional(is_time), "a time or null"))
     exit_code: int | None = field(default=None, metadata=rule(optional(int64), "an integer or null"))
     result: Any = field(default=None, metadata=rule(lambda v: nesting_depth(v) <= MAX_NESTING, "JSON"))
     error: Mapping[str, Any] | None = field(default=None, metadata=rule(

@@ -8,6 +8,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeGuard
 
 import orjson
@@ -154,6 +155,21 @@ def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 def text(v: object) -> bool:
     return isinstance(v, str)
+
+
+ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
+
+
+def is_time(v: object) -> bool:
+    """A time as pool writes them (``2026-11-29T13:26:33.000000Z``), and a real one: a
+    month 99 is refused where it is read, not where someone later sorts or subtracts it."""
+    if not isinstance(v, str) or ISO_TIME.match(v) is None:
+        return False
+    try:
+        datetime.fromisoformat(v[:-1] + "+00:00")
+    except ValueError:
+        return False
+    return True
 
 
 def is_error_info(v: object) -> bool:
