@@ -1,14 +1,14 @@
 """``events.jsonl``: one line per state change of any job, the spool's central log.
 
-Lines are appended with ``O_APPEND`` in one write each (a manager appends a loop turn's
-lines in one write), so they never interleave. The manager keeps the log bounded: once
+Lines are appended with ``O_APPEND`` (a manager appends a loop turn's lines at once),
+under an exclusive flock of the file, so they never interleave, and a write cut short (a
+full disk) is taken back whole: no line is ever torn, or glued to the next. The manager keeps the log bounded: once
 it passes ``max_bytes`` it becomes ``events.1.jsonl`` (replacing the one before) and a
 new log starts, so the two together never hold much more than twice that.
 
 ``pool prune`` trims lines older than a cutoff (``trim``) by writing the logs anew and
-renaming them into place. So that no line is lost to that, a writer appends under a
-shared flock of the file, and a trim holds an exclusive one on both files while it
-rewrites them: a writer that waited on a file trimmed meanwhile finds it unlinked
+renaming them into place. So that no line is lost to that, a trim holds the flock of
+both files while it rewrites them: a writer that waited on a file trimmed meanwhile finds it unlinked
 (``st_nlink == 0``) and opens the new one. A rotation takes the current log's lock
 exclusively too, so it never meets a trim or another rotation.
 """
@@ -28,7 +28,7 @@ import orjson
 
 from .locks import flock_within
 from .model import encode_json
-from .safeio import Folder, Owners, UnsafeFile
+from .safeio import Folder, Owners, UnsafeFile, write_all
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,11 @@ class EventLog:
         try:
             self._owners = self._owners or Owners(os.stat(self.folder.fd).st_uid)
             with self._current(self._owners, patience) as (fd, size):
-                os.write(fd, data)
+                try:
+                    write_all(fd, data)
+                except OSError:
+                    os.ftruncate(fd, size)  # nothing of it, rather than part of a line
+                    raise
                 if self.max_bytes is not None and size + len(data) > self.max_bytes:
                     self._rotate(fd)
         except BlockingIOError:
@@ -82,15 +86,16 @@ class EventLog:
 
     @contextlib.contextmanager
     def _current(self, owners: Owners, patience: float) -> Iterator[tuple[int, int]]:
-        """The log to append to, under a shared lock (see the module's docstring), and its
-        size; BlockingIOError if a trim holds it longer than ``patience`` seconds. Opened
+        """The log to append to, under its lock (see the module's docstring; an append is
+        one write of a few lines: held for microseconds), and its size, where the append
+        starts; BlockingIOError if a trim holds it longer than ``patience`` seconds. Opened
         for each append, not kept: a log rotated or trimmed by someone else is not written
         behind their back, and no idle descriptor pins the filesystem."""
         deadline = time.monotonic() + patience
         while True:
             fd = self.folder.open_append(NAME, owners, self.mode())
             try:
-                if not flock_within(fd, fcntl.LOCK_SH, deadline - time.monotonic()):
+                if not flock_within(fd, fcntl.LOCK_EX, deadline - time.monotonic()):
                     raise BlockingIOError(errno.EWOULDBLOCK, "events.jsonl is held by a trim")
                 st = os.fstat(fd)
                 if st.st_nlink:
@@ -101,12 +106,7 @@ class EventLog:
 
     def _rotate(self, fd: int) -> None:
         """Rename the log on ``fd`` to the previous one, if it is still the current log
-        and nobody else is writing it: with its lock held exclusively, neither another
-        rotation nor a trim can run meanwhile. If someone is, the next append rotates."""
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return
+        (the caller holds its lock: neither another rotation nor a trim runs meanwhile)."""
         if is_named(self.folder, NAME, fd):
             os.rename(NAME, PREVIOUS, src_dir_fd=self.folder.fd, dst_dir_fd=self.folder.fd)
 

@@ -35,8 +35,10 @@ LEASE_PATIENCE = 0.02  # seconds a worker keeps trying a job's lock: a question 
 
 def flock_within(fd: int, operation: int, patience: float) -> bool:
     """Take the flock ``operation`` (LOCK_SH or LOCK_EX) on ``fd``, trying for up to
-    ``patience`` seconds; whether it was taken."""
+    ``patience`` seconds; whether it was taken. The first tries come quickly (a holder
+    that appends keeps it for microseconds), later ones every LOCK_POLL."""
     deadline = time.monotonic() + patience
+    pause = 0.0001
     while True:
         try:
             fcntl.flock(fd, operation | fcntl.LOCK_NB)
@@ -44,7 +46,8 @@ def flock_within(fd: int, operation: int, patience: float) -> bool:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(LOCK_POLL)
+            time.sleep(pause)
+            pause = min(pause * 2, LOCK_POLL)
 
 
 class Lease:

@@ -14,13 +14,14 @@ import resource
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from conftest import Server, drop, events_of, job, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import Server, drop, env_for_tests, events_of, job, pid_alive, run_pool, state_of, status_doc, wait_until
 
 from pool.client import Spool
 
@@ -656,3 +657,28 @@ def test_a_manager_with_a_small_event_limit_keeps_events_bounded(
     assert previous.stat().st_size <= limit + 64 * 1024  # one loop turn's flush at most
     detail = run_pool(spool_dir, "status", f"e{count - 1}", check=True).stdout
     assert "timeline:" in detail and "-> done" in detail, detail
+
+
+def test_an_append_cut_short_by_a_full_disk_leaves_no_torn_line(tmp_path: Path) -> None:
+    """A full disk tore a line of events.jsonl (one write, its short count ignored) and the
+    next append was glued to it. A write cut short is taken back whole. A file size limit
+    stands for the full disk here (RLIMIT_FSIZE cuts a write short at the limit, then
+    refuses the next), in a process of its own."""
+    script = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from pool.events import EventLog\n"
+        "from pool.safeio import Folder\n"
+        "folder = Path(sys.argv[1])\n"
+        "log = EventLog(Folder(folder), lambda: 0o600)\n"
+        "log.append({'id': 'first', 'n': 1})\n"
+        "size = (folder / 'events.jsonl').stat().st_size\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, resource.RLIM_INFINITY))\n"
+        "log.append({'id': 'cut', 'reason': 'x' * 100})\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n"
+        "log.append({'id': 'after', 'n': 3})\n")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env=env_for_tests(), timeout=60)
+    lines = (tmp_path / "events.jsonl").read_bytes().split(b"\n")
+    assert lines[-1] == b""  # it ends with a whole line
+    assert [orjson.loads(line)["id"] for line in lines[:-1]] == ["first", "after"]
