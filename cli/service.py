@@ -24,12 +24,37 @@ UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\-]{1,200}")
 STOP_SLACK = 30  # seconds beyond the grace for systemd to wait before SIGKILL
 
 
+# How a value is written into a unit so that systemd reads it back as it was
+# (systemd.syntax(7), systemd.unit(5), systemd.service(5)): % starts a specifier in every
+# setting pool writes, so it is %% everywhere; $ starts a variable in ExecStart= only;
+# ExecStart= and Environment= split words on blanks and unquote "..." with C escapes; a
+# path (WorkingDirectory=) is taken whole and unquoted. A line break cannot be written.
+
+
+def writable(text: str, what: str, quoted: bool = False) -> str:
+    """``text``, with % escaped; UsageError if a unit cannot hold it: a line break, and,
+    unquoted, blanks at either end (systemd strips them) or a backslash at the end (it
+    joins the next line)."""
+    if any(c in text for c in "\n\r\0") or (not quoted and (text != text.strip() or text.endswith("\\"))):
+        raise click.UsageError(f"{what} {text!r} cannot be written into a systemd unit (a line break, blanks at "
+                               "an end, or a backslash at the end); run `pool service` with another")
+    return text.replace("%", "%%")
+
+
+def quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def systemd_quote(word: str) -> str:
     """One word of an ``ExecStart=`` line: systemd expands % and $ and splits on blanks."""
-    word = word.replace("%", "%%").replace("$", "$$")
-    if word and re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", word):
-        return word
-    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    word = writable(word, "the word", quoted=True).replace("$", "$$")
+    return word if word and re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", word) else quoted(word)
+
+
+def environment_assignment(name: str, value: str) -> str:
+    """One ``Environment=`` assignment, quoted: words are split and unquoted as in
+    ExecStart=, but no $ is expanded."""
+    return quoted(writable(f"{name}={value}", "the environment", quoted=True))
 
 
 def stop_timeout(serve_params: dict[str, Any]) -> int:
@@ -42,16 +67,16 @@ def unit_text(spool: Spool, serve_args: tuple[str, ...], serve_params: dict[str,
     user = "" if not system or os.geteuid() == 0 else f"User={getpass.getuser()}\n"
     return (
         "[Unit]\n"
-        f"Description=pool: background jobs of {spool.path}\n"
+        f"Description={writable(f'pool: background jobs of {spool.path}', 'the spool')}\n"
         "After=local-fs.target network.target\n"
         "\n"
         "[Service]\n"
         "Type=exec\n"
         f"{user}"
-        f"WorkingDirectory={systemd_quote(os.getcwd())}\n"
+        f"WorkingDirectory={writable(os.getcwd(), 'the working directory')}\n"
         # Jobs dropped by hand run with the manager's environment: the PATH they were
         # written for (submitted ones carry their submitter's).
-        f"Environment={systemd_quote('PATH=' + os.environ.get('PATH', '/usr/bin:/bin'))}\n"
+        f"Environment={environment_assignment('PATH', os.environ.get('PATH', '/usr/bin:/bin'))}\n"
         f"ExecStart={' '.join(map(systemd_quote, command))}\n"
         "KillMode=mixed\n"
         f"TimeoutStopSec={stop_timeout(serve_params)}\n"

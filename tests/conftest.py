@@ -221,6 +221,8 @@ NEEDS = {
                        "run as root to run it here"),
     "needs_strace": Need("strace", lambda: None if shutil.which("strace") else "there is no strace on PATH",
                          "install strace to run it here"),
+    "needs_systemd_analyze": Need("systemd-analyze", lambda: None if shutil.which("systemd-analyze")
+                                  else "there is no systemd-analyze on PATH", "install systemd to run it here"),
 }
 
 

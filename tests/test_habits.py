@@ -370,6 +370,28 @@ def test_service_install_writes_a_user_unit_and_refuses_bad_serve_options(tmp_pa
     assert bad.returncode == 2 and "pool serve: Invalid value for '--workers'" in bad.stderr
 
 
+@pytest.mark.needs_systemd_analyze("to check a unit as systemd reads it")
+def test_a_unit_written_from_odd_folders_is_one_systemd_accepts_as_written(tmp_path: Path) -> None:
+    """`pool service` run from a folder with a space wrote WorkingDirectory="...", which
+    systemd refuses (fatal in systemd-analyze verify); $ was doubled in Environment= and
+    WorkingDirectory=, where systemd expands no variable; a % of the spool's path was left
+    in Description=, where it starts a specifier."""
+    odd = 'a dir/100% $HOME "quoted" back\\slash é'
+    here, spool = tmp_path / odd, tmp_path / f"spool {odd}"
+    here.mkdir(parents=True)
+    unit = run_pool(spool, "service", "--workers", "1", check=True, cwd=here,
+                    env={"PATH": f"/usr/bin:/bin:{here}"}).stdout
+    path = tmp_path / "pool-odd.service"
+    path.write_text(unit)
+    verified = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+    assert verified.returncode == 0 and "pool-odd.service" not in verified.stderr, verified.stderr + unit
+    fields = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line)
+    assert fields["WorkingDirectory"] == str(here).replace("%", "%%")
+    assert fields["Description"] == f"pool: background jobs of {spool}".replace("%", "%%")
+    environment = shlex.split(fields["Environment"].replace("%%", "%"))
+    assert environment == [f"PATH=/usr/bin:/bin:{here}"]
+
+
 def test_systemd_words_are_quoted_as_systemd_reads_them() -> None:
     assert systemd_quote("/usr/bin/python3") == "/usr/bin/python3"
     assert systemd_quote("a b") == '"a b"'
