@@ -168,14 +168,16 @@ def test_deep_nesting_is_refused_before_anything_recurses(depth: int) -> None:
         parse_job_file(data, "deep.json", "tok")
 
 
+TIMES = b'"created_at": "2026-01-01T00:00:00.000000Z", "updated_at": "2026-01-01T00:00:00.000000Z"'
+
+
 @pytest.mark.parametrize("data, message", [
     (b"[]", "not a JSON object"),
     (b"{}", "'id' is missing"),
     (b'{"id": "x", "task": "m:f", "state": "sleeping", "created_at": "t", "updated_at": "t"}', "'state' must be"),
-    (b'{"id": "x", "task": "m:f", "state": "queued", "created_at": "t", "updated_at": "t", "attempt": "one"}',
-     "'attempt' must be"),
-    (b'{"id": "x", "task": "m:f", "state": "queued", "created_at": "t", "updated_at": "t", "error": "boom"}',
-     "'error' must be"),
+    (b'{"id": "x", "task": "m:f", "state": "queued", %s, "attempt": "one"}' % TIMES, "'attempt' must be"),
+    (b'{"id": "x", "task": "m:f", "state": "queued", %s, "error": "boom"}' % TIMES, "'error' must be"),
+    (b'{"id": "x", "task": "m:f", "state": "queued", "created_at": "t", "updated_at": "t"}', "'created_at' must be"),
     (b'{"id": "x", "command": "ls", "state": "queued", "created_at": "t", "updated_at": "t"}', "'command' must be"),
     (b'{"id": "../x", "task": "m:f", "state": "queued", "created_at": "t", "updated_at": "t"}', "'id' must be"),
     (b"not json", "not valid JSON"),
