@@ -31,6 +31,7 @@ from .requests import Request, RequestKind
 log = logging.getLogger(__name__)
 
 KILL_WAITS_FOR_JOB = 60.0  # seconds a kill of an id not yet in the spool is kept
+HELD_RECHECK = 0.5  # seconds before a request its writer holds a lease on is looked at again
 
 
 class Control:
@@ -65,7 +66,13 @@ class Control:
         requests, bad = self.spool.box.pending(owners)
         for name, why in bad:
             self.set_aside(name, why)
+        if self.spool.box.held:  # a request held by its writer's lease: looked at again soon
+            self.recheck(self.ctx.clock.monotonic() + HELD_RECHECK)
         return requests
+
+    def recheck(self, at: float) -> None:
+        """Look at the requests again at ``at`` (monotonic), or sooner if asked."""
+        self.recheck_at = at if self.recheck_at is None else min(self.recheck_at, at)
 
     def set_aside(self, name: str, why: str) -> None:
         """What is in requests/ but is not a request (a folder, a FIFO, a link, a stray
@@ -88,7 +95,7 @@ class Control:
     def arrived(self, job_id: str) -> None:
         """A job was just taken in: a kill filed before it arrived applies now."""
         if job_id in self.kills:
-            self.recheck_at = self.ctx.clock.monotonic()
+            self.recheck(self.ctx.clock.monotonic())
 
     # ------------------------------------------------------------ kill
     def kill(self, request: Request, now: float) -> bool:
@@ -130,7 +137,7 @@ class Control:
             self.ctx.ledger.change(job_id, lifecycle.cancel_if_queued(iso_now(self.ctx.clock)),
                                    "cancelled by request", wait=0)
         except JobBusy:  # a runner is beginning it this very moment: next turn it runs, and is stopped
-            self.recheck_at = now + (0.01 if stopping is not None else 1.0)
+            self.recheck(now + (0.01 if stopping is not None else 1.0))
             return False
         self.dispatch.forget(job_id)
         return False
@@ -149,7 +156,7 @@ class Control:
             self.ctx.ledger.change(request.job_id, lifecycle.retry_if_final(iso_now(self.ctx.clock)),
                                    "retry requested", wait=0)
         except JobBusy:
-            self.recheck_at = self.ctx.clock.monotonic() + 0.01
+            self.recheck(self.ctx.clock.monotonic() + 0.01)
             return False
         except (JobNotFound, CorruptStatus):
             pass

@@ -39,7 +39,7 @@ from .errors import InvalidJobSpec
 from .jobfile import iter_job_file
 from .model import JobSpec, iso_time, new_status
 from .rules import is_loader_variable
-from .safeio import UnsafeFile, read_all
+from .safeio import HeldFile, UnsafeFile, read_all
 from .watch import CHANGED, COMPLETE, GONE
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,10 @@ class Intake:
             step()
         except FileNotFoundError:
             self._forget(entry)  # gone meanwhile (taken back by its writer)
+        except HeldFile:
+            # Its writer holds a lease on it (an attack, or a tool that writes that way):
+            # that file waits, the others go on; our open has asked the holder to let go.
+            self._recheck(self.ctx.clock.time() + WRITER_RECHECK)
         except OSError as exc:
             if not self.failing:
                 log.error("incoming/%s: cannot take it now (%s); will try again", shown(entry), exc)

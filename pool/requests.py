@@ -17,7 +17,7 @@ import orjson
 from .errors import InvalidArgument
 from .model import ID_PATTERN
 from .rules import is_number
-from .safeio import Folder, Owners, UnsafeFile
+from .safeio import Folder, HeldFile, Owners, UnsafeFile
 
 MAX_REQUEST_BYTES = 4096
 MAX_GRACE = 3600.0
@@ -49,6 +49,7 @@ def check_grace(grace: object) -> float:
 class RequestBox:
     def __init__(self, path: Path) -> None:
         self.folder = Folder(path)
+        self.held = False  # the last look left a request its writer holds a lease on
 
     def file(self, kind: RequestKind, job_id: str, grace: float | None = None) -> None:
         payload = {"grace": check_grace(grace)} if grace is not None else {}
@@ -62,9 +63,11 @@ class RequestBox:
 
     def pending(self, owners: Owners) -> tuple[list[Request], list[tuple[str, str]]]:
         """The requests waiting, oldest first, and the entries that are not requests at
-        all (name, why): those are removed by the caller, never carried out."""
+        all (name, why): those are removed by the caller, never carried out. A request
+        its writer holds a lease on is left for a later look (``held`` says so)."""
         found: list[Request] = []
         bad: list[tuple[str, str]] = []
+        self.held = False
         for name in sorted(self.folder.listdir()):
             if name.startswith("."):
                 continue  # a writer's temp file
@@ -76,6 +79,8 @@ class RequestBox:
                 found.append(self._read(name, RequestKind(kind_name), job_id, owners))
             except FileNotFoundError:
                 continue
+            except HeldFile:
+                self.held = True
             except UnsafeFile as exc:
                 bad.append((name, str(exc)))
         found.sort(key=lambda r: r.filed_at)
@@ -102,5 +107,5 @@ class RequestBox:
         """The request of this kind for this job, if one is on file (and readable)."""
         try:
             return self._read(f"{kind.value}-{job_id}", kind, job_id, owners)
-        except (FileNotFoundError, UnsafeFile):
+        except (FileNotFoundError, UnsafeFile, HeldFile):
             return None

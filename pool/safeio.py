@@ -28,6 +28,12 @@ class UnsafeFile(PoolError, ValueError):
     """A file that is not what pool may read: a link, a FIFO, another user's, too big."""
 
 
+class HeldFile(PoolError, BlockingIOError):
+    """A file another process holds a lease on (fcntl F_SETLEASE): it cannot be opened
+    now without waiting for its holder. That file's trouble, never the spool's: look at
+    it again later, and at the others now."""
+
+
 @dataclass(frozen=True, slots=True)
 class Owners:
     """Who may own a file pool reads: the spool's owner, and (shared spools) one group."""
@@ -132,6 +138,8 @@ class Folder:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UnsafeFile("is a symbolic link; links are never followed") from None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise HeldFile(exc.errno, "another process holds a lease on it", self.join(name)) from None
             if exc.errno == errno.ENOENT:
                 raise FileNotFoundError(errno.ENOENT, "no such file", self.join(name)) from None
             if exc.errno in (errno.ENXIO, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENODEV):

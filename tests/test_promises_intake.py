@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Server, drop, env_for_tests, events_of, job, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import (
+    TESTS, Server, drop, env_for_tests, events_of, job, pid_alive, run_pool, state_of, status_doc, wait_until)
 
 from pool.client import Spool
 
@@ -682,3 +683,33 @@ def test_an_append_cut_short_by_a_full_disk_leaves_no_torn_line(tmp_path: Path) 
     lines = (tmp_path / "events.jsonl").read_bytes().split(b"\n")
     assert lines[-1] == b""  # it ends with a whole line
     assert [orjson.loads(line)["id"] for line in lines[:-1]] == ["first", "after"]
+
+
+def test_a_lease_on_a_dropped_file_or_a_request_stalls_nothing(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """A member took a write lease (fcntl F_SETLEASE) on a file she dropped: the manager's
+    non-blocking open failed with EWOULDBLOCK, which intake took for a full disk: nothing
+    was taken in or started for ~49 s, and with the lease taken again after each break, 0
+    of 20 jobs started in 58 s; on a request, root's `pool kill` timed out with the job
+    still running. A held file is that file's trouble: the rest goes on."""
+    Spool(spool_dir).dir.create()
+    held_job = spool_dir / "incoming" / "aaa-held.json"
+    held_job.write_bytes(orjson.dumps(job("add", 1, 1, id="held")))
+    held_request = spool_dir / "requests" / "kill-aaaa"
+    held_request.write_bytes(b"{}")
+    holder = subprocess.Popen([sys.executable, str(TESTS / "lease_holder.py"), str(held_job), str(held_request)],
+                              stdout=subprocess.PIPE, text=True, env=env_for_tests())
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        serve("--workers", "2")
+        for n in range(20):
+            drop(spool_dir, f"j{n}.json", job("add", n, 1, id=f"j{n}"))
+        wait_until(lambda: all(state_of(spool_dir, f"j{n}") == "done" for n in range(20)), 20,
+                   "the 20 other jobs done while two files are held")
+        drop(spool_dir, "victim.json", job("forever", id="victim"))
+        wait_until(lambda: state_of(spool_dir, "victim") == "running", 20, "the victim running")
+        assert run_pool(spool_dir, "kill", "victim", timeout=20, check=True).stdout.strip() == "victim: cancelled"
+        assert held_job.exists() and held_request.exists()  # not rejected, not lost: looked at again later
+    finally:
+        holder.kill()
+        holder.wait()
