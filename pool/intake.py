@@ -22,6 +22,7 @@ whole), so timeouts, kills and dispatch go on while a million lines come in.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import logging
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 
 KEEP_SPECS = 5000  # a batch this small keeps its parsed jobs between checking and writing
 SLICE = 64  # jobs between looks at the clock
-WRITER_RECHECK = 0.5  # seconds: a file still open for writing is looked at again (or on its close)
+WRITER_RECHECK = 0.5  # seconds: a file still open for writing is looked at again (or on its close) ...
+WRITER_RECHECK_MAX = 8.0  # ... and, while it stays open, twice as late each time, up to this
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,11 @@ class Intake:
         self.reserved: set[str] = set()  # ids of jobs being taken in
         self.mine: set[str] = set()  # claims made by this manager (others are a dead one's)
         self.failing = False  # the last look could not write (a full or read-only disk)
+        # Files known to be still written (or held by a lease): name -> (wall-clock time to
+        # look again, the wait after that). Skipped without a syscall until then, or until
+        # their close event: thousands kept open cost a walk nothing.
+        self.waiting: dict[str, tuple[float, float]] = {}
+        self.walked_to: str | None = None  # where the last walk stopped: the next goes on from there
         self.owners = ctx.spool.submitters(rules.group_gid)
 
     def due(self) -> bool:
@@ -122,6 +129,9 @@ class Intake:
     def _look(self, seconds: float) -> None:
         names, claims = self.spool.drop.listing()
         now = self.ctx.clock.time()
+        if self.waiting:  # forget files gone meanwhile (their events may have been lost)
+            present = set(names)
+            self.waiting = {n: w for n, w in self.waiting.items() if n in present}
         for entry in claims:
             if entry not in self.batches:
                 self._guarded(entry, functools.partial(self._open_claim, entry, entry not in self.mine))
@@ -130,18 +140,41 @@ class Intake:
         # a slice, and a turn that did nothing else would be followed by another like it.
         deadline = self.ctx.clock.monotonic() + seconds
         taken = False
-        for name in sorted(names):
+        for name in self._walk(names):
             if taken and self.ctx.clock.monotonic() >= deadline:
                 self.recheck_at = now
                 break
+            waiting = self.waiting.get(name)
+            if waiting is not None and now < waiting[0]:
+                continue  # still written when last looked at: its close event, or its time, says when
             if is_job_name(name):
                 self._guarded(name, functools.partial(self._take, name, now))
                 taken = True
+            self.walked_to = name
+        else:
+            self.walked_to = None  # the whole folder was walked: the next walk starts at its start
         # Smallest first: a single job dropped while a million lines come in starts at once.
         for n, batch in enumerate(sorted(self.batches.values(), key=lambda b: len(b.data))):
             if n and self.ctx.clock.monotonic() >= deadline:
                 return
             self._guarded(batch.entry, functools.partial(self._advance, batch, deadline))
+
+    def _walk(self, names: list[str]) -> list[str]:
+        """The folder's names in order, from just after where the last walk stopped (then
+        from the start), so that files a turn spends its slice on are not the same ones
+        every turn."""
+        ordered = sorted(names)
+        if self.walked_to is None:
+            return ordered
+        cut = bisect.bisect_right(ordered, self.walked_to)
+        return ordered[cut:] + ordered[:cut]
+
+    def _wait_for_writer(self, name: str, now: float) -> None:
+        """The file is still written (or held): looked at again later, each time later."""
+        _, wait = self.waiting.get(name, (0.0, WRITER_RECHECK / 2))
+        wait = min(wait * 2, WRITER_RECHECK_MAX)
+        self.waiting[name] = (now + wait, wait)
+        self._recheck(now + wait)
 
     def _guarded(self, entry: str, step: Callable[[], None]) -> None:
         """One file's trouble is that file's: rejected with the reason, or tried again."""
@@ -152,7 +185,7 @@ class Intake:
         except HeldFile:
             # Its writer holds a lease on it (an attack, or a tool that writes that way):
             # that file waits, the others go on; our open has asked the holder to let go.
-            self._recheck(self.ctx.clock.time() + WRITER_RECHECK)
+            self._wait_for_writer(entry, self.ctx.clock.time())
         except OSError as exc:
             if not self.failing:
                 log.error("incoming/%s: cannot take it now (%s); will try again", shown(entry), exc)
@@ -166,6 +199,8 @@ class Intake:
     def _absorb_notes(self) -> None:
         while self.notes:
             name, what = self.notes.popleft()
+            if what in (GONE, COMPLETE):
+                self.waiting.pop(name, None)  # closed or gone: worth a look at once
             if what == GONE:
                 self.seen.pop(name, None)
             elif what != CHANGED:
@@ -184,6 +219,7 @@ class Intake:
             entry = self.spool.drop.claim(name, token)
             self.mine.add(entry)
             self.seen.pop(name, None)
+            self.waiting.pop(name, None)
             self._begin(entry, name, token, fd, st, recovering=False)
         finally:
             os.close(fd)
@@ -193,7 +229,7 @@ class Intake:
         writing = writer_open(fd)
         if writing is not None:
             if writing:
-                self._recheck(now + WRITER_RECHECK)  # its close event wakes us sooner
+                self._wait_for_writer(name, now)  # its close event wakes us sooner
             return not writing
         if self.seen.get(name) == COMPLETE or now - mtime >= self.rules.settle:
             return True
@@ -315,4 +351,5 @@ class Intake:
         if batch is not None:
             self.reserved -= batch.ids
         self.seen.pop(entry, None)
+        self.waiting.pop(entry, None)
         self.mine.discard(entry)

@@ -713,3 +713,25 @@ def test_a_lease_on_a_dropped_file_or_a_request_stalls_nothing(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_thousands_of_files_kept_open_for_writing_keep_no_job_out(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    """About 3,000 files kept open for writing, named to sort first, kept every later job
+    out for 30 s with the manager at 100% of a core: each turn's walk began at the first
+    name again and spent its slice on them. A file known to be still written is skipped
+    until its close or a later look, and each walk goes on where the last one stopped."""
+    serve("--workers", "2")
+    incoming = spool_dir / "incoming"
+    held = []
+    try:
+        for n in range(3000):
+            held.append(open(incoming / f"0000-open-{n:04d}.json", "wb"))  # noqa: SIM115 (kept open on purpose)
+        for n in range(5):
+            drop(spool_dir, f"zz-{n}.json", job("add", n, 1, id=f"zz{n}"))
+        wait_until(lambda: all(state_of(spool_dir, f"zz{n}") == "done" for n in range(5)), 20,
+                   "the jobs dropped behind 3,000 files still open")
+        assert not list((spool_dir / "rejected").iterdir())  # a file still written is never refused for it
+    finally:
+        for f in held:
+            f.close()
