@@ -113,10 +113,17 @@ class DropZone:
         return self.reject_from(self.folder, entry, original, reason)
 
     def reject_from(self, source: Folder, entry: str, original: str, reason: str) -> str:
+        """Move ``entry`` of ``source`` into rejected/ and write why beside it, readable by
+        whoever could read what was refused (in a shared spool, a member refused sees
+        why): the reason says no more than the file did."""
         target = self._free_name(original)
         os.rename(entry, target, src_dir_fd=source.fd, dst_dir_fd=self.rejected.fd)
+        try:
+            readable = os.stat(target, dir_fd=self.rejected.fd, follow_symlinks=False).st_mode & stat.S_IRGRP
+        except OSError:
+            readable = 0
         self.rejected.write_atomic(f"{target}.error.json", orjson.dumps(
-            {"file": shown(original), "rejected_at": utc_now(), "reason": reason}))
+            {"file": shown(original), "rejected_at": utc_now(), "reason": reason}), 0o600 | readable)
         return target
 
     def _free_name(self, original: str) -> str:

@@ -387,3 +387,19 @@ def test_another_users_file_in_a_private_spool_is_rejected_naming_its_owner(
     assert kept.read_bytes() == orjson.dumps(job) and os.lstat(kept).st_uid == uids.alice  # untouched
     assert state_of(spool, "from-alice") is None
     assert not os.path.lexists(spool / "logs" / "from-alice.log")
+
+
+# ---------------------------------------------------------------- members told the truth
+def test_a_member_can_read_why_her_job_was_refused(uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """rejected/<file>.error.json was 0600: a member's `pool submit` of a refused job said
+    `no job 'X'` and `pool status --state rejected` showed 0, while the refused file itself
+    stayed readable to the group. The reason is readable by whoever could read the file."""
+    spool = place / "spool"
+    managers(spool, "--group", GROUP)
+    submit_as(ALICE, spool, {"id": "nope", "task": "promise_users_tasks:no_such_task"})
+    reason = spool / "rejected" / "nope.json.error.json"
+    wait_until(reason.exists, 15, "the job refused")
+    for member in (ALICE, BOB):  # her file was readable by the group: so is why it was refused
+        read = as_user(member, 'cat "$1"', reason)
+        assert read.returncode == 0 and "no_such_task" in orjson.loads(read.stdout)["reason"], read.stderr
+    assert as_user(MALLORY, 'cat "$1"', reason).returncode != 0
