@@ -117,11 +117,12 @@ def orphaned(spool: Spool, statuses: list[JobStatus]) -> set[str]:
     """Jobs whose status says running while nothing looks after them (their manager and
     worker were killed): shown as such, not with a progress and an ETA that will never
     move. The next manager runs them again. While a manager serves, it looks after every
-    job, wherever its attempt runs."""
+    job, wherever its attempt runs; a job whose lock this user cannot look at (a member of
+    a shared spool) is never called orphaned: nobody here can know."""
     running = [s for s in statuses if s.state is State.RUNNING]
     if not running or spool.dir.manager_running():
         return set()
-    return {s.id for s in running if not spool.acted_on(s.id)}
+    return {s.id for s in running if spool.dir.locks.may_see(s.id) and not spool.acted_on(s.id)}
 
 
 def show_rejections(spool: Spool, since: float | None, as_json: bool) -> None:

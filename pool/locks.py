@@ -155,6 +155,12 @@ class JobLocks:
         """True while an inline manager looks after the job."""
         return self._is_held(f"{job_id}.inline")
 
+    def may_see(self, job_id: str) -> bool:
+        """Whether this process can tell if the job's lock is held: a member of a shared
+        spool cannot (the lock files are the spool owner's alone, so that nobody else can
+        hold them and stall a job); the manager's user can."""
+        return os.access(f"{job_id}.lock", os.R_OK, dir_fd=self.folder.fd) or not self.folder.has(f"{job_id}.lock")
+
     def is_leased(self, job_id: str) -> bool:
         """True while some process runs the job (holds its lock)."""
         return self._is_held(f"{job_id}.lock")

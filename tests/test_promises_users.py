@@ -12,6 +12,7 @@ turn into promises."""
 from __future__ import annotations
 
 import grp
+import multiprocessing
 import os
 import pwd
 import shutil
@@ -403,3 +404,40 @@ def test_a_member_can_read_why_her_job_was_refused(uids: Uids, place: Path, mana
         read = as_user(member, 'cat "$1"', reason)
         assert read.returncode == 0 and "no_such_task" in orjson.loads(read.stdout)["reason"], read.stderr
     assert as_user(MALLORY, 'cat "$1"', reason).returncode != 0
+
+
+def orphaned_as(uid: int, gid: int, spool: Path) -> list[str]:
+    """What `pool status` calls orphaned, seen by the user ``uid`` (a process of the test,
+    spawned as root, that becomes that user before it looks)."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as workers:
+        return workers.apply(_orphaned_as, (uid, gid, str(spool)))  # type: ignore[no-any-return]
+
+
+def _orphaned_as(uid: int, gid: int, spool: str) -> list[str]:
+    from pool.cli.views import orphaned
+    from pool.client import Spool
+
+    os.setgroups([grp.getgrnam(GROUP).gr_gid])
+    os.setgid(gid)
+    os.setuid(uid)
+    seen = Spool(spool)
+    return sorted(orphaned(seen, seen.statuses()))
+
+
+def test_a_member_is_never_told_a_running_job_is_orphaned_when_she_cannot_know(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """status/<id>.lock is the spool owner's alone, so a member's look at it failed and
+    read "not held": with no manager serving, her own running job read "no process runs
+    it; the next manager runs it again" while its worker ran on. Where she cannot know,
+    she is not told; the spool's owner still is."""
+    spool = place / "spool"
+    server = managers(spool, "--group", GROUP)
+    submit_as(ALICE, spool, {"id": "hers", "task": "promise_users_tasks:hold", "args": [str(place / "gate")]})
+    wait_until(lambda: state_of(spool, "hers") == "running", 15, "her job running")
+    assert server.proc is not None
+    server.proc.kill()  # the manager alone dies: its worker runs on, holding the job
+    server.proc.wait()
+    gid = pwd.getpwnam(ALICE).pw_gid
+    assert orphaned_as(uids.alice, gid, spool) == []
+    assert orphaned_as(0, 0, spool) == []  # the owner looks at the lock: held
