@@ -43,8 +43,8 @@ def prune(spool: Spool, older_than: float, states: tuple[str, ...], dry_run: boo
 @click.pass_obj
 def stop(spool: Spool, wait_: bool, timeout: float) -> None:
     """Ask the running manager to stop gracefully (as SIGTERM does)."""
-    pid = spool.dir.manager_pid()
-    if not spool.dir.manager_running() or not pid:
+    pid = spool.dir.serving_pid()  # that very process: never a pid reused since
+    if not pid:
         raise PoolError(f"no manager is serving {spool.path}")
     os.kill(pid, signal.SIGTERM)
     if wait_:

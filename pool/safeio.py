@@ -99,7 +99,12 @@ class Folder:
     @property
     def fd(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except PermissionError:
+                # A folder we may pass through but not list (a shared spool's top, for a
+                # member): files in it are still opened relative to it.
+                self._fd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         return self._fd
 
     def use(self, fd: int) -> None:

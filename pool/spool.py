@@ -21,8 +21,10 @@ reader never needs a lock and never sees a partial document. Writers of a status
 its lock (flock on status/<id>.lock, see pool/locks.py) so two of them never interleave a
 read-modify-write; a job's worker holds it for the job's whole run.
 
-A private spool is 0700. A shared one (``pool serve --group G``) is 2750, with incoming/
-and requests/ 2770: members drop jobs and requests and read statuses and logs; only the
+A private spool is 0700. A shared one (``pool serve --group G``) is 2710 (members pass
+through it but cannot open it, and so cannot hold the one-manager guard, a lock on it),
+with status/, logs/ and rejected/ 2750 and incoming/ and requests/ 3770: members drop
+jobs and requests and read statuses and logs; only the
 manager's user writes status/, logs/, rejected/, the locks and events.
 """
 
@@ -45,6 +47,7 @@ from .errors import CorruptStatus, JobNotFound, ManagerRunning, SpoolError
 from .events import EventLog
 from .locks import JobLocks, flock_within, is_held
 from .model import ID_PATTERN, JobStatus
+from .procs import is_running, process_start_time
 from .requests import RequestBox
 from .safeio import Folder, Owners, UnsafeFile
 
@@ -54,7 +57,7 @@ DIRS = ("incoming", "status", "logs", "rejected", "requests")
 # Shared: setgid, so what is made inside belongs to the group; the drop folders are also
 # sticky (like /tmp), so a member cannot rename or delete another member's files there
 # (a renamed request would otherwise act with its first author's rights).
-SHARED_MODES = {"": 0o2750, "incoming": 0o3770, "requests": 0o3770, "status": 0o2750, "logs": 0o2750,
+SHARED_MODES = {"": 0o2710, "incoming": 0o3770, "requests": 0o3770, "status": 0o2750, "logs": 0o2750,
                 "rejected": 0o2750}
 GUARD_PATIENCE = 0.3  # a client asking whether a manager runs holds the guard for microseconds
 
@@ -292,23 +295,40 @@ class SpoolDir:
         return fd
 
     def mark_serving(self, kill_grace: float) -> None:
-        """Say who serves the spool, and the kill grace it gives a job when a kill request
-        names none (`pool kill` waits that long, and says so): anyone who may read the
-        spool may read both."""
-        self.top.write_atomic("manager.json", orjson.dumps({"pid": os.getpid(), "kill_grace": kill_grace}), 0o644)
-        self.top.write_atomic("manager.pid", str(os.getpid()).encode(), 0o644)
+        """Say who serves the spool (its pid, and the process's start time: pids are
+        reused), and the kill grace it gives a job when a kill request names none (`pool
+        kill` waits that long, and says so): anyone who may read the spool may read both."""
+        pid = os.getpid()
+        self.top.write_atomic("manager.json", orjson.dumps(
+            {"pid": pid, "started": process_start_time(pid), "kill_grace": kill_grace}), 0o644)
+        self.top.write_atomic("manager.pid", str(pid).encode(), 0o644)
 
     def clear_serving(self) -> None:
         self.top.unlink("manager.pid")
         self.top.unlink("manager.json")
 
+    def _serving(self) -> dict[str, Any]:
+        """What the serving manager (or the last one) said of itself in manager.json."""
+        try:
+            doc = orjson.loads(self.top.read("manager.json", self.owners, 4096))
+        except (OSError, UnsafeFile, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
     def manager_kill_grace(self) -> float | None:
         """The kill grace the serving manager gives a job by default, if it says."""
-        try:
-            grace = orjson.loads(self.top.read("manager.json", self.owners, 4096)).get("kill_grace")
-        except (OSError, UnsafeFile, ValueError, AttributeError):
-            return None
+        grace = self._serving().get("kill_grace")
         return float(grace) if isinstance(grace, (int, float)) and not isinstance(grace, bool) else None
+
+    def serving_pid(self) -> int | None:
+        """The pid of the manager serving the spool: the one manager.json names, if that
+        very process (its start time says so) is alive and the guard is held. What
+        `pool stop` may signal: never a pid reused by another process."""
+        doc = self._serving()
+        pid, started = doc.get("pid"), doc.get("started")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or not isinstance(started, (int, type(None))):
+            return None
+        return pid if is_running(pid, started) and self.manager_running() else None
 
     def manager_pid(self) -> int | None:
         try:
@@ -317,5 +337,16 @@ class SpoolDir:
             return None
 
     def manager_running(self) -> bool:
-        """True while some process holds the spool (a stale pid file says nothing)."""
+        """True while some process holds the spool (a stale pid file says nothing). A
+        member of a shared spool cannot open it to ask: for her, the manager manager.json
+        names is alive (that very process: its start time says so)."""
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except PermissionError:
+            doc = self._serving()
+            pid, started = doc.get("pid"), doc.get("started")
+            return isinstance(pid, int) and pid > 1 and isinstance(started, int) and is_running(pid, started)
+        except OSError:
+            return False
+        os.close(fd)
         return is_held(lambda: os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))

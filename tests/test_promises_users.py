@@ -406,23 +406,26 @@ def test_a_member_can_read_why_her_job_was_refused(uids: Uids, place: Path, mana
     assert as_user(MALLORY, 'cat "$1"', reason).returncode != 0
 
 
-def orphaned_as(uid: int, gid: int, spool: Path) -> list[str]:
-    """What `pool status` calls orphaned, seen by the user ``uid`` (a process of the test,
-    spawned as root, that becomes that user before it looks)."""
+def seen_by(uid: int, spool: Path) -> dict[str, Any]:
+    """What pool's client tells the user ``uid`` of the spool: a process of the test,
+    spawned as root, that becomes that user (with the shared group) before it looks. (The
+    test's Python cannot be run by another user: it is in root's home.)"""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as workers:
-        return workers.apply(_orphaned_as, (uid, gid, str(spool)))  # type: ignore[no-any-return]
+        return workers.apply(_seen_by, (uid, str(spool)))  # type: ignore[no-any-return]
 
 
-def _orphaned_as(uid: int, gid: int, spool: str) -> list[str]:
+def _seen_by(uid: int, spool: str) -> dict[str, Any]:
     from pool.cli.views import orphaned
     from pool.client import Spool
 
     os.setgroups([grp.getgrnam(GROUP).gr_gid])
-    os.setgid(gid)
+    os.setgid(pwd.getpwuid(uid).pw_gid)
     os.setuid(uid)
     seen = Spool(spool)
-    return sorted(orphaned(seen, seen.statuses()))
+    statuses = seen.statuses()
+    return {"orphaned": sorted(orphaned(seen, statuses)), "states": {s.id: s.state.value for s in statuses},
+            "manager_running": seen.dir.manager_running(), "events": len(seen.events())}
 
 
 def test_a_member_is_never_told_a_running_job_is_orphaned_when_she_cannot_know(
@@ -438,6 +441,30 @@ def test_a_member_is_never_told_a_running_job_is_orphaned_when_she_cannot_know(
     assert server.proc is not None
     server.proc.kill()  # the manager alone dies: its worker runs on, holding the job
     server.proc.wait()
-    gid = pwd.getpwnam(ALICE).pw_gid
-    assert orphaned_as(uids.alice, gid, spool) == []
-    assert orphaned_as(0, 0, spool) == []  # the owner looks at the lock: held
+    assert seen_by(uids.alice, spool)["orphaned"] == []
+    assert seen_by(0, spool)["orphaned"] == []  # the owner looks at the lock: held
+
+
+# ---------------------------------------------------------------- no member stops a manager
+def test_a_member_cannot_hold_the_one_manager_guard(uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """The guard is a lock on the spool folder, and flock needs only a read descriptor:
+    `alice$ flock -s S sleep 1e9` held it after the manager stopped, and no manager could
+    start again (under systemd, a restart loop). A shared spool's top is one a member
+    passes through, not one she opens: she cannot lock it, and reads the spool all the same."""
+    spool = place / "spool"
+    managers(spool, "--group", GROUP).stop()  # the spool, made by pool itself
+    holder = subprocess.Popen(["runuser", "-u", ALICE, "--", "flock", "-s", str(spool), "sleep", "600"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd="/")
+    try:
+        _, said = holder.communicate(timeout=20)  # held, it would sleep on
+        assert holder.returncode != 0 and "Permission denied" in said, said
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    managers(spool, "--group", GROUP)
+    submit_as(ALICE, spool, say("after", "still served"))
+    wait_until(lambda: state_of(spool, "after") == "done", 15, "her job done")
+    seen = seen_by(uids.alice, spool)
+    assert seen["manager_running"] and seen["states"] == {"after": "done"} and seen["events"] >= 3
+    assert as_user(ALICE, 'cat "$1/manager.json" "$1/status/after.json"', spool).returncode == 0
