@@ -35,12 +35,14 @@ from pool.joblog import MIN_MAX_BYTES
               help="Cut a job's log to its last half once it passes this size (default: no limit).")
 @click.option("--events-max-bytes", type=click.IntRange(4096), default=defaults.EVENTS_MAX_BYTES, show_default=True,
               help="events.jsonl is rotated to events.1.jsonl past this size.")
+@click.option("--members-as-root", is_flag=True,
+              help="Served by root: run the jobs of a shared spool's members as root, not as themselves.")
 @click.option("--engine", default="local", show_default=True, metavar="NAME",
               help="Where attempts run: local worker processes, or MODULE:CALLABLE giving an executor.")
 @click.pass_obj
 def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
           kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None,
-          max_log_bytes: int | None, events_max_bytes: int, engine: str) -> None:
+          max_log_bytes: int | None, events_max_bytes: int, members_as_root: bool, engine: str) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM."""
     from pool.manager import Manager, ManagerConfig
 
@@ -53,7 +55,7 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
         spool=str(spool.path), workers=workers, task_modules=task_modules, allow_commands=allow_commands,
         shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,
         allow_loader_env=allow_loader_env, group_gid=group_id(group) if group else None,
-        events_max_bytes=events_max_bytes, max_log_bytes=max_log_bytes, engine=engine,
+        events_max_bytes=events_max_bytes, max_log_bytes=max_log_bytes, engine=engine, members_as_root=members_as_root,
     )).serve()
 
 

@@ -11,6 +11,7 @@ them to its manager (pool/detached.py).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import traceback
@@ -42,6 +43,16 @@ class WorkerConfig:
     max_log_bytes: int | None = None  # pool serve --max-log-bytes: see pool.joblog
     sys_path: tuple[str, ...] = ()
     name: str = "worker"  # how the timeline names who started an attempt
+    as_submitter: bool = False  # run a member's attempt as her (a manager running as root: pool/runas.py)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> WorkerConfig:
+        """As ``to_dict`` wrote it, read back from JSON (where tuples became lists)."""
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
+        return cls(**values)
 
 
 def exception_info(exc: BaseException) -> dict[str, Any]:

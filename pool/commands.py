@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import stat
 import subprocess
 from typing import TYPE_CHECKING
 
@@ -31,8 +32,8 @@ def run_command(status: JobStatus, reporter: Reporter, allowed: bool, allow_load
     assert spec.command is not None
     if not allowed:
         return failure("CommandsDisabled", "command jobs are disabled; start the manager with --allow-commands")
-    if spec.cwd is not None and not os.path.isdir(spec.cwd):
-        return failure("CommandNotStarted", f"cannot start {spec.command[0]!r}: cwd {spec.cwd!r} is not a directory")
+    if spec.cwd is not None and (problem := cwd_problem(spec.cwd)):
+        return failure("CommandNotStarted", f"cannot start {spec.command[0]!r}: cwd {spec.cwd!r} {problem}")
     env = environment(spec, allow_loader_env)
     read_end, write_end = os.pipe()
     try:
@@ -55,6 +56,21 @@ def run_command(status: JobStatus, reporter: Reporter, allowed: bool, allow_load
     if code == 0:
         return Succeeded(None, exit_code=0)
     return failure("CommandFailed", f"command {describe_exit(code)}", exit_code=code)
+
+
+def cwd_problem(path: str) -> str | None:
+    """Why a command cannot run in ``path``, asked as the user it runs as, or None."""
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except PermissionError:
+        return "cannot be entered by the user the job runs as"
+    except OSError:
+        is_dir = False
+    if not is_dir:
+        return "is not a directory"
+    if not os.access(path, os.X_OK):
+        return "cannot be entered by the user the job runs as"
+    return None
 
 
 def environment(spec: JobSpec, allow_loader_env: bool) -> dict[str, str]:

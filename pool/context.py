@@ -34,6 +34,7 @@ class ManagerConfig:
     events_max_bytes: int = defaults.EVENTS_MAX_BYTES
     max_log_bytes: int | None = None  # a job's log is cut to its tail past this (pool.joblog)
     engine: str = "local"  # where attempts run: pool.engines
+    members_as_root: bool = False  # --members-as-root: a member's job runs as root, not as her
 
 
 @dataclass

@@ -65,7 +65,8 @@ def engine_settings(config: ManagerConfig, threads: bool = True, name: str = "wo
     """What the manager's engine is told, from the manager's configuration."""
     worker = WorkerConfig(spool=config.spool, task_modules=config.task_modules, allow_commands=config.allow_commands,
                           allow_loader_env=config.allow_loader_env, max_log_bytes=config.max_log_bytes,
-                          sys_path=tuple(sys.path), name=name)
+                          sys_path=tuple(sys.path), name=name,
+                          as_submitter=os.geteuid() == 0 and not config.members_as_root)
     return EngineSettings(worker=worker, workers=config.workers, threads=threads, close_fds=close_fds)
 
 
@@ -132,9 +133,11 @@ class Manager:
         ManagerRunning, SpoolError."""
         self.spool.create(self.config.group_gid, check=True)
         guard = self.spool.lock_manager()
-        if os.geteuid() == 0:
-            log.warning("running as root: every job runs as root, and so does anything a user who can "
-                        "write into %s can submit", self.spool.incoming)
+        if os.geteuid() == 0 and self.config.members_as_root:
+            log.warning("running as root with --members-as-root: every job runs as root, and so does anything "
+                        "a user who can write into %s can submit", self.spool.incoming)
+        elif os.geteuid() == 0:
+            log.warning("running as root: a member's job runs as her; jobs of root's own files run as root")
         observer = start_observer([str(self.spool.incoming), str(self.spool.requests)], self.handler)
         try:
             with self.signals(signal.SIGINT, signal.SIGTERM):

@@ -38,6 +38,7 @@ from .model import JobStatus, State, parse_time, utc_now
 from .procs import become_subreaper, end_rest_of_group, process_start_time
 from .progress import set_reporter
 from .reporter import Flusher, StatusReporter
+from .runas import run_as
 from .spool import SpoolDir
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,9 @@ class Worker:
             if cap is not None:
                 undo.callback(cap.check)  # what it printed last is within the limit too
             undo.callback(end_rest_of_group)  # what the job left running ends with it
-            verdict = self.attempts.run(running, reporter, cap)
+            uid = self.runs_as(queued)
+            verdict = self.attempts.run(running, reporter, cap) if uid is None else \
+                run_as(uid, queued, reporter, self.config)
         ledger.hear = sent.append
         try:
             reporter.finish(verdict)
@@ -130,6 +133,13 @@ class Worker:
             return msg.Ran(queued.id, queued.attempt, tuple(sent), verdict, (last.progress, last.message),
                            f"{type(exc).__name__}: {exc}")
         return msg.Ran(queued.id, queued.attempt, tuple(sent))
+
+    def runs_as(self, status: JobStatus) -> int | None:
+        """The user the attempt's code must run as, when not this process's: its submitter,
+        when the manager runs as root and the job is a member's."""
+        if self.config.as_submitter and status.submitter not in (None, 0):
+            return status.submitter
+        return None
 
     def _tell(self, transition: Transition) -> None:
         """A state change while the job runs (its start): the manager hears of it now.

@@ -42,3 +42,10 @@ def stubborn(gate: str) -> str:
     if term.exists():
         os.kill(os.getpid(), signal.SIGTERM)  # the signal it put off, now with the worker's own handling
     return "released"
+
+
+@pool.task
+def whoami() -> dict[str, object]:
+    """Who runs the job: its ids, groups, HOME and working directory."""
+    return {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+            "home": os.environ.get("HOME"), "user": os.environ.get("USER"), "cwd": os.getcwd()}

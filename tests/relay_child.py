@@ -19,7 +19,7 @@ from pool.worker import become_runner
 
 
 def main(fd: int, config_json: str) -> None:
-    config = WorkerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in orjson.loads(config_json).items()})
+    config = WorkerConfig.from_dict(orjson.loads(config_json))
     order = msg.RunAttempt.decode(sys.stdin.buffer.read())
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     become_runner((), config.sys_path)

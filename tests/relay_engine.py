@@ -14,7 +14,6 @@ reported lost (counted), one that says queued never began.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -74,7 +73,7 @@ class Child:
 class RelayExecutor:
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
-        self.config = orjson.dumps(dataclasses.asdict(settings.worker)).decode()
+        self.config = orjson.dumps(settings.worker.to_dict()).decode()
         self.children: dict[str, Child] = {}
         self.events: list[ExecutorEvent] = []
 

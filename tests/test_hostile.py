@@ -204,7 +204,10 @@ def test_a_new_spool_is_private(spool_dir: Path, serve: Callable[..., Server]) -
 @pytest.mark.needs_root("the warning shows only as root")
 def test_running_as_root_is_warned_about(spool_dir: Path, serve: Callable[..., Server]) -> None:
     server = serve()
-    assert "running as root: every job runs as root" in server.output()
+    assert "running as root: a member's job runs as her" in server.output()
+    server.stop()
+    server = serve("--members-as-root")
+    assert "running as root with --members-as-root: every job runs as root" in server.output()
 
 
 def test_loader_variables_need_an_explicit_allowance(spool_dir: Path, serve: Callable[..., Server]) -> None:

@@ -349,10 +349,15 @@ def test_a_member_cannot_turn_another_members_request_on_a_job_of_her_choice(
     there, he points her rights at any job of hers (and a root's request at any job)."""
     spool = place / "spool"
     managers(spool, "--group", GROUP, "--workers", "2", "--kill-grace", "30")
-    gate = place / "gate"
+    gates = place / "gates"  # where her jobs, which run as her, may write
+    gates.mkdir(mode=0o1777)
+    os.chmod(gates, 0o1777)
+    gate = gates / "gate"
     for job_id, task in (("long", "hold"), ("stubborn", "stubborn")):
         submit_as(ALICE, spool, {"id": job_id, "task": f"promise_users_tasks:{task}", "args": [str(gate)]})
     wait_until(lambda: state_of(spool, "long") == state_of(spool, "stubborn") == "running", 30, "both jobs running")
+    stubborn_log = spool / "logs" / "stubborn.log"  # its code has begun (it runs in a process of its own, as her)
+    wait_until(lambda: "putting off SIGTERM" in stubborn_log.read_text(), 30, "stubborn ready to shrug off SIGTERM")
     request_as(ALICE, spool, "kill-stubborn")
     wait_until(Path(f"{gate}.term").exists, 30, "stubborn to get (and shrug off) its SIGTERM")
     assert os.lstat(spool / "requests" / "kill-stubborn").st_uid == uids.alice  # kept until stubborn ends
@@ -365,6 +370,7 @@ def test_a_member_cannot_turn_another_members_request_on_a_job_of_her_choice(
         f"bob renamed alice's requests/kill-stubborn to kill-long (mv exit {moved.returncode}), and her job " \
         f"long, which she never asked to stop, ended {state_of(spool, 'long')}"
     assert moved.returncode != 0, "bob could rename alice's request in requests/"
+    gate.touch()  # her jobs end
 
 
 # ---------------------------------------------------------------- 4. a private spool
@@ -468,3 +474,41 @@ def test_a_member_cannot_hold_the_one_manager_guard(uids: Uids, place: Path, man
     seen = seen_by(uids.alice, spool)
     assert seen["manager_running"] and seen["states"] == {"after": "done"} and seen["events"] >= 3
     assert as_user(ALICE, 'cat "$1/manager.json" "$1/status/after.json"', spool).returncode == 0
+
+
+# ---------------------------------------------------------------- a member's job runs as her
+def test_a_members_job_runs_as_her_when_root_serves(uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """With --allow-commands, a member's command ran as the manager's user, root, with her
+    HOME and any cwd she named, even a folder she cannot enter herself. Served by root,
+    each job runs as the user who submitted it (uid, groups, HOME), as at and cron do;
+    root's own files still run as root."""
+    spool = place / "spool"
+    managers(spool, "--group", GROUP, "--allow-commands")
+    private = root_only(place, "secret").parent  # a folder only root may enter
+    submit_as(ALICE, spool, {"id": "who", "command": ["sh", "-c", "id -u; id -G"]})
+    submit_as(ALICE, spool, {"id": "task", "task": "promise_users_tasks:whoami"})
+    submit_as(ALICE, spool, {"id": "peek", "command": ["ls"], "cwd": str(private)})
+    drop(spool, "mine.json", {"id": "mine", "command": ["id", "-u"]})  # root's own file
+    wait_until(lambda: all(state_of(spool, j) in FINAL for j in ("who", "task", "peek", "mine")), 30, "all ended")
+    member = pwd.getpwuid(uids.alice)
+    log = (spool / "logs" / "who.log").read_text()
+    assert len(log.splitlines()) == 2, log
+    uid_line, groups_line = log.splitlines()
+    assert int(uid_line) == uids.alice and grp.getgrnam(GROUP).gr_gid in map(int, groups_line.split())
+    assert 0 not in map(int, groups_line.split())
+    seen = status_doc(spool, "task")["result"]  # type: ignore[index]
+    assert (seen["uid"], seen["euid"], seen["gid"], seen["user"], seen["home"]) == (
+        uids.alice, uids.alice, member.pw_gid, ALICE, member.pw_dir)
+    peek = status_doc(spool, "peek")
+    assert peek is not None and peek["state"] == "failed" and "cannot be entered" in peek["error"]["message"]
+    assert "secret" not in (spool / "logs" / "peek.log").read_text()
+    assert (spool / "logs" / "mine.log").read_text() == "0\n"
+
+
+def test_a_members_job_runs_as_root_only_when_root_says_so(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    spool = place / "spool"
+    managers(spool, "--group", GROUP, "--allow-commands", "--members-as-root")
+    submit_as(ALICE, spool, {"id": "who", "command": ["id", "-u"]})
+    wait_until(lambda: state_of(spool, "who") in FINAL, 30, "her job ended")
+    assert (spool / "logs" / "who.log").read_text() == "0\n"
