@@ -351,6 +351,22 @@ def test_a_second_signal_stops_at_once(spool_dir: Path, serve: Callable[..., Ser
     assert doc is not None and (doc["state"], doc["attempt"]) == ("queued", 1)
 
 
+def stopped_writing_nothing(pid: int, disk: Path) -> bool:
+    """Stop process ``pid`` (SIGSTOP); True if it holds no file of ``disk`` open for
+    writing then, else let it go on (SIGCONT) and say False."""
+    os.kill(pid, signal.SIGSTOP)
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            flags = int(Path(f"/proc/{pid}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0], 8)
+        except (OSError, IndexError, ValueError):
+            continue
+        if target.startswith(str(disk)) and flags & (os.O_WRONLY | os.O_RDWR):
+            os.kill(pid, signal.SIGCONT)
+            return False
+    return True
+
+
 # ---------------------------------------------------------------- a full or read-only disk
 
 @needs_small_disk
@@ -368,12 +384,16 @@ def test_a_full_or_read_only_disk_loses_nothing_and_recovers(small_disk: Path, t
             os.rename(pending, spool_dir / "incoming" / "later.json")
         else:
             # The whole filesystem turns read-only (as ext4 does after an I/O error). The job
-            # file must be renamed in first, and the manager must see it only afterwards.
+            # file must be renamed in first, and the manager must see it only afterwards. A
+            # remount to read-only fails while a file on it is open for writing: the manager
+            # is stopped at a moment it has none open (it opens events.jsonl for each append).
             assert server.proc is not None
-            server.proc.send_signal(signal.SIGSTOP)
+            pid = server.proc.pid
+            wait_until(lambda: stopped_writing_nothing(pid, small_disk), what="the manager stopped, writing nothing")
             os.rename(pending, spool_dir / "incoming" / "later.json")
-            try:
-                subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+            try:  # a worker may still be letting go of the last job's lock this instant
+                wait_until(lambda: subprocess.run(["mount", "-o", "remount,ro", str(small_disk)],
+                                                  capture_output=True).returncode == 0, 10, "the disk read-only")
             finally:
                 server.proc.send_signal(signal.SIGCONT)
         wait_until(lambda: "will try again" in server.output() or "cannot write" in server.output(),
