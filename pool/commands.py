@@ -12,11 +12,12 @@ import os
 import select
 import stat
 import subprocess
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .joblog import LogCap
 from .lifecycle import Failed, Succeeded, Verdict, error_info
-from .model import JobSpec, JobStatus
+from .model import JobSpec, JobStatus, KeptEnv
 from .parsers import OutputParser
 from .procs import describe_exit, end_rest_of_group, open_pidfd
 from .rules import is_loader_variable
@@ -32,6 +33,9 @@ def run_command(status: JobStatus, reporter: Reporter, allowed: bool, allow_load
     assert spec.command is not None
     if not allowed:
         return failure("CommandsDisabled", "command jobs are disabled; start the manager with --allow-commands")
+    if isinstance(spec.caller_env, KeptEnv):  # handed over without the values kept apart
+        return failure("CommandNotStarted", f"cannot start {spec.command[0]!r}: the environment it was submitted "
+                       "with is gone (status/<id>.env)")
     if spec.cwd is not None and (problem := cwd_problem(spec.cwd)):
         return failure("CommandNotStarted", f"cannot start {spec.command[0]!r}: cwd {spec.cwd!r} {problem}")
     env = environment(spec, allow_loader_env)
@@ -78,7 +82,7 @@ def environment(spec: JobSpec, allow_loader_env: bool) -> dict[str, str]:
     manager's), the job's ``env`` on top. A loader variable (LD_PRELOAD, ...) the submitter
     merely had set is passed only where the manager allows them; one the job asks for in
     ``env`` was refused at intake without that. What is left out is said in the log."""
-    if spec.caller_env is None:
+    if not isinstance(spec.caller_env, Mapping):
         base = dict(os.environ)
     else:
         left_out = sorted(k for k in spec.caller_env if is_loader_variable(k) and not allow_loader_env)

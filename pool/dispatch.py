@@ -57,7 +57,7 @@ class Dispatch:
             # Not admissible today means already handed over (queued twice): dropped. A clause
             # that holds a job back for later (a group's limit) must leave it in the queue.
             if self.admissible(job):
-                self.executor.start(job, now)
+                self.executor.start(self.ctx.spool.attach_env(job), now)
                 self.handed[job.id] = Handed(job)
 
     def recovered(self, status: JobStatus) -> None:

@@ -119,11 +119,16 @@ class DropZone:
         target = self._free_name(original)
         os.rename(entry, target, src_dir_fd=source.fd, dst_dir_fd=self.rejected.fd)
         try:
-            readable = os.stat(target, dir_fd=self.rejected.fd, follow_symlinks=False).st_mode & stat.S_IRGRP
+            st = os.stat(target, dir_fd=self.rejected.fd, follow_symlinks=False)
         except OSError:
-            readable = 0
-        self.rejected.write_atomic(f"{target}.error.json", orjson.dumps(
+            st = None
+        readable = st.st_mode & stat.S_IRGRP if st is not None else 0
+        why = f"{target}.error.json"
+        self.rejected.write_atomic(why, orjson.dumps(
             {"file": shown(original), "rejected_at": utc_now(), "reason": reason}), 0o600 | readable)
+        if st is not None and not readable and st.st_uid not in (0, os.geteuid()) and os.geteuid() == 0:
+            # A member's file only she could read (served by root): so is why it was refused.
+            os.chown(why, st.st_uid, -1, dir_fd=self.rejected.fd, follow_symlinks=False)
         return target
 
     def _free_name(self, original: str) -> str:
@@ -175,16 +180,22 @@ class DropZone:
         if found is None:
             return None
         try:
-            doc = orjson.loads(self.rejected.read(f"{found}.error.json", Owners(os.stat(self.rejected.fd).st_uid)))
+            doc = orjson.loads(self.rejected.read(f"{found}.error.json", self._reason_owners()))
             return str(doc["reason"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def _reason_owners(self) -> Owners:
+        """Who may own a reason in rejected/: the spool's owner, who writes them, and the
+        folder's group (a reason given to the member whose file it was is hers)."""
+        st = os.stat(self.rejected.fd)
+        return Owners(st.st_uid, st.st_gid)
 
     def rejections(self, since: float = 0.0) -> list[dict[str, Any]]:
         """What was refused at or after ``since`` (wall clock), oldest first: each reason
         document (``file``, ``rejected_at``, ``reason``) with ``name``, its name here."""
         found = []
-        owners = Owners(os.stat(self.rejected.fd).st_uid)
+        owners = self._reason_owners()
         for entry in self.rejected.listdir():
             if not entry.endswith(".error.json"):
                 continue

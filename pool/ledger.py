@@ -21,14 +21,14 @@ writes it only after a few milliseconds): such a write tells two transitions, th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import CorruptStatus, JobBusy, JobNotFound, LateWrite
 from .lifecycle import Departure, Role, check_role, describe, passed_through_running
 from .locks import LOCK_TIMEOUT, Lease
-from .model import JobStatus, State, utc_now
+from .model import AttachedEnv, JobStatus, State, utc_now
 from .spool import SpoolDir
 
 
@@ -115,7 +115,11 @@ class Ledger:
         return self._record(before, after, None, start_reason)
 
     def create(self, status: JobStatus, reason: str) -> None:
-        """A new job's first status (its id is new: nobody else can hold it)."""
+        """A new job's first status (its id is new: nobody else can hold it); the values of
+        its environment are kept apart first (the status names them only)."""
+        env = status.spec.caller_env
+        if isinstance(env, Mapping) and not isinstance(env, AttachedEnv):
+            self.spool.keep_env(status.id, env)
         self._record(None, status, reason)
 
     def _record(self, before: JobStatus | None, after: JobStatus, reason: str | None = None,

@@ -24,6 +24,8 @@ the job's lock, before it starts anything (the file is the truth).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,7 @@ import orjson
 
 from .ledger import Transition
 from .lifecycle import Failed, Succeeded, Verdict
-from .model import JobStatus, State, encode_json
+from .model import AttachedEnv, JobStatus, State, encode_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +54,18 @@ class RunAttempt:
         return self.job.attempt
 
     def encode(self) -> bytes:
-        return encode_json({"job": self.job.to_dict()})
+        """The status as a document has it, and the values of its environment beside it
+        (a status document names them only)."""
+        env = self.job.spec.caller_env
+        return encode_json({"job": self.job.to_dict(), "env": dict(env) if isinstance(env, Mapping) else None})
 
     @classmethod
     def decode(cls, data: bytes) -> RunAttempt:
         doc = orjson.loads(data)
-        return cls(JobStatus.from_dict(doc["job"], trusted=True))
+        job = JobStatus.from_dict(doc["job"], trusted=True)
+        if doc.get("env") is not None:
+            job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, caller_env=AttachedEnv(doc["env"])))
+        return cls(job)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,36 @@ _STATE_VALUES = frozenset(s.value for s in State)
 
 
 @dataclass(frozen=True, slots=True)
+class KeptEnv:
+    """A job's environment as a status document keeps it: its names; its values are kept
+    apart (``SpoolDir.keep_env``), for the attempt that runs the command."""
+
+    names: tuple[str, ...]
+
+
+class AttachedEnv(dict[str, str]):
+    """Environment values read back from where they were kept apart (not to be kept again)."""
+
+
+def env_names(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(n, str) and n and "=" not in n for n in value)
+
+
+def kept_env(value: Any) -> Any:
+    """A status document's environment: names (kept apart), or, in a document written
+    before they were kept apart, the values themselves."""
+    if isinstance(value, list):
+        return KeptEnv(tuple(value))
+    return value
+
+
+def names_of(value: Any) -> Any:
+    if value is None:
+        return None
+    return sorted(value.names if isinstance(value, KeptEnv) else value)
+
+
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """One job as the user described it; immutable for the job's whole life."""
 
@@ -102,10 +132,15 @@ class JobSpec:
         env_map, "an object of string names to string values", only="command", encode=dict))
     # The submitter's environment, as `pool submit`/`pool run` and the Python client capture
     # it: the command sees it instead of the manager's (with `env` on top), as it would have
-    # under subprocess.run where it was submitted. A job file dropped by hand has none.
-    caller_env: Mapping[str, str] | None = field(default=None, metadata=rule(
+    # under subprocess.run where it was submitted. A job file dropped by hand has none. It
+    # may hold secrets: a status document, which the group of a shared spool reads, keeps
+    # its names only; its values are kept in status/<id>.env, which only the manager's user
+    # reads (pool/spool.py), and handed to the attempt that runs the command.
+    caller_env: Mapping[str, str] | KeptEnv | None = field(default=None, metadata=rule(
         lambda v: v is None or env_map(v), "an object of string names to string values, or null",
-        only="command", encode=lambda v: dict(v) if v is not None else None))
+        only="command", encode=lambda v: dict(v) if isinstance(v, Mapping) else None,
+        in_status=Rule(lambda v: v is None or env_map(v) or env_names(v), "a list of names, or null",
+                       decode=kept_env, encode=names_of)))
     progress: str | Mapping[str, Any] = field(default="auto", metadata=rule(
         progress_form, "'auto', 'none' or {\"regex\": \"...\", \"total\": N} (a regex with one group)",
         only="command", status_key="progress_from", explain=progress_problem))
@@ -146,7 +181,8 @@ class JobSpec:
                 continue
             value = getattr(self, f.name)
             key = spec_rule.status_key if in_status and spec_rule.status_key else f.name
-            doc[key] = spec_rule.encode(value) if spec_rule.encode else value
+            encoding = spec_rule.in_status if in_status and spec_rule.in_status else spec_rule
+            doc[key] = encoding.encode(value) if encoding.encode else value
         return doc
 
 
@@ -249,7 +285,7 @@ RUN_FIELDS: tuple[tuple[dataclasses.Field[Any], Rule], ...] = tuple(
 # field table, read once, in the form a strict decode of every status wants.
 _Plan = tuple[tuple[str, str, Rule, bool], ...]
 _SPEC_PLANS: dict[str, _Plan] = {
-    kind: tuple((f.name, r.status_key or f.name, r, f.name in ("id", kind))
+    kind: tuple((f.name, r.status_key or f.name, r.in_status or r, f.name in ("id", kind))
                 for f, r in SPEC_FIELDS if r.only in (None, kind))
     for kind in ("task", "command")
 }

@@ -131,6 +131,7 @@ class Rule:
     decode: Callable[[Any], Any] | None = None  # document value -> field value
     encode: Callable[[Any], Any] | None = None  # field value -> document value
     explain: Callable[[Any], str | None] | None = None  # why a value is refused, beyond `expected`
+    in_status: Rule | None = None  # how it is kept in a status document, when not as in a job file
 
 
 def rule(check: Callable[[Any], bool], expected: str, **options: Any) -> dict[str, Rule]:

@@ -42,7 +42,7 @@ def run_as(uid: int, status: JobStatus, reporter: Reporter, config: WorkerConfig
     except KeyError:
         return Failed(error_info("NoSuchUser", f"its submitter, uid {uid}, has no account here: not run as anyone"))
     messages_r, messages_w = os.pipe()
-    order = {"job": status.to_dict(), "config": config.to_dict(), "uid": uid}
+    order = {"attempt": msg.RunAttempt(status).encode().decode(), "config": config.to_dict(), "uid": uid}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(config.sys_path))
     try:
         child = subprocess.Popen([sys.executable, "-m", "pool.runas", str(messages_w)], stdin=subprocess.PIPE,
@@ -122,8 +122,7 @@ def main(fd: int) -> None:
     attempts = Attempts(config)  # the served modules, imported as the worker imported them
     become(int(order["uid"]))
     conn = Connection(fd)
-    run_detached(msg.RunAttempt(JobStatus.from_dict(order["job"], trusted=True)), conn.send_bytes, attempts,
-                 Flusher())
+    run_detached(msg.RunAttempt.decode(order["attempt"].encode()), conn.send_bytes, attempts, Flusher())
 
 
 if __name__ == "__main__":

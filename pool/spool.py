@@ -31,12 +31,13 @@ manager's user writes status/, logs/, rejected/, the locks and events.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from .dropzone import DropZone
 from .errors import CorruptStatus, JobNotFound, ManagerRunning, SpoolError
 from .events import EventLog
 from .locks import JobLocks, flock_within, is_held
-from .model import ID_PATTERN, JobStatus
+from .model import ID_PATTERN, AttachedEnv, JobStatus, KeptEnv, encode_json
 from .procs import is_running, process_start_time
 from .requests import RequestBox
 from .safeio import Folder, Owners, UnsafeFile
@@ -266,18 +267,40 @@ class SpoolDir:
                 continue
         return docs
 
+    # ------------------------------------------------------------ environments kept apart
+    # A command job's environment, as its submitter had it (pool/model.py's caller_env),
+    # may hold secrets: status/<id>.env, 0600, the manager's user's alone (a status
+    # document, which the group of a shared spool reads, names the variables only).
+    def keep_env(self, job_id: str, env: Mapping[str, str]) -> None:
+        self.statuses.write_atomic(f"{job_id}.env", encode_json(dict(env)), 0o600)
+
+    def attach_env(self, status: JobStatus) -> JobStatus:
+        """``status`` with its environment's values, read back from where they are kept
+        (as it is when they are not kept, or cannot be read: its attempt then fails,
+        saying so, rather than run in another environment)."""
+        if not isinstance(status.spec.caller_env, KeptEnv):
+            return status
+        try:
+            values = orjson.loads(self.statuses.read(f"{status.id}.env", self.owners))
+        except (OSError, UnsafeFile, ValueError):
+            return status
+        if not isinstance(values, dict):
+            return status
+        return dataclasses.replace(status, spec=dataclasses.replace(status.spec, caller_env=AttachedEnv(values)))
+
     # ------------------------------------------------------------ leaving the spool (pool.ledger's)
     def set_aside(self, job_id: str, why: str) -> None:
         """Move a status document that cannot be trusted to rejected/, with why (the
         caller, the ledger, holds the job's lock and records it)."""
         log.error("status/%s.json set aside: %s", job_id, why)
         self.drop.reject_from(self.statuses, f"{job_id}.json", f"{job_id}.status.json", why)
+        self.statuses.unlink(f"{job_id}.env")  # its secrets go with it: the job will not run
 
     def delete_job(self, job_id: str) -> None:
         """Delete a job's status, log and lock files (the caller, the ledger, holds the
         job's lock and records it)."""
         self.log_folder.unlink(f"{job_id}.log")
-        for name in (f"{job_id}.json", f"{job_id}.inline", f"{job_id}.lock"):
+        for name in (f"{job_id}.json", f"{job_id}.env", f"{job_id}.inline", f"{job_id}.lock"):
             self.statuses.unlink(name)
 
     # ------------------------------------------------------------ the one-manager guard

@@ -66,8 +66,18 @@ class Submitting(Requesting):
             data = encode_json(doc)
         except ValueError as exc:
             raise InvalidJobSpec(f"job {spec.id!r}: {exc}") from None
-        self.dir.drop.folder.write_atomic(f"{spec.id}.json", data, 0o640)
+        self.dir.drop.folder.write_atomic(f"{spec.id}.json", data, self.job_file_mode())
         return Job(self, spec.id)
+
+    def job_file_mode(self) -> int:
+        """A job file may hold its submitter's environment: in a spool served by root (which
+        reads any file), a member's is hers alone (0600), else the group's too (0640: a
+        manager of another user reads it through the group, and so may every member)."""
+        try:
+            served_by_root = os.stat(self.dir.root).st_uid == 0
+        except OSError:
+            served_by_root = False
+        return 0o600 if served_by_root and os.geteuid() != 0 else 0o640
 
     def _run_inline(self, spec: JobSpec) -> Job:
         """No manager: the job gets its status here and an inline manager of its own

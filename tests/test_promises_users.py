@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import orjson
 import pytest
 
-from conftest import Server, drop, pid_alive, state_of, status_doc, wait_until
+from conftest import POOL, Server, drop, env_for_tests, pid_alive, state_of, status_doc, wait_until
 
 GROUP = "pooltest"  # the group a shared spool is served to
 USERS_GROUP = "pooltest-users"  # the test users' primary group: not GROUP, so mallory is no member
@@ -512,3 +512,69 @@ def test_a_members_job_runs_as_root_only_when_root_says_so(
     submit_as(ALICE, spool, {"id": "who", "command": ["id", "-u"]})
     wait_until(lambda: state_of(spool, "who") in FINAL, 30, "her job ended")
     assert (spool / "logs" / "who.log").read_text() == "0\n"
+
+
+# ---------------------------------------------------------------- a member's environment is hers
+def submit_privately_as(user: str, spool: Path, job: dict[str, Any]) -> None:
+    """As ``submit_as``, but the file is hers alone (0600), as pool's client writes a
+    member's job file in a spool served by root."""
+    name = job["id"]
+    done = as_user(user, 'umask 077 && printf "%s" "$2" > "$1/.$3.tmp" && mv "$1/.$3.tmp" "$1/$3.json"',
+                   spool / "incoming", orjson.dumps(job).decode(), name)
+    assert done.returncode == 0, f"{user} could not submit {name}: {done.stderr}"
+
+
+def test_a_members_environment_is_read_by_her_and_the_manager_only(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """The submitter's whole environment (caller_env) was in her job file (0640), in
+    status/<id>.json (0640), in rejected/ when refused and in `pool status --json`: bob read
+    alice's AWS key. It is kept where only she and the manager read it, shown by name at
+    most, and removed with the job."""
+    spool = place / "spool"
+    managers(spool, "--group", GROUP, "--allow-commands")
+    secret = "AKIA-ALICE-0123"
+    check = 'test "$SECRET_KEY" = AKIA-ALICE-0123 && echo has-it'
+    submit_privately_as(ALICE, spool, {"id": "env", "command": ["sh", "-c", check],
+                                       "caller_env": {"SECRET_KEY": secret, "PATH": "/usr/bin:/bin"}})
+    submit_privately_as(ALICE, spool, {"id": "bad", "command": ["true"], "caller_env": {"SECRET_KEY": secret},
+                                       "retries": -1})
+    wait_until(lambda: state_of(spool, "env") in FINAL and (spool / "rejected" / "bad.json.error.json").exists(),
+               30, "her job ended, and her bad one refused")
+    assert (spool / "logs" / "env.log").read_text() == "has-it\n"  # the job had its environment
+    assert '"SECRET_KEY"' in (spool / "status" / "env.json").read_text()  # named, not shown
+    assert as_user(BOB, 'grep -rqs "$2" "$1"', spool, secret).returncode != 0  # nowhere he can read (-q: 0 if found)
+    assert as_user(BOB, 'cat "$1/status/env.json"', spool).returncode == 0  # what he may read, he still does
+    assert as_user(ALICE, 'cat "$1/rejected/bad.json.error.json"', spool).returncode == 0  # why hers was refused
+    kept = spool / "status" / "env.env"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and kept.stat().st_uid == 0
+    removed = subprocess.run([*POOL, "--spool", str(spool), "remove", "env"], capture_output=True, text=True,
+                             env=env_for_tests(), timeout=60)
+    assert removed.returncode == 0, removed.stderr
+    assert not kept.exists()  # removed with the job
+
+
+def test_a_members_job_file_is_hers_alone_in_a_spool_served_by_root(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    spool = place / "spool"
+    managers(spool, "--group", GROUP).stop()  # made by root, served by nobody now
+    job_id = submitted_by_client(uids.alice, spool)
+    job_file = spool / "incoming" / f"{job_id}.json"
+    assert stat.S_IMODE(job_file.stat().st_mode) == 0o600 and job_file.stat().st_uid == uids.alice
+    assert as_user(BOB, 'cat "$1"', job_file).returncode != 0
+
+
+def submitted_by_client(uid: int, spool: Path) -> str:
+    """The id of a command job the user ``uid`` submits through pool's client (see seen_by)."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as workers:
+        return workers.apply(_submitted_by_client, (uid, str(spool)))  # type: ignore[no-any-return]
+
+
+def _submitted_by_client(uid: int, spool: str) -> str:
+    from pool.client import Spool
+
+    os.setgroups([grp.getgrnam(GROUP).gr_gid])
+    os.setgid(pwd.getpwuid(uid).pw_gid)
+    os.setuid(uid)
+    os.environ["SECRET_KEY"] = "AKIA-ALICE-0123"
+    return Spool(spool).submit_command(["true"]).id
