@@ -21,6 +21,7 @@ writes it only after a few milliseconds): such a write tells two transitions, th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +121,7 @@ class Ledger:
         env = status.spec.caller_env
         if isinstance(env, Mapping) and not isinstance(env, AttachedEnv):
             self.spool.keep_env(status.id, env)
+            status = dataclasses.replace(status, spec=dataclasses.replace(status.spec, caller_env=AttachedEnv(env)))
         self._record(None, status, reason)
 
     def _record(self, before: JobStatus | None, after: JobStatus, reason: str | None = None,

@@ -277,8 +277,13 @@ class SpoolDir:
     def attach_env(self, status: JobStatus) -> JobStatus:
         """``status`` with its environment's values, read back from where they are kept
         (as it is when they are not kept, or cannot be read: its attempt then fails,
-        saying so, rather than run in another environment)."""
-        if not isinstance(status.spec.caller_env, KeptEnv):
+        saying so, rather than run in another environment). Values a status document
+        still held (written before they were kept apart) are kept apart now."""
+        env = status.spec.caller_env
+        if isinstance(env, Mapping) and not isinstance(env, AttachedEnv):
+            self.keep_env(status.id, env)
+            return dataclasses.replace(status, spec=dataclasses.replace(status.spec, caller_env=AttachedEnv(env)))
+        if not isinstance(env, KeptEnv):
             return status
         try:
             values = orjson.loads(self.statuses.read(f"{status.id}.env", self.owners))

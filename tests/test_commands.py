@@ -190,3 +190,23 @@ def test_cli_submit_command_logs_tail_and_follow(
     gate.touch()
     out, _ = follower.communicate(timeout=60)
     assert follower.returncode == 0 and out == "before\nafter\n"
+
+
+def test_an_environment_a_status_still_holds_is_kept_apart_and_the_job_runs_with_it(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    """A status written before environments were kept apart holds the values themselves:
+    its job runs with them, and from then on they are kept apart like any other's."""
+    from pool.client import Spool
+    from pool.jobfile import parse_job
+    from pool.model import new_status, utc_now
+
+    Spool(spool_dir).dir.create()
+    spec = parse_job(command(["sh", "-c", "echo $TOKEN"], id="old", caller_env={"TOKEN": "t0k", "PATH": "/bin"}),
+                     "old.json", "old")
+    old_form = new_status(spec, utc_now()).to_dict() | {"caller_env": {"TOKEN": "t0k", "PATH": "/bin"}}
+    (spool_dir / "status" / "old.json").write_bytes(orjson.dumps(old_form))
+    serve("--allow-commands")
+    wait_until(lambda: state_of(spool_dir, "old") == "done", what="the old job done")
+    assert (spool_dir / "logs" / "old.log").read_text() == "t0k\n"
+    assert status_doc(spool_dir, "old")["caller_env"] == ["PATH", "TOKEN"]  # type: ignore[index]
+    assert orjson.loads((spool_dir / "status" / "old.env").read_bytes()) == {"TOKEN": "t0k", "PATH": "/bin"}
