@@ -7,7 +7,8 @@ pool/safeio.py says.)
       incoming/          drop zone (*.json, *.jsonl); dot-files, *.tmp and *.part are ignored
         .claimed~<token>~<name>   a file taken by rename, until its jobs have statuses
       status/<id>.json   the live status of one job, replaced atomically; <id>.lock beside it
-                         (the job's lock, holding the start marker of its attempt) and
+                         (the job's lock, holding the start marker of its attempt),
+                         <id>.env (its submitter's environment: 0600) and
                          <id>.inline (held by an inline manager)
       logs/<id>.log      what the job printed
       rejected/<file>    a refused input, untouched, with <file>.error.json saying why
