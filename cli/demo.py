@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from pool.client import Spool
+from pool.importpath import pool_command as pool_argv
 from pool.model import State
 
 from .common import console, now
@@ -67,8 +68,8 @@ def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
     spool.dir.create()
     with open(spool.path / "manager.log", "ab") as manager_log:
         manager = subprocess.Popen(
-            [sys.executable, "-m", "pool", "--spool", str(spool.path), "serve", "--workers", "4",
-             "--tasks", "pool.demo_tasks", "--allow-commands"],
+            pool_argv("--spool", str(spool.path), "serve", "--workers", "4", "--tasks", "pool.demo_tasks",
+                      "--allow-commands"),
             stdin=subprocess.DEVNULL, stdout=manager_log, stderr=manager_log)
     out = console()
     statuses = []

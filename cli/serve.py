@@ -13,6 +13,7 @@ import click
 
 from pool import defaults
 from pool.client import Spool
+from pool.importpath import import_path
 from pool.joblog import MIN_MAX_BYTES
 
 
@@ -48,9 +49,9 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Task modules next to where the user runs `pool serve` must import, as with celery/rq.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    # Task modules next to where the user runs `pool serve` must import, as with celery/rq,
+    # but never in pool's place (pool/importpath.py).
+    sys.path[:] = import_path(sys.path)
     Manager(ManagerConfig(
         spool=str(spool.path), workers=workers, task_modules=task_modules, allow_commands=allow_commands,
         shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,

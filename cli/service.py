@@ -12,13 +12,13 @@ from __future__ import annotations
 import getpass
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from pool.client import Spool
+from pool.importpath import pool_command
 
 UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\-]{1,200}")
 STOP_SLACK = 30  # seconds beyond the grace for systemd to wait before SIGKILL
@@ -63,7 +63,7 @@ def stop_timeout(serve_params: dict[str, Any]) -> int:
 
 
 def unit_text(spool: Spool, serve_args: tuple[str, ...], serve_params: dict[str, Any], system: bool) -> str:
-    command = [sys.executable, "-m", "pool", "--spool", str(spool.path), "serve", *serve_args]
+    command = pool_command("--spool", str(spool.path), "serve", *serve_args)
     user = "" if not system or os.geteuid() == 0 else f"User={getpass.getuser()}\n"
     return (
         "[Unit]\n"

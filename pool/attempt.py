@@ -44,6 +44,7 @@ class WorkerConfig:
     sys_path: tuple[str, ...] = ()
     name: str = "worker"  # how the timeline names who started an attempt
     as_submitter: bool = False  # run a member's attempt as her (a manager running as root: pool/runas.py)
+    cwd: str = ""  # the working directory jobs run in (the manager's); "" for this process's own
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -211,6 +211,10 @@ class Executor(Protocol):
     def running_ids(self) -> list[str]:
         """The attempts it started that run now: what a stop of the manager stops."""
 
+    def trouble(self) -> str | None:
+        """What keeps it from running attempts now, in words (workers that cannot start,
+        an engine it cannot reach), for `pool status` to show; None when nothing does."""
+
     def waitables(self) -> list[Any]:
         """What the manager's wait should wake on besides ``wake``."""
 

@@ -24,6 +24,7 @@ import sys
 
 from .context import ManagerConfig
 from .engines import make_executor
+from .importpath import import_path, python_command
 from .manager import Manager, engine_settings
 from .spool import SpoolDir
 
@@ -34,12 +35,13 @@ def start_inline_manager(spool: SpoolDir, job_id: str, hold_fd: int, task_module
                      allow_commands: bool = True) -> subprocess.Popen[bytes]:
     """Start the inline manager of one job, detached from the caller's terminal signals; it
     inherits the hold the caller took (``hold_fd``), so the job is never unlooked-after."""
-    argv = [sys.executable, "-m", "pool.inline", str(spool.root), job_id, f"--hold-fd={hold_fd}"]
-    argv += [f"--tasks={m}" for m in task_modules] + (["--allow-commands"] if allow_commands else [])
-    # The task's module must import there as it does here: its folder, and ours, lead the path.
-    path = [*(module_folder(m) for m in task_modules), os.getcwd(), os.environ.get("PYTHONPATH")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(p for p in path if p)))
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, env=env, pass_fds=(hold_fd,))
+    args = [str(spool.root), job_id, f"--hold-fd={hold_fd}", *(f"--tasks={m}" for m in task_modules)]
+    args += ["--allow-commands"] if allow_commands else []
+    # The task's module must import there as it does here: its folder, and ours, on the path
+    # (after pool's own: pool/importpath.py).
+    folders = [folder for m in task_modules if (folder := module_folder(m))]
+    argv = python_command("pool.inline", import_path(sys.path, folders), *args)
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=(hold_fd,))
 
 
 def module_folder(module: str) -> str | None:

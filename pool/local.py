@@ -50,6 +50,7 @@ from .executor import (
     WorkerDied,
     WorkerFailed,
 )
+from .importpath import started_from_home
 from .model import JobStatus
 from .procs import GroupStop, describe_exit, is_running, open_pidfd, process_start_time, signal_group
 from .spool import SpoolDir
@@ -58,6 +59,11 @@ from .worker import worker_main
 log = logging.getLogger(__name__)
 
 STOP_WAIT = 5.0  # seconds idle workers get to exit once their pipe is closed
+# Workers that die before they are ready, one after the other, mean something keeps them
+# from starting (a broken install, an import that fails): after this many, each is
+# started again only after a wait, twice as long each time, up to RESPAWN_WAIT_MAX.
+STARTS_FAILED_TOLERATED = 3
+RESPAWN_WAIT_MAX = 60.0
 
 
 @dataclass
@@ -118,6 +124,9 @@ class LocalExecutor:
         self.slots: list[Slot] = []
         self.closing = False
         self.events: list[ExecutorEvent] = []
+        self.starts_failed = 0  # workers that died before they were ready, one after the other
+        self.respawns: list[float] = []  # when to start the workers that wait after such deaths
+        self.why_not_starting: str | None = None
 
     # ------------------------------------------------------------ workers
     def open(self, wake: Callable[[], None]) -> None:
@@ -133,7 +142,11 @@ class LocalExecutor:
             close_fds += (parent.fileno(), *(s.conn.fileno() for s in self.slots if not s.conn.closed))
         process = self.context.Process(target=worker_main, args=(child, self.config, close_fds),
                                        name="pool-worker")
-        process.start()
+        if self.forks:
+            process.start()
+        else:
+            with started_from_home():  # the forkserver, started now if not yet, imports pool itself
+                process.start()
         child.close()
         self.slots.append(Slot(process=process, conn=parent, started=process_start_time(process.pid)))
 
@@ -228,7 +241,7 @@ class LocalExecutor:
         return objects
 
     def next_deadline(self, now: float) -> float | None:
-        looks = [s.stop.next_look(now) for s in self.slots if s.stop is not None]
+        looks = [s.stop.next_look(now) for s in self.slots if s.stop is not None] + self.respawns
         adopted = self.adoptions.next_deadline(now)
         if adopted is not None:
             looks.append(adopted)
@@ -241,8 +254,13 @@ class LocalExecutor:
             if not slot.dead and slot.sentinel in ready:
                 self._died(slot, now)
             if slot.stop is not None and slot.stop.advance(now) and slot.dead:
-                self._bury(slot)
+                self._bury(slot, now)
         self.adoptions.check(ready, now, self.events)
+        due = [at for at in self.respawns if at <= now]
+        if due and not self.closing:
+            self.respawns = [at for at in self.respawns if at > now]
+            for _ in due:
+                self._spawn()
         events, self.events = self.events, []
         return events
 
@@ -262,6 +280,10 @@ class LocalExecutor:
     def _on_reply(self, slot: Slot, reply: msg.Reply, now: float) -> None:
         if isinstance(reply, msg.Ready):
             slot.ready = True
+            if self.starts_failed:
+                log.info("workers start again")
+            self.starts_failed = 0
+            self.why_not_starting = None
             return
         if isinstance(reply, msg.Changed):
             self.events.append(Recorded(reply.transitions))
@@ -306,7 +328,7 @@ class LocalExecutor:
             return "ended (its exit status went with its forkserver)"
         return describe_exit(slot.process.exitcode)
 
-    def _bury(self, slot: Slot) -> None:
+    def _bury(self, slot: Slot, now: float) -> None:
         """The worker and everything of its group are gone: settle what it held."""
         self.slots.remove(slot)
         if slot.pidfd is not None:
@@ -323,7 +345,29 @@ class LocalExecutor:
                 if self._began(slot.ahead) else NotBegun(None, "its worker was stopped before it began")
             self.events.append(Ended(slot.ahead.id, slot.ahead.attempt, ahead))
         if not self.closing:
+            self._replace(slot, now)
+
+    def _replace(self, dead: Slot, now: float) -> None:
+        """Start a worker in the place of one that is gone, at once, unless workers keep
+        dying before they are ready: then after a wait, never in a tight loop."""
+        if dead.ready:
+            self.starts_failed = 0
+            self.why_not_starting = None
             self._spawn()
+            return
+        self.starts_failed += 1
+        if self.starts_failed < STARTS_FAILED_TOLERATED:
+            self._spawn()
+            return
+        wait = min(2.0 ** (self.starts_failed - STARTS_FAILED_TOLERATED), RESPAWN_WAIT_MAX)
+        self.why_not_starting = f"{self.starts_failed} workers in a row {self._how(dead)} before they were ready"
+        log.error("workers cannot start: %s (their errors are above); the next starts in %gs",
+                  self.why_not_starting, wait)
+        self.respawns.append(now + wait)
+
+    def trouble(self) -> str | None:
+        """Why workers cannot start, while they cannot."""
+        return self.why_not_starting
 
 
 def outcome_of(reply: msg.Ran | msg.Skipped | msg.Broke) -> Outcome:

@@ -65,7 +65,7 @@ def engine_settings(config: ManagerConfig, threads: bool = True, name: str = "wo
     """What the manager's engine is told, from the manager's configuration."""
     worker = WorkerConfig(spool=config.spool, task_modules=config.task_modules, allow_commands=config.allow_commands,
                           allow_loader_env=config.allow_loader_env, max_log_bytes=config.max_log_bytes,
-                          sys_path=tuple(sys.path), name=name,
+                          sys_path=tuple(sys.path), name=name, cwd=os.getcwd(),
                           as_submitter=os.geteuid() == 0 and not config.members_as_root)
     return EngineSettings(worker=worker, workers=config.workers, threads=threads, close_fds=close_fds)
 
@@ -103,6 +103,7 @@ class Manager:
         self.next_rescan = 0.0
         self.rescan_due = True
         self.requests_watch: FolderWatch | None = None  # an inline manager's wake on requests/
+        self.said_trouble: str | None = None  # what manager.json says keeps jobs from running
         self.handler = WakeHandler(str(spool.incoming), str(spool.requests),
                                    self.intake.notes if self.intake else deque(), self.wake)
 
@@ -267,8 +268,17 @@ class Manager:
                     self.intake.scan(INTAKE_SLICE)
                 self.dispatch.dispatch(now)
             self.rescan_due = False
+            self.say_trouble()
         finally:
             self.spool.events.flush()
+
+    def say_trouble(self) -> None:
+        """Say in manager.json what keeps jobs from running (pool status shows it), when
+        that changes."""
+        trouble = self.executor.trouble()
+        if trouble != self.said_trouble and self.only is None and self.spool.top.has("manager.json"):
+            self.spool.say_serving(self.config.kill_grace, trouble)
+            self.said_trouble = trouble
 
     def retry_pending(self, now: float) -> None:
         """Outcomes that could not be written before (a full disk) are written now."""

@@ -28,6 +28,7 @@ import orjson
 
 from . import messages as msg
 from .attempt import Attempts, WorkerConfig
+from .importpath import python_command
 from .lifecycle import Failed, Verdict, error_info
 from .model import JobStatus
 from .procs import describe_exit
@@ -43,10 +44,9 @@ def run_as(uid: int, status: JobStatus, reporter: Reporter, config: WorkerConfig
         return Failed(error_info("NoSuchUser", f"its submitter, uid {uid}, has no account here: not run as anyone"))
     messages_r, messages_w = os.pipe()
     order = {"attempt": msg.RunAttempt(status).encode().decode(), "config": config.to_dict(), "uid": uid}
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(config.sys_path))
     try:
-        child = subprocess.Popen([sys.executable, "-m", "pool.runas", str(messages_w)], stdin=subprocess.PIPE,
-                                 pass_fds=(messages_w,), env=env)
+        child = subprocess.Popen(python_command("pool.runas", config.sys_path, str(messages_w)),
+                                 stdin=subprocess.PIPE, pass_fds=(messages_w,))
     finally:
         os.close(messages_w)
     conn = Connection(messages_r)

@@ -325,12 +325,22 @@ class SpoolDir:
 
     def mark_serving(self, kill_grace: float) -> None:
         """Say who serves the spool (its pid, and the process's start time: pids are
-        reused), and the kill grace it gives a job when a kill request names none (`pool
-        kill` waits that long, and says so): anyone who may read the spool may read both."""
+        reused) and the kill grace it gives a job when a kill request names none (`pool
+        kill` waits that long, and says so): anyone who may read the spool may read it."""
+        self.say_serving(kill_grace, None)
+        self.top.write_atomic("manager.pid", str(os.getpid()).encode(), 0o644)
+
+    def say_serving(self, kill_grace: float, trouble: str | None) -> None:
+        """manager.json: what ``mark_serving`` says, and what keeps the manager from running
+        jobs now, if anything (`pool status` says it)."""
         pid = os.getpid()
         self.top.write_atomic("manager.json", orjson.dumps(
-            {"pid": pid, "started": process_start_time(pid), "kill_grace": kill_grace}), 0o644)
-        self.top.write_atomic("manager.pid", str(pid).encode(), 0o644)
+            {"pid": pid, "started": process_start_time(pid), "kill_grace": kill_grace, "trouble": trouble}), 0o644)
+
+    def manager_trouble(self) -> str | None:
+        """What the serving manager says keeps it from running jobs, if anything."""
+        trouble = self._serving().get("trouble") if self.manager_running() else None
+        return trouble if isinstance(trouble, str) else None
 
     def clear_serving(self) -> None:
         self.top.unlink("manager.pid")

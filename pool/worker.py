@@ -235,6 +235,8 @@ def become_runner(close_fds: tuple[int, ...], sys_path: tuple[str, ...]) -> None
 
 def worker_main(conn: Connection, config: WorkerConfig, close_fds: tuple[int, ...] = ()) -> None:
     """Entry point of a worker process: run attempts from the manager until the pipe closes."""
+    if config.cwd:
+        os.chdir(config.cwd)  # its forkserver was started elsewhere (pool/importpath.py)
     become_runner(close_fds, config.sys_path)
     detach_stdio("worker")
     worker = Worker(config, conn.send_bytes)

@@ -122,6 +122,9 @@ class RelayExecutor:
     def holds(self, job_id: str) -> bool:
         return job_id in self.children
 
+    def trouble(self) -> str | None:
+        return None
+
     def busy(self) -> bool:
         return bool(self.children)
 

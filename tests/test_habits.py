@@ -345,7 +345,10 @@ def test_service_prints_a_unit_whose_command_serves_the_spool_and_stops_cleanly(
     assert int(fields["TimeoutStopSec"]) >= 5 + 5
     # systemd's own unquoting: %% and $$ are one character; then words as a shell splits them.
     argv = shlex.split(fields["ExecStart"].replace("%%", "%").replace("$$", "$"))
-    assert argv[:3] == [sys.executable, "-m", "pool"] and argv[argv.index("--spool") + 1] == str(weird)
+    # This Python, running pool's command line whatever folder it starts in (never `-m pool`,
+    # which imports a pool/ found in the working directory first).
+    assert argv[:2] == [sys.executable, "-c"] and "from pool.cli.main import main" in argv[2]
+    assert argv[argv.index("--spool") + 1] == str(weird)
     manager = subprocess.Popen(argv, cwd=TESTS, env=env_for_tests(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:

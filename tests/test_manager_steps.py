@@ -91,6 +91,9 @@ class FakeExecutor:
     def holds(self, job_id: str) -> bool:
         return job_id in self.held
 
+    def trouble(self) -> str | None:
+        return None
+
     def busy(self) -> bool:
         return bool(self.held)
 

@@ -328,3 +328,84 @@ def test_the_demo_says_next_what_can_be_typed_here(tmp_path: Path) -> None:
     typed = next_line.split("`")[1].split(" serve ")[0].split()
     program = typed[0]
     assert shutil.which(program) or (tmp_path / program).exists() or Path(program).exists(), next_line
+
+
+# ---------------------------------------------------------------- a folder with its own `pool`
+SHADOWS = {
+    "module": {"pool.py": 'raise SystemExit("the user\'s own pool.py was imported in pool\'s place")\n'},
+    "clone": {"pool/pool/__init__.py": "raise SystemExit('a clone of pool was imported in its place')\n",
+              "pool/cli/__init__.py": ""},  # a clone named pool: a folder, no __init__.py of its own
+}
+
+
+def console_script() -> str:
+    """The `pool` command as installed beside this Python (what a user types)."""
+    return str(Path(sys.executable).parent / "pool")
+
+
+@pytest.mark.parametrize("shadow", list(SHADOWS))
+def test_a_pool_of_the_users_own_in_the_folder_changes_nothing(tmp_path: Path, shadow: str) -> None:
+    """A `pool.py` or a `pool/` folder in the working directory was imported in pool's
+    place by its workers: `pool serve` there respawned them in a tight loop (254
+    tracebacks in 4 s) while every job stayed queued, and `pool run -- echo hi` hung."""
+    here = tmp_path / "project"
+    for name, text in {**SHADOWS[shadow], "mytasks.py": "import pool\n\n@pool.task\ndef hi() -> str:\n"
+                                                        "    return 'hi'\n"}.items():
+        (here / name).parent.mkdir(parents=True, exist_ok=True)
+        (here / name).write_text(text)
+    env = env_for_tests()
+    env.pop("PYTHONPATH")  # as a user would have it: the installed pool, and nothing more
+    ran = subprocess.run([console_script(), "--spool", str(tmp_path / "inline"), "run", "-q", "--", "echo", "hi"],
+                         cwd=here, env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        manager = subprocess.Popen([console_script(), "--spool", str(tmp_path / "spool"), "serve", "--tasks",
+                                    "mytasks", "--workers", "1"], cwd=here, env=env, stdout=out, stderr=out)
+    try:
+        wait_until(lambda: (tmp_path / "spool" / "manager.pid").exists() or manager.poll() is not None, 30,
+                   "the manager serving")
+        done = subprocess.run([console_script(), "--spool", str(tmp_path / "spool"), "run", "mytasks:hi"],
+                              cwd=here, env=env, capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout) == (0, '"hi"\n'), done.stderr + log.read_text()
+    finally:
+        manager.terminate()
+        manager.wait(timeout=60)
+    assert "Traceback" not in log.read_text()
+
+
+def test_workers_that_cannot_start_are_not_restarted_in_a_tight_loop(tmp_path: Path) -> None:
+    """A worker that cannot start is a clear error that the manager waits on before it
+    tries again (twice as long each time), and `pool status` says so, never a loop of
+    tracebacks."""
+    here = tmp_path / "here"
+    here.mkdir()
+    spool_dir = tmp_path / "spool"
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        manager = subprocess.Popen([*POOL, "--spool", str(spool_dir), "serve", "--workers", "1"], cwd=here,
+                                   env=env_for_tests(), stdout=out, stderr=out)
+    try:
+        wait_until(lambda: (spool_dir / "manager.pid").exists(), 30, "the manager serving")
+        here.rmdir()  # the working directory jobs run in is gone: a worker cannot start there
+        for forkserver in process_children(manager.pid):  # its workers are its forkserver's children
+            for worker in process_children(forkserver):
+                os.kill(worker, signal.SIGKILL)
+        said = wait_until(lambda: "cannot run jobs now" in (r := run_pool(spool_dir, "status")).stdout and r.stdout,
+                          60, "pool status to say that workers cannot start")
+        assert "workers in a row" in said and "before they were ready" in said
+        failed = log.read_text().count("Traceback")
+        assert failed <= 6, f"{failed} tracebacks: a tight loop"
+        here.mkdir()
+        wait_until(lambda: "cannot run jobs now" not in run_pool(spool_dir, "status").stdout, 60,
+                   "workers starting again")
+    finally:
+        manager.terminate()
+        manager.wait(timeout=60)
+
+
+def process_children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
