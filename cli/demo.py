@@ -17,6 +17,7 @@ from pool.client import Spool
 from pool.importpath import pool_command as pool_argv
 from pool.model import State
 
+from .commands import StrictCommand
 from .common import console, now
 
 EXPECTED = {
@@ -51,7 +52,7 @@ def submit_examples(spool: Spool, scratch: Path) -> None:
     spool.submit("pool.demo_tasks:endless", id="endless", name="runs until killed", priority=1)
 
 
-@click.command()
+@click.command(cls=StrictCommand)
 @click.option("--spool", "spool_dir", type=click.Path(file_okay=False),
               help="Run the demo in this spool instead of a temporary one (kept afterwards).")
 @click.option("--kill-after", type=float, default=4.0, show_default=True,

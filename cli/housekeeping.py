@@ -12,10 +12,11 @@ from pool.client import Spool
 from pool.errors import PoolError
 from pool.model import State
 
+from .commands import StrictCommand
 from .views import Duration
 
 
-@click.command()
+@click.command(cls=StrictCommand)
 @click.option("--older-than", "older_than", type=Duration(), required=True,
               help="Remove jobs that finished longer ago than this (90s, 15m, 1h, 7d).")
 @click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in State if s.is_final]),
@@ -37,7 +38,7 @@ def prune(spool: Spool, older_than: float, states: tuple[str, ...], dry_run: boo
         click.echo(f"{verb} {events} line(s) of events.jsonl")
 
 
-@click.command()
+@click.command(cls=StrictCommand)
 @click.option("--wait/--no-wait", "wait_", default=True, show_default=True, help="Wait until the manager has stopped.")
 @click.option("--timeout", type=click.FloatRange(0), default=60.0, show_default=True)
 @click.pass_obj

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
 import orjson
 
 from pool.client import Job, Spool
+from pool.model import TASK_PATTERN
 
 # Everything from the first argument on (a task, a program) belongs to the job, options too:
 # `pool submit --command ls -q` runs `ls -q`, as `pueue add` and `tsp` do.
@@ -82,6 +84,9 @@ def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: s
         return spool.submit_command(list(args), fallback=fallback, **options)
     if cwd or env or progress_form:
         raise click.UsageError("--cwd, --env and --progress apply to command jobs")
+    if TASK_PATTERN.match(args[0]) is None:
+        raise click.UsageError(f"{args[0]!r} is not a task: a task is module:function (as mytasks:render); a "
+                               f"program runs with --command first (pool submit --command {shlex.quote(args[0])} ...)")
     return spool.submit(args[0], *map(json_or_text, args[1:]), kwargs=key_values(kwargs, "--kw"),
                         fallback=fallback, **options)
 

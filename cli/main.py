@@ -18,6 +18,7 @@ from pool.errors import JobNotFinished, JobNotFound, PoolError, WaitTimeout
 from pool.joblog import HEAD_BYTES
 from pool.model import JobStatus, State
 
+from .commands import JobCommand, StrictCommand
 from .common import complete_ids, follow_log, read_log, say_no_manager
 from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
 
@@ -25,7 +26,8 @@ KILL_AT_ONCE = 1.0  # seconds a kill usually takes: `pool kill` says it waits on
 KILL_SLACK = 30.0  # seconds a kill may take beyond its grace (a loaded machine), before `pool kill` gives up
 
 # Commands that read an existing spool: with none, they say so instead of showing nothing.
-NEEDS_SPOOL = {"status", "top", "kill", "wait", "retry", "restart", "remove", "logs", "result", "prune", "stop"}
+NEEDS_SPOOL = {"submit", "status", "top", "kill", "wait", "retry", "restart", "remove", "logs", "result", "prune",
+               "stop"}
 
 
 def spool_option(needs_spool: bool) -> click.Option:
@@ -43,6 +45,8 @@ def spool_option(needs_spool: bool) -> click.Option:
 
 class PoolGroup(click.Group):
     """Maps every error pool raises on purpose (and OS errors) to one clear line."""
+
+    command_class = StrictCommand
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -67,7 +71,7 @@ def cli(ctx: click.Context, spool_path: str) -> None:
 
 
 # ---------------------------------------------------------------- submit
-@cli.command(context_settings=ARGV_AFTER_OPTIONS)
+@cli.command(cls=JobCommand, context_settings=ARGV_AFTER_OPTIONS)
 @click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
 @job_options
 @click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends; exit 1 unless it is done.")

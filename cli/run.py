@@ -18,12 +18,13 @@ from pool.client import Job, Spool
 from pool.errors import JobNotFound
 from pool.model import TASK_PATTERN, State, new_job_id
 
+from .commands import JobCommand
 from .common import follow_log
 from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
 from .views import follow
 
 
-@click.command(context_settings=ARGV_AFTER_OPTIONS)
+@click.command(cls=JobCommand, context_settings=ARGV_AFTER_OPTIONS)
 @click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
 @job_options
 @click.option("--no-inline", is_flag=True, help="With no manager serving, wait for one instead of running inline.")

@@ -16,8 +16,10 @@ from pool.client import Spool
 from pool.importpath import import_path
 from pool.joblog import MIN_MAX_BYTES
 
+from .commands import StrictCommand
 
-@click.command()
+
+@click.command(cls=StrictCommand)
 @click.option("--workers", "-w", type=click.IntRange(1, 1024), default=os.cpu_count() or 1, show_default=True,
               help="Jobs that run at once.")
 @click.option("--tasks", "task_modules", multiple=True, metavar="MODULE",

@@ -16,6 +16,7 @@ from pool.client import Job, Spool
 from pool.errors import WaitTimeout
 from pool.model import JobStatus, State, parse_time
 
+from .commands import StrictCommand
 from .common import complete_ids, console, now, say_no_manager
 
 WATCH_INTERVAL = 0.5
@@ -45,24 +46,25 @@ class Duration(_ParamType):  # type: ignore[misc]
         return seconds
 
 
-def matches(status: JobStatus, state: str | None, name: str | None, since: float | None) -> bool:
-    if state is not None and status.state.value != state:
+def matches(status: JobStatus, states: tuple[str, ...], name: str | None, since: float | None) -> bool:
+    if states and status.state.value not in states:
         return False
     if name is not None and not (fnmatch.fnmatchcase(status.spec.name, name) or fnmatch.fnmatchcase(status.id, name)):
         return False
     return since is None or parse_time(status.created_at) >= now() - timedelta(seconds=since)
 
 
-def select(spool: Spool, ids: tuple[str, ...], state: str | None = None, name: str | None = None,
+def select(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = (), name: str | None = None,
            since: float | None = None, cache: dict[str, tuple[int, JobStatus]] | None = None) -> list[JobStatus]:
     statuses = [spool.status(i) for i in ids] if ids else spool.statuses(cache=cache)
-    return [s for s in statuses if matches(s, state, name, since)]
+    return [s for s in statuses if matches(s, states, name, since)]
 
 
 REJECTED = "rejected"  # not a state: files refused at intake, listed with their reasons
 FILTERS = [
-    click.option("--state", type=click.Choice([s.value for s in State] + [REJECTED]),
-                 help="Only jobs in this state (rejected: files refused at intake, with why)."),
+    click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in State] + [REJECTED]),
+                 help="Only jobs in this state (repeatable: in any of them; rejected: files refused at intake, "
+                      "with why)."),
     click.option("--name", "name_pattern", metavar="PATTERN", help="Only jobs whose name or id matches (* and ?)."),
     click.option("--since", type=Duration(), help="Only jobs created this recently (90s, 15m, 1h, 7d)."),
     click.option("--limit", type=click.IntRange(0), default=100, show_default=True,
@@ -76,24 +78,26 @@ def with_filters(command: Any) -> Any:
     return command
 
 
-@click.command()
+@click.command(cls=StrictCommand)
 @click.argument("ids", nargs=-1, shell_complete=complete_ids)
 @with_filters
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of status objects.")
 @click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C (as `pool top`).")
 @click.pass_obj
-def status(spool: Spool, ids: tuple[str, ...], state: str | None, name_pattern: str | None, since: float | None,
-           limit: int, as_json: bool, watch: bool) -> None:
+def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pattern: str | None,
+           since: float | None, limit: int, as_json: bool, watch: bool) -> None:
     """Show jobs: a table with progress bars; one ID shows the detail view."""
     ids = tuple(map(spool.resolve, ids))
-    if state == REJECTED:
+    if REJECTED in states:
+        if len(set(states)) > 1:
+            raise click.UsageError("--state rejected lists refused files, not jobs: give it alone")
         show_rejections(spool, since, as_json)
         return
     if watch:
-        watch_table(spool, ids, state, name_pattern, since, limit)
+        watch_table(spool, ids, states, name_pattern, since, limit)
         return
     if as_json:
-        write_json(spool, ids, state, name_pattern, since)
+        write_json(spool, ids, states, name_pattern, since)
         return
     from . import render
 
@@ -104,7 +108,7 @@ def status(spool: Spool, ids: tuple[str, ...], state: str | None, name_pattern: 
         out.print("\n".join(render.detail_lines(job, now(), spool.events(job.id), tail, orphaned(spool, [job]))),
                   markup=False)
         return
-    statuses = select(spool, ids, state, name_pattern, since)
+    statuses = select(spool, ids, states, name_pattern, since)
     lost = orphaned(spool, statuses)
     out.print(render.status_table(statuses[:limit] if limit else statuses, now(), lost,
                                   width=out.width if out.is_terminal else None))
@@ -138,22 +142,25 @@ def show_rejections(spool: Spool, since: float | None, as_json: bool) -> None:
     click.echo(f"{len(found)} rejected" + ("" if since is None else " in that time"), err=True)
 
 
-@click.command()
+@click.command(cls=StrictCommand)
 @with_filters
 @click.pass_obj
-def top(spool: Spool, state: str | None, name_pattern: str | None, since: float | None, limit: int) -> None:
+def top(spool: Spool, states: tuple[str, ...], name_pattern: str | None, since: float | None, limit: int) -> None:
     """A live view of the jobs, refreshed in place until Ctrl-C (pool status --watch)."""
-    watch_table(spool, (), state, name_pattern, since, limit)
+    if REJECTED in states:
+        raise click.UsageError("--state rejected lists refused files: see `pool status --state rejected`")
+    watch_table(spool, (), states, name_pattern, since, limit)
 
 
-def write_json(spool: Spool, ids: tuple[str, ...], state: str | None, name: str | None, since: float | None) -> None:
+def write_json(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name: str | None,
+               since: float | None) -> None:
     """Machine-clean JSON: the documents as they are on disk, written back byte for byte
     (parsed only for their state and creation time) unless ids, a name or a time are
     asked for, which need the whole job (the fast path over a large spool)."""
     if ids or name or since is not None:
-        docs = [orjson.dumps(s.to_dict()) for s in select(spool, ids, state, name, since)]
+        docs = [orjson.dumps(s.to_dict()) for s in select(spool, ids, states, name, since)]
     else:
-        docs = spool.documents(state)
+        docs = spool.documents(states)
     sys.stdout.buffer.write(b"[" + b",\n".join(docs) + b"]\n")
 
 
@@ -167,7 +174,7 @@ def footer(statuses: list[JobStatus], limit: int, lost: set[str], rejected: int 
     return line
 
 
-def watch_table(spool: Spool, ids: tuple[str, ...], state: str | None = None, name: str | None = None,
+def watch_table(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = (), name: str | None = None,
                 since: float | None = None, limit: int = 100, until_final: bool = False,
                 timeout: float | None = None) -> list[JobStatus]:
     """A live table, refreshed in place, until Ctrl-C (or until every job is final)."""
@@ -189,14 +196,14 @@ def watch_table(spool: Spool, ids: tuple[str, ...], state: str | None = None, na
 
     deadline = None if timeout is None else time.monotonic() + timeout
     cache: dict[str, tuple[int, JobStatus]] = {}  # a refresh parses only what changed
-    statuses = select(spool, ids, state, name, since, cache)
+    statuses = select(spool, ids, states, name, since, cache)
     try:
         with Live(view(statuses), console=out, refresh_per_second=4) as live:
             while not (until_final and statuses and all(s.state.is_final for s in statuses)):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeout(f"jobs not finished after {timeout:g}s")
                 time.sleep(WATCH_INTERVAL)
-                statuses = select(spool, ids, state, name, since, cache)
+                statuses = select(spool, ids, states, name, since, cache)
                 live.update(view(statuses))
     except KeyboardInterrupt:
         if until_final:

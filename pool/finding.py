@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,12 @@ class Finding:
         found.sort(key=lambda s: s.created_at, reverse=True)
         return found
 
-    def documents(self, state: State | str | None = None) -> list[bytes]:
-        """Every job's status document as it is on disk (newest first), for ``--json``.
-        Each is parsed only to read its own ``state`` and ``created_at`` (a job's ``meta``
-        may hold keys of those names too); jobs not yet taken in are included."""
-        wanted = State(state).value if state is not None else None
+    def documents(self, states: Collection[State | str] = ()) -> list[bytes]:
+        """Every job's status document as it is on disk (newest first), for ``--json``, or
+        those in any of ``states``. Each is parsed only to read its own ``state`` and
+        ``created_at`` (a job's ``meta`` may hold keys of those names too); jobs not yet
+        taken in are included."""
+        wanted = {State(state).value for state in states}
         found: list[tuple[str, bytes]] = []
         for data in self.dir.raw_statuses():
             try:
@@ -67,9 +68,9 @@ class Finding:
             except orjson.JSONDecodeError:
                 continue
             if isinstance(doc, dict) and isinstance(doc.get("created_at"), str) and (
-                    wanted is None or doc.get("state") == wanted):
+                    not wanted or doc.get("state") in wanted):
                 found.append((doc["created_at"], data))
-        if wanted in (None, State.QUEUED.value):
+        if not wanted or State.QUEUED.value in wanted:
             found += [(s.created_at, orjson.dumps(s.to_dict())) for s in self.submitted()]
         found.sort(key=lambda pair: pair[0], reverse=True)
         return [data for _, data in found]

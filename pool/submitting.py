@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import InvalidArgument, InvalidJobSpec
+from .errors import InvalidArgument, InvalidJobSpec, SpoolError
 from .job import Job
 from .jobfile import parse_job
 from .model import JobSpec, JobStatus, encode_json, new_job_id, new_status, utc_now
@@ -59,6 +59,8 @@ class Submitting(Requesting):
             raise InvalidJobSpec(f"job {spec.id!r}: id already exists in {self.dir.root}")
         doc["name"] = spec.name
         if not self.dir.incoming.is_dir():
+            if fallback != "inline":  # a mistyped path must not become a spool nobody serves
+                raise SpoolError(f"no spool at {self.dir.root} (start `pool serve`, or pass --spool)")
             self.dir.create()
         if fallback == "inline" and not self.dir.manager_running():
             return self._run_inline(spec)

@@ -96,6 +96,14 @@ def spool_dir(tmp_path: Path) -> Path:
     return tmp_path / "spool"
 
 
+def made(spool_dir: Path) -> Path:
+    """Make the spool, as `pool serve` does, and serve nothing: only `pool serve` (and
+    `pool run`, with nobody serving) make a spool; a job submitted to one not made is
+    refused, so that a mistyped --spool makes no spool nobody serves."""
+    Spool(spool_dir).dir.create()
+    return spool_dir
+
+
 @pytest.fixture
 def spool(spool_dir: Path) -> Spool:
     return Spool(spool_dir)

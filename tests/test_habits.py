@@ -16,7 +16,19 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import POOL, TESTS, Server, drop, env_for_tests, events_of, run_pool, state_of, status_doc, wait_until
+from conftest import (
+    POOL,
+    TESTS,
+    Server,
+    drop,
+    env_for_tests,
+    events_of,
+    made,
+    run_pool,
+    state_of,
+    status_doc,
+    wait_until,
+)
 from pool.cli.service import systemd_quote
 
 from pool import joblog
@@ -61,6 +73,7 @@ def test_wait_all_waits_for_every_job_not_yet_ended_and_says_how_they_ended(
 # ---------------------------------------------------------------- pool retry / restart of a done job: test_faults
 
 def test_retry_of_a_job_that_has_not_ended_is_refused_in_one_line(spool_dir: Path, tmp_path: Path) -> None:
+    made(spool_dir)
     run_pool(spool_dir, "submit", "--id", "q", "pooltest_tasks:hold", str(tmp_path / "gate"), check=True)
     result = run_pool(spool_dir, "restart", "q")
     assert (result.returncode, result.stderr) == (
@@ -72,6 +85,7 @@ def test_retry_of_a_job_that_has_not_ended_is_refused_in_one_line(spool_dir: Pat
 def test_remove_forgets_an_ended_job_and_a_queued_one_but_not_a_running_one(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     gate = tmp_path / "gate"
+    made(spool_dir)
     run_pool(spool_dir, "submit", "--id", "waiting", "pooltest_tasks:hold", str(gate), check=True)  # in incoming/
     run_pool(spool_dir, "remove", "waiting", check=True)
     assert run_pool(spool_dir, "status", "waiting").returncode == 1
@@ -116,6 +130,7 @@ def test_a_unique_start_of_an_id_is_taken_wherever_an_id_is(spool_dir: Path, ser
 # ---------------------------------------------------------------- retry timing and meta from the command line
 
 def test_retry_delay_backoff_and_meta_are_options(spool_dir: Path) -> None:
+    made(spool_dir)
     run_pool(spool_dir, "submit", "--id", "m", "--retries", "2", "--retry-delay", "0.5", "--retry-backoff", "3",
              "--meta", "team=ml", "--meta", "batch=7", "pooltest_tasks:add", "1", "2", check=True)
     status = Spool(spool_dir).status("m")
@@ -136,6 +151,7 @@ def event(time: str, job_id: str) -> bytes:
 
 def test_prune_trims_the_events_older_than_it_was_told_but_not_of_a_job_still_on(
         spool_dir: Path, tmp_path: Path) -> None:
+    made(spool_dir)
     run_pool(spool_dir, "submit", "--id", "on", "pooltest_tasks:hold", str(tmp_path / "gate"), check=True)
     old, new = "2020-01-01T00:00:00.000000Z", "2999-01-01T00:00:00.000000Z"
     (spool_dir / "events.1.jsonl").write_bytes(event(old, "a") + event(new, "b"))

@@ -14,16 +14,28 @@ from pathlib import Path
 
 import orjson
 import pytest
-from rich.console import Console
-
 from conftest import (
-    POOL, TESTS, Server, drop, env_for_tests, pid_alive, run_pool, start_running, state_of, status_doc, wait_until)
-from pool import JobRejected, lifecycle
+    POOL,
+    TESTS,
+    Server,
+    drop,
+    env_for_tests,
+    made,
+    pid_alive,
+    run_pool,
+    start_running,
+    state_of,
+    status_doc,
+    wait_until,
+)
 from pool.cli import render
+from rich.console import Console
+from test_views import on_terminal, read_screen
+
+from pool import JobRejected, lifecycle
 from pool.client import Spool
 from pool.jobfile import parse_job
 from pool.model import JobStatus, new_status
-from test_views import on_terminal, read_screen
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -116,6 +128,7 @@ def test_a_refused_job_is_said_at_once_and_listed(spool_dir: Path, serve: Callab
 # ---------------------------------------------------------------- 4. no manager, and orphans
 
 def test_no_manager_is_said_in_one_line_where_people_look(spool_dir: Path) -> None:
+    made(spool_dir)
     submitted = run_pool(spool_dir, "submit", "--id", "w1", "pooltest_tasks:add", "1", "2", check=True)
     assert submitted.stdout == "w1\n"
     assert submitted.stderr == (f"pool: no manager is serving {spool_dir}; the job waits in incoming/ "
@@ -149,6 +162,7 @@ def test_a_job_whose_manager_and_worker_were_killed_shows_as_orphaned(
 @pytest.mark.parametrize("argv", [["ls", "-q"], ["ffmpeg", "-i", "in.mp4", "--name", "foo.mp4"],
                                   ["rsync", "--timeout", "30", "a/", "b/"]])
 def test_options_after_the_program_belong_to_the_program(spool_dir: Path, argv: list[str]) -> None:
+    made(spool_dir)
     job_id = run_pool(spool_dir, "submit", "--command", *argv, check=True).stdout.strip()
     doc = orjson.loads((spool_dir / "incoming" / f"{job_id}.json").read_bytes())
     assert doc["command"] == argv
@@ -239,11 +253,13 @@ def test_ctrl_c_while_waiting_leaves_the_job_running_and_says_how_to_stop_it(
 
 def test_first_errors_say_what_to_do(tmp_path: Path) -> None:
     nowhere = tmp_path / "nowhere"
-    for args in (["status"], ["wait", "x"], ["logs", "x"], ["result", "x"]):
+    for args in (["status"], ["wait", "x"], ["wait", "--all"], ["logs", "x"], ["result", "x"], ["kill", "abc"],
+                 ["submit", "pooltest_tasks:add", "1", "2"], ["submit", "--command", "true"]):
         result = run_pool(nowhere, *args)
         assert result.returncode == 1, args
         assert result.stderr == f"Error: no spool at {nowhere} (start `pool serve`, or pass --spool)\n", args
-    spool_dir = tmp_path / "spool"
+    assert not nowhere.exists()  # a mistyped --spool makes no spool
+    spool_dir = made(tmp_path / "spool")
     run_pool(spool_dir, "submit", "--id", "s1", "pooltest_tasks:add", "1", "1", check=True)
     after = subprocess.run([*POOL, "status", "--spool", str(spool_dir), "s1"], capture_output=True, text=True,
                            env=env_for_tests(), cwd=tmp_path)
@@ -278,6 +294,7 @@ def test_results_from_the_shell_as_json(spool_dir: Path, serve: Callable[..., Se
 
 
 def test_a_command_is_shown_quoted_as_a_shell_would_need_it(spool_dir: Path) -> None:
+    made(spool_dir)
     job_id = run_pool(spool_dir, "submit", "--command", "sh", "-c", "echo 'a b'", check=True).stdout.strip()
     assert "command:   sh -c 'echo '\"'\"'a b'\"'\"''" in run_pool(spool_dir, "status", job_id, check=True).stdout
 
@@ -409,3 +426,32 @@ def process_children(pid: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+# ---------------------------------------------------------------- what was not asked is not done
+@pytest.mark.parametrize("args, said", [
+    (["submit", "--command", "--retry", "2", "--", "ls"], "No such option '--retry'"),
+    (["submit", "--retry", "2", "pooltest_tasks:add", "1", "2"], "'--retries'"),
+    (["run", "--tmeout", "5", "pooltest_tasks:add", "1", "2"], "Did you mean one of: '--meta', '--timeout'"),
+    (["submit", "crunch", "10"], "a program runs with --command first (pool submit --command crunch ...)"),
+    (["submit", "--priority", "1", "--priority", "2", "pooltest_tasks:add", "1", "2"],
+     "--priority is given more than once"),
+    (["status", "--limit", "5", "--limit", "6"], "--limit is given more than once"),
+])
+def test_a_mistyped_option_is_a_usage_error_never_the_job(spool_dir: Path, args: list[str], said: str) -> None:
+    """`pool submit --command --retry 2 -- ls` printed an id, and the job failed later with
+    "cannot start '--retry'"; `pool run --tmeout 5 mytasks:crunch 10` ran a command named
+    --tmeout; an option given twice kept its last value in silence."""
+    made(spool_dir)
+    result = run_pool(spool_dir, *args)
+    assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert not list((spool_dir / "incoming").iterdir())  # nothing was submitted
+
+
+def test_after_two_dashes_a_program_may_start_with_a_dash_and_states_add_up(spool_dir: Path) -> None:
+    made(spool_dir)
+    job_id = run_pool(spool_dir, "submit", "--command", "--", "-x", check=True).stdout.strip()
+    assert orjson.loads((spool_dir / "incoming" / f"{job_id}.json").read_bytes())["command"] == ["-x"]
+    run_pool(spool_dir, "kill", job_id, check=True)  # cancelled before any manager took it
+    shown = run_pool(spool_dir, "status", "--state", "queued", "--state", "cancelled", "--json", check=True).stdout
+    assert [d["state"] for d in orjson.loads(shown)] == ["cancelled"]

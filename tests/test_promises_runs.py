@@ -14,10 +14,23 @@ from typing import Callable
 
 import orjson
 import pytest
-
 from conftest import (
-    POOL, TESTS, Server, drop, env_for_tests, fill, job, needs_small_disk, run_pool, runs_of, state_of, status_doc,
-    wait_until)
+    POOL,
+    TESTS,
+    Server,
+    drop,
+    env_for_tests,
+    fill,
+    job,
+    made,
+    needs_small_disk,
+    run_pool,
+    runs_of,
+    state_of,
+    status_doc,
+    wait_until,
+)
+
 from pool.client import Spool
 
 FINAL = {"done", "failed", "cancelled"}
@@ -158,6 +171,7 @@ def test_pool_run_without_a_manager_tracks_a_command_like_subprocess(spool_dir: 
 def test_a_progress_regex_that_cannot_read_progress_is_refused_with_why(spool_dir: Path) -> None:
     """A command's progress regex was only checked for being a string: `(` failed once the
     command printed, in the worker. It is compiled at submission: refused, saying why."""
+    made(spool_dir)
     bad = run_pool(spool_dir, "submit", "--id", "rx", "--progress", "(", "--command", "--", "true")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1
     assert "the regex does not compile" in bad.stderr and "'progress'" in bad.stderr

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from conftest import POOL, Server, env_for_tests, events_of, made, run_pool, start_run, state_of, status_doc, wait_until
 
-from conftest import POOL, Server, env_for_tests, events_of, run_pool, start_run, state_of, status_doc, wait_until
 from pool.client import Spool
 from pool.errors import JobFailed
 
@@ -90,6 +90,7 @@ def test_with_a_manager_the_job_goes_through_it(spool_dir: Path, serve: Callable
 
 
 def test_no_inline_waits_for_a_manager(spool_dir: Path) -> None:
+    made(spool_dir)
     runner = start_run(spool_dir, "--no-inline", "--id", "later", "pooltest_tasks:add", "20", "22")
     try:
         wait_until(lambda: (spool_dir / "incoming" / "later.json").exists(), what="the job submitted")

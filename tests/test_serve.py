@@ -11,8 +11,8 @@ from typing import Callable
 
 import orjson
 import pytest
+from conftest import Server, drop, job, made, pid_alive, run_pool, state_of, status_doc, wait_until
 
-from conftest import Server, drop, job, pid_alive, run_pool, state_of, status_doc, wait_until
 from pool.client import Spool
 from pool.model import JobStatus
 
@@ -211,7 +211,7 @@ def test_a_job_claimed_the_moment_its_status_is_asked_is_found(
     """Found running the suite under load: `pool submit` asked for the job's status just as
     the manager claimed its file, and was told there was no such job (the claims had been
     listed before the file was looked for under its own name)."""
-    spool = Spool(spool_dir)
+    spool = Spool(made(spool_dir))
     spool.submit("pooltest_tasks:add", 1, 2, id="caught")
     incoming = spool_dir / "incoming"
     read = Spool._submitted_status
@@ -310,7 +310,7 @@ def test_the_demo_ends_with_every_job_as_expected(tmp_path: Path) -> None:
 
 def test_a_job_killed_before_any_manager_took_it_is_cancelled_and_never_runs(
         spool_dir: Path, serve: Callable[..., Server]) -> None:
-    job_id = Spool(spool_dir).submit("pooltest_tasks:add", 1, 1, id="early-kill").id
+    job_id = Spool(made(spool_dir)).submit("pooltest_tasks:add", 1, 1, id="early-kill").id
     assert run_pool(spool_dir, "kill", job_id, check=True).stdout.strip() == "early-kill: cancelled"
     assert not (spool_dir / "incoming" / "early-kill.json").exists()
     serve()

@@ -94,10 +94,11 @@ def test_a_bad_duration_is_a_usage_error() -> None:
 
 def test_filters_by_state_name_and_age() -> None:
     old, new = job("old-1", name="render a"), replace(job("new-1", name="encode b"), created_at=iso(datetime.now(timezone.utc)))
-    assert matches(old, "queued", None, None) and not matches(old, "done", None, None)
-    assert matches(old, None, "render*", None) and matches(old, None, "old-?", None)
-    assert not matches(new, None, "render*", None)
-    assert matches(new, None, None, 3600) and not matches(old, None, None, 3600)
+    assert matches(old, ("queued",), None, None) and not matches(old, ("done",), None, None)
+    assert matches(old, ("done", "queued"), None, None)  # --state given twice: either
+    assert matches(old, (), "render*", None) and matches(old, (), "old-?", None)
+    assert not matches(new, (), "render*", None)
+    assert matches(new, (), None, 3600) and not matches(old, (), None, 3600)
 
 
 # ---------------------------------------------------------------- end to end
