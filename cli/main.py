@@ -7,6 +7,7 @@ usage errors are click's, exit 2. Nothing below prints a traceback.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -14,7 +15,7 @@ import orjson
 
 from pool import defaults
 from pool.client import Job, Spool, default_spool_path
-from pool.errors import JobNotFinished, JobNotFound, PoolError, WaitTimeout
+from pool.errors import JobNotFinished, JobNotFound, NoManagerWarning, PoolError, WaitTimeout
 from pool.joblog import HEAD_BYTES
 from pool.model import JobStatus, State
 
@@ -246,6 +247,8 @@ _register_commands()
 
 
 def main() -> None:
+    # The command line says it in its own words, where people look (say_no_manager).
+    warnings.simplefilter("ignore", NoManagerWarning)
     try:
         cli(prog_name="pool")
     except KeyboardInterrupt:

@@ -19,7 +19,7 @@ from pool.errors import JobNotFound
 from pool.model import TASK_PATTERN, State, new_job_id
 
 from .commands import JobCommand
-from .common import follow_log
+from .common import follow_log, read_log
 from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
 from .views import follow
 
@@ -55,7 +55,23 @@ def run(spool: Spool, /, args: tuple[str, ...], is_command: bool, no_inline: boo
     if status.state is State.DONE and status.spec.task is not None:
         # The result on stdout, as a function call's value: `x=$(pool run mytasks:f 2)`.
         sys.stdout.buffer.write(orjson.dumps(status.result) + b"\n")
+    elif status.state is State.FAILED and not quiet and not verbose:
+        say_why_it_failed(spool, job.id)
     sys.exit(code)
+
+
+FAILURE_TAIL = 10  # lines of a failed job's output `pool run` shows, as its stderr would have been
+
+
+def say_why_it_failed(spool: Spool, job_id: str) -> None:
+    """The last lines the job printed (the reason a program gives is there, as in the
+    stderr of a subprocess.CalledProcessError), and where the rest is."""
+    lines = read_log(spool, job_id).decode(errors="replace").splitlines()[-FAILURE_TAIL:]
+    if lines:
+        click.echo(f"{job_id}: its last output:", err=True)
+        for line in lines:
+            click.echo(f"  {line}", err=True)
+    click.echo(f"{job_id}: all of its output: pool logs {job_id}", err=True)
 
 
 def load_what_following_needs() -> None:

@@ -81,3 +81,8 @@ class JobFailed(PoolError, RuntimeError):
 
 class WaitTimeout(PoolError, TimeoutError):
     """A wait for jobs to finish ran out of time."""
+
+
+class NoManagerWarning(UserWarning):
+    """A job was submitted to (or is waited for in) a spool no manager serves: it waits
+    until `pool serve` runs (``fallback="inline"`` runs it at once instead)."""

@@ -190,5 +190,10 @@ class Finding:
             if not pending:
                 return [done[j] for j in ids]
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"{len(pending)} job(s) not finished after {timeout:g}s: {', '.join(pending)}")
+                raise WaitTimeout(f"{len(pending)} job(s) not finished after {timeout:g}s: {', '.join(pending)}"
+                                  + self.unserved())
             time.sleep(POLL_INTERVAL)
+
+    def unserved(self) -> str:
+        """``"; no manager is serving SPOOL"`` when none is, else "": why a job may wait."""
+        return "" if self.dir.manager_running() else f"; no manager is serving {self.dir.root}"

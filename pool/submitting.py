@@ -6,10 +6,11 @@ inline manager of its own (pool/inline.py), as subprocess.run would run it, but 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import InvalidArgument, InvalidJobSpec, SpoolError
+from .errors import InvalidArgument, InvalidJobSpec, NoManagerWarning, SpoolError
 from .job import Job
 from .jobfile import parse_job
 from .model import JobSpec, JobStatus, encode_json, new_job_id, new_status, utc_now
@@ -69,6 +70,9 @@ class Submitting(Requesting):
         except ValueError as exc:
             raise InvalidJobSpec(f"job {spec.id!r}: {exc}") from None
         self.dir.drop.folder.write_atomic(f"{spec.id}.json", data, self.job_file_mode())
+        if not self.dir.manager_running():
+            warnings.warn(f"no manager is serving {self.dir.root}: job {spec.id!r} waits in incoming/ until `pool "
+                          "serve` runs (fallback='inline' runs it at once instead)", NoManagerWarning, stacklevel=3)
         return Job(self, spec.id)
 
     def job_file_mode(self) -> int:

@@ -455,3 +455,15 @@ def test_after_two_dashes_a_program_may_start_with_a_dash_and_states_add_up(spoo
     run_pool(spool_dir, "kill", job_id, check=True)  # cancelled before any manager took it
     shown = run_pool(spool_dir, "status", "--state", "queued", "--state", "cancelled", "--json", check=True).stdout
     assert [d["state"] for d in orjson.loads(shown)] == ["cancelled"]
+
+
+def test_the_python_client_says_when_no_manager_serves(spool_dir: Path) -> None:
+    """`spool.submit_command([...])` stayed queued and `job.wait()` blocked for ever, in
+    silence, next to the guide's "runs inline"."""
+    import pool
+
+    spool = pool.Spool(made(spool_dir))
+    with pytest.warns(pool.NoManagerWarning, match="no manager is serving .*fallback='inline'"):
+        job = spool.submit_command(["true"])
+    with pytest.raises(pool.WaitTimeout, match=f"no manager is serving {spool_dir}"):
+        job.wait(timeout=0.2)

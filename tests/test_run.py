@@ -118,3 +118,13 @@ def test_spool_run_and_inline_fallback_from_python(spool_dir: Path, monkeypatch:
     assert status.state.value == "done" and status.message == "50%"
     job = spool.submit("pooltest_tasks:add", 1, 2, fallback="inline")
     assert job.wait(timeout=60).result == 3
+
+
+def test_a_failed_run_shows_why_the_program_failed(spool_dir: Path) -> None:
+    """`pool run` said `failed (CommandFailed: command exited with code 1)`, with ffmpeg's
+    "No such file" only in `pool logs` and no hint to look there."""
+    result = run_pool(spool_dir, "run", "--", "sh", "-c", "echo working; echo 'in.mp4: No such file' >&2; exit 1")
+    assert result.returncode == 1
+    job_id = result.stderr.split(":")[0]
+    assert "its last output:\n  working\n  in.mp4: No such file\n" in result.stderr
+    assert f"all of its output: pool logs {job_id}" in result.stderr
