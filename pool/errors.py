@@ -37,7 +37,8 @@ class JobRejected(JobNotFound):
     """The job's file was refused at intake (it is in rejected/); ``reason`` says why."""
 
     def __init__(self, job_id: str, reason: str) -> None:
-        super().__init__(f"job {job_id!r} was rejected: {reason}")
+        said = f"job {job_id!r} in "  # the reason names the job too: said once
+        super().__init__(f"job {job_id!r} was rejected: {reason.removeprefix(said)}")
         self.reason = reason
 
 

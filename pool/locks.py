@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from .errors import CorruptStatus, JobBusy, JobNotFound
-from .safeio import Folder, Owners, UnsafeFile
+from .safeio import Folder, Owners, UnsafeFile, not_allowed
 
 LOCK_TIMEOUT = 2.0  # other writers hold a status lock for a read and a write: never long
 LOCK_POLL = 0.005
@@ -116,6 +116,8 @@ class JobLocks:
             fd = os.open(name, flags | (os.O_CREAT if create else 0), 0o600, dir_fd=self.folder.fd)
         except FileNotFoundError:
             raise JobNotFound(f"no job {job_id!r} in {os.path.dirname(self.folder.path)}") from None
+        except PermissionError:
+            raise not_allowed(self.folder.path) from None
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENXIO):
                 raise CorruptStatus(f"status/{name} is not a regular file") from None

@@ -12,11 +12,14 @@ into place, so no reader ever sees half a document.
 from __future__ import annotations
 
 import errno
+import grp
 import itertools
 import os
+import pwd
 import secrets
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import PoolError
 
@@ -26,6 +29,31 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 class UnsafeFile(PoolError, ValueError):
     """A file that is not what pool may read: a link, a FIFO, another user's, too big."""
+
+
+class NotAllowed(PoolError, PermissionError):
+    """A folder of the spool this user may not write in: says whose it is and what to do."""
+
+
+def not_allowed(folder: str, doing: str = "write in") -> NotAllowed:
+    """The error for ``doing`` refused in ``folder``: which folder, whose, and what to do
+    (never the name of a temp file nobody asked about)."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return NotAllowed(f"you may not {doing} {folder}")
+    owner, group = _name_of(pwd.getpwuid, st.st_uid), _name_of(grp.getgrgid, st.st_gid)
+    what = (f"ask {owner} to add you to group {group}, which shares this spool" if st.st_mode & 0o070
+            else f"it is {owner}'s alone")
+    return NotAllowed(f"you may not {doing} {folder} (owned by {owner}, group {group}, mode "
+                      f"{stat.S_IMODE(st.st_mode):o}): {what}; or use a spool of your own (--spool DIR)")
+
+
+def _name_of(lookup: Any, number: int) -> str:
+    try:
+        return str(lookup(number)[0])
+    except KeyError:
+        return str(number)
 
 
 class HeldFile(PoolError, BlockingIOError):
@@ -182,6 +210,8 @@ class Folder:
                 break
             except FileExistsError:
                 continue  # planted, or left by a dead writer with our pid: never written through
+            except PermissionError:
+                raise not_allowed(self.path) from None
         try:
             try:
                 if mode & 0o077:

@@ -51,7 +51,7 @@ from .locks import JobLocks, flock_within, is_held
 from .model import ID_PATTERN, AttachedEnv, JobStatus, KeptEnv, encode_json
 from .procs import is_running, process_start_time
 from .requests import RequestBox
-from .safeio import Folder, Owners, UnsafeFile
+from .safeio import Folder, Owners, UnsafeFile, not_allowed
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,18 @@ class SpoolDir:
             os.close(fd)
 
     def exists(self) -> bool:
-        return self.status_dir.is_dir()
+        """Whether there is a spool here. Raises NotAllowed when there is one this user
+        may not enter (its folder says whose it is)."""
+        try:
+            return self.status_dir.is_dir() or self._no_entry()
+        except PermissionError:
+            return self._no_entry()
+
+    def _no_entry(self) -> bool:
+        """False; but NotAllowed when a folder is here that this user may not enter."""
+        if self.root.is_dir() and not os.access(self.root, os.X_OK):
+            raise not_allowed(str(self.root), "enter")
+        return False
 
     @property
     def owners(self) -> Owners:

@@ -56,13 +56,13 @@ class Submitting(Requesting):
         runs = isinstance(command, list) and command and isinstance(command[0], str)
         program = os.path.basename(command[0]) if runs and isinstance(command, list) else ""
         spec = parse_job(doc, "submitted job", default_name=doc.get("task") or program or "command")
-        if self.dir.has_status(spec.id) or (self.dir.incoming / f"{spec.id}.json").exists():
-            raise InvalidJobSpec(f"job {spec.id!r}: id already exists in {self.dir.root}")
-        doc["name"] = spec.name
-        if not self.dir.incoming.is_dir():
+        if not self.dir.exists():
             if fallback != "inline":  # a mistyped path must not become a spool nobody serves
                 raise SpoolError(f"no spool at {self.dir.root} (start `pool serve`, or pass --spool)")
             self.dir.create()
+        if self.dir.has_status(spec.id) or (self.dir.incoming / f"{spec.id}.json").exists():
+            raise InvalidJobSpec(f"job {spec.id!r}: id already exists in {self.dir.root}")
+        doc["name"] = spec.name
         if fallback == "inline" and not self.dir.manager_running():
             return self._run_inline(spec)
         try:

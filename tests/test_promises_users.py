@@ -578,3 +578,43 @@ def _submitted_by_client(uid: int, spool: str) -> str:
     os.setuid(uid)
     os.environ["SECRET_KEY"] = "AKIA-ALICE-0123"
     return Spool(spool).submit_command(["true"]).id
+
+
+# ---------------------------------------------------------------- refusals that say what to do
+def test_one_who_may_not_write_is_told_which_folder_whose_and_what_to_do(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """Permission errors named temp files (`Error: .9269bc3eb433.json.13078.e520bac6.tmp:
+    Permission denied`, `Error: e81e7ac2d1bb.inline: Permission denied`): they say which
+    folder, whose it is, and what to do."""
+    spool = place / "spool"
+    managers(spool, "--group", GROUP).stop()
+    (place / "gates").mkdir(mode=0o777)
+    os.chmod(place / "gates", 0o1777)
+    said = {user: submitted_as(uid, spool) for user, uid in ((MALLORY, uids.mallory), (ALICE, uids.alice))}
+    assert said[MALLORY].startswith(f"NotAllowed: you may not enter {spool} (owned by root, group {GROUP}")
+    assert f"ask root to add you to group {GROUP}" in said[MALLORY] and ".tmp" not in said[MALLORY]
+    # alice may submit, but not run a job herself in a spool served by root: status/ is root's alone
+    assert said[ALICE].startswith(f"NotAllowed: you may not write in {spool}/status"), said[ALICE]
+    assert ".inline" not in said[ALICE]
+
+
+def submitted_as(uid: int, spool: Path) -> str:
+    """What pool's client says when the user ``uid`` runs a job there with `fallback="inline"`."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as workers:
+        return workers.apply(_submitted_as, (uid, str(spool)))  # type: ignore[no-any-return]
+
+
+def _submitted_as(uid: int, spool: str) -> str:
+    import pool.inline  # noqa: F401  (imported while root: this Python's own files are in root's home)
+    from pool.client import Spool
+
+    entry = pwd.getpwuid(uid)
+    os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    os.setgid(entry.pw_gid)
+    os.setuid(uid)
+    try:
+        Spool(spool).submit_command(["true"], fallback="inline")
+    except Exception as exc:  # what the command line would print, one line
+        return f"{type(exc).__name__}: {exc}"
+    return "submitted"

@@ -197,7 +197,7 @@ def test_a_reader_never_sees_a_partial_status_while_progress_is_hammered(
 
 def test_a_job_dropped_while_no_manager_runs_is_taken_at_start(
         spool_dir: Path, serve: Callable[..., Server]) -> None:
-    drop(spool_dir, "early.json", job("add", 20, 22, id="early"))
+    drop(made(spool_dir), "early.json", job("add", 20, 22, id="early"))
     submitted = Spool(spool_dir).submit("pooltest_tasks:add", 1, 1, id="via-client")
     assert submitted.status().state.value == "queued"
     serve()
