@@ -24,8 +24,13 @@ def console() -> Console:
 
     out = Console(highlight=False, soft_wrap=False)
     if not out.is_terminal:
-        out.width = max(out.width, 160)
+        # Piped or redirected: lines as long as they need (a table is never cut to fit a
+        # width nobody sees: `pool status | grep` finds whole ids and states).
+        out.width = UNCUT_WIDTH
     return out
+
+
+UNCUT_WIDTH = 1 << 15
 
 
 def now() -> datetime:

@@ -78,11 +78,12 @@ def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
         submit_examples(spool, scratch)
         out.print(f"pool demo: a manager (pid {manager.pid}) serves {spool.path} with 4 workers\n")
         started, killed = time.monotonic(), False
+        width = out.width if out.is_terminal else None
         with Live(render.status_table([], now()), console=out, refresh_per_second=8) as live:
             while time.monotonic() - started < timeout:
                 statuses = spool.statuses()
                 statuses.sort(key=lambda s: list(EXPECTED).index(s.id) if s.id in EXPECTED else 99)
-                live.update(render.status_table(statuses, now()))
+                live.update(render.status_table(statuses, now(), width=width))
                 if len(statuses) == len(EXPECTED) and all(s.state.is_final for s in statuses):
                     break
                 if not killed and time.monotonic() - started >= kill_after:

@@ -121,8 +121,10 @@ def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[
     """The jobs as a table; a column shows only when some job has something to put in it
     (as pueue does), so a spool of plain jobs gets a narrow table. No row ever wraps: in
     ``width`` columns the id and the state stay whole (they are what one types next); the
-    name and then the message give way, cut with an ellipsis; then the bar narrows, and
-    the rate, the priority and the ETA are left out, in that order. ``more``: jobs left out."""
+    message and then the name give way, cut with an ellipsis; then the bar narrows, and
+    the rate, the priority, the ETA, the elapsed time, the bar (its percentage stays), the
+    message and the name are left out, in that order. ``width`` None (not a terminal):
+    nothing is cut at all. ``more``: jobs left out."""
     lost = set(orphaned)
     for bar, dropped in FALLBACKS if width is not None else [(bar_width, ())]:
         columns = table_columns(now, lost, min(bar, bar_width))
@@ -149,6 +151,9 @@ OPTIONAL = {"RATE", "ETA", "PRIO", "MESSAGE"}
 FALLBACKS: list[tuple[int, tuple[str, ...]]] = [
     (20, ()), (10, ()), (10, ("RATE",)), (10, ("RATE", "PRIO")), (10, ("RATE", "PRIO", "ETA")),
     (5, ("RATE", "PRIO", "ETA")), (5, ("RATE", "PRIO", "ETA", "ELAPSED")),
+    # Very long ids on a small screen: the percentage alone, then no message, then no name.
+    (0, ("RATE", "PRIO", "ETA", "ELAPSED")), (0, ("RATE", "PRIO", "ETA", "ELAPSED", "MESSAGE")),
+    (0, ("RATE", "PRIO", "ETA", "ELAPSED", "MESSAGE", "NAME")),
 ]
 
 
@@ -158,7 +163,7 @@ def table_columns(now: datetime, lost: set[str], bar_width: int) -> list[tuple[s
         ("NAME", lambda s: s.spec.name),
         ("STATE", lambda s: Text(state_text(s, now, s.id in lost), style="red" if s.id in lost
                                  else STATE_STYLES[s.state])),
-        ("PROGRESS", lambda s: f"{progress_bar(shown_progress(s), bar_width)} {percent(shown_progress(s))}".rstrip()),
+        ("PROGRESS", lambda s: f"{progress_bar(shown_progress(s), bar_width)} {percent(shown_progress(s))}".strip()),
         ("RATE", lambda s: "" if s.id in lost else rate(s, now)),
         ("ETA", lambda s: "" if s.id in lost else eta(s, now)),
         ("ELAPSED", lambda s: elapsed(s, now)),
@@ -168,7 +173,7 @@ def table_columns(now: datetime, lost: set[str], bar_width: int) -> list[tuple[s
 
 
 GAP = 2  # cells between two columns
-GIVE_WAY = ("NAME", "MESSAGE")  # cut, in this order, when a row is too wide; the rest stay whole
+GIVE_WAY = ("MESSAGE", "NAME")  # cut, in this order, when a row is too wide; the rest stay whole
 
 
 def column_widths(names: list[str], cells: list[list[str]], width: int | None) -> list[int]:

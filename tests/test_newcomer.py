@@ -4,6 +4,7 @@ Python loop, Ctrl-C at a terminal."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -467,3 +468,69 @@ def test_the_python_client_says_when_no_manager_serves(spool_dir: Path) -> None:
         job = spool.submit_command(["true"])
     with pytest.raises(pool.WaitTimeout, match=f"no manager is serving {spool_dir}"):
         job.wait(timeout=0.2)
+
+
+# ---------------------------------------------------------------- output people read and parse
+LONG_ID = "c464fa8c0d2b4e51-transcode-of-the-whole-holiday"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def ended_with_long_names(spool_dir: Path, tmp_path: Path) -> None:
+    """A job done at 100% and one cancelled, both with a long id and a long name."""
+    drop(spool_dir, "d.json", {"task": "pooltest_tasks:add", "args": [1, 1], "id": LONG_ID,
+                               "name": "convert 1 of the long holiday video.mp4 " * 3})
+    wait_until(lambda: state_of(spool_dir, LONG_ID) == "done", what="done")
+    start_running(spool_dir, LONG_ID + "-2", "halfway", str(tmp_path / "never"))
+    run_pool(spool_dir, "kill", LONG_ID + "-2", check=True)
+
+
+def test_piped_status_cuts_nothing(spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    ended_with_long_names(spool_dir, tmp_path)
+    piped = run_pool(spool_dir, "status", check=True, env={"COLUMNS": "80"}).stdout
+    assert "…" not in piped
+    rows = {line.split()[0]: line.split() for line in piped.splitlines()[1:] if line.startswith(LONG_ID)}
+    assert "done" in rows[LONG_ID] and "100%" in rows[LONG_ID]
+    assert "cancelled" in rows[LONG_ID + "-2"]
+    assert len(piped.splitlines()) == 4  # header, two rows, the footer on one line
+
+
+def screen_lines(screen: str) -> list[str]:
+    """What a terminal shows last, as plain lines (colours and cursor moves taken out)."""
+    return re.split(r"\r?\n|\r", ANSI.sub("", screen))
+
+
+def test_on_a_terminal_ids_and_states_are_never_cut(spool_dir: Path, serve: Callable[..., Server],
+                                                    tmp_path: Path) -> None:
+    serve()
+    ended_with_long_names(spool_dir, tmp_path)
+    status, leader = on_terminal(spool_dir, "status", columns=80, lines=30)
+    try:
+        lines = screen_lines(read_screen(leader, lambda s: "1 done, 1 cancelled" in s))
+    finally:
+        status.wait(timeout=60)
+        os.close(leader)
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(LONG_ID)}
+    assert "done" in rows[LONG_ID] and "100%" in rows[LONG_ID] and "cancelled" in rows[LONG_ID + "-2"]
+    assert all(len(line) <= 80 for line in lines)
+    assert any("…" in line for line in lines)  # what gave way is what may
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_the_demo_reads_well_on_a_small_terminal(tmp_path: Path, columns: int) -> None:
+    from pool.cli.demo import EXPECTED
+
+    demo, leader = on_terminal(tmp_path / "unused", "demo", "--spool", str(tmp_path / "demo"), "--kill-after", "0.5",
+                               columns=columns, lines=30)
+    try:
+        lines = screen_lines(read_screen(leader, lambda s: "try `" in s, timeout=170))
+    finally:
+        demo.wait(timeout=60)
+        os.close(leader)
+    assert demo.returncode == 0, "\n".join(lines[-30:])
+    assert all(len(line) <= columns for line in lines), max(lines, key=len)
+    frame = lines[max(i for i, line in enumerate(lines) if line.startswith("ID "))]
+    last = lines[lines.index(frame):]
+    for job_id, state in EXPECTED.items():
+        row = next((line.split() for line in last if line.startswith(job_id + " ")), None)
+        assert row is not None and state.value in row, f"{job_id}: {row} in\n" + "\n".join(last)
