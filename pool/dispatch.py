@@ -5,8 +5,9 @@
 
 ``admissible`` is the one predicate that says a queued job may start now; nothing else
 decides. (Later: its group has a free slot, its dependencies are done, it is not paused.)
-Sending a busy worker its next job ahead of time is the executor's business: here a job
-is simply handed over while the executor has room. Attempts a previous manager started
+Sending a busy worker its next job ahead of time is the executor's business: here the
+most urgent job is handed over while the executor has room for it (``room(job)``: an
+executor takes back jobs of lower priority it sent ahead, to make room). Attempts a previous manager started
 and the executor took over (``recovered``) are timed the same way.
 """
 
@@ -50,10 +51,11 @@ class Dispatch:
         return status.id not in self.handed
 
     def dispatch(self, now: float) -> None:
-        while not self.ctx.trouble.active and self.executor.room() > 0:
-            job = self.queue.pop()
-            if job is None:
+        while not self.ctx.trouble.active:
+            job = self.queue.peek()
+            if job is None or self.executor.room(job) <= 0:
                 return
+            self.queue.pop()
             # Not admissible today means already handed over (queued twice): dropped. A clause
             # that holds a job back for later (a group's limit) must leave it in the queue.
             if self.admissible(job):

@@ -185,11 +185,14 @@ class Executor(Protocol):
     def close(self) -> None:
         """Release everything; attempts still running are left to their fate."""
 
-    def room(self) -> int:
-        """How many more attempts it takes now."""
+    def room(self, first: JobStatus) -> int:
+        """How many more attempts it takes now, the first being ``first`` (the most urgent
+        queued job). An executor that commits jobs to busy runners ahead of time must never
+        make ``first`` wait behind one of lower priority: it takes such jobs back (they end
+        ``NotBegun``, queued) and makes room for ``first``."""
 
     def start(self, job: JobStatus, now: float) -> None:
-        """Run the job's current attempt (only when ``room()`` > 0). The copy is the
+        """Run the job's current attempt (only when ``room(job)`` > 0). The copy is the
         status as the manager last wrote or read it: the attempt must not begin unless the
         job's status still says it is queued for it."""
 

@@ -43,13 +43,21 @@ class JobQueue:
                 heapq.heappush(self.ready, self._place(self.jobs[job_id]))
         return self.waiting[0][0] if self.waiting else None
 
-    def pop(self) -> JobStatus | None:
+    def peek(self) -> JobStatus | None:
+        """The job ``pop`` returns next, left in the queue."""
         while self.ready:
-            *_, job_id = heapq.heappop(self.ready)
-            status = self.jobs.pop(job_id, None)
-            if status is not None:
-                return status
+            job_id = self.ready[0][-1]
+            if job_id in self.jobs:
+                return self.jobs[job_id]
+            heapq.heappop(self.ready)  # its job was removed, or taken through another entry
         return None
+
+    def pop(self) -> JobStatus | None:
+        status = self.peek()
+        if status is not None:
+            heapq.heappop(self.ready)
+            del self.jobs[status.id]
+        return status
 
     def remove(self, job_id: str) -> JobStatus | None:
         return self.jobs.pop(job_id, None)  # its heap entry is skipped when popped

@@ -2,6 +2,8 @@
 
     start(job) --RunAttempt--> an idle worker (or, ahead, a busy one: it starts the job
                                the moment its current one ends, with no round trip)
+               --TakeBack-->   busy workers, of jobs sent ahead of lower priority than
+                               `job`, which goes to the first worker free
     collect()  <--replies, sentinels-- workers --> Began / Recorded / Ended
     recover(job) --> pool/adopted.py: attempts a previous manager's workers run or left
 
@@ -75,6 +77,7 @@ class Slot:
     ready: bool = False  # it said Ready: set up, leading its own process group
     job: JobStatus | None = None  # the attempt it runs
     ahead: JobStatus | None = None  # sent ahead, to begin the moment `job` ends
+    taken_back: bool = False  # `ahead` was taken back (its worker may have begun it unheard)
     stop_reason: StopReason | None = None
     stop: GroupStop | None = None  # emptying its process group
     dead: bool = False
@@ -122,6 +125,9 @@ class LocalExecutor:
             # its own, so a signal to the manager's group does not end it.
             self.context.set_forkserver_preload(["pool.forkserver_group", "pool.worker", *preload])
         self.slots: list[Slot] = []
+        # A job of higher priority than jobs sent ahead, which were taken back for it: it
+        # goes to the first worker free (sent ahead, it would wait for one chosen blind).
+        self.held: JobStatus | None = None
         self.closing = False
         self.events: list[ExecutorEvent] = []
         self.starts_failed = 0  # workers that died before they were ready, one after the other
@@ -165,10 +171,16 @@ class LocalExecutor:
         self.adoptions.close()
 
     # ------------------------------------------------------------ what the manager asks
-    def room(self) -> int:
-        if self.closing:
+    def room(self, first: JobStatus) -> int:
+        if self.closing or self.held is not None:
             return 0
+        if not any(s.idle for s in self.slots) and self._sent_ahead_below(first):
+            return 1  # taken back, for `first`
         return len(self._takers())
+
+    def _sent_ahead_below(self, job: JobStatus) -> list[Slot]:
+        return [s for s in self.slots if s.ahead is not None and not s.taken_back and not s.dead
+                and not s.broken and s.ahead.spec.priority < job.spec.priority]
 
     def _takers(self) -> list[Slot]:
         """Who may take an attempt now: an idle worker; else, a busy one ahead of time,
@@ -182,12 +194,24 @@ class LocalExecutor:
     def start(self, job: JobStatus, now: float) -> None:
         """An idle worker gets it now; else a busy one gets it ahead of time, so it starts
         the moment the current one ends instead of after a round trip through the manager
-        (as ProcessPoolExecutor does). A job sent ahead is committed to that worker: a
-        higher priority arriving later waits at most one job."""
+        (as ProcessPoolExecutor does). A job of higher priority than jobs sent ahead takes
+        them back (each one's worker skips it; it ends NotBegun, queued again) and goes to
+        the first worker free: it waits behind nothing of lower priority."""
+        if not any(s.idle for s in self.slots):
+            below = self._sent_ahead_below(job)
+            for slot in below:
+                self._take_back(slot)
+            if below:
+                log.info("job %s (priority %d) goes to the first worker free; taken back for it: %s",
+                         job.id, job.spec.priority, ", ".join(s.ahead.id for s in below if s.ahead))
+                self.held = job
+                return
         candidates = self._takers()
         if not candidates:
             raise RuntimeError("no room for another attempt")
-        slot = candidates[0]
+        self._send(candidates[0], job, now)
+
+    def _send(self, slot: Slot, job: JobStatus, now: float) -> None:
         try:
             slot.conn.send_bytes(msg.RunAttempt(job).encode())
         except OSError:  # the worker died a moment ago: its sentinel tells the rest
@@ -198,6 +222,20 @@ class LocalExecutor:
             self._begin(slot, job, now)
         else:
             slot.ahead = job
+
+    def _take_back(self, slot: Slot) -> None:
+        assert slot.ahead is not None
+        try:
+            slot.conn.send_bytes(msg.TakeBack(slot.ahead.id, slot.ahead.attempt).encode())
+        except OSError:
+            slot.broken = True  # its sentinel tells the rest; the job sent ahead ends with it
+        slot.taken_back = True
+
+    def _give_held(self, slot: Slot, now: float) -> None:
+        """A worker is free: the job held for the first one free is its."""
+        if self.held is not None and slot.idle:
+            job, self.held = self.held, None
+            self._send(slot, job, now)
 
     def _begin(self, slot: Slot, job: JobStatus, now: float) -> None:
         slot.job = job
@@ -217,13 +255,20 @@ class LocalExecutor:
                 # cancelled, once the manager wrote so (if it began it first, the manager
                 # hears so and stops it as a running attempt).
                 return Stopping(began=False)
+        if self.held is not None and self.held.id == job_id:
+            # Held for the first worker free, so with none yet: it ends here, and is queued
+            # again only if its status still says queued once the stop is written.
+            why = f"stopped ({reason.value}) before it was sent to a worker"
+            self.events.append(Ended(job_id, self.held.attempt, NotBegun(None, why)))
+            self.held = None
+            return Stopping(began=False)
         return self.adoptions.stop(job_id, reason, grace, now)
 
     def recover(self, job: JobStatus, now: float) -> bool:
         return self.adoptions.recover(job, now, self.events)
 
     def holds(self, job_id: str) -> bool:
-        return job_id in self.adoptions.adopted or any(
+        return job_id in self.adoptions.adopted or (self.held is not None and self.held.id == job_id) or any(
             job_id in (s.job.id if s.job else None, s.ahead.id if s.ahead else None) for s in self.slots)
 
     def running_ids(self) -> list[str]:
@@ -284,6 +329,7 @@ class LocalExecutor:
                 log.info("workers start again")
             self.starts_failed = 0
             self.why_not_starting = None
+            self._give_held(slot, now)
             return
         if isinstance(reply, msg.Changed):
             self.events.append(Recorded(reply.transitions))
@@ -303,8 +349,11 @@ class LocalExecutor:
         self.events.append(Ended(job.id, job.attempt, outcome))
         slot.job = None
         if slot.ahead is not None:
-            ahead, slot.ahead = slot.ahead, None
-            self._begin(slot, ahead, now)  # the worker starts it right away
+            # The worker starts it right away (or, taken back, skips it: it ends NotBegun).
+            ahead, slot.ahead, slot.taken_back = slot.ahead, None, False
+            self._begin(slot, ahead, now)
+        else:
+            self._give_held(slot, now)
 
     def _died(self, slot: Slot, now: float) -> None:
         slot.process.join()

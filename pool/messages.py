@@ -5,6 +5,7 @@ A local worker (pool/worker.py) writes the job's status and log itself, in the s
 
     executor <--Ready------------------ (once: it leads its own process group) worker
     executor --RunAttempt(job)--------------------------------------------> worker
+    executor --TakeBack(job)----- (of a RunAttempt sent ahead, not begun) -> worker
     executor <--Changed(transitions)---- (the job's start, once written) ---- worker
     executor <--Ran | Skipped | Broke--- (the attempt is over) ------------- worker
 
@@ -61,11 +62,38 @@ class RunAttempt:
 
     @classmethod
     def decode(cls, data: bytes) -> RunAttempt:
-        doc = orjson.loads(data)
+        return cls.from_doc(orjson.loads(data))
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> RunAttempt:
         job = JobStatus.from_dict(doc["job"], trusted=True)
         if doc.get("env") is not None:
             job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, caller_env=AttachedEnv(doc["env"])))
         return cls(job)
+
+
+@dataclass(frozen=True, slots=True)
+class TakeBack:
+    """Do not begin attempt ``attempt`` of ``job_id``, sent ahead: a job of higher priority
+    is to have this worker's turn. A worker that began it already (it had not yet heard)
+    runs it on, and drops this; one that had not answers Skipped (TAKEN_BACK)."""
+
+    job_id: str
+    attempt: int
+
+    def encode(self) -> bytes:
+        return encode_json({"take_back": self.job_id, "attempt": self.attempt})
+
+
+TAKEN_BACK = "taken back, for a job of higher priority"
+Order = RunAttempt | TakeBack
+
+
+def decode_order(data: bytes) -> Order:
+    doc = orjson.loads(data)
+    if "take_back" in doc:
+        return TakeBack(doc["take_back"], doc["attempt"])
+    return RunAttempt.from_doc(doc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,12 @@ written into the spool by the worker itself.
         (pool/attempt.py); end whatever it left running; write the outcome (done, failed,
         or queued for a retry)
     executor <--Changed, then Ran | Skipped | Broke-- worker
+    executor --TakeBack(job)--> worker: an attempt sent ahead, not begun, is skipped
+
+The pipe is the worker's queue: an attempt sent ahead waits there while one runs. Before
+it begins the next, the worker reads whatever else came (a take-back of that very
+attempt would be among it), so a job of higher priority never waits behind one sent
+ahead (tests/test_newcomer.py: a higher priority starts first).
 
 The worker leads its own process group, so a signal to the group ends the job and all
 its children and touches no other job, and it is a child subreaper, so what a job leaves
@@ -19,8 +25,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from multiprocessing.connection import Connection
@@ -233,6 +241,36 @@ def become_runner(close_fds: tuple[int, ...], sys_path: tuple[str, ...]) -> None
             sys.path.insert(0, entry)
 
 
+class Orders:
+    """What the manager sent, in the order sent: attempts to run, and take-backs of ones
+    sent ahead (a take-back of an attempt already begun comes too late and is dropped)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.pending: deque[msg.RunAttempt] = deque()
+        self.taken_back: set[tuple[str, int]] = set()
+
+    def next(self) -> tuple[msg.RunAttempt, bool]:
+        """The next attempt, and whether it was taken back; blocks until there is one."""
+        while not self.pending:
+            self._take(self.conn.recv_bytes())
+        # select() on the pipe, not Connection.poll(), which builds a selector each call
+        while select.select([self.conn], [], [], 0)[0]:
+            self._take(self.conn.recv_bytes())
+        order = self.pending.popleft()
+        key = (order.job_id, order.attempt)
+        taken_back = key in self.taken_back
+        self.taken_back.discard(key)
+        return order, taken_back
+
+    def _take(self, data: bytes) -> None:
+        order = msg.decode_order(data)
+        if isinstance(order, msg.RunAttempt):
+            self.pending.append(order)
+        elif any((o.job_id, o.attempt) == (order.job_id, order.attempt) for o in self.pending):
+            self.taken_back.add((order.job_id, order.attempt))
+
+
 def worker_main(conn: Connection, config: WorkerConfig, close_fds: tuple[int, ...] = ()) -> None:
     """Entry point of a worker process: run attempts from the manager until the pipe closes."""
     if config.cwd:
@@ -244,12 +282,14 @@ def worker_main(conn: Connection, config: WorkerConfig, close_fds: tuple[int, ..
         conn.send_bytes(msg.encode_reply(msg.Ready()))  # set up: a stop of our group reaches us now
     except OSError:
         return
+    orders = Orders(conn)
     while True:
         try:
-            order = msg.RunAttempt.decode(conn.recv_bytes())
+            order, taken_back = orders.next()
         except (EOFError, OSError):
             return  # the manager is gone or told us to stop
-        reply = worker.run(order)
+        reply = msg.Skipped(order.job_id, order.attempt, State.QUEUED, msg.TAKEN_BACK) if taken_back \
+            else worker.run(order)
         try:
             conn.send_bytes(msg.encode_reply(reply))
         except OSError:

@@ -85,7 +85,7 @@ class RelayExecutor:
             with_group_killed(child)
             self._release(child)
 
-    def room(self) -> int:
+    def room(self, first: JobStatus) -> int:
         return self.settings.workers - len(self.children)
 
     def start(self, job: JobStatus, now: float) -> None:

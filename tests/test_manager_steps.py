@@ -62,7 +62,7 @@ class FakeExecutor:
     def open(self, wake: Any) -> None: ...
     def close(self) -> None: ...
 
-    def room(self) -> int:
+    def room(self, first: JobStatus) -> int:
         return self.slots - len(self.held)
 
     def start(self, job: JobStatus, now: float) -> None:
@@ -342,3 +342,29 @@ def test_every_turn_takes_something_in_however_slow_the_machine(stepped: Stepped
         stepped.step()
         taken.append(sum(1 for n in range(3) if status_doc(stepped.spool_dir, f"slow{n}")))
     assert taken == [1, 2, 3], taken  # one file a turn at the least
+
+
+# ---------------------------------------------------------------- a worker's orders
+def test_a_worker_skips_an_attempt_taken_back_and_runs_on_one_it_began() -> None:
+    """The worker's pipe is its queue: before it begins an attempt it reads what else came,
+    so a take-back of an attempt sent ahead is seen; one that comes after the attempt
+    began is dropped (the manager hears it began, and that it ended)."""
+    import multiprocessing
+
+    from pool import messages as msg
+    from pool.jobfile import parse_job
+    from pool.model import new_status
+    from pool.worker import Orders
+
+    first, ahead, later = (new_status(parse_job({"task": "m:f", "id": name}, "x", "x"), "2027-01-15T08:00:00.000000Z")
+                           for name in ("first", "ahead", "later"))
+    manager_end, worker_end = multiprocessing.Pipe()
+    orders = Orders(worker_end)
+    for order in (msg.RunAttempt(first), msg.RunAttempt(ahead), msg.TakeBack("ahead", 1)):
+        manager_end.send_bytes(order.encode())
+    got, taken_back = orders.next()
+    assert (got.job_id, taken_back) == ("first", False)
+    manager_end.send_bytes(msg.TakeBack("first", 1).encode())  # too late: it began
+    manager_end.send_bytes(msg.RunAttempt(later).encode())
+    assert [(o.job_id, t) for o, t in (orders.next(), orders.next())] == [("ahead", True), ("later", False)]
+    assert not orders.taken_back and not orders.pending

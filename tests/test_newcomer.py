@@ -21,6 +21,7 @@ from conftest import (
     Server,
     drop,
     env_for_tests,
+    job,
     made,
     pid_alive,
     run_pool,
@@ -534,3 +535,29 @@ def test_the_demo_reads_well_on_a_small_terminal(tmp_path: Path, columns: int) -
     for job_id, state in EXPECTED.items():
         row = next((line.split() for line in last if line.startswith(job_id + " ")), None)
         assert row is not None and state.value in row, f"{job_id}: {row} in\n" + "\n".join(last)
+
+
+# ---------------------------------------------------------------- priorities and jobs sent ahead
+def test_a_higher_priority_starts_first_even_when_jobs_were_sent_ahead(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """Both workers busy, each with a priority-0 job sent ahead to it: a priority-5 job
+    arriving now starts on the first worker free, before them; theirs are taken back,
+    uncounted."""
+    manager = serve("--workers", "2")
+    gates = {name: tmp_path / f"gate-{name}" for name in ("a", "b", "rest")}
+    start_running(spool_dir, "a", "hold", str(gates["a"]))
+    start_running(spool_dir, "b", "hold", str(gates["b"]))
+    for name, priority in (("low-1", 0), ("low-2", 0), ("high", 5)):
+        drop(spool_dir, f"{name}.json", job("hold", str(gates["rest"]), id=name, priority=priority))
+        wait_until(lambda: state_of(spool_dir, name) == "queued", what=f"{name} taken in")  # noqa: B023
+    wait_until(lambda: any("taken back for it" in line and "low-1" in line and "low-2" in line
+                           for line in manager.output().splitlines()), what="the jobs sent ahead taken back")
+    gates["a"].touch()
+    waiting = ("low-1", "low-2", "high")
+    wait_until(lambda: "running" in [state_of(spool_dir, name) for name in waiting], what="the next job running")
+    assert [state_of(spool_dir, name) for name in waiting] == ["queued", "queued", "running"]
+    gates["b"].touch()
+    gates["rest"].touch()
+    for name in waiting:
+        wait_until(lambda: state_of(spool_dir, name) == "done", what=f"{name} done")  # noqa: B023
+    assert [status_doc(spool_dir, name)["attempt"] for name in waiting] == [1, 1, 1]  # type: ignore[index]
