@@ -1,9 +1,8 @@
-"""Keeping a spool tidy: ``pool prune`` and ``pool stop``."""
+"""Keeping a spool tidy, and its manager: ``pool prune``, ``pool stop``, ``pool workers``."""
 
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 import click
@@ -11,6 +10,7 @@ import click
 from pool.client import Spool
 from pool.errors import PoolError
 from pool.model import State
+from pool.stopping import SIGNAL_FOR, StopMode
 
 from .commands import StrictCommand
 from .views import Duration
@@ -39,19 +39,71 @@ def prune(spool: Spool, older_than: float, states: tuple[str, ...], dry_run: boo
 
 
 @click.command(cls=StrictCommand)
+@click.option("--drain", "mode", flag_value=StopMode.DRAIN.value,
+              help="Start nothing new, and wait for the running jobs to end, however long they take.")
+@click.option("--detach", "mode", flag_value=StopMode.DETACH.value,
+              help="Stop now and leave running jobs running: the next `pool serve` takes them over.")
 @click.option("--wait/--no-wait", "wait_", default=True, show_default=True, help="Wait until the manager has stopped.")
-@click.option("--timeout", type=click.FloatRange(0), default=60.0, show_default=True)
+@click.option("--timeout", type=click.FloatRange(0), default=None,
+              help="Give up waiting after this many seconds (default: the manager's grace and kill grace, "
+                   "and 30 s more; with --drain, no limit).")
 @click.pass_obj
-def stop(spool: Spool, wait_: bool, timeout: float) -> None:
-    """Ask the running manager to stop gracefully (as SIGTERM does)."""
+def stop(spool: Spool, mode: str | None, wait_: bool, timeout: float | None) -> None:
+    """Stop the manager. Nothing new starts; queued jobs stay queued. Running jobs get
+    the manager's grace (`pool serve --grace`) to end, then are stopped and queued again,
+    uncounted; --drain waits for them instead, --detach leaves them running."""
+    how = StopMode(mode) if mode else StopMode.INTERRUPT
     pid = spool.dir.serving_pid()  # that very process: never a pid reused since
-    if not pid:
+    serving = spool.dir.serving()
+    if not pid or serving is None:
         raise PoolError(f"no manager is serving {spool.path}")
-    os.kill(pid, signal.SIGTERM)
+    running = [s.id for s in spool.statuses() if s.state is State.RUNNING]
+    one = len(running) == 1
+    named = ", ".join(running[:10]) + (", …" if len(running) > 10 else "")
+    jobs = f"{len(running)} running job{'' if one else 's'} ({named})"
+    grace, kill_grace = serving.grace or 0.0, serving.kill_grace or 0.0
+    if not running:
+        said = f"stopping the manager (pid {pid})" + (": nothing new starts" if how is StopMode.DRAIN else "")
+    elif how is StopMode.DRAIN:
+        said = f"draining the manager (pid {pid}): nothing new starts; it stops once {jobs} {'ends' if one else 'end'}"
+    elif how is StopMode.DETACH:
+        said = f"stopping the manager (pid {pid}) now: {jobs} {'runs' if one else 'run'} on, for the next " \
+               "`pool serve` to take over"
+    else:
+        said = f"stopping the manager (pid {pid}): {jobs} {'gets' if one else 'get'} up to {grace:g}s to end, then " \
+               f"{'is' if one else 'are'} stopped and queued again (--drain waits for them, --detach leaves them " \
+               "running)"
+    os.kill(pid, SIGNAL_FOR[how])
+    click.echo(said)
     if wait_:
-        deadline = time.monotonic() + timeout
+        if timeout is None and how is not StopMode.DRAIN:
+            timeout = grace + kill_grace + STOP_SLACK if how is StopMode.INTERRUPT else STOP_SLACK
+        deadline = None if timeout is None else time.monotonic() + timeout
         while spool.dir.manager_running():
-            if time.monotonic() >= deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise PoolError(f"the manager (pid {pid}) has not stopped after {timeout:g}s")
             time.sleep(0.05)
     click.echo(f"manager (pid {pid}) {'stopped' if wait_ else 'asked to stop'}")
+
+
+STOP_SLACK = 30.0  # seconds a stop may take beyond its graces (a loaded machine)
+
+
+@click.command(cls=StrictCommand)
+@click.argument("number", type=click.IntRange(1), required=False)
+@click.pass_obj
+def workers(spool: Spool, number: int | None) -> None:
+    """How many jobs the manager runs at a time; with NUMBER, from now on (no restart:
+    more start at once, of fewer none is stopped, the extra ones end with their job).
+    Until it stops: `pool serve --workers` is what a restart runs."""
+    serving = spool.dir.serving()
+    if serving is None:
+        raise PoolError(f"no manager is serving {spool.path}")
+    if number is None:
+        click.echo(f"{serving.workers} workers")
+        return
+    now = spool.set_workers(number)
+    if now != number:
+        raise PoolError(f"the manager refused: it runs {now} workers (only the spool's owner may change that; "
+                        "its log says why)")
+    click.echo(f"{number} workers from now on (were {serving.workers})")

@@ -28,7 +28,7 @@ KILL_SLACK = 30.0  # seconds a kill may take beyond its grace (a loaded machine)
 
 # Commands that read an existing spool: with none, they say so instead of showing nothing.
 NEEDS_SPOOL = {"submit", "status", "top", "kill", "wait", "retry", "restart", "remove", "logs", "result", "prune",
-               "stop"}
+               "stop", "workers"}
 
 
 def spool_option(needs_spool: bool) -> click.Option:
@@ -229,13 +229,13 @@ def logs(spool: Spool, job_id: str, follow: bool, tail: int | None) -> None:
 
 def _register_commands() -> None:
     from .demo import demo
-    from .housekeeping import prune, stop
+    from .housekeeping import prune, stop, workers
     from .run import run
     from .serve import serve
     from .service import service
     from .views import status, top
 
-    for command in (serve, status, top, run, prune, stop, service, demo):
+    for command in (serve, status, top, run, prune, stop, workers, service, demo):
         cli.add_command(command)
     cli.add_command(retry, "restart")  # pueue's name for it
     for command in {id(c): c for c in cli.commands.values()}.values():  # restart is retry: once

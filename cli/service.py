@@ -19,6 +19,7 @@ import click
 
 from pool.client import Spool
 from pool.importpath import pool_command
+from pool.stopping import SIGNAL_FOR, StopMode
 
 UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\-]{1,200}")
 STOP_SLACK = 30  # seconds beyond the grace for systemd to wait before SIGKILL
@@ -57,12 +58,25 @@ def environment_assignment(name: str, value: str) -> str:
     return quoted(writable(f"{name}={value}", "the environment", quoted=True))
 
 
-def stop_timeout(serve_params: dict[str, Any]) -> int:
-    """Seconds systemd waits for a clean stop: the manager's --grace and --kill-grace."""
-    return int(serve_params["grace"] + serve_params["kill_grace"]) + STOP_SLACK
+def stop_timeout(serve_params: dict[str, Any], on_stop: StopMode) -> str:
+    """Seconds systemd waits for a clean stop: the manager's --grace and --kill-grace when
+    it interrupts jobs; none when it drains (jobs end as they will)."""
+    if on_stop is StopMode.DRAIN:
+        return "infinity"
+    if on_stop is StopMode.DETACH:
+        return str(STOP_SLACK)
+    return str(int(serve_params["grace"] + serve_params["kill_grace"]) + STOP_SLACK)
 
 
-def unit_text(spool: Spool, serve_args: tuple[str, ...], serve_params: dict[str, Any], system: bool) -> str:
+ON_STOP = {
+    StopMode.DETACH: "running jobs run on; the manager that starts next takes them over",
+    StopMode.DRAIN: "nothing new starts; the manager stops once running jobs have ended",
+    StopMode.INTERRUPT: "running jobs get --grace, then are stopped and queued again",
+}
+
+
+def unit_text(spool: Spool, serve_args: tuple[str, ...], serve_params: dict[str, Any], system: bool,
+              on_stop: StopMode = StopMode.DETACH) -> str:
     command = pool_command("--spool", str(spool.path), "serve", *serve_args)
     user = "" if not system or os.geteuid() == 0 else f"User={getpass.getuser()}\n"
     return (
@@ -78,8 +92,11 @@ def unit_text(spool: Spool, serve_args: tuple[str, ...], serve_params: dict[str,
         # written for (submitted ones carry their submitter's).
         f"Environment={environment_assignment('PATH', os.environ.get('PATH', '/usr/bin:/bin'))}\n"
         f"ExecStart={' '.join(map(systemd_quote, command))}\n"
-        "KillMode=mixed\n"
-        f"TimeoutStopSec={stop_timeout(serve_params)}\n"
+        f"# On stop and restart ({on_stop.value}): {ON_STOP[on_stop]}.\n"
+        f"KillSignal={SIGNAL_FOR[on_stop].name}\n"
+        # The manager alone is signalled; detached, its jobs are left in the unit's group.
+        f"KillMode={'process' if on_stop is StopMode.DETACH else 'mixed'}\n"
+        f"TimeoutStopSec={stop_timeout(serve_params, on_stop)}\n"
         "Restart=on-failure\n"
         "RestartSec=2\n"
         "\n"
@@ -100,9 +117,12 @@ def unit_folder(system: bool) -> Path:
               "instead of a user unit (~/.config/systemd/user; starts at login, or at boot with lingering).")
 @click.option("--install", is_flag=True, help="Write the unit into place instead of printing it.")
 @click.option("--name", default="pool", show_default=True, help="The unit's name (NAME.service).")
+@click.option("--on-stop", type=click.Choice([m.value for m in StopMode]), default=StopMode.DETACH.value,
+              show_default=True, help="What `systemctl stop` and `restart` do to running jobs: leave them running "
+              "for the next manager (detach), wait for them (drain), or stop them after --grace (interrupt).")
 @click.argument("serve_args", nargs=-1, type=click.UNPROCESSED, metavar="[SERVE OPTIONS]...")
 @click.pass_context
-def service(ctx: click.Context, system: bool, install: bool, name: str,
+def service(ctx: click.Context, system: bool, install: bool, name: str, on_stop: str,
             serve_args: tuple[str, ...]) -> None:
     """Print (or --install) a systemd unit that runs `pool serve` for this spool, with
     SERVE OPTIONS as given (`pool service --install --workers 4 --tasks mytasks`)."""
@@ -115,7 +135,7 @@ def service(ctx: click.Context, system: bool, install: bool, name: str,
         raise click.UsageError(f"pool serve: {exc.format_message()}", ctx) from None
     if not UNIT_NAME.fullmatch(name):
         raise click.BadParameter("letters, digits and : _ . - only", param_hint="--name")
-    text = unit_text(serving.obj, serve_args, serving.params, system)
+    text = unit_text(serving.obj, serve_args, serving.params, system, StopMode(on_stop))
     if not install:
         click.echo(text, nl=False)
         return

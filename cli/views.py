@@ -113,9 +113,11 @@ def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pat
     out.print(render.status_table(statuses[:limit] if limit else statuses, now(), lost,
                                   width=out.width if out.is_terminal else None))
     out.print(footer(statuses, limit, lost, spool.rejected_lately()), style="dim")
-    trouble = spool.dir.manager_trouble()
-    if trouble:
-        out.print(f"the manager cannot run jobs now: {trouble}", style="bold red", markup=False)
+    serving = spool.dir.serving()
+    if serving is not None and serving.trouble:
+        out.print(f"the manager cannot run jobs now: {serving.trouble}", style="bold red", markup=False)
+    if serving is not None and serving.stopping:
+        out.print(f"the manager is stopping ({serving.stopping}): nothing new starts", style="yellow", markup=False)
     if not spool.dir.manager_running() and any(not s.state.is_final and not spool.acted_on(s.id) for s in statuses):
         say_no_manager(spool, "queued jobs wait until `pool serve` runs")
 

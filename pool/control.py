@@ -8,6 +8,8 @@
                             cancelled on disk (a runner reads it before it begins);
                             not in the spool yet: kept until it arrives (a minute at most)
     requests/retry-<id> --> a job that has ended is queued again; the request goes
+    requests/workers-<n> --> the executor runs n attempts at a time from now on (the
+                            spool's owner or root only); manager.json says so
 
 In a shared spool a member may kill and retry the jobs she submitted; the spool's owner
 (and root) any job. A request that cannot be read is removed and says why in the log;
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from . import lifecycle
 from .clock import iso_now
@@ -26,7 +29,7 @@ from .dispatch import Dispatch
 from .errors import CorruptStatus, JobBusy, JobNotFound
 from .executor import StopReason
 from .model import JobStatus
-from .requests import Request, RequestKind
+from .requests import MAX_WORKERS, Request, RequestKind
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +38,10 @@ HELD_RECHECK = 0.5  # seconds before a request its writer holds a lease on is lo
 
 
 class Control:
-    def __init__(self, ctx: Context, dispatch: Dispatch, only: str | None = None) -> None:
+    def __init__(self, ctx: Context, dispatch: Dispatch, only: str | None = None,
+                 resized: Callable[[int], None] = lambda workers: None) -> None:
         self.ctx = ctx
+        self.resized = resized  # how the manager says the new number of workers
         self.spool = ctx.spool
         self.dispatch = dispatch
         self.executor = dispatch.executor
@@ -50,13 +55,15 @@ class Control:
         self.recheck_at = None
         for request in self.requests():
             try:
-                done = self.kill(request, now) if request.kind is RequestKind.KILL else self.retry(request)
+                done = self.kill(request, now) if request.kind is RequestKind.KILL else self.retry(request) \
+                    if request.kind is RequestKind.RETRY else self.resize(request)
             except Exception:  # one request's trouble never stops the manager
                 log.exception("request %s-%s could not be carried out", request.kind.value, request.job_id)
                 done = True
             if done:
                 self.spool.box.drop(request.kind, request.job_id)
-                self.kills.discard(request.job_id)
+                if request.kind is not RequestKind.WORKERS:
+                    self.kills.discard(request.job_id)
 
     def requests(self) -> list[Request]:
         owners = self.spool.submitters(self.ctx.config.group_gid)
@@ -145,6 +152,19 @@ class Control:
     def may_act(self, uid: int, status: JobStatus) -> bool:
         """The spool's owner and root act on any job; a member of a shared spool on hers."""
         return uid in (os.geteuid(), 0) or (status.submitter is not None and uid == status.submitter)
+
+    # ------------------------------------------------------------ workers
+    def resize(self, request: Request) -> bool:
+        workers = int(request.job_id) if request.job_id.isdigit() else 0
+        if request.uid not in (os.geteuid(), 0):
+            log.warning("workers request by uid %d refused: only the spool's owner sets the workers", request.uid)
+        elif not 1 <= workers <= MAX_WORKERS:
+            log.warning("workers request %r refused: a number of workers is 1 to %d", request.job_id, MAX_WORKERS)
+        elif self.only is None:
+            log.info("%d workers from now on (pool workers)", workers)
+            self.executor.resize(workers)
+            self.resized(workers)
+        return True
 
     # ------------------------------------------------------------ retry
     def retry(self, request: Request) -> bool:

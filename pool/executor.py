@@ -179,11 +179,22 @@ class Stopping:
 
 
 class Executor(Protocol):
+    # Whether its attempts can run on after the manager goes, for the next manager's
+    # ``recover`` to take over (`pool stop --detach`).
+    leaves_running: bool
+
     def open(self, wake: Callable[[], None]) -> None:
         """Get ready to take attempts; ``wake`` wakes the manager (from any thread)."""
 
-    def close(self) -> None:
-        """Release everything; attempts still running are left to their fate."""
+    def close(self, leave_running: bool = False) -> None:
+        """Release everything. Attempts still running are ended, or with
+        ``leave_running`` (only when ``leaves_running``) left to run on, and nothing
+        sent ahead of them begins."""
+
+    def resize(self, workers: int) -> None:
+        """Run up to ``workers`` attempts at a time from now on (`pool workers N`): fewer
+        takes nothing new until that many run; a running attempt is never stopped for it.
+        0 (the manager stops): nothing more begins, not even what was sent ahead."""
 
     def room(self, first: JobStatus) -> int:
         """How many more attempts it takes now, the first being ``first`` (the most urgent

@@ -78,6 +78,7 @@ class Slot:
     job: JobStatus | None = None  # the attempt it runs
     ahead: JobStatus | None = None  # sent ahead, to begin the moment `job` ends
     taken_back: bool = False  # `ahead` was taken back (its worker may have begun it unheard)
+    retiring: bool = False  # one worker too many (`pool workers N`): it ends once its job has
     stop_reason: StopReason | None = None
     stop: GroupStop | None = None  # emptying its process group
     dead: bool = False
@@ -96,20 +97,26 @@ class Slot:
         return self.pidfd if self.pidfd is not None else self.process.sentinel
 
     @property
+    def live(self) -> bool:
+        """Counted among the workers: not dead, dying or retiring."""
+        return not self.dead and not self.broken and not self.retiring
+
+    @property
     def idle(self) -> bool:
-        return self.ready and self.job is None and self.stop is None and not self.dead and not self.broken
+        return self.live and self.ready and self.job is None and self.stop is None
 
     @property
     def starting(self) -> bool:
-        return not self.ready and not self.dead and not self.broken
+        return self.live and not self.ready
 
     @property
     def takes_ahead(self) -> bool:
-        return self.job is not None and self.ahead is None and self.stop is None and not self.dead \
-            and not self.broken
+        return self.live and self.job is not None and self.ahead is None and self.stop is None
 
 
 class LocalExecutor:
+    leaves_running = True  # its workers write their jobs' outcomes themselves (adopted.py)
+
     def __init__(self, config: WorkerConfig, workers: int, start_method: str = "forkserver",
                  preload: tuple[str, ...] = (), close_fds: tuple[int, ...] = ()) -> None:
         self.config = config
@@ -156,12 +163,22 @@ class LocalExecutor:
         child.close()
         self.slots.append(Slot(process=process, conn=parent, started=process_start_time(process.pid)))
 
-    def close(self) -> None:
+    def close(self, leave_running: bool = False) -> None:
+        """Idle workers see EOF and exit. Busy ones are ended, or with ``leave_running``
+        finish their job, write its outcome, and exit (the next manager takes them over,
+        pool/adopted.py); a job sent ahead to one is taken back first, so none begins."""
         self.closing = True
         for slot in self.slots:
-            slot.conn.close()  # an idle worker sees EOF and exits
+            if leave_running and slot.ahead is not None and not slot.taken_back:
+                self._take_back(slot)
+            slot.conn.close()
         deadline = time.monotonic() + STOP_WAIT
         for slot in self.slots:
+            if leave_running and (slot.job is not None or slot.stop is not None):
+                # Python joins every child process it started when it exits: this one
+                # is no longer ours to wait for (multiprocessing has no public way to say so).
+                multiprocessing.process._children.discard(slot.process)  # type: ignore[attr-defined]
+                continue
             slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if slot.process.is_alive() or is_running(slot.pid, slot.started):
                 signal_group(slot.pid, signal.SIGKILL)
@@ -181,6 +198,21 @@ class LocalExecutor:
     def _sent_ahead_below(self, job: JobStatus) -> list[Slot]:
         return [s for s in self.slots if s.ahead is not None and not s.taken_back and not s.dead
                 and not s.broken and s.ahead.spec.priority < job.spec.priority]
+
+    def resize(self, workers: int) -> None:
+        """More workers start now; of too many, idle ones end now, busy ones once their
+        job ends (nothing is sent ahead to them any more, and what was is taken back).
+        0 (a stop): every worker ends with its job."""
+        self.workers = workers
+        live = [s for s in self.slots if s.live]
+        for _ in range(workers - len(live) - len(self.respawns)):
+            self._spawn()
+        for slot in sorted(live, key=lambda s: s.job is not None)[:max(0, len(live) - workers)]:
+            slot.retiring = True
+            if slot.ahead is not None and not slot.taken_back:
+                self._take_back(slot)
+            if slot.job is None:
+                slot.conn.close()  # it sees EOF and exits
 
     def _takers(self) -> list[Slot]:
         """Who may take an attempt now: an idle worker; else, a busy one ahead of time,
@@ -282,7 +314,7 @@ class LocalExecutor:
         objects: list[Any] = self.adoptions.waitables()
         for slot in self.slots:
             if not slot.dead:
-                objects += [slot.conn, slot.sentinel]
+                objects += [slot.sentinel] if slot.conn.closed else [slot.conn, slot.sentinel]
         return objects
 
     def next_deadline(self, now: float) -> float | None:
@@ -305,7 +337,8 @@ class LocalExecutor:
         if due and not self.closing:
             self.respawns = [at for at in self.respawns if at > now]
             for _ in due:
-                self._spawn()
+                if sum(s.live for s in self.slots) < self.workers:
+                    self._spawn()
         events, self.events = self.events, []
         return events
 
@@ -348,7 +381,9 @@ class LocalExecutor:
             return
         self.events.append(Ended(job.id, job.attempt, outcome))
         slot.job = None
-        if slot.ahead is not None:
+        if slot.retiring:
+            slot.conn.close()  # it exits; a job sent ahead to it is settled when it is gone
+        elif slot.ahead is not None:
             # The worker starts it right away (or, taken back, skips it: it ends NotBegun).
             ahead, slot.ahead, slot.taken_back = slot.ahead, None, False
             self._begin(slot, ahead, now)
@@ -393,7 +428,7 @@ class LocalExecutor:
             ahead: Outcome = WorkerDied("its worker was stopped as the attempt began", True) \
                 if self._began(slot.ahead) else NotBegun(None, "its worker was stopped before it began")
             self.events.append(Ended(slot.ahead.id, slot.ahead.attempt, ahead))
-        if not self.closing:
+        if not self.closing and not slot.retiring:
             self._replace(slot, now)
 
     def _replace(self, dead: Slot, now: float) -> None:

@@ -7,8 +7,8 @@ stopped is made once.
     signal handlers --flag + wake--> wake pipe --+--> wait() --> step(ready, now):
     executor (its waitables, or wake) ----------+      outcomes   executor events -> ledger
     requests/ (inline: an inotify descriptor) ---+      deadlines  timeouts, retries due
-                                                       stopping   SIGINT/SIGTERM
-                                                       requests   kill / retry files
+                                                       stopping   SIGINT/SIGTERM, USR1, USR2
+                                                       requests   kill / retry / workers files
                                                        intake     incoming/ -> queued
                                                        dispatch   queued -> executor
 
@@ -23,6 +23,7 @@ swaps to step the manager by hand with a fake executor and time standing still.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -48,7 +49,8 @@ from .poller import Poller
 from .recovery import Recovery
 from .requests import RequestKind
 from .reserve import Reserve
-from .spool import SpoolDir
+from .spool import Serving, SpoolDir
+from .stopping import STOP_SIGNALS, StopMode
 from .tasks import load_task_modules, unserved_reason
 from .trouble import Trouble
 from .watch import FolderWatch, WakeHandler, start_observer
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 
 INTAKE_SLICE = 0.02  # seconds of intake work per turn, so a big batch never stalls the loop
 
-__all__ = ["Manager", "ManagerConfig"]
+__all__ = ["Manager", "ManagerConfig", "StopMode"]
 
 
 def engine_settings(config: ManagerConfig, threads: bool = True, name: str = "worker",
@@ -86,7 +88,7 @@ class Manager:
         self.executor = executor or make_executor(config.engine, engine_settings(config))
         self.dispatch = Dispatch(self.ctx, self.executor)
         self.outcomes = Outcomes(self.ctx, self.dispatch, JobLogs(spool, config.max_log_bytes))
-        self.control = Control(self.ctx, self.dispatch, only)
+        self.control = Control(self.ctx, self.dispatch, only, resized=lambda workers: self.tell(workers=workers))
         self.recovery = Recovery(self.ctx, self.dispatch)
         self.intake = None if only is not None else Intake(self.ctx, IntakeRules(
             task_reason=lambda name: unserved_reason(name, self.tasks, config.task_modules),
@@ -97,13 +99,16 @@ class Manager:
             group_gid=config.group_gid,
         ))
         self.stop_requested = 0
+        self.stop_mode: StopMode | None = None  # how, once a stop is asked for (None: interrupt)
+        self.interrupts = 0  # SIGINT/SIGTERM: a second one stops running jobs at once
+        self.stopping_said: StopMode | None = None
         self.shutdown_at: float | None = None
+        self.serving = Serving(kill_grace=config.kill_grace, grace=config.shutdown_grace, workers=config.workers)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poller = Poller()
         self.next_rescan = 0.0
         self.rescan_due = True
         self.requests_watch: FolderWatch | None = None  # an inline manager's wake on requests/
-        self.said_trouble: str | None = None  # what manager.json says keeps jobs from running
         self.handler = WakeHandler(str(spool.incoming), str(spool.requests),
                                    self.intake.notes if self.intake else deque(), self.wake)
 
@@ -141,9 +146,9 @@ class Manager:
             log.warning("running as root: a member's job runs as her; jobs of root's own files run as root")
         observer = start_observer([str(self.spool.incoming), str(self.spool.requests)], self.handler)
         try:
-            with self.signals(signal.SIGINT, signal.SIGTERM):
+            with self.signals(*STOP_SIGNALS):
                 self.open()
-                self.spool.mark_serving(self.config.kill_grace)
+                self.spool.mark_serving(self.serving)
                 log.info("serving %s with %d workers", self.spool.root, self.config.workers)
                 self.loop()
         finally:
@@ -187,7 +192,7 @@ class Manager:
         self.executor.open(self.wake)
 
     def close(self) -> None:
-        self.executor.close()
+        self.executor.close(leave_running=self.detaching())
         self.spool.events.flush(patience=TRIM_PATIENCE)  # the last lines: worth waiting out a trim for
 
     def loop(self) -> None:
@@ -200,8 +205,21 @@ class Manager:
                 self.ctx.trouble.hit(exc, self.clock.monotonic(), len(self.outcomes.pending))
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        mode = STOP_SIGNALS.get(signal.Signals(signum), StopMode.INTERRUPT)
+        if mode is StopMode.INTERRUPT:
+            self.interrupts += 1
+        # Detach wins (it is asked for to go now); an interrupt ends a drain; nothing
+        # turns an interrupt into a drain.
+        if self.stop_mode is None or mode is StopMode.DETACH or (
+                mode is StopMode.INTERRUPT and self.stop_mode is StopMode.DRAIN):
+            self.stop_mode = mode
         self.stop_requested += 1
         self.wake()
+
+    def detaching(self) -> bool:
+        """Stopping now and leaving running attempts to the next manager (when the
+        executor's attempts can outlive this manager: else they are interrupted)."""
+        return bool(self.stop_requested) and self.stop_mode is StopMode.DETACH and self.executor.leaves_running
 
     def wake(self) -> None:
         try:
@@ -212,6 +230,8 @@ class Manager:
     def finished(self) -> bool:
         # Attempts taken over from a previous manager are not our children: we stop without
         # waiting for them, and the next manager takes them over again.
+        if self.detaching():
+            return True
         if self.executor.busy():
             return False
         return self.stop_requested > 0 or (self.only is not None and not self.looks_after(self.only))
@@ -272,13 +292,32 @@ class Manager:
         finally:
             self.spool.events.flush()
 
+    def say_stopping(self, mode: StopMode, now: float) -> None:
+        running = self.executor.running_ids()
+        jobs = f"{len(running)} running" + (f" ({', '.join(running[:10])})" if running else "")
+        if mode is StopMode.INTERRUPT:
+            self.shutdown_at = now + self.config.shutdown_grace
+            log.info("stopping: no new jobs; waiting up to %gs for %s, then they are stopped and queued again",
+                     self.config.shutdown_grace, jobs)
+        elif mode is StopMode.DRAIN:
+            self.shutdown_at = None
+            log.info("draining: no new jobs; waiting for %s to end, however long they take", jobs)
+        else:
+            log.info("detaching: stopping now; %s run on, for the next manager to take over", jobs)
+        self.tell(stopping=mode.value)
+
+    def tell(self, **changes: Any) -> None:
+        """Say what changed of the manager in manager.json (pool status, stop, workers read it)."""
+        self.serving = dataclasses.replace(self.serving, **changes)
+        if self.only is None and self.spool.top.has("manager.json"):
+            self.spool.say_serving(self.serving)
+
     def say_trouble(self) -> None:
         """Say in manager.json what keeps jobs from running (pool status shows it), when
         that changes."""
         trouble = self.executor.trouble()
-        if trouble != self.said_trouble and self.only is None and self.spool.top.has("manager.json"):
-            self.spool.say_serving(self.config.kill_grace, trouble)
-            self.said_trouble = trouble
+        if trouble != self.serving.trouble:
+            self.tell(trouble=trouble)
 
     def retry_pending(self, now: float) -> None:
         """Outcomes that could not be written before (a full disk) are written now."""
@@ -301,15 +340,23 @@ class Manager:
             self.recovery.check_supervised()
 
     def apply_stop(self, now: float) -> None:
-        """SIGINT/SIGTERM: take nothing new, give running jobs the grace, then stop them
-        (they are put back, queued, uncounted); a second signal stops them at once."""
+        """A stop asked for: take nothing new, and end as its mode says (``StopMode``):
+        interrupt gives running jobs the grace, then stops them (they are put back,
+        queued, uncounted; a second SIGINT/SIGTERM stops them at once); drain waits for
+        them; detach leaves them running."""
         if not self.stop_requested:
             return
-        if self.shutdown_at is None:
-            self.shutdown_at = now + self.config.shutdown_grace
-            log.info("stopping: no new jobs; waiting up to %gs for %d running",
-                     self.config.shutdown_grace, len(self.executor.running_ids()))
-        at_once = self.stop_requested > 1
-        if at_once or now >= self.shutdown_at:
+        mode = self.stop_mode or StopMode.INTERRUPT
+        if mode is StopMode.DETACH and not self.executor.leaves_running:
+            log.warning("engine %s cannot leave running jobs to the next manager: stopping them instead",
+                        self.config.engine)
+            mode = self.stop_mode = StopMode.INTERRUPT
+        if mode is not self.stopping_said:
+            if self.stopping_said is None:
+                self.executor.resize(0)  # nothing more begins, not even what was sent ahead
+            self.stopping_said = mode
+            self.say_stopping(mode, now)
+        at_once = self.interrupts > 1
+        if mode is StopMode.INTERRUPT and (at_once or (self.shutdown_at is not None and now >= self.shutdown_at)):
             for job_id in self.executor.running_ids():
                 self.executor.stop(job_id, StopReason.SHUTDOWN, 0.0 if at_once else self.config.kill_grace, now)

@@ -1,4 +1,5 @@
-"""Asking for something to be done to a job: cancel it, run it again.
+"""Asking for something to be done to a job (cancel it, run it again), or by the manager
+(run this many workers).
 
 Kill and retry are requests (files in requests/) that the manager carries out; with no
 manager serving, a change to a job nothing runs is made here, through the ledger, as
@@ -12,10 +13,10 @@ import time
 from typing import Any
 
 from . import defaults, lifecycle
-from .errors import JobBusy, JobNotFinished, JobNotFound
+from .errors import InvalidArgument, JobBusy, JobNotFinished, JobNotFound, PoolError
 from .finding import POLL_INTERVAL, Finding
 from .model import JobStatus, utc_now
-from .requests import RequestKind, check_grace
+from .requests import MAX_WORKERS, RequestKind, check_grace
 
 REQUEST_TIMEOUT = 10.0  # a serving manager takes a request within milliseconds
 
@@ -50,13 +51,30 @@ class Requesting(Finding):
             self._await_request(RequestKind.RETRY, job_id, REQUEST_TIMEOUT)
         return self.status(job_id)
 
+    def set_workers(self, workers: int) -> int | None:
+        """Ask the serving manager to run ``workers`` attempts at a time from now on (until
+        it stops: its --workers is what a restart runs); returns how many it says it runs
+        once it took the request (the number it had when it refused it: only the spool's
+        owner may). Raises InvalidArgument, PoolError when no manager serves."""
+        if not 1 <= workers <= MAX_WORKERS:
+            raise InvalidArgument(f"a number of workers is 1 to {MAX_WORKERS}, not {workers}")
+        if not self.dir.manager_running():
+            raise PoolError(f"no manager is serving {self.path}")
+        self.dir.box.file(RequestKind.WORKERS, str(workers))
+        self._await_request(RequestKind.WORKERS, str(workers), REQUEST_TIMEOUT)
+        if self.dir.box.is_pending(RequestKind.WORKERS, str(workers)):
+            self.dir.box.drop(RequestKind.WORKERS, str(workers))
+            raise PoolError(f"the manager did not take the request within {REQUEST_TIMEOUT:g}s")
+        serving = self.dir.serving()
+        return serving.workers if serving is not None else None
+
     def kill_grace(self, grace: float | None = None) -> float:
         """The seconds between SIGTERM and SIGKILL a kill asking for ``grace`` gives a job:
         that, or the serving manager's own default (`pool serve --kill-grace`), or pool's."""
         if grace is not None:
             return grace
-        announced = self.dir.manager_kill_grace() if self.dir.manager_running() else None
-        return announced if announced is not None else defaults.KILL_GRACE
+        serving = self.dir.serving()
+        return serving.kill_grace if serving is not None and serving.kill_grace is not None else defaults.KILL_GRACE
 
     def acted_on(self, job_id: str) -> bool:
         """True when something will carry out a request for the job now: a manager, an

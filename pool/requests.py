@@ -1,4 +1,5 @@
-"""requests/: what clients ask the manager to do to a job (``pool kill``, ``pool retry``).
+"""requests/: what clients ask the manager to do to a job (``pool kill``, ``pool retry``),
+or to itself (``pool workers N``).
 
 A request is a file ``<kind>-<id>`` holding a small JSON object; the manager carries it
 out and removes it. The folder is read like incoming/ (no links, no FIFOs, small files
@@ -21,11 +22,13 @@ from .safeio import Folder, HeldFile, Owners, UnsafeFile
 
 MAX_REQUEST_BYTES = 4096
 MAX_GRACE = 3600.0
+MAX_WORKERS = 1024
 
 
 class RequestKind(str, enum.Enum):
     KILL = "kill"
     RETRY = "retry"
+    WORKERS = "workers"  # workers-<n>: the manager's, not a job's (its "id" is the number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,7 @@ class RequestBox:
                 continue  # a writer's temp file
             kind_name, _, job_id = name.partition("-")
             if kind_name not in RequestKind._value2member_map_ or not ID_PATTERN.match(job_id):
-                bad.append((name, "is not a request: names are kill-<id> or retry-<id>"))
+                bad.append((name, "is not a request: names are kill-<id>, retry-<id> or workers-<n>"))
                 continue
             try:
                 found.append(self._read(name, RequestKind(kind_name), job_id, owners))

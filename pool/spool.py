@@ -106,6 +106,25 @@ def check_parents(root: Path) -> None:
                              f"{stat.S_IMODE(st.st_mode):o}) without the sticky bit: they could swap the spool")
 
 
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """What a serving manager says of itself in manager.json: the kill grace it gives a
+    job when a kill request names none (`pool kill` waits that long, and says so), the
+    grace it gives running jobs when it stops (`pool stop` says so), how many workers it
+    runs (`pool workers`), what keeps it from running jobs (`pool status` says it), and
+    how it is stopping, once it is."""
+
+    kill_grace: float | None = None
+    grace: float | None = None
+    workers: int | None = None
+    trouble: str | None = None
+    stopping: str | None = None
+
+
+SERVING_TYPES: dict[str, type | tuple[type, ...]] = {
+    "kill_grace": (int, float), "grace": (int, float), "workers": int, "trouble": str, "stopping": str}
+
+
 class SpoolDir:
     """Paths and file operations of one spool directory."""
 
@@ -334,24 +353,28 @@ class SpoolDir:
         self.top.unlink("manager.lock")  # the guard of older versions: a plain file
         return fd
 
-    def mark_serving(self, kill_grace: float) -> None:
-        """Say who serves the spool (its pid, and the process's start time: pids are
-        reused) and the kill grace it gives a job when a kill request names none (`pool
-        kill` waits that long, and says so): anyone who may read the spool may read it."""
-        self.say_serving(kill_grace, None)
+    def mark_serving(self, serving: Serving) -> None:
+        """Say who serves the spool, and how (``Serving``)."""
+        self.say_serving(serving)
         self.top.write_atomic("manager.pid", str(os.getpid()).encode(), 0o644)
 
-    def say_serving(self, kill_grace: float, trouble: str | None) -> None:
-        """manager.json: what ``mark_serving`` says, and what keeps the manager from running
-        jobs now, if anything (`pool status` says it)."""
+    def say_serving(self, serving: Serving) -> None:
+        """manager.json: what ``Serving`` holds, with the serving process's pid and start
+        time (pids are reused). Anyone who may read the spool may read it."""
         pid = os.getpid()
         self.top.write_atomic("manager.json", orjson.dumps(
-            {"pid": pid, "started": process_start_time(pid), "kill_grace": kill_grace, "trouble": trouble}), 0o644)
+            {"pid": pid, "started": process_start_time(pid), **dataclasses.asdict(serving)}), 0o644)
 
-    def manager_trouble(self) -> str | None:
-        """What the serving manager says keeps it from running jobs, if anything."""
-        trouble = self._serving().get("trouble") if self.manager_running() else None
-        return trouble if isinstance(trouble, str) else None
+    def serving(self) -> Serving | None:
+        """What the serving manager says of itself; None when none serves."""
+        if not self.manager_running():
+            return None
+        doc = self._serving()
+        kept: dict[str, Any] = {}
+        for name, kind in SERVING_TYPES.items():  # what a file may say, each checked
+            value = doc.get(name)
+            kept[name] = value if isinstance(value, kind) and not isinstance(value, bool) else None
+        return Serving(**kept)
 
     def clear_serving(self) -> None:
         self.top.unlink("manager.pid")
@@ -364,11 +387,6 @@ class SpoolDir:
         except (OSError, UnsafeFile, ValueError):
             return {}
         return doc if isinstance(doc, dict) else {}
-
-    def manager_kill_grace(self) -> float | None:
-        """The kill grace the serving manager gives a job by default, if it says."""
-        grace = self._serving().get("kill_grace")
-        return float(grace) if isinstance(grace, (int, float)) and not isinstance(grace, bool) else None
 
     def serving_pid(self) -> int | None:
         """The pid of the manager serving the spool: the one manager.json names, if that

@@ -72,6 +72,11 @@ class Server:
             assert self.proc.poll() is None, f"pool serve exited early:\n{self.output()}"
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
     def ready(self) -> bool:
         pid_file = self.spool / "manager.pid"
         return self.proc is not None and pid_file.exists() and pid_file.read_text() == str(self.proc.pid)

@@ -71,8 +71,11 @@ class Child:
 
 
 class RelayExecutor:
+    leaves_running = False  # a child reports to this manager alone: it goes with it
+
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
+        self.workers = settings.workers
         self.config = orjson.dumps(settings.worker.to_dict()).decode()
         self.children: dict[str, Child] = {}
         self.events: list[ExecutorEvent] = []
@@ -80,13 +83,16 @@ class RelayExecutor:
     def open(self, wake: Callable[[], None]) -> None:
         pass  # nothing to start before the first attempt
 
-    def close(self) -> None:
+    def close(self, leave_running: bool = False) -> None:
         for child in self.children.values():  # nothing of ours outlives the manager
             with_group_killed(child)
             self._release(child)
 
+    def resize(self, workers: int) -> None:
+        self.workers = workers
+
     def room(self, first: JobStatus) -> int:
-        return self.settings.workers - len(self.children)
+        return self.workers - len(self.children)
 
     def start(self, job: JobStatus, now: float) -> None:
         messages_r, messages_w = os.pipe()

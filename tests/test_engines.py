@@ -18,6 +18,7 @@ import pytest
 from conftest import ENGINES, drop, events_of, job, pid_alive, status_doc
 from pool.manager import Manager, ManagerConfig
 from pool.requests import RequestKind
+from pool.stopping import StopMode
 from waiting import wait_until
 
 pytestmark = pytest.mark.every_engine
@@ -172,3 +173,53 @@ def test_a_stop_of_the_manager_puts_a_running_attempt_back_uncounted(
     doc = pool.doc("g")
     assert (doc["state"], doc["attempt"], doc["interruptions"]) == ("queued", 1, 1)
     assert not pid_alive(pid)
+
+
+def test_a_drain_lets_running_attempts_end_and_begins_nothing_more(
+        driven: Callable[..., Driven], tmp_path: Path) -> None:
+    pool = driven(workers=1, shutdown_grace=0.0)
+    gate = tmp_path / "gate"
+    pool.submit("g", "hold", str(gate))
+    pool.until(lambda: pool.state("g") == "running", "running")
+    pool.submit("q", "add", 1, 2)
+    pool.until(lambda: pool.state("q") == "queued", "q taken in")  # and, locally, sent ahead to g's worker
+    pool.manager.stop_mode, pool.manager.stop_requested = StopMode.DRAIN, 1
+    pool.until(lambda: pool.manager.stopping_said is StopMode.DRAIN, "draining")
+    assert not pool.manager.finished()
+    gate.touch()
+    pool.until(lambda: pool.manager.finished(), "the drain over")
+    assert (pool.doc("g")["state"], pool.doc("g")["interruptions"], pool.state("q")) == ("done", 0, "queued")
+
+
+def test_a_detach_leaves_the_attempt_running_where_the_engine_can_and_else_puts_it_back(
+        driven: Callable[..., Driven], tmp_path: Path) -> None:
+    pool = driven(shutdown_grace=0.0, kill_grace=0.2)
+    gate = tmp_path / "gate"
+    pool.submit("g", "hold", str(gate))
+    pid = pool.until(lambda: (d := status_doc(pool.spool_dir, "g")) and d["state"] == "running" and d["pid"],
+                     "running")
+    pool.manager.stop_mode, pool.manager.stop_requested = StopMode.DETACH, 1
+    pool.until(lambda: pool.manager.finished(), "the manager's stop")
+    pool.close()
+    if pool.manager.executor.leaves_running:
+        assert pid_alive(pid) and pool.state("g") == "running"
+        gate.touch()
+        wait_until(lambda: pool.state("g") == "done", what="g done with no manager")
+        assert pool.doc("g")["interruptions"] == 0
+    else:  # it said why, and did what an interrupt does
+        doc = pool.doc("g")
+        assert (doc["state"], doc["attempt"], doc["interruptions"]) == ("queued", 1, 1) and not pid_alive(pid)
+
+
+def test_more_workers_run_more_attempts_at_once_with_no_restart(
+        driven: Callable[..., Driven], tmp_path: Path) -> None:
+    pool = driven(workers=1)
+    gate = tmp_path / "gate"
+    pool.submit("a", "hold", str(gate))
+    pool.until(lambda: pool.state("a") == "running", "a running")
+    pool.manager.spool.box.file(RequestKind.WORKERS, "2")
+    pool.submit("b", "hold", str(gate))
+    pool.until(lambda: pool.state("b") == "running", "b running beside a")
+    assert pool.state("a") == "running" and pool.manager.serving.workers == 2
+    gate.touch()
+    pool.until(lambda: pool.state("a") == pool.state("b") == "done", "both done")

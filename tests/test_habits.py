@@ -357,8 +357,10 @@ def test_service_prints_a_unit_whose_command_serves_the_spool_and_stops_cleanly(
     unit = run_pool(weird, "service", "--workers", "1", "--tasks", "pooltest_tasks", "--grace", "5",
                     check=True, cwd=TESTS).stdout
     fields = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line)
-    assert (fields["KillMode"], fields["Type"], fields["WorkingDirectory"]) == ("mixed", "exec", str(TESTS))
-    assert int(fields["TimeoutStopSec"]) >= 5 + 5
+    # Stopped or restarted, the manager detaches: its running jobs are left to the next one.
+    assert (fields["KillMode"], fields["KillSignal"], fields["Type"], fields["WorkingDirectory"]) == (
+        "process", "SIGUSR2", "exec", str(TESTS))
+    assert "# On stop and restart (detach): running jobs run on" in unit
     # systemd's own unquoting: %% and $$ are one character; then words as a shell splits them.
     argv = shlex.split(fields["ExecStart"].replace("%%", "%").replace("$$", "$"))
     # This Python, running pool's command line whatever folder it starts in (never `-m pool`,
@@ -370,7 +372,7 @@ def test_service_prints_a_unit_whose_command_serves_the_spool_and_stops_cleanly(
     try:
         wait_until(lambda: (weird / "manager.pid").exists() or manager.poll() is not None, what="served")
         assert run_pool(weird, "run", "pooltest_tasks:add", "2", "3", check=True).stdout == "5\n"
-        manager.send_signal(signal.SIGTERM)  # KillMode=mixed: to the manager alone
+        manager.send_signal(getattr(signal, fields["KillSignal"]))  # KillMode=process: to the manager alone
         assert manager.wait(timeout=60) == 0
     finally:
         if manager.poll() is None:
@@ -385,6 +387,12 @@ def test_service_install_writes_a_user_unit_and_refuses_bad_serve_options(tmp_pa
     unit = config / "systemd" / "user" / "pool-test.service"
     assert "--workers 2" in unit.read_text() and "WantedBy=default.target" in unit.read_text()
     assert "systemctl --user enable --now pool-test" in installed.stdout
+    for on_stop, kill_mode, signal_name, timeout in (("interrupt", "mixed", "SIGTERM", "45"),
+                                                      ("drain", "mixed", "SIGUSR1", "infinity")):
+        unit_text = run_pool(tmp_path / "s", "service", "--on-stop", on_stop, "--grace", "10", "--kill-grace", "5",
+                             check=True).stdout
+        fields = dict(line.split("=", 1) for line in unit_text.splitlines() if "=" in line and line[0] != "#")
+        assert (fields["KillMode"], fields["KillSignal"], fields["TimeoutStopSec"]) == (kill_mode, signal_name, timeout)
     bad = run_pool(tmp_path / "s", "service", "--workers", "0")
     assert bad.returncode == 2 and "pool serve: Invalid value for '--workers'" in bad.stderr
 

@@ -59,8 +59,13 @@ class FakeExecutor:
         self.events: list[ExecutorEvent] = []
         self.stops: list[tuple[str, StopReason, float]] = []
 
+    leaves_running = False
+
     def open(self, wake: Any) -> None: ...
-    def close(self) -> None: ...
+    def close(self, leave_running: bool = False) -> None: ...
+
+    def resize(self, workers: int) -> None:
+        self.slots = workers
 
     def room(self, first: JobStatus) -> int:
         return self.slots - len(self.held)

@@ -24,6 +24,7 @@ from conftest import (
     job,
     made,
     pid_alive,
+    running_pid,
     run_pool,
     start_running,
     state_of,
@@ -561,3 +562,108 @@ def test_a_higher_priority_starts_first_even_when_jobs_were_sent_ahead(
     for name in waiting:
         wait_until(lambda: state_of(spool_dir, name) == "done", what=f"{name} done")  # noqa: B023
     assert [status_doc(spool_dir, name)["attempt"] for name in waiting] == [1, 1, 1]  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- stopping and restarting keep the work
+def test_stop_says_what_it_waits_for_and_gives_running_jobs_the_grace(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    manager = serve("--grace", "120")
+    gate = tmp_path / "gate"
+    start_running(spool_dir, "r", "hold", str(gate))
+    said = run_pool(spool_dir, "stop", "--no-wait", check=True).stdout
+    assert said.splitlines()[0] == (
+        f"stopping the manager (pid {manager.pid}): 1 running job (r) gets up to 120s to end, then is stopped and "
+        "queued again (--drain waits for them, --detach leaves them running)")
+    gate.touch()  # it ends within the grace: done, and the manager stops
+    assert manager.proc is not None and manager.proc.wait(timeout=60) == 0
+    doc = status_doc(spool_dir, "r")
+    assert doc is not None and (doc["state"], doc["attempt"], doc["interruptions"]) == ("done", 1, 0)
+
+
+def test_drain_waits_for_running_jobs_and_starts_nothing_new(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    manager = serve("--workers", "1", "--grace", "0")  # a drain has no grace to run out
+    gate = tmp_path / "gate"
+    start_running(spool_dir, "r", "hold", str(gate))
+    drop(spool_dir, "q.json", job("add", 1, 2, id="q"))
+    wait_until(lambda: state_of(spool_dir, "q") == "queued", what="q taken in")
+    stopper = subprocess.Popen([*POOL, "--spool", str(spool_dir), "stop", "--drain"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env_for_tests())
+    try:
+        wait_until(lambda: "draining" in manager.output(), what="the manager draining")
+        assert stopper.poll() is None and manager.proc is not None and manager.proc.poll() is None
+        assert (state_of(spool_dir, "r"), state_of(spool_dir, "q")) == ("running", "queued")
+        assert "the manager is stopping (drain): nothing new starts" in run_pool(spool_dir, "status").stdout
+        gate.touch()
+        out, err = stopper.communicate(timeout=60)
+    finally:
+        if stopper.poll() is None:
+            stopper.kill()
+    assert stopper.returncode == 0, err
+    assert out.splitlines() == [
+        f"draining the manager (pid {manager.pid}): nothing new starts; it stops once 1 running job (r) ends",
+        f"manager (pid {manager.pid}) stopped"]
+    doc = status_doc(spool_dir, "r")
+    assert doc is not None and (doc["state"], doc["attempt"], doc["interruptions"]) == ("done", 1, 0)
+    assert state_of(spool_dir, "q") == "queued"  # for the next manager
+
+
+def test_detach_leaves_running_jobs_to_the_next_manager_and_begins_nothing_sent_ahead(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    manager = serve("--workers", "1")
+    gate = tmp_path / "gate"
+    worker = start_running(spool_dir, "r", "hold", str(gate))
+    drop(spool_dir, "q.json", job("add", 1, 2, id="q"))  # sent ahead to r's worker
+    wait_until(lambda: state_of(spool_dir, "q") == "queued", what="q taken in")
+    said = run_pool(spool_dir, "stop", "--detach", check=True).stdout
+    assert said.splitlines() == [
+        f"stopping the manager (pid {manager.pid}) now: 1 running job (r) runs on, for the next `pool serve` to take "
+        "over", f"manager (pid {manager.pid}) stopped"]
+    assert manager.proc is not None and manager.proc.wait(timeout=30) == 0
+    assert pid_alive(worker) and state_of(spool_dir, "r") == "running"
+    gate.touch()  # r ends with no manager: its worker writes it, and then begins nothing
+    wait_until(lambda: not pid_alive(worker), what="r's worker gone")
+    assert (state_of(spool_dir, "r"), state_of(spool_dir, "q")) == ("done", "queued")
+    serve("--workers", "1")
+    wait_until(lambda: state_of(spool_dir, "q") == "done", what="q run by the next manager")
+    doc = status_doc(spool_dir, "r")
+    assert doc is not None and (doc["attempt"], doc["interruptions"]) == (1, 0)
+
+
+def test_a_detached_job_still_running_is_taken_over_by_the_next_manager(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    gate = tmp_path / "gate"
+    worker = start_running(spool_dir, "r", "hold", str(gate))
+    run_pool(spool_dir, "stop", "--detach", check=True)
+    serve()
+    assert pid_alive(worker) and state_of(spool_dir, "r") == "running"
+    gate.touch()
+    wait_until(lambda: state_of(spool_dir, "r") == "done", what="r done under the next manager")
+    doc = status_doc(spool_dir, "r")
+    assert doc is not None and (doc["attempt"], doc["interruptions"]) == (1, 0)
+
+
+def test_the_number_of_workers_changes_without_a_restart(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve("--workers", "1")
+    assert run_pool(spool_dir, "workers", check=True).stdout == "1 workers\n"
+    gates = {name: tmp_path / f"gate-{name}" for name in "abcd"}
+    start_running(spool_dir, "a", "hold", str(gates["a"]))
+    assert run_pool(spool_dir, "workers", "2", check=True).stdout == "2 workers from now on (were 1)\n"
+    start_running(spool_dir, "b", "hold", str(gates["b"]))  # beside a: a second worker runs
+    assert state_of(spool_dir, "a") == "running"
+    assert run_pool(spool_dir, "workers", "1", check=True).stdout == "1 workers from now on (were 2)\n"
+    gates["a"].touch()
+    gates["b"].touch()
+    for name in "ab":
+        wait_until(lambda: state_of(spool_dir, name) == "done", what=f"{name} done")  # noqa: B023
+    # One worker: d, arriving while c runs, waits for c and runs in the same process after it.
+    c = start_running(spool_dir, "c", "hold", str(gates["c"]))
+    drop(spool_dir, "d.json", job("hold", str(gates["d"]), id="d"))
+    wait_until(lambda: state_of(spool_dir, "d") == "queued", what="d taken in")
+    gates["c"].touch()
+    assert running_pid(spool_dir, "d") == c
+    gates["d"].touch()
+    refused = run_pool(spool_dir, "workers", "0")
+    assert refused.returncode == 2 and "0 is not in the range x>=1" in refused.stderr

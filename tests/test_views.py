@@ -130,8 +130,9 @@ def test_prune_removes_only_old_finished_jobs(spool_dir: Path, serve: Callable[.
 def test_stop_asks_the_manager_to_stop(spool_dir: Path, serve: Callable[..., Server]) -> None:
     server = serve()
     result = run_pool(spool_dir, "stop", check=True)
-    assert result.stdout.startswith("manager (pid ") and result.stdout.strip().endswith("stopped")
     assert server.proc is not None and server.proc.wait(timeout=30) == 0
+    pid = server.proc.pid
+    assert result.stdout.splitlines() == [f"stopping the manager (pid {pid})", f"manager (pid {pid}) stopped"]
     result = run_pool(spool_dir, "stop")
     assert result.returncode == 1 and result.stderr.strip() == f"Error: no manager is serving {spool_dir}"
 
