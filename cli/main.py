@@ -44,10 +44,59 @@ def spool_option(needs_spool: bool) -> click.Option:
                         type=click.Path(file_okay=False), help="The spool directory (as `pool --spool DIR`).")
 
 
+# `pool --help` lists commands by what one does first, not alphabetically.
+SECTIONS = [
+    ("Start here", ["demo", "run", "serve", "submit", "status"]),
+    ("Follow and control jobs", ["top", "wait", "logs", "result", "kill", "retry", "restart"]),
+    ("The spool and its manager", ["remove", "prune", "stop", "workers", "service"]),
+]
+SHORT_HELP = {
+    "demo": "See it work: a scratch spool, example jobs, a live view.",
+    "run": "Run a task, or -- a program, to its end with a live progress bar.",
+    "serve": "Run the manager, which runs the spool's jobs (foreground).",
+    "submit": "Queue a task, or --command a program; prints its id.",
+    "status": "Every job with its state and progress; with an ID, all of it.",
+    "top": "A live view of the jobs (q quits).",
+    "wait": "Block until jobs have ended; exit 0 if all are done.",
+    "logs": "A job's output, every attempt (-f follows it).",
+    "result": "A job's result as JSON; exit 1 unless it is done.",
+    "kill": "Cancel jobs; a running one's whole process group is stopped.",
+    "retry": "Run jobs that have ended again, from attempt 1.",
+    "remove": "Forget jobs: their status, lock and log files go.",
+    "prune": "Remove jobs that ended longer ago than --older-than.",
+    "stop": "Stop the manager (--drain and --detach keep running work).",
+    "workers": "How many jobs run at a time; N changes it with no restart.",
+    "service": "A systemd unit that runs `pool serve` for this spool.",
+}
+EXAMPLES = """\b
+Examples:
+  pool demo                                  see it work (a scratch spool, example jobs)
+  pool run -- ffmpeg -i in.mp4 out.webm      run a program with a live progress bar
+  pool serve --tasks mytasks --allow-commands &
+  pool submit mytasks:render 42              queue a job for that manager; prints its id
+  pool status                                every job: state, progress, ETA
+  pool kill ID                               stop one (its whole process group)"""
+
+
 class PoolGroup(click.Group):
     """Maps every error pool raises on purpose (and OS errors) to one clear line."""
 
     command_class = StrictCommand
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        listed = [name for _, names in SECTIONS for name in names]
+        return [n for n in listed if n in self.commands] + sorted(set(self.commands) - set(listed))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed = set()
+        for title, names in SECTIONS:
+            rows = [(n, self.commands[n].get_short_help_str(formatter.width - 16)) for n in names if n in self.commands]
+            listed.update(names)
+            if title == SECTIONS[-1][0]:
+                rows += [(n, self.commands[n].get_short_help_str(formatter.width - 16))
+                         for n in sorted(set(self.commands) - listed)]
+            with formatter.section(title):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -61,7 +110,7 @@ class PoolGroup(click.Group):
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
 
-@click.group(cls=PoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PoolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.option("--spool", "spool_path", envvar="POOL_SPOOL", default="spool", show_default=True,
               type=click.Path(file_okay=False), help="The spool directory (env POOL_SPOOL).")
 @click.version_option(package_name="spoolpool")
@@ -239,6 +288,7 @@ def _register_commands() -> None:
         cli.add_command(command)
     cli.add_command(retry, "restart")  # pueue's name for it
     for command in {id(c): c for c in cli.commands.values()}.values():  # restart is retry: once
+        command.short_help = SHORT_HELP[command.name or ""]
         if command.name != "demo":  # the demo's --spool is its own: where to run the demo
             command.params.append(spool_option(command.name in NEEDS_SPOOL))
 

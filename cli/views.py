@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import os
+import select as selecting
 import sys
+import termios
 import time
+import tty
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -68,7 +74,7 @@ FILTERS = [
     click.option("--name", "name_pattern", metavar="PATTERN", help="Only jobs whose name or id matches (* and ?)."),
     click.option("--since", type=Duration(), help="Only jobs created this recently (90s, 15m, 1h, 7d)."),
     click.option("--limit", type=click.IntRange(0), default=100, show_default=True,
-                 help="Show at most this many jobs, newest first (0: all). --json shows all."),
+                 help="Show at most this many jobs, newest first (0: all)."),
 ]
 
 
@@ -81,8 +87,9 @@ def with_filters(command: Any) -> Any:
 @click.command(cls=StrictCommand)
 @click.argument("ids", nargs=-1, shell_complete=complete_ids)
 @with_filters
-@click.option("--json", "as_json", is_flag=True, help="A JSON array of status objects.")
-@click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C (as `pool top`).")
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON array of status objects: every job that matches (--limit is the table's).")
+@click.option("--watch", is_flag=True, help="Refresh in place until q or Ctrl-C (as `pool top`).")
 @click.pass_obj
 def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pattern: str | None,
            since: float | None, limit: int, as_json: bool, watch: bool) -> None:
@@ -148,7 +155,7 @@ def show_rejections(spool: Spool, since: float | None, as_json: bool) -> None:
 @with_filters
 @click.pass_obj
 def top(spool: Spool, states: tuple[str, ...], name_pattern: str | None, since: float | None, limit: int) -> None:
-    """A live view of the jobs, refreshed in place until Ctrl-C (pool status --watch)."""
+    """A live view of the jobs, refreshed in place until q or Ctrl-C (pool status --watch)."""
     if REJECTED in states:
         raise click.UsageError("--state rejected lists refused files: see `pool status --state rejected`")
     watch_table(spool, (), states, name_pattern, since, limit)
@@ -176,10 +183,38 @@ def footer(statuses: list[JobStatus], limit: int, lost: set[str], rejected: int 
     return line
 
 
+def sleep_only(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+@contextlib.contextmanager
+def keys_typed() -> Iterator[Callable[[float], bool]]:
+    """On a terminal, a pause that ends early, and says True, when q is typed (as in top
+    and less); the terminal reads keys one at a time, not echoed, until the view ends."""
+    fd = sys.stdin.fileno() if sys.stdin is not None else -1
+    if fd < 0 or not os.isatty(fd):
+        yield sleep_only
+        return
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def pause(seconds: float) -> bool:
+        if selecting.select([fd], [], [], seconds)[0]:
+            return b"q" in os.read(fd, 64).lower()
+        return False
+
+    try:
+        yield pause
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
 def watch_table(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = (), name: str | None = None,
                 since: float | None = None, limit: int = 100, until_final: bool = False,
                 timeout: float | None = None) -> list[JobStatus]:
-    """A live table, refreshed in place, until Ctrl-C (or until every job is final)."""
+    """A live table, refreshed in place, until Ctrl-C (or until every job is final; or,
+    when it is not waiting for that, until q is typed at its terminal)."""
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
@@ -200,11 +235,14 @@ def watch_table(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = ()
     cache: dict[str, tuple[int, JobStatus]] = {}  # a refresh parses only what changed
     statuses = select(spool, ids, states, name, since, cache)
     try:
-        with Live(view(statuses), console=out, refresh_per_second=4) as live:
+        # Keys are read one at a time before anything is shown: a q typed on sight counts.
+        with (contextlib.nullcontext(sleep_only) if until_final else keys_typed()) as pause, \
+                Live(view(statuses), console=out, refresh_per_second=4) as live:
             while not (until_final and statuses and all(s.state.is_final for s in statuses)):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeout(f"jobs not finished after {timeout:g}s")
-                time.sleep(WATCH_INTERVAL)
+                if pause(WATCH_INTERVAL):
+                    break
                 statuses = select(spool, ids, states, name, since, cache)
                 live.update(view(statuses))
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import click
 import orjson
 import pytest
 from conftest import (
@@ -667,3 +668,35 @@ def test_the_number_of_workers_changes_without_a_restart(
     gates["d"].touch()
     refused = run_pool(spool_dir, "workers", "0")
     assert refused.returncode == 2 and "0 is not in the range x>=1" in refused.stderr
+
+
+# ---------------------------------------------------------------- docs and help
+def test_the_top_level_help_starts_with_what_one_does_first_and_shows_examples(tmp_path: Path) -> None:
+    shown = run_pool(tmp_path / "s", "--help", check=True).stdout
+    sections = [line for line in shown.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert sections[:2] == ["Options:", "Start here:"]
+    start_here = shown.split("Start here:")[1].split("\n\n")[0].split()
+    assert [word for word in start_here if word in ("serve", "submit", "status")] == ["serve", "submit", "status"]
+    listed = shown.split("Start here:")[1].split("Examples:")[0]
+    assert "Examples:" in shown and "pool run -- " in shown and "..." not in listed  # no help cut short
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    from pool.cli.main import cli
+
+    silent = [f"pool {name} {param.opts[0]}" for name, command in cli.commands.items() for param in command.params
+              if isinstance(param, click.Option) and not param.help and not param.hidden]
+    assert silent == []
+    top_help = " ".join(str(p.help) for p in cli.commands["top"].params if isinstance(p, click.Option))
+    assert "--json" not in top_help  # top has no --json
+
+
+def test_the_readmes_picture_is_one_pool_draws(tmp_path: Path) -> None:
+    picture = tmp_path / "status.svg"
+    made_it = subprocess.run([sys.executable, str(TESTS.parent / "docs" / "screenshot.py"), str(picture)],
+                             capture_output=True, text=True, env=env_for_tests(), cwd=tmp_path, timeout=180)
+    assert made_it.returncode == 0, made_it.stderr
+    drawn = picture.read_text()
+    assert drawn.startswith("<svg") and "running" in drawn and "render-1" in drawn and "█" in drawn
+    assert "![" in (TESTS.parent / "README.md").read_text().split("## Quick start")[0]  # shown on the first screen
+    assert (TESTS.parent / "docs" / "status.svg").read_text().startswith("<svg")

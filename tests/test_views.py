@@ -209,6 +209,25 @@ def test_the_live_view_refreshes_in_place_and_ends_on_ctrl_c(
         os.close(leader)
 
 
+def test_q_quits_the_live_view_and_gives_the_terminal_back_as_it_was(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    start_running(spool_dir, "live-job", "halfway", str(tmp_path / "gate"))
+    top, leader = on_terminal(spool_dir, "top", columns=120, lines=30)
+    try:
+        before = termios.tcgetattr(leader)[3]
+        read_screen(leader, lambda s: "live-job" in s and "30%" in s)
+        os.write(leader, b"q")
+        assert top.wait(timeout=30) == 0
+        assert termios.tcgetattr(leader)[3] == before  # echo and line editing back on
+        assert before & termios.ECHO and before & termios.ICANON
+    finally:
+        if top.poll() is None:
+            top.send_signal(signal.SIGKILL)
+        os.close(leader)
+        (tmp_path / "gate").touch()
+
+
 def test_output_is_plain_when_not_a_terminal_or_no_color_is_set(spool_dir: Path, serve: Callable[..., Server]) -> None:
     serve()
     drop(spool_dir, "c.json", {"task": "pooltest_tasks:add", "args": [1, 1], "id": "c"})
