@@ -22,7 +22,7 @@ from .common import console, now
 
 EXPECTED = {
     "render-1": State.DONE, "render-2": State.DONE, "render-3": State.DONE, "encode": State.DONE, "bar": State.DONE,
-    "flaky": State.DONE, "doomed": State.FAILED, "endless": State.CANCELLED,
+    "flaky": State.DONE, "doomed": State.FAILED, "endless": State.CANCELLED, "later": State.DONE,
 }
 
 
@@ -50,6 +50,9 @@ def submit_examples(spool: Spool, scratch: Path) -> None:
                  retries=2, retry_delay=0.5)
     spool.submit("pool.demo_tasks:doomed", id="doomed", name="divides by zero")
     spool.submit("pool.demo_tasks:endless", id="endless", name="runs until killed", priority=1)
+    # One that waits for its time first (pool submit --in 3s).
+    spool.submit("pool.demo_tasks:render", 4, id="later", name="render frame 4, in 3s", delay=3,
+                 kwargs={"steps": 10, "step_seconds": 0.1})
 
 
 @click.command(cls=StrictCommand)

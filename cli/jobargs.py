@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import re
 import shlex
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -62,14 +64,49 @@ def job_options(command: Any) -> Any:
     return command
 
 
+CLOCK_TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?\Z")
+
+
+def moment_from(text: str, now: datetime | None = None) -> str:
+    """``--at``: ``14:00`` (or ``14:00:30``) is the next such local time, today or
+    tomorrow; anything else is a job file's ``at`` (ISO 8601), checked there."""
+    clock = CLOCK_TIME.match(text.strip())
+    if clock is None:
+        return text
+    hour, minute, second = int(clock[1]), int(clock[2]), int(clock[3] or 0)
+    if hour > 23 or minute > 59 or second > 59:
+        raise click.BadParameter(f"{text!r} is not a time of day", param_hint="--at")
+    now = now or datetime.now().astimezone()
+    moment = now.replace(hour=hour, minute=minute, second=second, microsecond=0)
+    return (moment if moment > now else moment + timedelta(days=1)).isoformat()
+
+
+WHEN_OPTIONS = [
+    click.option("--at", "at", metavar="TIME",
+                 help="Start it at this time: 14:00 (the next one), or 2026-12-24T18:00 (local unless an offset "
+                      "is given); until then it is waiting."),
+    click.option("--in", "delay", metavar="DURATION",
+                 help="Start it this long from now: 90s, 15m, 2h, 1d; until then it is waiting."),
+]
+
+
+def when_options(command: Any) -> Any:
+    """When `pool submit` starts the job (`pool run` runs at once: it is the inline fallback)."""
+    for option in reversed(WHEN_OPTIONS):
+        command = option(command)
+    return command
+
+
 def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: str | None, kwargs: tuple[str, ...],
               job_id: str | None, name: str | None, priority: int | None, retries: int | None,
               retry_delay: float | None, retry_backoff: float | None, timeout: float | None,
-              meta: tuple[str, ...], cwd: str | None, env: tuple[str, ...], progress_form: str | None) -> Job:
+              meta: tuple[str, ...], cwd: str | None, env: tuple[str, ...], progress_form: str | None,
+              at: str | None = None, delay: str | None = None) -> Job:
     """Submit the job the command line describes. Raises InvalidJobSpec, click.UsageError."""
     options: dict[str, Any] = {k: v for k, v in {
         "id": job_id, "name": name, "priority": priority, "retries": retries, "retry_delay": retry_delay,
-        "retry_backoff": retry_backoff, "timeout": timeout}.items() if v is not None}
+        "retry_backoff": retry_backoff, "timeout": timeout, "at": moment_from(at) if at is not None else None,
+        "delay": delay}.items() if v is not None}
     if meta:
         options["meta"] = key_values(meta, "--meta")
     if is_command:

@@ -21,7 +21,7 @@ from pool.model import JobStatus, State
 
 from .commands import JobCommand, StrictCommand
 from .common import complete_ids, follow_log, read_log, say_no_manager
-from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options
+from .jobargs import ARGV_AFTER_OPTIONS, build_job, job_options, when_options
 
 KILL_AT_ONCE = 1.0  # seconds a kill usually takes: `pool kill` says it waits only past this
 KILL_SLACK = 30.0  # seconds a kill may take beyond its grace (a loaded machine), before `pool kill` gives up
@@ -124,6 +124,7 @@ def cli(ctx: click.Context, spool_path: str) -> None:
 @cli.command(cls=JobCommand, context_settings=ARGV_AFTER_OPTIONS)
 @click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
 @job_options
+@when_options
 @click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends; exit 1 unless it is done.")
 @click.option("--quiet", "-q", is_flag=True, help="With --wait: print nothing, the exit code says it.")
 @click.pass_obj

@@ -13,6 +13,7 @@ from rich.text import Text
 from pool.model import JobStatus, State, encode_json, parse_time
 
 STATE_STYLES = {
+    State.WAITING: "blue",
     State.QUEUED: "cyan",
     State.RUNNING: "yellow",
     State.DONE: "green",
@@ -168,7 +169,7 @@ def table_columns(now: datetime, lost: set[str], bar_width: int) -> list[tuple[s
         ("ETA", lambda s: "" if s.id in lost else eta(s, now)),
         ("ELAPSED", lambda s: elapsed(s, now)),
         ("PRIO", lambda s: str(s.spec.priority) if s.spec.priority else ""),
-        ("MESSAGE", lambda s: one_line(ORPHANED_MESSAGE if s.id in lost else status_message(s))),
+        ("MESSAGE", lambda s: one_line(ORPHANED_MESSAGE if s.id in lost else status_message(s, now))),
     ]
 
 
@@ -195,7 +196,7 @@ def column_widths(names: list[str], cells: list[list[str]], width: int | None) -
 
 
 ORPHANED_MESSAGE = "no process runs it (its manager and worker are gone); the next manager runs it again"
-FIT_ORDER = {State.RUNNING: 0, State.QUEUED: 1}
+FIT_ORDER = {State.RUNNING: 0, State.QUEUED: 1, State.WAITING: 2}
 
 
 def fit(statuses: list[JobStatus], rows: int) -> tuple[list[JobStatus], int]:
@@ -208,12 +209,34 @@ def fit(statuses: list[JobStatus], rows: int) -> tuple[list[JobStatus], int]:
     return ranked[:rows], len(statuses) - rows
 
 
-def status_message(status: JobStatus) -> str:
+def status_message(status: JobStatus, now: datetime | None = None) -> str:
     if status.state in (State.FAILED, State.CANCELLED) and status.error:
         return status.error_text
+    if status.state is State.WAITING:
+        return waits_text(status, now)
     if status.state is State.QUEUED and status.next_try_at:
         return f"retry at {status.next_try_at}" + (f" after {status.error.get('type')}" if status.error else "")
     return status.message or ""
+
+
+def when_lines(status: JobStatus, now: datetime) -> list[str]:
+    """When a job that has not started will: its next try, or the end of its wait."""
+    if status.next_try_at:
+        return [f"next try:  {status.next_try_at}"]
+    if status.state is State.WAITING and status.waits:
+        return [f"waits:     until {status.waits.get('until')} ({waits_text(status, now)})"]
+    return []
+
+
+def waits_text(status: JobStatus, now: datetime | None = None) -> str:
+    """``waits until 14:00`` (local time; the date too when not today)."""
+    until = status.waits.get("until") if status.waits else None
+    if not isinstance(until, str):
+        return "waits"
+    moment = parse_time(until).astimezone()
+    clock = moment.strftime("%H:%M:%S" if moment.second or moment.microsecond else "%H:%M")
+    today = now is not None and now.astimezone().date() == moment.date()
+    return f"waits until {clock}" if today else f"waits until {moment.strftime('%Y-%m-%d')} {clock}"
 
 
 def as_json(value: Any) -> str:
@@ -255,8 +278,7 @@ def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]],
             lines.append(f"kwargs:    {as_json(dict(spec.kwargs))}")
     elif spec.cwd:
         lines.append(f"cwd:       {spec.cwd}")
-    if status.next_try_at:
-        lines.append(f"next try:  {status.next_try_at}")
+    lines += when_lines(status, now)
     if status.exit_code is not None:
         lines.append(f"exit code: {status.exit_code}")
     if status.state is State.DONE and spec.task is not None:

@@ -33,7 +33,9 @@ from .views import follow
 @click.pass_obj
 def run(spool: Spool, /, args: tuple[str, ...], is_command: bool, no_inline: bool, verbose: bool, quiet: bool,
         **options: Any) -> None:
-    """Run TASK [ARGS]... or -- ARGV... to its end, with a live progress bar."""
+    """Run TASK [ARGS]... or -- ARGV... to its end, with a live progress bar. It starts
+    at once (with no manager serving, inline: that is what run is for); to start a job
+    later, `pool submit --at TIME` or `--in DURATION`."""
     command = is_command or TASK_PATTERN.match(args[0]) is None  # `pool run -- ls -l` is a command
     # The id is known before the job exists, so a Ctrl-C at any moment finds what to cancel.
     job = Job(spool, options.pop("job_id") or new_job_id())

@@ -13,7 +13,7 @@ import time
 import tty
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 import click
 import orjson
@@ -21,6 +21,7 @@ import orjson
 from pool.client import Job, Spool
 from pool.errors import WaitTimeout
 from pool.model import JobStatus, State, parse_time
+from pool.rules import parse_duration
 
 from .commands import StrictCommand
 from .common import complete_ids, console, now, say_no_manager
@@ -35,21 +36,11 @@ class Duration(_ParamType):  # type: ignore[misc]
     """``90s``, ``15m``, ``1h``, ``7d``, ``2w`` (or plain seconds) as seconds."""
 
     name = "duration"
-    UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, (int, float)):
-            return float(value)
-        text = str(value).strip()
-        unit = text[-1:] if text[-1:] in self.UNITS else "s"
-        number = text[:-1] if text[-1:] in self.UNITS else text
-        try:
-            seconds = float(number) * self.UNITS[unit]
-        except ValueError:
-            self.fail(f"{value!r} is not a duration like 90s, 15m, 1h, 7d", param, ctx)
-        if seconds < 0:
-            self.fail(f"{value!r} is negative", param, ctx)
-        return seconds
+        seconds = parse_duration(value)
+        return seconds if seconds is not None else self.fail(
+            f"{value!r} is not a duration like 90s, 15m, 1h, 7d (and not negative)", param, ctx)
 
 
 def matches(status: JobStatus, states: tuple[str, ...], name: str | None, since: float | None) -> bool:

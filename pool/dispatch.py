@@ -1,5 +1,6 @@
 """Dispatch: queued jobs to the executor, and the deadlines of the attempts it runs.
 
+    hook (a job became waiting) --> held until its time --> (the manager) queued
     hook (a job became queued) --> queue --admissible?--> executor.start(job)
     executor: Began(at) --> timeout_at = at + timeout --> overdue --> stop(TIMEOUT)
 
@@ -13,13 +14,14 @@ and the executor took over (``recovered``) are timed the same way.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from dataclasses import dataclass
 
 from .context import Context
 from .executor import Executor
 from .jobqueue import JobQueue
-from .model import JobStatus
+from .model import JobStatus, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,39 @@ class Dispatch:
         self.executor = executor
         self.queue = JobQueue()
         self.handed: dict[str, Handed] = {}
+        # Waiting jobs: (the monotonic time their wait ends, id), and each one's latest
+        # such time (an entry that no longer matches it is stale: the job was released,
+        # cancelled, or held again).
+        self.waiting: list[tuple[float, str]] = []
+        self.wait_ends: dict[str, float] = {}
 
     def enqueue(self, status: JobStatus, delay: float = 0.0) -> None:
         self.queue.push(status, self.ctx.clock.monotonic(), self.ctx.clock.time(), delay)
 
     def forget(self, job_id: str) -> None:
         self.queue.remove(job_id)
+        self.wait_ends.pop(job_id, None)
+
+    def hold(self, status: JobStatus) -> None:
+        """A waiting job: ``due`` tells when its wait ends (its ``waits.until``)."""
+        until = status.waits.get("until") if status.waits else None
+        wall = parse_time(until).timestamp() if isinstance(until, str) else 0.0
+        self.hold_until(status.id, self.ctx.clock.monotonic() + max(0.0, wall - self.ctx.clock.time()))
+
+    def hold_until(self, job_id: str, at: float) -> None:
+        """``due`` tells of the job at ``at`` (monotonic)."""
+        self.wait_ends[job_id] = at
+        heapq.heappush(self.waiting, (at, job_id))
+
+    def due(self, now: float) -> list[str]:
+        """Waiting jobs whose wait is over, each told once."""
+        ended = []
+        while self.waiting and self.waiting[0][0] <= now:
+            at, job_id = heapq.heappop(self.waiting)
+            if self.wait_ends.get(job_id) == at:
+                del self.wait_ends[job_id]
+                ended.append(job_id)
+        return ended
 
     def admissible(self, status: JobStatus) -> bool:
         """May this queued job start now? (The queue has already waited out its retry.)"""
@@ -90,4 +119,6 @@ class Dispatch:
         deadlines = [h.timeout_at for h in self.handed.values() if h.timeout_at is not None and not h.timed_out]
         if self.queue.waiting:
             deadlines.append(self.queue.waiting[0][0])
+        if self.waiting:
+            deadlines.append(self.waiting[0][0])
         return min(deadlines) if deadlines else None

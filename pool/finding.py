@@ -51,7 +51,7 @@ class Finding:
         same ``cache`` dict to repeated calls to parse only what changed meanwhile."""
         wanted = State(state) if state is not None else None
         found = [s for s in self.dir.iter_statuses(cache) if wanted is None or s.state is wanted]
-        found.extend(s for s in self.submitted() if wanted in (None, State.QUEUED))
+        found.extend(s for s in self.submitted() if wanted in (None, s.state))
         found.sort(key=lambda s: s.created_at, reverse=True)
         return found
 
@@ -70,8 +70,8 @@ class Finding:
             if isinstance(doc, dict) and isinstance(doc.get("created_at"), str) and (
                     not wanted or doc.get("state") in wanted):
                 found.append((doc["created_at"], data))
-        if not wanted or State.QUEUED.value in wanted:
-            found += [(s.created_at, orjson.dumps(s.to_dict())) for s in self.submitted()]
+        found += [(s.created_at, orjson.dumps(s.to_dict())) for s in self.submitted()
+                  if not wanted or s.state.value in wanted]
         found.sort(key=lambda pair: pair[0], reverse=True)
         return [data for _, data in found]
 

@@ -50,6 +50,8 @@ def parse_job(
     if has_task == has_command:
         which = "both" if has_task else "neither"
         raise InvalidJobSpec(f"{where}: a job needs exactly one of 'task' and 'command', got {which}")
+    if doc.get("at") is not None and doc.get("delay") is not None:
+        raise InvalidJobSpec(f"{where}: give 'at' or 'delay', not both")
     kind = "task" if has_task else "command"
     wrong = [k for k in doc if RULES[k].only not in (None, kind)]
     if wrong:

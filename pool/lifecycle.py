@@ -1,5 +1,7 @@
 """The state machine: the only way a job's state changes, and who may change it. Pure.
 
+    waiting --> queued    (its time came: the manager)
+      '-------------------------------> cancelled
     queued --> running --> done
       |           |-------> failed
       |           |-------> cancelled
@@ -33,6 +35,7 @@ from .model import JobStatus, State, iso_time, parse_time
 from .rules import MAX_SECONDS
 
 TRANSITIONS: dict[State, frozenset[State]] = {
+    State.WAITING: frozenset({State.QUEUED, State.CANCELLED}),
     State.QUEUED: frozenset({State.RUNNING, State.CANCELLED}),
     State.RUNNING: frozenset({State.DONE, State.FAILED, State.CANCELLED, State.QUEUED}),
     State.DONE: frozenset({State.QUEUED}),
@@ -70,11 +73,12 @@ _SET_ASIDE = frozenset({(NEW, Departure.SET_ASIDE)})  # whatever it said, it cou
 _FORGET = frozenset((final, how) for final in (State.DONE, State.FAILED, State.CANCELLED)
                     for how in (Departure.REMOVED, Departure.PRUNED))
 
+_NEW = frozenset({(NEW, State.QUEUED), (NEW, State.WAITING)})  # taken in: queued, or waiting for its time
 MAY: dict[Role, frozenset[tuple[State | None, State | Departure]]] = {
-    Role.MANAGER: _EVERY | {(NEW, State.QUEUED)} | _SET_ASIDE,
+    Role.MANAGER: _EVERY | _NEW | _SET_ASIDE,
     Role.INLINE: (_EVERY - _RETRY) | _SET_ASIDE,
     Role.WORKER: _ATTEMPT,
-    Role.CLIENT: _RETRY | {(NEW, State.QUEUED), (State.QUEUED, State.CANCELLED)} | _FORGET,
+    Role.CLIENT: _RETRY | _NEW | {(State.QUEUED, State.CANCELLED), (State.WAITING, State.CANCELLED)} | _FORGET,
 }
 
 
@@ -153,6 +157,8 @@ def advance(status: JobStatus, to: State, now: str, **changes: Any) -> JobStatus
     if to not in TRANSITIONS[status.state]:
         raise InvalidTransition(f"job {status.id!r}: cannot go from {status.state.value} to {to.value}")
     fields: dict[str, Any] = {"state": to, "updated_at": now}
+    if to is not State.WAITING:
+        fields.update(waits=None)
     if to is not State.RUNNING:
         fields.update(pid=None, pid_started=None)
     if to.is_final:
@@ -257,9 +263,18 @@ def recover_lost(status: JobStatus, now: str, how: str) -> JobStatus:
     return advance(status, State.FAILED, now, error=lost)
 
 
+NOT_STARTED = frozenset({State.WAITING, State.QUEUED})
+
+
 def cancel_if_queued(now: str, reason: str = "cancelled by request") -> Callable[[JobStatus], JobStatus | None]:
-    """A change that cancels the job if it is queued (else leaves it as it is)."""
-    return lambda status: cancel(status, now, reason) if status.state is State.QUEUED else None
+    """A change that cancels the job if it has not started (waiting or queued; else
+    leaves it as it is)."""
+    return lambda status: cancel(status, now, reason) if status.state in NOT_STARTED else None
+
+
+def release(now: str) -> Callable[[JobStatus], JobStatus | None]:
+    """A change that queues a waiting job whose time has come (else leaves it as it is)."""
+    return lambda status: advance(status, State.QUEUED, now) if status.state is State.WAITING else None
 
 
 def retry_if_final(now: str) -> Callable[[JobStatus], JobStatus | None]:

@@ -31,12 +31,14 @@ import sys
 from collections import deque
 from typing import Any
 
+from . import lifecycle
 from .attempt import WorkerConfig
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, iso_now
 from .context import Context, ManagerConfig
 from .control import Control
 from .dispatch import Dispatch
 from .engines import EngineSettings, make_executor
+from .errors import CorruptStatus, JobBusy, JobNotFound
 from .events import TRIM_PATIENCE
 from .executor import Executor, StopReason
 from .intake import Intake, IntakeRules
@@ -44,7 +46,7 @@ from .joblog import JobLogs
 from .ledger import Ledger, Transition
 from .lifecycle import Role
 from .model import State
-from .outcomes import Outcomes
+from .outcomes import BUSY_RETRY, Outcomes
 from .poller import Poller
 from .recovery import Recovery
 from .requests import RequestKind
@@ -52,7 +54,7 @@ from .reserve import Reserve
 from .spool import Serving, SpoolDir
 from .stopping import STOP_SIGNALS, StopMode
 from .tasks import load_task_modules, unserved_reason
-from .trouble import Trouble
+from .trouble import RETRY, Trouble
 from .watch import FolderWatch, WakeHandler, start_observer
 
 log = logging.getLogger(__name__)
@@ -124,11 +126,12 @@ class Manager:
     def heard(self, transition: Transition) -> None:
         """Every state change of every job, made here or told by a worker, passes here."""
         self.spool.events.append(transition.event())
-        if transition.after is State.QUEUED:
-            if transition.before is None:
-                self.control.arrived(transition.job_id)
-            if transition.status is not None:
-                self.dispatch.enqueue(transition.status)
+        if transition.after in (State.QUEUED, State.WAITING) and transition.before is None:
+            self.control.arrived(transition.job_id)
+        if transition.after is State.QUEUED and transition.status is not None:
+            self.dispatch.enqueue(transition.status)
+        elif transition.after is State.WAITING and transition.status is not None:
+            self.dispatch.hold(transition.status)
         elif transition.after.is_final:
             self.dispatch.forget(transition.job_id)
             self.control.finished(transition.job_id)
@@ -333,11 +336,25 @@ class Manager:
         for job in self.dispatch.overdue(now):
             log.warning("job %s: timed out after %gs", job.id, job.spec.timeout or 0)
             self.executor.stop(job.id, StopReason.TIMEOUT, self.config.kill_grace, now)
+        self.release_due(now)
         self.dispatch.queue.promote(now)
         if now >= self.next_rescan:
             self.rescan_due = True
             self.next_rescan = now + self.config.rescan_interval
             self.recovery.check_supervised()
+
+    def release_due(self, now: float) -> None:
+        """Waiting jobs whose time has come are queued (and so dispatched this turn)."""
+        for job_id in self.dispatch.due(now):
+            try:
+                self.ctx.ledger.change(job_id, lifecycle.release(iso_now(self.clock)), "its time came", wait=0)
+            except JobBusy:  # a client cancelling it holds its lock a moment
+                self.dispatch.hold_until(job_id, now + BUSY_RETRY)
+            except (JobNotFound, CorruptStatus):
+                pass  # gone, or set aside by whoever reads it next
+            except OSError:
+                self.dispatch.hold_until(job_id, now + RETRY)
+                raise
 
     def apply_stop(self, now: float) -> None:
         """A stop asked for: take nothing new, and end as its mode says (``StopMode``):

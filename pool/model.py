@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -33,13 +33,16 @@ from .rules import (
     decoded,
     env_map,
     int64,
+    is_delay,
     is_error_info,
     is_int,
+    is_moment,
     is_number,
     is_time,
     list_or_none,
     nesting_depth,
     optional,
+    parse_duration,
     progress_form,
     progress_problem,
     rule,
@@ -47,6 +50,7 @@ from .rules import (
     shallow,
     text,
     tuple_or_none,
+    utc_moment,
 )
 
 SCHEMA = 1
@@ -57,6 +61,7 @@ MAX_BACKOFF = 1000.0
 
 
 class State(str, enum.Enum):
+    WAITING = "waiting"  # not yet eligible to start: ``JobStatus.waits`` says for what
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -154,6 +159,14 @@ class JobSpec:
     timeout: float | None = field(default=None, metadata=rule(
         lambda v: v is None or seconds(v, open_low=True),
         f"a number of seconds > 0 and at most {MAX_SECONDS:.0f} (a year), or null", decode=as_float))
+    # Not before this time (`at`), or this long after it was submitted (`delay`): until
+    # then the job is waiting (``JobStatus.waits``).
+    at: str | None = field(default=None, metadata=rule(
+        optional(is_moment), "a time like 2026-12-05T14:00:00 (ISO 8601; with no offset, the local time) "
+        "from the year 2000 to a year from now, or null", decode=lambda v: utc_moment(v) if v is not None else None))
+    delay: float | None = field(default=None, metadata=rule(
+        optional(is_delay), "seconds, or a duration like 90s, 15m, 2h, 1d, at most a year, or null",
+        decode=lambda v: parse_duration(v) if v is not None else None))
     # When it was submitted (pool and its client say; for a file dropped by hand, its
     # modification time): jobs of one priority start in this order, and it is their
     # created_at. ISO 8601 UTC with microseconds, as every time pool writes.
@@ -217,6 +230,11 @@ class JobStatus:
     result: Any = field(default=None, metadata=rule(lambda v: nesting_depth(v) <= MAX_NESTING, "JSON"))
     error: Mapping[str, Any] | None = field(default=None, metadata=rule(
         optional(is_error_info), "null or {\"type\", \"message\", \"traceback\"}"))
+    # What a waiting job waits for: {"until": time} (its `at`, or its submission plus
+    # its `delay`); null in every other state.
+    waits: Mapping[str, Any] | None = field(default=None, metadata=rule(
+        optional(lambda v: isinstance(v, dict) and set(v) == {"until"} and is_time(v["until"])),
+        "null or {\"until\": a time}", encode=lambda v: dict(v) if v is not None else None))
     # Graceful stops of the manager that put this attempt back uncounted (bounded).
     interruptions: int = field(default=0, metadata=rule(lambda v: is_int(v) and 0 <= v <= 1000, "a count"))
     # The uid whose file submitted the job: in a shared spool, who may kill or retry it.
@@ -303,7 +321,23 @@ def _decode_fields(doc: dict[str, Any], plan: _Plan, where: str, trusted: bool) 
 
 
 def new_status(spec: JobSpec, now: str, submitter: int | None = None) -> JobStatus:
+    """A job as it is taken in (``now``: its submission time): queued, or waiting until
+    its time when it has one still to come."""
+    until = start_time(spec, now)
+    if until is not None and until > parse_time(utc_now()):
+        return JobStatus(spec=spec, state=State.WAITING, created_at=now, updated_at=now, submitter=submitter,
+                         waits={"until": iso_time(until)})
     return JobStatus(spec=spec, state=State.QUEUED, created_at=now, updated_at=now, submitter=submitter)
+
+
+def start_time(spec: JobSpec, created_at: str) -> datetime | None:
+    """When the job may start at the earliest: its ``at``, or its ``delay`` after
+    ``created_at``; None when it may start at once."""
+    if spec.at is not None:
+        return parse_time(spec.at)
+    if spec.delay:
+        return parse_time(created_at) + timedelta(seconds=spec.delay)
+    return None
 
 
 # ---------------------------------------------------------------- JSON that always encodes

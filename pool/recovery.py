@@ -61,6 +61,8 @@ class Recovery:
             self.dispatch.recovered(status)
         elif status.state is State.QUEUED:
             self.dispatch.enqueue(status)
+        elif status.state is State.WAITING:
+            self.dispatch.hold(status)
 
     def check_supervised(self) -> None:
         """On the rescan tick: jobs whose inline manager is gone are ours now."""

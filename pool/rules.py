@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypeGuard
 
 import orjson
@@ -171,6 +171,62 @@ def is_time(v: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> float | None:
+    """``90s``, ``15m``, ``2h``, ``1d``, ``2w``, or plain seconds (a number, or its text),
+    as seconds; None when it is none of those, or negative."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        unit = DURATION_UNITS.get(text[-1:])
+        try:
+            number = float(text[:-1] if unit else text) * (unit or 1)
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def is_delay(v: object) -> bool:
+    found = parse_duration(v)
+    return found is not None and found <= MAX_SECONDS
+
+
+def parse_moment(value: object) -> datetime | None:
+    """An ISO 8601 date and time (``2026-12-05T14:00``, ``...T14:00:00+01:00``, ``...Z``),
+    as an aware datetime: with no offset it is this machine's local time. None when it is
+    not one."""
+    if not isinstance(value, str) or len(value) > 64 or ("T" not in value.upper() and " " not in value):
+        return None
+    try:
+        moment = datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in "Zz" else value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def is_moment(v: object) -> bool:
+    """A time (``parse_moment``) from the year 2000 to a year from now."""
+    moment = parse_moment(v)
+    if moment is None:
+        return False
+    from_now = (moment - datetime.now(timezone.utc)).total_seconds()
+    return moment.year >= 2000 and from_now <= MAX_SECONDS
+
+
+def utc_moment(value: str) -> str:
+    """A time ``is_moment`` accepts, as pool writes times (UTC, microseconds, Z)."""
+    moment = parse_moment(value)
+    assert moment is not None
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def is_error_info(v: object) -> bool:

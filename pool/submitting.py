@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import InvalidArgument, InvalidJobSpec, NoManagerWarning, SpoolError
@@ -21,7 +22,8 @@ class Submitting(Requesting):
     def submit(self, task: str | Any, *args: Any, kwargs: dict[str, Any] | None = None,
                fallback: str | None = None, **job_options: Any) -> Job:
         """Submit a Python job: ``task`` is ``"module:function"`` or a ``@pool.task``
-        function; ``job_options`` are the job keys (priority, retries, timeout, ...).
+        function; ``job_options`` are the job keys (priority, retries, timeout, ...;
+        ``at``: a datetime, ``delay``: seconds or a timedelta, to start it later).
         With ``fallback="inline"`` and no manager serving the spool, the job runs at
         once in a process of its own instead of waiting for one. Raises InvalidJobSpec
         naming the field at fault."""
@@ -50,6 +52,10 @@ class Submitting(Requesting):
         if fallback not in (None, "inline"):
             raise InvalidArgument(f"fallback must be None or 'inline', not {fallback!r}")
         doc = dict(doc)
+        if isinstance(doc.get("at"), datetime):  # no offset: local time, as in a job file
+            doc["at"] = doc["at"].isoformat()
+        if isinstance(doc.get("delay"), timedelta):
+            doc["delay"] = doc["delay"].total_seconds()
         doc.setdefault("id", new_job_id())
         doc.setdefault("submitted_at", utc_now())  # jobs of one priority start in this order
         command = doc.get("command")
@@ -64,6 +70,9 @@ class Submitting(Requesting):
             raise InvalidJobSpec(f"job {spec.id!r}: id already exists in {self.dir.root}")
         doc["name"] = spec.name
         if fallback == "inline" and not self.dir.manager_running():
+            if spec.at is not None or spec.delay:
+                raise InvalidArgument(f"job {spec.id!r} waits for its time ('at', 'delay'): a manager starts it "
+                                      "then; with none serving, fallback='inline' cannot")
             return self._run_inline(spec)
         try:
             data = encode_json(doc)

@@ -11,7 +11,7 @@ from pool import lifecycle
 from pool.errors import InvalidTransition
 from pool.ledger import transitions_between
 from pool.jobfile import parse_job
-from pool.model import JobStatus, State, new_status, parse_time
+from pool.model import JobStatus, State, new_status, parse_time, utc_now
 from pool.rules import MAX_SECONDS
 
 T0 = "2026-01-01T00:00:00.000000Z"
@@ -30,6 +30,7 @@ def in_state(state: State) -> JobStatus:
     """A status that reached ``state`` the ordinary way."""
     error = {"type": "E", "message": "m", "traceback": None}
     return {
+        State.WAITING: lambda: new_status(parse_job({"task": "m:f", "id": "j", "delay": 3600}, "t", "t"), utc_now()),
         State.QUEUED: queued,
         State.RUNNING: running,
         State.DONE: lambda: lifecycle.succeed(running(), 1, T1),
@@ -221,3 +222,33 @@ def test_a_failure_is_described_with_its_kind() -> None:
     failed = lifecycle.fail_attempt(running(), {"type": "KeyError", "message": "7"}, T1)
     assert lifecycle.describe(failed) == "KeyError: 7"
     assert lifecycle.describe(lifecycle.cancel(queued(), T1)) == "cancelled by request"
+
+
+# ---------------------------------------------------------------- jobs that wait for their time
+def test_a_job_with_a_time_still_to_come_waits_for_it_and_one_whose_time_passed_is_queued() -> None:
+    now = utc_now()
+    later = new_status(parse_job({"task": "m:f", "id": "j", "delay": "2h"}, "t", "t"), now)
+    assert later.state is State.WAITING and later.spec.delay == 7200.0
+    assert (parse_time(later.waits["until"]) - parse_time(now)).total_seconds() == 7200  # type: ignore[index]
+    past = new_status(parse_job({"task": "m:f", "id": "j", "at": "2026-01-01T10:00:00+01:00"}, "t", "t"), now)
+    assert (past.state, past.waits, past.spec.at) == (State.QUEUED, None, "2026-01-01T09:00:00.000000Z")
+    # delay counts from the submission: a file dropped long ago with a short delay is due
+    assert new_status(parse_job({"task": "m:f", "id": "j", "delay": 60}, "t", "t"), T0).state is State.QUEUED
+
+
+def test_a_waiting_job_is_released_into_the_queue_or_cancelled_and_says_so_no_more() -> None:
+    waiting = in_state(State.WAITING)
+    released = lifecycle.release(T1)(waiting)
+    assert released is not None and (released.state, released.waits) == (State.QUEUED, None)
+    assert lifecycle.release(T1)(released) is None  # released once
+    cancelled = lifecycle.cancel_if_queued(T1)(waiting)
+    assert cancelled is not None and (cancelled.state, cancelled.waits, cancelled.started_at) == (
+        State.CANCELLED, None, None)
+
+
+def test_who_may_move_a_waiting_job() -> None:
+    may = lifecycle.MAY
+    assert (State.WAITING, State.QUEUED) in may[lifecycle.Role.MANAGER]
+    assert (State.WAITING, State.CANCELLED) in may[lifecycle.Role.CLIENT]  # pool kill with no manager
+    assert (State.WAITING, State.QUEUED) not in may[lifecycle.Role.CLIENT]  # only the manager releases
+    assert not {pair for pair in may[lifecycle.Role.WORKER] if State.WAITING in pair}

@@ -61,6 +61,15 @@ def test_a_command_job_parses() -> None:
     ({"task": "m:f", "submitted_at": "2026-02-30T00:00:00.000000Z"}, "'submitted_at' must be a time like"),
     ({"task": "m:f", "cwd": "/"}, "'cwd' does not apply to a task job"),
     ({"command": ["ls"], "args": [1]}, "'args' does not apply to a command job"),
+    ({"task": "m:f", "at": "2126-01-01T00:00:00Z"}, "'at' must be a time like 2026-12-05T14:00:00"),
+    ({"task": "m:f", "at": "tomorrow"}, "'at' must be a time like"),
+    ({"task": "m:f", "at": "2026-12-05"}, "'at' must be a time like"),  # a date alone is no time
+    ({"task": "m:f", "at": 1765000000}, "'at' must be a time like"),
+    ({"task": "m:f", "delay": "-5m"}, "'delay' must be seconds, or a duration like 90s"),
+    ({"task": "m:f", "delay": "2y"}, "'delay' must be seconds, or a duration"),
+    ({"task": "m:f", "delay": 400 * 86400}, "at most a year"),
+    ({"task": "m:f", "delay": True}, "'delay' must be seconds"),
+    ({"task": "m:f", "at": "2026-12-05T14:00", "delay": 5}, "give 'at' or 'delay', not both"),
     ([1, 2], "a job must be a JSON object, got list"),
 ])
 def test_bad_jobs_are_refused_naming_the_field(doc: object, message: str) -> None:

@@ -305,7 +305,7 @@ def test_the_demo_ends_with_every_job_as_expected(tmp_path: Path) -> None:
     result = run_pool(tmp_path / "unused", "demo", "--spool", str(tmp_path / "demo"), "--kill-after", "1",
                       timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 done, 1 failed, 1 cancelled" in result.stdout
+    assert "7 done, 1 failed, 1 cancelled" in result.stdout
 
 
 def test_a_job_killed_before_any_manager_took_it_is_cancelled_and_never_runs(
