@@ -87,6 +87,11 @@ WHEN_OPTIONS = [
                       "is given); until then it is waiting."),
     click.option("--in", "delay", metavar="DURATION",
                  help="Start it this long from now: 90s, 15m, 2h, 1d; until then it is waiting."),
+    click.option("--after", "after", multiple=True, metavar="ID",
+                 help="Start it once job ID is done (repeatable: all of them); if one fails or is cancelled, "
+                      "so is this one."),
+    click.option("--after-any", "after_any", is_flag=True,
+                 help="With --after: once they have ended, whatever the outcome."),
 ]
 
 
@@ -101,12 +106,19 @@ def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: s
               job_id: str | None, name: str | None, priority: int | None, retries: int | None,
               retry_delay: float | None, retry_backoff: float | None, timeout: float | None,
               meta: tuple[str, ...], cwd: str | None, env: tuple[str, ...], progress_form: str | None,
-              at: str | None = None, delay: str | None = None) -> Job:
+              at: str | None = None, delay: str | None = None, after: tuple[str, ...] = (),
+              after_any: bool = False) -> Job:
     """Submit the job the command line describes. Raises InvalidJobSpec, click.UsageError."""
     options: dict[str, Any] = {k: v for k, v in {
         "id": job_id, "name": name, "priority": priority, "retries": retries, "retry_delay": retry_delay,
         "retry_backoff": retry_backoff, "timeout": timeout, "at": moment_from(at) if at is not None else None,
         "delay": delay}.items() if v is not None}
+    if after:
+        options["after"] = [spool.resolve(job_id) for job_id in after]  # a unique start of an id will do
+    if after_any:
+        if not after:
+            raise click.UsageError("--after-any goes with --after")
+        options["after_policy"] = "finished"
     if meta:
         options["meta"] = key_values(meta, "--meta")
     if is_command:

@@ -224,19 +224,24 @@ def when_lines(status: JobStatus, now: datetime) -> list[str]:
     if status.next_try_at:
         return [f"next try:  {status.next_try_at}"]
     if status.state is State.WAITING and status.waits:
-        return [f"waits:     until {status.waits.get('until')} ({waits_text(status, now)})"]
+        return [f"waits:     {encode_json(dict(status.waits)).decode()} ({waits_text(status, now)})"]
     return []
 
 
 def waits_text(status: JobStatus, now: datetime | None = None) -> str:
     """``waits until 14:00`` (local time; the date too when not today)."""
-    until = status.waits.get("until") if status.waits else None
-    if not isinstance(until, str):
-        return "waits"
-    moment = parse_time(until).astimezone()
-    clock = moment.strftime("%H:%M:%S" if moment.second or moment.microsecond else "%H:%M")
-    today = now is not None and now.astimezone().date() == moment.date()
-    return f"waits until {clock}" if today else f"waits until {moment.strftime('%Y-%m-%d')} {clock}"
+    waits = status.waits or {}
+    said = []
+    after = waits.get("after")
+    if isinstance(after, list) and after:
+        said.append("after " + ", ".join(after[:3]) + (f" and {len(after) - 3} more" if len(after) > 3 else ""))
+    until = waits.get("until")
+    if isinstance(until, str):
+        moment = parse_time(until).astimezone()
+        clock = moment.strftime("%H:%M:%S" if moment.second or moment.microsecond else "%H:%M")
+        today = now is not None and now.astimezone().date() == moment.date()
+        said.append(f"until {clock}" if today else f"until {moment.strftime('%Y-%m-%d')} {clock}")
+    return "waits " + " and ".join(said) if said else "waits"
 
 
 def as_json(value: Any) -> str:

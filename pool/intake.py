@@ -81,6 +81,9 @@ class Batch:
     done: int = 0
     kept: list[JobSpec] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
+    # Jobs of the batch that come after others of it (or after ids not known yet, which
+    # must turn up later in it): checked once the whole batch is, for a cycle too.
+    after: dict[str, list[str]] = field(default_factory=dict)
     checked: bool = False
 
 
@@ -300,6 +303,10 @@ class Intake:
         """Check jobs of the batch until the deadline; True when every one is checked."""
         for spec in self._jobs(batch):
             self._check_runnable(spec, batch)
+            in_batch = [d for d in spec.after if d in batch.ids or not (
+                d in self.reserved or self.spool.has_status(d))]
+            if in_batch:
+                batch.after[spec.id] = in_batch
             batch.ids.add(spec.id)
             self.reserved.add(spec.id)
             if len(batch.ids) <= KEEP_SPECS:
@@ -307,7 +314,21 @@ class Intake:
             batch.done += 1
             if batch.done % SLICE == 0 and self.ctx.clock.monotonic() >= deadline:
                 return False
+        self._check_dependencies(batch)
         return True
+
+    def _check_dependencies(self, batch: Batch) -> None:
+        """Every job a job of the batch comes after is in the spool or in the batch, and
+        the batch's jobs never wait for each other in a circle. Raises InvalidJobSpec."""
+        for job_id, dependencies in batch.after.items():
+            unknown = [d for d in dependencies if d not in batch.ids]
+            if unknown:
+                raise InvalidJobSpec(f"job {job_id!r} in {shown(batch.name)}: 'after' names {unknown[0]!r}, which "
+                                     "is neither a job of the spool nor of this file")
+        circle = find_circle(batch.after)
+        if circle:
+            raise InvalidJobSpec(f"{shown(batch.name)}: its jobs wait for each other in a circle: "
+                                 + " -> ".join(circle))
 
     def _check_runnable(self, spec: JobSpec, batch: Batch) -> None:
         generated = spec.id == batch.token or spec.id.startswith(f"{batch.token}-")  # new: cannot exist yet
@@ -353,3 +374,34 @@ class Intake:
         self.seen.pop(entry, None)
         self.waiting.pop(entry, None)
         self.mine.discard(entry)
+
+
+def find_circle(after: dict[str, list[str]]) -> list[str]:
+    """A circle of jobs each waiting for the next (``after``: job -> the jobs it waits
+    for), as ids from one back to itself; [] when there is none. Iterative: a chain of
+    any length is fine."""
+    done: set[str] = set()
+    for start in after:
+        if start in done:
+            continue
+        path: list[str] = []
+        on_path: set[str] = set()
+        stack: list[tuple[str, int]] = [(start, 0)]
+        while stack:
+            job_id, next_edge = stack.pop()
+            if next_edge == 0:
+                if job_id in on_path:
+                    return [*path[path.index(job_id):], job_id]
+                if job_id in done:
+                    continue
+                path.append(job_id)
+                on_path.add(job_id)
+            edges = after.get(job_id, [])
+            if next_edge < len(edges):
+                stack.append((job_id, next_edge + 1))
+                stack.append((edges[next_edge], 0))
+            else:
+                path.pop()
+                on_path.discard(job_id)
+                done.add(job_id)
+    return []

@@ -52,6 +52,8 @@ def parse_job(
         raise InvalidJobSpec(f"{where}: a job needs exactly one of 'task' and 'command', got {which}")
     if doc.get("at") is not None and doc.get("delay") is not None:
         raise InvalidJobSpec(f"{where}: give 'at' or 'delay', not both")
+    if "id" in doc and doc["id"] in doc.get("after", ()):
+        raise InvalidJobSpec(f"{where}: 'after' names the job itself")
     kind = "task" if has_task else "command"
     wrong = [k for k in doc if RULES[k].only not in (None, kind)]
     if wrong:

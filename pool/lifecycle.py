@@ -8,7 +8,8 @@
       |           '-------> queued     (a retry after a failed attempt, or an
       |                                 interrupted attempt put back on shutdown)
       '---------------------> cancelled
-    done, failed, cancelled --> queued (only through ``pool retry``: run it again)
+    done, failed, cancelled --> queued (only through ``pool retry``: run it again; a job
+                                that comes after others waits for them again)
 
 Each state carries only its own fields: moving to ``queued`` clears the pid, a final
 state clears ``next_try_at``, and so on, so a status never says two things at once.
@@ -38,9 +39,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.WAITING: frozenset({State.QUEUED, State.CANCELLED}),
     State.QUEUED: frozenset({State.RUNNING, State.CANCELLED}),
     State.RUNNING: frozenset({State.DONE, State.FAILED, State.CANCELLED, State.QUEUED}),
-    State.DONE: frozenset({State.QUEUED}),
-    State.FAILED: frozenset({State.QUEUED}),
-    State.CANCELLED: frozenset({State.QUEUED}),
+    State.DONE: frozenset({State.QUEUED, State.WAITING}),
+    State.FAILED: frozenset({State.QUEUED, State.WAITING}),
+    State.CANCELLED: frozenset({State.QUEUED, State.WAITING}),
 }
 
 
@@ -66,7 +67,8 @@ class Role(str, enum.Enum):
 _EVERY = frozenset((a, b) for a, targets in TRANSITIONS.items() for b in targets)
 _ATTEMPT = frozenset({(State.QUEUED, State.RUNNING), (State.RUNNING, State.DONE), (State.RUNNING, State.FAILED),
                       (State.RUNNING, State.QUEUED)})
-_RETRY = frozenset({(State.DONE, State.QUEUED), (State.FAILED, State.QUEUED), (State.CANCELLED, State.QUEUED)})
+_RETRY = frozenset((final, again) for final in (State.DONE, State.FAILED, State.CANCELLED)
+                   for again in (State.QUEUED, State.WAITING))
 NEW = None  # the "state before" of a job being created
 
 _SET_ASIDE = frozenset({(NEW, Departure.SET_ASIDE)})  # whatever it said, it could not be read
@@ -159,6 +161,8 @@ def advance(status: JobStatus, to: State, now: str, **changes: Any) -> JobStatus
     fields: dict[str, Any] = {"state": to, "updated_at": now}
     if to is not State.WAITING:
         fields.update(waits=None)
+    else:
+        fields.update(finished_at=None, next_try_at=None)
     if to is not State.RUNNING:
         fields.update(pid=None, pid_started=None)
     if to.is_final:
@@ -244,9 +248,11 @@ def interrupt(status: JobStatus, now: str) -> JobStatus:
 
 
 def retry(status: JobStatus, now: str) -> JobStatus:
-    """``pool retry``: a job that has ended (done too) starts a fresh series of attempts."""
-    return advance(status, State.QUEUED, now, attempt=1, error=None, exit_code=None, result=None,
-                   progress=None, message=None, started_at=None, interruptions=0)
+    """``pool retry``: a job that has ended (done too) starts a fresh series of attempts;
+    one that comes after others waits for them again (its time, long past, is not)."""
+    after = {"after": list(status.spec.after)} if status.spec.after else None
+    return advance(status, State.WAITING if after else State.QUEUED, now, attempt=1, error=None, exit_code=None,
+                   result=None, progress=None, message=None, started_at=None, interruptions=0, waits=after)
 
 
 # An attempt cut short by a dead manager runs again even when it has no retries left,

@@ -31,14 +31,12 @@ import sys
 from collections import deque
 from typing import Any
 
-from . import lifecycle
 from .attempt import WorkerConfig
-from .clock import Clock, SystemClock, iso_now
+from .clock import Clock, SystemClock
 from .context import Context, ManagerConfig
 from .control import Control
 from .dispatch import Dispatch
 from .engines import EngineSettings, make_executor
-from .errors import CorruptStatus, JobBusy, JobNotFound
 from .events import TRIM_PATIENCE
 from .executor import Executor, StopReason
 from .intake import Intake, IntakeRules
@@ -46,7 +44,7 @@ from .joblog import JobLogs
 from .ledger import Ledger, Transition
 from .lifecycle import Role
 from .model import State
-from .outcomes import BUSY_RETRY, Outcomes
+from .outcomes import Outcomes
 from .poller import Poller
 from .recovery import Recovery
 from .requests import RequestKind
@@ -54,7 +52,8 @@ from .reserve import Reserve
 from .spool import Serving, SpoolDir
 from .stopping import STOP_SIGNALS, StopMode
 from .tasks import load_task_modules, unserved_reason
-from .trouble import RETRY, Trouble
+from .trouble import Trouble
+from .waiting import Waiting
 from .watch import FolderWatch, WakeHandler, start_observer
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,8 @@ class Manager:
         self.dispatch = Dispatch(self.ctx, self.executor)
         self.outcomes = Outcomes(self.ctx, self.dispatch, JobLogs(spool, config.max_log_bytes))
         self.control = Control(self.ctx, self.dispatch, only, resized=lambda workers: self.tell(workers=workers))
-        self.recovery = Recovery(self.ctx, self.dispatch)
+        self.waiting = Waiting(self.ctx, self.dispatch)
+        self.recovery = Recovery(self.ctx, self.dispatch, self.waiting)
         self.intake = None if only is not None else Intake(self.ctx, IntakeRules(
             task_reason=lambda name: unserved_reason(name, self.tasks, config.task_modules),
             allow_commands=config.allow_commands,
@@ -131,10 +131,11 @@ class Manager:
         if transition.after is State.QUEUED and transition.status is not None:
             self.dispatch.enqueue(transition.status)
         elif transition.after is State.WAITING and transition.status is not None:
-            self.dispatch.hold(transition.status)
+            self.waiting.watch(transition.status)
         elif transition.after.is_final:
             self.dispatch.forget(transition.job_id)
             self.control.finished(transition.job_id)
+            self.waiting.ended(transition.job_id)
 
     # ------------------------------------------------------------ lifecycle of the manager
     def serve(self) -> None:
@@ -286,9 +287,10 @@ class Manager:
             if self.handler.take_requests_changed() or self.rescan_due or (
                     self.control.recheck_at is not None and now >= self.control.recheck_at):
                 self.control.apply(now)
+            if not self.stop_requested and self.intake is not None and (self.intake.due() or self.rescan_due):
+                self.intake.scan(INTAKE_SLICE)
+            self.waiting.settle(now)
             if not self.stop_requested:
-                if self.intake is not None and (self.intake.due() or self.rescan_due):
-                    self.intake.scan(INTAKE_SLICE)
                 self.dispatch.dispatch(now)
             self.rescan_due = False
             self.say_trouble()
@@ -344,17 +346,10 @@ class Manager:
             self.recovery.check_supervised()
 
     def release_due(self, now: float) -> None:
-        """Waiting jobs whose time has come are queued (and so dispatched this turn)."""
+        """Waiting jobs whose time has come are looked at (and queued, if nothing else
+        holds them, before this turn's dispatch)."""
         for job_id in self.dispatch.due(now):
-            try:
-                self.ctx.ledger.change(job_id, lifecycle.release(iso_now(self.clock)), "its time came", wait=0)
-            except JobBusy:  # a client cancelling it holds its lock a moment
-                self.dispatch.hold_until(job_id, now + BUSY_RETRY)
-            except (JobNotFound, CorruptStatus):
-                pass  # gone, or set aside by whoever reads it next
-            except OSError:
-                self.dispatch.hold_until(job_id, now + RETRY)
-                raise
+            self.waiting.due(job_id)
 
     def apply_stop(self, now: float) -> None:
         """A stop asked for: take nothing new, and end as its mode says (``StopMode``):

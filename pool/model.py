@@ -57,6 +57,8 @@ SCHEMA = 1
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 TASK_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
 MAX_RETRIES = 1000
+MAX_AFTER = 1000  # dependencies of one job
+AFTER_POLICIES = ("done", "finished")
 MAX_BACKOFF = 1000.0
 
 
@@ -167,6 +169,14 @@ class JobSpec:
     delay: float | None = field(default=None, metadata=rule(
         optional(is_delay), "seconds, or a duration like 90s, 15m, 2h, 1d, at most a year, or null",
         decode=lambda v: parse_duration(v) if v is not None else None))
+    # Not before these jobs have ended: done (`after_policy` "done"), or any way ("finished").
+    # Until then it is waiting; a dependency that fails or is cancelled cancels it.
+    after: tuple[str, ...] = field(default=(), metadata=rule(
+        lambda v: isinstance(v, list) and len(v) <= MAX_AFTER and all(
+            isinstance(i, str) and ID_PATTERN.match(i) is not None for i in v),
+        f"a list of at most {MAX_AFTER} job ids", decode=lambda v: tuple(dict.fromkeys(v)), encode=list))
+    after_policy: str = field(default="done", metadata=rule(
+        lambda v: v in AFTER_POLICIES, "'done' (every dependency done) or 'finished' (ended, whatever the outcome)"))
     # When it was submitted (pool and its client say; for a file dropped by hand, its
     # modification time): jobs of one priority start in this order, and it is their
     # created_at. ISO 8601 UTC with microseconds, as every time pool writes.
@@ -205,6 +215,14 @@ RULES: dict[str, Rule] = {f.name: r for f, r in SPEC_FIELDS}
 SPEC_KEYS = tuple(RULES)
 
 
+def is_waits(v: object) -> bool:
+    if not isinstance(v, dict) or not v or not set(v) <= {"until", "after"}:
+        return False
+    after = v.get("after", [])
+    return ("until" not in v or is_time(v["until"])) and isinstance(after, list) and len(after) <= MAX_AFTER and all(
+        isinstance(i, str) and ID_PATTERN.match(i) is not None for i in after)
+
+
 @dataclass(frozen=True, slots=True)
 class JobStatus:
     """The live record of one job: its spec plus everything that happened to it."""
@@ -231,10 +249,10 @@ class JobStatus:
     error: Mapping[str, Any] | None = field(default=None, metadata=rule(
         optional(is_error_info), "null or {\"type\", \"message\", \"traceback\"}"))
     # What a waiting job waits for: {"until": time} (its `at`, or its submission plus
-    # its `delay`); null in every other state.
+    # its `delay`) and/or {"after": [ids]} (its `after`); null in every other state.
     waits: Mapping[str, Any] | None = field(default=None, metadata=rule(
-        optional(lambda v: isinstance(v, dict) and set(v) == {"until"} and is_time(v["until"])),
-        "null or {\"until\": a time}", encode=lambda v: dict(v) if v is not None else None))
+        optional(is_waits), "null or {\"until\": a time, \"after\": [job ids]} (either or both)",
+        encode=lambda v: dict(v) if v is not None else None))
     # Graceful stops of the manager that put this attempt back uncounted (bounded).
     interruptions: int = field(default=0, metadata=rule(lambda v: is_int(v) and 0 <= v <= 1000, "a count"))
     # The uid whose file submitted the job: in a shared spool, who may kill or retry it.
@@ -321,13 +339,22 @@ def _decode_fields(doc: dict[str, Any], plan: _Plan, where: str, trusted: bool) 
 
 
 def new_status(spec: JobSpec, now: str, submitter: int | None = None) -> JobStatus:
-    """A job as it is taken in (``now``: its submission time): queued, or waiting until
-    its time when it has one still to come."""
-    until = start_time(spec, now)
+    """A job as it is taken in (``now``: its submission time): queued, or waiting (for
+    its time still to come, for the jobs it comes after)."""
+    waits = waits_of(spec, now)
+    return JobStatus(spec=spec, state=State.WAITING if waits else State.QUEUED, created_at=now, updated_at=now,
+                     submitter=submitter, waits=waits)
+
+
+def waits_of(spec: JobSpec, created_at: str) -> dict[str, Any] | None:
+    """What a job waits for before it may start (None: nothing)."""
+    waits: dict[str, Any] = {}
+    until = start_time(spec, created_at)
     if until is not None and until > parse_time(utc_now()):
-        return JobStatus(spec=spec, state=State.WAITING, created_at=now, updated_at=now, submitter=submitter,
-                         waits={"until": iso_time(until)})
-    return JobStatus(spec=spec, state=State.QUEUED, created_at=now, updated_at=now, submitter=submitter)
+        waits["until"] = iso_time(until)
+    if spec.after:
+        waits["after"] = list(spec.after)
+    return waits or None
 
 
 def start_time(spec: JobSpec, created_at: str) -> datetime | None:

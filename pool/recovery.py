@@ -25,6 +25,7 @@ from .dispatch import Dispatch
 from .model import State
 from .procs import exists
 from .safeio import temp_owner_pid
+from .waiting import Waiting
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,10 @@ STALE_TEMP_SECONDS = 60.0
 
 
 class Recovery:
-    def __init__(self, ctx: Context, dispatch: Dispatch) -> None:
+    def __init__(self, ctx: Context, dispatch: Dispatch, waiting: Waiting) -> None:
         self.ctx = ctx
         self.dispatch = dispatch
+        self.waiting = waiting
         self.supervised: set[str] = set()  # looked after by an inline manager: watched, not ours
 
     def recover(self, only: str | None = None) -> None:

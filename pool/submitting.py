@@ -23,7 +23,8 @@ class Submitting(Requesting):
                fallback: str | None = None, **job_options: Any) -> Job:
         """Submit a Python job: ``task`` is ``"module:function"`` or a ``@pool.task``
         function; ``job_options`` are the job keys (priority, retries, timeout, ...;
-        ``at``: a datetime, ``delay``: seconds or a timedelta, to start it later).
+        ``at``: a datetime, ``delay``: seconds or a timedelta, to start it later;
+        ``after``: jobs or ids it waits for).
         With ``fallback="inline"`` and no manager serving the spool, the job runs at
         once in a process of its own instead of waiting for one. Raises InvalidJobSpec
         naming the field at fault."""
@@ -56,6 +57,8 @@ class Submitting(Requesting):
             doc["at"] = doc["at"].isoformat()
         if isinstance(doc.get("delay"), timedelta):
             doc["delay"] = doc["delay"].total_seconds()
+        if isinstance(doc.get("after"), (list, tuple)):  # jobs, or their ids
+            doc["after"] = [job.id if isinstance(job, Job) else job for job in doc["after"]]
         doc.setdefault("id", new_job_id())
         doc.setdefault("submitted_at", utc_now())  # jobs of one priority start in this order
         command = doc.get("command")
@@ -70,9 +73,9 @@ class Submitting(Requesting):
             raise InvalidJobSpec(f"job {spec.id!r}: id already exists in {self.dir.root}")
         doc["name"] = spec.name
         if fallback == "inline" and not self.dir.manager_running():
-            if spec.at is not None or spec.delay:
-                raise InvalidArgument(f"job {spec.id!r} waits for its time ('at', 'delay'): a manager starts it "
-                                      "then; with none serving, fallback='inline' cannot")
+            if spec.at is not None or spec.delay or spec.after:
+                raise InvalidArgument(f"job {spec.id!r} waits ('at', 'delay', 'after'): a manager starts it once "
+                                      "it may; with none serving, fallback='inline' cannot")
             return self._run_inline(spec)
         try:
             data = encode_json(doc)

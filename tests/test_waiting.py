@@ -1,5 +1,7 @@
-"""Jobs that wait for their time (`at`, `delay`; `pool submit --at/--in`): waiting, shown
-as such, cancelled by `pool kill`, kept across a manager killed, run at their time."""
+"""Jobs that wait for their time (`at`, `delay`; `pool submit --at/--in`) or for other jobs
+(`after`; `--after`): waiting, shown as such, cancelled by `pool kill` or by a dependency
+that failed, kept across a manager killed, run at their time and after their
+dependencies, once."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
-from conftest import Server, drop, job, run_pool, state_of, status_doc, wait_until
+from conftest import Server, drop, events_of, job, run_pool, state_of, status_doc, wait_until
 
 from pool.client import Spool
 from pool.model import parse_time
@@ -32,13 +34,12 @@ def test_a_job_submitted_to_start_later_waits_shown_as_such_then_runs_at_its_tim
     assert job_id in listed and "waiting" in listed and f"waits until {until.astimezone():%H:%M:%S}" in listed
     shown = orjson.loads(run_pool(spool_dir, "status", "--json", check=True).stdout)
     assert [d["waits"] for d in shown if d["id"] == job_id] == [{"until": until.isoformat().replace("+00:00", "Z")}]
-    assert "waits:     until" in run_pool(spool_dir, "status", job_id, check=True).stdout
+    assert 'waits:     {"until":' in run_pool(spool_dir, "status", job_id, check=True).stdout
     wait_until(lambda: state_of(spool_dir, job_id) == "done", what="done after its wait")
     doc = status_doc(spool_dir, job_id)
     assert doc is not None and parse_time(doc["started_at"]) >= until and doc["waits"] is None
-    events = [(e["from"], e["to"]) for e in map(orjson.loads, (spool_dir / "events.jsonl").read_bytes().splitlines())
-              if e["id"] == job_id]
-    assert events == [(None, "waiting"), ("waiting", "queued"), ("queued", "running"), ("running", "done")]
+    heard = [(None, "waiting"), ("waiting", "queued"), ("queued", "running"), ("running", "done")]
+    wait_until(lambda: [(e["from"], e["to"]) for e in events_of(spool_dir, job_id)] == heard, what="every change heard")
 
 
 def test_a_waiting_job_is_cancelled_by_kill_and_never_starts(spool_dir: Path, serve: Callable[..., Server]) -> None:
@@ -88,3 +89,89 @@ def test_bad_times_are_said_in_one_line(spool_dir: Path, serve: Callable[..., Se
     assert clock.returncode == 2 and "'25:00' is not a time of day" in clock.stderr
     inline = run_pool(spool_dir, "run", "--in", "5m", "pooltest_tasks:add", "1", "2")
     assert inline.returncode == 2 and "No such option '--in'" in inline.stderr  # pool run starts at once
+
+
+# ---------------------------------------------------------------- after other jobs
+def started(spool_dir: Path, job_id: str) -> datetime:
+    doc = status_doc(spool_dir, job_id)
+    assert doc is not None and doc["started_at"], doc
+    return parse_time(doc["started_at"])
+
+
+def finished(spool_dir: Path, job_id: str) -> datetime:
+    doc = status_doc(spool_dir, job_id)
+    assert doc is not None and doc["finished_at"], doc
+    return parse_time(doc["finished_at"])
+
+
+def test_a_chain_runs_link_after_link(spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve("--workers", "2")
+    gate = tmp_path / "gate"
+    first = run_pool(spool_dir, "submit", "--id", "a", "pooltest_tasks:hold", str(gate), check=True).stdout.strip()
+    run_pool(spool_dir, "submit", "--id", "b", "--after", first, "pooltest_tasks:add", "1", "2", check=True)
+    run_pool(spool_dir, "submit", "--id", "c", "--after", "b", "pooltest_tasks:add", "2", "3", check=True)
+    assert [d["after"] for d in map(lambda i: waits_of(spool_dir, i), "bc")] == [["a"], ["b"]]
+    assert "waits after a" in run_pool(spool_dir, "status", check=True).stdout
+    gate.touch()
+    wait_until(lambda: state_of(spool_dir, "c") == "done", what="the chain done")
+    assert finished(spool_dir, "a") <= started(spool_dir, "b") and finished(spool_dir, "b") <= started(spool_dir, "c")
+
+
+def waits_of(spool_dir: Path, job_id: str) -> dict[str, object]:
+    doc = wait_until(lambda: status_doc(spool_dir, job_id), what=f"{job_id} taken in")
+    assert doc["state"] == "waiting", doc
+    return doc["waits"]  # type: ignore[no-any-return]
+
+
+def test_a_dependency_that_fails_cancels_what_comes_after_it_all_the_way_down(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    drop(spool_dir, "chain.jsonl", b"\n".join(orjson.dumps(j) for j in [
+        job("fail", "no", id="f"), job("add", 1, 1, id="d1", after=["f"]), job("add", 1, 1, id="d2", after=["d1"]),
+        job("add", 1, 1, id="any", after=["f"], after_policy="finished")]))
+    wait_until(lambda: state_of(spool_dir, "d2") == "cancelled", what="d2 cancelled")
+    d1, d2 = status_doc(spool_dir, "d1"), status_doc(spool_dir, "d2")
+    assert d1 is not None and (d1["error"]["message"], d1["started_at"]) == ("dependency f failed", None)
+    assert d2 is not None and (d2["error"]["message"], d2["started_at"]) == ("dependency d1 cancelled", None)
+    wait_until(lambda: state_of(spool_dir, "any") == "done", what="the job after f whatever its outcome")
+    assert [(e["from"], e["to"]) for e in events_of(spool_dir, "d2")] == [(None, "waiting"), ("waiting", "cancelled")]
+
+
+def test_a_whole_graph_in_one_file_in_any_order_and_what_is_refused(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve()
+    drop(spool_dir, "graph.jsonl", b"\n".join(orjson.dumps(j) for j in [
+        job("add", 1, 1, id="join", after=["left", "right"]), job("add", 1, 1, id="root"),
+        job("add", 1, 1, id="left", after=["root"]), job("add", 1, 1, id="right", after=["root"])]))
+    wait_until(lambda: state_of(spool_dir, "join") == "done", what="the graph done")
+    assert max(finished(spool_dir, "left"), finished(spool_dir, "right")) <= started(spool_dir, "join")
+    drop(spool_dir, "circle.jsonl", b"\n".join(orjson.dumps(j) for j in [
+        job("add", 1, 1, id="x", after=["y"]), job("add", 1, 1, id="y", after=["x"])]))
+    drop(spool_dir, "unknown.json", job("add", 1, 1, id="lost", after=["nobody"]))
+    drop(spool_dir, "self.json", job("add", 1, 1, id="me", after=["me"]))
+    reasons = {name: wait_until(lambda: (spool_dir / "rejected" / f"{name}.error.json").exists()  # noqa: B023
+                                and orjson.loads((spool_dir / "rejected" / f"{name}.error.json").read_bytes()),
+                                what=f"{name} rejected")["reason"]
+               for name in ("circle.jsonl", "unknown.json", "self.json")}
+    assert "wait for each other in a circle: x -> y -> x" in reasons["circle.jsonl"]
+    assert "'after' names 'nobody', which is neither a job of the spool nor of this file" in reasons["unknown.json"]
+    assert "'after' names the job itself" in reasons["self.json"]
+    assert not any(status_doc(spool_dir, i) for i in ("x", "y", "lost", "me"))
+
+
+def test_a_dependant_waits_across_a_killed_manager_and_a_retry_waits_again(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    manager = serve()
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    drop(spool_dir, "first.json", job("hold", str(gate), id="first"))
+    wait_until(lambda: state_of(spool_dir, "first") == "running", what="first running")
+    drop(spool_dir, "then.json", job("counted", str(runs), id="then", after=["first"]))
+    waits_of(spool_dir, "then")
+    os.kill(manager.pid, signal.SIGKILL)
+    manager.proc.wait(timeout=30)  # type: ignore[union-attr]
+    gate.touch()  # first ends with no manager: its worker writes it done
+    wait_until(lambda: state_of(spool_dir, "first") == "done", what="first done with no manager")
+    serve()
+    wait_until(lambda: state_of(spool_dir, "then") == "done", what="then run by the next manager")
+    run_pool(spool_dir, "retry", "then", check=True)  # waits for first again: done, so it runs
+    wait_until(lambda: runs.read_text().split() == ["then", "then"], what="then run again")

@@ -1,0 +1,108 @@
+"""Jobs that wait: for their time (``at``, ``delay``), for the jobs they come after
+(``after``), or both. Each is released into the queue, or cancelled, by the manager.
+
+    hook: a job became waiting --> watch: its time held by dispatch's timer, it is
+                                   noted under each job it comes after, and looked at
+    hook: a job ended          --> the jobs that come after it are looked at
+    timer: its time came       --> looked at
+    settle (each turn)         --> every job to look at: released (its time came and its
+                                   dependencies are through), cancelled (one of them
+                                   failed or was cancelled, and it needs them done), or
+                                   left waiting
+
+Looking at a job reads its status and those of the jobs it comes after, from the spool:
+what the files say is the truth, also for a manager started after some of them ended. A
+cancel made here is heard like any other change, and so looks at the jobs that come
+after the cancelled one in turn: a chain ends in a loop, never in a recursion, however
+long it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from datetime import datetime, timezone
+
+from . import lifecycle
+from .clock import iso_now
+from .context import Context
+from .dispatch import Dispatch
+from .errors import CorruptStatus, JobBusy, JobNotFound
+from .model import JobStatus, State, parse_time
+from .trouble import RETRY
+
+log = logging.getLogger(__name__)
+
+BUSY_RETRY = 0.05  # seconds before a job a client holds a moment is looked at again
+
+
+class Waiting:
+    def __init__(self, ctx: Context, dispatch: Dispatch) -> None:
+        self.ctx = ctx
+        self.dispatch = dispatch
+        self.dependants: dict[str, set[str]] = {}  # job id -> waiting jobs that come after it
+        self.to_look_at: deque[str] = deque()
+
+    def watch(self, status: JobStatus) -> None:
+        """A job became waiting (taken in, retried, or found so at start)."""
+        if status.waits and "until" in status.waits:
+            self.dispatch.hold(status)
+        for dependency in status.spec.after:
+            self.dependants.setdefault(dependency, set()).add(status.id)
+        self.to_look_at.append(status.id)
+
+    def ended(self, job_id: str) -> None:
+        """A job reached a final state (or left the spool)."""
+        self.to_look_at.extend(self.dependants.pop(job_id, ()))
+
+    def due(self, job_id: str) -> None:
+        """Its time came."""
+        self.to_look_at.append(job_id)
+
+    def settle(self, now: float) -> None:
+        while self.to_look_at:
+            job_id = self.to_look_at.popleft()
+            try:
+                self._look_at(job_id)
+            except JobBusy:  # a client cancelling it holds its lock a moment
+                self.dispatch.hold_until(job_id, now + BUSY_RETRY)
+            except (JobNotFound, CorruptStatus):
+                pass  # gone, or set aside by whoever reads it next
+            except OSError:
+                self.dispatch.hold_until(job_id, now + RETRY)
+                raise
+
+    def _look_at(self, job_id: str) -> None:
+        now = iso_now(self.ctx.clock)
+
+        def change(status: JobStatus) -> JobStatus | None:
+            if status.state is not State.WAITING:
+                return None
+            blocked, why = self.dependencies(status)
+            if why is not None:
+                return lifecycle.cancel(status, now, why)
+            until = status.waits.get("until") if status.waits else None
+            if blocked or (isinstance(until, str) and parse_time(until) > datetime.now(timezone.utc)):
+                return None  # the timer or a dependency looks at it again
+            return lifecycle.release(now)(status)
+
+        self.ctx.ledger.change(job_id, change, wait=0)
+
+    def dependencies(self, status: JobStatus) -> tuple[bool, str | None]:
+        """(whether some job it comes after has not ended as it needs yet, why it never
+        will: a dependency failed, was cancelled, or is gone, when it needs them done)."""
+        blocked = False
+        for dependency in status.spec.after:
+            try:
+                state: State | None = self.ctx.spool.read_status(dependency).state
+            except (JobNotFound, CorruptStatus):
+                state = None
+            if status.spec.after_policy == "finished":
+                blocked = blocked or (state is not None and not state.is_final)
+            elif state is None:
+                return False, f"dependency {dependency} is gone"
+            elif state in (State.FAILED, State.CANCELLED):
+                return False, f"dependency {dependency} {state.value}"
+            else:
+                blocked = blocked or state is not State.DONE
+        return blocked, None
