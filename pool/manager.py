@@ -249,7 +249,7 @@ class Manager:
     # ------------------------------------------------------------ the loop
     def wait_for_wake(self) -> list[Any]:
         now = self.clock.monotonic()
-        busy = self.intake is not None and self.intake.busy()
+        busy = (self.intake is not None and self.intake.busy()) or self.waiting.busy()
         timeout = 0.0 if busy else max(0.0, self.next_deadline(now) - now)
         objects: list[Any] = [self.wake_r, *self.executor.waitables()]
         if self.requests_watch is not None:

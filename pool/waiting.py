@@ -19,6 +19,7 @@ long it is.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from datetime import datetime, timezone
@@ -34,6 +35,7 @@ from .trouble import RETRY
 log = logging.getLogger(__name__)
 
 BUSY_RETRY = 0.05  # seconds before a job a client holds a moment is looked at again
+SETTLE_SLICE = 0.02  # seconds of looking per turn: 10,000 jobs after one never stall the loop
 
 
 class Waiting:
@@ -59,8 +61,14 @@ class Waiting:
         """Its time came."""
         self.to_look_at.append(job_id)
 
+    def busy(self) -> bool:
+        """Jobs are left to look at: the loop is to come back at once."""
+        return bool(self.to_look_at)
+
     def settle(self, now: float) -> None:
-        while self.to_look_at:
+        """Look at the jobs to look at, for a slice of time (the rest next turn)."""
+        deadline = self.ctx.clock.monotonic() + SETTLE_SLICE
+        while self.to_look_at and self.ctx.clock.monotonic() < deadline:
             job_id = self.to_look_at.popleft()
             try:
                 self._look_at(job_id)
@@ -82,8 +90,13 @@ class Waiting:
             if why is not None:
                 return lifecycle.cancel(status, now, why)
             until = status.waits.get("until") if status.waits else None
-            if blocked or (isinstance(until, str) and parse_time(until) > datetime.now(timezone.utc)):
-                return None  # the timer or a dependency looks at it again
+            if blocked:
+                return None  # a dependency that ends looks at it again
+            if isinstance(until, str) and parse_time(until) > datetime.now(timezone.utc):
+                # Its time, not yet come, is all it waits for now (said so: a dependency
+                # pruned meanwhile no longer counts); the timer looks at it again.
+                return None if set(status.waits or {}) == {"until"} else dataclasses.replace(
+                    status, waits={"until": until}, updated_at=now)
             return lifecycle.release(now)(status)
 
         self.ctx.ledger.change(job_id, change, wait=0)

@@ -175,3 +175,22 @@ def test_a_dependant_waits_across_a_killed_manager_and_a_retry_waits_again(
     wait_until(lambda: state_of(spool_dir, "then") == "done", what="then run by the next manager")
     run_pool(spool_dir, "retry", "then", check=True)  # waits for first again: done, so it runs
     wait_until(lambda: runs.read_text().split() == ["then", "then"], what="then run again")
+
+
+def test_thousands_of_jobs_after_one_are_all_released_once(spool_dir: Path, serve: Callable[..., Server],
+                                                             tmp_path: Path) -> None:
+    serve()
+    gate = tmp_path / "gate"
+    many = 2000
+    drop(spool_dir, "fan.jsonl", b"\n".join(orjson.dumps(j) for j in [
+        job("hold", str(gate), id="root"), *(job("add", n, 1, id=f"leaf{n}", after=["root"]) for n in range(many))]))
+    wait_until(lambda: state_of(spool_dir, f"leaf{many - 1}") == "waiting", what="every leaf taken in")
+    gate.touch()
+    wait_until(lambda: all(state_of(spool_dir, f"leaf{n}") == "done" for n in range(0, many, 97))
+               and state_of(spool_dir, f"leaf{many - 1}") == "done", timeout=120, what="every leaf done")
+    def leaves_into(state: str) -> list[str]:
+        lines = (spool_dir / "events.jsonl").read_bytes().splitlines()
+        return [e["id"] for e in map(orjson.loads, lines) if e["to"] == state and e["id"].startswith("leaf")]
+
+    wait_until(lambda: len(leaves_into("done")) == many, what="every leaf heard")
+    assert sorted(leaves_into("running")) == sorted(f"leaf{n}" for n in range(many))  # each ran once
