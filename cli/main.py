@@ -229,8 +229,10 @@ def result(spool: Spool, job_id: str) -> None:
 
 @cli.command()
 @click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
+@click.option("--dependants", is_flag=True,
+              help="Also run again the jobs its end cancelled (they came after it), down the chain.")
 @click.pass_obj
-def retry(spool: Spool, ids: tuple[str, ...]) -> None:
+def retry(spool: Spool, ids: tuple[str, ...], dependants: bool) -> None:
     """Run jobs that have ended (done, failed or cancelled) again, from attempt 1, with
     the same arguments (`pool restart` is the same command)."""
     statuses = statuses_of(spool, ids)
@@ -238,7 +240,10 @@ def retry(spool: Spool, ids: tuple[str, ...]) -> None:
         if not status.state.is_final:  # said before any job is touched
             raise PoolError(f"job {status.id!r} is {status.state.value}; only a job that has ended can run again")
     for status in statuses:
-        click.echo(f"{status.id}: {spool.retry(status.id).state.value}")
+        again, *after = spool.retried(status.id, dependants)
+        click.echo(f"{again.id}: {again.state.value}")
+        for dependant in after:
+            click.echo(f"{dependant.id}: {dependant.state.value} (it came after {status.id})")
 
 
 @cli.command()

@@ -99,6 +99,7 @@ class Intake:
         self.seen: dict[str, str] = {}  # name -> WRITING | COMPLETE, from file events
         self.recheck_at: float | None = None  # wall-clock time to look at waiting files again
         self.batches: dict[str, Batch] = {}  # claim entry -> its batch, in the order claimed
+        self.claimed: set[str] = set()  # the names of the files of those batches
         self.reserved: set[str] = set()  # ids of jobs being taken in
         self.mine: set[str] = set()  # claims made by this manager (others are a dead one's)
         self.failing = False  # the last look could not write (a full or read-only disk)
@@ -271,6 +272,7 @@ class Intake:
             return
         mtime = iso_time(datetime.fromtimestamp(st.st_mtime_ns / 1e9, timezone.utc))
         self.batches[entry] = Batch(entry, name, token, data, st.st_uid, recovering, mtime)
+        self.claimed.add(name)
         log.debug("incoming/%s claimed as %s", shown(name), entry)
 
     # ------------------------------------------------------------ a batch, in slices
@@ -303,8 +305,7 @@ class Intake:
         """Check jobs of the batch until the deadline; True when every one is checked."""
         for spec in self._jobs(batch):
             self._check_runnable(spec, batch)
-            in_batch = [d for d in spec.after if d in batch.ids or not (
-                d in self.reserved or self.spool.has_status(d))]
+            in_batch = [d for d in spec.after if d in batch.ids or not self._known(d)]
             if in_batch:
                 batch.after[spec.id] = in_batch
             batch.ids.add(spec.id)
@@ -316,6 +317,14 @@ class Intake:
                 return False
         self._check_dependencies(batch)
         return True
+
+    def _known(self, job_id: str) -> bool:
+        """A job of the spool, one being taken in, or one whose file is in incoming/ or
+        claimed from it (dropped a moment before the job that comes after it: if it is
+        refused, what comes after it is cancelled, its dependency gone)."""
+        name = f"{job_id}.json"
+        return job_id in self.reserved or self.spool.has_status(job_id) or name in self.claimed or (
+            self.spool.incoming / name).exists()
 
     def _check_dependencies(self, batch: Batch) -> None:
         """Every job a job of the batch comes after is in the spool or in the batch, and
@@ -370,6 +379,7 @@ class Intake:
     def _forget(self, entry: str) -> None:
         batch = self.batches.pop(entry, None)
         if batch is not None:
+            self.claimed.discard(batch.name)
             self.reserved -= batch.ids
         self.seen.pop(entry, None)
         self.waiting.pop(entry, None)

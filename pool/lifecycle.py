@@ -272,6 +272,20 @@ def recover_lost(status: JobStatus, now: str, how: str) -> JobStatus:
 NOT_STARTED = frozenset({State.WAITING, State.QUEUED})
 
 
+def cancel_for_dependency(status: JobStatus, now: str, dependency: str, how: str) -> JobStatus:
+    """A job that needs ``dependency`` done will never start: it failed, was cancelled, is gone."""
+    return cancel(status, now, f"dependency {dependency} {how}")
+
+
+def blamed_dependency(status: JobStatus) -> str | None:
+    """The dependency whose end cancelled this job (``cancel_for_dependency``), if one did."""
+    message = status.error.get("message") if status.state is State.CANCELLED and status.error else None
+    if not isinstance(message, str) or not message.startswith("dependency "):
+        return None
+    named = message.split(" ")[1]
+    return named if named in status.spec.after else None
+
+
 def cancel_if_queued(now: str, reason: str = "cancelled by request") -> Callable[[JobStatus], JobStatus | None]:
     """A change that cancels the job if it has not started (waiting or queued; else
     leaves it as it is)."""

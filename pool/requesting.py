@@ -15,7 +15,7 @@ from typing import Any
 from . import defaults, lifecycle
 from .errors import InvalidArgument, JobBusy, JobNotFinished, JobNotFound, PoolError
 from .finding import POLL_INTERVAL, Finding
-from .model import JobStatus, utc_now
+from .model import JobStatus, State, utc_now
 from .requests import MAX_WORKERS, RequestKind, check_grace
 
 REQUEST_TIMEOUT = 10.0  # a serving manager takes a request within milliseconds
@@ -37,10 +37,35 @@ class Requesting(Finding):
             self._apply_without_manager(RequestKind.KILL, job_id, lifecycle.cancel_if_queued(utc_now()))
         return self.status(job_id)
 
-    def retry(self, job_id: str) -> JobStatus:
+    def retry(self, job_id: str, dependants: bool = False) -> JobStatus:
         """Run a job that has ended (done, failed or cancelled) again, as a fresh series
         of attempts, from attempt 1, with the same arguments. Raises JobNotFinished when
-        it has not ended."""
+        it has not ended. ``dependants``: the jobs its end cancelled (and theirs, down the
+        chain) are run again too, after it (`pool retry --dependants`)."""
+        return self.retried(job_id, dependants)[0]
+
+    def retried(self, job_id: str, dependants: bool = False) -> list[JobStatus]:
+        """``retry``, saying how every job run again is now: it first, then the jobs its
+        end cancelled, when ``dependants``."""
+        cancelled = self.cancelled_after(job_id) if dependants else []
+        # It is run again first, so each dependant finds it waiting again, not failed.
+        return [self._retry_one(one) for one in (job_id, *cancelled)]
+
+    def cancelled_after(self, job_id: str) -> list[str]:
+        """The jobs cancelled because ``job_id`` ended as it did, and those cancelled
+        because of them, nearest first."""
+        blamed = {s.id: d for s in self.statuses(State.CANCELLED) if (d := lifecycle.blamed_dependency(s))}
+        found: list[str] = []
+        frontier = [job_id]
+        while frontier:
+            ended = frontier.pop(0)
+            for dependant, dependency in blamed.items():
+                if dependency == ended and dependant not in found:
+                    found.append(dependant)
+                    frontier.append(dependant)
+        return found
+
+    def _retry_one(self, job_id: str) -> JobStatus:
         status = self.status(job_id)
         if not status.state.is_final:
             raise JobNotFinished(f"job {job_id!r} is {status.state.value}; only a job that has ended can run again")

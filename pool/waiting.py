@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import deque
-from datetime import datetime, timezone
 
 from . import lifecycle
 from .clock import iso_now
@@ -86,36 +85,41 @@ class Waiting:
         def change(status: JobStatus) -> JobStatus | None:
             if status.state is not State.WAITING:
                 return None
-            blocked, why = self.dependencies(status)
-            if why is not None:
-                return lifecycle.cancel(status, now, why)
+            blocked, ended = self.dependencies(status)
+            if ended is not None:
+                return lifecycle.cancel_for_dependency(status, now, *ended)
             until = status.waits.get("until") if status.waits else None
             if blocked:
                 return None  # a dependency that ends looks at it again
-            if isinstance(until, str) and parse_time(until) > datetime.now(timezone.utc):
-                # Its time, not yet come, is all it waits for now (said so: a dependency
-                # pruned meanwhile no longer counts); the timer looks at it again.
+            if isinstance(until, str) and parse_time(until).timestamp() > self.ctx.clock.time():
+                # Its time, not yet come (or a timer a hair early), is all it waits for
+                # now: said so (a dependency pruned meanwhile no longer counts), and
+                # the timer looks at it again.
+                self.dispatch.hold(status)
                 return None if set(status.waits or {}) == {"until"} else dataclasses.replace(
                     status, waits={"until": until}, updated_at=now)
             return lifecycle.release(now)(status)
 
         self.ctx.ledger.change(job_id, change, wait=0)
 
-    def dependencies(self, status: JobStatus) -> tuple[bool, str | None]:
-        """(whether some job it comes after has not ended as it needs yet, why it never
-        will: a dependency failed, was cancelled, or is gone, when it needs them done)."""
+    def dependencies(self, status: JobStatus) -> tuple[bool, tuple[str, str] | None]:
+        """(whether some job it comes after has not ended as it needs yet, the one that
+        never will and how: failed, cancelled, or is gone, when it needs them done)."""
         blocked = False
-        for dependency in status.spec.after:
+        # What its status says it still waits for: once they are through, that is said
+        # (a dependency done and pruned meanwhile is not looked for again).
+        after = status.waits.get("after", []) if status.waits else []
+        for dependency in after if isinstance(after, list) else []:
             try:
                 state: State | None = self.ctx.spool.read_status(dependency).state
-            except (JobNotFound, CorruptStatus):
+            except (JobNotFound, CorruptStatus, OSError):  # gone, or unreadable: one job's trouble
                 state = None
             if status.spec.after_policy == "finished":
                 blocked = blocked or (state is not None and not state.is_final)
             elif state is None:
-                return False, f"dependency {dependency} is gone"
+                return False, (dependency, "is gone")
             elif state in (State.FAILED, State.CANCELLED):
-                return False, f"dependency {dependency} {state.value}"
+                return False, (dependency, state.value)
             else:
                 blocked = blocked or state is not State.DONE
         return blocked, None

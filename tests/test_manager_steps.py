@@ -373,3 +373,38 @@ def test_a_worker_skips_an_attempt_taken_back_and_runs_on_one_it_began() -> None
     manager_end.send_bytes(msg.RunAttempt(later).encode())
     assert [(o.job_id, t) for o, t in (orders.next(), orders.next())] == [("ahead", True), ("later", False)]
     assert not orders.taken_back and not orders.pending
+
+
+# ---------------------------------------------------------------- jobs that wait
+T = "2027-01-15T08:00:00.000000Z"
+
+
+def test_a_delayed_job_is_queued_at_its_time_and_not_a_moment_before(stepped: Stepped) -> None:
+    stepped.submit("later", delay=3600)
+    stepped.step()
+    assert stepped.doc("later")["state"] == "waiting" and not stepped.executor.held
+    deadline = stepped.manager.dispatch.next_deadline()
+    assert deadline is not None
+    assert 3599 < deadline - stepped.clock.now <= 3601  # the loop sleeps until then: no polling
+    stepped.step(after=deadline - stepped.clock.now - 0.5)  # a timer that fires half a second early
+    stepped.manager.dispatch.hold_until("later", stepped.clock.now)
+    stepped.step()
+    assert stepped.doc("later")["state"] == "waiting"  # not yet: looked at, and the timer set again
+    stepped.step(after=0.5)
+    assert stepped.doc("later")["state"] == "queued" and stepped.executor.held.keys() == {"later"}
+    assert [e[:2] for e in stepped.events("later")] == [(None, "waiting"), ("waiting", "queued")]
+
+
+def test_a_job_after_another_is_released_when_it_is_done_and_cancelled_when_it_fails(stepped: Stepped) -> None:
+    stepped.submit("first")
+    stepped.submit("second", after=["first"])
+    stepped.submit("other", after=["second"])
+    stepped.step()
+    assert (stepped.doc("second")["state"], stepped.doc("other")["state"]) == ("waiting", "waiting")
+    stepped.manager.ctx.ledger.change("first", lambda s: lifecycle.succeed(lifecycle.start(s, 1, None, T), 1, T))
+    stepped.step()
+    assert stepped.doc("second")["state"] == "queued"
+    stepped.manager.ctx.ledger.change("second", lambda s: lifecycle.fail_attempt(
+        lifecycle.start(s, 1, None, T), {"type": "E", "message": "m", "traceback": None}, T))
+    stepped.step()
+    assert stepped.doc("other")["error"]["message"] == "dependency second failed"

@@ -194,3 +194,24 @@ def test_thousands_of_jobs_after_one_are_all_released_once(spool_dir: Path, serv
 
     wait_until(lambda: len(leaves_into("done")) == many, what="every leaf heard")
     assert sorted(leaves_into("running")) == sorted(f"leaf{n}" for n in range(many))  # each ran once
+
+
+def test_retry_with_dependants_runs_again_what_a_failure_cancelled(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    jobs = []
+    for chain in ("a", "b"):  # each fails its first run, then succeeds
+        jobs += [job("fail_times", str(tmp_path / chain), 1, id=f"flaky-{chain}"),
+                 job("add", 1, 1, id=f"next-{chain}", after=[f"flaky-{chain}"]),
+                 job("add", 2, 2, id=f"last-{chain}", after=[f"next-{chain}"])]
+    drop(spool_dir, "chains.jsonl", b"\n".join(orjson.dumps(j) for j in jobs))
+    wait_until(lambda: state_of(spool_dir, "last-a") == state_of(spool_dir, "last-b") == "cancelled",
+               what="both chains cancelled")
+    said = run_pool(spool_dir, "retry", "--dependants", "flaky-a", check=True).stdout.splitlines()
+    # how each is by the time it is said: waiting, or already on its way
+    assert [line.split(":")[0] for line in said] == ["flaky-a", "next-a", "last-a"]
+    assert all(line.endswith("(it came after flaky-a)") and line.split()[1] != "cancelled" for line in said[1:])
+    wait_until(lambda: state_of(spool_dir, "last-a") == "done", what="chain a done after the retry")
+    run_pool(spool_dir, "retry", "flaky-b", check=True)  # alone: what its failure cancelled stays so
+    wait_until(lambda: state_of(spool_dir, "flaky-b") == "done", what="flaky-b done on its second run")
+    assert (state_of(spool_dir, "next-b"), state_of(spool_dir, "last-b")) == ("cancelled", "cancelled")
