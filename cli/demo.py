@@ -86,8 +86,10 @@ def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
             while time.monotonic() - started < timeout:
                 statuses = spool.statuses()
                 statuses.sort(key=lambda s: list(EXPECTED).index(s.id) if s.id in EXPECTED else 99)
-                live.update(render.status_table(statuses, now(), width=width))
-                if len(statuses) == len(EXPECTED) and all(s.state.is_final for s in statuses):
+                ended = len(statuses) == len(EXPECTED) and all(s.state.is_final for s in statuses)
+                # The last frame drawn now, not at the next tick: the screen ends showing how each ended.
+                live.update(render.status_table(statuses, now(), width=width), refresh=ended)
+                if ended:
                     break
                 if not killed and time.monotonic() - started >= kill_after:
                     spool.cancel("endless", grace=1.0)

@@ -38,7 +38,7 @@ from .control import Control
 from .dispatch import Dispatch
 from .engines import EngineSettings, make_executor
 from .events import TRIM_PATIENCE
-from .executor import Executor, StopReason
+from .executor import Ended, Executor, StopReason
 from .intake import Intake, IntakeRules
 from .joblog import JobLogs
 from .ledger import Ledger, Transition
@@ -280,7 +280,11 @@ class Manager:
         ready = ready or []
         now = self.clock.monotonic() if now is None else now
         try:
-            self.outcomes.take(self.executor.collect(ready, now), now)
+            events = self.executor.collect(ready, now)
+            for event in events:
+                if isinstance(event, Ended):  # what comes after it is looked at once its end is written
+                    self.waiting.ended(event.job_id)
+            self.outcomes.take(events, now)
             self.retry_pending(now)
             self.enforce_deadlines(now)
             self.apply_stop(now)

@@ -64,7 +64,7 @@ class Recovery:
         elif status.state is State.QUEUED:
             self.dispatch.enqueue(status)
         elif status.state is State.WAITING:
-            self.dispatch.hold(status)
+            self.waiting.watch(status)
 
     def check_supervised(self) -> None:
         """On the rescan tick: jobs whose inline manager is gone are ours now."""

@@ -53,8 +53,10 @@ class Waiting:
         self.to_look_at.append(status.id)
 
     def ended(self, job_id: str) -> None:
-        """A job reached a final state (or left the spool)."""
-        self.to_look_at.extend(self.dependants.pop(job_id, ()))
+        """A job reached a final state, left the spool, or its attempt ended (the end of
+        one a worker of an earlier manager ran is not heard as a change: its status says
+        it). Those that come after it are looked at, and stay noted until they go."""
+        self.to_look_at.extend(self.dependants.get(job_id, ()))
 
     def due(self, job_id: str) -> None:
         """Its time came."""
@@ -81,8 +83,10 @@ class Waiting:
 
     def _look_at(self, job_id: str) -> None:
         now = iso_now(self.ctx.clock)
+        seen: list[JobStatus] = []
 
         def change(status: JobStatus) -> JobStatus | None:
+            seen.append(status)
             if status.state is not State.WAITING:
                 return None
             blocked, ended = self.dependencies(status)
@@ -100,7 +104,18 @@ class Waiting:
                     status, waits={"until": until}, updated_at=now)
             return lifecycle.release(now)(status)
 
-        self.ctx.ledger.change(job_id, change, wait=0)
+        written = self.ctx.ledger.change(job_id, change, wait=0) or (seen[-1] if seen else None)
+        if written is not None and written.state is not State.WAITING:
+            self._gone(written)
+
+    def _gone(self, status: JobStatus) -> None:
+        """It waits no more (released, cancelled): it is noted under nothing."""
+        for dependency in status.spec.after:
+            waiting = self.dependants.get(dependency)
+            if waiting is not None:
+                waiting.discard(status.id)
+                if not waiting:
+                    del self.dependants[dependency]
 
     def dependencies(self, status: JobStatus) -> tuple[bool, tuple[str, str] | None]:
         """(whether some job it comes after has not ended as it needs yet, the one that

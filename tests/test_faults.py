@@ -21,6 +21,7 @@ from conftest import (
     POOL, Server, drop, env_for_tests, fill, job, needs_small_disk, pid_alive, run_pool, runs_of, start_running,
     state_of, status_doc, wait_until)
 from pool.client import Spool
+from pool.model import parse_time
 
 FINAL = {"done", "failed", "cancelled"}
 
@@ -304,6 +305,63 @@ def test_kill_9_at_an_exact_system_call_loses_nothing(
     assert {state_of(spool_dir, i) for i in ids} == {"done"}
     assert_conserved(spool_dir, ids, runs, max_runs=1)
     assert not [n for n in os.listdir(spool_dir / "incoming") if n.startswith(".claimed~")]
+
+
+WAITING_POINTS = [("openat", 40), ("openat", 110), ("write", 50), ("write", 120), ("rename", 8), ("rename", 30),
+                  ("flock", 2)]
+
+
+@pytest.mark.needs_strace("to inject SIGKILL at exact system calls")
+@pytest.mark.parametrize("syscall, when", WAITING_POINTS)
+def test_kill_9_while_jobs_wait_for_others_and_for_their_time_loses_nothing(
+        spool_dir: Path, tmp_path: Path, syscall: str, when: int) -> None:
+    """The manager dies by SIGKILL at the Nth call of ``syscall`` while it takes in
+    chains of jobs (some whose head fails) and delayed ones, releases and cancels them; a
+    second manager finishes: each job final once, none run twice, none before the jobs it
+    comes after ended or before its time, none whose dependency failed."""
+    runs = tmp_path / "runs"
+    jobs, chains = [], 6
+    for c in range(chains):
+        head = job("counted", str(runs), id=f"c{c}-0") if c % 3 else job("fail", "no", id=f"c{c}-0")
+        jobs += [head, *(job("counted", str(runs), id=f"c{c}-{n}", after=[f"c{c}-{n - 1}"]) for n in range(1, 4))]
+    jobs += [job("counted", str(runs), id=f"later{n}", delay=0.2 * n) for n in range(6)]
+    ids = [str(j["id"]) for j in jobs]
+    drop(spool_dir, "graph.jsonl", b"\n".join(orjson.dumps(j) for j in jobs))
+    log = open(tmp_path / "strace-serve.log", "wb")
+    traced = subprocess.Popen(
+        ["strace", "-qq", "-o", "/dev/null", "-e", f"inject={FAMILIES.get(syscall, syscall)}:signal=SIGKILL:when={when}",
+         *POOL, "--spool", str(spool_dir), "serve", "--tasks", "pooltest_tasks", "--workers", "2"],
+        env=env_for_tests(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: traced.poll() is not None or all(state_of(spool_dir, i) in FINAL for i in ids),
+                   60, "the manager to die or finish")
+    finally:
+        if traced.poll() is None:
+            for child in subprocess.run(["pgrep", "-P", str(traced.pid)], capture_output=True,
+                                        text=True).stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(child), signal.SIGTERM)
+        traced.wait(timeout=60)
+        log.close()
+    server = Server(spool_dir, "--workers", "2").start()
+    try:
+        wait_until(lambda: all(state_of(spool_dir, i) in FINAL for i in ids), 60, "all jobs final")
+    finally:
+        assert server.stop() == 0
+    assert_conserved(spool_dir, ids, runs, max_runs=1)
+    docs = {i: status_doc(spool_dir, i) for i in ids}
+    for c in range(chains):
+        links = [docs[f"c{c}-{n}"] for n in range(4)]
+        if c % 3 == 0:  # its head failed: nothing after it ever started
+            assert [d["state"] for d in links] == ["failed", "cancelled", "cancelled", "cancelled"]  # type: ignore[index]
+            assert all(d["started_at"] is None for d in links[1:])  # type: ignore[index]
+        else:
+            assert {d["state"] for d in links} == {"done"}  # type: ignore[index]
+            assert all(b["started_at"] >= a["finished_at"] for a, b in zip(links, links[1:]))  # type: ignore[index]
+    for n in range(6):
+        doc = docs[f"later{n}"]
+        assert doc is not None and doc["state"] == "done"
+        assert (parse_time(doc["started_at"]) - parse_time(doc["created_at"])).total_seconds() >= 0.2 * n
 
 
 @pytest.mark.needs_strace("to hold a system call back")

@@ -498,9 +498,13 @@ def test_piped_status_cuts_nothing(spool_dir: Path, serve: Callable[..., Server]
     assert len(piped.splitlines()) == 4  # header, two rows, the footer on one line
 
 
+CURSOR_MOVES = re.compile(r"\x1b\[[0-9;?]*[ABKJ]")  # up, down, erase: a redraw starts a line there
+
+
 def screen_lines(screen: str) -> list[str]:
-    """What a terminal shows last, as plain lines (colours and cursor moves taken out)."""
-    return re.split(r"\r?\n|\r", ANSI.sub("", screen))
+    """Every line a terminal was shown, as plain text (a line redrawn in place counts
+    once each time: colours taken out, a cursor move or an erase ends a line)."""
+    return [line for line in re.split(r"\r?\n|\r", ANSI.sub("", CURSOR_MOVES.sub("\n", screen))) if line]
 
 
 def test_on_a_terminal_ids_and_states_are_never_cut(spool_dir: Path, serve: Callable[..., Server],
