@@ -222,7 +222,9 @@ def test_a_malformed_status_file_is_set_aside_and_stops_nothing(
     assert kept.read_bytes() == data
     assert reason_of(spool_dir / "rejected" / "x.status.json.error.json")
     assert not (spool_dir / "status" / "x.json").exists()
-    assert [(e["from"], e["to"]) for e in events_of(spool_dir, "x")] == [(None, "set_aside")]
+    # The event follows the file set aside (the manager appends its turn's events last).
+    wait_until(lambda: [(e["from"], e["to"]) for e in events_of(spool_dir, "x")] == [(None, "set_aside")],
+               what="the event of it")
     result = run_pool(spool_dir, "status", "--json")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert [d["id"] for d in orjson.loads(result.stdout)] == ["fine"]
