@@ -117,18 +117,24 @@ class DropZone:
         whoever could read what was refused (in a shared spool, a member refused sees
         why): the reason says no more than the file did."""
         target = self._free_name(original)
-        os.rename(entry, target, src_dir_fd=source.fd, dst_dir_fd=self.rejected.fd)
         try:
-            st = os.stat(target, dir_fd=self.rejected.fd, follow_symlinks=False)
+            st = os.stat(entry, dir_fd=source.fd, follow_symlinks=False)
         except OSError:
             st = None
         readable = st.st_mode & stat.S_IRGRP if st is not None else 0
         why = f"{target}.error.json"
+        # Why first, then the file: whoever finds the file gone from incoming/ finds why
+        # at once (a client asking in between was told there was no such job).
         self.rejected.write_atomic(why, orjson.dumps(
             {"file": shown(original), "rejected_at": utc_now(), "reason": reason}), 0o600 | readable)
         if st is not None and not readable and st.st_uid not in (0, os.geteuid()) and os.geteuid() == 0:
             # A member's file only she could read (served by root): so is why it was refused.
             os.chown(why, st.st_uid, -1, dir_fd=self.rejected.fd, follow_symlinks=False)
+        try:
+            os.rename(entry, target, src_dir_fd=source.fd, dst_dir_fd=self.rejected.fd)
+        except OSError:
+            self.rejected.unlink(why)
+            raise
         return target
 
     def _free_name(self, original: str) -> str:
