@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from harness import ScratchManager, wait_for
+from harness import ScratchManager, in_turn, wait_for
 
 TARGET_MS = 3.0
 
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     met = True
     for round_number in range(args.rounds):
-        order = [False, True] if round_number % 2 == 0 else [True, False]
+        order = in_turn([False, True], round_number)
         took = {chained: seconds(args.jobs, chained) for chained in order}
         per_link = (took[True] - took[False]) / args.jobs * 1000
         met = met and per_link <= TARGET_MS

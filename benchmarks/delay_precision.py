@@ -17,7 +17,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from harness import ScratchManager, iso_to_epoch, percentile, wait_for
+from harness import ScratchManager, in_turn, iso_to_epoch, percentile, wait_for
 
 LEAD = 2.0  # seconds between dropping the jobs and the first one's time
 SPACING = 0.05  # seconds between two jobs' times: each finds a worker free
@@ -71,7 +71,7 @@ def main() -> None:
     peers = {"pool (at)": pool_lateness, "Timer + ProcessPoolExecutor": timer_lateness}
     met = True
     for round_number in range(args.rounds):
-        order = list(peers) if round_number % 2 == 0 else list(reversed(peers))
+        order = in_turn(peers, round_number)
         for name in order:
             late = peers[name](args.jobs)
             p99 = percentile(late, 99)

@@ -28,6 +28,13 @@ def describe(values_ms: list[float]) -> str:
             f"(n={len(values_ms)})")
 
 
+def in_turn(names: Any, round_number: int) -> list[Any]:
+    """The peers of one round, first to last: the other way round every other round, so
+    neither always runs on a disk the other has just warmed (or filled)."""
+    order = list(names)
+    return order if round_number % 2 == 0 else order[::-1]
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, tick: float = 0.0002) -> Any:
     deadline = time.monotonic() + timeout
     while True:

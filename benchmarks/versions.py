@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from core_latency import started_at_latency
-from harness import HERE, noop_batch_seconds, noop_files_seconds, percentile
+from harness import HERE, in_turn, noop_batch_seconds, noop_files_seconds, percentile
 
 
 def command_of(checkout: Path) -> tuple[str, ...]:
@@ -35,7 +35,7 @@ def main() -> None:
     versions = {"this": ((sys.executable, "-m", "pool"), HERE.parent), "other": (command_of(args.other), args.other)}
     results: dict[str, dict[str, list[float]]] = {v: {"batch": [], "files": [], "p50": [], "p90": []} for v in versions}
     for round_number in range(args.rounds):
-        order = list(versions) if round_number % 2 == 0 else list(reversed(versions))
+        order = in_turn(versions, round_number)
         for name in order:
             pool, source = versions[name]
             results[name]["batch"].append(args.jobs / noop_batch_seconds(args.jobs, pool, source))

@@ -167,10 +167,10 @@ class LocalExecutor:
         """Idle workers see EOF and exit. Busy ones are ended, or with ``leave_running``
         finish their job, write its outcome, and exit (the next manager takes them over,
         pool/adopted.py); a job sent ahead to one is taken back first, so none begins."""
+        if leave_running:
+            self.resize(0)  # what was sent ahead is taken back
         self.closing = True
         for slot in self.slots:
-            if leave_running and slot.ahead is not None and not slot.taken_back:
-                self._take_back(slot)
             slot.conn.close()
         deadline = time.monotonic() + STOP_WAIT
         for slot in self.slots:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import deque
 
 from . import lifecycle
 from .clock import iso_now
@@ -42,7 +41,8 @@ class Waiting:
         self.ctx = ctx
         self.dispatch = dispatch
         self.dependants: dict[str, set[str]] = {}  # job id -> waiting jobs that come after it
-        self.to_look_at: deque[str] = deque()
+        # In order, each once: an end is both heard and reported by the executor.
+        self.to_look_at: dict[str, None] = {}
 
     def watch(self, status: JobStatus) -> None:
         """A job became waiting (taken in, retried, or found so at start)."""
@@ -50,17 +50,17 @@ class Waiting:
             self.dispatch.hold(status)
         for dependency in status.spec.after:
             self.dependants.setdefault(dependency, set()).add(status.id)
-        self.to_look_at.append(status.id)
+        self.to_look_at[status.id] = None
 
     def ended(self, job_id: str) -> None:
         """A job reached a final state, left the spool, or its attempt ended (the end of
         one a worker of an earlier manager ran is not heard as a change: its status says
         it). Those that come after it are looked at, and stay noted until they go."""
-        self.to_look_at.extend(self.dependants.get(job_id, ()))
+        self.to_look_at.update(dict.fromkeys(self.dependants.get(job_id, ())))
 
     def due(self, job_id: str) -> None:
         """Its time came."""
-        self.to_look_at.append(job_id)
+        self.to_look_at[job_id] = None
 
     def busy(self) -> bool:
         """Jobs are left to look at: the loop is to come back at once."""
@@ -70,7 +70,8 @@ class Waiting:
         """Look at the jobs to look at, for a slice of time (the rest next turn)."""
         deadline = self.ctx.clock.monotonic() + SETTLE_SLICE
         while self.to_look_at and self.ctx.clock.monotonic() < deadline:
-            job_id = self.to_look_at.popleft()
+            job_id = next(iter(self.to_look_at))
+            del self.to_look_at[job_id]
             try:
                 self._look_at(job_id)
             except JobBusy:  # a client cancelling it holds its lock a moment

@@ -264,22 +264,10 @@ EVERY_PROCESS_POINTS = [("openat", 50), ("openat", 120), ("write", 20), ("write"
                         ("read", 200), ("unlink", 3)]
 
 
-@pytest.mark.needs_strace("to inject SIGKILL at exact system calls")
-@pytest.mark.parametrize("syscall, when, every", [(s, w, False) for s, w in MANAGER_POINTS]
-                         + [(s, w, True) for s, w in EVERY_PROCESS_POINTS])
-def test_kill_9_at_an_exact_system_call_loses_nothing(
-        spool_dir: Path, tmp_path: Path, syscall: str, when: int, every: bool) -> None:
-    """The manager (``every``: each process, at its own Nth call) dies by SIGKILL from
-    strace at the Nth call of ``syscall`` while it takes in and runs a batch of short
-    and 0.3 s jobs; a second manager then finishes: every job done exactly once."""
-    runs = tmp_path / "runs"
-    ids = [f"s{n}" for n in range(46)]
-    lines = [orjson.dumps(job("counted", str(runs), id=i)) for i in ids]
-    lines += [orjson.dumps(job("counted", str(runs), 0.3, id=f"slow{n}")) for n in range(4)]
-    ids += [f"slow{n}" for n in range(4)]
-    drop(spool_dir, "batch.jsonl", b"\n".join(lines))
-    drop(spool_dir, "single.json", job("counted", str(runs), id="single"))
-    ids.append("single")
+def killed_then_finished(spool_dir: Path, tmp_path: Path, ids: list[str], syscall: str, when: int,
+                         every: bool = False) -> None:
+    """Serve under strace, which SIGKILLs the manager (``every``: each process) at the
+    Nth call of ``syscall``; then a second manager finishes: every job of ``ids`` final."""
     log = open(tmp_path / "strace-serve.log", "wb")
     traced = subprocess.Popen(
         ["strace", "-qq", *(["-f"] if every else []), "-o", "/dev/null",
@@ -302,6 +290,25 @@ def test_kill_9_at_an_exact_system_call_loses_nothing(
         wait_until(lambda: all(state_of(spool_dir, i) in FINAL for i in ids), 60, "all jobs final")
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.needs_strace("to inject SIGKILL at exact system calls")
+@pytest.mark.parametrize("syscall, when, every", [(s, w, False) for s, w in MANAGER_POINTS]
+                         + [(s, w, True) for s, w in EVERY_PROCESS_POINTS])
+def test_kill_9_at_an_exact_system_call_loses_nothing(
+        spool_dir: Path, tmp_path: Path, syscall: str, when: int, every: bool) -> None:
+    """The manager (``every``: each process, at its own Nth call) dies by SIGKILL from
+    strace at the Nth call of ``syscall`` while it takes in and runs a batch of short
+    and 0.3 s jobs; a second manager then finishes: every job done exactly once."""
+    runs = tmp_path / "runs"
+    ids = [f"s{n}" for n in range(46)]
+    lines = [orjson.dumps(job("counted", str(runs), id=i)) for i in ids]
+    lines += [orjson.dumps(job("counted", str(runs), 0.3, id=f"slow{n}")) for n in range(4)]
+    ids += [f"slow{n}" for n in range(4)]
+    drop(spool_dir, "batch.jsonl", b"\n".join(lines))
+    drop(spool_dir, "single.json", job("counted", str(runs), id="single"))
+    ids.append("single")
+    killed_then_finished(spool_dir, tmp_path, ids, syscall, when, every)
     assert {state_of(spool_dir, i) for i in ids} == {"done"}
     assert_conserved(spool_dir, ids, runs, max_runs=1)
     assert not [n for n in os.listdir(spool_dir / "incoming") if n.startswith(".claimed~")]
@@ -327,27 +334,7 @@ def test_kill_9_while_jobs_wait_for_others_and_for_their_time_loses_nothing(
     jobs += [job("counted", str(runs), id=f"later{n}", delay=0.2 * n) for n in range(6)]
     ids = [str(j["id"]) for j in jobs]
     drop(spool_dir, "graph.jsonl", b"\n".join(orjson.dumps(j) for j in jobs))
-    log = open(tmp_path / "strace-serve.log", "wb")
-    traced = subprocess.Popen(
-        ["strace", "-qq", "-o", "/dev/null", "-e", f"inject={FAMILIES.get(syscall, syscall)}:signal=SIGKILL:when={when}",
-         *POOL, "--spool", str(spool_dir), "serve", "--tasks", "pooltest_tasks", "--workers", "2"],
-        env=env_for_tests(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: traced.poll() is not None or all(state_of(spool_dir, i) in FINAL for i in ids),
-                   60, "the manager to die or finish")
-    finally:
-        if traced.poll() is None:
-            for child in subprocess.run(["pgrep", "-P", str(traced.pid)], capture_output=True,
-                                        text=True).stdout.split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(child), signal.SIGTERM)
-        traced.wait(timeout=60)
-        log.close()
-    server = Server(spool_dir, "--workers", "2").start()
-    try:
-        wait_until(lambda: all(state_of(spool_dir, i) in FINAL for i in ids), 60, "all jobs final")
-    finally:
-        assert server.stop() == 0
+    killed_then_finished(spool_dir, tmp_path, ids, syscall, when)
     assert_conserved(spool_dir, ids, runs, max_runs=1)
     docs = {i: status_doc(spool_dir, i) for i in ids}
     for c in range(chains):
