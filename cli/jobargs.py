@@ -41,7 +41,6 @@ JOB_OPTIONS = [
     click.option("--command", "is_command", is_flag=True, help="ARGS is a program's argv, run unchanged."),
     click.option("--kw", "kwargs", multiple=True, metavar="KEY=VALUE",
                  help="A keyword argument (VALUE as JSON, else text)."),
-    click.option("--id", "job_id", help="The job's id (generated if absent)."),
     click.option("--name", help="A label for the job."),
     click.option("--priority", type=int, help="Higher runs first."),
     click.option("--retries", type=click.IntRange(0), help="Extra attempts after a failure."),
@@ -57,8 +56,18 @@ JOB_OPTIONS = [
 ]
 
 
+ID_OPTION = click.option("--id", "job_id", help="The job's id (generated if absent).")
+
+
 def job_options(command: Any) -> Any:
     """The options that describe a job, shared by `pool submit` and `pool run`."""
+    for option in reversed([*JOB_OPTIONS[:2], ID_OPTION, *JOB_OPTIONS[2:]]):
+        command = option(command)
+    return command
+
+
+def firing_options(command: Any) -> Any:
+    """The options that describe each firing of a schedule (its id is the slot's)."""
     for option in reversed(JOB_OPTIONS):
         command = option(command)
     return command
@@ -109,34 +118,46 @@ def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: s
               at: str | None = None, delay: str | None = None, after: tuple[str, ...] = (),
               after_any: bool = False) -> Job:
     """Submit the job the command line describes. Raises InvalidJobSpec, click.UsageError."""
-    options: dict[str, Any] = {k: v for k, v in {
-        "id": job_id, "name": name, "priority": priority, "retries": retries, "retry_delay": retry_delay,
-        "retry_backoff": retry_backoff, "timeout": timeout, "at": moment_from(at) if at is not None else None,
-        "delay": delay}.items() if v is not None}
+    doc = describe_job(args, is_command, kwargs, name, priority, retries, retry_delay, retry_backoff, timeout, meta,
+                       cwd, env, progress_form)
+    doc.update({k: v for k, v in {"id": job_id, "at": moment_from(at) if at is not None else None,
+                                  "delay": delay}.items() if v is not None})
     if after:
-        options["after"] = [spool.resolve(job_id) for job_id in after]  # a unique start of an id will do
+        doc["after"] = [spool.resolve(job_id) for job_id in after]  # a unique start of an id will do
     if after_any:
         if not after:
             raise click.UsageError("--after-any goes with --after")
-        options["after_policy"] = "finished"
+        doc["after_policy"] = "finished"
+    if is_command:
+        return spool.submit_command(doc.pop("command"), fallback=fallback, **doc)
+    return spool.submit(doc.pop("task"), *doc.pop("args"), kwargs=doc.pop("kwargs"), fallback=fallback, **doc)
+
+
+def describe_job(args: tuple[str, ...], is_command: bool, kwargs: tuple[str, ...], name: str | None,
+                 priority: int | None, retries: int | None, retry_delay: float | None, retry_backoff: float | None,
+                 timeout: float | None, meta: tuple[str, ...], cwd: str | None, env: tuple[str, ...],
+                 progress_form: str | None) -> dict[str, Any]:
+    """The job document the command line describes (what `pool submit` submits, and what
+    `pool schedule add` fires). Raises click.UsageError."""
+    doc: dict[str, Any] = {k: v for k, v in {
+        "name": name, "priority": priority, "retries": retries, "retry_delay": retry_delay,
+        "retry_backoff": retry_backoff, "timeout": timeout}.items() if v is not None}
     if meta:
-        options["meta"] = key_values(meta, "--meta")
+        doc["meta"] = key_values(meta, "--meta")
     if is_command:
         if kwargs:
             raise click.UsageError("--kw applies to task jobs, not to commands")
         if cwd:
-            options["cwd"] = cwd
+            doc["cwd"] = cwd
         if env:
-            options["env"] = key_values(env, "--env", parse=str)
+            doc["env"] = key_values(env, "--env", parse=str)
         if progress_form:
-            options["progress"] = progress_form if progress_form in ("auto", "none") else {"regex": progress_form}
-        return spool.submit_command(list(args), fallback=fallback, **options)
+            doc["progress"] = progress_form if progress_form in ("auto", "none") else {"regex": progress_form}
+        return {"command": list(args), **doc}
     if cwd or env or progress_form:
         raise click.UsageError("--cwd, --env and --progress apply to command jobs")
     if TASK_PATTERN.match(args[0]) is None:
         raise click.UsageError(f"{args[0]!r} is not a task: a task is module:function (as mytasks:render); a "
                                f"program runs with --command first (pool submit --command {shlex.quote(args[0])} ...)")
-    return spool.submit(args[0], *map(json_or_text, args[1:]), kwargs=key_values(kwargs, "--kw"),
-                        fallback=fallback, **options)
-
-
+    return {"task": args[0], "args": [json_or_text(a) for a in args[1:]], "kwargs": key_values(kwargs, "--kw"),
+            **doc}

@@ -28,7 +28,7 @@ KILL_SLACK = 30.0  # seconds a kill may take beyond its grace (a loaded machine)
 
 # Commands that read an existing spool: with none, they say so instead of showing nothing.
 NEEDS_SPOOL = {"submit", "status", "top", "kill", "wait", "retry", "restart", "remove", "logs", "result", "prune",
-               "stop", "workers"}
+               "stop", "workers", "schedule"}
 
 
 def spool_option(needs_spool: bool) -> click.Option:
@@ -47,7 +47,7 @@ def spool_option(needs_spool: bool) -> click.Option:
 # `pool --help` lists commands by what one does first, not alphabetically.
 SECTIONS = [
     ("Start here", ["demo", "run", "serve", "submit", "status"]),
-    ("Follow and control jobs", ["top", "wait", "logs", "result", "kill", "retry", "restart"]),
+    ("Follow and control jobs", ["top", "wait", "logs", "result", "kill", "retry", "restart", "schedule"]),
     ("The spool and its manager", ["remove", "prune", "stop", "workers", "service"]),
 ]
 SHORT_HELP = {
@@ -62,6 +62,7 @@ SHORT_HELP = {
     "result": "A job's result as JSON; exit 1 unless it is done.",
     "kill": "Cancel jobs; a running one's whole process group is stopped.",
     "retry": "Run jobs that have ended again, from attempt 1.",
+    "schedule": "Jobs that fire on a cron line or every so long: add, list, run, pause.",
     "remove": "Forget jobs: their status, lock and log files go.",
     "prune": "Remove jobs that ended longer ago than --older-than.",
     "stop": "Stop the manager (--drain and --detach keep running work).",
@@ -286,17 +287,20 @@ def _register_commands() -> None:
     from .demo import demo
     from .housekeeping import prune, stop, workers
     from .run import run
+    from .schedule import schedule
     from .serve import serve
     from .service import service
     from .views import status, top
 
-    for command in (serve, status, top, run, prune, stop, workers, service, demo):
+    for command in (serve, status, top, run, prune, stop, workers, service, demo, schedule):
         cli.add_command(command)
     cli.add_command(retry, "restart")  # pueue's name for it
     for command in {id(c): c for c in cli.commands.values()}.values():  # restart is retry: once
         command.short_help = SHORT_HELP[command.name or ""]
-        if command.name != "demo":  # the demo's --spool is its own: where to run the demo
-            command.params.append(spool_option(command.name in NEEDS_SPOOL))
+        if command.name == "demo":  # the demo's --spool is its own: where to run the demo
+            continue
+        for each in getattr(command, "commands", {}).values() or [command]:  # a group's: each of its commands
+            each.params.append(spool_option(command.name in NEEDS_SPOOL))
 
 
 _register_commands()

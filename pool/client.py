@@ -9,6 +9,7 @@ per concern, each a module of its own:
     finding.py       where a job is, its status, every job's, events, rejections, waiting
     submitting.py    submit a task or a command; the inline fallback; run one to its end
     requesting.py    cancel and retry: requests, or changes made here with no manager
+    scheduled.py     schedules: add, list, pause, resume, remove, fire one now
     housekeeping.py  remove and prune jobs, trim events.jsonl and rejected/
     job.py           ``Job``: a handle on one job
 """
@@ -19,12 +20,12 @@ from .finding import default_spool_path
 from .housekeeping import Housekeeping
 from .job import Job
 from .model import State
-from .submitting import Submitting
+from .scheduled import ScheduleInfo, Scheduling
 
-__all__ = ["Job", "Spool", "default_spool_path"]
+__all__ = ["Job", "ScheduleInfo", "Spool", "default_spool_path"]
 
 
-class Spool(Housekeeping, Submitting):
+class Spool(Housekeeping, Scheduling):
     """A spool directory seen from a program that submits and watches jobs."""
 
     def job(self, job_id: str) -> Job:

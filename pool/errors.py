@@ -42,6 +42,10 @@ class JobRejected(JobNotFound):
         self.reason = reason
 
 
+class ScheduleNotFound(PoolError, LookupError):
+    """No schedule of that name exists in the spool."""
+
+
 class JobBusy(PoolError, TimeoutError):
     """The job's lock is held by the worker running it; try again, or ask the manager."""
 

@@ -62,6 +62,18 @@ class IntakeRules:
     settle: float = defaults.SETTLE
     max_file_bytes: int = defaults.MAX_FILE_BYTES
 
+    def refusal(self, spec: JobSpec) -> str | None:
+        """Why this manager cannot run the job, or None (a schedule's job is asked too)."""
+        if spec.task is not None:
+            return self.task_reason(spec.task)
+        if not self.allow_commands:
+            return "command jobs are disabled; start the manager with --allow-commands"
+        loader = sorted(k for k in spec.env if is_loader_variable(k))
+        if loader and not self.allow_loader_env:
+            return (f"'env' sets {loader[0]}, which loads code into every program it starts; "
+                    "start the manager with --allow-loader-env to allow it")
+        return None
+
 
 @dataclass
 class Batch:
@@ -305,7 +317,7 @@ class Intake:
         """Check jobs of the batch until the deadline; True when every one is checked."""
         for spec in self._jobs(batch):
             self._check_runnable(spec, batch)
-            in_batch = [d for d in spec.after if d in batch.ids or not self._known(d)]
+            in_batch = [d for d in spec.after if d in batch.ids or not self.known(d)]
             if in_batch:
                 batch.after[spec.id] = in_batch
             batch.ids.add(spec.id)
@@ -318,7 +330,7 @@ class Intake:
         self._check_dependencies(batch)
         return True
 
-    def _known(self, job_id: str) -> bool:
+    def known(self, job_id: str) -> bool:
         """A job of the spool, one being taken in, or one whose file is in incoming/ or
         claimed from it (dropped a moment before the job that comes after it: if it is
         refused, what comes after it is cancelled, its dependency gone)."""
@@ -341,24 +353,12 @@ class Intake:
 
     def _check_runnable(self, spec: JobSpec, batch: Batch) -> None:
         generated = spec.id == batch.token or spec.id.startswith(f"{batch.token}-")  # new: cannot exist yet
-        if spec.task is not None:
-            reason = self.rules.task_reason(spec.task)
-        elif not self.rules.allow_commands:
-            reason = "command jobs are disabled; start the manager with --allow-commands"
-        else:
-            reason = self._env_reason(spec)
+        reason = self.rules.refusal(spec)
         if reason is None and not generated and not batch.recovering and (
                 spec.id in self.reserved or self.spool.has_status(spec.id)):
             reason = f"id {spec.id!r} already exists"
         if reason:
             raise InvalidJobSpec(f"job {spec.id!r} in {shown(batch.name)}: {reason}")
-
-    def _env_reason(self, spec: JobSpec) -> str | None:
-        loader = sorted(k for k in spec.env if is_loader_variable(k))
-        if loader and not self.rules.allow_loader_env:
-            return (f"'env' sets {loader[0]}, which loads code into every program it starts; "
-                    "start the manager with --allow-loader-env to allow it")
-        return None
 
     def _write_some(self, batch: Batch, deadline: float) -> bool:
         """Give jobs of the batch their queued status until the deadline; True when done."""

@@ -10,6 +10,7 @@ stopped is made once.
                                                        stopping   SIGINT/SIGTERM, USR1, USR2
                                                        requests   kill / retry / workers files
                                                        intake     incoming/ -> queued
+                                                       schedules  slots due -> jobs
                                                        dispatch   queued -> executor
 
 The loop blocks with the nearest deadline as its timeout. Every state change goes
@@ -49,6 +50,7 @@ from .poller import Poller
 from .recovery import Recovery
 from .requests import RequestKind
 from .reserve import Reserve
+from .scheduling import Scheduler
 from .spool import Serving, SpoolDir
 from .stopping import STOP_SIGNALS, StopMode
 from .tasks import load_task_modules, unserved_reason
@@ -100,6 +102,8 @@ class Manager:
             allow_loader_env=config.allow_loader_env,
             group_gid=config.group_gid,
         ))
+        self.scheduler = None if self.intake is None else Scheduler(self.ctx, self.intake.rules.refusal,
+                                                                     self.intake.known)
         self.stop_requested = 0
         self.stop_mode: StopMode | None = None  # how, once a stop is asked for (None: interrupt)
         self.interrupts = 0  # SIGINT/SIGTERM: a second one stops running jobs at once
@@ -111,7 +115,7 @@ class Manager:
         self.next_rescan = 0.0
         self.rescan_due = True
         self.requests_watch: FolderWatch | None = None  # an inline manager's wake on requests/
-        self.handler = WakeHandler(str(spool.incoming), str(spool.requests),
+        self.handler = WakeHandler(str(spool.incoming), [str(spool.requests), str(spool.schedules.folder.path)],
                                    self.intake.notes if self.intake else deque(), self.wake)
 
     @property
@@ -148,7 +152,7 @@ class Manager:
                         "a user who can write into %s can submit", self.spool.incoming)
         elif os.geteuid() == 0:
             log.warning("running as root: a member's job runs as her; jobs of root's own files run as root")
-        observer = start_observer([str(self.spool.incoming), str(self.spool.requests)], self.handler)
+        observer = start_observer([str(self.spool.incoming), *self.handler.flags], self.handler)
         try:
             with self.signals(*STOP_SIGNALS):
                 self.open()
@@ -262,13 +266,15 @@ class Manager:
             except BlockingIOError:
                 pass
         if self.requests_watch is not None and self.requests_watch in ready and self.requests_watch.drain():
-            self.handler.requests_changed = True
+            self.handler.flags[str(self.spool.requests)] = True
         return ready
 
     def next_deadline(self, now: float) -> float:
         deadlines = [self.next_rescan, self.dispatch.next_deadline(), self.executor.next_deadline(now),
                      self.outcomes.next_deadline(), self.shutdown_at, self.ctx.trouble.retry_at,
                      self.control.recheck_at]
+        if self.scheduler is not None:
+            deadlines.append(self.scheduler.next_deadline(now))
         if self.intake is not None and self.intake.recheck_at is not None:
             deadlines.append(now + max(0.0, self.intake.recheck_at - self.clock.time()))
         return min(d for d in deadlines if d is not None)
@@ -288,11 +294,15 @@ class Manager:
             self.retry_pending(now)
             self.enforce_deadlines(now)
             self.apply_stop(now)
-            if self.handler.take_requests_changed() or self.rescan_due or (
+            if self.handler.take_changed(str(self.spool.requests)) or self.rescan_due or (
                     self.control.recheck_at is not None and now >= self.control.recheck_at):
                 self.control.apply(now)
             if not self.stop_requested and self.intake is not None and (self.intake.due() or self.rescan_due):
                 self.intake.scan(INTAKE_SLICE)
+            if self.scheduler is not None and not self.stop_requested:
+                if self.handler.take_changed(str(self.spool.schedules.folder.path)) or self.rescan_due:
+                    self.scheduler.look()
+                self.scheduler.fire_due()
             self.waiting.settle(now)
             if not self.stop_requested:
                 self.dispatch.dispatch(now)

@@ -13,6 +13,8 @@ pool/safeio.py says.)
       logs/<id>.log      what the job printed
       rejected/<file>    a refused input, untouched, with <file>.error.json saying why
       requests/          kill and retry requests for the manager (<kind>-<id>)
+      schedules/         NAME.json, a schedule its owner wrote, and NAME.state, the
+                         manager's record of its firings (pool/schedules.py)
       events.jsonl       one line per state change
       manager.pid        the serving manager's pid (the guard itself is a lock on spool/)
       manager.json       its pid and the kill grace it gives a job: 0644, nothing secret
@@ -52,15 +54,16 @@ from .model import ID_PATTERN, AttachedEnv, JobStatus, KeptEnv, encode_json
 from .procs import is_running, process_start_time
 from .requests import RequestBox
 from .safeio import Folder, Owners, UnsafeFile, not_allowed
+from .schedules import ScheduleBook
 
 log = logging.getLogger(__name__)
 
-DIRS = ("incoming", "status", "logs", "rejected", "requests")
+DIRS = ("incoming", "status", "logs", "rejected", "requests", "schedules")
 # Shared: setgid, so what is made inside belongs to the group; the drop folders are also
 # sticky (like /tmp), so a member cannot rename or delete another member's files there
 # (a renamed request would otherwise act with its first author's rights).
 SHARED_MODES = {"": 0o2710, "incoming": 0o3770, "requests": 0o3770, "status": 0o2750, "logs": 0o2750,
-                "rejected": 0o2750}
+                "rejected": 0o2750, "schedules": 0o2750}
 GUARD_PATIENCE = 0.3  # a client asking whether a manager runs holds the guard for microseconds
 
 
@@ -138,6 +141,7 @@ class SpoolDir:
         self.top = Folder(self.root)
         self.statuses = Folder(self.status_dir)
         self.log_folder = Folder(self.logs)
+        self.schedules = ScheduleBook(Folder(self.root / "schedules"), lambda: self.owners, lambda: self.file_mode)
         self.drop = DropZone(self.incoming, self.rejected)
         self.box = RequestBox(self.requests)
         self.events = EventLog(self.top, lambda: self.file_mode, buffered=buffer_events)
@@ -177,7 +181,7 @@ class SpoolDir:
         if check:
             for folder, name in ((self.top, ""), (self.statuses, "status"), (self.log_folder, "logs"),
                                  (self.drop.folder, "incoming"), (self.drop.rejected, "rejected"),
-                                 (self.box.folder, "requests")):
+                                 (self.box.folder, "requests"), (self.schedules.folder, "schedules")):
                 folder.use(folders.pop(name))
         for fd in folders.values():
             os.close(fd)

@@ -38,17 +38,19 @@ IDLE_TIMEOUT = 10.0  # seconds
 
 
 class WakeHandler(FileSystemEventHandler):
-    """Runs in watchdog's thread: record (name, what happened) and wake the manager."""
+    """Runs in watchdog's thread: record (name, what happened) and wake the manager. A
+    change in one of the ``flagged`` folders (requests/, schedules/) only raises its flag:
+    the manager reads that folder whole."""
 
-    def __init__(self, incoming: str, requests: str, notes: deque[tuple[str, str]], wake: Callable[[], None]) -> None:
+    def __init__(self, incoming: str, flagged: list[str], notes: deque[tuple[str, str]],
+                 wake: Callable[[], None]) -> None:
         self.incoming = incoming
-        self.requests = requests
+        self.flags = dict.fromkeys(flagged, True)  # True at first: read once at start
         self.notes = notes
         self.wake = wake
-        self.requests_changed = True
 
-    def take_requests_changed(self) -> bool:
-        changed, self.requests_changed = self.requests_changed, False
+    def take_changed(self, folder: str) -> bool:
+        changed, self.flags[folder] = self.flags[folder], False
         return changed
 
     def _note(self, path: str | bytes, what: str) -> bool:
@@ -60,8 +62,8 @@ class WakeHandler(FileSystemEventHandler):
                 return False  # a writer's temp file, or our own claim: not a job (yet)
             self.notes.append((name, what))
             return what != GONE
-        if folder == self.requests:
-            self.requests_changed = True
+        if folder in self.flags and not name.startswith("."):  # not a temp file of ours
+            self.flags[folder] = True
             return True
         return False  # the watched folders themselves
 
