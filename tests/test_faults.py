@@ -245,7 +245,7 @@ def test_kill_9_of_the_manager_at_random_moments_loses_nothing(
         server.stop(signal.SIGKILL)
     server = Server(spool_dir, "--workers", "2").start()
     try:
-        wait_until(finished, 60, "all jobs final")
+        wait_until(lambda: all(state_of(spool_dir, i) in FINAL for i in ids), 60, "all jobs final")
     finally:
         server.stop()
     assert {state_of(spool_dir, i) for i in ids} == {"done"}
