@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 
 import click
@@ -42,10 +43,16 @@ from .commands import StrictCommand
               help="Served by root: run the jobs of a shared spool's members as root, not as themselves.")
 @click.option("--engine", default="local", show_default=True, metavar="NAME",
               help="Where attempts run: local worker processes, or MODULE:CALLABLE giving an executor.")
+@click.option("--on-finish", metavar="CMD",
+              help="Run CMD (split as a shell would, run with no shell) once for each job that ends: its "
+                   "status JSON on stdin, POOL_JOB_ID, POOL_STATE, POOL_EXIT_CODE in its environment.")
+@click.option("--hook-timeout", type=click.FloatRange(0, min_open=True), default=defaults.HOOK_TIMEOUT,
+              show_default=True, help="Seconds an --on-finish hook may run before it is killed.")
 @click.pass_obj
 def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
           kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None,
-          max_log_bytes: int | None, events_max_bytes: int, members_as_root: bool, engine: str) -> None:
+          max_log_bytes: int | None, events_max_bytes: int, members_as_root: bool, engine: str,
+          on_finish: str | None, hook_timeout: float) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM."""
     from pool.manager import Manager, ManagerConfig
 
@@ -59,7 +66,20 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
         shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,
         allow_loader_env=allow_loader_env, group_gid=group_id(group) if group else None,
         events_max_bytes=events_max_bytes, max_log_bytes=max_log_bytes, engine=engine, members_as_root=members_as_root,
+        on_finish=hook_argv(on_finish), hook_timeout=hook_timeout,
     )).serve()
+
+
+def hook_argv(command: str | None) -> tuple[str, ...]:
+    if command is None:
+        return ()
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise click.BadParameter(f"{command!r}: {exc}", param_hint="--on-finish") from None
+    if not argv:
+        raise click.BadParameter("an empty command", param_hint="--on-finish")
+    return argv
 
 
 def group_id(name: str) -> int:

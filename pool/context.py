@@ -35,6 +35,8 @@ class ManagerConfig:
     max_log_bytes: int | None = None  # a job's log is cut to its tail past this (pool.joblog)
     engine: str = "local"  # where attempts run: pool.engines
     members_as_root: bool = False  # --members-as-root: a member's job runs as root, not as her
+    on_finish: tuple[str, ...] = ()  # --on-finish: the argv run once per job that ends (pool.hooks)
+    hook_timeout: float = defaults.HOOK_TIMEOUT
 
 
 @dataclass

@@ -12,6 +12,7 @@ stopped is made once.
                                                        intake     incoming/ -> queued
                                                        schedules  slots due -> jobs
                                                        dispatch   queued -> executor
+                                                       hooks      ended jobs -> --on-finish
 
 The loop blocks with the nearest deadline as its timeout. Every state change goes
 through the manager's Ledger, whose hook (``heard``) is the one place that hears them
@@ -40,6 +41,7 @@ from .dispatch import Dispatch
 from .engines import EngineSettings, make_executor
 from .events import TRIM_PATIENCE
 from .executor import Ended, Executor, StopReason
+from .hooks import Hooks
 from .intake import Intake, IntakeRules
 from .joblog import JobLogs
 from .ledger import Ledger, Transition
@@ -93,7 +95,10 @@ class Manager:
         self.outcomes = Outcomes(self.ctx, self.dispatch, JobLogs(spool, config.max_log_bytes))
         self.control = Control(self.ctx, self.dispatch, only, resized=lambda workers: self.tell(workers=workers))
         self.waiting = Waiting(self.ctx, self.dispatch)
-        self.recovery = Recovery(self.ctx, self.dispatch, self.waiting)
+        self.hooks = Hooks(self.ctx, config.on_finish, config.hook_timeout) if config.on_finish and only is None \
+            else None
+        self.recovery = Recovery(self.ctx, self.dispatch, self.waiting,
+                                 self.hooks.recovered if self.hooks is not None else None)
         self.intake = None if only is not None else Intake(self.ctx, IntakeRules(
             task_reason=lambda name: unserved_reason(name, self.tasks, config.task_modules),
             allow_commands=config.allow_commands,
@@ -140,6 +145,8 @@ class Manager:
             self.dispatch.forget(transition.job_id)
             self.control.finished(transition.job_id)
             self.waiting.ended(transition.job_id)
+            if self.hooks is not None:
+                self.hooks.ended(transition.job_id)
 
     # ------------------------------------------------------------ lifecycle of the manager
     def serve(self) -> None:
@@ -195,11 +202,17 @@ class Manager:
         """Pick up where the last manager stopped, and start the workers."""
         if self.ctx.trouble.reserve is not None:
             self.ctx.trouble.reserve.keep()
+        if self.hooks is not None:
+            self.hooks.open()
+        elif self.only is None:
+            Hooks.off(self.ctx)
         self.recovery.recover(self.only)
         self.spool.events.flush()
         self.executor.open(self.wake)
 
     def close(self) -> None:
+        if self.hooks is not None:
+            self.hooks.close(0.0 if self.interrupts > 1 else self.config.shutdown_grace)
         self.executor.close(leave_running=self.detaching())
         self.spool.events.flush(patience=TRIM_PATIENCE)  # the last lines: worth waiting out a trim for
 
@@ -253,9 +266,11 @@ class Manager:
     # ------------------------------------------------------------ the loop
     def wait_for_wake(self) -> list[Any]:
         now = self.clock.monotonic()
-        busy = (self.intake is not None and self.intake.busy()) or self.waiting.busy()
+        busy = (self.intake is not None and self.intake.busy()) or self.waiting.busy() or (
+            self.hooks is not None and self.hooks.busy())
         timeout = 0.0 if busy else max(0.0, self.next_deadline(now) - now)
-        objects: list[Any] = [self.wake_r, *self.executor.waitables()]
+        objects: list[Any] = [self.wake_r, *self.executor.waitables(),
+                              *(self.hooks.waitables() if self.hooks is not None else ())]
         if self.requests_watch is not None:
             objects.append(self.requests_watch)
         ready = self.poller.wait(objects, timeout)
@@ -275,6 +290,8 @@ class Manager:
                      self.control.recheck_at]
         if self.scheduler is not None:
             deadlines.append(self.scheduler.next_deadline(now))
+        if self.hooks is not None:
+            deadlines.append(self.hooks.next_deadline())
         if self.intake is not None and self.intake.recheck_at is not None:
             deadlines.append(now + max(0.0, self.intake.recheck_at - self.clock.time()))
         return min(d for d in deadlines if d is not None)
@@ -306,6 +323,8 @@ class Manager:
             self.waiting.settle(now)
             if not self.stop_requested:
                 self.dispatch.dispatch(now)
+            if self.hooks is not None:
+                self.hooks.step(now)
             self.rescan_due = False
             self.say_trouble()
         finally:

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from .context import Context
 from .dispatch import Dispatch
-from .model import State
+from .model import JobStatus, State
 from .procs import exists
 from .safeio import temp_owner_pid
 from .waiting import Waiting
@@ -33,10 +34,12 @@ STALE_TEMP_SECONDS = 60.0
 
 
 class Recovery:
-    def __init__(self, ctx: Context, dispatch: Dispatch, waiting: Waiting) -> None:
+    def __init__(self, ctx: Context, dispatch: Dispatch, waiting: Waiting,
+                 ended: Callable[[JobStatus], None] | None = None) -> None:
         self.ctx = ctx
         self.dispatch = dispatch
         self.waiting = waiting
+        self.ended = ended  # told of each final job found (its hook may be due)
         self.supervised: set[str] = set()  # looked after by an inline manager: watched, not ours
 
     def recover(self, only: str | None = None) -> None:
@@ -55,6 +58,8 @@ class Recovery:
         """Decide who looks after a job that is not final (at start, or when the inline
         manager that looked after it is gone)."""
         status = self.ctx.ledger.trusted(job_id)
+        if status is not None and status.state.is_final and self.ended is not None:
+            self.ended(status)
         if status is None or status.state.is_final or self.dispatch.executor.holds(job_id):
             return
         if supervised_elsewhere and self.ctx.spool.locks.is_supervised(job_id):

@@ -340,7 +340,8 @@ class SpoolDir:
         """Delete a job's status, log and lock files (the caller, the ledger, holds the
         job's lock and records it)."""
         self.log_folder.unlink(f"{job_id}.log")
-        for name in (f"{job_id}.json", f"{job_id}.env", f"{job_id}.inline", f"{job_id}.lock"):
+        self.log_folder.unlink(f"{job_id}.hook.log")
+        for name in (f"{job_id}.json", f"{job_id}.env", f"{job_id}.inline", f"{job_id}.hook", f"{job_id}.lock"):
             self.statuses.unlink(name)
 
     # ------------------------------------------------------------ the one-manager guard
