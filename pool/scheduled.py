@@ -6,7 +6,6 @@ pool/schedules.py's; firing on time is the manager's (pool/scheduling.py)."""
 from __future__ import annotations
 
 import os
-import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -67,25 +66,11 @@ class Scheduling(Submitting):
         schedule = parse_schedule(doc, name)
         if not self.dir.exists():
             raise SpoolError(f"no spool at {self.dir.root} (start `pool serve`, or pass --spool)")
-        self._schedules_folder()
+        self.dir.schedules.make(like=str(self.dir.status_dir))
         if not replace_existing and self.dir.schedules.stamp(name) is not None:
             raise InvalidSchedule(f"schedule {name!r} already exists (remove it first, or replace it)")
-        self.dir.schedules.write(schedule)
+        self.dir.schedules.write(schedule.name, schedule)
         return schedule
-
-    def _schedules_folder(self) -> None:
-        """A spool made before schedules were has no schedules/ until its manager
-        restarts: made here, as private or shared as status/ is."""
-        path = self.dir.schedules.folder.path
-        if os.path.isdir(path):
-            return
-        st = os.stat(self.dir.status_dir)
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            return
-        os.chown(path, -1, st.st_gid)
-        os.chmod(path, stat.S_IMODE(st.st_mode))
 
     def schedules(self) -> list[ScheduleInfo]:
         """Every schedule of the spool, by name."""
@@ -98,7 +83,7 @@ class Scheduling(Submitting):
             schedule = book.read(name)
         except FileNotFoundError:
             raise ScheduleNotFound(f"no schedule {name!r} in {self.dir.root}") from None
-        except (InvalidSchedule, UnsafeFile) as exc:
+        except (InvalidJobSpec, UnsafeFile) as exc:
             return ScheduleInfo(name, None, problem=str(exc))
         record = book.record(name)
         since = record.through_time if record is not None else book.written_at(name)
@@ -124,7 +109,7 @@ class Scheduling(Submitting):
         schedule = self._read(name)
         if schedule.paused != paused:
             schedule = replace(schedule, paused=paused)
-            self.dir.schedules.write(schedule)
+            self.dir.schedules.write(schedule.name, schedule)
         return schedule
 
     def run_schedule(self, name: str) -> Job:

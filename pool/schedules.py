@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import orjson
 from .errors import InvalidJobSpec
 from .jobfile import parse_job
 from .model import iso_time, parse_time
+from .namedfiles import MAX_DOCUMENT_BYTES, NamedFiles
 from .rules import MAX_SECONDS, is_time, parse_duration, shown_value
 from .safeio import Folder, Owners, UnsafeFile
 
@@ -46,7 +46,6 @@ OVERLAPS = ("skip", "queue", "allow")
 MAX_CATCH_UP = 100  # slots fired at once at most: "all" after a month away is not 40,000 jobs
 MIN_EVERY = 1.0  # seconds
 MAX_CRON_LENGTH = 200
-MAX_SCHEDULE_BYTES = 1024 * 1024
 # The schedule says when, and which firing waits for which (``overlap``): a job of its own
 # cannot say either.
 NOT_IN_JOB = ("id", "at", "delay", "after", "after_policy")
@@ -300,56 +299,17 @@ def utc_text(moment: float) -> str:
 
 
 # ---------------------------------------------------------------- the folder
-class ScheduleBook:
-    """schedules/: the files of every schedule and the manager's records. Its owner writes
-    schedules, and the manager (the same user) its records; in a shared spool the group
-    reads both (`pool schedule list`), as it reads statuses: a schedule's job, like a
-    status, is no place for a secret."""
+class ScheduleBook(NamedFiles[Schedule]):
+    """schedules/: the files of every schedule (its owner's) and the manager's records (the
+    same user's); in a shared spool the group reads both (`pool schedule list`), as it
+    reads statuses: a schedule's job, like a status, is no place for a secret."""
 
     def __init__(self, folder: Folder, owners: Callable[[], Owners], mode: Callable[[], int]) -> None:
-        self.folder = folder
-        self._owners = owners
-        self._mode = mode
-
-    @property
-    def owners(self) -> Owners:
-        return self._owners()
-
-    @property
-    def mode(self) -> int:
-        return self._mode()
-
-    def names(self) -> list[str]:
-        return sorted(n[:-5] for n in self.folder.listdir() if n.endswith(".json") and not n.startswith("."))
-
-    def stamp(self, name: str) -> tuple[int, int, int] | None:
-        """What changes whenever the schedule's file is written (None: it is gone)."""
-        try:
-            st = os.stat(f"{name}.json", dir_fd=self.folder.fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        return st.st_mtime_ns, st.st_ino, st.st_size
-
-    def read(self, name: str) -> Schedule:
-        """Raises FileNotFoundError, UnsafeFile, InvalidSchedule."""
-        data = self.folder.read(f"{name}.json", self.owners, MAX_SCHEDULE_BYTES)
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidSchedule(f"schedules/{name}.json is not JSON: {exc}") from None
-        return parse_schedule(doc, name, f"schedules/{name}.json")
-
-    def written_at(self, name: str) -> float:
-        """When the schedule's file was written: a new schedule counts its slots from then."""
-        return os.stat(f"{name}.json", dir_fd=self.folder.fd, follow_symlinks=False).st_mtime
-
-    def write(self, schedule: Schedule) -> None:
-        self.folder.write_atomic(f"{schedule.name}.json", orjson.dumps(schedule.to_dict(), option=orjson.OPT_INDENT_2),
-                                 self.mode)
+        super().__init__(folder, owners, mode, parse_schedule, Schedule.to_dict)
 
     def record(self, name: str) -> Record | None:
         try:
-            return parse_record(self.folder.read(f"{name}.state", self.owners, MAX_SCHEDULE_BYTES))
+            return parse_record(self.folder.read(f"{name}.state", self.owners, MAX_DOCUMENT_BYTES))
         except (FileNotFoundError, UnsafeFile):
             return None
 
@@ -358,6 +318,6 @@ class ScheduleBook:
 
     def remove(self, name: str) -> bool:
         """Forget the schedule and its record; False when there was none."""
-        found = self.folder.unlink(f"{name}.json")
+        found = super().remove(name)
         self.folder.unlink(f"{name}.state")
         return found

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .context import Context
-from .errors import CorruptStatus, JobNotFound
+from .errors import CorruptStatus, InvalidJobSpec, JobNotFound
 from .jobfile import parse_job
 from .model import JobSpec, new_status
 from .safeio import UnsafeFile
@@ -69,8 +69,8 @@ class Scheduler:
             except FileNotFoundError:
                 self.plans.pop(name, None)
                 continue
-            except (InvalidSchedule, UnsafeFile) as exc:
-                self._reject(name, str(exc) if isinstance(exc, InvalidSchedule) else f"schedules/{name}.json {exc}")
+            except (InvalidJobSpec, UnsafeFile) as exc:
+                self._reject(name, str(exc) if isinstance(exc, InvalidJobSpec) else f"schedules/{name}.json {exc}")
                 continue
             record = self.book.record(name) or Record(through=utc_text(self.book.written_at(name)))
             if plan is None:
