@@ -43,6 +43,7 @@ JOB_OPTIONS = [
                  help="A keyword argument (VALUE as JSON, else text)."),
     click.option("--name", help="A label for the job."),
     click.option("--priority", type=int, help="Higher runs first."),
+    click.option("--group", help="Its group: at most the group's limit of them run at once (pool group set)."),
     click.option("--retries", type=click.IntRange(0), help="Extra attempts after a failure."),
     click.option("--retry-delay", type=click.FloatRange(0), help="Seconds before the first retry (default 1)."),
     click.option("--retry-backoff", type=click.FloatRange(1),
@@ -112,14 +113,14 @@ def when_options(command: Any) -> Any:
 
 
 def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: str | None, kwargs: tuple[str, ...],
-              job_id: str | None, name: str | None, priority: int | None, retries: int | None,
+              job_id: str | None, name: str | None, priority: int | None, group: str | None, retries: int | None,
               retry_delay: float | None, retry_backoff: float | None, timeout: float | None,
               meta: tuple[str, ...], cwd: str | None, env: tuple[str, ...], progress_form: str | None,
               at: str | None = None, delay: str | None = None, after: tuple[str, ...] = (),
               after_any: bool = False) -> Job:
     """Submit the job the command line describes. Raises InvalidJobSpec, click.UsageError."""
-    doc = describe_job(args, is_command, kwargs, name, priority, retries, retry_delay, retry_backoff, timeout, meta,
-                       cwd, env, progress_form)
+    doc = describe_job(args, is_command, kwargs, name, priority, group, retries, retry_delay, retry_backoff, timeout,
+                       meta, cwd, env, progress_form)
     doc.update({k: v for k, v in {"id": job_id, "at": moment_from(at) if at is not None else None,
                                   "delay": delay}.items() if v is not None})
     if after:
@@ -134,13 +135,13 @@ def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: s
 
 
 def describe_job(args: tuple[str, ...], is_command: bool, kwargs: tuple[str, ...], name: str | None,
-                 priority: int | None, retries: int | None, retry_delay: float | None, retry_backoff: float | None,
-                 timeout: float | None, meta: tuple[str, ...], cwd: str | None, env: tuple[str, ...],
-                 progress_form: str | None) -> dict[str, Any]:
+                 priority: int | None, group: str | None, retries: int | None, retry_delay: float | None,
+                 retry_backoff: float | None, timeout: float | None, meta: tuple[str, ...], cwd: str | None,
+                 env: tuple[str, ...], progress_form: str | None) -> dict[str, Any]:
     """The job document the command line describes (what `pool submit` submits, and what
     `pool schedule add` fires). Raises click.UsageError."""
     doc: dict[str, Any] = {k: v for k, v in {
-        "name": name, "priority": priority, "retries": retries, "retry_delay": retry_delay,
+        "name": name, "priority": priority, "group": group, "retries": retries, "retry_delay": retry_delay,
         "retry_backoff": retry_backoff, "timeout": timeout}.items() if v is not None}
     if meta:
         doc["meta"] = key_values(meta, "--meta")

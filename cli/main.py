@@ -28,7 +28,7 @@ KILL_SLACK = 30.0  # seconds a kill may take beyond its grace (a loaded machine)
 
 # Commands that read an existing spool: with none, they say so instead of showing nothing.
 NEEDS_SPOOL = {"submit", "status", "top", "kill", "wait", "retry", "restart", "remove", "logs", "result", "prune",
-               "stop", "workers", "schedule"}
+               "stop", "workers", "schedule", "group"}
 
 
 def spool_option(needs_spool: bool) -> click.Option:
@@ -47,7 +47,7 @@ def spool_option(needs_spool: bool) -> click.Option:
 # `pool --help` lists commands by what one does first, not alphabetically.
 SECTIONS = [
     ("Start here", ["demo", "run", "serve", "submit", "status"]),
-    ("Follow and control jobs", ["top", "wait", "logs", "result", "kill", "retry", "restart", "schedule"]),
+    ("Follow and control jobs", ["top", "wait", "logs", "result", "kill", "retry", "restart", "schedule", "group"]),
     ("The spool and its manager", ["remove", "prune", "stop", "workers", "service"]),
 ]
 SHORT_HELP = {
@@ -63,6 +63,7 @@ SHORT_HELP = {
     "kill": "Cancel jobs; a running one's whole process group is stopped.",
     "retry": "Run jobs that have ended again, from attempt 1.",
     "schedule": "Jobs that fire on a cron line or every so long: add, list, run, pause.",
+    "group": "Limits of their own for groups of jobs: set, list, remove.",
     "remove": "Forget jobs: their status, lock and log files go.",
     "prune": "Remove jobs that ended longer ago than --older-than.",
     "stop": "Stop the manager (--drain and --detach keep running work).",
@@ -285,6 +286,7 @@ def logs(spool: Spool, job_id: str, follow: bool, tail: int | None) -> None:
 
 def _register_commands() -> None:
     from .demo import demo
+    from .group import group
     from .housekeeping import prune, stop, workers
     from .run import run
     from .schedule import schedule
@@ -292,7 +294,7 @@ def _register_commands() -> None:
     from .service import service
     from .views import status, top
 
-    for command in (serve, status, top, run, prune, stop, workers, service, demo, schedule):
+    for command in (serve, status, top, run, prune, stop, workers, service, demo, schedule, group):
         cli.add_command(command)
     cli.add_command(retry, "restart")  # pueue's name for it
     for command in {id(c): c for c in cli.commands.values()}.values():  # restart is retry: once

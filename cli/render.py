@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -118,17 +118,19 @@ def state_text(status: JobStatus, now: datetime, orphaned: bool = False) -> str:
 
 
 def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[str] = (),
-                 bar_width: int = 20, more: int = 0, width: int | None = None) -> Table:
+                 bar_width: int = 20, more: int = 0, width: int | None = None,
+                 full_groups: Mapping[str, str] | None = None) -> Table:
     """The jobs as a table; a column shows only when some job has something to put in it
     (as pueue does), so a spool of plain jobs gets a narrow table. No row ever wraps: in
     ``width`` columns the id and the state stay whole (they are what one types next); the
     message and then the name give way, cut with an ellipsis; then the bar narrows, and
     the rate, the priority, the ETA, the elapsed time, the bar (its percentage stays), the
     message and the name are left out, in that order. ``width`` None (not a terminal):
-    nothing is cut at all. ``more``: jobs left out."""
+    nothing is cut at all. ``more``: jobs left out. ``full_groups``: what a queued job of
+    a group at its limit says (``group gpu 1/1``)."""
     lost = set(orphaned)
     for bar, dropped in FALLBACKS if width is not None else [(bar_width, ())]:
-        columns = table_columns(now, lost, min(bar, bar_width))
+        columns = table_columns(now, lost, min(bar, bar_width), full_groups or {})
         rows = [[str(cell(s)) for _, cell in columns] for s in statuses]
         keep = [i for i, (name, _) in enumerate(columns) if name not in dropped
                 and (name not in OPTIONAL or any(row[i] for row in rows))]
@@ -158,7 +160,8 @@ FALLBACKS: list[tuple[int, tuple[str, ...]]] = [
 ]
 
 
-def table_columns(now: datetime, lost: set[str], bar_width: int) -> list[tuple[str, Callable[[JobStatus], str | Text]]]:
+def table_columns(now: datetime, lost: set[str], bar_width: int,
+                  full_groups: Mapping[str, str]) -> list[tuple[str, Callable[[JobStatus], str | Text]]]:
     return [
         ("ID", lambda s: s.id),
         ("NAME", lambda s: s.spec.name),
@@ -169,7 +172,7 @@ def table_columns(now: datetime, lost: set[str], bar_width: int) -> list[tuple[s
         ("ETA", lambda s: "" if s.id in lost else eta(s, now)),
         ("ELAPSED", lambda s: elapsed(s, now)),
         ("PRIO", lambda s: str(s.spec.priority) if s.spec.priority else ""),
-        ("MESSAGE", lambda s: one_line(ORPHANED_MESSAGE if s.id in lost else status_message(s, now))),
+        ("MESSAGE", lambda s: one_line(ORPHANED_MESSAGE if s.id in lost else status_message(s, now, full_groups))),
     ]
 
 
@@ -209,7 +212,9 @@ def fit(statuses: list[JobStatus], rows: int) -> tuple[list[JobStatus], int]:
     return ranked[:rows], len(statuses) - rows
 
 
-def status_message(status: JobStatus, now: datetime | None = None) -> str:
+def status_message(status: JobStatus, now: datetime | None = None, full_groups: Mapping[str, str] | None = None) -> str:
+    if status.state is State.QUEUED and full_groups and status.spec.group in full_groups and not status.next_try_at:
+        return full_groups[status.spec.group or ""]
     if status.state in (State.FAILED, State.CANCELLED) and status.error:
         return status.error_text
     if status.state is State.WAITING:

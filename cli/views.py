@@ -109,7 +109,8 @@ def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pat
     statuses = select(spool, ids, states, name_pattern, since)
     lost = orphaned(spool, statuses)
     out.print(render.status_table(statuses[:limit] if limit else statuses, now(), lost,
-                                  width=out.width if out.is_terminal else None))
+                                  width=out.width if out.is_terminal else None,
+                                  full_groups=spool.full_groups(statuses)))
     out.print(footer(statuses, limit, lost, spool.rejected_lately()), style="dim")
     serving = spool.dir.serving()
     if serving is not None and serving.trouble:
@@ -219,7 +220,8 @@ def watch_table(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = ()
         # What fits the screen (header, footer and the "more" line aside): running first.
         shown, more = render.fit(shown, max(1, out.size.height - 3)) if out.is_terminal else (shown, 0)
         lost = orphaned(spool, statuses)
-        return Group(render.status_table(shown, now(), lost, more=more, width=out.width if out.is_terminal else None),
+        return Group(render.status_table(shown, now(), lost, more=more, width=out.width if out.is_terminal else None,
+                                         full_groups=spool.full_groups(statuses)),
                      Text(footer(statuses, limit, lost), style="dim", no_wrap=True, overflow="ellipsis"))
 
     deadline = None if timeout is None else time.monotonic() + timeout

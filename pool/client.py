@@ -10,6 +10,7 @@ per concern, each a module of its own:
     submitting.py    submit a task or a command; the inline fallback; run one to its end
     requesting.py    cancel and retry: requests, or changes made here with no manager
     scheduled.py     schedules: add, list, pause, resume, remove, fire one now
+    grouped.py       groups: set a group's limit, list them with their jobs
     housekeeping.py  remove and prune jobs, trim events.jsonl and rejected/
     job.py           ``Job``: a handle on one job
 """
@@ -17,15 +18,16 @@ per concern, each a module of its own:
 from __future__ import annotations
 
 from .finding import default_spool_path
+from .grouped import GroupInfo, Grouping
 from .housekeeping import Housekeeping
 from .job import Job
 from .model import State
 from .scheduled import ScheduleInfo, Scheduling
 
-__all__ = ["Job", "ScheduleInfo", "Spool", "default_spool_path"]
+__all__ = ["GroupInfo", "Job", "ScheduleInfo", "Spool", "default_spool_path"]
 
 
-class Spool(Housekeeping, Scheduling):
+class Spool(Housekeeping, Scheduling, Grouping):
     """A spool directory seen from a program that submits and watches jobs."""
 
     def job(self, job_id: str) -> Job:

@@ -5,7 +5,10 @@
     executor: Began(at) --> timeout_at = at + timeout --> overdue --> stop(TIMEOUT)
 
 ``admissible`` is the one predicate that says a queued job may start now; nothing else
-decides. (Later: its group has a free slot, its dependencies are done, it is not paused.)
+decides. A group at its limit (``limits``: groups/, pool/groups.py; every job handed to
+the executor counts against its group until its attempt ends, sent ahead or not) is not
+open: the queue gives the most urgent job of the open groups, so a full group never
+holds back another.
 Sending a busy worker its next job ahead of time is the executor's business: here the
 most urgent job is handed over while the executor has room for it (``room(job)``: an
 executor takes back jobs of lower priority it sent ahead, to make room). Attempts a previous manager started
@@ -14,6 +17,7 @@ and the executor took over (``recovered``) are timed the same way.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import logging
 from dataclasses import dataclass
@@ -41,6 +45,8 @@ class Dispatch:
         self.executor = executor
         self.queue = JobQueue()
         self.handed: dict[str, Handed] = {}
+        self.limits: dict[str, int] = {}  # group -> at most this many handed at once
+        self.in_group: collections.Counter[str] = collections.Counter()  # group -> jobs handed
         # Waiting jobs: (the monotonic time their wait ends, id), and each one's latest
         # such time (an entry that no longer matches it is stale: the job was released,
         # cancelled, or held again).
@@ -76,25 +82,35 @@ class Dispatch:
         return ended
 
     def admissible(self, status: JobStatus) -> bool:
-        """May this queued job start now? (The queue has already waited out its retry.)"""
+        """May this queued job start now? (The queue has already waited out its retry,
+        and gives only jobs of open groups.)"""
         return status.id not in self.handed
+
+    def open_group(self, group: str) -> bool:
+        limit = self.limits.get(group)
+        return limit is None or self.in_group[group] < limit
 
     def dispatch(self, now: float) -> None:
         while not self.ctx.trouble.active:
-            job = self.queue.peek()
+            job = self.queue.peek(self.open_group)
             if job is None or self.executor.room(job) <= 0:
                 return
-            self.queue.pop()
-            # Not admissible today means already handed over (queued twice): dropped. A clause
-            # that holds a job back for later (a group's limit) must leave it in the queue.
+            self.queue.pop(self.open_group)
+            # Not admissible means already handed over (queued twice): dropped. What holds a
+            # job back for later (a full group) leaves it in the queue: the queue's business.
             if self.admissible(job):
                 self.executor.start(self.ctx.spool.attach_env(job), now)
-                self.handed[job.id] = Handed(job)
+                self._hand(job)
+
+    def _hand(self, status: JobStatus) -> None:
+        self.handed[status.id] = Handed(status)
+        self.in_group[status.spec.group or ""] += 1
 
     def recovered(self, status: JobStatus) -> None:
         """The executor took over an attempt a previous manager started."""
         self.queue.remove(status.id)
-        self.handed[status.id] = Handed(status)
+        if status.id not in self.handed:
+            self._hand(status)
 
     # ------------------------------------------------------------ what the executor said
     def attempt_began(self, job_id: str, at: float) -> None:
@@ -103,7 +119,9 @@ class Dispatch:
             handed.timeout_at = at + handed.status.spec.timeout
 
     def ended(self, job_id: str) -> None:
-        self.handed.pop(job_id, None)
+        handed = self.handed.pop(job_id, None)
+        if handed is not None:
+            self.in_group[handed.status.spec.group or ""] -= 1
 
     # ------------------------------------------------------------ deadlines
     def overdue(self, now: float) -> list[JobStatus]:

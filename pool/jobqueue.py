@@ -1,10 +1,14 @@
 """The job queue: runnable jobs in order (highest priority first, in submission order
-within one), and jobs waiting for a retry kept apart until their time."""
+within one), and jobs waiting for a retry kept apart until their time. Each group's jobs
+are in a heap of their own, so a group that may start nothing now (its limit reached)
+never holds back the jobs of another: the next job is the most urgent head of the
+groups that are open."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .model import JobStatus, parse_time
@@ -14,7 +18,7 @@ from .model import JobStatus, parse_time
 class JobQueue:
     """Queued jobs: highest priority first, FIFO within a priority; retries wait apart."""
 
-    ready: list[tuple[int, str, int, str]] = field(default_factory=list)
+    ready: dict[str, list[tuple[int, str, int, str]]] = field(default_factory=dict)  # group ("": none) -> heap
     waiting: list[tuple[float, int, str]] = field(default_factory=list)
     jobs: dict[str, JobStatus] = field(default_factory=dict)
     order: itertools.count[int] = field(default_factory=itertools.count)
@@ -28,7 +32,10 @@ class JobQueue:
         if delay > 0.001:  # a retry due now, give or take the rounding of its written time
             heapq.heappush(self.waiting, (now + delay, next(self.order), status.id))
         else:
-            heapq.heappush(self.ready, self._place(status))
+            self._ready(status)
+
+    def _ready(self, status: JobStatus) -> None:
+        heapq.heappush(self.ready.setdefault(status.spec.group or "", []), self._place(status))
 
     def _place(self, status: JobStatus) -> tuple[int, str, int, str]:
         """Highest priority first; within one, in the order jobs were submitted (their
@@ -40,22 +47,32 @@ class JobQueue:
         while self.waiting and self.waiting[0][0] <= now:
             _, _, job_id = heapq.heappop(self.waiting)
             if job_id in self.jobs:
-                heapq.heappush(self.ready, self._place(self.jobs[job_id]))
+                self._ready(self.jobs[job_id])
         return self.waiting[0][0] if self.waiting else None
 
-    def peek(self) -> JobStatus | None:
-        """The job ``pop`` returns next, left in the queue."""
-        while self.ready:
-            job_id = self.ready[0][-1]
-            if job_id in self.jobs:
-                return self.jobs[job_id]
-            heapq.heappop(self.ready)  # its job was removed, or taken through another entry
+    def peek(self, open_group: Callable[[str], bool] = lambda group: True) -> JobStatus | None:
+        """The job ``pop`` returns next, left in the queue: the most urgent head of the
+        groups ``open_group`` says may start one."""
+        best: tuple[tuple[int, str, int, str], JobStatus] | None = None
+        for group in list(self.ready):
+            head = self._head(group)
+            if head is not None and open_group(group) and (best is None or head < best[0]):
+                best = head, self.jobs[head[-1]]
+        return best[1] if best is not None else None
+
+    def _head(self, group: str) -> tuple[int, str, int, str] | None:
+        heap = self.ready[group]
+        while heap:
+            if heap[0][-1] in self.jobs:
+                return heap[0]
+            heapq.heappop(heap)  # its job was removed, or taken through another entry
+        del self.ready[group]
         return None
 
-    def pop(self) -> JobStatus | None:
-        status = self.peek()
+    def pop(self, open_group: Callable[[str], bool] = lambda group: True) -> JobStatus | None:
+        status = self.peek(open_group)
         if status is not None:
-            heapq.heappop(self.ready)
+            heapq.heappop(self.ready[status.spec.group or ""])
             del self.jobs[status.id]
         return status
 

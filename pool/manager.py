@@ -11,6 +11,7 @@ stopped is made once.
                                                        requests   kill / retry / workers files
                                                        intake     incoming/ -> queued
                                                        schedules  slots due -> jobs
+                                                       groups     groups/ -> limits
                                                        dispatch   queued -> executor
                                                        hooks      ended jobs -> --on-finish
 
@@ -41,6 +42,7 @@ from .dispatch import Dispatch
 from .engines import EngineSettings, make_executor
 from .events import TRIM_PATIENCE
 from .executor import Ended, Executor, StopReason
+from .grouping import Groups
 from .hooks import Hooks
 from .intake import Intake, IntakeRules
 from .joblog import JobLogs
@@ -109,6 +111,7 @@ class Manager:
         ))
         self.scheduler = None if self.intake is None else Scheduler(self.ctx, self.intake.rules.refusal,
                                                                      self.intake.known)
+        self.groups = Groups(self.ctx, self.dispatch)
         self.stop_requested = 0
         self.stop_mode: StopMode | None = None  # how, once a stop is asked for (None: interrupt)
         self.interrupts = 0  # SIGINT/SIGTERM: a second one stops running jobs at once
@@ -120,7 +123,8 @@ class Manager:
         self.next_rescan = 0.0
         self.rescan_due = True
         self.requests_watch: FolderWatch | None = None  # an inline manager's wake on requests/
-        self.handler = WakeHandler(str(spool.incoming), [str(spool.requests), str(spool.schedules.folder.path)],
+        self.handler = WakeHandler(str(spool.incoming), [str(spool.requests), str(spool.schedules.folder.path),
+                                                         str(spool.groups.folder.path)],
                                    self.intake.notes if self.intake else deque(), self.wake)
 
     @property
@@ -321,6 +325,8 @@ class Manager:
                     self.scheduler.look()
                 self.scheduler.fire_due()
             self.waiting.settle(now)
+            if self.handler.take_changed(str(self.spool.groups.folder.path)) or self.rescan_due:
+                self.groups.look()
             if not self.stop_requested:
                 self.dispatch.dispatch(now)
             if self.hooks is not None:

@@ -55,6 +55,7 @@ from .rules import (
 
 SCHEMA = 1
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+GROUP_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}\Z")
 TASK_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
 MAX_RETRIES = 1000
 MAX_AFTER = 1000  # dependencies of one job
@@ -183,6 +184,10 @@ class JobSpec:
     submitted_at: str | None = field(default=None, metadata=rule(
         lambda v: v is None or is_time(v),
         "a time like 2026-11-29T13:26:33.000000Z, or null"))
+    # Jobs of one group run at most its `parallel` at a time (groups/<name>.json, pool/groups.py).
+    group: str | None = field(default=None, metadata=rule(
+        lambda v: v is None or (isinstance(v, str) and GROUP_PATTERN.match(v) is not None),
+        "a group name (1-40 letters, digits, '_' or '-', starting with a letter or digit), or null"))
     meta: Mapping[str, Any] = field(default_factory=dict, metadata=rule(
         shallow(lambda v: isinstance(v, dict)), f"an object nested at most {MAX_NESTING} levels deep",
         encode=dict))

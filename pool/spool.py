@@ -15,6 +15,7 @@ pool/safeio.py says.)
       requests/          kill and retry requests for the manager (<kind>-<id>)
       schedules/         NAME.json, a schedule its owner wrote, and NAME.state, the
                          manager's record of its firings (pool/schedules.py)
+      groups/            NAME.json, a group's limit, its owner's (pool/groups.py)
       events.jsonl       one line per state change
       manager.pid        the serving manager's pid (the guard itself is a lock on spool/)
       manager.json       its pid and the kill grace it gives a job: 0644, nothing secret
@@ -49,6 +50,7 @@ import orjson
 from .dropzone import DropZone
 from .errors import CorruptStatus, JobNotFound, ManagerRunning, SpoolError
 from .events import EventLog
+from .groups import GroupBook
 from .locks import JobLocks, flock_within, is_held
 from .model import ID_PATTERN, AttachedEnv, JobStatus, KeptEnv, encode_json
 from .procs import is_running, process_start_time
@@ -58,12 +60,12 @@ from .schedules import ScheduleBook
 
 log = logging.getLogger(__name__)
 
-DIRS = ("incoming", "status", "logs", "rejected", "requests", "schedules")
+DIRS = ("incoming", "status", "logs", "rejected", "requests", "schedules", "groups")
 # Shared: setgid, so what is made inside belongs to the group; the drop folders are also
 # sticky (like /tmp), so a member cannot rename or delete another member's files there
 # (a renamed request would otherwise act with its first author's rights).
 SHARED_MODES = {"": 0o2710, "incoming": 0o3770, "requests": 0o3770, "status": 0o2750, "logs": 0o2750,
-                "rejected": 0o2750, "schedules": 0o2750}
+                "rejected": 0o2750, "schedules": 0o2750, "groups": 0o2750}
 GUARD_PATIENCE = 0.3  # a client asking whether a manager runs holds the guard for microseconds
 
 
@@ -142,6 +144,7 @@ class SpoolDir:
         self.statuses = Folder(self.status_dir)
         self.log_folder = Folder(self.logs)
         self.schedules = ScheduleBook(Folder(self.root / "schedules"), lambda: self.owners, lambda: self.file_mode)
+        self.groups = GroupBook(Folder(self.root / "groups"), lambda: self.owners, lambda: self.file_mode)
         self.drop = DropZone(self.incoming, self.rejected)
         self.box = RequestBox(self.requests)
         self.events = EventLog(self.top, lambda: self.file_mode, buffered=buffer_events)
@@ -181,7 +184,8 @@ class SpoolDir:
         if check:
             for folder, name in ((self.top, ""), (self.statuses, "status"), (self.log_folder, "logs"),
                                  (self.drop.folder, "incoming"), (self.drop.rejected, "rejected"),
-                                 (self.box.folder, "requests"), (self.schedules.folder, "schedules")):
+                                 (self.box.folder, "requests"), (self.schedules.folder, "schedules"),
+                                 (self.groups.folder, "groups")):
                 folder.use(folders.pop(name))
         for fd in folders.values():
             os.close(fd)

@@ -182,3 +182,20 @@ def fail_on_undecodable_name(folder: str) -> None:
     path = os.path.join(folder, name)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
+
+
+@pool.task
+def counted_at_once(runs_file: str, marker_dir: str, seconds: float = 0.0) -> str:
+    """Records its run, and how many jobs marked in ``marker_dir`` run with it, itself
+    included (one line per start in ``<marker_dir>.at-once``): a group's limit as counted by
+    its jobs themselves."""
+    record_run(runs_file)
+    marker = Path(marker_dir, os.environ["POOL_JOB_ID"])
+    marker.touch()
+    try:
+        with open(f"{marker_dir}.at-once", "a") as f:
+            f.write(f"{len(os.listdir(marker_dir))}\n")
+        time.sleep(seconds)  # the job's work: a duration, not a test's wait_for
+    finally:
+        marker.unlink()
+    return "ok"

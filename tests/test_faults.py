@@ -383,6 +383,34 @@ def test_kill_9_while_a_schedule_fires_fires_each_slot_once(
     assert all(created[i] <= 1 for i in firings()), created
 
 
+# After the batch is taken in (its renames), a manager's turns while the jobs run each take
+# the events' lock (flock) and write: these points fall while the group is at its limit.
+GROUP_POINTS = [("flock", 3), ("flock", 6), ("flock", 9), ("write", 28)]
+
+
+@pytest.mark.needs_strace("to inject SIGKILL at exact system calls")
+@pytest.mark.parametrize("syscall, when", GROUP_POINTS)
+def test_kill_9_while_a_group_is_at_its_limit_never_runs_more_of_it(
+        spool_dir: Path, tmp_path: Path, syscall: str, when: int) -> None:
+    """The manager dies by SIGKILL at the Nth call of ``syscall`` while a group of limit
+    1 and jobs of no group run on 2 workers; a second manager, which takes over the
+    attempt still running, finishes: each job done once, and never two of the group at
+    once (as its jobs count themselves)."""
+    runs, gpu, cpu = tmp_path / "runs", tmp_path / "gpu", tmp_path / "cpu"
+    gpu.mkdir()
+    cpu.mkdir()
+    Spool(made(spool_dir)).set_group("gpu", 1)
+    # Long enough that the next manager starts while one still runs: it must count it.
+    jobs = [job("counted_at_once", str(runs), str(gpu), 0.8, id=f"g{n}", group="gpu") for n in range(4)]
+    jobs += [job("counted_at_once", str(runs), str(cpu), 0.05, id=f"c{n}") for n in range(6)]
+    ids = [str(j["id"]) for j in jobs]
+    drop(spool_dir, "mix.jsonl", b"\n".join(orjson.dumps(j) for j in jobs))
+    killed_then_finished(spool_dir, tmp_path, ids, syscall, when)
+    assert_conserved(spool_dir, ids, runs, max_runs=1)
+    assert {state_of(spool_dir, i) for i in ids} == {"done"}
+    assert set((tmp_path / "gpu.at-once").read_text().split()) == {"1"}
+
+
 @pytest.mark.needs_strace("to hold a system call back")
 def test_a_kill_filed_while_the_workers_are_still_starting_is_carried_out(spool_dir: Path, tmp_path: Path) -> None:
     """Found by .ci/hunt: a job handed to a worker that had not yet made its process group
