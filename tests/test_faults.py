@@ -22,6 +22,7 @@ from conftest import (
     state_of, status_doc, wait_until)
 from pool.client import Spool
 from pool.model import parse_time
+from pool.requests import RequestKind
 
 FINAL = {"done", "failed", "cancelled"}
 
@@ -163,6 +164,9 @@ def test_a_killed_worker_with_retries_runs_again(
     drop(spool_dir, "w.json", job("counted_hold", str(runs), str(gate), id="w", retries=1, retry_delay=0))
     first = wait_until(lambda: (d := status_doc(spool_dir, "w")) and d["state"] == "running" and d["pid"],
                        what="first attempt running")
+    # Running is said when the attempt begins, a moment before its code counts the run (the
+    # relay engine's manager writes it as soon as its child says so): killed once counted.
+    wait_until(lambda: runs.exists() and runs_of(runs)["w"] == 1, what="the first run counted")
     os.kill(first, signal.SIGKILL)
     wait_until(lambda: (d := status_doc(spool_dir, "w")) and d["state"] == "running" and d["attempt"] == 2,
                what="second attempt running")
@@ -409,6 +413,37 @@ def test_kill_9_while_a_group_is_at_its_limit_never_runs_more_of_it(
     assert_conserved(spool_dir, ids, runs, max_runs=1)
     assert {state_of(spool_dir, i) for i in ids} == {"done"}
     assert set((tmp_path / "gpu.at-once").read_text().split()) == {"1"}
+
+
+# A manager that takes over a running job finds a pause request for it: it stops the group
+# (kill: SIGSTOP, after its probes), writes `paused` and the pause record (its 3rd and 4th
+# renames, after manager.json and manager.pid).
+PAUSE_POINTS = [("rename", 3), ("rename", 4), ("kill", 1), ("kill", 2), ("kill", 3), ("kill", 4)]
+
+
+@pytest.mark.needs_strace("to inject SIGKILL at exact system calls")
+@pytest.mark.parametrize("syscall, when", PAUSE_POINTS)
+def test_kill_9_while_a_job_is_paused_loses_nothing(spool_dir: Path, tmp_path: Path, syscall: str, when: int) -> None:
+    """The manager dies by SIGKILL at the Nth call of ``syscall`` while it pauses a job it
+    took over; the next one finds it paused (or running, continued if it was stopped):
+    resumed, it ends done, run once, and no process of it is left stopped."""
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    first = Server(spool_dir, "--workers", "1").start()
+    drop(spool_dir, "p.json", job("counted_hold", str(runs), str(gate), id="p"))
+    wait_until(lambda: state_of(spool_dir, "p") == "running", 30, "p running")
+    assert run_pool(spool_dir, "stop", "--detach").returncode == 0
+    first.stop()
+    Spool(spool_dir).dir.box.file(RequestKind.PAUSE, "p")
+    killed_then_finished(spool_dir, tmp_path, lambda: state_of(spool_dir, "p") == "paused", syscall, when)
+    gate.touch()
+    server = Server(spool_dir, "--workers", "1").start()
+    try:
+        if state_of(spool_dir, "p") == "paused":
+            run_pool(spool_dir, "resume", "p", check=True)
+        wait_until(lambda: state_of(spool_dir, "p") == "done", 30, "p done")
+    finally:
+        assert server.stop() == 0
+    assert_conserved(spool_dir, ["p"], runs, max_runs=1)
 
 
 @pytest.mark.needs_strace("to hold a system call back")
