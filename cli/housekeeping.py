@@ -9,7 +9,7 @@ import click
 
 from pool.client import Spool
 from pool.errors import PoolError
-from pool.model import State
+from pool.model import UNDER_WAY, State
 from pool.stopping import SIGNAL_FOR, StopMode
 
 from .commands import StrictCommand
@@ -57,7 +57,7 @@ def stop(spool: Spool, mode: str | None, wait_: bool, timeout: float | None) -> 
     serving = spool.dir.serving()
     if not pid or serving is None:
         raise PoolError(f"no manager is serving {spool.path}")
-    running = [s.id for s in spool.statuses() if s.state is State.RUNNING]
+    running = [s.id for s in spool.statuses() if s.state in UNDER_WAY]
     one = len(running) == 1
     named = ", ".join(running[:10]) + (", …" if len(running) > 10 else "")
     jobs = f"{len(running)} running job{'' if one else 's'} ({named})"

@@ -17,7 +17,7 @@ from pool import defaults
 from pool.client import Job, Spool, default_spool_path
 from pool.errors import JobNotFinished, JobNotFound, NoManagerWarning, PoolError, WaitTimeout
 from pool.joblog import HEAD_BYTES
-from pool.model import JobStatus, State
+from pool.model import UNDER_WAY, JobStatus, State
 
 from .commands import JobCommand, StrictCommand
 from .common import complete_ids, follow_log, read_log, say_no_manager
@@ -28,7 +28,7 @@ KILL_SLACK = 30.0  # seconds a kill may take beyond its grace (a loaded machine)
 
 # Commands that read an existing spool: with none, they say so instead of showing nothing.
 NEEDS_SPOOL = {"submit", "status", "top", "kill", "wait", "retry", "restart", "remove", "logs", "result", "prune",
-               "stop", "workers", "schedule", "group"}
+               "stop", "workers", "schedule", "group", "pause", "resume"}
 
 
 def spool_option(needs_spool: bool) -> click.Option:
@@ -47,7 +47,8 @@ def spool_option(needs_spool: bool) -> click.Option:
 # `pool --help` lists commands by what one does first, not alphabetically.
 SECTIONS = [
     ("Start here", ["demo", "run", "serve", "submit", "status"]),
-    ("Follow and control jobs", ["top", "wait", "logs", "result", "kill", "retry", "restart", "schedule", "group"]),
+    ("Follow and control jobs", ["top", "wait", "logs", "result", "kill", "pause", "resume", "retry", "restart",
+                                 "schedule", "group"]),
     ("The spool and its manager", ["remove", "prune", "stop", "workers", "service"]),
 ]
 SHORT_HELP = {
@@ -61,6 +62,8 @@ SHORT_HELP = {
     "logs": "A job's output, every attempt (-f follows it).",
     "result": "A job's result as JSON; exit 1 unless it is done.",
     "kill": "Cancel jobs; a running one's whole process group is stopped.",
+    "pause": "Pause jobs: a running one is stopped where it is (SIGSTOP), one not started is held.",
+    "resume": "Resume paused jobs, or let held ones start.",
     "retry": "Run jobs that have ended again, from attempt 1.",
     "schedule": "Jobs that fire on a cron line or every so long: add, list, run, pause.",
     "group": "Limits of their own for groups of jobs: set, list, remove.",
@@ -178,6 +181,34 @@ def kill(spool: Spool, ids: tuple[str, ...], grace: float | None) -> None:
             click.echo(f"{job_id}: cancel requested; the next manager carries it out")
 
 
+@cli.command()
+@click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
+@click.pass_obj
+def pause(spool: Spool, ids: tuple[str, ...]) -> None:
+    """Pause jobs: a running one stops where it is (SIGSTOP to its whole process group;
+    its timeout clock stops too) until `pool resume`; one not started is held."""
+    for before in statuses_of(spool, ids):
+        click.echo(f"{before.id}: {said_of(before, spool.pause(before.id))}")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
+@click.pass_obj
+def resume(spool: Spool, ids: tuple[str, ...]) -> None:
+    """Resume paused jobs (SIGCONT), or let held ones start."""
+    for before in statuses_of(spool, ids):
+        click.echo(f"{before.id}: {said_of(before, spool.resume(before.id))}")
+
+
+def said_of(before: JobStatus, after: JobStatus) -> str:
+    """What became of a job asked to pause or resume, in a word or few."""
+    if after.state is State.WAITING and (after.waits or {}).get("paused"):
+        return "held (it starts once resumed)"
+    if after.state is before.state and (after.waits or {}) == (before.waits or {}):
+        return f"still {after.state.value}" + ("; the next manager carries it out" if not after.state.is_final else "")
+    return after.state.value
+
+
 def wait_for_kill(spool: Spool, job_id: str, grace: float) -> JobStatus:
     """Wait for a kill to be carried out: as long as what carries it out may take (the
     grace the job gets, then SIGKILL), saying so once if it is not done at once."""
@@ -256,7 +287,7 @@ def remove(spool: Spool, ids: tuple[str, ...]) -> None:
     a running one must be killed first (`pool kill`)."""
     statuses = statuses_of(spool, ids)
     for status in statuses:
-        if status.state is State.RUNNING:  # said before any job is touched
+        if status.state in UNDER_WAY:  # said before any job is touched
             raise PoolError(f"job {status.id!r} is running; stop it first: pool kill {status.id}")
     for status in statuses:
         spool.remove(status.id)

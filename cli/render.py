@@ -16,6 +16,7 @@ STATE_STYLES = {
     State.WAITING: "blue",
     State.QUEUED: "cyan",
     State.RUNNING: "yellow",
+    State.PAUSED: "bright_black",
     State.DONE: "green",
     State.FAILED: "red",
     State.CANCELLED: "magenta",
@@ -49,12 +50,13 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def elapsed(status: JobStatus, now: datetime) -> str:
-    """How long the job ran (or has been running); empty when it never started."""
+def elapsed(status: JobStatus, now: datetime, paused_for: float = 0.0) -> str:
+    """How long the job ran (or has been running), its pauses left out; empty when it
+    never started."""
     if status.started_at is None:
         return ""
     end = parse_time(status.finished_at) if status.finished_at else now
-    return duration((end - parse_time(status.started_at)).total_seconds())
+    return duration((end - parse_time(status.started_at)).total_seconds() - paused_for)
 
 
 def shown_progress(status: JobStatus) -> float | None:
@@ -80,18 +82,24 @@ def seconds_since(text: str | None, now: datetime) -> float | None:
     return None if text is None else (now - parse_time(text)).total_seconds()
 
 
-def eta(status: JobStatus, now: datetime) -> str:
+def ran_for(status: JobStatus, now: datetime, paused_for: float = 0.0) -> float | None:
+    """Seconds the running attempt has run, its pauses left out."""
+    since = seconds_since(status.started_at, now)
+    return None if since is None else since - paused_for
+
+
+def eta(status: JobStatus, now: datetime, paused_for: float = 0.0) -> str:
     """Time left at the average rate since the attempt started; empty when unknowable."""
     fraction = status.progress
-    ran = seconds_since(status.started_at, now)
+    ran = ran_for(status, now, paused_for)
     if status.state is not State.RUNNING or not fraction or ran is None or ran <= 0 or fraction >= 1:
         return ""
     return duration(ran * (1 - fraction) / fraction)
 
 
-def rate(status: JobStatus, now: datetime) -> str:
+def rate(status: JobStatus, now: datetime, paused_for: float = 0.0) -> str:
     fraction = status.progress
-    ran = seconds_since(status.started_at, now)
+    ran = ran_for(status, now, paused_for)
     if status.state is not State.RUNNING or not fraction or not ran or ran <= 0:
         return ""
     per_minute = fraction * 100 / ran * 60
@@ -119,7 +127,7 @@ def state_text(status: JobStatus, now: datetime, orphaned: bool = False) -> str:
 
 def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[str] = (),
                  bar_width: int = 20, more: int = 0, width: int | None = None,
-                 full_groups: Mapping[str, str] | None = None) -> Table:
+                 full_groups: Mapping[str, str] | None = None, paused_for: Mapping[str, float] | None = None) -> Table:
     """The jobs as a table; a column shows only when some job has something to put in it
     (as pueue does), so a spool of plain jobs gets a narrow table. No row ever wraps: in
     ``width`` columns the id and the state stay whole (they are what one types next); the
@@ -127,10 +135,11 @@ def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[
     the rate, the priority, the ETA, the elapsed time, the bar (its percentage stays), the
     message and the name are left out, in that order. ``width`` None (not a terminal):
     nothing is cut at all. ``more``: jobs left out. ``full_groups``: what a queued job of
-    a group at its limit says (``group gpu 1/1``)."""
+    a group at its limit says (``group gpu 1/1``); ``paused_for``: each job's seconds paused,
+    left out of the time it ran."""
     lost = set(orphaned)
     for bar, dropped in FALLBACKS if width is not None else [(bar_width, ())]:
-        columns = table_columns(now, lost, min(bar, bar_width), full_groups or {})
+        columns = table_columns(now, lost, min(bar, bar_width), full_groups or {}, paused_for or {})
         rows = [[str(cell(s)) for _, cell in columns] for s in statuses]
         keep = [i for i, (name, _) in enumerate(columns) if name not in dropped
                 and (name not in OPTIONAL or any(row[i] for row in rows))]
@@ -160,17 +169,17 @@ FALLBACKS: list[tuple[int, tuple[str, ...]]] = [
 ]
 
 
-def table_columns(now: datetime, lost: set[str], bar_width: int,
-                  full_groups: Mapping[str, str]) -> list[tuple[str, Callable[[JobStatus], str | Text]]]:
+def table_columns(now: datetime, lost: set[str], bar_width: int, full_groups: Mapping[str, str],
+                  paused_for: Mapping[str, float]) -> list[tuple[str, Callable[[JobStatus], str | Text]]]:
     return [
         ("ID", lambda s: s.id),
         ("NAME", lambda s: s.spec.name),
         ("STATE", lambda s: Text(state_text(s, now, s.id in lost), style="red" if s.id in lost
                                  else STATE_STYLES[s.state])),
         ("PROGRESS", lambda s: f"{progress_bar(shown_progress(s), bar_width)} {percent(shown_progress(s))}".strip()),
-        ("RATE", lambda s: "" if s.id in lost else rate(s, now)),
-        ("ETA", lambda s: "" if s.id in lost else eta(s, now)),
-        ("ELAPSED", lambda s: elapsed(s, now)),
+        ("RATE", lambda s: "" if s.id in lost else rate(s, now, paused_for.get(s.id, 0.0))),
+        ("ETA", lambda s: "" if s.id in lost else eta(s, now, paused_for.get(s.id, 0.0))),
+        ("ELAPSED", lambda s: elapsed(s, now, paused_for.get(s.id, 0.0))),
         ("PRIO", lambda s: str(s.spec.priority) if s.spec.priority else ""),
         ("MESSAGE", lambda s: one_line(ORPHANED_MESSAGE if s.id in lost else status_message(s, now, full_groups))),
     ]
@@ -199,7 +208,7 @@ def column_widths(names: list[str], cells: list[list[str]], width: int | None) -
 
 
 ORPHANED_MESSAGE = "no process runs it (its manager and worker are gone); the next manager runs it again"
-FIT_ORDER = {State.RUNNING: 0, State.QUEUED: 1, State.WAITING: 2}
+FIT_ORDER = {State.RUNNING: 0, State.PAUSED: 0, State.QUEUED: 1, State.WAITING: 2}
 
 
 def fit(statuses: list[JobStatus], rows: int) -> tuple[list[JobStatus], int]:
@@ -246,6 +255,8 @@ def waits_text(status: JobStatus, now: datetime | None = None) -> str:
         clock = moment.strftime("%H:%M:%S" if moment.second or moment.microsecond else "%H:%M")
         today = now is not None and now.astimezone().date() == moment.date()
         said.append(f"until {clock}" if today else f"until {moment.strftime('%Y-%m-%d')} {clock}")
+    if waits.get("paused"):
+        return "held (pool resume " + status.id + ")" + (": then waits " + " and ".join(said) if said else "")
     return "waits " + " and ".join(said) if said else "waits"
 
 
@@ -259,7 +270,7 @@ def one_line(text: str, limit: int = 120) -> str:
 
 
 def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]], log_tail: list[str],
-                 orphaned: Collection[str] = ()) -> list[str]:
+                 orphaned: Collection[str] = (), paused_for: float = 0.0) -> list[str]:
     """The detail view of one job: every field, its timeline, its error, its last output.
     Values are JSON, a command is quoted as a shell would need it, so both can be copied."""
     spec = status.spec
@@ -278,7 +289,8 @@ def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]],
         f"created:   {status.created_at}",
         f"started:   {status.started_at or ''}".rstrip(),
         f"finished:  {status.finished_at or ''}".rstrip(),
-        f"elapsed:   {elapsed(status, now)}".rstrip(),
+        (f"elapsed:   {elapsed(status, now, paused_for)}" + (f" (and {duration(paused_for)} paused)" if paused_for
+                                                             else "")).rstrip(),
         f"pid:       {status.pid or ''}".rstrip(),
         f"log:       {status.log}",
     ]

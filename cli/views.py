@@ -20,7 +20,7 @@ import orjson
 
 from pool.client import Job, Spool
 from pool.errors import WaitTimeout
-from pool.model import JobStatus, State, parse_time
+from pool.model import UNDER_WAY, JobStatus, State, parse_time
 from pool.rules import parse_duration
 
 from .commands import StrictCommand
@@ -103,14 +103,15 @@ def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pat
     if len(ids) == 1:
         job = spool.status(ids[0])
         tail = Job(spool, job.id).logs().splitlines()[-10:]
-        out.print("\n".join(render.detail_lines(job, now(), spool.events(job.id), tail, orphaned(spool, [job]))),
+        out.print("\n".join(render.detail_lines(job, now(), spool.events(job.id), tail, orphaned(spool, [job]),
+                                                spool.paused_for([job]).get(job.id, 0.0))),
                   markup=False)
         return
     statuses = select(spool, ids, states, name_pattern, since)
     lost = orphaned(spool, statuses)
     out.print(render.status_table(statuses[:limit] if limit else statuses, now(), lost,
                                   width=out.width if out.is_terminal else None,
-                                  full_groups=spool.full_groups(statuses)))
+                                  full_groups=spool.full_groups(statuses), paused_for=spool.paused_for(statuses)))
     out.print(footer(statuses, limit, lost, spool.rejected_lately()), style="dim")
     serving = spool.dir.serving()
     if serving is not None and serving.trouble:
@@ -127,7 +128,7 @@ def orphaned(spool: Spool, statuses: list[JobStatus]) -> set[str]:
     move. The next manager runs them again. While a manager serves, it looks after every
     job, wherever its attempt runs; a job whose lock this user cannot look at (a member of
     a shared spool) is never called orphaned: nobody here can know."""
-    running = [s for s in statuses if s.state is State.RUNNING]
+    running = [s for s in statuses if s.state in UNDER_WAY]
     if not running or spool.dir.manager_running():
         return set()
     return {s.id for s in running if spool.dir.locks.may_see(s.id) and not spool.acted_on(s.id)}
@@ -221,7 +222,8 @@ def watch_table(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = ()
         shown, more = render.fit(shown, max(1, out.size.height - 3)) if out.is_terminal else (shown, 0)
         lost = orphaned(spool, statuses)
         return Group(render.status_table(shown, now(), lost, more=more, width=out.width if out.is_terminal else None,
-                                         full_groups=spool.full_groups(statuses)),
+                                         full_groups=spool.full_groups(statuses),
+                                         paused_for=spool.paused_for(shown)),
                      Text(footer(statuses, limit, lost), style="dim", no_wrap=True, overflow="ellipsis"))
 
     deadline = None if timeout is None else time.monotonic() + timeout

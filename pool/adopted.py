@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +39,8 @@ from .executor import (
     StopReason,
 )
 from .ledger import transitions_between
-from .model import JobStatus, State, parse_time
-from .procs import GroupStop, is_same_process, leftover_group, open_pidfd, process_uid
+from .model import UNDER_WAY, JobStatus, State, parse_time
+from .procs import GroupStop, is_same_process, leftover_group, open_pidfd, pause_group, process_uid, signal_group
 from .spool import SpoolDir
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Adopted:
     stop: GroupStop | None = None
     reason: StopReason | None = None  # why we stop it
     lost: bool = False  # its worker is dead: only what it left running is being stopped
+    paused: bool = False  # its process group is stopped (`pool pause`, by us or a manager before)
 
     def close(self) -> None:
         if self.pidfd is not None:
@@ -74,17 +76,21 @@ class Adoptions:
     def began(self, job: JobStatus) -> bool:
         """Whether the job's current attempt began: it says running, or its start marker
         names this very attempt (queued at that moment)."""
-        queued_since = None if job.state is State.RUNNING else job.updated_at
-        return job.state is State.RUNNING or self.spool.locks.began(job.id, job.attempt, queued_since) is not None
+        queued_since = None if job.state in UNDER_WAY else job.updated_at
+        return job.state in UNDER_WAY or self.spool.locks.began(job.id, job.attempt, queued_since) is not None
 
     def recover(self, job: JobStatus, now: float, events: list[ExecutorEvent]) -> bool:
         if job.id in self.adopted:
             return True
         pgid, started = self._leader(job)
         if self.spool.locks.is_leased(job.id):
-            adopted = Adopted(job, pgid, started)
+            adopted = Adopted(job, pgid, started, paused=job.state is State.PAUSED)
             if pgid and is_same_process(pgid, started):
                 adopted.pidfd = open_pidfd(pgid)  # readable when it ends: we hear of it at once
+                if not adopted.paused and self._ours(pgid):
+                    # Its status says it runs: a manager killed between stopping it and saying
+                    # so (or between saying it runs again and continuing it) left it stopped.
+                    signal_group(pgid, signal.SIGCONT)
             self._watch(job.id, adopted, now)
             log.info("job %s: adopted (still running as pid %s)", job.id, pgid or "not yet known")
             began_at = parse_time(job.started_at).timestamp() if job.started_at else time.time()
@@ -122,10 +128,27 @@ class Adoptions:
             return None
         if adopted.stop is None and adopted.pgid and self._ours(adopted.pgid):
             adopted.reason = reason
-            adopted.stop = GroupStop.begin(adopted.pgid, grace, now, f"job {job_id}")
+            adopted.stop = GroupStop.begin(adopted.pgid, grace, now, f"job {job_id}", paused=adopted.paused)
         elif adopted.stop is not None and now + grace < adopted.stop.kill_at:
             adopted.stop.kill_at = now + grace  # a second, shorter request hurries it
         return Stopping(began=True, kill_at=adopted.stop.kill_at if adopted.stop else None)
+
+    def pause(self, job_id: str) -> bool:
+        adopted = self.adopted.get(job_id)
+        if adopted is None or adopted.lost or adopted.stop is not None or not adopted.pgid or \
+                not self._ours(adopted.pgid) or not is_same_process(adopted.pgid, adopted.leader_started):
+            return False
+        adopted.paused = adopted.paused or pause_group(adopted.pgid)
+        return adopted.paused
+
+    def resume(self, job_id: str) -> bool:
+        adopted = self.adopted.get(job_id)
+        if adopted is None or not adopted.pgid:
+            return False
+        if adopted.paused and self._ours(adopted.pgid) and is_same_process(adopted.pgid, adopted.leader_started):
+            signal_group(adopted.pgid, signal.SIGCONT)
+        adopted.paused = False
+        return True
 
     def check(self, ready: list[Any], now: float, events: list[ExecutorEvent]) -> None:
         """Look at adopted attempts whose pidfd says they ended, whose stop is due, or,

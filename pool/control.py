@@ -29,6 +29,7 @@ from .dispatch import Dispatch
 from .errors import CorruptStatus, JobBusy, JobNotFound
 from .executor import StopReason
 from .model import JobStatus
+from .pausing import Pausing
 from .requests import MAX_WORKERS, Request, RequestKind
 
 log = logging.getLogger(__name__)
@@ -38,15 +39,17 @@ HELD_RECHECK = 0.5  # seconds before a request its writer holds a lease on is lo
 
 
 class Control:
-    def __init__(self, ctx: Context, dispatch: Dispatch, only: str | None = None,
+    def __init__(self, ctx: Context, dispatch: Dispatch, pausing: Pausing, only: str | None = None,
                  resized: Callable[[int], None] = lambda workers: None) -> None:
         self.ctx = ctx
+        self.pausing = pausing
         self.resized = resized  # how the manager says the new number of workers
         self.spool = ctx.spool
         self.dispatch = dispatch
         self.executor = dispatch.executor
         self.only = only  # an inline manager carries out the kill of its one job only
         self.kills: set[str] = set()  # ids with a kill request on file
+        self.early: set[str] = set()  # ids with a pause or resume request on file, not in the spool yet
         self.stopping: set[str] = set()  # kills carried out (said once), waiting for the job's end
         self.recheck_at: float | None = None
 
@@ -56,7 +59,8 @@ class Control:
         for request in self.requests():
             try:
                 done = self.kill(request, now) if request.kind is RequestKind.KILL else self.retry(request) \
-                    if request.kind is RequestKind.RETRY else self.resize(request)
+                    if request.kind is RequestKind.RETRY else self.resize(request) \
+                    if request.kind is RequestKind.WORKERS else self.pause_or_resume(request, now)
             except Exception:  # one request's trouble never stops the manager
                 log.exception("request %s-%s could not be carried out", request.kind.value, request.job_id)
                 done = True
@@ -100,8 +104,8 @@ class Control:
             self.spool.box.drop(RequestKind.KILL, job_id)
 
     def arrived(self, job_id: str) -> None:
-        """A job was just taken in: a kill filed before it arrived applies now."""
-        if job_id in self.kills:
+        """A job was just taken in: a kill (or pause) filed before it arrived applies now."""
+        if job_id in self.kills or job_id in self.early:
             self.recheck(self.ctx.clock.monotonic())
 
     # ------------------------------------------------------------ kill
@@ -152,6 +156,26 @@ class Control:
     def may_act(self, uid: int, status: JobStatus) -> bool:
         """The spool's owner and root act on any job; a member of a shared spool on hers."""
         return uid in (os.geteuid(), 0) or (status.submitter is not None and uid == status.submitter)
+
+    # ------------------------------------------------------------ pause, resume
+    def pause_or_resume(self, request: Request, now: float) -> bool:
+        try:
+            status = self.spool.read_status(request.job_id)
+        except JobNotFound:  # its file may still be on its way in through incoming/
+            self.early.add(request.job_id)
+            return self.ctx.clock.time() - request.filed_at >= KILL_WAITS_FOR_JOB
+        except CorruptStatus:
+            return True
+        self.early.discard(request.job_id)
+        if not self.may_act(request.uid, status):
+            log.warning("%s request for job %s by uid %d refused", request.kind.value, request.job_id, request.uid)
+            return True
+        act = self.pausing.pause if request.kind is RequestKind.PAUSE else self.pausing.resume
+        again = act(status, now)
+        if again is None:
+            return True
+        self.recheck(again)
+        return False
 
     # ------------------------------------------------------------ workers
     def resize(self, request: Request) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from .context import Context
 from .executor import Executor
 from .jobqueue import JobQueue
-from .model import JobStatus, parse_time
+from .model import UNDER_WAY, JobStatus, State, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,16 @@ class Handed:
     status: JobStatus
     timeout_at: float | None = None
     timed_out: bool = False
+    paused_at: float | None = None  # paused (`pool pause`): its timeout clock stands still
+    paused_before: float = 0.0  # seconds it was paused before this manager took it over
+
+
+def paused_for(ctx: Context, status: JobStatus) -> float:
+    """Seconds the job's current attempt has been paused, by the record its managers kept."""
+    if status.state not in UNDER_WAY:
+        return 0.0
+    pauses = ctx.spool.read_pauses(status.id, status.attempt)
+    return pauses.total(ctx.clock.time()) if pauses is not None else 0.0
 
 
 class Dispatch:
@@ -106,17 +116,34 @@ class Dispatch:
         self.handed[status.id] = Handed(status)
         self.in_group[status.spec.group or ""] += 1
 
-    def recovered(self, status: JobStatus) -> None:
-        """The executor took over an attempt a previous manager started."""
+    def recovered(self, status: JobStatus, paused_for: float = 0.0) -> None:
+        """The executor took over an attempt a previous manager started (paused for
+        ``paused_for`` seconds so far: its timeout counts without them)."""
         self.queue.remove(status.id)
         if status.id not in self.handed:
             self._hand(status)
+        handed = self.handed[status.id]
+        handed.paused_before = paused_for
+        if status.state is State.PAUSED:
+            handed.paused_at = self.ctx.clock.monotonic()
+
+    def paused(self, job_id: str, now: float) -> None:
+        handed = self.handed.get(job_id)
+        if handed is not None and handed.paused_at is None:
+            handed.paused_at = now
+
+    def resumed(self, job_id: str, now: float) -> None:
+        handed = self.handed.get(job_id)
+        if handed is not None and handed.paused_at is not None:
+            if handed.timeout_at is not None:
+                handed.timeout_at += now - handed.paused_at
+            handed.paused_at = None
 
     # ------------------------------------------------------------ what the executor said
     def attempt_began(self, job_id: str, at: float) -> None:
         handed = self.handed.get(job_id)
         if handed is not None and handed.status.spec.timeout:
-            handed.timeout_at = at + handed.status.spec.timeout
+            handed.timeout_at = at + handed.status.spec.timeout + handed.paused_before
 
     def ended(self, job_id: str) -> None:
         handed = self.handed.pop(job_id, None)
@@ -128,13 +155,15 @@ class Dispatch:
         """Attempts past their timeout, each told once."""
         late = []
         for handed in self.handed.values():
-            if handed.timeout_at is not None and now >= handed.timeout_at and not handed.timed_out:
+            if handed.timeout_at is not None and now >= handed.timeout_at and not handed.timed_out and \
+                    handed.paused_at is None:
                 handed.timed_out = True
                 late.append(handed.status)
         return late
 
     def next_deadline(self) -> float | None:
-        deadlines = [h.timeout_at for h in self.handed.values() if h.timeout_at is not None and not h.timed_out]
+        deadlines = [h.timeout_at for h in self.handed.values()
+                     if h.timeout_at is not None and not h.timed_out and h.paused_at is None]
         if self.queue.waiting:
             deadlines.append(self.queue.waiting[0][0])
         if self.waiting:

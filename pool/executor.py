@@ -211,6 +211,14 @@ class Executor(Protocol):
         """Stop the job's attempt: SIGTERM (or its equivalent), SIGKILL after ``grace``,
         then report it ended. None when the job is not held here."""
 
+    def pause(self, job_id: str) -> bool:
+        """Stop every process of the job's attempt (SIGSTOP, or its equivalent), and return
+        once they all are: nothing of it writes until ``resume``. False when it holds no
+        attempt of it that began, or cannot pause one (it then runs on as before)."""
+
+    def resume(self, job_id: str) -> bool:
+        """Continue an attempt ``pause`` stopped; False when it holds no such attempt."""
+
     def recover(self, job: JobStatus, now: float) -> bool:
         """Take over the attempt of a job a previous manager left not final: True when it
         runs or began (its end is reported as an ``Ended``), False when it never began."""

@@ -75,6 +75,19 @@ class Finding:
         found.sort(key=lambda pair: pair[0], reverse=True)
         return [data for _, data in found]
 
+    def paused_for(self, statuses: Iterable[JobStatus]) -> dict[str, float]:
+        """Seconds each of these jobs' current attempt has been paused (`pool pause`), for
+        those that ever were: one look at status/, then a read of each one's record."""
+        ever = {name[:-len(".paused")] for name in self.dir.statuses.listdir() if name.endswith(".paused")}
+        now = time.time()
+        found = {}
+        for status in statuses:
+            if status.id in ever:
+                pauses = self.dir.read_pauses(status.id, status.attempt)
+                if pauses is not None:
+                    found[status.id] = pauses.total(now)
+        return found
+
     def rejected_lately(self, seconds: float = 86400.0) -> int:
         """How many files were refused in the last ``seconds``."""
         try:

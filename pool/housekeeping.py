@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from .errors import JobBusy
 from .finding import POLL_INTERVAL
 from .lifecycle import Departure
-from .model import State, iso_time, parse_time
+from .model import UNDER_WAY, State, iso_time, parse_time
 from .requesting import REQUEST_TIMEOUT, Requesting
 
 
@@ -21,8 +21,8 @@ class Housekeeping(Requesting):
         events.jsonl stay, as history). A queued job is cancelled first, so nothing starts
         it meanwhile. Raises JobBusy for a running job (cancel it first), JobNotFound."""
         status = self.status(job_id)
-        if status.state is State.RUNNING:
-            raise JobBusy(f"job {job_id!r} is running; cancel it first")
+        if status.state in UNDER_WAY:
+            raise JobBusy(f"job {job_id!r} is {status.state.value}; cancel it first")
         if not status.state.is_final:
             self.cancel(job_id)
             self.wait([job_id], timeout)

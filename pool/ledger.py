@@ -98,12 +98,21 @@ class Ledger:
         CorruptStatus, InvalidTransition, or JobBusy when the lock is not free within
         ``wait`` seconds (a live worker holds it while its job runs)."""
         with self.spool.locks.status_lock(job_id, timeout=wait):
-            before = self.spool.read_status(job_id)
-            after = change(before)
-            if after is None:
-                return None
-            self._record(before, after, reason)
-            return after
+            return self.change_stopped(job_id, change, reason)
+
+    def change_stopped(self, job_id: str, change: Callable[[JobStatus], JobStatus | None],
+                       reason: str | None = None) -> JobStatus | None:
+        """``change`` with no lock taken: for a job whose lock is held by an attempt whose
+        every process is stopped (SIGSTOP, waited for), the one writer that could race it,
+        which writes nothing until it is continued (the lock could not be taken: its holder
+        keeps it); and for ``change``, which holds the lock. Raises JobNotFound,
+        CorruptStatus, InvalidTransition."""
+        before = self.spool.read_status(job_id)
+        after = change(before)
+        if after is None:
+            return None
+        self._record(before, after, reason)
+        return after
 
     def write_leased(self, lease: Lease, before: JobStatus, after: JobStatus,
                      start_reason: str = "started") -> list[Transition]:

@@ -1,7 +1,10 @@
 """The state machine: the only way a job's state changes, and who may change it. Pure.
 
-    waiting --> queued    (its time came: the manager)
+    waiting --> queued    (its time came: the manager; or `pool resume` of a held job)
       '-------------------------------> cancelled
+    queued --> waiting    (`pool pause` of a job not started: held, {"paused": true})
+    running <--> paused   (`pool pause`/`pool resume`: its processes stopped, continued;
+                           a paused attempt may also end cancelled, queued or failed)
     queued --> running --> done
       |           |-------> failed
       |           |-------> cancelled
@@ -32,13 +35,16 @@ from datetime import timedelta
 from typing import Any
 
 from .errors import InvalidTransition
-from .model import JobStatus, State, iso_time, parse_time
+from .model import UNDER_WAY, JobStatus, State, iso_time, parse_time
 from .rules import MAX_SECONDS
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.WAITING: frozenset({State.QUEUED, State.CANCELLED}),
-    State.QUEUED: frozenset({State.RUNNING, State.CANCELLED}),
-    State.RUNNING: frozenset({State.DONE, State.FAILED, State.CANCELLED, State.QUEUED}),
+    State.QUEUED: frozenset({State.RUNNING, State.CANCELLED, State.WAITING}),
+    State.RUNNING: frozenset({State.DONE, State.FAILED, State.CANCELLED, State.QUEUED, State.PAUSED}),
+    # Written by the manager only (the worker, stopped, writes nothing meanwhile): its end,
+    # when it is killed, interrupted or lost while paused.
+    State.PAUSED: frozenset({State.RUNNING, State.CANCELLED, State.QUEUED, State.FAILED}),
     State.DONE: frozenset({State.QUEUED, State.WAITING}),
     State.FAILED: frozenset({State.QUEUED, State.WAITING}),
     State.CANCELLED: frozenset({State.QUEUED, State.WAITING}),
@@ -80,7 +86,9 @@ MAY: dict[Role, frozenset[tuple[State | None, State | Departure]]] = {
     Role.MANAGER: _EVERY | _NEW | _SET_ASIDE,
     Role.INLINE: (_EVERY - _RETRY) | _SET_ASIDE,
     Role.WORKER: _ATTEMPT,
-    Role.CLIENT: _RETRY | _NEW | {(State.QUEUED, State.CANCELLED), (State.WAITING, State.CANCELLED)} | _FORGET,
+    # A client with no manager holds a job (`pool pause`), but only the manager releases one.
+    Role.CLIENT: _RETRY | _NEW | _FORGET | {(State.QUEUED, State.CANCELLED), (State.WAITING, State.CANCELLED),
+                                            (State.QUEUED, State.WAITING)},
 }
 
 
@@ -163,7 +171,7 @@ def advance(status: JobStatus, to: State, now: str, **changes: Any) -> JobStatus
         fields.update(waits=None)
     else:
         fields.update(finished_at=None, next_try_at=None)
-    if to is not State.RUNNING:
+    if to not in UNDER_WAY:
         fields.update(pid=None, pid_started=None)
     if to.is_final:
         fields.update(finished_at=now, next_try_at=None)
@@ -295,6 +303,38 @@ def cancel_if_queued(now: str, reason: str = "cancelled by request") -> Callable
 def release(now: str) -> Callable[[JobStatus], JobStatus | None]:
     """A change that queues a waiting job whose time has come (else leaves it as it is)."""
     return lambda status: advance(status, State.QUEUED, now) if status.state is State.WAITING else None
+
+
+def pause(now: str) -> Callable[[JobStatus], JobStatus | None]:
+    """A change that holds a job not started (waiting, {"paused": true}: `pool pause`), or
+    says a running one is paused (its processes are stopped); else leaves it as it is."""
+
+    def change(status: JobStatus) -> JobStatus | None:
+        if status.state is State.RUNNING:
+            return advance(status, State.PAUSED, now)
+        if status.state in NOT_STARTED and not (status.waits or {}).get("paused"):
+            waits = {**(status.waits or {}), "paused": True}
+            return advance(status, State.WAITING, now, waits=waits) if status.state is State.QUEUED else \
+                dataclasses.replace(status, waits=waits, updated_at=now)
+        return None
+
+    return change
+
+
+def resume(now: str) -> Callable[[JobStatus], JobStatus | None]:
+    """A change that undoes ``pause``: a paused job runs on (its processes are continued
+    after this is written); a held one waits for whatever else it waits for, or is queued."""
+
+    def change(status: JobStatus) -> JobStatus | None:
+        if status.state is State.PAUSED:
+            return advance(status, State.RUNNING, now)
+        waits = dict(status.waits or {})
+        if status.state is not State.WAITING or not waits.pop("paused", False):
+            return None
+        return dataclasses.replace(status, waits=waits, updated_at=now) if waits else \
+            advance(status, State.QUEUED, now)
+
+    return change
 
 
 def retry_if_final(now: str) -> Callable[[JobStatus], JobStatus | None]:

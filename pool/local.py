@@ -54,7 +54,7 @@ from .executor import (
 )
 from .importpath import started_from_home
 from .model import JobStatus
-from .procs import GroupStop, describe_exit, is_running, open_pidfd, process_start_time, signal_group
+from .procs import GroupStop, describe_exit, is_running, open_pidfd, pause_group, process_start_time, signal_group
 from .spool import SpoolDir
 from .worker import worker_main
 
@@ -81,6 +81,7 @@ class Slot:
     retiring: bool = False  # one worker too many (`pool workers N`): it ends once its job has
     stop_reason: StopReason | None = None
     stop: GroupStop | None = None  # emptying its process group
+    paused: bool = False  # its process group is stopped (`pool pause`)
     dead: bool = False
     broken: bool = False  # its pipe failed: it is dying, and takes nothing more
     started: int | None = None  # its start time: pids are reused
@@ -278,7 +279,7 @@ class LocalExecutor:
             if slot.job is not None and slot.job.id == job_id:
                 if slot.stop is None:
                     slot.stop_reason = reason
-                    slot.stop = GroupStop.begin(slot.pid, grace, now, f"job {job_id}")
+                    slot.stop = GroupStop.begin(slot.pid, grace, now, f"job {job_id}", paused=slot.paused)
                 elif now + grace < slot.stop.kill_at:
                     slot.stop.kill_at = now + grace  # a second, shorter request hurries it
                 return Stopping(began=True, kill_at=slot.stop.kill_at)
@@ -295,6 +296,27 @@ class LocalExecutor:
             self.held = None
             return Stopping(began=False)
         return self.adoptions.stop(job_id, reason, grace, now)
+
+    def pause(self, job_id: str) -> bool:
+        slot = self._running(job_id)
+        if slot is None:
+            return self.adoptions.pause(job_id)
+        slot.paused = slot.paused or pause_group(slot.pid)
+        return slot.paused
+
+    def resume(self, job_id: str) -> bool:
+        slot = self._running(job_id)
+        if slot is None:
+            return self.adoptions.resume(job_id)
+        if slot.paused:
+            slot.paused = False
+            signal_group(slot.pid, signal.SIGCONT)
+        return True
+
+    def _running(self, job_id: str) -> Slot | None:
+        """The worker whose attempt of the job runs (not one it was sent ahead to)."""
+        return next((s for s in self.slots if s.job is not None and s.job.id == job_id and s.stop is None
+                     and not s.dead), None)
 
     def recover(self, job: JobStatus, now: float) -> bool:
         return self.adoptions.recover(job, now, self.events)
@@ -380,7 +402,7 @@ class LocalExecutor:
             slot.ended.append(Ended(job.id, job.attempt, outcome))
             return
         self.events.append(Ended(job.id, job.attempt, outcome))
-        slot.job = None
+        slot.job, slot.paused = None, False
         if slot.retiring:
             slot.conn.close()  # it exits; a job sent ahead to it is settled when it is gone
         elif slot.ahead is not None:

@@ -50,6 +50,7 @@ from .ledger import Ledger, Transition
 from .lifecycle import Role
 from .model import State
 from .outcomes import Outcomes
+from .pausing import Pausing
 from .poller import Poller
 from .recovery import Recovery
 from .requests import RequestKind
@@ -95,8 +96,9 @@ class Manager:
         self.executor = executor or make_executor(config.engine, engine_settings(config))
         self.dispatch = Dispatch(self.ctx, self.executor)
         self.outcomes = Outcomes(self.ctx, self.dispatch, JobLogs(spool, config.max_log_bytes))
-        self.control = Control(self.ctx, self.dispatch, only, resized=lambda workers: self.tell(workers=workers))
         self.waiting = Waiting(self.ctx, self.dispatch)
+        self.control = Control(self.ctx, self.dispatch, Pausing(self.ctx, self.dispatch, self.executor, self.waiting),
+                               only, resized=lambda workers: self.tell(workers=workers))
         self.hooks = Hooks(self.ctx, config.on_finish, config.hook_timeout) if config.on_finish and only is None \
             else None
         self.recovery = Recovery(self.ctx, self.dispatch, self.waiting,
@@ -320,6 +322,8 @@ class Manager:
                 self.control.apply(now)
             if not self.stop_requested and self.intake is not None and (self.intake.due() or self.rescan_due):
                 self.intake.scan(INTAKE_SLICE)
+                if self.control.recheck_at is not None and now >= self.control.recheck_at:
+                    self.control.apply(now)  # a kill or pause filed before its job came: before dispatch
             if self.scheduler is not None and not self.stop_requested:
                 if self.handler.take_changed(str(self.spool.schedules.folder.path)) or self.rescan_due:
                     self.scheduler.look()

@@ -67,6 +67,7 @@ class State(str, enum.Enum):
     WAITING = "waiting"  # not yet eligible to start: ``JobStatus.waits`` says for what
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSED = "paused"  # its attempt's processes stopped (SIGSTOP) by `pool pause`, until resumed
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -77,6 +78,7 @@ class State(str, enum.Enum):
 
 
 FINAL_STATES = frozenset({State.DONE, State.FAILED, State.CANCELLED})
+UNDER_WAY = frozenset({State.RUNNING, State.PAUSED})  # an attempt began and has not ended
 _STATE_VALUES = frozenset(s.value for s in State)
 
 
@@ -221,7 +223,9 @@ SPEC_KEYS = tuple(RULES)
 
 
 def is_waits(v: object) -> bool:
-    if not isinstance(v, dict) or not v or not set(v) <= {"until", "after"}:
+    if not isinstance(v, dict) or not v or not set(v) <= {"until", "after", "paused"}:
+        return False
+    if "paused" in v and v["paused"] is not True:
         return False
     after = v.get("after", [])
     return ("until" not in v or is_time(v["until"])) and isinstance(after, list) and len(after) <= MAX_AFTER and all(
@@ -254,9 +258,10 @@ class JobStatus:
     error: Mapping[str, Any] | None = field(default=None, metadata=rule(
         optional(is_error_info), "null or {\"type\", \"message\", \"traceback\"}"))
     # What a waiting job waits for: {"until": time} (its `at`, or its submission plus
-    # its `delay`) and/or {"after": [ids]} (its `after`); null in every other state.
+    # its `delay`), {"after": [ids]} (its `after`), {"paused": true} (`pool pause` of a job
+    # not started: held until resumed), or several; null in every other state.
     waits: Mapping[str, Any] | None = field(default=None, metadata=rule(
-        optional(is_waits), "null or {\"until\": a time, \"after\": [job ids]} (either or both)",
+        optional(is_waits), "null or {\"until\": a time, \"after\": [job ids], \"paused\": true} (any of them)",
         encode=lambda v: dict(v) if v is not None else None))
     # Graceful stops of the manager that put this attempt back uncounted (bounded).
     interruptions: int = field(default=0, metadata=rule(lambda v: is_int(v) and 0 <= v <= 1000, "a count"))

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from . import lifecycle
 from .clock import iso_now
 from .context import Context
-from .dispatch import Dispatch
+from .dispatch import Dispatch, paused_for
 from .errors import CorruptStatus, JobBusy, JobNotFound
 from .executor import (
     Began,
@@ -207,7 +207,7 @@ class Outcomes:
         if current is None or current.state.is_final:
             return
         if self.dispatch.executor.recover(current, now):
-            self.dispatch.recovered(current)
+            self.dispatch.recovered(current, paused_for(self.ctx, current))
         elif current.state is State.QUEUED:
             self.dispatch.enqueue(current)
 

@@ -134,6 +134,27 @@ def leftover_group(pgid: int | None, leader_started: int | None) -> bool:
     return is_same_process(pgid, leader_started)
 
 
+STOP_PATIENCE = 2.0  # seconds a SIGSTOP may take to reach every process of a group (a busy machine)
+STOPPED = (b"T", b"t", b"Z")  # stopped, stopped while traced, or dead already
+
+
+def pause_group(pgid: int) -> bool:
+    """SIGSTOP the whole group, and return once every process in it is stopped (a
+    signal is only pending until its process is next scheduled: a write already begun
+    would land after we return). False when the group is gone, or not every process of it
+    stopped in time (it is then continued again: paused means paused whole)."""
+    if not signal_group(pgid, signal.SIGSTOP):
+        return False
+    deadline = time.monotonic() + STOP_PATIENCE
+    while time.monotonic() < deadline:
+        states = [_stat_fields(pid) for pid in [pgid, *group_members(pgid, besides=pgid)]]
+        if all(fields is None or fields[0] in STOPPED for fields in states):
+            return group_alive(pgid)
+        time.sleep(0.001)
+    signal_group(pgid, signal.SIGCONT)
+    return False
+
+
 @dataclass
 class GroupStop:
     """Stopping one job's process group: TERM now, KILL at ``kill_at``, done when empty."""
@@ -145,10 +166,14 @@ class GroupStop:
     killed: bool = False
 
     @classmethod
-    def begin(cls, pgid: int, grace: float, now: float, label: str = "") -> GroupStop:
+    def begin(cls, pgid: int, grace: float, now: float, label: str = "", paused: bool = False) -> GroupStop:
+        """``paused``: the group is stopped (`pool pause`): continued after the SIGTERM,
+        so that it can handle it (SIGKILL needs no such help)."""
         stop = cls(pgid, now + grace, label)
         if grace > 0:
             stop.termed = signal_group(pgid, signal.SIGTERM)
+            if paused:
+                signal_group(pgid, signal.SIGCONT)
         stop.advance(now)
         return stop
 

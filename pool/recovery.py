@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from .context import Context
-from .dispatch import Dispatch
+from .dispatch import Dispatch, paused_for
 from .model import JobStatus, State
 from .procs import exists
 from .safeio import temp_owner_pid
@@ -65,7 +65,7 @@ class Recovery:
         if supervised_elsewhere and self.ctx.spool.locks.is_supervised(job_id):
             self.supervised.add(job_id)
         elif self.dispatch.executor.recover(status, self.ctx.clock.monotonic()):
-            self.dispatch.recovered(status)
+            self.dispatch.recovered(status, paused_for(self.ctx, status))
         elif status.state is State.QUEUED:
             self.dispatch.enqueue(status)
         elif status.state is State.WAITING:

@@ -15,7 +15,7 @@ from typing import Any
 from . import defaults, lifecycle
 from .errors import InvalidArgument, JobBusy, JobNotFinished, JobNotFound, PoolError
 from .finding import POLL_INTERVAL, Finding
-from .model import JobStatus, State, utc_now
+from .model import UNDER_WAY, JobStatus, State, utc_now
 from .requests import MAX_WORKERS, RequestKind, check_grace
 
 REQUEST_TIMEOUT = 10.0  # a serving manager takes a request within milliseconds
@@ -74,6 +74,35 @@ class Requesting(Finding):
             self._apply_without_manager(RequestKind.RETRY, job_id, lifecycle.retry_if_final(utc_now()))
         else:
             self._await_request(RequestKind.RETRY, job_id, REQUEST_TIMEOUT)
+        return self.status(job_id)
+
+    def pause(self, job_id: str) -> JobStatus:
+        """Pause the job: a running one stops where it is (its whole process group is
+        stopped, its timeout clock with it) until ``resume``; one not started is held
+        (waiting, {"paused": true}). Returns its status once the manager took the request.
+        Raises PoolError for a running job with no manager serving (only a manager pauses
+        what runs), JobNotFound."""
+        return self._pause_or_resume(RequestKind.PAUSE, RequestKind.RESUME, job_id, lifecycle.pause(utc_now()))
+
+    def resume(self, job_id: str) -> JobStatus:
+        """Undo ``pause``: a paused job runs on, a held one may start (with no manager
+        serving, once one does: the request waits for it)."""
+        return self._pause_or_resume(RequestKind.RESUME, RequestKind.PAUSE, job_id, None)
+
+    def _pause_or_resume(self, kind: RequestKind, undone: RequestKind, job_id: str, change: Any) -> JobStatus:
+        status = self.status(job_id)
+        if status.state.is_final:
+            return status
+        serving = self.dir.manager_running()
+        if not serving and status.state in UNDER_WAY:
+            raise PoolError(f"job {job_id!r} is {status.state.value} and no manager serves {self.path}: only a "
+                            "manager pauses and resumes a running job")
+        self.dir.box.drop(undone, job_id)  # the last word counts
+        self.dir.box.file(kind, job_id)
+        if serving:
+            self._await_request(kind, job_id, REQUEST_TIMEOUT)
+        elif kind is RequestKind.PAUSE:  # a release is the manager's alone: the next one's
+            self._apply_without_manager(kind, job_id, change)
         return self.status(job_id)
 
     def set_workers(self, workers: int) -> int | None:

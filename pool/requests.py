@@ -1,5 +1,5 @@
-"""requests/: what clients ask the manager to do to a job (``pool kill``, ``pool retry``),
-or to itself (``pool workers N``).
+"""requests/: what clients ask the manager to do to a job (``pool kill``, ``pool retry``,
+``pool pause``, ``pool resume``), or to itself (``pool workers N``).
 
 A request is a file ``<kind>-<id>`` holding a small JSON object; the manager carries it
 out and removes it. The folder is read like incoming/ (no links, no FIFOs, small files
@@ -29,6 +29,8 @@ class RequestKind(str, enum.Enum):
     KILL = "kill"
     RETRY = "retry"
     WORKERS = "workers"  # workers-<n>: the manager's, not a job's (its "id" is the number)
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ class RequestBox:
                 continue  # a writer's temp file
             kind_name, _, job_id = name.partition("-")
             if kind_name not in RequestKind._value2member_map_ or not ID_PATTERN.match(job_id):
-                bad.append((name, "is not a request: names are kill-<id>, retry-<id> or workers-<n>"))
+                bad.append((name, "is not a request: names are kill-, retry-, pause-, resume-<id> or workers-<n>"))
                 continue
             try:
                 found.append(self._read(name, RequestKind(kind_name), job_id, owners))

@@ -8,8 +8,10 @@ pool/safeio.py says.)
         .claimed~<token>~<name>   a file taken by rename, until its jobs have statuses
       status/<id>.json   the live status of one job, replaced atomically; <id>.lock beside it
                          (the job's lock, holding the start marker of its attempt),
-                         <id>.env (its submitter's environment: 0600) and
-                         <id>.inline (held by an inline manager)
+                         <id>.env (its submitter's environment: 0600),
+                         <id>.inline (held by an inline manager), <id>.paused (how long
+                         its attempt was paused: pool/pauses.py) and <id>.hook (its
+                         completion hook ran: pool/hooks.py)
       logs/<id>.log      what the job printed
       rejected/<file>    a refused input, untouched, with <file>.error.json saying why
       requests/          kill and retry requests for the manager (<kind>-<id>)
@@ -53,6 +55,7 @@ from .events import EventLog
 from .groups import GroupBook
 from .locks import JobLocks, flock_within, is_held
 from .model import ID_PATTERN, AttachedEnv, JobStatus, KeptEnv, encode_json
+from .pauses import Pauses, parse_pauses
 from .procs import is_running, process_start_time
 from .requests import RequestBox
 from .safeio import Folder, Owners, UnsafeFile, not_allowed
@@ -340,12 +343,24 @@ class SpoolDir:
         self.drop.reject_from(self.statuses, f"{job_id}.json", f"{job_id}.status.json", why)
         self.statuses.unlink(f"{job_id}.env")  # its secrets go with it: the job will not run
 
+    def read_pauses(self, job_id: str, attempt: int) -> Pauses | None:
+        """How long attempt ``attempt`` of the job has been paused (None: never)."""
+        try:
+            found = parse_pauses(self.statuses.read(f"{job_id}.paused", self.owners, 4096))
+        except (FileNotFoundError, UnsafeFile):
+            return None
+        return found if found is not None and found.attempt == attempt else None
+
+    def write_pauses(self, job_id: str, pauses: Pauses) -> None:
+        self.statuses.write_atomic(f"{job_id}.paused", pauses.encode(), self.file_mode)
+
     def delete_job(self, job_id: str) -> None:
         """Delete a job's status, log and lock files (the caller, the ledger, holds the
         job's lock and records it)."""
         self.log_folder.unlink(f"{job_id}.log")
         self.log_folder.unlink(f"{job_id}.hook.log")
-        for name in (f"{job_id}.json", f"{job_id}.env", f"{job_id}.inline", f"{job_id}.hook", f"{job_id}.lock"):
+        for name in (f"{job_id}.json", f"{job_id}.env", f"{job_id}.inline", f"{job_id}.hook", f"{job_id}.paused",
+                     f"{job_id}.lock"):
             self.statuses.unlink(name)
 
     # ------------------------------------------------------------ the one-manager guard

@@ -94,8 +94,8 @@ class Waiting:
             if ended is not None:
                 return lifecycle.cancel_for_dependency(status, now, *ended)
             until = status.waits.get("until") if status.waits else None
-            if blocked:
-                return None  # a dependency that ends looks at it again
+            if blocked or (status.waits or {}).get("paused"):
+                return None  # a dependency that ends looks at it again; `pool resume`, a held one
             if isinstance(until, str) and parse_time(until).timestamp() > self.ctx.clock.time():
                 # Its time, not yet come (or a timer a hair early), is all it waits for
                 # now: said so (a dependency pruned meanwhile no longer counts), and

@@ -46,7 +46,7 @@ from pool.executor import (
     WorkerFailed,
 )
 from pool.model import JobStatus, State
-from pool.procs import GroupStop, describe_exit
+from pool.procs import GroupStop, describe_exit, pause_group
 
 CHILD = Path(__file__).with_name("relay_child.py")
 
@@ -64,6 +64,7 @@ class Child:
     outcome: Outcome | None = None  # what its last message said
     stop: GroupStop | None = None
     stop_reason: StopReason | None = None
+    paused: bool = False  # its session is stopped (`pool pause`)
     exited: bool = False
     output_done: bool = False
     messages_done: bool = False
@@ -116,11 +117,28 @@ class RelayExecutor:
         if child.stop is None:
             child.stop_reason = reason
             # Not begun: it must not, so it gets no grace to begin in.
-            child.stop = GroupStop.begin(child.proc.pid, grace if child.began else 0.0, now, f"job {job_id}")
+            child.stop = GroupStop.begin(child.proc.pid, grace if child.began else 0.0, now, f"job {job_id}",
+                                         paused=child.paused)
         return Stopping(began=child.began, kill_at=child.stop.kill_at)
 
+    def pause(self, job_id: str) -> bool:
+        child = self.children.get(job_id)
+        if child is None or not child.began or child.stop is not None:
+            return False
+        child.paused = child.paused or pause_group(child.proc.pid)
+        return child.paused
+
+    def resume(self, job_id: str) -> bool:
+        child = self.children.get(job_id)
+        if child is None:
+            return False
+        if child.paused:
+            child.paused = False
+            os.killpg(child.proc.pid, signal.SIGCONT)
+        return True
+
     def recover(self, job: JobStatus, now: float) -> bool:
-        if job.state is not State.RUNNING:
+        if job.state not in (State.RUNNING, State.PAUSED):
             return False  # the manager writes running when an attempt begins: this one never did
         self.events.append(Ended(job.id, job.attempt, Lost("its relay child went with the manager")))
         return True

@@ -33,6 +33,7 @@ def in_state(state: State) -> JobStatus:
         State.WAITING: lambda: new_status(parse_job({"task": "m:f", "id": "j", "delay": 3600}, "t", "t"), utc_now()),
         State.QUEUED: queued,
         State.RUNNING: running,
+        State.PAUSED: lambda: lifecycle.pause(T1)(running()),
         State.DONE: lambda: lifecycle.succeed(running(), 1, T1),
         State.FAILED: lambda: lifecycle.fail_attempt(running(), error, T1),
         State.CANCELLED: lambda: lifecycle.cancel(queued(), T1),
@@ -52,6 +53,24 @@ def test_only_the_table_allows_a_change(before: State, after: State) -> None:
     else:
         with pytest.raises(InvalidTransition, match=f"cannot go from {before.value} to {after.value}"):
             lifecycle.advance(status, after, T1)
+
+
+def test_pause_and_resume_go_both_ways_and_keep_what_they_must() -> None:
+    paused = lifecycle.pause(T1)(running())
+    assert paused is not None and (paused.state, paused.pid) == (State.PAUSED, 123)  # its pid: the group to continue
+    resumed = lifecycle.resume(T1)(paused)
+    assert resumed is not None and (resumed.state, resumed.pid, resumed.started_at) == (State.RUNNING, 123, T0)
+    held = lifecycle.pause(T1)(queued())
+    assert held is not None and (held.state, held.waits) == (State.WAITING, {"paused": True})
+    assert lifecycle.pause(T1)(held) is None  # held already
+    waiting = in_state(State.WAITING)
+    held_too = lifecycle.pause(T1)(waiting)
+    assert held_too is not None and held_too.state is State.WAITING and set(held_too.waits or {}) == {"until", "paused"}
+    unheld = lifecycle.resume(T1)(held_too)
+    assert unheld is not None and unheld.state is State.WAITING and set(unheld.waits or {}) == {"until"}
+    released = lifecycle.resume(T1)(held)
+    assert released is not None and released.state is State.QUEUED and released.waits is None
+    assert lifecycle.resume(T1)(running()) is None and lifecycle.pause(T1)(lifecycle.cancel(queued(), T1)) is None
 
 
 def test_a_job_that_has_ended_only_goes_back_by_retry() -> None:

@@ -56,6 +56,7 @@ class FakeExecutor:
         self.slots = slots
         self.held: dict[str, JobStatus] = {}
         self.began: set[str] = set()
+        self.paused: set[str] = set()
         self.events: list[ExecutorEvent] = []
         self.stops: list[tuple[str, StopReason, float]] = []
 
@@ -89,6 +90,16 @@ class FakeExecutor:
             return Stopping(began=False)
         self.stops.append((job_id, reason, grace))
         return Stopping(began=True, kill_at=now + grace)
+
+    def pause(self, job_id: str) -> bool:
+        if job_id not in self.began:
+            return False
+        self.paused.add(job_id)
+        return True
+
+    def resume(self, job_id: str) -> bool:
+        self.paused.discard(job_id)
+        return job_id in self.began
 
     def recover(self, job: JobStatus, now: float) -> bool:
         return False
