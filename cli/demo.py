@@ -42,13 +42,16 @@ def submit_examples(spool: Spool, scratch: Path) -> None:
         spool.submit("pool.demo_tasks:render", frame, id=f"render-{frame}", name=f"render frame {frame}",
                      kwargs={"steps": 20 + 10 * frame, "step_seconds": 0.1}, priority=2)
     # A command that knows nothing about pool: its printed percentages become its progress.
+    # It comes after render-1 (pool submit --after render-1): a small chain.
     spool.submit_command(["sh", "-c", 'for i in $(seq 1 25); do sleep 0.15; echo "encoding: $((i * 4))%"; done'],
-                         id="encode", name="shell script printing NN%", priority=1)
+                         id="encode", name="shell script printing NN%", priority=1, after=["render-1"])
     # A tqdm-style bar redrawn in place with \r, as tqdm, pip or curl draw theirs.
     spool.submit_command([sys.executable, "-c", TQDM_LIKE], id="bar", name="a tqdm-style bar (\\r)")
+    # Two jobs of a group of one (pool group set net --parallel 1): one at a time.
+    spool.set_group("net", 1)
     spool.submit("pool.demo_tasks:flaky", str(scratch / "flaky-marker"), id="flaky", name="flaky network call",
-                 retries=2, retry_delay=0.5)
-    spool.submit("pool.demo_tasks:doomed", id="doomed", name="divides by zero")
+                 retries=2, retry_delay=0.5, group="net")
+    spool.submit("pool.demo_tasks:doomed", id="doomed", name="divides by zero", group="net")
     spool.submit("pool.demo_tasks:endless", id="endless", name="runs until killed", priority=1)
     # One that waits for its time first (pool submit --in 3s).
     spool.submit("pool.demo_tasks:render", 4, id="later", name="render frame 4, in 3s", delay=3,

@@ -17,7 +17,8 @@ EXAMPLES = """\\b
 Examples:
   pool group set gpu --parallel 1      at most one gpu job at a time
   pool submit --group gpu mytasks:train 7
-  pool group list                      each group: limit, running, queued, waiting"""
+  pool group list                      each group: limit, paused, running, queued, waiting
+  pool pause --group gpu               start no more gpu jobs (pool resume --group gpu)"""
 
 
 @click.group(epilog=EXAMPLES)
@@ -44,7 +45,8 @@ def set_(spool: Spool, name: str, parallel: int | None, no_limit: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per group.")
 @click.pass_obj
 def list_(spool: Spool, as_json: bool) -> None:
-    """Every group with a limit or with jobs not ended: its limit, and its jobs running,
+    """Every group with settings or with jobs not ended (``default``: the jobs with no
+    group): its limit, whether it is paused, and its jobs running (paused ones included),
     queued (sent ahead to a worker included) and waiting."""
     infos = spool.groups()
     if as_json:
@@ -54,9 +56,9 @@ def list_(spool: Spool, as_json: bool) -> None:
     if not infos:
         click.echo("no groups (pool group set NAME --parallel N; pool submit --group NAME ...)", err=True)
         return
-    rows = [("GROUP", "LIMIT", "RUNNING", "QUEUED", "WAITING")]
-    rows += [(i.name, f"bad: {i.problem}" if i.problem else str(i.parallel or "-"), str(i.running), str(i.queued),
-              str(i.waiting)) for i in infos]
+    rows = [("GROUP", "LIMIT", "PAUSED", "RUNNING", "QUEUED", "WAITING")]
+    rows += [(i.name, f"bad: {i.problem}" if i.problem else str(i.parallel or "-"), "yes" if i.paused else "-",
+              str(i.running), str(i.queued), str(i.waiting)) for i in infos]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -182,22 +182,50 @@ def kill(spool: Spool, ids: tuple[str, ...], grace: float | None) -> None:
 
 
 @cli.command()
-@click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
+@click.argument("ids", nargs=-1, shell_complete=complete_ids)
+@click.option("--group", "groups", multiple=True, metavar="G",
+              help="Start no more jobs of group G (default: those with no group); running ones run on.")
+@click.option("--all", "every", is_flag=True, help="Every group: start no more jobs at all.")
+@click.option("--stop-running", is_flag=True, help="With --group or --all: pause their running jobs too.")
 @click.pass_obj
-def pause(spool: Spool, ids: tuple[str, ...]) -> None:
+def pause(spool: Spool, ids: tuple[str, ...], groups: tuple[str, ...], every: bool, stop_running: bool) -> None:
     """Pause jobs: a running one stops where it is (SIGSTOP to its whole process group;
-    its timeout clock stops too) until `pool resume`; one not started is held."""
+    its timeout clock stops too) until `pool resume`; one not started is held. With
+    --group or --all, whole groups start nothing more (kept across restarts)."""
+    for name in groups_named(spool, ids, groups, every, stop_running):
+        for status in spool.pause_group(name, stop_running):
+            click.echo(f"{status.id}: {status.state.value}")
+        click.echo(f"group {name}: paused (starts nothing until `pool resume --group {name}`)")
     for before in statuses_of(spool, ids):
         click.echo(f"{before.id}: {said_of(before, spool.pause(before.id))}")
 
 
 @cli.command()
-@click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
+@click.argument("ids", nargs=-1, shell_complete=complete_ids)
+@click.option("--group", "groups", multiple=True, metavar="G",
+              help="Start group G's jobs again, and resume its paused ones.")
+@click.option("--all", "every", is_flag=True, help="Every group.")
 @click.pass_obj
-def resume(spool: Spool, ids: tuple[str, ...]) -> None:
-    """Resume paused jobs (SIGCONT), or let held ones start."""
+def resume(spool: Spool, ids: tuple[str, ...], groups: tuple[str, ...], every: bool) -> None:
+    """Resume paused jobs (SIGCONT), or let held ones start; with --group or --all, whole
+    groups start jobs again."""
+    for name in groups_named(spool, ids, groups, every):
+        for status in spool.resume_group(name):
+            click.echo(f"{status.id}: {status.state.value}")
+        click.echo(f"group {name}: resumed")
     for before in statuses_of(spool, ids):
         click.echo(f"{before.id}: {said_of(before, spool.resume(before.id))}")
+
+
+def groups_named(spool: Spool, ids: tuple[str, ...], groups: tuple[str, ...], every: bool,
+                 stop_running: bool = False) -> list[str]:
+    if not (ids or groups or every):
+        raise click.UsageError("give job ids, --group G or --all")
+    if every and groups:
+        raise click.UsageError("give --group G or --all, not both")
+    if stop_running and not (groups or every):
+        raise click.UsageError("--stop-running goes with --group or --all")
+    return spool.group_names() if every else list(groups)
 
 
 def said_of(before: JobStatus, after: JobStatus) -> str:

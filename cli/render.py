@@ -222,8 +222,9 @@ def fit(statuses: list[JobStatus], rows: int) -> tuple[list[JobStatus], int]:
 
 
 def status_message(status: JobStatus, now: datetime | None = None, full_groups: Mapping[str, str] | None = None) -> str:
-    if status.state is State.QUEUED and full_groups and status.spec.group in full_groups and not status.next_try_at:
-        return full_groups[status.spec.group or ""]
+    if status.state is State.QUEUED and full_groups and status.spec.queue_group in full_groups and \
+            not status.next_try_at:
+        return full_groups[status.spec.queue_group]
     if status.state in (State.FAILED, State.CANCELLED) and status.error:
         return status.error_text
     if status.state is State.WAITING:

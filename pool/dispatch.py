@@ -37,6 +37,7 @@ class Handed:
     status: JobStatus
     timeout_at: float | None = None
     timed_out: bool = False
+    began: bool = False  # its attempt began: no longer merely sent ahead
     paused_at: float | None = None  # paused (`pool pause`): its timeout clock stands still
     paused_before: float = 0.0  # seconds it was paused before this manager took it over
 
@@ -56,6 +57,7 @@ class Dispatch:
         self.queue = JobQueue()
         self.handed: dict[str, Handed] = {}
         self.limits: dict[str, int] = {}  # group -> at most this many handed at once
+        self.paused_groups: set[str] = set()  # groups that start nothing (`pool pause --group`)
         self.in_group: collections.Counter[str] = collections.Counter()  # group -> jobs handed
         # Waiting jobs: (the monotonic time their wait ends, id), and each one's latest
         # such time (an entry that no longer matches it is stale: the job was released,
@@ -98,7 +100,15 @@ class Dispatch:
 
     def open_group(self, group: str) -> bool:
         limit = self.limits.get(group)
-        return limit is None or self.in_group[group] < limit
+        return group not in self.paused_groups and (limit is None or self.in_group[group] < limit)
+
+    def pause_group(self, group: str) -> None:
+        """Start nothing more of the group; what was sent ahead to a busy worker and has
+        not begun is taken back (it ends not begun, and waits in the queue, uncounted)."""
+        self.paused_groups.add(group)
+        for job_id, handed in list(self.handed.items()):
+            if handed.status.spec.queue_group == group and not handed.began:
+                self.executor.take_back(job_id)
 
     def dispatch(self, now: float) -> None:
         while not self.ctx.trouble.active:
@@ -114,7 +124,7 @@ class Dispatch:
 
     def _hand(self, status: JobStatus) -> None:
         self.handed[status.id] = Handed(status)
-        self.in_group[status.spec.group or ""] += 1
+        self.in_group[status.spec.queue_group] += 1
 
     def recovered(self, status: JobStatus, paused_for: float = 0.0) -> None:
         """The executor took over an attempt a previous manager started (paused for
@@ -142,13 +152,15 @@ class Dispatch:
     # ------------------------------------------------------------ what the executor said
     def attempt_began(self, job_id: str, at: float) -> None:
         handed = self.handed.get(job_id)
+        if handed is not None:
+            handed.began = True
         if handed is not None and handed.status.spec.timeout:
             handed.timeout_at = at + handed.status.spec.timeout + handed.paused_before
 
     def ended(self, job_id: str) -> None:
         handed = self.handed.pop(job_id, None)
         if handed is not None:
-            self.in_group[handed.status.spec.group or ""] -= 1
+            self.in_group[handed.status.spec.queue_group] -= 1
 
     # ------------------------------------------------------------ deadlines
     def overdue(self, now: float) -> list[JobStatus]:

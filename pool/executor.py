@@ -211,6 +211,11 @@ class Executor(Protocol):
         """Stop the job's attempt: SIGTERM (or its equivalent), SIGKILL after ``grace``,
         then report it ended. None when the job is not held here."""
 
+    def take_back(self, job_id: str) -> bool:
+        """Give back a job handed over whose attempt has not begun (one sent ahead to a
+        busy runner): it ends ``NotBegun``, queued, uncounted. False when there is none
+        to take back (it began, or was never sent ahead)."""
+
     def pause(self, job_id: str) -> bool:
         """Stop every process of the job's attempt (SIGSTOP, or its equivalent), and return
         once they all are: nothing of it writes until ``resume``. False when it holds no

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidJobSpec, SpoolError
 from .groups import GroupSettings, check_group_name, parse_group
-from .model import JobStatus, State
+from .model import DEFAULT_GROUP, UNDER_WAY, JobStatus, State
 from .safeio import UnsafeFile
 from .submitting import Submitting
 
@@ -22,6 +22,7 @@ class GroupInfo:
 
     name: str
     parallel: int | None
+    paused: bool = False
     running: int = 0
     queued: int = 0
     waiting: int = 0
@@ -33,10 +34,38 @@ class Grouping(Submitting):
         """At most ``parallel`` jobs of group ``name`` at a time from now on (None: as
         many as the workers run); kept in the spool, so a restart keeps it. Raises
         InvalidGroup."""
-        settings = parse_group({"parallel": parallel}, name)
+        return self._change_group(name, parallel=parallel)
+
+    def pause_group(self, name: str, stop_running: bool = False) -> list[JobStatus]:
+        """Start no more jobs of group ``name`` (``default``: those that name none) until
+        ``resume_group``; a job sent ahead to a busy worker is taken back. Its running
+        jobs run on, or, with ``stop_running``, are paused too (returned, as they are
+        once the manager took the requests). Kept in the spool."""
+        self._change_group(name, paused=True)
+        running = [s.id for s in self.statuses(State.RUNNING) if s.spec.queue_group == name] if stop_running else []
+        return [self.pause(job_id) for job_id in running]
+
+    def resume_group(self, name: str) -> list[JobStatus]:
+        """Start the group's jobs again, and resume its paused ones (returned)."""
+        self._change_group(name, paused=False)
+        return [self.resume(s.id) for s in self.statuses(State.PAUSED) if s.spec.queue_group == name]
+
+    def group_names(self) -> list[str]:
+        """Every group with settings, or with jobs not ended, and ``default``: what
+        `pool pause --all` pauses."""
+        named = {s.spec.queue_group for s in self.statuses() if not s.state.is_final}
+        return sorted({DEFAULT_GROUP, *self.dir.groups.names(), *named})
+
+    def _change_group(self, name: str, **changes: object) -> GroupSettings:
+        check_group_name(name, f"group {name!r}")
         if not self.dir.exists():
             raise SpoolError(f"no spool at {self.dir.root} (start `pool serve`, or pass --spool)")
         self.dir.groups.make(like=str(self.dir.status_dir))
+        try:
+            current = self.dir.groups.read(name)
+        except (FileNotFoundError, InvalidJobSpec, UnsafeFile):
+            current = GroupSettings(name)
+        settings = parse_group({**current.to_dict(), **changes}, name)
         self.dir.groups.write(name, settings)
         return settings
 
@@ -47,34 +76,39 @@ class Grouping(Submitting):
         return self.dir.groups.remove(name)
 
     def full_groups(self, statuses: Iterable[JobStatus]) -> dict[str, str]:
-        """Groups of these jobs at their limit, each with what its queued jobs wait for:
-        ``group gpu 1/1`` (jobs running / the limit)."""
-        running = collections.Counter(s.spec.group for s in statuses if s.state is State.RUNNING and s.spec.group)
+        """Groups that start none of their queued jobs now, each with what those wait for:
+        ``group gpu 1/1`` (at its limit: jobs running / the limit), ``group gpu paused``."""
+        running = collections.Counter(s.spec.queue_group for s in statuses if s.state in UNDER_WAY)
         full = {}
-        for name in running:
+        for name in self.dir.groups.names():
             try:
-                limit = self.dir.groups.read(name).parallel
+                settings = self.dir.groups.read(name)
             except (FileNotFoundError, InvalidJobSpec, UnsafeFile):
                 continue
-            if limit is not None and running[name] >= limit:
-                full[name] = f"group {name} {running[name]}/{limit}"
+            if settings.paused:
+                full[name] = f"group {name} paused"
+            elif settings.parallel is not None and running[name] >= settings.parallel:
+                full[name] = f"group {name} {running[name]}/{settings.parallel}"
         return full
 
     def groups(self) -> list[GroupInfo]:
         """Every group with a limit or with jobs not ended, by name."""
         counts: dict[str, collections.Counter[State]] = collections.defaultdict(collections.Counter)
         for status in self.statuses():
-            if status.spec.group is not None and not status.state.is_final:
-                counts[status.spec.group][status.state] += 1
+            if not status.state.is_final:
+                counts[status.spec.queue_group][status.state] += 1
         infos = {}
         for name in self.dir.groups.names():
             try:
-                infos[name] = GroupInfo(name, self.dir.groups.read(name).parallel)
+                settings = self.dir.groups.read(name)
+                infos[name] = GroupInfo(name, settings.parallel, settings.paused)
             except FileNotFoundError:
                 continue
             except (InvalidJobSpec, UnsafeFile) as exc:
                 infos[name] = GroupInfo(name, None, problem=str(exc))
         for name in counts.keys() - infos.keys():
             infos[name] = GroupInfo(name, None)
-        return [GroupInfo(info.name, info.parallel, counts[name][State.RUNNING], counts[name][State.QUEUED],
-                          counts[name][State.WAITING], info.problem) for name, info in sorted(infos.items())]
+        return [GroupInfo(info.name, info.parallel, info.paused,
+                          counts[name][State.RUNNING] + counts[name][State.PAUSED], counts[name][State.QUEUED],
+                          counts[name][State.WAITING], info.problem)
+                for name, info in sorted(infos.items())]

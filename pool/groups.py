@@ -21,7 +21,7 @@ from .requests import MAX_WORKERS
 from .rules import is_int, shown_value
 from .safeio import Folder, Owners
 
-KEYS = ("parallel",)
+KEYS = ("parallel", "paused")
 
 
 class InvalidGroup(InvalidJobSpec):
@@ -32,9 +32,10 @@ class InvalidGroup(InvalidJobSpec):
 class GroupSettings:
     name: str
     parallel: int | None = None  # jobs of the group at a time; None: as many as the workers run
+    paused: bool = False  # starts nothing (`pool pause --group`): running ones run on
 
     def to_dict(self) -> dict[str, Any]:
-        return {"parallel": self.parallel}
+        return {"parallel": self.parallel, "paused": self.paused}
 
 
 def check_group_name(name: str, where: str) -> None:
@@ -57,7 +58,10 @@ def parse_group(doc: object, name: str, where: str | None = None) -> GroupSettin
     if parallel is not None and not (is_int(parallel) and 1 <= parallel <= MAX_WORKERS):
         raise InvalidGroup(f"{where}: 'parallel' must be a number of jobs from 1 to {MAX_WORKERS}, or null, got "
                            f"{shown_value(parallel)}")
-    return GroupSettings(name, parallel)
+    paused = doc.get("paused", False)
+    if not isinstance(paused, bool):
+        raise InvalidGroup(f"{where}: 'paused' must be true or false, got {shown_value(paused)}")
+    return GroupSettings(name, parallel, paused)
 
 
 class GroupBook(NamedFiles[GroupSettings]):

@@ -18,7 +18,7 @@ from .model import JobStatus, parse_time
 class JobQueue:
     """Queued jobs: highest priority first, FIFO within a priority; retries wait apart."""
 
-    ready: dict[str, list[tuple[int, str, int, str]]] = field(default_factory=dict)  # group ("": none) -> heap
+    ready: dict[str, list[tuple[int, str, int, str]]] = field(default_factory=dict)  # group -> heap
     waiting: list[tuple[float, int, str]] = field(default_factory=list)
     jobs: dict[str, JobStatus] = field(default_factory=dict)
     order: itertools.count[int] = field(default_factory=itertools.count)
@@ -35,7 +35,7 @@ class JobQueue:
             self._ready(status)
 
     def _ready(self, status: JobStatus) -> None:
-        heapq.heappush(self.ready.setdefault(status.spec.group or "", []), self._place(status))
+        heapq.heappush(self.ready.setdefault(status.spec.queue_group, []), self._place(status))
 
     def _place(self, status: JobStatus) -> tuple[int, str, int, str]:
         """Highest priority first; within one, in the order jobs were submitted (their
@@ -72,7 +72,7 @@ class JobQueue:
     def pop(self, open_group: Callable[[str], bool] = lambda group: True) -> JobStatus | None:
         status = self.peek(open_group)
         if status is not None:
-            heapq.heappop(self.ready[status.spec.group or ""])
+            heapq.heappop(self.ready[status.spec.queue_group])
             del self.jobs[status.id]
         return status
 

@@ -53,7 +53,7 @@ from .executor import (
     WorkerFailed,
 )
 from .importpath import started_from_home
-from .model import JobStatus
+from .model import JobStatus, State
 from .procs import GroupStop, describe_exit, is_running, open_pidfd, pause_group, process_start_time, signal_group
 from .spool import SpoolDir
 from .worker import worker_main
@@ -296,6 +296,17 @@ class LocalExecutor:
             self.held = None
             return Stopping(began=False)
         return self.adoptions.stop(job_id, reason, grace, now)
+
+    def take_back(self, job_id: str) -> bool:
+        for slot in self.slots:
+            if slot.ahead is not None and slot.ahead.id == job_id and not slot.taken_back:
+                self._take_back(slot)
+                return True
+        if self.held is not None and self.held.id == job_id:
+            self.events.append(Ended(job_id, self.held.attempt, NotBegun(State.QUEUED, "taken back")))
+            self.held = None
+            return True
+        return False
 
     def pause(self, job_id: str) -> bool:
         slot = self._running(job_id)

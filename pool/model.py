@@ -56,6 +56,7 @@ from .rules import (
 SCHEMA = 1
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 GROUP_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}\Z")
+DEFAULT_GROUP = "default"  # the jobs that name no group (`pool pause --group default`)
 TASK_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
 MAX_RETRIES = 1000
 MAX_AFTER = 1000  # dependencies of one job
@@ -197,6 +198,11 @@ class JobSpec:
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
+
+    @property
+    def queue_group(self) -> str:
+        """The group whose limit and pause it obeys: the ``default`` group when it names none."""
+        return self.group or DEFAULT_GROUP
 
     @property
     def kind(self) -> str:

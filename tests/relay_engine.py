@@ -121,6 +121,9 @@ class RelayExecutor:
                                          paused=child.paused)
         return Stopping(began=child.began, kill_at=child.stop.kill_at)
 
+    def take_back(self, job_id: str) -> bool:
+        return False  # nothing is sent ahead: a child begins what it is handed
+
     def pause(self, job_id: str) -> bool:
         child = self.children.get(job_id)
         if child is None or not child.began or child.stop is not None:

@@ -126,8 +126,8 @@ def test_a_group_limit_holds_as_its_jobs_count_it_and_others_run_beside(spool_di
     try:
         wait_until(lambda: state_of(spool_dir, "g0") == "running", 30, "the first gpu job running")
         listed = run_pool(spool_dir, "group", "list", check=True).stdout.splitlines()
-        assert listed[0].split() == ["GROUP", "LIMIT", "RUNNING", "QUEUED", "WAITING"]
-        assert listed[1].split()[:2] == ["gpu", "1"]
+        assert listed[0].split() == ["GROUP", "LIMIT", "PAUSED", "RUNNING", "QUEUED", "WAITING"]
+        assert [line.split()[:2] for line in listed if line.startswith("gpu ")] == [["gpu", "1"]]
         wait_until(lambda: all(state_of(spool_dir, str(line["id"])) == "done" for line in lines), 60, "all done")
     finally:
         assert server.stop() == 0
@@ -163,3 +163,83 @@ def test_status_says_what_a_queued_job_of_a_full_group_waits_for(spool_dir: Path
 def test_a_bad_group_command_says_so_in_one_line(spool_dir: Path, args: list[str], code: int, says: str) -> None:
     result = run_pool(made(spool_dir), "group", *args)
     assert result.returncode == code and says in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- a paused group
+def test_a_paused_group_starts_nothing_and_the_others_go_on(stepped: Stepped) -> None:
+    spool = Spool(stepped.spool_dir)
+    spool.pause_group("gpu")
+    for job_id, group in [("g1", "gpu"), ("c1", None), ("g2", "gpu")]:
+        stepped.submit(job_id, group=group)
+    stepped.step()
+    assert set(stepped.executor.held) == {"c1"}
+    spool.pause_group("default")  # the jobs that name no group
+    stepped.submit("c2")
+    spool.resume_group("gpu")
+    stepped.step()
+    assert set(stepped.executor.held) == {"c1", "g1", "g2"}  # c2 waits: its group is paused now
+    assert [g.name for g in spool.groups() if g.paused] == ["default"]
+
+
+def test_pool_pause_group_takes_back_what_was_sent_ahead_and_keeps_it_across_a_restart(
+        spool_dir: Path, tmp_path: Path) -> None:
+    gate, hold_gpu = tmp_path / "gate", tmp_path / "gpu-gate"
+    made(spool_dir)
+    server = Server(spool_dir, "--workers", "1").start()
+    try:
+        drop(spool_dir, "a.json", job("hold", str(gate), id="a"))
+        wait_until(lambda: state_of(spool_dir, "a") == "running", 30, "a running")
+        drop(spool_dir, "b.json", job("hold", str(hold_gpu), id="b", group="gpu"))  # sent ahead to a's worker
+        wait_until(lambda: state_of(spool_dir, "b") == "queued", 30, "b taken in")
+        said = run_pool(spool_dir, "pause", "--group", "gpu", check=True).stdout
+        assert said == "group gpu: paused (starts nothing until `pool resume --group gpu`)\n"
+        row = [line for line in run_pool(spool_dir, "status", check=True).stdout.splitlines() if line.startswith("b ")]
+        assert row[0].rstrip().endswith("group gpu paused")
+        drop(spool_dir, "c.json", job("add", 1, 1, id="c"))
+        gate.touch()
+        wait_until(lambda: state_of(spool_dir, "c") == "done", 30, "c done after a, with b held")
+        assert state_of(spool_dir, "b") == "queued"
+    finally:
+        assert server.stop() == 0
+    server = Server(spool_dir, "--workers", "1").start()
+    try:
+        drop(spool_dir, "d.json", job("add", 2, 2, id="d"))
+        wait_until(lambda: state_of(spool_dir, "d") == "done", 30, "d done, gpu still paused after a restart")
+        assert state_of(spool_dir, "b") == "queued"
+        listed = run_pool(spool_dir, "group", "list", check=True).stdout.splitlines()
+        assert [line.split()[:3] for line in listed if line.startswith("gpu ")] == [["gpu", "-", "yes"]]
+        hold_gpu.touch()
+        assert run_pool(spool_dir, "resume", "--group", "gpu", check=True).stdout == "group gpu: resumed\n"
+        wait_until(lambda: state_of(spool_dir, "b") == "done", 30, "b done once its group resumed")
+    finally:
+        assert server.stop() == 0
+
+
+def test_pausing_a_group_with_stop_running_pauses_its_running_jobs_too(spool_dir: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    made(spool_dir)
+    server = Server(spool_dir, "--workers", "2").start()
+    try:
+        drop(spool_dir, "r.json", job("hold", str(gate), id="r", group="gpu"))
+        drop(spool_dir, "o.json", job("hold", str(gate), id="o"))
+        wait_until(lambda: {state_of(spool_dir, i) for i in "ro"} == {"running"}, 30, "both running")
+        said = run_pool(spool_dir, "pause", "--group", "gpu", "--stop-running", check=True).stdout.splitlines()
+        assert said[0] == "r: paused" and state_of(spool_dir, "o") == "running"
+        gate.touch()
+        wait_until(lambda: state_of(spool_dir, "o") == "done", 30, "o done, r paused")
+        assert state_of(spool_dir, "r") == "paused"
+        said = run_pool(spool_dir, "resume", "--all", check=True).stdout.splitlines()
+        assert "group gpu: resumed" in said and ("r: running" in said or "r: done" in said), said
+        wait_until(lambda: state_of(spool_dir, "r") == "done", 30, "r done once resumed")
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("args, says", [
+    (["pause"], "give job ids, --group G or --all"),
+    (["pause", "--stop-running", "x"], "--stop-running goes with --group or --all"),
+    (["resume", "--all", "--group", "g"], "not both"),
+])
+def test_pause_misused_is_a_usage_error(spool_dir: Path, args: list[str], says: str) -> None:
+    result = run_pool(made(spool_dir), *args)
+    assert result.returncode == 2 and says in result.stderr, result.stderr

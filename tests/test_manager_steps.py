@@ -91,6 +91,9 @@ class FakeExecutor:
         self.stops.append((job_id, reason, grace))
         return Stopping(began=True, kill_at=now + grace)
 
+    def take_back(self, job_id: str) -> bool:
+        return False
+
     def pause(self, job_id: str) -> bool:
         if job_id not in self.began:
             return False

@@ -72,7 +72,8 @@ def test_a_paused_job_is_stopped_whole_and_runs_on_when_resumed(
     listed = run_pool(spool_dir, "status", check=True).stdout
     assert "paused" in listed.splitlines()[1]
     assert run_pool(spool_dir, "resume", "j", check=True).stdout in ("j: running\n", "j: done\n")
-    wait_until(lambda: state_of(spool_dir, "j") == "done", what="j done after resuming")
+    # The manager appends a turn's events after the files it writes: its end's is awaited.
+    wait_until(lambda: transitions(spool_dir, "j")[-1:] == [("running", "done")], what="j done after resuming")
     assert ("running", "paused") in transitions(spool_dir, "j")
     assert transitions(spool_dir, "j")[-2:] == [("paused", "running"), ("running", "done")]
 
