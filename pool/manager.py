@@ -66,6 +66,7 @@ from .watch import FolderWatch, WakeHandler, start_observer
 log = logging.getLogger(__name__)
 
 INTAKE_SLICE = 0.02  # seconds of intake work per turn, so a big batch never stalls the loop
+EVENTS_RETRY = 0.005  # seconds before events whose append found the log held (a worker's append) are tried again
 
 __all__ = ["Manager", "ManagerConfig", "StopMode"]
 
@@ -99,8 +100,8 @@ class Manager:
         self.waiting = Waiting(self.ctx, self.dispatch)
         self.control = Control(self.ctx, self.dispatch, Pausing(self.ctx, self.dispatch, self.executor, self.waiting),
                                only, resized=lambda workers: self.tell(workers=workers))
-        self.hooks = Hooks(self.ctx, config.on_finish, config.hook_timeout) if config.on_finish and only is None \
-            else None
+        self.hooks = None if only is not None else Hooks(self.ctx, config.on_finish, config.hook_timeout,
+                                                         as_submitter=os.geteuid() == 0 and not config.members_as_root)
         self.recovery = Recovery(self.ctx, self.dispatch, self.waiting,
                                  self.hooks.recovered if self.hooks is not None else None)
         self.intake = None if only is not None else Intake(self.ctx, IntakeRules(
@@ -152,7 +153,7 @@ class Manager:
             self.control.finished(transition.job_id)
             self.waiting.ended(transition.job_id)
             if self.hooks is not None:
-                self.hooks.ended(transition.job_id)
+                self.hooks.ended(transition.job_id, transition.status)
 
     # ------------------------------------------------------------ lifecycle of the manager
     def serve(self) -> None:
@@ -210,8 +211,6 @@ class Manager:
             self.ctx.trouble.reserve.keep()
         if self.hooks is not None:
             self.hooks.open()
-        elif self.only is None:
-            Hooks.off(self.ctx)
         self.recovery.recover(self.only)
         self.spool.events.flush()
         self.executor.open(self.wake)
@@ -298,6 +297,8 @@ class Manager:
             deadlines.append(self.scheduler.next_deadline(now))
         if self.hooks is not None:
             deadlines.append(self.hooks.next_deadline())
+        if self.spool.events.lines:  # a flush put off (the log was held a moment): soon, not at the next wake
+            deadlines.append(now + EVENTS_RETRY)
         if self.intake is not None and self.intake.recheck_at is not None:
             deadlines.append(now + max(0.0, self.intake.recheck_at - self.clock.time()))
         return min(d for d in deadlines if d is not None)

@@ -422,3 +422,25 @@ def test_a_job_after_another_is_released_when_it_is_done_and_cancelled_when_it_f
         lifecycle.start(s, 1, None, T), {"type": "E", "message": "m", "traceback": None}, T))
     stepped.step()
     assert stepped.doc("other")["error"]["message"] == "dependency second failed"
+
+
+def test_events_put_off_by_a_held_log_bring_the_manager_back_soon(stepped: Stepped) -> None:
+    """A worker appending its own events holds the log for microseconds; a manager that
+    found it held kept its lines for its next turn, which for an idle manager came only
+    with the rescan tick (seen in CI: a dependant's cancel missing from the log)."""
+    import fcntl
+    import os
+
+    fd = os.open(stepped.spool_dir / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as an appending worker holds it
+        stepped.submit("later", delay=3600)  # it waits: nothing else brings the manager back
+        for _ in range(3):
+            stepped.step()
+        assert stepped.manager.spool.events.lines  # put off
+        now = stepped.clock.now
+        assert stepped.manager.next_deadline(now) <= now + 0.01
+    finally:
+        os.close(fd)
+    stepped.step(after=0.01)
+    assert [e[1] for e in stepped.events("later")] == ["waiting"]
