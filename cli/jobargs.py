@@ -54,6 +54,9 @@ JOB_OPTIONS = [
     click.option("--cwd", help="Working directory of a command job."),
     click.option("--env", "env", multiple=True, metavar="K=V", help="Environment of a command job (repeatable)."),
     click.option("--progress", "progress_form", help="Command jobs: auto, none, or a regex with one group."),
+    click.option("--on-finish", "on_finish", metavar="CMD",
+                 help="Run CMD (split as a shell would) once the job ends, its status on stdin (the manager must "
+                      "allow commands)."),
 ]
 
 
@@ -116,11 +119,11 @@ def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: s
               job_id: str | None, name: str | None, priority: int | None, group: str | None, retries: int | None,
               retry_delay: float | None, retry_backoff: float | None, timeout: float | None,
               meta: tuple[str, ...], cwd: str | None, env: tuple[str, ...], progress_form: str | None,
-              at: str | None = None, delay: str | None = None, after: tuple[str, ...] = (),
-              after_any: bool = False) -> Job:
+              on_finish: str | None = None, at: str | None = None, delay: str | None = None,
+              after: tuple[str, ...] = (), after_any: bool = False) -> Job:
     """Submit the job the command line describes. Raises InvalidJobSpec, click.UsageError."""
     doc = describe_job(args, is_command, kwargs, name, priority, group, retries, retry_delay, retry_backoff, timeout,
-                       meta, cwd, env, progress_form)
+                       meta, cwd, env, progress_form, on_finish)
     doc.update({k: v for k, v in {"id": job_id, "at": moment_from(at) if at is not None else None,
                                   "delay": delay}.items() if v is not None})
     if after:
@@ -137,7 +140,7 @@ def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: s
 def describe_job(args: tuple[str, ...], is_command: bool, kwargs: tuple[str, ...], name: str | None,
                  priority: int | None, group: str | None, retries: int | None, retry_delay: float | None,
                  retry_backoff: float | None, timeout: float | None, meta: tuple[str, ...], cwd: str | None,
-                 env: tuple[str, ...], progress_form: str | None) -> dict[str, Any]:
+                 env: tuple[str, ...], progress_form: str | None, on_finish: str | None = None) -> dict[str, Any]:
     """The job document the command line describes (what `pool submit` submits, and what
     `pool schedule add` fires). Raises click.UsageError."""
     doc: dict[str, Any] = {k: v for k, v in {
@@ -145,6 +148,11 @@ def describe_job(args: tuple[str, ...], is_command: bool, kwargs: tuple[str, ...
         "retry_backoff": retry_backoff, "timeout": timeout}.items() if v is not None}
     if meta:
         doc["meta"] = key_values(meta, "--meta")
+    if on_finish is not None:
+        try:
+            doc["on_finish"] = shlex.split(on_finish)
+        except ValueError as exc:
+            raise click.BadParameter(f"{on_finish!r}: {exc}", param_hint="--on-finish") from None
     if is_command:
         if kwargs:
             raise click.UsageError("--kw applies to task jobs, not to commands")

@@ -64,6 +64,8 @@ class IntakeRules:
 
     def refusal(self, spec: JobSpec) -> str | None:
         """Why this manager cannot run the job, or None (a schedule's job is asked too)."""
+        if spec.on_finish and not self.allow_commands:
+            return "'on_finish' runs a command; start the manager with --allow-commands"
         if spec.task is not None:
             return self.task_reason(spec.task)
         if not self.allow_commands:

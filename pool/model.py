@@ -187,6 +187,12 @@ class JobSpec:
     submitted_at: str | None = field(default=None, metadata=rule(
         lambda v: v is None or is_time(v),
         "a time like 2026-11-29T13:26:33.000000Z, or null"))
+    # Run once each time the job ends (its final status on stdin), after the manager's own
+    # --on-finish hook: a command, so only a manager that allows commands takes the job.
+    on_finish: tuple[str, ...] | None = field(default=None, metadata=rule(
+        lambda v: v is None or (isinstance(v, list) and len(v) > 0 and v[0] != "" and all(
+            isinstance(a, str) and "\0" not in a for a in v)),
+        "a non-empty list of strings (a program's argv), or null", decode=tuple_or_none, encode=list_or_none))
     # Jobs of one group run at most its `parallel` at a time (groups/<name>.json, pool/groups.py).
     group: str | None = field(default=None, metadata=rule(
         lambda v: v is None or (isinstance(v, str) and GROUP_PATTERN.match(v) is not None),

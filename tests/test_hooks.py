@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 from conftest import TESTS, Server, drop, job, run_pool, state_of, status_doc, wait_until
 
+from pool.client import Spool
+
 
 def hook(out: Path, how: str = "ok") -> str:
     out.mkdir(exist_ok=True)
@@ -113,3 +115,34 @@ def test_a_bad_on_finish_is_a_usage_error(spool_dir: Path) -> None:
     for bad in ("", "'unclosed"):
         result = run_pool(spool_dir, "serve", "--on-finish", bad)
         assert result.returncode == 2 and "--on-finish" in result.stderr, result.stderr
+
+
+def test_a_jobs_own_hook_runs_after_the_managers_once_per_end(spool_dir: Path, tmp_path: Path) -> None:
+    managers, owns = tmp_path / "managers", tmp_path / "owns"
+    server = Server(spool_dir, "--allow-commands", "--on-finish", hook(managers)).start()
+    try:
+        own = shlex.split(hook(owns))
+        drop(spool_dir, "mine.json", job("add", 2, 3, id="mine", on_finish=own))
+        submitted = run_pool(spool_dir, "submit", "--id", "cli", "--on-finish", hook(owns), "pooltest_tasks:add", "1",
+                             "1", check=True)
+        assert submitted.stdout.strip() == "cli"
+        wait_until(lambda: (spool_dir / "status" / "mine.hook").exists() and (spool_dir / "status" / "cli.hook").exists(),
+                   30, "both jobs' hooks recorded")
+    finally:
+        assert server.stop() == 0
+    [by_manager], [by_job] = runs(managers, "mine"), runs(owns, "mine")
+    assert by_manager["stdin"] == by_job["stdin"] and by_job["stdin"]["result"] == 5
+    assert by_job["env"]["POOL_STATE"] == "done" and len(runs(owns, "cli")) == 1
+    record = orjson.loads((spool_dir / "status" / "mine.hook").read_bytes())
+    assert record["exit_codes"] == [0, 0] and record["exit_code"] == 0
+
+
+def test_a_jobs_own_hook_needs_a_manager_that_allows_commands(spool_dir: Path, tmp_path: Path) -> None:
+    server = Server(spool_dir).start()
+    try:
+        drop(spool_dir, "own.json", job("add", 1, 1, id="own", on_finish=["true"]))
+        wait_until(lambda: any(r["name"] == "own.json" for r in Spool(spool_dir).rejections()), 30, "own rejected")
+    finally:
+        assert server.stop() == 0
+    [rejected] = Spool(spool_dir).rejections()
+    assert "'on_finish' runs a command; start the manager with --allow-commands" in rejected["reason"]

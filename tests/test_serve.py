@@ -330,3 +330,4 @@ def test_killing_a_job_spares_the_job_sent_ahead_to_its_worker(
     assert run_pool(spool_dir, "kill", "a", check=True).stdout.strip() == "a: cancelled"
     wait_until(lambda: state_of(spool_dir, "b") == "done", what="b done after all")
     assert status_doc(spool_dir, "b")["result"] == 7  # type: ignore[index]
+
