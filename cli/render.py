@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from rich.table import Table
 from rich.text import Text
@@ -66,7 +66,17 @@ def shown_progress(status: JobStatus) -> float | None:
 ORPHANED = "orphaned"  # running, says its status; no process runs it (all were killed)
 
 
-def summary(statuses: Iterable[JobStatus], orphaned: Collection[str] = ()) -> str:
+class Listed(Protocol):
+    """A job as a summary counts it: a status, or a brief of one (pool.finding.Brief)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def state(self) -> State: ...
+
+
+def summary(statuses: Iterable[Listed], orphaned: Collection[str] = ()) -> str:
     """``2 running, 1 orphaned, 5 done``: an orphaned job is counted as such, not as running."""
     counts = {state.value: 0 for state in State}
     counts[ORPHANED] = 0

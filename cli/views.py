@@ -11,7 +11,7 @@ import sys
 import termios
 import time
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +20,7 @@ import orjson
 
 from pool.client import Job, Spool
 from pool.errors import WaitTimeout
+from pool.finding import Brief
 from pool.model import UNDER_WAY, JobStatus, State, parse_time
 from pool.rules import parse_duration
 
@@ -49,6 +50,13 @@ def matches(status: JobStatus, states: tuple[str, ...], name: str | None, since:
     if name is not None and not (fnmatch.fnmatchcase(status.spec.name, name) or fnmatch.fnmatchcase(status.id, name)):
         return False
     return since is None or parse_time(status.created_at) >= now() - timedelta(seconds=since)
+
+
+def brief_matches(brief: Brief, name: str | None, since: float | None) -> bool:
+    """``matches``, on what a brief holds (its state is already chosen)."""
+    if name is not None and not (fnmatch.fnmatchcase(brief.name, name) or fnmatch.fnmatchcase(brief.id, name)):
+        return False
+    return since is None or parse_time(brief.created_at) >= now() - timedelta(seconds=since)
 
 
 def select(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = (), name: str | None = None,
@@ -107,22 +115,27 @@ def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pat
                                                 spool.paused_for([job]).get(job.id, 0.0))),
                   markup=False)
         return
-    statuses = select(spool, ids, states, name_pattern, since)
-    lost = orphaned(spool, statuses)
-    out.print(render.status_table(statuses[:limit] if limit else statuses, now(), lost,
-                                  width=out.width if out.is_terminal else None,
-                                  full_groups=spool.full_groups(statuses), paused_for=spool.paused_for(statuses)))
-    out.print(footer(statuses, limit, lost, spool.rejected_lately()), style="dim")
+    listed: Sequence[JobStatus | Brief]
+    if ids:
+        listed = statuses = select(spool, ids, states, name_pattern, since)
+        shown = statuses[:limit] if limit else statuses
+    else:  # every job is counted, but only those shown are decoded and checked (pool.finding.Brief)
+        listed = briefs = [b for b in spool.briefs(states) if brief_matches(b, name_pattern, since)]
+        shown = spool.decoded(briefs[:limit] if limit else briefs)
+    lost = orphaned(spool, listed)
+    out.print(render.status_table(shown, now(), lost, width=out.width if out.is_terminal else None,
+                                  full_groups=spool.full_groups(listed), paused_for=spool.paused_for(shown)))
+    out.print(footer(listed, limit, lost, spool.rejected_lately()), style="dim")
     serving = spool.dir.serving()
     if serving is not None and serving.trouble:
         out.print(f"the manager cannot run jobs now: {serving.trouble}", style="bold red", markup=False)
     if serving is not None and serving.stopping:
         out.print(f"the manager is stopping ({serving.stopping}): nothing new starts", style="yellow", markup=False)
-    if not spool.dir.manager_running() and any(not s.state.is_final and not spool.acted_on(s.id) for s in statuses):
+    if not spool.dir.manager_running() and any(not s.state.is_final and not spool.acted_on(s.id) for s in listed):
         say_no_manager(spool, "queued jobs wait until `pool serve` runs")
 
 
-def orphaned(spool: Spool, statuses: list[JobStatus]) -> set[str]:
+def orphaned(spool: Spool, statuses: Sequence[JobStatus | Brief]) -> set[str]:
     """Jobs whose status says running while nothing looks after them (their manager and
     worker were killed): shown as such, not with a progress and an ETA that will never
     move. The next manager runs them again. While a manager serves, it looks after every
@@ -166,7 +179,7 @@ def write_json(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name
     sys.stdout.buffer.write(b"[" + b",\n".join(docs) + b"]\n")
 
 
-def footer(statuses: list[JobStatus], limit: int, lost: set[str], rejected: int = 0) -> str:
+def footer(statuses: Sequence[JobStatus | Brief], limit: int, lost: set[str], rejected: int = 0) -> str:
     from . import render
 
     hidden = len(statuses) - limit if limit and len(statuses) > limit else 0

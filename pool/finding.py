@@ -11,16 +11,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .errors import AmbiguousId, JobNotFound, JobRejected, WaitTimeout
+from .errors import AmbiguousId, CorruptStatus, JobNotFound, JobRejected, WaitTimeout
 from .jobfile import parse_job
 from .ledger import Ledger, append_to_events
 from .lifecycle import Role
-from .model import JobStatus, State, new_status
+from .model import DEFAULT_GROUP, ID_PATTERN, JobStatus, State, new_status
+from .rules import is_time
 from .safeio import Owners, read_all
 from .spool import SpoolDir
 
@@ -30,6 +32,19 @@ VERDICT_WAIT = 3.0  # a serving manager takes a job file within milliseconds: se
 
 def default_spool_path() -> str:
     return os.environ.get("POOL_SPOOL") or "spool"
+
+
+@dataclass(frozen=True)
+class Brief:
+    """A job as a table first needs it (see ``Finding.briefs``)."""
+
+    id: str
+    state: State
+    created_at: str
+    name: str
+    group: str  # the group whose limit it obeys (``default``: none named)
+    data: bytes | None  # its status document; None for a job not taken in yet (``status``)
+    status: JobStatus | None = None
 
 
 class Finding:
@@ -54,6 +69,44 @@ class Finding:
         found.extend(s for s in self.submitted() if wanted in (None, s.state))
         found.sort(key=lambda s: s.created_at, reverse=True)
         return found
+
+    def briefs(self, states: Collection[State | str] = ()) -> list[Brief]:
+        """Every job (newest first), or those in any of ``states``, as a table first needs
+        them: each document parsed as ``documents`` parses it, not checked; ``decoded``
+        checks the few a table shows (decoding all of 10,000 took most of a `pool
+        status`). Jobs not yet taken in are included."""
+        wanted = {State(state).value for state in states}
+        found: list[Brief] = []
+        for data in self.dir.raw_statuses():
+            try:
+                doc = orjson.loads(data)
+                brief = Brief(doc["id"], State(doc["state"]), doc["created_at"], doc.get("name") or "",
+                              doc.get("group") or DEFAULT_GROUP, data)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # not a status: `decoded` would refuse it, and `pool status ID` says why
+            # What is used before a row is decoded must be what pool writes: an id names
+            # files (its lock), a time is parsed (--since).
+            if isinstance(brief.id, str) and ID_PATTERN.match(brief.id) and is_time(brief.created_at) and \
+                    isinstance(brief.name, str) and isinstance(brief.group, str) and (
+                    not wanted or brief.state.value in wanted):
+                found.append(brief)
+        found += [Brief(s.id, s.state, s.created_at, s.spec.name, s.spec.queue_group, None, s)
+                  for s in self.submitted() if not wanted or s.state.value in wanted]
+        found.sort(key=lambda brief: brief.created_at, reverse=True)
+        return found
+
+    def decoded(self, briefs: Iterable[Brief]) -> list[JobStatus]:
+        """The whole statuses of these jobs, checked; one that is not a status is left out."""
+        statuses = []
+        for brief in briefs:
+            if brief.status is not None:
+                statuses.append(brief.status)
+                continue
+            try:
+                statuses.append(JobStatus.decode(brief.data or b"", f"status/{brief.id}.json"))
+            except CorruptStatus:
+                continue
+        return statuses
 
     def documents(self, states: Collection[State | str] = ()) -> list[bytes]:
         """Every job's status document as it is on disk (newest first), for ``--json``, or

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import InvalidJobSpec, SpoolError
+from .finding import Brief
 from .groups import GroupSettings, check_group_name, parse_group
 from .model import DEFAULT_GROUP, UNDER_WAY, JobStatus, State
 from .safeio import UnsafeFile
@@ -75,10 +76,11 @@ class Grouping(Submitting):
         check_group_name(name, f"group {name!r}")
         return self.dir.groups.remove(name)
 
-    def full_groups(self, statuses: Iterable[JobStatus]) -> dict[str, str]:
+    def full_groups(self, statuses: Iterable[JobStatus | Brief]) -> dict[str, str]:
         """Groups that start none of their queued jobs now, each with what those wait for:
         ``group gpu 1/1`` (at its limit: jobs running / the limit), ``group gpu paused``."""
-        running = collections.Counter(s.spec.queue_group for s in statuses if s.state in UNDER_WAY)
+        running = collections.Counter(s.group if isinstance(s, Brief) else s.spec.queue_group
+                                      for s in statuses if s.state in UNDER_WAY)
         full = {}
         for name in self.dir.groups.names():
             try:
