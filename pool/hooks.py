@@ -201,12 +201,13 @@ class Hooks:
     def _as(self, hook: Hook, running: Running) -> dict[str, Any]:
         """How a hook is started: as the manager, in its environment; a member's own hook
         (the manager being root) as her, with her groups and her HOME, in the job's
-        directory, or her home."""
+        directory, or her home (or /, as pool/runas.py does, when she has none)."""
         if hook.user is None:
             return {"env": running.env, "cwd": hook.cwd}
         entry = pwd.getpwuid(hook.user)
         return {"env": {**running.env, "HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name},
-                "user": hook.user, "group": entry.pw_gid, "cwd": hook.cwd or entry.pw_dir,
+                "user": hook.user, "group": entry.pw_gid,
+                "cwd": hook.cwd or (entry.pw_dir if os.path.isdir(entry.pw_dir) else "/"),
                 "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid)}
 
     def _over(self, running: Running, now: float) -> None:

@@ -505,6 +505,21 @@ def test_a_members_job_runs_as_her_when_root_serves(uids: Uids, place: Path, man
     assert (spool / "logs" / "mine.log").read_text() == "0\n"
 
 
+def test_a_members_own_completion_hook_runs_as_her_when_root_serves(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """A job's "on_finish" is a command of its submitter's: served by root, a member's
+    runs as her (uid, groups), never as root; root's own job's runs as root."""
+    spool = place / "spool"
+    managers(spool, "--group", GROUP, "--allow-commands")
+    hook = ["sh", "-c", "id -u; id -G"]
+    submit_as(ALICE, spool, {**say("hers", "hi"), "on_finish": hook})
+    drop(spool, "roots.json", {**say("roots", "hi"), "on_finish": hook})
+    wait_until(lambda: all((spool / "status" / f"{j}.hook").exists() for j in ("hers", "roots")), 30, "both hooks ran")
+    uid_line, groups_line = (spool / "logs" / "hers.hook.log").read_text().splitlines()
+    assert int(uid_line) == uids.alice and 0 not in map(int, groups_line.split())
+    assert (spool / "logs" / "roots.hook.log").read_text().splitlines()[0] == "0"
+
+
 def test_a_members_job_runs_as_root_only_when_root_says_so(
         uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
     spool = place / "spool"
