@@ -4,8 +4,8 @@ hangs."""
 
 import json
 import os
+import signal
 import sys
-import time
 from pathlib import Path
 
 out = Path(sys.argv[1])
@@ -21,4 +21,5 @@ print(f"hook for {job_id}: {how}")
 if how == "fail":
     sys.exit(3)
 if how == "hang":
-    time.sleep(3600)  # the hook's work: until its timeout kills it
+    while True:  # the hook's work: nothing, until its timeout kills it
+        signal.pause()
