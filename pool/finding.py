@@ -110,23 +110,10 @@ class Finding:
 
     def documents(self, states: Collection[State | str] = ()) -> list[bytes]:
         """Every job's status document as it is on disk (newest first), for ``--json``, or
-        those in any of ``states``. Each is parsed only to read its own ``state`` and
-        ``created_at`` (a job's ``meta`` may hold keys of those names too); jobs not yet
-        taken in are included."""
-        wanted = {State(state).value for state in states}
-        found: list[tuple[str, bytes]] = []
-        for data in self.dir.raw_statuses():
-            try:
-                doc = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(doc, dict) and isinstance(doc.get("created_at"), str) and (
-                    not wanted or doc.get("state") in wanted):
-                found.append((doc["created_at"], data))
-        found += [(s.created_at, orjson.dumps(s.to_dict())) for s in self.submitted()
-                  if not wanted or s.state.value in wanted]
-        found.sort(key=lambda pair: pair[0], reverse=True)
-        return [data for _, data in found]
+        those in any of ``states`` (as ``briefs`` reads them); jobs not yet taken in are
+        included."""
+        return [b.data if b.data is not None else orjson.dumps(b.status.to_dict()) if b.status else b""
+                for b in self.briefs(states)]
 
     def paused_for(self, statuses: Iterable[JobStatus]) -> dict[str, float]:
         """Seconds each of these jobs' current attempt has been paused (`pool pause`), for
