@@ -335,7 +335,8 @@ def test_a_command_killed_by_an_unnamed_signal_fails_once(
     wait_until(lambda: state_of(spool_dir, "next") == "done", 15, "the next job done")
     assert runs_in(runs) == ["sig"], "the job ran again"
     assert state_of(spool_dir, "sig") == "failed"
-    assert [e["to"] for e in events_of(spool_dir, "sig") if e["to"] in ("failed", "done", "cancelled")] == ["failed"]
+    wait_until(lambda: [e["to"] for e in events_of(spool_dir, "sig") if e["to"] in ("failed", "done", "cancelled")]
+               == ["failed"], what="its one end heard")
 
 
 # ---------------------------------------------------------------- 8. exit code 3 of an inline task
