@@ -28,7 +28,9 @@ from .model import JobStatus
 from .progress import hook_tqdm
 from .reporter import Reporter
 from .rules import MAX_NESTING, nesting_depth
-from .tasks import TaskModuleError, load_task_modules, unserved_reason
+from .tasks import TaskModuleError, importable, load_task_modules, unserved_reason
+
+MAX_ARGS_BYTES = 4096  # an exception's arguments kept in its job's error record, at most
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class WorkerConfig:
 
     spool: str
     task_modules: tuple[str, ...] = ()
+    any_task: bool = False  # any importable function, not only a served @pool.task (pool/private.py)
     allow_commands: bool = False
     allow_loader_env: bool = False
     progress_interval: float = 0.2
@@ -61,8 +64,16 @@ def exception_info(exc: BaseException) -> dict[str, Any]:
     store whatever text it holds (a file name that is not UTF-8, from os.listdir)."""
     # Start the traceback at the job's own code: the runner's frame is noise to its author.
     frames = exc.__traceback__.tb_next if exc.__traceback__ else None
-    return error_info(type(exc).__name__, printable(str(exc)),
-                      printable("".join(traceback.format_exception(type(exc), exc, frames))))
+    error = error_info(type(exc).__name__, printable(str(exc)),
+                       printable("".join(traceback.format_exception(type(exc), exc, frames))))
+    # Its arguments too, when JSON carries them: a caller that has its class makes it
+    # again as it was (pool.Executor: KeyError('k'), not KeyError("'k'")).
+    try:
+        if len(orjson.dumps(list(exc.args))) <= MAX_ARGS_BYTES and nesting_depth(list(exc.args)) <= MAX_NESTING:
+            error["args"] = list(exc.args)
+    except TypeError:
+        pass
+    return error
 
 
 def printable(text: str) -> str:
@@ -100,10 +111,16 @@ class Attempts:
         spec = status.spec
         assert spec.task is not None
         reason = self.load_error or unserved_reason(spec.task, self.tasks, self.config.task_modules)
-        if reason:
-            return Failed(error_info("TaskNotAvailable", reason))
+        function = self.tasks.get(spec.task)
+        if function is None and self.config.any_task:
+            try:
+                function, reason = importable(spec.task), None
+            except TaskModuleError as exc:
+                reason = str(exc)
+        if reason or function is None:
+            return Failed(error_info("TaskNotAvailable", reason or f"task {spec.task!r} is not available"))
         try:
-            value = self.tasks[spec.task](*spec.args, **spec.kwargs)
+            value = function(*spec.args, **spec.kwargs)
             orjson.dumps(value)
             if nesting_depth(value) > MAX_NESTING:
                 raise ValueError(f"the result is nested more than {MAX_NESTING} levels deep")

@@ -37,6 +37,11 @@ class ManagerConfig:
     members_as_root: bool = False  # --members-as-root: a member's job runs as root, not as her
     on_finish: tuple[str, ...] = ()  # --on-finish: the argv run once per job that ends (pool.hooks)
     hook_timeout: float = defaults.HOOK_TIMEOUT
+    # An Executor's private manager (pool/private.py): it runs any importable function
+    # (its owner's code, on a spool only its owner may write), and once its owner is
+    # gone (this pipe's other end closed: shut down, or killed) it stops when idle.
+    any_task: bool = False
+    owner_fd: int | None = None
 
 
 @dataclass

@@ -133,6 +133,8 @@ class Control:
             return True
         if status.state.is_final:
             return True
+        if request.unstarted:
+            return self.cancel_unstarted(job_id, status)
         self.kills.add(job_id)
         stopping = self.executor.stop(job_id, StopReason.CANCEL, grace, now)
         if stopping is not None and stopping.began:
@@ -152,6 +154,23 @@ class Control:
             return False
         self.dispatch.forget(job_id)
         return False
+
+    def cancel_unstarted(self, job_id: str, status: JobStatus) -> bool:
+        """A kill of the job only if it has not begun (a future's ``cancel()``): decided
+        under the job's lock, which a runner holds from before it begins (its status may
+        say queued a while after: it is written with the first report). Nothing is asked
+        of the executor: a runner sent the job finds it cancelled and does not begin it."""
+        handed = self.dispatch.handed.get(job_id)
+        if status.state not in lifecycle.NOT_STARTED or status.started_at is not None or (
+                handed is not None and handed.began):
+            return True
+        try:
+            self.ctx.ledger.change(job_id, lifecycle.cancel_if_queued(iso_now(self.ctx.clock)),
+                                   "cancelled by request (not started)", wait=0)
+        except JobBusy:
+            return True  # held by its runner: it began
+        self.dispatch.forget(job_id)
+        return True
 
     def may_act(self, uid: int, status: JobStatus) -> bool:
         """The spool's owner and root act on any job; a member of a shared spool on hers."""

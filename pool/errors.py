@@ -6,6 +6,9 @@ exceptions still catch them sensibly. Only ``cli/`` turns these into exit codes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from concurrent.futures import BrokenExecutor
+
 
 class PoolError(Exception):
     """Base class of every error pool raises on purpose."""
@@ -77,11 +80,33 @@ class JobNotFinished(PoolError, RuntimeError):
 
 
 class JobFailed(PoolError, RuntimeError):
-    """The job ended ``failed`` or ``cancelled``; ``status`` holds the details."""
+    """The job ended ``failed`` or ``cancelled``; ``status`` holds the details, and
+    ``error_type`` and ``error_message`` what its error says (``pool.Executor``: the
+    exception a job raised, when its class cannot be had here)."""
 
     def __init__(self, message: str, status: object) -> None:
         super().__init__(message)
         self.status = status
+
+    @property
+    def error_type(self) -> str | None:
+        error = getattr(self.status, "error", None)
+        return error.get("type") if isinstance(error, Mapping) else None
+
+    @property
+    def error_message(self) -> str | None:
+        error = getattr(self.status, "error", None)
+        return error.get("message") if isinstance(error, Mapping) else None
+
+
+class ManagerLost(PoolError, BrokenExecutor):
+    """An Executor's private manager ended before the job did: the future can never be
+    told its end (the job is still in the spool: a manager started later runs it)."""
+
+
+class TaskNotServed(PoolError, TypeError):
+    """A function the manager serving the spool would refuse to run (``pool serve
+    --tasks``), or one no worker could import (a lambda, a method, a nested function)."""
 
 
 class WaitTimeout(PoolError, TimeoutError):

@@ -33,13 +33,7 @@ class Job:
     def result(self) -> Any:
         """The job's return value. Raises JobNotFinished while it is not final, and
         JobFailed when it failed or was cancelled."""
-        status = self.status()
-        if status.state is State.DONE:
-            return status.result
-        if status.state.is_final:
-            why = f": {status.error_text}" if status.error else ""
-            raise JobFailed(f"job {self.id!r} {status.state.value}{why}", status)
-        raise JobNotFinished(f"job {self.id!r} is {status.state.value}")
+        return result_of(self.status())
 
     def cancel(self, grace: float | None = None) -> JobStatus:
         return self.spool.cancel(self.id, grace)
@@ -55,3 +49,13 @@ class Job:
             return read_all(fd, os.fstat(fd).st_size + (1 << 20)).decode(errors="replace")
         finally:
             os.close(fd)
+
+
+def result_of(status: JobStatus) -> Any:
+    """What ``Job.result`` says of a job with this status."""
+    if status.state is State.DONE:
+        return status.result
+    if status.state.is_final:
+        why = f": {status.error_text}" if status.error else ""
+        raise JobFailed(f"job {status.id!r} {status.state.value}{why}", status)
+    raise JobNotFinished(f"job {status.id!r} is {status.state.value}")

@@ -74,7 +74,8 @@ __all__ = ["Manager", "ManagerConfig", "StopMode"]
 def engine_settings(config: ManagerConfig, threads: bool = True, name: str = "worker",
                     close_fds: tuple[int, ...] = ()) -> EngineSettings:
     """What the manager's engine is told, from the manager's configuration."""
-    worker = WorkerConfig(spool=config.spool, task_modules=config.task_modules, allow_commands=config.allow_commands,
+    worker = WorkerConfig(spool=config.spool, task_modules=config.task_modules, any_task=config.any_task,
+                          allow_commands=config.allow_commands,
                           allow_loader_env=config.allow_loader_env, max_log_bytes=config.max_log_bytes,
                           sys_path=tuple(sys.path), name=name, cwd=os.getcwd(),
                           as_submitter=os.geteuid() == 0 and not config.members_as_root)
@@ -105,7 +106,7 @@ class Manager:
         self.recovery = Recovery(self.ctx, self.dispatch, self.waiting,
                                  self.hooks.recovered if self.hooks is not None else None)
         self.intake = None if only is not None else Intake(self.ctx, IntakeRules(
-            task_reason=lambda name: unserved_reason(name, self.tasks, config.task_modules),
+            task_reason=lambda name: unserved_reason(name, self.tasks, config.task_modules, config.any_task),
             allow_commands=config.allow_commands,
             settle=config.settle,
             max_file_bytes=config.max_file_bytes,
@@ -120,7 +121,9 @@ class Manager:
         self.interrupts = 0  # SIGINT/SIGTERM: a second one stops running jobs at once
         self.stopping_said: StopMode | None = None
         self.shutdown_at: float | None = None
-        self.serving = Serving(kill_grace=config.kill_grace, grace=config.shutdown_grace, workers=config.workers)
+        self.serving = Serving(kill_grace=config.kill_grace, grace=config.shutdown_grace, workers=config.workers,
+                               task_modules=config.task_modules, any_task=config.any_task)
+        self.owner_gone = False  # an Executor's private manager: its owner shut down, or died
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poller = Poller()
         self.next_rescan = 0.0
@@ -164,7 +167,7 @@ class Manager:
         if os.geteuid() == 0 and self.config.members_as_root:
             log.warning("running as root with --members-as-root: every job runs as root, and so does anything "
                         "a user who can write into %s can submit", self.spool.incoming)
-        elif os.geteuid() == 0:
+        elif os.geteuid() == 0 and self.config.owner_fd is None:  # not an Executor's: its owner's jobs alone
             log.warning("running as root: a member's job runs as her; jobs of root's own files run as root")
         observer = start_observer([str(self.spool.incoming), *self.handler.flags], self.handler)
         try:
@@ -260,7 +263,16 @@ class Manager:
             return True
         if self.executor.busy():
             return False
-        return self.stop_requested > 0 or (self.only is not None and not self.looks_after(self.only))
+        return self.stop_requested > 0 or (self.only is not None and not self.looks_after(self.only)) or (
+            self.owner_gone and self.idle())
+
+    def idle(self) -> bool:
+        """Nothing to see to: no job queued, held, waiting for its time or for other jobs,
+        running, or with an outcome to write (a job held by `pool pause` is running or
+        waiting: it keeps its manager)."""
+        return not (self.dispatch.queue.jobs or self.dispatch.handed or self.dispatch.wait_ends
+                    or self.waiting.dependants or self.waiting.busy() or self.outcomes.pending
+                    or (self.intake is not None and self.intake.busy()) or self.executor.busy())
 
     def looks_after(self, job_id: str) -> bool:
         """Whether the job is still ours to see to its end: queued, held, or waiting to
@@ -278,7 +290,13 @@ class Manager:
                               *(self.hooks.waitables() if self.hooks is not None else ())]
         if self.requests_watch is not None:
             objects.append(self.requests_watch)
+        owner = self.config.owner_fd
+        if owner is not None and not self.owner_gone:
+            objects.append(owner)
         ready = self.poller.wait(objects, timeout)
+        if owner is not None and owner in ready:
+            self.owner_gone = True  # the owner writes nothing: readable means closed
+            log.info("the owner is gone: stopping once no job is left to see to")
         if self.wake_r in ready:
             try:
                 while os.read(self.wake_r, 4096):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 from typing import Any
 
 from . import defaults, lifecycle
@@ -36,6 +37,37 @@ class Requesting(Finding):
         if not self.dir.manager_running():
             self._apply_without_manager(RequestKind.KILL, job_id, lifecycle.cancel_if_queued(utc_now()))
         return self.status(job_id)
+
+    def cancel_unstarted(self, job_ids: Collection[str]) -> dict[str, bool]:
+        """Cancel each job that has not started, and leave alone each that has (what
+        ``Future.cancel`` does): says of each whether it is cancelled now. One request per
+        job, all filed before any is waited for."""
+        cancelled: dict[str, bool] = {}
+        asked = []
+        for job_id in job_ids:
+            try:
+                status = self.status(job_id)
+            except JobNotFound:
+                cancelled[job_id] = False
+                continue
+            if status.state not in lifecycle.NOT_STARTED or status.started_at is not None:
+                cancelled[job_id] = status.state is State.CANCELLED
+            elif self._take_back(job_id):
+                cancelled[job_id] = True
+            else:
+                self.dir.box.file(RequestKind.KILL, job_id, unstarted=True)
+                asked.append(job_id)
+        if asked and self.dir.manager_running():
+            self._await_requests(RequestKind.KILL, asked, REQUEST_TIMEOUT)
+        for job_id in asked:
+            if not self.dir.manager_running():
+                self._apply_without_manager(RequestKind.KILL, job_id, lifecycle.cancel_if_queued(utc_now()))
+            self.dir.box.drop(RequestKind.KILL, job_id)  # carried out, or too late: never later
+            try:
+                cancelled[job_id] = self.status(job_id).state is State.CANCELLED
+            except JobNotFound:
+                cancelled[job_id] = False
+        return cancelled
 
     def retry(self, job_id: str, dependants: bool = False) -> JobStatus:
         """Run a job that has ended (done, failed or cancelled) again, as a fresh series
@@ -137,8 +169,15 @@ class Requesting(Finding):
 
     def _await_request(self, kind: RequestKind, job_id: str, timeout: float) -> None:
         """Wait (briefly) for the manager to take a request: it removes the file then."""
+        self._await_requests(kind, [job_id], timeout)
+
+    def _await_requests(self, kind: RequestKind, job_ids: Collection[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.dir.box.is_pending(kind, job_id) and time.monotonic() < deadline:
+        pending = list(job_ids)
+        while True:
+            pending = [job_id for job_id in pending if self.dir.box.is_pending(kind, job_id)]
+            if not pending or time.monotonic() >= deadline:
+                return
             time.sleep(POLL_INTERVAL / 5)
 
     def _apply_without_manager(self, kind: RequestKind, job_id: str, change: Any) -> None:

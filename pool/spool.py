@@ -127,10 +127,16 @@ class Serving:
     workers: int | None = None
     trouble: str | None = None
     stopping: str | None = None
+    # What it runs (a client refuses at submit what it would refuse at intake): the
+    # modules whose @pool.task functions it runs, and whether it runs any importable
+    # function (an Executor's private manager: pool/private.py).
+    task_modules: tuple[str, ...] | None = None
+    any_task: bool | None = None
 
 
 SERVING_TYPES: dict[str, type | tuple[type, ...]] = {
-    "kill_grace": (int, float), "grace": (int, float), "workers": int, "trouble": str, "stopping": str}
+    "kill_grace": (int, float), "grace": (int, float), "workers": int, "trouble": str, "stopping": str,
+    "task_modules": list, "any_task": bool}
 
 
 class SpoolDir:
@@ -397,7 +403,10 @@ class SpoolDir:
         kept: dict[str, Any] = {}
         for name, kind in SERVING_TYPES.items():  # what a file may say, each checked
             value = doc.get(name)
-            kept[name] = value if isinstance(value, kind) and not isinstance(value, bool) else None
+            kept[name] = value if isinstance(value, kind) and isinstance(value, bool) == (kind is bool) else None
+        modules = kept["task_modules"]
+        kept["task_modules"] = tuple(modules) if modules is not None and all(
+            isinstance(m, str) for m in modules) else None
         return Serving(**kept)
 
     def clear_serving(self) -> None:
@@ -407,7 +416,7 @@ class SpoolDir:
     def _serving(self) -> dict[str, Any]:
         """What the serving manager (or the last one) said of itself in manager.json."""
         try:
-            doc = orjson.loads(self.top.read("manager.json", self.owners, 4096))
+            doc = orjson.loads(self.top.read("manager.json", self.owners, 1 << 16))
         except (OSError, UnsafeFile, ValueError):
             return {}
         return doc if isinstance(doc, dict) else {}

@@ -48,9 +48,11 @@ def load_task_modules(modules: tuple[str, ...] | list[str]) -> dict[str, Callabl
     return {name: fn for name, fn in _REGISTRY.items() if name.split(":", 1)[0] in served}
 
 
-def unserved_reason(name: str, tasks: dict[str, Callable[..., Any]], modules: tuple[str, ...]) -> str | None:
-    """Why task ``name`` cannot run here, or None when it can."""
-    if name in tasks:
+def unserved_reason(name: str, tasks: dict[str, Callable[..., Any]], modules: tuple[str, ...],
+                    any_task: bool = False) -> str | None:
+    """Why task ``name`` cannot run here, or None when it can (with ``any_task``: any
+    function found by its name, imported where it runs; whether it is, that run says)."""
+    if name in tasks or any_task:
         return None
     module = name.split(":", 1)[0]
     if module not in modules:
@@ -58,3 +60,20 @@ def unserved_reason(name: str, tasks: dict[str, Callable[..., Any]], modules: tu
         return (f"task {name!r} is not in a served module (served: {served}); "
                 f"start the manager with --tasks {module}")
     return f"task {name!r} is not a @pool.task of module {module!r}"
+
+
+def importable(name: str) -> Callable[..., Any]:
+    """The function ``module:qualname`` names, imported (a private manager's worker runs
+    any: pool/private.py). Raises TaskModuleError saying why it cannot be had."""
+    module_name, _, qualname = name.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise TaskModuleError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from None
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            raise TaskModuleError(f"module {module_name!r} has no {qualname!r}")
+    if not callable(found):
+        raise TaskModuleError(f"{name!r} is not callable")
+    return found  # type: ignore[no-any-return]

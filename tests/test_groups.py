@@ -62,9 +62,8 @@ def test_a_bad_group_file_is_refused_saying_why(doc: object, says: str) -> None:
 
 # ---------------------------------------------------------------- the manager, stepped by hand
 @pytest.fixture
-def stepped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stepped]:
-    monkeypatch.setattr("pool.manager.unserved_reason", lambda name, tasks, modules: None)  # any task is served
-    yield Stepped(tmp_path / "spool", slots=3)
+def stepped(tmp_path: Path) -> Iterator[Stepped]:
+    yield Stepped(tmp_path / "spool", slots=3, any_task=True)  # any task is served
 
 
 def test_dispatch_hands_over_no_more_of_a_group_than_its_limit(stepped: Stepped) -> None:

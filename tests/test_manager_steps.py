@@ -160,9 +160,8 @@ class Stepped:
 
 
 @pytest.fixture
-def stepped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stepped]:
-    monkeypatch.setattr("pool.manager.unserved_reason", lambda name, tasks, modules: None)  # any task is served
-    yield Stepped(tmp_path / "spool", slots=2)
+def stepped(tmp_path: Path) -> Iterator[Stepped]:
+    yield Stepped(tmp_path / "spool", slots=2, any_task=True)  # any task is served
 
 
 def test_a_job_handed_over_but_not_begun_is_cancelled_on_disk_and_never_counted(stepped: Stepped) -> None:
@@ -325,7 +324,7 @@ def test_every_state_change_is_heard_once_with_its_real_before_and_after(stepped
 def test_bad_input_ends_the_job_not_the_manager(stepped: Stepped) -> None:
     (stepped.spool_dir / "status" / "broken.json").write_bytes(b'{"id": "broken", "state": 7}')
     (stepped.spool_dir / "requests" / "kill-nobody").write_bytes(b'{"grace": "5s"}')
-    stepped = Stepped(stepped.spool_dir, slots=2)  # a manager starting on these files
+    stepped = Stepped(stepped.spool_dir, slots=2, any_task=True)  # a manager starting on these files
     stepped.submit("fine")
     stepped.step()
     assert (stepped.spool_dir / "requests" / "kill-nobody").exists()  # the job may be on its way

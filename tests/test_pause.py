@@ -155,9 +155,8 @@ def test_a_stopped_job_said_running_is_continued_by_the_next_manager(
 
 # ---------------------------------------------------------------- the timeout clock, stepped by hand
 @pytest.fixture
-def stepped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stepped]:
-    monkeypatch.setattr("pool.manager.unserved_reason", lambda name, tasks, modules: None)  # any task is served
-    yield Stepped(tmp_path / "spool", slots=2)
+def stepped(tmp_path: Path) -> Iterator[Stepped]:
+    yield Stepped(tmp_path / "spool", slots=2, any_task=True)  # any task is served
 
 
 def test_a_paused_attempt_does_not_time_out_and_its_clock_goes_on_when_resumed(stepped: Stepped) -> None:

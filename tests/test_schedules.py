@@ -118,9 +118,8 @@ def test_a_record_that_is_not_one_is_ignored(data: bytes) -> None:
 
 # ---------------------------------------------------------------- the manager, stepped by hand
 @pytest.fixture
-def stepped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stepped]:
-    monkeypatch.setattr("pool.manager.unserved_reason", lambda name, tasks, modules: None)  # any task is served
-    yield Stepped(tmp_path / "spool", slots=2)
+def stepped(tmp_path: Path) -> Iterator[Stepped]:
+    yield Stepped(tmp_path / "spool", slots=2, any_task=True)  # any task is served
 
 
 def add(stepped: Stepped, name: str = "tick", **when: Any) -> None:
@@ -153,11 +152,10 @@ def test_each_slot_fires_one_job_named_after_it(stepped: Stepped) -> None:
     assert info.next_at is not None and info.next_at.timestamp() == slot + 60
 
 
-def passed_while_no_manager_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, minutes: int,
+def passed_while_no_manager_ran(tmp_path: Path, minutes: int,
                                 **when: Any) -> Stepped:
     """A schedule whose record says it was handled ``minutes`` ago, and a manager that
     starts now."""
-    monkeypatch.setattr("pool.manager.unserved_reason", lambda name, tasks, modules: None)
     spool = Spool(tmp_path / "spool")
     spool.dir.create()
     spool.add_schedule("tick", {"every": "60s", "job": TASK, "overlap": "allow", **when})
@@ -166,13 +164,13 @@ def passed_while_no_manager_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     spool.dir.schedules.write_record("tick", parse_record(orjson.dumps(
         {"through": datetime.fromtimestamp(through, timezone.utc).isoformat().replace("+00:00", "Z")}))
                                      or pytest.fail("a record"))
-    return Stepped(tmp_path / "spool", slots=2)
+    return Stepped(tmp_path / "spool", slots=2, any_task=True)
 
 
 @pytest.mark.parametrize("catch_up, count", [("latest", 1), ("none", 0), ("all", 10)])
 def test_slots_missed_while_no_manager_ran_are_caught_up_as_asked(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catch_up: str, count: int) -> None:
-    stepped = passed_while_no_manager_ran(tmp_path, monkeypatch, 10, catch_up=catch_up)
+        tmp_path: Path, catch_up: str, count: int) -> None:
+    stepped = passed_while_no_manager_ran(tmp_path, 10, catch_up=catch_up)
     stepped.step()
     assert len(fired(stepped)) == count
     record = Spool(stepped.spool_dir).schedule_info("tick").record
@@ -181,8 +179,8 @@ def test_slots_missed_while_no_manager_ran_are_caught_up_as_asked(
     assert len(fired(stepped)) == count + 1
 
 
-def test_catching_up_all_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stepped = passed_while_no_manager_ran(tmp_path, monkeypatch, 60 * 24 * 30, catch_up="all")
+def test_catching_up_all_is_bounded(tmp_path: Path) -> None:
+    stepped = passed_while_no_manager_ran(tmp_path, 60 * 24 * 30, catch_up="all")
     stepped.step()
     assert len(fired(stepped)) == MAX_CATCH_UP
 
@@ -209,15 +207,14 @@ def test_a_slot_due_while_the_last_firing_runs_is_skipped_queued_or_allowed(step
 
 def test_a_manager_killed_between_a_firing_and_its_record_fires_the_slot_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pool.manager.unserved_reason", lambda name, tasks, modules: None)
-    first = Stepped(tmp_path / "spool", slots=2)
+    first = Stepped(tmp_path / "spool", slots=2, any_task=True)
     add(first)
     at_minute(first)
     [job_id] = fired(first)
     (tmp_path / "spool" / "schedules" / "tick.state").unlink()  # died before writing it
     clock = first.clock
     monkeypatch.setattr("test_manager_steps.FakeClock", lambda: clock)
-    second = Stepped(tmp_path / "spool", slots=2)
+    second = Stepped(tmp_path / "spool", slots=2, any_task=True)
     second.step()
     assert fired(second) == [job_id]
     assert [e[3] for e in second.events(job_id)].count(first.events(job_id)[0][3]) == 1  # created once
