@@ -22,34 +22,42 @@ from .errors import (
     JobNotFinished,
     JobNotFound,
     JobRejected,
+    ManagerLost,
     ManagerRunning,
     NoManagerWarning,
     PoolError,
     SpoolError,
+    TaskNotServed,
     WaitTimeout,
 )
+from .futures import Executor, JobFuture, RemoteTraceback
 from .model import JobSpec, JobStatus, State
 from .progress import progress
 from .tasks import task
 
 __all__ = [
     "AmbiguousId",
+    "Executor",
     "InvalidArgument",
     "InvalidJobSpec",
     "InvalidTransition",
     "Job",
     "JobFailed",
+    "JobFuture",
     "JobNotFinished",
     "JobNotFound",
     "JobRejected",
     "JobSpec",
     "JobStatus",
+    "ManagerLost",
     "ManagerRunning",
     "NoManagerWarning",
     "PoolError",
+    "RemoteTraceback",
     "Spool",
     "SpoolError",
     "State",
+    "TaskNotServed",
     "WaitTimeout",
     "progress",
     "task",
