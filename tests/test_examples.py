@@ -60,3 +60,26 @@ def test_the_inline_fallback_runs_without_a_manager(spool_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith(": done, progress 100%, last output: render complete")
     assert run_pool(spool_dir, "status", "--json", check=True).stdout.count('"state":"done"') == 1
+
+
+def test_the_futures_example_gives_what_process_pool_executor_gives_with_jobs_kept_in_a_spool(
+        spool_dir: Path) -> None:
+    before = run_example("futures_before.py")
+    assert before.returncode == 0, before.stderr
+    private = run_example("futures_after.py")
+    assert private.returncode == 0, private.stderr
+    assert private.stdout.splitlines()[-1] == before.stdout.strip() == "[5133, 9592, 13848, 17984]"
+    assert not Path(private.stdout.split(" in ", 1)[1].split(":", 1)[0]).exists()  # its private spool, removed
+    kept = run_example("futures_after.py", spool_dir)  # no manager serves it: a private one, the spool kept
+    assert kept.returncode == 0, kept.stderr
+    ids = kept.stdout.split()[1:5]
+    assert [status_doc(spool_dir, i.rstrip(","))["result"] for i in ids] == [5133, 9592, 13848, 17984]  # type: ignore[index]
+
+
+def test_the_asyncio_example_follows_a_command_job_to_its_end(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve("--allow-commands")
+    result = run_example("asyncio_after.py", spool_dir)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-2:] == ["done 100%", "done"]
+    assert any(line.startswith("running ") and line not in ("running 0%", "running 100%") for line in lines), lines
