@@ -274,6 +274,8 @@ class Executor(concurrent.futures.Executor):
         self.watcher = watcher()
         if self.private_dir is not None or not self.spool.dir.manager_running():
             self._start_manager()
+        self.file_mode = self.spool.job_file_mode()
+        self.serving = self.spool.dir.serving()  # what the manager runs, when one of another's serves
         _live.add(self)
 
     def _start_manager(self) -> None:
@@ -300,6 +302,7 @@ class Executor(concurrent.futures.Executor):
         self._check_served(task, fn)
         check_arguments(task, args, kwargs)
         doc = {"task": task, "args": list(args), "kwargs": kwargs, "id": new_job_id(), **self.options}
+        spec = self.spool.prepared(doc)  # its id is new (48 random bits): no other job's to check
         with self.lock:
             if self.broken:
                 raise ManagerLost(self.broken)
@@ -309,7 +312,7 @@ class Executor(concurrent.futures.Executor):
             self.futures[future.job_id] = future
             self.watcher.listen(self.spool, future.job_id, future.heard, read_now=False)
         try:
-            self.spool.submit_job(doc)
+            self.spool.drop_job(spec, doc, self.file_mode)
         except BaseException:
             self.watcher.forget(self.spool, future.job_id, future.heard)
             with self.lock:
@@ -327,7 +330,7 @@ class Executor(concurrent.futures.Executor):
         """Refuse at once what the manager serving the spool would refuse at intake."""
         if self.manager is not None and self.tasks is None:
             return
-        serving = self.spool.dir.serving()
+        serving = self.serving
         if serving is None or serving.any_task or serving.task_modules is None:
             return  # no manager to ask (the job waits for one), or one that runs anything
         reason = unserved_reason(task, {task: fn} if task in _REGISTRY else {}, serving.task_modules)

@@ -175,7 +175,11 @@ class Requesting(Finding):
         deadline = time.monotonic() + timeout
         pending = list(job_ids)
         while True:
-            pending = [job_id for job_id in pending if self.dir.box.is_pending(kind, job_id)]
+            if len(pending) > 1:  # one listing of requests/, not a look per request
+                on_file = set(self.dir.box.folder.listdir())
+                pending = [job_id for job_id in pending if f"{kind.value}-{job_id}" in on_file]
+            else:
+                pending = [job_id for job_id in pending if self.dir.box.is_pending(kind, job_id)]
             if not pending or time.monotonic() >= deadline:
                 return
             time.sleep(POLL_INTERVAL / 5)

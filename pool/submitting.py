@@ -59,33 +59,43 @@ class Submitting(Requesting):
             doc["delay"] = doc["delay"].total_seconds()
         if isinstance(doc.get("after"), (list, tuple)):  # jobs, or their ids
             doc["after"] = [job.id if isinstance(job, Job) else job for job in doc["after"]]
-        doc.setdefault("id", new_job_id())
-        doc.setdefault("submitted_at", utc_now())  # jobs of one priority start in this order
-        command = doc.get("command")
-        runs = isinstance(command, list) and command and isinstance(command[0], str)
-        program = os.path.basename(command[0]) if runs and isinstance(command, list) else ""
-        spec = parse_job(doc, "submitted job", default_name=doc.get("task") or program or "command")
+        spec = self.prepared(doc)
         if not self.dir.exists():
             if fallback != "inline":  # a mistyped path must not become a spool nobody serves
                 raise SpoolError(f"no spool at {self.dir.root} (start `pool serve`, or pass --spool)")
             self.dir.create()
         if self.dir.has_status(spec.id) or (self.dir.incoming / f"{spec.id}.json").exists():
             raise InvalidJobSpec(f"job {spec.id!r}: id already exists in {self.dir.root}")
-        doc["name"] = spec.name
         if fallback == "inline" and not self.dir.manager_running():
             if spec.at is not None or spec.delay or spec.after:
                 raise InvalidArgument(f"job {spec.id!r} waits ('at', 'delay', 'after'): a manager starts it once "
                                       "it may; with none serving, fallback='inline' cannot")
             return self._run_inline(spec)
-        try:
-            data = encode_json(doc)
-        except ValueError as exc:
-            raise InvalidJobSpec(f"job {spec.id!r}: {exc}") from None
-        self.dir.drop.folder.write_atomic(f"{spec.id}.json", data, self.job_file_mode())
+        self.drop_job(spec, doc, self.job_file_mode())
         if not self.dir.manager_running():
             warnings.warn(f"no manager is serving {self.dir.root}: job {spec.id!r} waits in incoming/ until `pool "
                           "serve` runs (fallback='inline' runs it at once instead)", NoManagerWarning, stacklevel=3)
         return Job(self, spec.id)
+
+    def prepared(self, doc: dict[str, Any]) -> JobSpec:
+        """Give the job document (changed in place) what a submission adds, its id, time of
+        submission and name, and check it. Raises InvalidJobSpec naming the field at fault."""
+        doc.setdefault("id", new_job_id())
+        doc.setdefault("submitted_at", utc_now())  # jobs of one priority start in this order
+        command = doc.get("command")
+        runs = isinstance(command, list) and command and isinstance(command[0], str)
+        program = os.path.basename(command[0]) if runs and isinstance(command, list) else ""
+        spec = parse_job(doc, "submitted job", default_name=doc.get("task") or program or "command")
+        doc["name"] = spec.name
+        return spec
+
+    def drop_job(self, spec: JobSpec, doc: dict[str, Any], mode: int) -> None:
+        """Write the job's file into incoming/ (atomically: a manager never sees part of it)."""
+        try:
+            data = encode_json(doc)
+        except ValueError as exc:
+            raise InvalidJobSpec(f"job {spec.id!r}: {exc}") from None
+        self.dir.drop.folder.write_atomic(f"{spec.id}.json", data, mode)
 
     def job_file_mode(self) -> int:
         """A job file may hold its submitter's environment: in a spool served by root (which
