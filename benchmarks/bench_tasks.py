@@ -23,3 +23,8 @@ def burn(seconds: float) -> None:
     end = time.process_time() + seconds
     while time.process_time() < end:
         pass
+
+
+def echo_value(value: object) -> object:
+    """A plain function (no decorator): pool.Executor and ProcessPoolExecutor run it alike."""
+    return value
