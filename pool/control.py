@@ -165,7 +165,7 @@ class Control:
                 handed is not None and handed.began):
             return True
         try:
-            self.ctx.ledger.change(job_id, lifecycle.cancel_if_queued(iso_now(self.ctx.clock)),
+            self.ctx.ledger.change(job_id, lifecycle.cancel_if_unstarted(iso_now(self.ctx.clock)),
                                    "cancelled by request (not started)", wait=0)
         except JobBusy:
             return True  # held by its runner: it began

@@ -132,20 +132,19 @@ class JobFuture(concurrent.futures.Future[Any]):
         self._invoke_callbacks()  # type: ignore[attr-defined]
 
 
-def cancel_all(futures: Iterable[JobFuture]) -> list[bool]:
-    """Cancel each future's job that has not started, each spool's in one go."""
+def cancel_all(futures: Iterable[JobFuture], wait: bool = True) -> list[bool]:
+    """Cancel each future's job that has not started, each spool's in one go (``wait``:
+    and say which are cancelled; else their ends are heard as any change is)."""
     futures = list(futures)
     by_spool: dict[Path, list[JobFuture]] = {}
     for future in futures:
         by_spool.setdefault(future.spool.path, []).append(future)
-    said: dict[int, bool] = {}
     for group in by_spool.values():
-        cancelled = group[0].spool.cancel_unstarted([f.job_id for f in group])
+        cancelled = group[0].spool.cancel_unstarted([f.job_id for f in group], wait)
         for future in group:
-            if cancelled[future.job_id]:
+            if cancelled.get(future.job_id):
                 future.end_cancelled()
-            said[id(future)] = future.cancelled()
-    return [said[id(f)] for f in futures]
+    return [f.cancelled() for f in futures]
 
 
 def job_exception(status: JobStatus) -> BaseException:
@@ -354,7 +353,7 @@ class Executor(concurrent.futures.Executor):
             self.closed = True
             pending = [f for f in self.futures.values() if not f.done()]
         if cancel_futures:
-            cancel_all(f for f in pending if not f.running())
+            cancel_all((f for f in pending if not f.running()), wait=False)
         if wait:
             concurrent.futures.wait(pending)
         _live.discard(self)

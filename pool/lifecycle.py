@@ -300,6 +300,13 @@ def cancel_if_queued(now: str, reason: str = "cancelled by request") -> Callable
     return lambda status: cancel(status, now, reason) if status.state in NOT_STARTED else None
 
 
+def cancel_if_unstarted(now: str) -> Callable[[JobStatus], JobStatus | None]:
+    """A change that cancels the job if no attempt of it has begun (a future's
+    ``cancel()``: a job queued again for a retry has begun); else leaves it as it is."""
+    return lambda status: cancel(status, now, "cancelled before it started") if (
+        status.state in NOT_STARTED and status.started_at is None) else None
+
+
 def release(now: str) -> Callable[[JobStatus], JobStatus | None]:
     """A change that queues a waiting job whose time has come (else leaves it as it is)."""
     return lambda status: advance(status, State.QUEUED, now) if status.state is State.WAITING else None

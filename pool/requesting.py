@@ -38,30 +38,28 @@ class Requesting(Finding):
             self._apply_without_manager(RequestKind.KILL, job_id, lifecycle.cancel_if_queued(utc_now()))
         return self.status(job_id)
 
-    def cancel_unstarted(self, job_ids: Collection[str]) -> dict[str, bool]:
+    def cancel_unstarted(self, job_ids: Collection[str], wait: bool = True) -> dict[str, bool]:
         """Cancel each job that has not started, and leave alone each that has (what
         ``Future.cancel`` does): says of each whether it is cancelled now. One request per
-        job, all filed before any is waited for."""
+        job, all filed before any is waited for; the manager decides each under the job's
+        lock. ``wait=False``: only file them (their ends are heard as any change is), and
+        say nothing."""
         cancelled: dict[str, bool] = {}
         asked = []
         for job_id in job_ids:
-            try:
-                status = self.status(job_id)
-            except JobNotFound:
-                cancelled[job_id] = False
-                continue
-            if status.state not in lifecycle.NOT_STARTED or status.started_at is not None:
-                cancelled[job_id] = status.state is State.CANCELLED
-            elif self._take_back(job_id):
+            if self._take_back(job_id):
                 cancelled[job_id] = True
             else:
                 self.dir.box.file(RequestKind.KILL, job_id, unstarted=True)
                 asked.append(job_id)
-        if asked and self.dir.manager_running():
+        serving = self.dir.manager_running()
+        if asked and serving:
+            if not wait:
+                return {}
             self._await_requests(RequestKind.KILL, asked, REQUEST_TIMEOUT)
         for job_id in asked:
-            if not self.dir.manager_running():
-                self._apply_without_manager(RequestKind.KILL, job_id, lifecycle.cancel_if_queued(utc_now()))
+            if not serving:
+                self._apply_without_manager(RequestKind.KILL, job_id, lifecycle.cancel_if_unstarted(utc_now()))
             self.dir.box.drop(RequestKind.KILL, job_id)  # carried out, or too late: never later
             try:
                 cancelled[job_id] = self.status(job_id).state is State.CANCELLED
