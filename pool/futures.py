@@ -30,13 +30,13 @@ import sys
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import InvalidStateError
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .awaiting import Heard, watcher
+from .awaiting import Heard, Watcher, watcher
 from .client import Spool
 from .errors import JobFailed, ManagerLost, ManagerRunning, PoolError, TaskNotServed
 from .finding import default_spool_path
@@ -271,11 +271,18 @@ class Executor(concurrent.futures.Executor):
         self.broken: str | None = None
         self.manager: PrivateManager | None = None
         self.watcher = watcher()
+        self._forget_done = _weakly(self, Executor._forget)  # a future does not keep its executor alive
         if self.private_dir is not None or not self.spool.dir.manager_running():
             self._start_manager()
         self.file_mode = self.spool.job_file_mode()
         self.serving = self.spool.dir.serving()  # what the manager runs, when one of another's serves
         _live.add(self)
+        # Dropped without shutdown, it is collected (as ProcessPoolExecutor's is) and lets
+        # its manager go, which stops once what was submitted is done. (At exit, _at_exit
+        # shuts down the executors still alive, their work done first.)
+        self._finalizer = weakref.finalize(self, _let_go, self.manager, self.watcher) if self.manager else None
+        if self._finalizer is not None:
+            self._finalizer.atexit = False
 
     def _start_manager(self) -> None:
         from .private import PrivateManager  # imported by its own process as __main__: not before
@@ -290,7 +297,7 @@ class Executor(concurrent.futures.Executor):
         except ManagerRunning:
             return  # another manager took the spool meanwhile: the jobs go to it
         if self.manager.pidfd is not None:
-            self.watcher.on_exit(self.manager.pidfd, self._manager_ended)
+            self.watcher.on_exit(self.manager.pidfd, _weakly(self, Executor._manager_ended))
 
     def __repr__(self) -> str:
         return f"<pool.Executor {self.spool.path} {'private manager' if self.manager else 'served'}>"
@@ -303,10 +310,10 @@ class Executor(concurrent.futures.Executor):
         doc = {"task": task, "args": list(args), "kwargs": kwargs, "id": new_job_id(), **self.options}
         spec = self.spool.prepared(doc)  # its id is new (48 random bits): no other job's to check
         with self.lock:
-            if self.broken:
-                raise ManagerLost(self.broken)
             if self.closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            if self.broken:
+                raise ManagerLost(self.broken)
             future = JobFuture(self.spool, str(doc["id"]))
             self.futures[future.job_id] = future
             self.watcher.listen(self.spool, future.job_id, future.heard, read_now=False)
@@ -317,8 +324,16 @@ class Executor(concurrent.futures.Executor):
             with self.lock:
                 self.futures.pop(future.job_id, None)
             raise
-        future.add_done_callback(self._forget)
+        future.add_done_callback(self._forget_done)
         return future
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1, **kwargs: Any) -> Iterator[Any]:
+        """The base class's (each call a job of its own: ``chunksize`` is accepted and
+        ignored), refusing a ``chunksize`` below 1 as ProcessPoolExecutor's does."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize, **kwargs)
 
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         if isinstance(future, JobFuture):
@@ -357,17 +372,22 @@ class Executor(concurrent.futures.Executor):
         if wait:
             concurrent.futures.wait(pending)
         _live.discard(self)
+        if self._finalizer is not None:
+            self._finalizer.detach()
         if self.manager is None:
+            return
+        if not wait:
+            # It stops once what was submitted is done; should it die first, the futures
+            # still pending hear so (ManagerLost), never hang.
+            self.manager.let_go()
             return
         if self.manager.pidfd is not None:
             self.watcher.drop_exit(self.manager.pidfd)
-        if not wait:
-            self.manager.let_go()  # it stops once what is queued is done
-            return
         self.manager.stop()
         if self.private_dir is not None:
             self.watcher.release(self.spool.path)
             shutil.rmtree(self.private_dir, ignore_errors=True)
+            self.spool.dir.close()  # the descriptors of its folders, which are gone
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         if exc_type is KeyboardInterrupt:  # Ctrl-C: nothing more starts; what runs is the spool's
@@ -396,6 +416,26 @@ class Executor(concurrent.futures.Executor):
 
 
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+def _weakly(executor: Executor, method: Callable[..., None]) -> Callable[..., None]:
+    """``method`` of ``executor`` as a callback that does not keep the executor alive
+    (a no-op once it is collected)."""
+    ref = weakref.ref(executor)
+
+    def call(*args: Any) -> None:
+        alive = ref()
+        if alive is not None:
+            method(alive, *args)
+
+    return call
+
+
+def _let_go(manager: PrivateManager, watcher: Watcher) -> None:
+    """An executor collected without shutdown: its private manager is let go."""
+    if manager.pidfd is not None:
+        watcher.drop_exit(manager.pidfd)
+    manager.let_go()
 
 
 @atexit.register

@@ -264,7 +264,17 @@ class Manager:
         if self.executor.busy():
             return False
         return self.stop_requested > 0 or (self.only is not None and not self.looks_after(self.only)) or (
-            self.owner_gone and self.idle())
+            self.owner_gone and self.idle() and not self.incoming_left())
+
+    def incoming_left(self) -> bool:
+        """Job files in incoming/ not taken in yet: what an Executor's owner submitted
+        before it let go (shutdown(wait=False), or its exit) is run all the same."""
+        if self.intake is None:
+            return False
+        if self.intake.due() or self.intake.recheck_at is not None:
+            return True
+        names, claims = self.spool.drop.listing()
+        return bool(names or claims)
 
     def idle(self) -> bool:
         """Nothing to see to: no job queued, held, waiting for its time or for other jobs,
@@ -296,6 +306,7 @@ class Manager:
         ready = self.poller.wait(objects, timeout)
         if owner is not None and owner in ready:
             self.owner_gone = True  # the owner writes nothing: readable means closed
+            self.rescan_due = True  # this turn takes in what it submitted before it closed
             log.info("the owner is gone: stopping once no job is left to see to")
         if self.wake_r in ready:
             try:

@@ -161,6 +161,12 @@ class SpoolDir:
         self._owners: Owners | None = None
         self._file_mode: int | None = None
 
+    def close(self) -> None:
+        """Close the folders opened so far (each opens again when next used)."""
+        for folder in (self.top, self.statuses, self.log_folder, self.schedules.folder, self.groups.folder,
+                       self.drop.folder, self.drop.rejected, self.box.folder):
+            folder.close()
+
     # ------------------------------------------------------------ layout and permissions
     def create(self, group_gid: int | None = None, check: bool = False) -> None:
         """Create whatever is missing: private (0700), or shared with one group. With
