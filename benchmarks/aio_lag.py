@@ -109,7 +109,8 @@ def main() -> None:
               f"{max(r[2] for r in rows):.2f} ms | {sum(r[3] for r in rows)} | "
               f"{statistics.median(r[4] for r in rows):.2f} |")
     met = all(r[1] <= 5 and r[2] <= 50 and r[3] == 0 for r in figures["pool.aio"])
-    print(f"\ntarget (pool.aio: p99 <= 5 ms and max <= 50 ms in every round, nothing lost): {'met' if met else 'NOT met'}")
+    print("\ntarget (pool.aio: p99 <= 5 ms and max <= 50 ms in every round, nothing lost): "
+          + ("met" if met else "NOT met"))
 
 
 if __name__ == "__main__":
