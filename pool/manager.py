@@ -278,8 +278,8 @@ class Manager:
 
     def idle(self) -> bool:
         """Nothing to see to: no job queued, held, waiting for its time or for other jobs,
-        running, or with an outcome to write (a job held by `pool pause` is running or
-        waiting: it keeps its manager)."""
+        running (paused or not), or with an outcome to write. A job held by `pool pause`
+        before it started waits for whichever manager serves the spool next."""
         return not (self.dispatch.queue.jobs or self.dispatch.handed or self.dispatch.wait_ends
                     or self.waiting.dependants or self.waiting.busy() or self.outcomes.pending
                     or (self.intake is not None and self.intake.busy()) or self.executor.busy())
