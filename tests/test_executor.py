@@ -220,7 +220,7 @@ def test_attach_gets_a_future_for_a_job_already_in_the_spool(spool_dir: Path, se
 
 
 CALLER = textwrap.dedent("""
-    import sys, time
+    import signal, sys
     import pool, executor_tasks
 
     def triple(x):
@@ -232,7 +232,7 @@ CALLER = textwrap.dedent("""
         futures = [ex.submit(executor_tasks.gated, sys.argv[2], n) for n in range(3)]
         print(ex.spool.path, ex.manager.process.pid, *[f.job_id for f in futures], flush=True)
         while True:
-            time.sleep(3600)  # until killed
+            signal.pause()  # until killed
 """)
 
 

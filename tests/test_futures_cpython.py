@@ -18,7 +18,7 @@ What changes, and why (each change is also said where it is made):
   helpers are module-level functions of tests/futures_cpython_tasks.py, a tuple comes
   back as a list, and what a helper kept in the caller's memory (a list, an Event, a
   print) is a file.
-* A ``time.sleep(long)`` that stands for "a job still running when the test looks" is a
+* A long sleep of CPython's that stands for "a job still running when the test looks" is a
   job waiting for its gate (tests/waiting.py), opened when the test is done with it, so
   that no assertion depends on how fast a loaded machine runs; shorter sleeps that are
   the work itself are kept, some shortened.
@@ -139,7 +139,7 @@ class ExecutorMixin:
 
     def gate(self) -> str:
         """A gate for a job (futures_cpython_tasks.gated), opened when the test ends at the
-        latest: a ``time.sleep(long)`` of CPython's that ends when the test says so."""
+        latest: one of CPython's long sleeps, ending when the test says so."""
         self._gates += 1
         path = self.tmp / f"gate-{self._gates}"
         self.addCleanup(path.touch)  # type: ignore[attr-defined]
