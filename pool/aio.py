@@ -8,7 +8,7 @@
         print(status.state, status.progress)  # state; the last one is final
     print(await job.result())
 
-What reads or writes a file runs in the loop's default executor (a thread), never in the
+What reads or writes a file runs in a thread (``asyncio.to_thread``), never in the
 loop; waiting is the process's one watcher (pool/awaiting.py) calling into the loop when
 a job's status changes: no poll and no thread per job. A ``pool.Executor``'s futures
 work with ``asyncio.wrap_future`` too.
@@ -18,22 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from . import client
 from .awaiting import Heard, watcher
 from .errors import PoolError, WaitTimeout
 from .job import result_of
 from .model import JobStatus
-
-T = TypeVar("T")
-
-
-async def _off_loop(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(call, *args, **kwargs))
 
 
 class Spool:
@@ -45,11 +38,11 @@ class Spool:
     async def submit(self, task: str | Any, *args: Any, kwargs: dict[str, Any] | None = None,
                      **job_options: Any) -> Job:
         """As ``pool.Spool.submit`` (no inline fallback: an async caller awaits a manager)."""
-        job = await _off_loop(self.sync.submit, task, *args, kwargs=kwargs, **job_options)
+        job = await asyncio.to_thread(self.sync.submit, task, *args, kwargs=kwargs, **job_options)
         return Job(self, job.id)
 
     async def submit_command(self, argv: Sequence[str], **job_options: Any) -> Job:
-        job = await _off_loop(self.sync.submit_command, argv, **job_options)
+        job = await asyncio.to_thread(self.sync.submit_command, argv, **job_options)
         return Job(self, job.id)
 
     def job(self, job_id: str) -> Job:
@@ -57,7 +50,7 @@ class Spool:
         return Job(self, job_id)
 
     async def status(self, job_id: str) -> JobStatus:
-        return await _off_loop(self.sync.status, job_id)
+        return await asyncio.to_thread(self.sync.status, job_id)
 
 
 class Job:
@@ -117,7 +110,7 @@ class Job:
 
     async def kill(self, grace: float | None = None) -> JobStatus:
         """Cancel it, running or not (``pool kill``); its status once asked."""
-        return await _off_loop(self.spool.sync.cancel, self.id, grace)
+        return await asyncio.to_thread(self.spool.sync.cancel, self.id, grace)
 
     async def logs(self) -> str:
-        return await _off_loop(client.Job(self.spool.sync, self.id).logs)
+        return await asyncio.to_thread(client.Job(self.spool.sync, self.id).logs)

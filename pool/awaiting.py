@@ -21,8 +21,6 @@ all it waited for.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import logging
 import os
 import select
@@ -34,19 +32,14 @@ from pathlib import Path
 
 from .errors import CorruptStatus, JobNotFound, PoolError
 from .finding import Finding
+from .inotify import IN_CLOSE_WRITE, IN_DELETE, IN_IGNORED, IN_MOVED_FROM, IN_MOVED_TO, IN_Q_OVERFLOW, open_watches
 from .model import JobStatus
 
 log = logging.getLogger(__name__)
 
 FALLBACK_POLL = 0.1  # seconds between reads of the watched jobs of a spool inotify cannot watch
 
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_FROM = 0x00000040
-IN_MOVED_TO = 0x00000080
-IN_DELETE = 0x00000200
-IN_IGNORED = 0x00008000
-IN_Q_OVERFLOW = 0x00004000
-EVENT = struct.Struct("iIII")
+EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 
 Heard = JobStatus | PoolError
 Listener = Callable[[Heard], bool]
@@ -224,27 +217,17 @@ class Watcher:
 
 
 def open_watch(finding: Finding) -> tuple[int | None, dict[int, str]]:
-    """An inotify descriptor on the spool's status/ and rejected/, or (None, {}) where
-    inotify cannot be had."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
-    except (OSError, AttributeError):
+    """An inotify descriptor on the spool's status/ and rejected/ (a spool may have no
+    rejected/ yet), or (None, {}) where status/ cannot be watched."""
+    opened = open_watches([(finding.dir.status_dir, IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM),
+                           (finding.dir.rejected, IN_MOVED_TO | IN_CLOSE_WRITE)])
+    if opened is None:
         return None, {}
-    if fd < 0:
+    fd, (status_wd, rejected_wd) = opened
+    if status_wd < 0:
+        os.close(fd)
         return None, {}
-    folders = {}
-    for name, folder, mask in (("status", finding.dir.status_dir, IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE
-                                | IN_MOVED_FROM),
-                               ("rejected", finding.dir.rejected, IN_MOVED_TO | IN_CLOSE_WRITE)):
-        wd = libc.inotify_add_watch(fd, os.fsencode(folder), mask)
-        if wd < 0:
-            if ctypes.get_errno() != errno.ENOENT or name == "status":
-                os.close(fd)
-                return None, {}
-            continue
-        folders[wd] = name
-    return fd, folders
+    return fd, {wd: name for wd, name in ((status_wd, "status"), (rejected_wd, "rejected")) if wd >= 0}
 
 
 _watcher: Watcher | None = None

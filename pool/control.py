@@ -18,6 +18,7 @@ one with a bad value (a grace of "5s") is carried out with the default.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -134,7 +135,7 @@ class Control:
         if status.state.is_final:
             return True
         if request.unstarted:
-            return self.cancel_unstarted(job_id, status)
+            return self.cancel_unstarted(job_id)
         self.kills.add(job_id)
         stopping = self.executor.stop(job_id, StopReason.CANCEL, grace, now)
         if stopping is not None and stopping.began:
@@ -155,21 +156,14 @@ class Control:
         self.dispatch.forget(job_id)
         return False
 
-    def cancel_unstarted(self, job_id: str, status: JobStatus) -> bool:
+    def cancel_unstarted(self, job_id: str) -> bool:
         """A kill of the job only if it has not begun (a future's ``cancel()``): decided
         under the job's lock, which a runner holds from before it begins (its status may
         say queued a while after: it is written with the first report). Nothing is asked
         of the executor: a runner sent the job finds it cancelled and does not begin it."""
-        handed = self.dispatch.handed.get(job_id)
-        if status.state not in lifecycle.NOT_STARTED or status.started_at is not None or (
-                handed is not None and handed.began):
-            return True
-        try:
+        with contextlib.suppress(JobBusy):  # held by its runner: it began, and runs on
             self.ctx.ledger.change(job_id, lifecycle.cancel_if_unstarted(iso_now(self.ctx.clock)),
                                    "cancelled by request (not started)", wait=0)
-        except JobBusy:
-            return True  # held by its runner: it began
-        self.dispatch.forget(job_id)
         return True
 
     def may_act(self, uid: int, status: JobStatus) -> bool:

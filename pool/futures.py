@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from .awaiting import Heard, Watcher, watcher
 from .client import Spool
-from .errors import JobFailed, ManagerLost, ManagerRunning, PoolError, TaskNotServed
+from .errors import InvalidJobSpec, JobFailed, ManagerLost, ManagerRunning, PoolError, TaskNotServed
 from .finding import default_spool_path
 from .model import JobStatus, State, encode_json, new_job_id
 from .tasks import _REGISTRY, unserved_reason
@@ -230,12 +230,7 @@ def _import(module_name: str) -> Any:
 
 
 def check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Raise TypeError naming the first argument JSON cannot carry."""
-    try:
-        encode_json([args, kwargs])
-        return
-    except ValueError:
-        pass
+    """Raise TypeError naming the first argument JSON cannot carry (if one cannot)."""
     named = [(f"argument {i + 1}", value) for i, value in enumerate(args)] + \
         [(f"argument {key!r}", value) for key, value in kwargs.items()]
     for what, value in named:
@@ -243,7 +238,6 @@ def check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
             encode_json(value)
         except ValueError as exc:
             raise TypeError(f"{name}: {what} ({type(value).__name__}) {exc}") from None
-    raise TypeError(f"{name}: its arguments cannot be sent as JSON")
 
 
 # ---------------------------------------------------------------- the executor
@@ -306,7 +300,6 @@ class Executor(concurrent.futures.Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
         task, _ = task_of(fn)
         self._check_served(task, fn)
-        check_arguments(task, args, kwargs)
         doc = {"task": task, "args": list(args), "kwargs": kwargs, "id": new_job_id(), **self.options}
         spec = self.spool.prepared(doc)  # its id is new (48 random bits): no other job's to check
         with self.lock:
@@ -318,7 +311,11 @@ class Executor(concurrent.futures.Executor):
             self.futures[future.job_id] = future
             self.watcher.listen(self.spool, future.job_id, future.heard, read_now=False)
         try:
-            self.spool.drop_job(spec, doc, self.file_mode)
+            try:
+                self.spool.drop_job(spec, doc, self.file_mode)
+            except InvalidJobSpec:  # its file cannot be written as JSON: say which argument
+                check_arguments(task, args, kwargs)
+                raise
         except BaseException:
             self.watcher.forget(self.spool, future.job_id, future.heard)
             with self.lock:

@@ -9,7 +9,6 @@ after writing, or renamed into place).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -29,6 +28,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from .dropzone import is_ignored_name
+from .inotify import IN_CLOSE_WRITE, IN_MOVED_TO, open_watches
 
 WRITING = "writing"
 COMPLETE = "complete"
@@ -104,10 +104,6 @@ def start_observer(paths: list[str], handler: WakeHandler) -> BaseObserver:
     return observer
 
 
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_TO = 0x00000080
-
-
 class FolderWatch:
     """A folder's new files as a descriptor to block on, with no thread: inotify(7), on
     files closed after writing or renamed into the folder. ``open`` gives None where
@@ -119,14 +115,11 @@ class FolderWatch:
 
     @classmethod
     def open(cls, path: str) -> FolderWatch | None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
-        except (OSError, AttributeError):
+        opened = open_watches([(path, IN_CLOSE_WRITE | IN_MOVED_TO)])
+        if opened is None:
             return None
-        if fd < 0:
-            return None
-        if libc.inotify_add_watch(fd, os.fsencode(path), IN_CLOSE_WRITE | IN_MOVED_TO) < 0:
+        fd, [wd] = opened
+        if wd < 0:
             os.close(fd)
             return None
         return cls(fd)
