@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .awaiting import Heard, Watcher, watcher
-from .client import Spool
+from .client import Job, Spool
 from .errors import InvalidJobSpec, JobFailed, ManagerLost, ManagerRunning, PoolError, TaskNotServed
 from .finding import default_spool_path
 from .model import JobStatus, State, encode_json, new_job_id
@@ -92,7 +92,7 @@ class JobFuture(concurrent.futures.Future[Any]):
 
     def logs(self) -> str:
         """What the job printed so far."""
-        return self.spool.job(self.job_id).logs()
+        return Job(self.spool, self.job_id).logs()
 
     # ------------------------------------------------------------ told by the watcher
     def heard(self, heard: Heard) -> bool:

@@ -65,7 +65,7 @@ class PrivateManager:
             os.close(owner_r)
         manager = cls(process, owner_w)
         deadline = time.monotonic() + START_PATIENCE
-        while not spool.manager_running() or spool.serving_pid() != process.pid:
+        while spool.serving_pid() != process.pid:  # the manager serving it, alive: this one
             code = process.poll()
             if code is not None:
                 manager.close()
