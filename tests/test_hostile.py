@@ -93,10 +93,11 @@ def test_every_hostile_input_is_rejected_with_its_reason_and_kept(
     rejected = spool_dir / "rejected"
     for name, reason in expected.items():
         error = rejected / f"{name}.error.json"
-        wait_until(lambda: error.exists(), what=f"{name!r} rejected")
+        # Why is written first, then the entry is moved beside it: both are awaited.
+        wait_until(lambda: error.exists() and os.path.lexists(rejected / name),  # noqa: B023 (used at once)
+                   what=f"{name!r} rejected")  # the original is kept, untouched
         said = orjson.loads(error.read_bytes())["reason"]
         assert reason in said, (name, said)
-        assert os.path.lexists(rejected / name), name  # the original is kept, untouched
     assert not os.listdir(incoming)
     wait_until(lambda: state_of(spool_dir, "fine") == "done", what="the good job ran")
     assert (outside / "target.json").read_bytes() == good(id="via-link")  # the link's target: not moved
@@ -118,10 +119,11 @@ def test_a_job_file_owned_by_another_user_is_rejected_naming_its_owner(
     os.chown(stranger, 65534, 65534)
     os.rename(stranger, incoming / "stranger.json")
     serve()
-    error = spool_dir / "rejected" / "stranger.json.error.json"
-    wait_until(error.exists, what="the stranger's file rejected")
+    error, kept = spool_dir / "rejected" / "stranger.json.error.json", spool_dir / "rejected" / "stranger.json"
+    # Why is written first, then the file is moved beside it: both are awaited.
+    wait_until(lambda: error.exists() and os.path.lexists(kept), what="the stranger's file rejected")
     assert "is owned by uid 65534" in orjson.loads(error.read_bytes())["reason"]
-    assert os.lstat(spool_dir / "rejected" / "stranger.json").st_uid == 65534  # the original is kept, untouched
+    assert os.lstat(kept).st_uid == 65534  # the original is kept, untouched
     assert state_of(spool_dir, "from-a-stranger") is None
 
 

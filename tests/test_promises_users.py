@@ -386,11 +386,11 @@ def test_another_users_file_in_a_private_spool_is_rejected_naming_its_owner(
     assert wrote.returncode == 0, wrote.stderr
     os.rename(outbox / "from-alice.json", spool / "incoming" / "from-alice.json")  # root moves it in: still hers
 
-    error = spool / "rejected" / "from-alice.json.error.json"
-    wait_until(error.exists, 30, "alice's file rejected")
+    error, kept = spool / "rejected" / "from-alice.json.error.json", spool / "rejected" / "from-alice.json"
+    # Why is written first, then her file is moved beside it: both are awaited.
+    wait_until(lambda: error.exists() and kept.exists(), 30, "alice's file rejected")
     reason = orjson.loads(error.read_bytes())["reason"]
     assert f"owned by uid {uids.alice}" in reason, reason
-    kept = spool / "rejected" / "from-alice.json"
     assert kept.read_bytes() == orjson.dumps(job) and os.lstat(kept).st_uid == uids.alice  # untouched
     assert state_of(spool, "from-alice") is None
     assert not os.path.lexists(spool / "logs" / "from-alice.log")
