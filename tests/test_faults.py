@@ -544,7 +544,12 @@ def test_a_full_or_read_only_disk_loses_nothing_and_recovers(small_disk: Path, t
             filler.unlink()
         else:
             subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
-        wait_until(lambda: state_of(spool_dir, "later") == "done", 30, "the job after recovery")
+        try:  # its end, whatever it is, and what the manager said on the way, if it does not come
+            finished = wait_until(lambda: (s := state_of(spool_dir, "later")) in ("done", "failed", "cancelled") and s,
+                                  30, "the job after recovery")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the manager said:\n{server.output()[-3000:]}") from None
+        assert finished == "done", (status_doc(spool_dir, "later"), server.output()[-3000:])
         assert status_doc(spool_dir, "later")["result"] == 4  # type: ignore[index]
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], capture_output=True)
