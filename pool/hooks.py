@@ -101,7 +101,8 @@ class Hooks:
             top.write_atomic(SINCE_FILE, orjson.dumps({"since": self.since}), self.ctx.spool.file_mode)
 
     def ended(self, job_id: str, status: JobStatus | None) -> None:
-        """A job became final (heard; ``status``: as written, when the teller had it)."""
+        """A job became final (heard; ``status``: one of the job's, when at hand, whose spec
+        says whether it has a hook of its own; None: its status file is read to know)."""
         if self.argv or status is None or status.spec.on_finish:
             self.due[job_id] = None
 

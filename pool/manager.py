@@ -155,8 +155,9 @@ class Manager:
             self.dispatch.forget(transition.job_id)
             self.control.finished(transition.job_id)
             self.waiting.ended(transition.job_id)
-            if self.hooks is not None:
-                self.hooks.ended(transition.job_id, transition.status)
+            if self.hooks is not None:  # a worker tells no status: the job as handed over has its spec
+                handed = self.dispatch.handed.get(transition.job_id)
+                self.hooks.ended(transition.job_id, transition.status or (handed.status if handed else None))
 
     # ------------------------------------------------------------ lifecycle of the manager
     def serve(self) -> None:
