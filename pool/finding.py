@@ -192,7 +192,10 @@ class Finding:
         try:
             return self.dir.read_status(job_id)
         except JobNotFound:
-            reason = self.dir.drop.rejection_reason(f"{job_id}.json")
+            # A .jsonl is refused whole, under its name: an executor names its files after
+            # their first job (pool/outbox.py).
+            reason = self.dir.drop.rejection_reason(f"{job_id}.json") or \
+                self.dir.drop.rejection_reason(f"{job_id}.jsonl")
             if reason:
                 raise JobRejected(job_id, reason) from None
             raise

@@ -4,8 +4,10 @@
     Executor(spool=None)          a private spool (a fresh temporary folder) and a
                                   private manager for the executor's lifetime
     Executor(spool=PATH)          the manager serving PATH, or a private one if none does
-    submit(fn, *args, **kwargs)   a job file (task "module:qualname", JSON arguments),
-                                  and a JobFuture listening for its status (pool/awaiting.py)
+    submit(fn, *args, **kwargs)   a job (task "module:qualname", JSON arguments) put in
+                                  the executor's outbox, whose thread writes what was put
+                                  since its last write as one file (pool/outbox.py), and
+                                  a JobFuture listening for its status (pool/awaiting.py)
     the job's status changes      running: future.running(); progress: future.progress;
                                   done: its result; failed: its exception, made again
                                   here; cancelled: future.cancelled()
@@ -38,9 +40,19 @@ from typing import TYPE_CHECKING, Any
 
 from .awaiting import Heard, Watcher, watcher
 from .client import Job, Spool
-from .errors import InvalidJobSpec, JobFailed, ManagerLost, ManagerRunning, PoolError, TaskNotServed
+from .errors import (
+    InvalidJobSpec,
+    JobFailed,
+    JobNotFound,
+    JobRejected,
+    ManagerLost,
+    ManagerRunning,
+    PoolError,
+    TaskNotServed,
+)
 from .finding import default_spool_path
 from .model import JobStatus, State, encode_json, new_job_id
+from .outbox import Outbox, Outgoing
 from .tasks import _REGISTRY, unserved_reason
 
 if TYPE_CHECKING:
@@ -63,11 +75,15 @@ class JobFuture(concurrent.futures.Future[Any]):
     """A ``Future`` whose work is a job of a spool: ``job_id``, ``progress`` (0 to 1, or
     None), ``status`` (the last one heard), ``kill()`` for a job that runs."""
 
-    def __init__(self, spool: Spool, job_id: str) -> None:
+    def __init__(self, spool: Spool, job_id: str, outbox: Outbox | None = None) -> None:
         super().__init__()
         self.spool = spool
         self.job_id = job_id
         self.status: JobStatus | None = None
+        self.outbox = outbox  # its executor's, where the job waits until its file is written
+        # The first job of a .jsonl of several (pool/outbox.py) tells the others when the
+        # file is refused: rejected/ names the file after that job alone.
+        self.batch_mates: list[JobFuture] = []
 
     def __repr__(self) -> str:
         return f"<JobFuture {self.job_id} {super().__repr__().split(' ', 2)[-1]}"
@@ -88,7 +104,18 @@ class JobFuture(concurrent.futures.Future[Any]):
 
     def kill(self, grace: float | None = None) -> None:
         """Stop the job, running or not (``pool kill``): the future ends cancelled."""
-        self.spool.cancel(self.job_id, grace)
+        if self.outbox is not None:
+            if cancel_all([self], taking_back_only=True) == [True]:
+                return  # its file was not written yet
+            self.outbox.flush()  # a write of it under way is over
+        try:
+            self.spool.cancel(self.job_id, grace)
+        except JobRejected:
+            raise
+        except JobNotFound:
+            if self.outbox is None:
+                raise
+            self.spool.kill_on_its_way(self.job_id, grace)  # in a .jsonl not taken in yet
 
     def logs(self) -> str:
         """What the job printed so far."""
@@ -97,6 +124,14 @@ class JobFuture(concurrent.futures.Future[Any]):
     # ------------------------------------------------------------ told by the watcher
     def heard(self, heard: Heard) -> bool:
         """A status of the job, or why none can be had; True once the future is done."""
+        if isinstance(heard, JobRejected):
+            for mate in self.batch_mates:
+                watcher().forget(mate.spool, mate.job_id, mate.heard)
+                mate.heard(JobRejected(mate.job_id, heard.reason))
+        elif isinstance(heard, JobNotFound) and self.outbox is not None and self.status is None:
+            # Not in the spool yet (in the outbox, or in a .jsonl no manager took in yet,
+            # where no status is looked for): a read where inotify cannot be had says so.
+            return False
         if isinstance(heard, PoolError):
             return self._settle(lambda: self.set_exception(heard))
         self.status = heard
@@ -112,6 +147,11 @@ class JobFuture(concurrent.futures.Future[Any]):
             with contextlib.suppress(RuntimeError, InvalidStateError):
                 self.set_running_or_notify_cancel()
         return False
+
+    def unwritten(self, exc: BaseException) -> None:
+        """Its job's file could not be written (in the outbox's thread)."""
+        watcher().forget(self.spool, self.job_id, self.heard)
+        self._settle(lambda: self.set_exception(exc))
 
     def _settle(self, settle: Callable[[], None]) -> bool:
         with contextlib.suppress(InvalidStateError):  # cancelled meanwhile (or told twice)
@@ -132,13 +172,19 @@ class JobFuture(concurrent.futures.Future[Any]):
         self._invoke_callbacks()  # type: ignore[attr-defined]
 
 
-def cancel_all(futures: Iterable[JobFuture], wait: bool = True) -> list[bool]:
+def cancel_all(futures: Iterable[JobFuture], wait: bool = True, taking_back_only: bool = False) -> list[bool]:
     """Cancel each future's job that has not started, each spool's in one go (``wait``:
-    and say which are cancelled; else their ends are heard as any change is)."""
+    and say which are cancelled; else their ends are heard as any change is). A job
+    still in its executor's outbox is taken back, never written. ``taking_back_only``:
+    only those."""
     futures = list(futures)
     by_spool: dict[Path, list[JobFuture]] = {}
     for future in futures:
-        by_spool.setdefault(future.spool.path, []).append(future)
+        if future.outbox is not None and future.outbox.take({future.job_id}):
+            watcher().forget(future.spool, future.job_id, future.heard)
+            future.end_cancelled()  # it never was a job of the spool
+        elif not taking_back_only:
+            by_spool.setdefault(future.spool.path, []).append(future)
     for group in by_spool.values():
         cancelled = group[0].spool.cancel_unstarted([f.job_id for f in group], wait)
         for future in group:
@@ -268,15 +314,14 @@ class Executor(concurrent.futures.Executor):
         self._forget_done = _weakly(self, Executor._forget)  # a future does not keep its executor alive
         if self.private_dir is not None or not self.spool.dir.manager_running():
             self._start_manager()
-        self.file_mode = self.spool.job_file_mode()
+        self.outbox = Outbox(self.spool.dir.drop.folder, self.spool.job_file_mode(), _batched)
         self.serving = self.spool.dir.serving()  # what the manager runs, when one of another's serves
         _live.add(self)
-        # Dropped without shutdown, it is collected (as ProcessPoolExecutor's is) and lets
-        # its manager go, which stops once what was submitted is done. (At exit, _at_exit
-        # shuts down the executors still alive, their work done first.)
-        self._finalizer = weakref.finalize(self, _let_go, self.manager, self.watcher) if self.manager else None
-        if self._finalizer is not None:
-            self._finalizer.atexit = False
+        # Dropped without shutdown, it is collected (as ProcessPoolExecutor's is): what it
+        # was given is written, and its manager let go, which stops once that is done.
+        # (At exit, _at_exit shuts down the executors still alive, their work done first.)
+        self._finalizer = weakref.finalize(self, _let_go, self.manager, self.watcher, self.outbox)
+        self._finalizer.atexit = False
 
     def _start_manager(self) -> None:
         from .private import PrivateManager  # imported by its own process as __main__: not before
@@ -302,26 +347,22 @@ class Executor(concurrent.futures.Executor):
         self._check_served(task, fn)
         doc = {"task": task, "args": list(args), "kwargs": kwargs, "id": new_job_id(), **self.options}
         spec = self.spool.prepared(doc)  # its id is new (48 random bits): no other job's to check
+        try:
+            data = encode_json(doc)
+        except ValueError as exc:  # say which argument, when one is at fault
+            check_arguments(task, args, kwargs)
+            raise InvalidJobSpec(f"job {spec.id!r}: {exc}") from None
         with self.lock:
             if self.closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if self.broken:
                 raise ManagerLost(self.broken)
-            future = JobFuture(self.spool, str(doc["id"]))
+            future = JobFuture(self.spool, spec.id, self.outbox)
             self.futures[future.job_id] = future
+            future.add_done_callback(self._forget_done)
+            # Listening before the file is written: no status of it can be missed.
             self.watcher.listen(self.spool, future.job_id, future.heard, read_now=False)
-        try:
-            try:
-                self.spool.drop_job(spec, doc, self.file_mode)
-            except InvalidJobSpec:  # its file cannot be written as JSON: say which argument
-                check_arguments(task, args, kwargs)
-                raise
-        except BaseException:
-            self.watcher.forget(self.spool, future.job_id, future.heard)
-            with self.lock:
-                self.futures.pop(future.job_id, None)
-            raise
-        future.add_done_callback(self._forget_done)
+            self.outbox.put(Outgoing(future.job_id, data, future))
         return future
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
@@ -366,11 +407,11 @@ class Executor(concurrent.futures.Executor):
             pending = [f for f in self.futures.values() if not f.done()]
         if cancel_futures:
             cancel_all((f for f in pending if not f.running()), wait=False)
+        self.outbox.close()  # what was submitted is in the spool: the manager can see it
         if wait:
             concurrent.futures.wait(pending)
         _live.discard(self)
-        if self._finalizer is not None:
-            self._finalizer.detach()
+        self._finalizer.detach()
         if self.manager is None:
             return
         if not wait:
@@ -428,11 +469,21 @@ def _weakly(executor: Executor, method: Callable[..., None]) -> Callable[..., No
     return call
 
 
-def _let_go(manager: PrivateManager, watcher: Watcher) -> None:
-    """An executor collected without shutdown: its private manager is let go."""
+def _let_go(manager: PrivateManager | None, watcher: Watcher, outbox: Outbox) -> None:
+    """An executor collected without shutdown: what it was given is written, and its
+    private manager is let go."""
+    outbox.close()
+    if manager is None:
+        return
     if manager.pidfd is not None:
         watcher.drop_exit(manager.pidfd)
     manager.let_go()
+
+
+def _batched(part: list[Outgoing]) -> None:
+    """The outbox writes these jobs as one .jsonl: should it be refused, rejected/ names
+    it after the first job alone, whose future tells the others."""
+    part[0].future.batch_mates = [o.future for o in part[1:]]
 
 
 @atexit.register

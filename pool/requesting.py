@@ -38,6 +38,11 @@ class Requesting(Finding):
             self._apply_without_manager(RequestKind.KILL, job_id, lifecycle.cancel_if_queued(utc_now()))
         return self.status(job_id)
 
+    def kill_on_its_way(self, job_id: str, grace: float | None = None) -> None:
+        """Ask for a job that is not in the spool yet (in a .jsonl no manager took in) to be
+        cancelled: a manager keeps such a request a while, for the job to arrive."""
+        self.dir.box.file(RequestKind.KILL, job_id, check_grace(grace) if grace is not None else None)
+
     def cancel_unstarted(self, job_ids: Collection[str], wait: bool = True) -> dict[str, bool]:
         """Cancel each job that has not started, and leave alone each that has (what
         ``Future.cancel`` does): says of each whether it is cancelled now. One request per

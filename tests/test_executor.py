@@ -284,3 +284,87 @@ def test_a_function_typed_into_an_interactive_session_is_refused_with_the_reason
     shown = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                            env=env_for_tests(), cwd=str(tmp_path), timeout=60)
     assert "interactive session cannot be imported by a worker" in shown.stdout, shown.stderr
+
+
+# ---------------------------------------------------------------- the outbox: one file per burst
+class HeldDisk:
+    """An executor's outbox folder whose first write waits for ``go``, as on a slow disk:
+    what is submitted meanwhile waits in the outbox, to be written together."""
+
+    def __init__(self, folder: object) -> None:
+        self.folder = folder
+        self.go = threading.Event()
+        self.names: list[str] = []
+
+    def write_atomic(self, name: str, data: bytes, mode: int) -> None:
+        self.names.append(name)
+        if len(self.names) == 1:
+            assert self.go.wait(60)
+        self.folder.write_atomic(name, data, mode)  # type: ignore[attr-defined]
+
+
+def held(ex: pool.Executor) -> HeldDisk:
+    disk = HeldDisk(ex.outbox.folder)
+    ex.outbox.folder = disk  # type: ignore[assignment]
+    return disk
+
+
+def test_jobs_submitted_while_a_file_is_written_go_in_one_file_and_a_cancel_takes_one_back() -> None:
+    with pool.Executor(max_workers=2) as ex:
+        disk = held(ex)
+        first = ex.submit(executor_tasks.square, 1)
+        wait_until(lambda: disk.names, what="the first job's file being written")
+        rest = [ex.submit(executor_tasks.square, n) for n in range(2, 7)]
+        dropped = ex.submit(executor_tasks.square, 100)
+        assert dropped.cancel() and dropped.cancelled()  # never written: at once, no request
+        disk.go.set()
+        assert [f.result(timeout=60) for f in (first, *rest)] == [1, 4, 9, 16, 25, 36]
+        assert disk.names == [f"{first.job_id}.json", f"{rest[0].job_id}.jsonl"]
+        with pytest.raises(pool.JobNotFound):
+            ex.spool.status(dropped.job_id)  # it never was a job of the spool
+        statuses = [ex.spool.status(f.job_id) for f in rest]
+        assert [list(s.spec.args) for s in statuses] == [[n] for n in range(2, 7)]  # in submission order
+        assert [s.spec.submitted_at for s in statuses] == sorted(str(s.spec.submitted_at) for s in statuses)
+
+
+def test_a_refused_file_of_several_jobs_fails_each_of_their_futures_saying_why(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve("--max-file-bytes", "700")  # one job's file passes, ten jobs' do not
+    with pool.Executor(spool=spool_dir) as ex:
+        disk = held(ex)
+        alone = ex.submit(pooltest_tasks.add, 1, 2)
+        wait_until(lambda: disk.names, what="the first job's file being written")
+        batch = [ex.submit(pooltest_tasks.add, n, n) for n in range(10)]
+        disk.go.set()
+        assert alone.result(timeout=60) == 3
+        concurrent.futures.wait(batch, timeout=60)
+        reasons = set()
+        for future in batch:
+            error = future.exception(timeout=0)
+            assert isinstance(error, pool.JobRejected), error
+            reasons.add(error.reason)
+        assert len(reasons) == 1 and "700" in reasons.pop()
+        assert disk.names[1] == f"{batch[0].job_id}.jsonl"
+
+
+def test_a_job_killed_while_its_file_waits_to_be_taken_in_is_cancelled(spool_dir: Path,
+                                                                       serve: Callable[..., Server]) -> None:
+    server = serve()
+    assert server.proc is not None
+    with pool.Executor(spool=spool_dir) as ex:
+        disk = held(ex)
+        first = ex.submit(pooltest_tasks.add, 1, 2)
+        wait_until(lambda: disk.names, what="the first job's file being written")
+        batch = [ex.submit(pooltest_tasks.add, n, n) for n in range(3)]
+        server.proc.send_signal(signal.SIGSTOP)  # the manager takes nothing in meanwhile
+        try:
+            disk.go.set()
+            ex.outbox.flush()
+            assert (spool_dir / "incoming" / f"{batch[0].job_id}.jsonl").exists()
+            batch[1].kill()  # no status yet: the manager is asked to cancel it once it arrives
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        assert [first.result(timeout=60), batch[0].result(timeout=60), batch[2].result(timeout=60)] == [3, 0, 4]
+        with pytest.raises(concurrent.futures.CancelledError):
+            batch[1].result(timeout=60)
+        assert status_doc(spool_dir, batch[1].job_id)["started_at"] is None  # type: ignore[index]
