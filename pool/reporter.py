@@ -6,10 +6,12 @@ after its last report), by the flusher thread, so the last value always lands. W
 goes is the reporter's kind:
 
 - ``StatusReporter`` (a local worker) writes the job's status in the spool, under the
-  job's lock, which the worker holds all along. ``running`` itself is written only once
-  the job has run for ``RUNNING_AFTER`` seconds: a job that ends sooner goes from
+  job's lock, which the worker holds all along. ``running`` itself is the first of the
+  throttled writes, once the job has run one interval: a job that ends sooner goes from
   ``queued`` to its outcome in one write (``started_at`` is kept all the same, and the
-  start marker in its lock file says it began), which halves the writes of a tiny job.
+  start marker in its lock file says it began). Each write is a new file renamed over
+  the last, and on ext4 a new inode is the dearest part of a job's file work (perf:
+  the allocator's scan past recently deleted inodes): a 100 ms job makes two, not three.
   Each write goes through the worker's Ledger, which tells the manager of state changes.
 - ``MessageReporter`` (a detached runner, where there is no spool) sends each report as
   a message; the manager writes it.
@@ -35,7 +37,6 @@ from .progress import fraction_of
 
 log = logging.getLogger(__name__)
 
-RUNNING_AFTER = 0.02  # seconds
 OUTCOME_RETRY_PAUSES = (0.05, 0.2)  # then the manager is handed the outcome to write
 
 
@@ -116,7 +117,7 @@ class StatusReporter(Reporter):
 
     def __init__(self, ledger: Ledger, written: JobStatus, running: JobStatus, interval: float, lease: Lease,
                  start_reason: str) -> None:
-        super().__init__(running, interval, RUNNING_AFTER)
+        super().__init__(running, interval, interval)
         self.ledger = ledger
         self.written = written  # what is on disk: `queued` until `running` is written
         self.lease = lease

@@ -123,7 +123,8 @@ def test_a_group_limit_holds_as_its_jobs_count_it_and_others_run_beside(spool_di
     drop(spool_dir, "mix.jsonl", b"\n".join(orjson.dumps(line) for line in lines))
     server = Server(spool_dir, "--workers", "3").start()
     try:
-        wait_until(lambda: state_of(spool_dir, "g0") == "running", 30, "the first gpu job running")
+        # (started, not running: a job shorter than a progress interval never says running)
+        wait_until(lambda: (status_doc(spool_dir, "g0") or {}).get("started_at"), 30, "the first gpu job started")
         listed = run_pool(spool_dir, "group", "list", check=True).stdout.splitlines()
         assert listed[0].split() == ["GROUP", "LIMIT", "PAUSED", "RUNNING", "QUEUED", "WAITING"]
         assert [line.split()[:2] for line in listed if line.startswith("gpu ")] == [["gpu", "1"]]
