@@ -147,6 +147,16 @@ def serve(spool_dir: Path, engine: str) -> Iterator[Callable[..., Server]]:
             server.stop()
 
 
+def refused(spool_dir: Path, name: str, timeout: float = 30.0, also: Callable[[], object] = lambda: True) -> str:
+    """Wait until ``name`` is in rejected/ with why (``also``: and until that holds too);
+    return why. Intake writes why first and moves the file beside it after: both are
+    awaited, or a test could read between the two (a CI failure at 96331fe)."""
+    rejected = spool_dir / "rejected"
+    wait_until(lambda: (rejected / f"{name}.error.json").exists() and os.path.lexists(rejected / name) and also(),
+               timeout, f"{name} rejected")
+    return str(orjson.loads((rejected / f"{name}.error.json").read_bytes())["reason"])
+
+
 def drop(spool_dir: Path, name: str, content: bytes | dict[str, Any] | str) -> Path:
     """Write a job file into incoming/ the safe way (write elsewhere, then rename)."""
     incoming = spool_dir / "incoming"

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import (
-    TESTS, Server, drop, env_for_tests, events_of, job, pid_alive, run_pool, state_of, status_doc, wait_until)
+    TESTS, Server, drop, env_for_tests, events_of, job, pid_alive, refused, run_pool, state_of, status_doc, wait_until)
 
 from pool.client import Spool
 
@@ -146,7 +146,7 @@ def test_deep_nesting_is_rejected_and_neither_the_manager_nor_its_restart_dies(
     drop(spool_dir, name, data)
     wait_until(lambda: (rejected / f"{name}.error.json").exists() or not alive(server), 15, f"{name} rejected")
     assert alive(server), f"the manager died on {name}:\n{server.output()[-3000:]}"
-    reason = reason_of(rejected / f"{name}.error.json")
+    reason = refused(spool_dir, name)
     assert "nested" in reason and "deep" in reason, reason
     assert (rejected / name).read_bytes() == data  # kept, untouched
     run_to_done(spool_dir, "after-drop")
@@ -163,7 +163,8 @@ def test_deep_nesting_is_rejected_and_neither_the_manager_nor_its_restart_dies(
         wait_until(lambda: error.exists() or not alive(restarted), 15,  # noqa: B023 (used at once)
                    f"{original} rejected after a restart")
         assert alive(restarted), f"the restarted manager died on {original}:\n{restarted.output()[-3000:]}"
-        assert "nested" in reason_of(error), reason_of(error)
+        reason = refused(spool_dir, original)
+        assert "nested" in reason, reason
         assert (rejected / original).read_bytes() == data
     run_to_done(spool_dir, "after-restart")
     assert not os.listdir(incoming)
@@ -218,9 +219,8 @@ def test_a_malformed_status_file_is_set_aside_and_stops_nothing(
     server = serve("--workers", "1")
     run_to_done(spool_dir, "fine")
     kept = spool_dir / "rejected" / "x.status.json"
-    wait_until((spool_dir / "rejected" / "x.status.json.error.json").exists, 10, "the document set aside")
+    assert refused(spool_dir, "x.status.json", 10)
     assert kept.read_bytes() == data
-    assert reason_of(spool_dir / "rejected" / "x.status.json.error.json")
     assert not (spool_dir / "status" / "x.json").exists()
     # The event follows the file set aside (the manager appends its turn's events last).
     wait_until(lambda: [(e["from"], e["to"]) for e in events_of(spool_dir, "x")] == [(None, "set_aside")],

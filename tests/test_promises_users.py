@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import orjson
 import pytest
 
-from conftest import POOL, Server, drop, env_for_tests, pid_alive, state_of, status_doc, wait_until
+from conftest import POOL, Server, drop, env_for_tests, pid_alive, refused, state_of, status_doc, wait_until
 
 GROUP = "pooltest"  # the group a shared spool is served to
 USERS_GROUP = "pooltest-users"  # the test users' primary group: not GROUP, so mallory is no member
@@ -553,8 +553,7 @@ def test_a_members_environment_is_read_by_her_and_the_manager_only(
                                        "caller_env": {"SECRET_KEY": secret, "PATH": "/usr/bin:/bin"}})
     submit_privately_as(ALICE, spool, {"id": "bad", "command": ["true"], "caller_env": {"SECRET_KEY": secret},
                                        "retries": -1})
-    wait_until(lambda: state_of(spool, "env") in FINAL and (spool / "rejected" / "bad.json.error.json").exists(),
-               30, "her job ended, and her bad one refused")
+    refused(spool, "bad.json", also=lambda: state_of(spool, "env") in FINAL)  # and her job ended
     assert (spool / "logs" / "env.log").read_text() == "has-it\n"  # the job had its environment
     assert '"SECRET_KEY"' in (spool / "status" / "env.json").read_text()  # named, not shown
     assert as_user(BOB, 'grep -rqs "$2" "$1"', spool, secret).returncode != 0  # nowhere he can read (-q: 0 if found)

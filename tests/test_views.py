@@ -23,7 +23,7 @@ from rich.console import Console
 
 from pool.cli import render
 from pool.cli.views import Duration, matches
-from conftest import POOL, Server, drop, env_for_tests, run_pool, start_running, state_of, status_doc, wait_until
+from conftest import POOL, Server, drop, env_for_tests, refused, run_pool, start_running, state_of, status_doc, wait_until
 from pool import lifecycle
 from pool.jobfile import parse_job
 from pool.client import Spool
@@ -117,7 +117,7 @@ def test_prune_removes_only_old_finished_jobs(spool_dir: Path, serve: Callable[.
     assert status_doc(spool_dir, "f") is None and not (spool_dir / "logs" / "f.log").exists()
     assert [(e["from"], e["to"]) for e in Spool(spool_dir).events("f")][-1] == ("failed", "pruned")
     drop(spool_dir, "bad.json", b"{not json")
-    wait_until(lambda: (spool_dir / "rejected" / "bad.json.error.json").exists(), what="a rejected file")
+    refused(spool_dir, "bad.json")
     result = run_pool(spool_dir, "prune", "--older-than", "0", check=True)
     assert result.stdout.splitlines()[:2] == ["removed 1 job(s): a", "removed 1 rejected file(s): bad.json"]
     assert re.fullmatch(r"removed \d+ line\(s\) of events.jsonl", result.stdout.splitlines()[2])
