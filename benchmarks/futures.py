@@ -4,12 +4,19 @@ interleaved (issue 21).
     python benchmarks/futures.py [--rounds 3] [--jobs 2000] [--cpu-jobs 40] [--cpu-seconds 0.1]
                                  [--pending 1000] [--idle-seconds 10]
 
-1. tiny submits: ``--jobs`` submits of a function that returns its argument, 2 workers,
-   then every result awaited: time to submit them all, time until every result is in
-   (both from the first submit), jobs/s. No target: the figure.
-2. CPU-bound: ``--cpu-jobs`` jobs burning ``--cpu-seconds`` of CPU each, 2 workers, wall
+The figures are measured one after another, each in its own block of rounds (the two
+peers in turn, the order alternating each round), CPU-bound first: a figure never runs
+just after another figure's thousands of jobs. pool's file work leaves traces that slow
+the next minutes' (on ext4 without a journal, a new inode costs more for every inode
+deleted in the last minutes: benchmarks/README.md), so the CPU-bound batch is measured
+again at the end, after the tiny submits, as its own figure, beside the first.
+
+1. CPU-bound: ``--cpu-jobs`` jobs burning ``--cpu-seconds`` of CPU each, 2 workers, wall
    time from the first submit to the last result. Target: pool / ProcessPoolExecutor
    <= 1.05 in every round.
+2. tiny submits: ``--jobs`` submits of a function that returns its argument, 2 workers,
+   then every result awaited: time to submit them all, time until every result is in
+   (both from the first submit), jobs/s. No target: the figure.
 3. idle: 1 worker held by a job blocked on a gate (a FIFO nobody writes to: no CPU),
    ``--pending`` more futures submitted and pending; the CPU time of this process (every
    thread: pool's watcher, ProcessPoolExecutor's manager thread) over ``--idle-seconds``
@@ -17,6 +24,7 @@ interleaved (issue 21).
    The CPU of the executor's other processes (pool's private manager and its worker;
    ProcessPoolExecutor's workers) over the same window is shown beside it, not judged.
    Then the executor is shut down with cancel_futures=True and the gate opened.
+4. CPU-bound again, after 1 to 3: the same figure, shown, not judged.
 
 Each executor is started, and warmed with a job per worker, before its timer. Every
 result is checked: a task whose future is missing (not done, an exception, cancelled
@@ -211,28 +219,37 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     args = parser.parse_args()
 
-    results: dict[str, dict[str, list[dict[str, float]]]] = {p: {"tiny": [], "cpu": [], "idle": []} for p in PEERS}
-    for round_number in range(args.rounds):
-        r = round_number + 1
-        print(f"round {r}: load average {os.getloadavg()[0]:.2f} (the machine is shared)", flush=True)
-        for name in in_turn(PEERS, round_number):
-            got = tiny_submits(PEERS[name], args.jobs)
-            results[name]["tiny"].append(got)
-            print(f"round {r}: {args.jobs} tiny submits  {name:<19} submit {got['submit']:7.3f} s  all in "
-                  f"{got['all']:7.3f} s  {got['rate']:7.0f} jobs/s  this process's CPU {got['cpu']:4.0f} us a job  "
-                  f"lost {got['lost']:.0f}", flush=True)
-        for name in in_turn(PEERS, round_number):
-            got = cpu_bound(PEERS[name], args.cpu_jobs, args.cpu_seconds)
-            results[name]["cpu"].append(got)
-            print(f"round {r}: {args.cpu_jobs} x {args.cpu_seconds * 1000:g} ms CPU  {name:<19} wall "
-                  f"{got['wall']:7.3f} s  efficiency {got['efficiency']:.1%}  lost {got['lost']:.0f}", flush=True)
-        for name in in_turn(PEERS, round_number):
-            got = idle_pending(PEERS[name], args.pending, args.idle_seconds)
-            results[name]["idle"].append(got)
-            print(f"round {r}: idle, {args.pending} pending  {name:<19} caller {got['caller']:.3f}% of a core "
-                  f"({got['switches']:.0f} wakeups)  its other processes {got['others']:.3f}%  "
-                  f"{got['pending']:.0f} pending; shutdown: {got['cancelled']:.0f} cancelled, {got['ran']:.0f} ran, "
-                  f"ended in {got['end']:.2f} s  lost {got['lost']:.0f}", flush=True)
+    results: dict[str, dict[str, list[dict[str, float]]]] = {
+        p: {"tiny": [], "cpu": [], "idle": [], "cpu-after": []} for p in PEERS}
+
+    def cpu(figure: str, r: int, name: str) -> None:
+        got = cpu_bound(PEERS[name], args.cpu_jobs, args.cpu_seconds)
+        results[name][figure].append(got)
+        print(f"round {r}: {args.cpu_jobs} x {args.cpu_seconds * 1000:g} ms CPU{' (after)' * (figure != 'cpu')}  "
+              f"{name:<19} wall {got['wall']:7.3f} s  efficiency {got['efficiency']:.1%}  lost {got['lost']:.0f}",
+              flush=True)
+
+    def tiny(figure: str, r: int, name: str) -> None:
+        got = tiny_submits(PEERS[name], args.jobs)
+        results[name][figure].append(got)
+        print(f"round {r}: {args.jobs} tiny submits  {name:<19} submit {got['submit']:7.3f} s  all in "
+              f"{got['all']:7.3f} s  {got['rate']:7.0f} jobs/s  this process's CPU {got['cpu']:4.0f} us a job  "
+              f"lost {got['lost']:.0f}", flush=True)
+
+    def idle(figure: str, r: int, name: str) -> None:
+        got = idle_pending(PEERS[name], args.pending, args.idle_seconds)
+        results[name][figure].append(got)
+        print(f"round {r}: idle, {args.pending} pending  {name:<19} caller {got['caller']:.3f}% of a core "
+              f"({got['switches']:.0f} wakeups)  its other processes {got['others']:.3f}%  "
+              f"{got['pending']:.0f} pending; shutdown: {got['cancelled']:.0f} cancelled, {got['ran']:.0f} ran, "
+              f"ended in {got['end']:.2f} s  lost {got['lost']:.0f}", flush=True)
+
+    for figure, measure in (("cpu", cpu), ("tiny", tiny), ("idle", idle), ("cpu-after", cpu)):
+        for round_number in range(args.rounds):
+            r = round_number + 1
+            print(f"{figure}, round {r}: load average {os.getloadavg()[0]:.2f} (the machine is shared)", flush=True)
+            for name in in_turn(PEERS, round_number):
+                measure(figure, r, name)
 
     def of(peer: str, figure: str, key: str) -> list[float]:
         return [run[key] for run in results[peer][figure]]
@@ -247,6 +264,8 @@ def main() -> None:
         (f"{args.jobs} tiny submits: CPU of this process, us a job", "tiny", "cpu", ".0f", ".2f", "", ""),
         (f"{args.cpu_jobs} x {args.cpu_seconds * 1000:g} ms CPU, 2 workers: wall, s", "cpu", "wall", ".3f", ".3f",
          f"<= {CPU_TARGET:g}", "yes" if cpu_met else "NO"),
+        ("  the same, after the tiny submits and the idle rounds: wall, s", "cpu-after", "wall", ".3f", ".3f", "none",
+         ""),
         (f"idle, {args.pending} pending, {args.idle_seconds:g} s: caller CPU, % of a core", "idle", "caller", ".3f",
          ".2f", f"pool <= {IDLE_TARGET:g}%", "yes" if idle_met else "NO"),
         ("  (its other processes over the window, %)", "idle", "others", ".3f", ".2f", "", ""),
@@ -259,7 +278,8 @@ def main() -> None:
         ours, theirs = of(POOL, figure, key), of(PPE, figure, key)
         ratio = spread(ratios(ours, theirs), ratio_fmt) if all(theirs) else "-"
         table.append((label, spread(ours, fmt), spread(theirs, fmt), ratio, target, met))
-    for figure, label in (("tiny", "tiny submits"), ("cpu", "CPU-bound"), ("idle", "idle (cancelled is not lost)")):
+    for figure, label in (("tiny", "tiny submits"), ("cpu", "CPU-bound"), ("idle", "idle (cancelled is not lost)"),
+                          ("cpu-after", "CPU-bound, after")):
         table.append((f"lost tasks, {label} (all rounds)", f"{sum(of(POOL, figure, 'lost')):.0f}",
                       f"{sum(of(PPE, figure, 'lost')):.0f}", "", "0", "yes" if not sum(
                           of(POOL, figure, "lost")) + sum(of(PPE, figure, "lost")) else "NO"))
