@@ -71,7 +71,10 @@ class Outbox:
             return taken
 
     def flush(self) -> None:
-        """Return once everything put so far is written (or failed to be)."""
+        """Return once everything put so far is written (or failed to be). In the outbox's
+        own thread (a future's callback, told of a failed write) it returns at once."""
+        if threading.current_thread() is self.thread:
+            return
         with self.cond:
             while self.pending or self.writing:
                 self.cond.wait()

@@ -368,3 +368,19 @@ def test_a_job_killed_while_its_file_waits_to_be_taken_in_is_cancelled(spool_dir
         with pytest.raises(concurrent.futures.CancelledError):
             batch[1].result(timeout=60)
         assert status_doc(spool_dir, batch[1].job_id)["started_at"] is None  # type: ignore[index]
+
+
+def test_an_outbox_file_holds_at_most_its_lines_and_bytes_and_a_big_job_goes_alone() -> None:
+    from pool.outbox import MAX_BYTES, MAX_LINES, Outgoing, split
+
+    def jobs(count: int, size: int) -> list[Outgoing]:
+        return [Outgoing(f"j{n}", b"x" * size, None) for n in range(count)]  # type: ignore[arg-type]
+
+    assert [len(part) for part in split(jobs(MAX_LINES + 10, 10))] == [MAX_LINES, 10]
+    parts = split(jobs(5, MAX_BYTES // 3))  # each file's lines, newlines counted, within MAX_BYTES
+    assert [len(part) for part in parts] == [2, 2, 1]
+    assert all(sum(len(o.data) + 1 for o in part) <= MAX_BYTES for part in parts)
+    big = jobs(3, 10)
+    big[1].data = b"x" * (MAX_BYTES * 2)
+    assert [[o.job_id for o in part] for part in split(big)] == [["j0"], ["j1"], ["j2"]]
+    assert [o.job_id for part in split(jobs(7, 10)) for o in part] == [f"j{n}" for n in range(7)]  # in order
