@@ -26,6 +26,7 @@ from .dispatch import Dispatch, paused_for
 from .model import JobStatus, State
 from .procs import exists
 from .safeio import temp_owner_pid
+from .spool import SCRATCH_PREFIX
 from .waiting import Waiting
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,13 @@ class Recovery:
 
 
 def remove_stale_temp_files(ctx: Context) -> None:
-    """Temp files whose writer is dead (killed between writing and renaming), or old."""
+    """Temp files whose writer is dead (killed between writing and renaming), or old; the
+    scratch files of dead workers."""
     spool = ctx.spool
+    for name in spool.log_folder.listdir():
+        worker = name[len(SCRATCH_PREFIX):]
+        if name.startswith(SCRATCH_PREFIX) and worker.isdigit() and not exists(int(worker)):
+            spool.log_folder.unlink(name)
     cutoff = time.time() - STALE_TEMP_SECONDS
     for folder in (spool.statuses, spool.box.folder, spool.top, spool.drop.rejected):
         for name in folder.listdir():

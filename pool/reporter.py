@@ -172,16 +172,18 @@ class Flusher:
     def __init__(self) -> None:
         self.reporter: Reporter | None = None
         self.cap: LogCap | None = None  # the job's log size limit, checked on each wake-up
+        self.publish: Callable[[], None] | None = None  # names the job's log once it printed, on each wake-up
         self.changed = threading.Condition()
         self.idle = False  # asleep with no timer
         threading.Thread(target=self._run, name="pool-flusher", daemon=True).start()
 
-    def watch(self, reporter: Reporter | None, cap: LogCap | None = None) -> None:
+    def watch(self, reporter: Reporter | None, cap: LogCap | None = None,
+              publish: Callable[[], None] | None = None) -> None:
         if reporter is None:
-            self.reporter = self.cap = None  # looked at when the timer fires; nothing to wake
+            self.reporter = self.cap = self.publish = None  # looked at when the timer fires; nothing to wake
             return
         with self.changed:
-            self.reporter, self.cap = reporter, cap
+            self.reporter, self.cap, self.publish = reporter, cap, publish
             if self.idle:
                 self.changed.notify()
 
@@ -192,9 +194,11 @@ class Flusher:
                     self.idle = True
                     self.changed.wait()
                 self.idle = False
-                reporter, cap = self.reporter, self.cap
+                reporter, cap, publish = self.reporter, self.cap, self.publish
                 due_in = reporter.due_in()
                 self.changed.wait(timeout=due_in if due_in is not None else reporter.interval)
+            if publish is not None:  # first: once running is said, what was printed is under the log's name
+                publish()
             reporter.write_if_due()
             if cap is not None:
                 cap.check()

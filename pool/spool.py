@@ -12,7 +12,7 @@ pool/safeio.py says.)
                          <id>.inline (held by an inline manager), <id>.paused (how long
                          its attempt was paused: pool/pauses.py) and <id>.hook (its
                          completion hook ran: pool/hooks.py)
-      logs/<id>.log      what the job printed
+      logs/<id>.log      what the job printed (logs/.<id>.out until it prints: pool/worker.py)
       rejected/<file>    a refused input, untouched, with <file>.error.json saying why
       requests/          kill and retry requests for the manager (<kind>-<id>)
       schedules/         NAME.json, a schedule its owner wrote, and NAME.state, the
@@ -58,7 +58,7 @@ from .model import ID_PATTERN, AttachedEnv, JobStatus, KeptEnv, encode_json
 from .pauses import Pauses, parse_pauses
 from .procs import is_running, process_start_time
 from .requests import RequestBox
-from .safeio import Folder, Owners, UnsafeFile, not_allowed
+from .safeio import Folder, Owners, UnsafeFile, not_allowed, read_all, write_all
 from .schedules import ScheduleBook
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,15 @@ DIRS = ("incoming", "status", "logs", "rejected", "requests", "schedules", "grou
 SHARED_MODES = {"": 0o2710, "incoming": 0o3770, "requests": 0o3770, "status": 0o2750, "logs": 0o2750,
                 "rejected": 0o2750, "schedules": 0o2750, "groups": 0o2750}
 GUARD_PATIENCE = 0.3  # a client asking whether a manager runs holds the guard for microseconds
+
+
+SCRATCH_PREFIX = ".out-"  # logs/.out-<pid>: a worker's scratch file between attempts (pool/worker.py)
+
+
+def unpublished_log(job_id: str) -> str:
+    """What a first attempt's output is called in logs/ until it is found written to (and
+    renamed <id>.log): pool/worker.py, JobOutput."""
+    return f".{job_id}.out"
 
 
 def open_folder(path: str | os.PathLike[str], dir_fd: int | None = None,
@@ -239,14 +248,45 @@ class SpoolDir:
         return self._file_mode
 
     def open_log(self, job_id: str) -> int:
-        """The job's log for appending (never through a link planted there)."""
+        """The job's log for appending (never through a link planted there). Output an
+        attempt left under its unpublished name (its worker died) is taken in first."""
+        self.claim_output(job_id)
         return self.log_folder.open_append(f"{job_id}.log", self.owners, self.file_mode)
 
     def open_log_to_read(self, job_id: str) -> int:
         """The job's log for reading, opened as every spool file is (never through a link,
-        never a FIFO, the spool owner's). Raises FileNotFoundError, UnsafeFile."""
-        fd, _ = self.log_folder.open_checked(f"{job_id}.log", self.owners, max_bytes=1 << 62)
-        return fd
+        never a FIFO, the spool owner's): logs/<id>.log, or, before a first attempt's
+        output is published under that name, logs/.<id>.out (pool/worker.py, JobOutput).
+        Raises FileNotFoundError, UnsafeFile."""
+        for name in (f"{job_id}.log", unpublished_log(job_id), f"{job_id}.log"):  # published meanwhile
+            try:
+                fd, _ = self.log_folder.open_checked(name, self.owners, max_bytes=1 << 62)
+                return fd
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(errno.ENOENT, "no such file", self.log_folder.join(f"{job_id}.log"))
+
+    def claim_output(self, job_id: str) -> None:
+        """Make what an attempt wrote under the unpublished name (logs/.<id>.out, left by a
+        worker that died before it could rename it) part of the job's log."""
+        name = unpublished_log(job_id)
+        try:
+            fd, st = self.log_folder.open_checked(name, self.owners, max_bytes=1 << 62)
+        except (FileNotFoundError, UnsafeFile):
+            return
+        try:
+            if st.st_size and not self.log_folder.has(f"{job_id}.log"):
+                os.rename(name, f"{job_id}.log", src_dir_fd=self.log_folder.fd, dst_dir_fd=self.log_folder.fd)
+                return
+            if st.st_size:
+                log_fd = self.log_folder.open_append(f"{job_id}.log", self.owners, self.file_mode)
+                try:
+                    write_all(log_fd, read_all(fd, st.st_size))
+                finally:
+                    os.close(log_fd)
+            self.log_folder.unlink(name)
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------ status documents
     def write_status(self, status: JobStatus) -> None:
@@ -370,6 +410,7 @@ class SpoolDir:
         """Delete a job's status, log and lock files (the caller, the ledger, holds the
         job's lock and records it)."""
         self.log_folder.unlink(f"{job_id}.log")
+        self.log_folder.unlink(unpublished_log(job_id))
         self.log_folder.unlink(f"{job_id}.hook.log")
         for name in (f"{job_id}.json", f"{job_id}.env", f"{job_id}.inline", f"{job_id}.hook", f"{job_id}.paused",
                      f"{job_id}.lock"):

@@ -28,6 +28,7 @@ import os
 import select
 import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -47,7 +48,7 @@ from .procs import become_subreaper, end_rest_of_group, process_start_time
 from .progress import set_reporter
 from .reporter import Flusher, StatusReporter
 from .runas import run_as
-from .spool import SpoolDir
+from .spool import SCRATCH_PREFIX, SpoolDir, unpublished_log
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class Worker:
             undo.callback(set_reporter, None)
             set_reporter(reporter)
             undo.callback(self.flusher.watch, None)
-            self.flusher.watch(reporter, cap)
+            self.flusher.watch(reporter, cap, self.output.publish)
             if cap is not None:
                 undo.callback(cap.check)  # what it printed last is within the limit too
             undo.callback(end_rest_of_group)  # what the job left running ends with it
@@ -178,33 +179,90 @@ def not_runnable(on_disk: dict[str, Any], job: JobStatus) -> tuple[State | None,
 
 class JobOutput:
     """Points fds 1 and 2 (and so sys.stdout/stderr) at the job's log for one attempt,
-    so C extensions and child processes write there too; between jobs, at /dev/null."""
+    so C extensions and child processes write there too; between jobs, at /dev/null.
+
+    A job's log is made only once it prints: each file made is an inode, the dearest part
+    of a job's file work (benchmarks/README.md). A first attempt's output goes to the
+    worker's scratch file (logs/.out-<pid>, made once), renamed logs/.<id>.out for the
+    attempt (a rename makes no inode; readers look there too: SpoolDir.open_log_to_read),
+    and logs/<id>.log once it is found written to: by the flusher, within a progress
+    interval of the first print, and at the latest when the attempt ends, before its
+    outcome is written, so whoever sees the job ended finds all it printed under its name.
+    A job that printed nothing gives the scratch file back, for the next. What a worker
+    that died left as .<id>.out is taken into the log by the job's next attempt (or read
+    there, when there is none)."""
 
     def __init__(self, spool: SpoolDir) -> None:
         self.spool = spool
         self.devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        self.spare = f"{SCRATCH_PREFIX}{os.getpid()}"  # the scratch file's name between attempts
+        self.scratch: int | None = None  # its descriptor while it is not a job's log
+        self.unpublished: str | None = None  # the job whose output it takes, not yet named <id>.log
+        self.mutex = threading.Lock()  # the attempt's thread and the flusher both publish
 
     @contextlib.contextmanager
     def to(self, status: JobStatus) -> Iterator[None]:
-        try:
-            fd = self.spool.open_log(status.id)
-        except (OSError, ValueError) as exc:
-            log.error("job %s: cannot open its log (%s); its output is dropped", status.id, exc)
-            fd = os.dup(self.devnull)
-        if status.attempt > 1:
-            with contextlib.suppress(OSError):
-                os.write(fd, attempt_header(status))
+        fd = self._open(status)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        os.close(fd)
+        if fd != self.scratch:
+            os.close(fd)
         try:
             yield
         finally:
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(OSError, ValueError):
                     stream.flush()
+            self.publish(ended=True)
             os.dup2(self.devnull, 1)
             os.dup2(self.devnull, 2)
+
+    def _open(self, status: JobStatus) -> int:
+        folder = self.spool.log_folder
+        try:
+            self.spool.claim_output(status.id)  # what an attempt before it left unnamed (its worker died)
+            if status.attempt == 1 and not folder.has(f"{status.id}.log"):
+                if self.scratch is None:
+                    self.scratch = folder.open_append(self.spare, self.spool.owners, self.spool.file_mode)
+                os.ftruncate(self.scratch, 0)
+                os.rename(self.spare, unpublished_log(status.id), src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
+                with self.mutex:
+                    self.unpublished = status.id
+                return self.scratch
+            fd = self.spool.open_log(status.id)
+        except (OSError, ValueError) as exc:
+            log.error("job %s: cannot open its log (%s); its output is dropped", status.id, exc)
+            return os.dup(self.devnull)
+        if status.attempt > 1:
+            with contextlib.suppress(OSError):
+                os.write(fd, attempt_header(status))
+        return fd
+
+    def publish(self, ended: bool = False) -> None:
+        """Name the attempt's output logs/<id>.log if it printed; once it ``ended``, give
+        the scratch file back if it did not."""
+        with self.mutex:
+            job_id, scratch = self.unpublished, self.scratch
+            if job_id is None or scratch is None:
+                return
+            folder = self.spool.log_folder
+            try:
+                printed = os.fstat(scratch).st_size > 0
+                if printed:
+                    os.rename(unpublished_log(job_id), f"{job_id}.log", src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
+                elif ended:
+                    os.rename(unpublished_log(job_id), self.spare, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
+                else:
+                    return
+            except OSError as exc:  # it stays .<id>.out: read there, taken in by a next attempt
+                log.error("job %s: cannot name its log (%s)", job_id, exc)
+                if not ended:
+                    return
+                printed = True  # the scratch file is the job's now, whatever its name
+            self.unpublished = None
+            if printed:
+                self.scratch = None
+                os.close(scratch)  # fds 1 and 2 go on writing to it until the attempt's end
 
 
 def detach_stdio(label: str) -> None:

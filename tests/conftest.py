@@ -157,6 +157,12 @@ def refused(spool_dir: Path, name: str, timeout: float = 30.0, also: Callable[[]
     return str(orjson.loads((rejected / f"{name}.error.json").read_bytes())["reason"])
 
 
+def log_text(spool_dir: Path, job_id: str) -> str:
+    """What the job printed so far, read as `pool logs` reads it: logs/<id>.log, or, before
+    a first attempt's output is named so (pool/worker.py, JobOutput), logs/.<id>.out."""
+    return Spool(spool_dir).job(job_id).logs()
+
+
 def drop(spool_dir: Path, name: str, content: bytes | dict[str, Any] | str) -> Path:
     """Write a job file into incoming/ the safe way (write elsewhere, then rename)."""
     incoming = spool_dir / "incoming"

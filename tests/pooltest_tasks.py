@@ -199,3 +199,20 @@ def counted_at_once(runs_file: str, marker_dir: str, seconds: float = 0.0) -> st
     finally:
         marker.unlink()
     return "ok"
+
+
+@pool.task
+def say_then_die_once(counter: str, words: str) -> int:
+    """Prints ``words``; its first run then dies at once with its worker (SIGKILL of its
+    own process: no outcome, no time for anything after); a later run returns its number."""
+    runs = record_run(counter)
+    print(f"{words} (run {runs})", flush=True)
+    if runs == 1:
+        os.kill(os.getpid(), 9)
+    return runs
+
+
+@pool.task
+def silent() -> int:
+    """Prints nothing."""
+    return 7

@@ -225,3 +225,31 @@ def test_an_error_message_that_is_not_utf8_is_recorded_not_the_workers_death(
     assert error["type"] == "FileNotFoundError", error
     assert "caf\\xe9.txt" in error["message"] and "caf\\xe9.txt" in error["traceback"]
     assert "FileNotFoundError" in (spool_dir / "logs" / "u.log").read_text(errors="replace")
+
+
+# ---------------------------------------------------------------- a log only for a job that prints
+def test_a_job_that_prints_nothing_makes_no_log_file_and_one_that_prints_has_its_log(
+        spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve("--workers", "2")
+    for n in range(6):
+        drop(spool_dir, f"quiet{n}.json", job("silent", id=f"quiet{n}"))
+    drop(spool_dir, "loud.json", job("add", 2, 3, id="loud"))
+    wait_until(lambda: all(state_of(spool_dir, i) == "done" for i in (*(f"quiet{n}" for n in range(6)), "loud")),
+               what="all done")
+    logs = os.listdir(spool_dir / "logs")
+    assert [name for name in logs if not name.startswith(".out-")] == ["loud.log"], logs  # each an inode fewer
+    assert len(logs) <= 3  # a scratch file per worker at most, handed from job to job
+    assert (spool_dir / "logs" / "loud.log").read_text() == "adding 2 and 3\n"
+    assert run_pool(spool_dir, "logs", "quiet0", check=True).stdout == ""
+
+
+def test_what_an_attempt_printed_before_its_worker_died_is_kept_in_the_log(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    serve()
+    counter = tmp_path / "runs"
+    drop(spool_dir, "dies.json", job("say_then_die_once", str(counter), "last words", id="dies", retries=1))
+    wait_until(lambda: state_of(spool_dir, "dies") == "done", what="the second run done")
+    log = (spool_dir / "logs" / "dies.log").read_text()
+    assert log.startswith("last words (run 1)\n") and log.endswith("last words (run 2)\n"), log
+    assert "attempt 2" in log  # the header the retry wrote after what the first printed
+    assert not [name for name in os.listdir(spool_dir / "logs") if name.endswith(".out")]

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import orjson
 import pytest
 
-from conftest import POOL, Server, drop, env_for_tests, pid_alive, refused, state_of, status_doc, wait_until
+from conftest import POOL, Server, drop, env_for_tests, log_text, pid_alive, refused, state_of, status_doc, wait_until
 
 GROUP = "pooltest"  # the group a shared spool is served to
 USERS_GROUP = "pooltest-users"  # the test users' primary group: not GROUP, so mallory is no member
@@ -356,8 +356,8 @@ def test_a_member_cannot_turn_another_members_request_on_a_job_of_her_choice(
     for job_id, task in (("long", "hold"), ("stubborn", "stubborn")):
         submit_as(ALICE, spool, {"id": job_id, "task": f"promise_users_tasks:{task}", "args": [str(gate)]})
     wait_until(lambda: state_of(spool, "long") == state_of(spool, "stubborn") == "running", 30, "both jobs running")
-    stubborn_log = spool / "logs" / "stubborn.log"  # its code has begun (it runs in a process of its own, as her)
-    wait_until(lambda: "putting off SIGTERM" in stubborn_log.read_text(), 30, "stubborn ready to shrug off SIGTERM")
+    # its code has begun (it runs in a process of its own, as her)
+    wait_until(lambda: "putting off SIGTERM" in log_text(spool, "stubborn"), 30, "stubborn ready to shrug off SIGTERM")
     request_as(ALICE, spool, "kill-stubborn")
     wait_until(Path(f"{gate}.term").exists, 30, "stubborn to get (and shrug off) its SIGTERM")
     assert os.lstat(spool / "requests" / "kill-stubborn").st_uid == uids.alice  # kept until stubborn ends
@@ -501,7 +501,7 @@ def test_a_members_job_runs_as_her_when_root_serves(uids: Uids, place: Path, man
         uids.alice, uids.alice, member.pw_gid, ALICE, member.pw_dir)
     peek = status_doc(spool, "peek")
     assert peek is not None and peek["state"] == "failed" and "cannot be entered" in peek["error"]["message"]
-    assert "secret" not in (spool / "logs" / "peek.log").read_text()
+    assert "secret" not in log_text(spool, "peek")
     assert (spool / "logs" / "mine.log").read_text() == "0\n"
 
 
