@@ -222,13 +222,19 @@ class JobOutput:
         try:
             self.spool.claim_output(status.id)  # what an attempt before it left unnamed (its worker died)
             if status.attempt == 1 and not folder.has(f"{status.id}.log"):
-                if self.scratch is None:
-                    self.scratch = folder.open_append(self.spare, self.spool.owners, self.spool.file_mode)
-                os.ftruncate(self.scratch, 0)
-                os.rename(self.spare, unpublished_log(status.id), src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
-                with self.mutex:
-                    self.unpublished = status.id
-                return self.scratch
+                try:
+                    if self.scratch is None:
+                        self.scratch = folder.open_append(self.spare, self.spool.owners, self.spool.file_mode)
+                    os.ftruncate(self.scratch, 0)
+                    os.rename(self.spare, unpublished_log(status.id), src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
+                    with self.mutex:
+                        self.unpublished = status.id
+                    return self.scratch
+                except (OSError, ValueError) as exc:  # the scratch file taken away: the log is made at once
+                    log.warning("job %s: its worker's scratch file cannot be used (%s)", status.id, exc)
+                    if self.scratch is not None:
+                        os.close(self.scratch)
+                        self.scratch = None
             fd = self.spool.open_log(status.id)
         except (OSError, ValueError) as exc:
             log.error("job %s: cannot open its log (%s); its output is dropped", status.id, exc)

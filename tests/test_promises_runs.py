@@ -253,3 +253,15 @@ def test_what_an_attempt_printed_before_its_worker_died_is_kept_in_the_log(
     assert log.startswith("last words (run 1)\n") and log.endswith("last words (run 2)\n"), log
     assert "attempt 2" in log  # the header the retry wrote after what the first printed
     assert not [name for name in os.listdir(spool_dir / "logs") if name.endswith(".out")]
+
+
+def test_a_workers_scratch_file_taken_away_loses_no_output(spool_dir: Path, serve: Callable[..., Server]) -> None:
+    serve("--workers", "1")
+    drop(spool_dir, "quiet.json", job("silent", id="quiet"))
+    wait_until(lambda: state_of(spool_dir, "quiet") == "done", what="the silent job done")
+    scratch = [name for name in os.listdir(spool_dir / "logs") if name.startswith(".out-")]
+    assert len(scratch) == 1, scratch  # the worker's, given back by the job that printed nothing
+    (spool_dir / "logs" / scratch[0]).unlink()
+    drop(spool_dir, "loud.json", job("add", 4, 5, id="loud"))
+    wait_until(lambda: state_of(spool_dir, "loud") == "done", what="the next job done")
+    assert (spool_dir / "logs" / "loud.log").read_text() == "adding 4 and 5\n"
