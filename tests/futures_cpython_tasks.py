@@ -46,29 +46,21 @@ def raise_at_gate(gate: str, exception: str = "Exception", msg: str = "this is a
 
 
 def gated(gate: str, value: object = None) -> object:
-    """time.sleep(long): a job still running until its test opens the gate."""
+    """CPython's long sleep: a job still running until its test opens the gate."""
     wait_for_gate(gate)
     return value
 
 
 # ---------------------------------------------------------------- test_shutdown.py
-def sleep_and_print(t: float, msg: str, path: str) -> None:
-    """CPython's sleep_and_print: the message goes to ``path`` (a job's own output goes to
-    its log, not to the caller's stdout)."""
-    time.sleep(t)
+def print_at_gate(gate: str, msg: str, path: str) -> None:
+    """CPython's sleep_and_print, its sleep the wait for a gate its script opens, so the job
+    still runs when the script reaches the moment its test is about; the message goes to
+    ``path`` too (a job's own output goes to its log, not to the caller's stdout)."""
+    wait_for_gate(gate)
     print(msg)
     sys.stdout.flush()
     with open(path, "a") as f:
         f.write(msg)
-
-
-def _good_task_gh_132969(n: int) -> int:
-    time.sleep(0.1 * n)
-    return n
-
-
-def _failing_task_gh_132969(n: int) -> None:
-    raise ValueError("failing task")
 
 
 # ---------------------------------------------------------------- test_process_pool.py

@@ -609,14 +609,16 @@ class ExecutorShutdownTest:
 
     def test_interpreter_shutdown(self):
         # Test the atexit hook for shutdown of worker threads and processes
-        out = self.tmp / "out"  # (pool: a job's print goes to its log; sleep_and_print writes here too)
+        out = self.tmp / "out"  # (pool: a job's print goes to its log; print_at_gate writes here too)
+        gate = str(self.tmp / "gate")  # (pool: opened at exit, before pool's own handler: the job still runs then)
         _, _, err = assert_python_ok(self.tmp, '-c', f"""if 1:
+            import atexit
             import pool
-            from time import sleep
-            from futures_cpython_tasks import sleep_and_print
+            from futures_cpython_tasks import print_at_gate
             if __name__ == "__main__":
                 t = pool.Executor(5)
-                t.submit(sleep_and_print, 0.2, "apple", {str(out)!r})
+                t.submit(print_at_gate, {gate!r}, "apple", {str(out)!r})
+                atexit.register(lambda: open({gate!r}, "w").close())
             """)
         # Errors in atexit hooks don't change the process exit code, check
         # stderr manually.
@@ -692,14 +694,15 @@ class ExecutorShutdownTest:
         """
         # (CPython skips it for ProcessPoolExecutor, which hangs.) The script exits
         # once the manager has, which holds its stdout: the job has run by then.
-        out = self.tmp / "out"
+        out, gate = self.tmp / "out", str(self.tmp / "gate")  # (pool: opened once shutdown returned)
         _, _, err = assert_python_ok(self.tmp, '-c', f"""if True:
             import pool
-            from futures_cpython_tasks import sleep_and_print
+            from futures_cpython_tasks import print_at_gate
             if __name__ == "__main__":
                 t = pool.Executor(max_workers=3)
-                t.submit(sleep_and_print, 0.2, "apple", {str(out)!r})
+                t.submit(print_at_gate, {gate!r}, "apple", {str(out)!r})
                 t.shutdown(wait=False)
+                open({gate!r}, "w").close()
             """)
         self.assertFalse(err)
         self.assertEqual(out.read_text().strip() if out.exists() else "", "apple")
@@ -731,14 +734,15 @@ class ExecutorShutdownTest:
     def test_cancel_futures_wait_false(self):
         # Can only be reliably tested for TPE, since PPE often hangs with
         # `wait=False` (even without *cancel_futures*).
-        out = self.tmp / "out"
+        out, gate = self.tmp / "out", str(self.tmp / "gate")  # (pool: opened once shutdown returned)
         _, _, err = assert_python_ok(self.tmp, '-c', f"""if True:
             import pool
-            from futures_cpython_tasks import sleep_and_print
+            from futures_cpython_tasks import print_at_gate
             if __name__ == "__main__":
                 t = pool.Executor()
-                t.submit(sleep_and_print, .1, "apple", {str(out)!r})
+                t.submit(print_at_gate, {gate!r}, "apple", {str(out)!r})
                 t.shutdown(wait=False, cancel_futures=True)
+                open({gate!r}, "w").close()
             """)
         # Errors in atexit hooks don't change the process exit code, check
         # stderr manually.
