@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import sys
-import time
 
 from waiting import wait_for_gate
 
