@@ -105,8 +105,8 @@ class JobFuture(concurrent.futures.Future[Any]):
     def kill(self, grace: float | None = None) -> None:
         """Stop the job, running or not (``pool kill``): the future ends cancelled."""
         if self.outbox is not None:
-            if cancel_all([self], taking_back_only=True) == [True]:
-                return  # its file was not written yet
+            if self.take_back():
+                return
             self.outbox.flush()  # a write of it under way is over
         try:
             self.spool.cancel(self.job_id, grace)
@@ -148,6 +148,15 @@ class JobFuture(concurrent.futures.Future[Any]):
                 self.set_running_or_notify_cancel()
         return False
 
+    def take_back(self) -> bool:
+        """Cancel the job if its file is not written yet (it never becomes a job of the
+        spool); whether it was not."""
+        if self.outbox is None or not self.outbox.take({self.job_id}):
+            return False
+        watcher().forget(self.spool, self.job_id, self.heard)
+        self.end_cancelled()
+        return True
+
     def unwritten(self, exc: BaseException) -> None:
         """Its job's file could not be written (in the outbox's thread)."""
         watcher().forget(self.spool, self.job_id, self.heard)
@@ -172,18 +181,14 @@ class JobFuture(concurrent.futures.Future[Any]):
         self._invoke_callbacks()  # type: ignore[attr-defined]
 
 
-def cancel_all(futures: Iterable[JobFuture], wait: bool = True, taking_back_only: bool = False) -> list[bool]:
+def cancel_all(futures: Iterable[JobFuture], wait: bool = True) -> list[bool]:
     """Cancel each future's job that has not started, each spool's in one go (``wait``:
     and say which are cancelled; else their ends are heard as any change is). A job
-    still in its executor's outbox is taken back, never written. ``taking_back_only``:
-    only those."""
+    still in its executor's outbox is taken back, never written."""
     futures = list(futures)
     by_spool: dict[Path, list[JobFuture]] = {}
     for future in futures:
-        if future.outbox is not None and future.outbox.take({future.job_id}):
-            watcher().forget(future.spool, future.job_id, future.heard)
-            future.end_cancelled()  # it never was a job of the spool
-        elif not taking_back_only:
+        if not future.take_back():
             by_spool.setdefault(future.spool.path, []).append(future)
     for group in by_spool.values():
         cancelled = group[0].spool.cancel_unstarted([f.job_id for f in group], wait)

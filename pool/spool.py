@@ -248,9 +248,7 @@ class SpoolDir:
         return self._file_mode
 
     def open_log(self, job_id: str) -> int:
-        """The job's log for appending (never through a link planted there). Output an
-        attempt left under its unpublished name (its worker died) is taken in first."""
-        self.claim_output(job_id)
+        """The job's log for appending (never through a link planted there)."""
         return self.log_folder.open_append(f"{job_id}.log", self.owners, self.file_mode)
 
     def open_log_to_read(self, job_id: str) -> int:
