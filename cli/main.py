@@ -292,16 +292,18 @@ def result(spool: Spool, job_id: str) -> None:
 @click.argument("ids", nargs=-1, required=True, shell_complete=complete_ids)
 @click.option("--dependants", is_flag=True,
               help="Also run again the jobs its end cancelled (they came after it), down the chain.")
+@click.option("--fresh", is_flag=True, help="Remove its checkpoint first: it starts from the beginning.")
 @click.pass_obj
-def retry(spool: Spool, ids: tuple[str, ...], dependants: bool) -> None:
+def retry(spool: Spool, ids: tuple[str, ...], dependants: bool, fresh: bool) -> None:
     """Run jobs that have ended (done, failed or cancelled) again, from attempt 1, with
-    the same arguments (`pool restart` is the same command)."""
+    the same arguments, resuming from their last checkpoint (`pool restart` is the same
+    command)."""
     statuses = statuses_of(spool, ids)
     for status in statuses:
         if not status.state.is_final:  # said before any job is touched
             raise PoolError(f"job {status.id!r} is {status.state.value}; only a job that has ended can run again")
     for status in statuses:
-        again, *after = spool.retried(status.id, dependants)
+        again, *after = spool.retried(status.id, dependants, fresh)
         click.echo(f"{again.id}: {again.state.value}")
         for dependant in after:
             click.echo(f"{dependant.id}: {dependant.state.value} (it came after {status.id})")

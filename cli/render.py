@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Collection, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from rich.table import Table
 from rich.text import Text
 
+from pool.checkpoints import Saved
 from pool.model import JobStatus, State, encode_json, parse_time
 
 STATE_STYLES = {
@@ -48,6 +49,16 @@ def duration(seconds: float) -> str:
         return f"{minutes}m{seconds:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def size_text(size: float) -> str:
+    """``512 B``, ``4.1 KiB``, ``16.0 MiB``: a size as a person reads it."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    step = 0
+    while size >= 1024 and step < len(units) - 1:
+        size /= 1024
+        step += 1
+    return f"{size:.0f} B" if step == 0 else f"{size:.1f} {units[step]}"
 
 
 def elapsed(status: JobStatus, now: datetime, paused_for: float = 0.0) -> str:
@@ -281,7 +292,7 @@ def one_line(text: str, limit: int = 120) -> str:
 
 
 def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]], log_tail: list[str],
-                 orphaned: Collection[str] = (), paused_for: float = 0.0) -> list[str]:
+                 orphaned: Collection[str] = (), paused_for: float = 0.0, saved: Saved | None = None) -> list[str]:
     """The detail view of one job: every field, its timeline, its error, its last output.
     Values are JSON, a command is quoted as a shell would need it, so both can be copied."""
     spec = status.spec
@@ -312,6 +323,10 @@ def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]],
     elif spec.cwd:
         lines.append(f"cwd:       {spec.cwd}")
     lines += when_lines(status, now)
+    if saved is not None:
+        at = datetime.fromtimestamp(saved.at, timezone.utc)
+        lines.append(f"checkpoint: {at.isoformat(timespec='seconds').replace('+00:00', 'Z')}, "
+                     f"{size_text(saved.bytes)} ({duration((now - at).total_seconds())} ago)")
     if status.exit_code is not None:
         lines.append(f"exit code: {status.exit_code}")
     if status.state is State.DONE and spec.task is not None:

@@ -37,6 +37,8 @@ from .commands import StrictCommand
 @click.option("--group", help="Share the spool with this group: its members may submit jobs.")
 @click.option("--max-log-bytes", type=click.IntRange(MIN_MAX_BYTES),
               help="Cut a job's log to its last half once it passes this size (default: no limit).")
+@click.option("--max-checkpoint-bytes", type=click.IntRange(1), default=defaults.MAX_CHECKPOINT_BYTES,
+              show_default=True, help="pool.checkpoint() refuses a bigger state (a CheckpointError in the job).")
 @click.option("--events-max-bytes", type=click.IntRange(4096), default=defaults.EVENTS_MAX_BYTES, show_default=True,
               help="events.jsonl is rotated to events.1.jsonl past this size.")
 @click.option("--members-as-root", is_flag=True,
@@ -51,8 +53,8 @@ from .commands import StrictCommand
 @click.pass_obj
 def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
           kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None,
-          max_log_bytes: int | None, events_max_bytes: int, members_as_root: bool, engine: str,
-          on_finish: str | None, hook_timeout: float) -> None:
+          max_log_bytes: int | None, max_checkpoint_bytes: int, events_max_bytes: int, members_as_root: bool,
+          engine: str, on_finish: str | None, hook_timeout: float) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM."""
     from pool.manager import Manager, ManagerConfig
 
@@ -66,7 +68,7 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
         shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,
         allow_loader_env=allow_loader_env, group_gid=group_id(group) if group else None,
         events_max_bytes=events_max_bytes, max_log_bytes=max_log_bytes, engine=engine, members_as_root=members_as_root,
-        on_finish=hook_argv(on_finish), hook_timeout=hook_timeout,
+        on_finish=hook_argv(on_finish), hook_timeout=hook_timeout, max_checkpoint_bytes=max_checkpoint_bytes,
     )).serve()
 
 

@@ -112,7 +112,8 @@ def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pat
         job = spool.status(ids[0])
         tail = Job(spool, job.id).logs().splitlines()[-10:]
         out.print("\n".join(render.detail_lines(job, now(), spool.events(job.id), tail, orphaned(spool, [job]),
-                                                spool.paused_for([job]).get(job.id, 0.0))),
+                                                spool.paused_for([job]).get(job.id, 0.0),
+                                                spool.dir.checkpoints.saved(job.id))),
                   markup=False)
         return
     listed: Sequence[JobStatus | Brief]

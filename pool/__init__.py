@@ -12,6 +12,7 @@
     job.wait(); job.result()
 """
 
+from .checkpoints import CheckpointError, checkpoint, resume
 from .client import Job, Spool
 from .errors import (
     AmbiguousId,
@@ -37,6 +38,7 @@ from .tasks import task
 
 __all__ = [
     "AmbiguousId",
+    "CheckpointError",
     "Executor",
     "InvalidArgument",
     "InvalidJobSpec",
@@ -59,7 +61,9 @@ __all__ = [
     "State",
     "TaskNotServed",
     "WaitTimeout",
+    "checkpoint",
     "progress",
+    "resume",
     "task",
 ]
 __version__ = "0.1.0"

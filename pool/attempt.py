@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from . import defaults
+from .checkpoints import CHECKPOINTS, STATE, attempt_checkpoint
 from .commands import run_command
 from .joblog import LogCap
 from .lifecycle import Failed, Succeeded, Verdict, error_info
@@ -44,6 +46,7 @@ class WorkerConfig:
     allow_loader_env: bool = False
     progress_interval: float = 0.2
     max_log_bytes: int | None = None  # pool serve --max-log-bytes: see pool.joblog
+    max_checkpoint_bytes: int = defaults.MAX_CHECKPOINT_BYTES  # pool serve --max-checkpoint-bytes
     sys_path: tuple[str, ...] = ()
     name: str = "worker"  # how the timeline names who started an attempt
     as_submitter: bool = False  # run a member's attempt as her (a manager running as root: pool/runas.py)
@@ -103,9 +106,12 @@ class Attempts:
         spec = status.spec
         os.environ["POOL_JOB_ID"] = spec.id
         os.environ["POOL_SPOOL"] = self.config.spool
-        if spec.task is not None:
-            return self.run_task(status)
-        return run_command(status, reporter, self.config.allow_commands, self.config.allow_loader_env, cap)
+        checkpoints = os.path.join(self.config.spool, CHECKPOINTS)
+        os.environ["POOL_CHECKPOINT"] = os.path.join(checkpoints, spec.id, STATE)
+        with attempt_checkpoint(checkpoints, spec.id, self.config.max_checkpoint_bytes):
+            if spec.task is not None:
+                return self.run_task(status)
+            return run_command(status, reporter, self.config.allow_commands, self.config.allow_loader_env, cap)
 
     def run_task(self, status: JobStatus) -> Verdict:
         spec = status.spec

@@ -90,7 +90,7 @@ def environment(spec: JobSpec, allow_loader_env: bool) -> dict[str, str]:
         if left_out:
             write_log(f"pool: not passed from the submitter's environment: {', '.join(left_out)} "
                       "(loader variables need `pool serve --allow-loader-env`)\n".encode())
-        base.update(POOL_JOB_ID=os.environ["POOL_JOB_ID"], POOL_SPOOL=os.environ["POOL_SPOOL"])
+        base.update({name: os.environ[name] for name in ("POOL_JOB_ID", "POOL_SPOOL", "POOL_CHECKPOINT")})
     # Python children would buffer a pipe and hold their progress back until exit.
     return {**base, "PYTHONUNBUFFERED": "1", **spec.env}
 

@@ -33,6 +33,7 @@ class ManagerConfig:
     group_gid: int | None = None  # --group: a second group that may submit
     events_max_bytes: int = defaults.EVENTS_MAX_BYTES
     max_log_bytes: int | None = None  # a job's log is cut to its tail past this (pool.joblog)
+    max_checkpoint_bytes: int = defaults.MAX_CHECKPOINT_BYTES  # pool.checkpoint() refuses more
     engine: str = "local"  # where attempts run: pool.engines
     members_as_root: bool = False  # --members-as-root: a member's job runs as root, not as her
     on_finish: tuple[str, ...] = ()  # --on-finish: the argv run once per job that ends (pool.hooks)

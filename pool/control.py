@@ -210,6 +210,12 @@ class Control:
             if not self.may_act(request.uid, status):
                 log.warning("retry request for job %s by uid %d refused", request.job_id, request.uid)
                 return True
+            if request.fresh and status.state.is_final:  # never the checkpoint of an attempt under way
+                try:
+                    self.spool.checkpoints.remove(request.job_id)
+                except OSError as exc:
+                    log.error("retry --fresh of job %s refused: cannot remove its checkpoint (%s)", request.job_id, exc)
+                    return True
             self.ctx.ledger.change(request.job_id, lifecycle.retry_if_final(iso_now(self.ctx.clock)),
                                    "retry requested", wait=0)
         except JobBusy:

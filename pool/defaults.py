@@ -14,4 +14,5 @@ SETTLE = 1.0  # seconds a file nobody is known to write must be quiet to count a
 RESCAN_INTERVAL = 5.0  # seconds between looks at the folders when no file event comes
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a job file bigger than this is refused unread
 EVENTS_MAX_BYTES = 32 * 1024 * 1024  # events.jsonl is rotated past this
+MAX_CHECKPOINT_BYTES = 16 * 1024 * 1024  # pool.checkpoint() refuses a bigger state
 HOOK_TIMEOUT = 60.0  # seconds an on-finish hook may run before it is killed

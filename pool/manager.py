@@ -77,6 +77,7 @@ def engine_settings(config: ManagerConfig, threads: bool = True, name: str = "wo
     worker = WorkerConfig(spool=config.spool, task_modules=config.task_modules, any_task=config.any_task,
                           allow_commands=config.allow_commands,
                           allow_loader_env=config.allow_loader_env, max_log_bytes=config.max_log_bytes,
+                          max_checkpoint_bytes=config.max_checkpoint_bytes,
                           sys_path=tuple(sys.path), name=name, cwd=os.getcwd(),
                           as_submitter=os.geteuid() == 0 and not config.members_as_root)
     return EngineSettings(worker=worker, workers=config.workers, threads=threads, close_fds=close_fds)

@@ -72,19 +72,21 @@ class Requesting(Finding):
                 cancelled[job_id] = False
         return cancelled
 
-    def retry(self, job_id: str, dependants: bool = False) -> JobStatus:
+    def retry(self, job_id: str, dependants: bool = False, fresh: bool = False) -> JobStatus:
         """Run a job that has ended (done, failed or cancelled) again, as a fresh series
-        of attempts, from attempt 1, with the same arguments. Raises JobNotFinished when
-        it has not ended. ``dependants``: the jobs its end cancelled (and theirs, down the
-        chain) are run again too, after it (`pool retry --dependants`)."""
-        return self.retried(job_id, dependants)[0]
+        of attempts, from attempt 1, with the same arguments; its code resumes from its
+        last checkpoint (``pool.resume()``), unless ``fresh`` (`pool retry --fresh`): then
+        the checkpoint is removed first. Raises JobNotFinished when it has not ended.
+        ``dependants``: the jobs its end cancelled (and theirs, down the chain) are run
+        again too, after it (`pool retry --dependants`)."""
+        return self.retried(job_id, dependants, fresh)[0]
 
-    def retried(self, job_id: str, dependants: bool = False) -> list[JobStatus]:
+    def retried(self, job_id: str, dependants: bool = False, fresh: bool = False) -> list[JobStatus]:
         """``retry``, saying how every job run again is now: it first, then the jobs its
         end cancelled, when ``dependants``."""
         cancelled = self.cancelled_after(job_id) if dependants else []
         # It is run again first, so each dependant finds it waiting again, not failed.
-        return [self._retry_one(one) for one in (job_id, *cancelled)]
+        return [self._retry_one(one, fresh) for one in (job_id, *cancelled)]
 
     def cancelled_after(self, job_id: str) -> list[str]:
         """The jobs cancelled because ``job_id`` ended as it did, and those cancelled
@@ -100,13 +102,19 @@ class Requesting(Finding):
                     frontier.append(dependant)
         return found
 
-    def _retry_one(self, job_id: str) -> JobStatus:
+    def _retry_one(self, job_id: str, fresh: bool) -> JobStatus:
         status = self.status(job_id)
         if not status.state.is_final:
             raise JobNotFinished(f"job {job_id!r} is {status.state.value}; only a job that has ended can run again")
-        self.dir.box.file(RequestKind.RETRY, job_id)
+        self.dir.box.file(RequestKind.RETRY, job_id, fresh=fresh)
         if not self.dir.manager_running():
-            self._apply_without_manager(RequestKind.RETRY, job_id, lifecycle.retry_if_final(utc_now()))
+            try:
+                if fresh:
+                    self.dir.checkpoints.remove(job_id)
+            except OSError:
+                pass  # not ours to remove: the request waits for the next manager
+            else:
+                self._apply_without_manager(RequestKind.RETRY, job_id, lifecycle.retry_if_final(utc_now()))
         else:
             self._await_request(RequestKind.RETRY, job_id, REQUEST_TIMEOUT)
         return self.status(job_id)

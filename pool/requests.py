@@ -42,6 +42,7 @@ class Request:
     grace: float | None = None  # a kill's seconds between SIGTERM and SIGKILL; None: the default
     problem: str | None = None  # what in the request was not understood (the rest still stands)
     unstarted: bool = False  # a kill of a job only if it has not started (a future's cancel())
+    fresh: bool = False  # a retry that first removes the job's checkpoint (`pool retry --fresh`)
 
 
 def check_grace(grace: object) -> float:
@@ -57,10 +58,13 @@ class RequestBox:
         self.folder = Folder(path)
         self.held = False  # the last look left a request its writer holds a lease on
 
-    def file(self, kind: RequestKind, job_id: str, grace: float | None = None, unstarted: bool = False) -> None:
+    def file(self, kind: RequestKind, job_id: str, grace: float | None = None, unstarted: bool = False,
+             fresh: bool = False) -> None:
         payload: dict[str, object] = {"grace": check_grace(grace)} if grace is not None else {}
         if unstarted:
             payload["unstarted"] = True
+        if fresh:
+            payload["fresh"] = True
         self.folder.write_atomic(f"{kind.value}-{job_id}", orjson.dumps(payload), 0o640)
 
     def is_pending(self, kind: RequestKind, job_id: str) -> bool:
@@ -100,17 +104,18 @@ class RequestBox:
             data = os.read(fd, MAX_REQUEST_BYTES + 1)
         finally:
             os.close(fd)
-        grace, problem, unstarted = None, None, False
+        grace, problem, unstarted, fresh = None, None, False, False
         try:
             payload = orjson.loads(data) if data.strip() else {}
             if not isinstance(payload, dict):
                 raise InvalidArgument("a request holds a JSON object")
             unstarted = kind is RequestKind.KILL and payload.get("unstarted") is True
+            fresh = kind is RequestKind.RETRY and payload.get("fresh") is True
             if kind is RequestKind.KILL and payload.get("grace") is not None:
                 grace = check_grace(payload["grace"])
         except (orjson.JSONDecodeError, InvalidArgument) as exc:
             problem = str(exc)
-        return Request(kind, job_id, st.st_uid, st.st_mtime, grace, problem, unstarted)
+        return Request(kind, job_id, st.st_uid, st.st_mtime, grace, problem, unstarted, fresh)
 
     def read_one(self, kind: RequestKind, job_id: str, owners: Owners) -> Request | None:
         """The request of this kind for this job, if one is on file (and readable)."""

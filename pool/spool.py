@@ -18,6 +18,7 @@ pool/safeio.py says.)
       schedules/         NAME.json, a schedule its owner wrote, and NAME.state, the
                          manager's record of its firings (pool/schedules.py)
       groups/            NAME.json, a group's limit, its owner's (pool/groups.py)
+      checkpoints/<id>/state   what a job saved for its next attempt (pool/checkpoints.py)
       events.jsonl       one line per state change
       manager.pid        the serving manager's pid (the guard itself is a lock on spool/)
       manager.json       its pid and the kill grace it gives a job: 0644, nothing secret
@@ -49,6 +50,7 @@ from typing import Any
 
 import orjson
 
+from .checkpoints import CHECKPOINTS, CheckpointBook
 from .dropzone import DropZone
 from .errors import CorruptStatus, JobNotFound, ManagerRunning, SpoolError
 from .events import EventLog
@@ -63,12 +65,13 @@ from .schedules import ScheduleBook
 
 log = logging.getLogger(__name__)
 
-DIRS = ("incoming", "status", "logs", "rejected", "requests", "schedules", "groups")
+DIRS = ("incoming", "status", "logs", "rejected", "requests", "schedules", "groups", CHECKPOINTS)
 # Shared: setgid, so what is made inside belongs to the group; the drop folders are also
 # sticky (like /tmp), so a member cannot rename or delete another member's files there
 # (a renamed request would otherwise act with its first author's rights).
 SHARED_MODES = {"": 0o2710, "incoming": 0o3770, "requests": 0o3770, "status": 0o2750, "logs": 0o2750,
-                "rejected": 0o2750, "schedules": 0o2750, "groups": 0o2750}
+                "rejected": 0o2750, "schedules": 0o2750, "groups": 0o2750,
+                CHECKPOINTS: 0o2710}
 GUARD_PATIENCE = 0.3  # a client asking whether a manager runs holds the guard for microseconds
 
 
@@ -167,13 +170,14 @@ class SpoolDir:
         self.box = RequestBox(self.requests)
         self.events = EventLog(self.top, lambda: self.file_mode, buffered=buffer_events)
         self.locks = JobLocks(self.statuses, lambda: self.owners)
+        self.checkpoints = CheckpointBook(Folder(self.root / CHECKPOINTS))
         self._owners: Owners | None = None
         self._file_mode: int | None = None
 
     def close(self) -> None:
         """Close the folders opened so far (each opens again when next used)."""
         for folder in (self.top, self.statuses, self.log_folder, self.schedules.folder, self.groups.folder,
-                       self.drop.folder, self.drop.rejected, self.box.folder):
+                       self.drop.folder, self.drop.rejected, self.box.folder, self.checkpoints.folder):
             folder.close()
 
     # ------------------------------------------------------------ layout and permissions
@@ -209,7 +213,7 @@ class SpoolDir:
             for folder, name in ((self.top, ""), (self.statuses, "status"), (self.log_folder, "logs"),
                                  (self.drop.folder, "incoming"), (self.drop.rejected, "rejected"),
                                  (self.box.folder, "requests"), (self.schedules.folder, "schedules"),
-                                 (self.groups.folder, "groups")):
+                                 (self.groups.folder, "groups"), (self.checkpoints.folder, CHECKPOINTS)):
                 folder.use(folders.pop(name))
         for fd in folders.values():
             os.close(fd)
@@ -405,8 +409,10 @@ class SpoolDir:
         self.statuses.write_atomic(f"{job_id}.paused", pauses.encode(), self.file_mode)
 
     def delete_job(self, job_id: str) -> None:
-        """Delete a job's status, log and lock files (the caller, the ledger, holds the
-        job's lock and records it)."""
+        """Delete a job's status, log, checkpoint and lock files (the caller, the ledger,
+        holds the job's lock and records it)."""
+        with contextlib.suppress(OSError):  # a member's, left to her: it holds no secret of ours
+            self.checkpoints.remove(job_id)
         self.log_folder.unlink(f"{job_id}.log")
         self.log_folder.unlink(unpublished_log(job_id))
         self.log_folder.unlink(f"{job_id}.hook.log")

@@ -38,10 +38,11 @@ from typing import Any
 from . import lifecycle
 from . import messages as msg
 from .attempt import Attempts, WorkerConfig
+from .checkpoints import CheckpointBook
 from .errors import CorruptStatus, JobNotFound
 from .joblog import LogCap, attempt_header
 from .ledger import Ledger, Transition
-from .lifecycle import Role
+from .lifecycle import Role, Succeeded, Verdict
 from .locks import LEASE_PATIENCE, Lease
 from .model import JobStatus, State, parse_time, utc_now
 from .procs import become_subreaper, end_rest_of_group, process_start_time
@@ -66,6 +67,7 @@ class Worker:
         self.attempts = Attempts(config)
         self.flusher = Flusher()
         self.output = JobOutput(self.spool)
+        self.checkpoints = Checkpoints(self.spool.checkpoints)
         # A job that forks without exec hands its children the lock's descriptor: they
         # must not keep the job locked (and so block its next attempt) while they live.
         self.held: list[int] = []
@@ -132,8 +134,10 @@ class Worker:
                 undo.callback(cap.check)  # what it printed last is within the limit too
             undo.callback(end_rest_of_group)  # what the job left running ends with it
             uid = self.runs_as(queued)
+            self.checkpoints.before(queued, uid)
             verdict = self.attempts.run(running, reporter, cap) if uid is None else \
                 run_as(uid, queued, reporter, self.config)
+            self.checkpoints.after(queued, verdict)
         ledger.hear = sent.append
         try:
             reporter.finish(verdict)
@@ -269,6 +273,33 @@ class JobOutput:
             if printed:
                 self.scratch = None
                 os.close(scratch)  # fds 1 and 2 go on writing to it until the attempt's end
+
+
+class Checkpoints:
+    """The job's checkpoint folder around an attempt (pool/checkpoints.py): made before a
+    command's (it writes $POOL_CHECKPOINT itself) or a member's (she may not make one);
+    removed once the job succeeded (run again, it starts afresh); a command's that stayed
+    empty is removed."""
+
+    def __init__(self, book: CheckpointBook) -> None:
+        self.book = book
+
+    def before(self, status: JobStatus, uid: int | None) -> None:
+        if status.spec.command is None and uid is None:
+            return  # a task makes its folder on its first save, if it ever saves
+        try:
+            self.book.make(status.id, uid)
+        except OSError as exc:  # its saves fail, saying why; the job may not need them
+            log.warning("job %s: cannot make its checkpoint folder (%s)", status.id, exc)
+
+    def after(self, status: JobStatus, verdict: Verdict) -> None:
+        try:
+            if isinstance(verdict, Succeeded):
+                self.book.remove(status.id)
+            elif status.spec.command is not None:
+                self.book.drop_if_empty(status.id)
+        except OSError as exc:
+            log.warning("job %s: cannot remove its checkpoint (%s)", status.id, exc)
 
 
 def detach_stdio(label: str) -> None:

@@ -216,3 +216,35 @@ def say_then_die_once(counter: str, words: str) -> int:
 def silent() -> int:
     """Prints nothing."""
     return 7
+
+
+@pool.task
+def stepped(work: str, stop_at: int = -1, gate: str = "", fail_at: int = -1) -> int:
+    """100 steps from its last checkpoint on: each is appended to ``work`` (the work done,
+    counted by the test), then saved. The first time it reaches step ``stop_at`` it waits
+    there for ``gate`` (a test kills it meanwhile); the first time it reaches ``fail_at``
+    it fails. Returns the step it started from."""
+    start = pool.resume() or 0
+    with open(work, "a") as out:
+        out.write(f"start {start}\n")
+    for step in range(start, 100):
+        with open(work, "a") as out:
+            out.write(f"{step}\n")
+        pool.checkpoint(step + 1)
+        pool.progress(step + 1, 100)
+        if step + 1 == stop_at and start < stop_at:
+            wait_for_gate(gate)
+        failed_once = Path(f"{work}.failed")
+        if step + 1 == fail_at and not failed_once.exists():
+            failed_once.touch()
+            raise RuntimeError(f"failed at step {fail_at}")
+    return int(start)
+
+
+@pool.task
+def saves(size: int, gate: str = "") -> int:
+    """Save a checkpoint of ``size`` bytes (as a JSON string), then wait for ``gate`` if one is named."""
+    pool.checkpoint("x" * (size - 2))
+    if gate:
+        wait_for_gate(gate)
+    return size

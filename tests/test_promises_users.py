@@ -505,6 +505,29 @@ def test_a_members_job_runs_as_her_when_root_serves(uids: Uids, place: Path, man
     assert (spool / "logs" / "mine.log").read_text() == "0\n"
 
 
+def test_a_members_checkpoint_is_hers_and_her_next_attempt_resumes_it(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """Served by root, her job runs as her, and may not make a folder in checkpoints/
+    (root's): the worker makes her job's folder hers. What she saves, a task through
+    pool.checkpoint or a command through $POOL_CHECKPOINT, is hers alone (0700): another
+    member cannot read it."""
+    spool = place / "spool"
+    managers(spool, "--group", GROUP, "--allow-commands")
+    submit_as(ALICE, spool, {"id": "t", "task": "promise_users_tasks:resumes", "retries": 1, "retry_delay": 0})
+    save = ('cat "$POOL_CHECKPOINT" 2>/dev/null; id -u > "$POOL_CHECKPOINT.tmp" && '
+            'mv "$POOL_CHECKPOINT.tmp" "$POOL_CHECKPOINT"; exit 1')
+    submit_as(ALICE, spool, {"id": "c", "command": ["sh", "-c", save], "retries": 1, "retry_delay": 0})
+    wait_until(lambda: state_of(spool, "t") == "done" and state_of(spool, "c") == "failed", 30, "both ended")
+    assert status_doc(spool, "t")["result"] == [uids.alice, uids.alice]  # type: ignore[index]
+    assert str(uids.alice) in log_text(spool, "c").splitlines()  # its second attempt read what the first saved
+    saved = spool / "checkpoints" / "c" / "state"
+    assert (os.stat(saved.parent).st_uid, os.stat(saved).st_uid) == (uids.alice, uids.alice)
+    assert os.stat(saved.parent).st_mode & 0o777 == 0o700
+    peek = as_user(BOB, 'cat "$1"', saved)
+    assert peek.returncode != 0 and "Permission denied" in peek.stderr
+    assert not (spool / "checkpoints" / "t").exists()  # done: its checkpoint went with its success
+
+
 def test_a_members_own_completion_hook_runs_as_her_when_root_serves(
         uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
     """A job's "on_finish" is a command of its submitter's: served by root, a member's
