@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import click
 
 from pool.client import Spool
 from pool.importpath import pool_command as pool_argv
-from pool.model import State
+from pool.model import JobStatus, State
 
 from .commands import StrictCommand
 from .common import console, now
@@ -23,7 +24,9 @@ from .common import console, now
 EXPECTED = {
     "render-1": State.DONE, "render-2": State.DONE, "render-3": State.DONE, "encode": State.DONE, "bar": State.DONE,
     "flaky": State.DONE, "doomed": State.FAILED, "endless": State.CANCELLED, "later": State.DONE,
+    "resumable": State.DONE,
 }
+CRASH_AT = 0.4  # how far the checkpointing job gets before the demo kills its worker
 
 
 TQDM_LIKE = """
@@ -53,6 +56,10 @@ def submit_examples(spool: Spool, scratch: Path) -> None:
                  retries=2, retry_delay=0.5, group="net")
     spool.submit("pool.demo_tasks:doomed", id="doomed", name="divides by zero", group="net")
     spool.submit("pool.demo_tasks:endless", id="endless", name="runs until killed", priority=1)
+    # One that saves a checkpoint each step: the demo kills its worker (kill -9) partway,
+    # and its next attempt goes on from its last checkpoint, not from the start.
+    spool.submit("pool.demo_tasks:resumable", id="resumable", name="checkpoints, killed -9, resumes",
+                 retries=1, retry_delay=0.5)
     # One that waits for its time first (pool submit --in 3s).
     spool.submit("pool.demo_tasks:render", 4, id="later", name="render frame 4, in 3s", delay=3,
                  kwargs={"steps": 10, "step_seconds": 0.1})
@@ -83,7 +90,7 @@ def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
     try:
         submit_examples(spool, scratch)
         out.print(f"pool demo: a manager (pid {manager.pid}) serves {spool.path} with 4 workers\n")
-        started, killed = time.monotonic(), False
+        started, killed, crashed = time.monotonic(), False, False
         width = out.width if out.is_terminal else None
         with Live(render.status_table([], now()), console=out, refresh_per_second=8) as live:
             while time.monotonic() - started < timeout:
@@ -97,6 +104,8 @@ def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
                 if not killed and time.monotonic() - started >= kill_after:
                     spool.cancel("endless", grace=1.0)
                     killed = True
+                if not crashed:
+                    crashed = crash_worker(statuses)
                 if manager.poll() is not None:
                     raise click.ClickException(f"the manager exited early; see {spool.path / 'manager.log'}")
                 time.sleep(0.1)
@@ -110,11 +119,22 @@ def demo(spool_dir: str | None, kill_after: float, timeout: float) -> None:
         raise click.ClickException(f"demo jobs did not end as expected: {', '.join(wrong) or 'missing jobs'}")
     pool_command = pool_command_here()
     if spool_dir:
-        out.print(f"\nThe spool is kept: try `{pool_command} --spool {spool_dir} status flaky` or `... logs doomed`.")
+        out.print(f"\nThe spool is kept: try `{pool_command} --spool {spool_dir} status flaky` or `... logs doomed` "
+                  "or `... status resumable`.")
     else:
         shutil.rmtree(scratch, ignore_errors=True)
         out.print(f"\nNext: `{pool_command} serve --tasks pool.demo_tasks` in one terminal, "
                   f"`{pool_command} submit pool.demo_tasks:render 7` and `{pool_command} status` in another.")
+
+
+def crash_worker(statuses: list[JobStatus]) -> bool:
+    """kill -9 the worker of the checkpointing job once it is far enough: True once done."""
+    job = next((s for s in statuses if s.id == "resumable"), None)
+    if job is None or job.state is not State.RUNNING or not job.pid or (job.progress or 0) < CRASH_AT:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(job.pid, signal.SIGKILL)
+    return True
 
 
 def pool_command_here() -> str:

@@ -47,3 +47,16 @@ def endless(step_seconds: float = 0.2) -> None:
         step += 1
         pool.progress(step % 100, 100, message=f"step {step}, waiting to be killed")
         time.sleep(step_seconds)
+
+
+@pool.task
+def resumable(steps: int = 30, step_seconds: float = 0.1) -> dict[str, int]:
+    """Saves a checkpoint after every step, so an attempt after a crash goes on from
+    there: the demo kills its worker (kill -9) partway through."""
+    start = pool.resume() or 0
+    resumed = f" (resumed at step {start})" if start else ""
+    for step in range(start, steps):
+        time.sleep(step_seconds)
+        pool.checkpoint(step + 1)
+        pool.progress(step + 1, steps, message=f"step {step + 1}/{steps}{resumed}")
+    return {"steps": steps, "resumed_at": start}

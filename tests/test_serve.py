@@ -303,7 +303,9 @@ def test_the_demo_ends_with_every_job_as_expected(tmp_path: Path) -> None:
     result = run_pool(tmp_path / "unused", "demo", "--spool", str(tmp_path / "demo"), "--kill-after", "1",
                       timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "7 done, 1 failed, 1 cancelled" in result.stdout
+    assert "8 done, 1 failed, 1 cancelled" in result.stdout
+    resumed = status_doc(tmp_path / "demo", "resumable")  # its worker killed -9 partway: it went on from there
+    assert resumed is not None and resumed["attempt"] == 2 and resumed["result"]["resumed_at"] >= 12
 
 
 def test_a_job_killed_before_any_manager_took_it_is_cancelled_and_never_runs(
