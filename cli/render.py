@@ -61,6 +61,27 @@ def size_text(size: float) -> str:
     return f"{size:.0f} B" if step == 0 else f"{size:.1f} {units[step]}"
 
 
+def usage_cells(status: JobStatus, live: tuple[float | None, int] | None) -> tuple[str, str] | None:
+    """A job's CPU and RSS cells: running, what it uses now (``live``: CPU % since the last
+    look, None when there was none; bytes resident); ended, what its last attempt used
+    (CPU seconds, peak RSS)."""
+    if live is not None:
+        percent_now, rss = live
+        return ("" if percent_now is None else f"{percent_now:.0f}%", size_text(rss))
+    if status.usage is not None:
+        return f"{status.usage.cpu:.1f}s", size_text(status.usage.max_rss)
+    return None
+
+
+def usage_line(status: JobStatus) -> list[str]:
+    """The detail view's line on what the last attempt that ended used."""
+    used = status.usage
+    if used is None:
+        return []
+    return [f"used:      cpu {used.cpu:.2f}s (user {used.user:.2f}s, system {used.system:.2f}s), peak RSS "
+            f"{size_text(used.max_rss)}, wall {used.wall:.2f}s (its last attempt that ended)"]
+
+
 def elapsed(status: JobStatus, now: datetime, paused_for: float = 0.0) -> str:
     """How long the job ran (or has been running), its pauses left out; empty when it
     never started."""
@@ -148,7 +169,8 @@ def state_text(status: JobStatus, now: datetime, orphaned: bool = False) -> str:
 
 def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[str] = (),
                  bar_width: int = 20, more: int = 0, width: int | None = None,
-                 full_groups: Mapping[str, str] | None = None, paused_for: Mapping[str, float] | None = None) -> Table:
+                 full_groups: Mapping[str, str] | None = None, paused_for: Mapping[str, float] | None = None,
+                 usage: Mapping[str, tuple[str, str]] | None = None) -> Table:
     """The jobs as a table; a column shows only when some job has something to put in it
     (as pueue does), so a spool of plain jobs gets a narrow table. No row ever wraps: in
     ``width`` columns the id and the state stay whole (they are what one types next); the
@@ -157,10 +179,11 @@ def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[
     message and the name are left out, in that order. ``width`` None (not a terminal):
     nothing is cut at all. ``more``: jobs left out. ``full_groups``: what a queued job of
     a group at its limit says (``group gpu 1/1``); ``paused_for``: each job's seconds paused,
-    left out of the time it ran."""
+    left out of the time it ran; ``usage``: each job's CPU and RSS cells (`pool top`,
+    `pool status --usage`), left out early on a narrow terminal."""
     lost = set(orphaned)
     for bar, dropped in FALLBACKS if width is not None else [(bar_width, ())]:
-        columns = table_columns(now, lost, min(bar, bar_width), full_groups or {}, paused_for or {})
+        columns = table_columns(now, lost, min(bar, bar_width), full_groups or {}, paused_for or {}, usage or {})
         rows = [[str(cell(s)) for _, cell in columns] for s in statuses]
         keep = [i for i, (name, _) in enumerate(columns) if name not in dropped
                 and (name not in OPTIONAL or any(row[i] for row in rows))]
@@ -179,19 +202,22 @@ def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[
     return table
 
 
-OPTIONAL = {"RATE", "ETA", "PRIO", "MESSAGE"}
+OPTIONAL = {"RATE", "ETA", "CPU", "RSS", "PRIO", "MESSAGE"}
+USAGE = ("CPU", "RSS")
 # What a narrow terminal does without, step by step: (the bar's width, columns left out).
 FALLBACKS: list[tuple[int, tuple[str, ...]]] = [
-    (20, ()), (10, ()), (10, ("RATE",)), (10, ("RATE", "PRIO")), (10, ("RATE", "PRIO", "ETA")),
-    (5, ("RATE", "PRIO", "ETA")), (5, ("RATE", "PRIO", "ETA", "ELAPSED")),
+    (20, ()), (10, ()), (10, USAGE), (10, (*USAGE, "RATE")), (10, (*USAGE, "RATE", "PRIO")),
+    (10, (*USAGE, "RATE", "PRIO", "ETA")), (5, (*USAGE, "RATE", "PRIO", "ETA")),
+    (5, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED")),
     # Very long ids on a small screen: the percentage alone, then no message, then no name.
-    (0, ("RATE", "PRIO", "ETA", "ELAPSED")), (0, ("RATE", "PRIO", "ETA", "ELAPSED", "MESSAGE")),
-    (0, ("RATE", "PRIO", "ETA", "ELAPSED", "MESSAGE", "NAME")),
+    (0, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED")), (0, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED", "MESSAGE")),
+    (0, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED", "MESSAGE", "NAME")),
 ]
 
 
 def table_columns(now: datetime, lost: set[str], bar_width: int, full_groups: Mapping[str, str],
-                  paused_for: Mapping[str, float]) -> list[tuple[str, Callable[[JobStatus], str | Text]]]:
+                  paused_for: Mapping[str, float], usage: Mapping[str, tuple[str, str]],
+                  ) -> list[tuple[str, Callable[[JobStatus], str | Text]]]:
     return [
         ("ID", lambda s: s.id),
         ("NAME", lambda s: s.spec.name),
@@ -201,6 +227,8 @@ def table_columns(now: datetime, lost: set[str], bar_width: int, full_groups: Ma
         ("RATE", lambda s: "" if s.id in lost else rate(s, now, paused_for.get(s.id, 0.0))),
         ("ETA", lambda s: "" if s.id in lost else eta(s, now, paused_for.get(s.id, 0.0))),
         ("ELAPSED", lambda s: elapsed(s, now, paused_for.get(s.id, 0.0))),
+        ("CPU", lambda s: usage.get(s.id, ("", ""))[0]),
+        ("RSS", lambda s: usage.get(s.id, ("", ""))[1]),
         ("PRIO", lambda s: str(s.spec.priority) if s.spec.priority else ""),
         ("MESSAGE", lambda s: one_line(ORPHANED_MESSAGE if s.id in lost else status_message(s, now, full_groups))),
     ]
@@ -323,6 +351,7 @@ def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]],
     elif spec.cwd:
         lines.append(f"cwd:       {spec.cwd}")
     lines += when_lines(status, now)
+    lines += usage_line(status)
     if saved is not None:
         at = datetime.fromtimestamp(saved.at, timezone.utc)
         lines.append(f"checkpoint: {at.isoformat(timespec='seconds').replace('+00:00', 'Z')}, "

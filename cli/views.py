@@ -23,6 +23,7 @@ from pool.errors import WaitTimeout
 from pool.finding import Brief
 from pool.model import UNDER_WAY, JobStatus, State, parse_time
 from pool.rules import parse_duration
+from pool.usage import Sample, cpu_percent, sample_groups
 
 from .commands import StrictCommand
 from .common import complete_ids, console, now, say_no_manager
@@ -89,9 +90,11 @@ def with_filters(command: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True,
               help="A JSON array of status objects: every job that matches (--limit is the table's).")
 @click.option("--watch", is_flag=True, help="Refresh in place until q or Ctrl-C (as `pool top`).")
+@click.option("--usage", is_flag=True,
+              help="CPU and RSS columns: a running job's now, an ended one's last attempt's (CPU time, peak).")
 @click.pass_obj
 def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pattern: str | None,
-           since: float | None, limit: int, as_json: bool, watch: bool) -> None:
+           since: float | None, limit: int, as_json: bool, watch: bool, usage: bool) -> None:
     """Show jobs: a table with progress bars; one ID shows the detail view."""
     ids = tuple(map(spool.resolve, ids))
     if REJECTED in states:
@@ -100,7 +103,7 @@ def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pat
         show_rejections(spool, since, as_json)
         return
     if watch:
-        watch_table(spool, ids, states, name_pattern, since, limit)
+        watch_table(spool, ids, states, name_pattern, since, limit, usage=usage)
         return
     if as_json:
         write_json(spool, ids, states, name_pattern, since)
@@ -125,7 +128,8 @@ def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pat
         shown = spool.decoded(briefs[:limit] if limit else briefs)
     lost = orphaned(spool, listed)
     out.print(render.status_table(shown, now(), lost, width=out.width if out.is_terminal else None,
-                                  full_groups=spool.full_groups(listed), paused_for=spool.paused_for(shown)))
+                                  full_groups=spool.full_groups(listed), paused_for=spool.paused_for(shown),
+                                  usage=UsageView().cells(shown) if usage else None))
     out.print(footer(listed, limit, lost, spool.rejected_lately()), style="dim")
     serving = spool.dir.serving()
     if serving is not None and serving.trouble:
@@ -165,7 +169,7 @@ def top(spool: Spool, states: tuple[str, ...], name_pattern: str | None, since: 
     """A live view of the jobs, refreshed in place until q or Ctrl-C (pool status --watch)."""
     if REJECTED in states:
         raise click.UsageError("--state rejected lists refused files: see `pool status --state rejected`")
-    watch_table(spool, (), states, name_pattern, since, limit)
+    watch_table(spool, (), states, name_pattern, since, limit, usage=True)
 
 
 def write_json(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name: str | None,
@@ -219,9 +223,10 @@ def keys_typed() -> Iterator[Callable[[float], bool]]:
 
 def watch_table(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = (), name: str | None = None,
                 since: float | None = None, limit: int = 100, until_final: bool = False,
-                timeout: float | None = None) -> list[JobStatus]:
+                timeout: float | None = None, usage: bool = False) -> list[JobStatus]:
     """A live table, refreshed in place, until Ctrl-C (or until every job is final; or,
-    when it is not waiting for that, until q is typed at its terminal)."""
+    when it is not waiting for that, until q is typed at its terminal); with ``usage``,
+    the CPU and RSS of each job."""
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
@@ -229,6 +234,7 @@ def watch_table(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = ()
     from . import render
 
     out = console()
+    used = UsageView() if usage else None
 
     def view(statuses: list[JobStatus]) -> Group:
         shown = statuses[:limit] if limit else statuses
@@ -237,7 +243,8 @@ def watch_table(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = ()
         lost = orphaned(spool, statuses)
         return Group(render.status_table(shown, now(), lost, more=more, width=out.width if out.is_terminal else None,
                                          full_groups=spool.full_groups(statuses),
-                                         paused_for=spool.paused_for(shown)),
+                                         paused_for=spool.paused_for(shown),
+                                         usage=used.cells(shown) if used is not None else None),
                      Text(footer(statuses, limit, lost), style="dim", no_wrap=True, overflow="ellipsis"))
 
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -258,6 +265,31 @@ def watch_table(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = ()
         if until_final:
             raise
     return statuses
+
+
+class UsageView:
+    """The CPU and RSS cells of jobs, look after look: a running job's read from /proc for
+    its process group (its CPU % over the time since the last look), an ended job's as its
+    last attempt recorded."""
+
+    def __init__(self) -> None:
+        self.before: dict[int, Sample] = {}
+
+    def cells(self, statuses: Sequence[JobStatus]) -> dict[str, tuple[str, str]]:
+        from . import render
+
+        groups = {s.pid for s in statuses if s.state in UNDER_WAY and s.pid}
+        samples = sample_groups(groups) if groups else {}
+        cells = {}
+        for s in statuses:
+            live = None
+            if s.state in UNDER_WAY and s.pid and (sample := samples.get(s.pid)) is not None:
+                live = (cpu_percent(self.before.get(s.pid), sample), sample.rss)
+            shown = render.usage_cells(s, live)
+            if shown is not None:
+                cells[s.id] = shown
+        self.before = samples
+        return cells
 
 
 def follow(spool: Spool, ids: list[str], timeout: float | None, quiet: bool, to_stderr: bool = False,

@@ -31,6 +31,7 @@ from .progress import hook_tqdm
 from .reporter import Reporter
 from .rules import MAX_NESTING, nesting_depth
 from .tasks import TaskModuleError, importable, load_task_modules, unserved_reason
+from .usage import Meter
 
 MAX_ARGS_BYTES = 4096  # an exception's arguments kept in its job's error record, at most
 
@@ -108,10 +109,14 @@ class Attempts:
         os.environ["POOL_SPOOL"] = self.config.spool
         checkpoints = os.path.join(self.config.spool, CHECKPOINTS)
         os.environ["POOL_CHECKPOINT"] = os.path.join(checkpoints, spec.id, STATE)
+        meter = Meter()
         with attempt_checkpoint(checkpoints, spec.id, self.config.max_checkpoint_bytes):
             if spec.task is not None:
-                return self.run_task(status)
-            return run_command(status, reporter, self.config.allow_commands, self.config.allow_loader_env, cap)
+                verdict = self.run_task(status)
+            else:
+                verdict = run_command(status, reporter, self.config.allow_commands, self.config.allow_loader_env, cap,
+                                      meter)
+        return dataclasses.replace(verdict, usage=meter.read(own_code=spec.task is not None))
 
     def run_task(self, status: JobStatus) -> Verdict:
         spec = status.spec

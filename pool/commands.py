@@ -21,6 +21,7 @@ from .model import JobSpec, JobStatus, KeptEnv
 from .parsers import OutputParser
 from .procs import describe_exit, end_rest_of_group, open_pidfd
 from .rules import is_loader_variable
+from .usage import Meter
 
 if TYPE_CHECKING:
     from .reporter import Reporter
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; Python 3.10+ names it
 
 def run_command(status: JobStatus, reporter: Reporter, allowed: bool, allow_loader_env: bool = False,
-                cap: LogCap | None = None) -> Verdict:
+                cap: LogCap | None = None, meter: Meter | None = None) -> Verdict:
     spec = status.spec
     assert spec.command is not None
     if not allowed:
@@ -53,7 +54,7 @@ def run_command(status: JobStatus, reporter: Reporter, allowed: bool, allow_load
     finally:
         os.close(write_end)
     try:
-        pump_output(proc, read_end, OutputParser(spec.progress), reporter, cap)
+        pump_output(proc, read_end, OutputParser(spec.progress), reporter, cap, meter)
     finally:
         os.close(read_end)
     code = proc.wait()
@@ -100,7 +101,7 @@ def failure(kind: str, message: str, exit_code: int | None = None) -> Failed:
 
 
 def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputParser, reporter: Reporter,
-                cap: LogCap | None = None) -> None:
+                cap: LogCap | None = None, meter: Meter | None = None) -> None:
     """Copy the command's output to the log (fd 1) as it comes, reading progress from it.
     Blocks on the pipe and on the process itself (a pidfd), with the next progress write
     as the only timeout. When the command exits, whatever it left running in the job's
@@ -128,12 +129,25 @@ def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputPars
                 exited = True
                 if pidfd is not None:
                     watched.remove(pidfd)
-                proc.wait()  # reaped first: ending the rest reaps every child left
+                reap(proc, meter)  # reaped first: ending the rest reaps every child left
                 end_rest_of_group()
             reporter.write_if_due()
     finally:
         if pidfd is not None:
             os.close(pidfd)
+
+
+def reap(proc: subprocess.Popen[bytes], meter: Meter | None) -> None:
+    """Wait for the command with wait4(2), so its own peak memory is known (a worker's
+    RUSAGE_CHILDREN keeps only the largest of every child it ever had)."""
+    try:
+        _, wait_status, used = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped already
+        proc.wait()
+        return
+    proc.returncode = os.waitstatus_to_exitcode(wait_status)
+    if meter is not None:
+        meter.reaped(used)
 
 
 def write_log(data: bytes) -> bool:

@@ -31,6 +31,9 @@ from .lifecycle import Departure, Role, check_role, describe, passed_through_run
 from .locks import LOCK_TIMEOUT, Lease
 from .model import AttachedEnv, JobStatus, State, utc_now
 from .spool import SpoolDir
+from .usage import Usage, is_usage
+
+ATTEMPT_ENDS = (State.DONE, State.FAILED, State.QUEUED)  # where an attempt's runner leaves its job
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +47,14 @@ class Transition:
     reason: str
     time: str
     status: JobStatus | None = None  # the status written, when the teller has it
+    usage: Usage | None = None  # what the attempt that ended here used: each attempt's is kept in events.jsonl
 
     def event(self) -> dict[str, Any]:
-        return {"time": self.time, "id": self.job_id, "from": self.before.value if self.before else None,
-                "to": self.after.value, "attempt": self.attempt, "reason": self.reason}
+        event = {"time": self.time, "id": self.job_id, "from": self.before.value if self.before else None,
+                 "to": self.after.value, "attempt": self.attempt, "reason": self.reason}
+        if self.usage is not None:
+            event["usage"] = self.usage.to_dict()
+        return event
 
     def to_dict(self) -> dict[str, Any]:
         doc = self.event()
@@ -60,7 +67,8 @@ class Transition:
         status = JobStatus.from_dict(doc["status"]) if "status" in doc else None
         after = State(doc["to"]) if doc["to"] in State._value2member_map_ else Departure(doc["to"])
         return cls(job_id=doc["id"], before=State(doc["from"]) if doc["from"] else None, after=after,
-                   attempt=doc["attempt"], reason=doc["reason"], time=doc["time"], status=status)
+                   attempt=doc["attempt"], reason=doc["reason"], time=doc["time"], status=status,
+                   usage=Usage.from_dict(doc["usage"]) if is_usage(doc.get("usage")) else None)
 
 
 def transitions_between(before: JobStatus | None, after: JobStatus, reason: str | None = None,
@@ -79,7 +87,7 @@ def transitions_between(before: JobStatus | None, after: JobStatus, reason: str 
         state = State.RUNNING
     if after.state is not state or after.attempt != before.attempt:
         changes.append(Transition(after.id, state, after.state, before.attempt, reason or describe(after),
-                                  after.updated_at, after))
+                                  after.updated_at, after, after.usage if after.state in ATTEMPT_ENDS else None))
     return changes
 
 

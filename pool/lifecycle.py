@@ -37,6 +37,7 @@ from typing import Any
 from .errors import InvalidTransition
 from .model import UNDER_WAY, JobStatus, State, iso_time, parse_time
 from .rules import MAX_SECONDS
+from .usage import Usage
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.WAITING: frozenset({State.QUEUED, State.CANCELLED}),
@@ -115,6 +116,7 @@ class Succeeded:
 
     result: Any = None
     exit_code: int | None = None
+    usage: Usage | None = None  # what the attempt used (pool/usage.py), when its runner measured it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ class Failed:
 
     error: Mapping[str, Any]
     exit_code: int | None = None
+    usage: Usage | None = None
 
 
 Verdict = Succeeded | Failed
@@ -131,8 +134,10 @@ Verdict = Succeeded | Failed
 def conclude(status: JobStatus, verdict: Verdict, now: str) -> JobStatus:
     """End the running attempt as its code said: done, or a failed attempt."""
     if isinstance(verdict, Succeeded):
-        return succeed(status, verdict.result, now, verdict.exit_code)
-    return fail_attempt(status, verdict.error, now, verdict.exit_code)
+        ended = succeed(status, verdict.result, now, verdict.exit_code)
+    else:
+        ended = fail_attempt(status, verdict.error, now, verdict.exit_code)
+    return dataclasses.replace(ended, usage=verdict.usage)
 
 
 # Error kinds pool itself records: their message says it all, without the kind in front.
@@ -186,7 +191,7 @@ def advance(status: JobStatus, to: State, now: str, **changes: Any) -> JobStatus
 
 def start(status: JobStatus, pid: int, pid_started: int | None, now: str) -> JobStatus:
     return advance(status, State.RUNNING, now, pid=pid, pid_started=pid_started, started_at=now,
-                   error=None, exit_code=None, result=None, message=None, progress=None)
+                   error=None, exit_code=None, result=None, message=None, progress=None, usage=None)
 
 
 def succeed(status: JobStatus, result: Any, now: str, exit_code: int | None = None) -> JobStatus:
@@ -260,7 +265,8 @@ def retry(status: JobStatus, now: str) -> JobStatus:
     one that comes after others waits for them again (its time, long past, is not)."""
     after = {"after": list(status.spec.after)} if status.spec.after else None
     return advance(status, State.WAITING if after else State.QUEUED, now, attempt=1, error=None, exit_code=None,
-                   result=None, progress=None, message=None, started_at=None, interruptions=0, waits=after)
+                   result=None, progress=None, message=None, started_at=None, interruptions=0, waits=after,
+                   usage=None)
 
 
 # An attempt cut short by a dead manager runs again even when it has no retries left,

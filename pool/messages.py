@@ -35,6 +35,7 @@ import orjson
 from .ledger import Transition
 from .lifecycle import Failed, Succeeded, Verdict
 from .model import AttachedEnv, JobStatus, State, encode_json
+from .usage import Usage, is_usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,17 +173,21 @@ Reply = Ready | Changed | Started | Progressed | Ran | Skipped | Broke
 def encode_verdict(verdict: Verdict | None) -> dict[str, Any] | None:
     if verdict is None:
         return None
+    usage = verdict.usage.to_dict() if verdict.usage is not None else None
     if isinstance(verdict, Succeeded):
-        return {"ok": True, "result": verdict.result, "exit_code": verdict.exit_code}
-    return {"ok": False, "error": dict(verdict.error), "exit_code": verdict.exit_code}
+        return {"ok": True, "result": verdict.result, "exit_code": verdict.exit_code, "usage": usage}
+    return {"ok": False, "error": dict(verdict.error), "exit_code": verdict.exit_code, "usage": usage}
 
 
 def decode_verdict(doc: dict[str, Any] | None) -> Verdict | None:
     if doc is None:
         return None
+    usage = doc.get("usage")
+    # What a runner says it used is checked like any status field (a member's runner is hers).
+    used = Usage.from_dict(usage) if is_usage(usage) else None
     if doc["ok"]:
-        return Succeeded(doc["result"], doc["exit_code"])
-    return Failed(doc["error"], doc["exit_code"])
+        return Succeeded(doc["result"], doc["exit_code"], used)
+    return Failed(doc["error"], doc["exit_code"], used)
 
 
 def encode_reply(reply: Reply) -> bytes:

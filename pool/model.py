@@ -52,6 +52,7 @@ from .rules import (
     tuple_or_none,
     utc_moment,
 )
+from .usage import Usage, is_usage
 
 SCHEMA = 1
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
@@ -277,6 +278,12 @@ class JobStatus:
         encode=lambda v: dict(v) if v is not None else None))
     # Graceful stops of the manager that put this attempt back uncounted (bounded).
     interruptions: int = field(default=0, metadata=rule(lambda v: is_int(v) and 0 <= v <= 1000, "a count"))
+    # What the last attempt that ended in its runner used (pool/usage.py): null before one
+    # did, and while one runs.
+    usage: Usage | None = field(default=None, metadata=rule(
+        optional(is_usage), 'null or {"wall", "user", "system", "max_rss"}',
+        decode=lambda u: Usage.from_dict(u) if u is not None else None,
+        encode=lambda u: u.to_dict() if u is not None else None))
     # The uid whose file submitted the job: in a shared spool, who may kill or retry it.
     submitter: int | None = field(default=None, metadata=rule(optional(lambda v: is_int(v) and 0 <= v < 2**32),
                                                               "a uid or null"))

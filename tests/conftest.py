@@ -252,6 +252,8 @@ NEEDS = {
                          "install strace to run it here"),
     "needs_systemd_analyze": Need("systemd-analyze", lambda: None if shutil.which("systemd-analyze")
                                   else "there is no systemd-analyze on PATH", "install systemd to run it here"),
+    "needs_gnu_time": Need("GNU time", lambda: None if os.access("/usr/bin/time", os.X_OK)
+                           else "there is no /usr/bin/time", "install GNU time (the package `time`) to run it here"),
 }
 
 

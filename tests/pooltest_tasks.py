@@ -248,3 +248,16 @@ def saves(size: int, gate: str = "") -> int:
     if gate:
         wait_for_gate(gate)
     return size
+
+
+@pool.task
+def uses(megabytes: int, cpu_seconds: float) -> int:
+    """Holds ``megabytes`` MiB resident (every page touched) while it burns ``cpu_seconds``
+    of CPU; returns the bytes it held."""
+    held = bytearray(megabytes * 1024 * 1024)
+    for page in range(0, len(held), 4096):
+        held[page] = 1
+    end = time.process_time() + cpu_seconds
+    while time.process_time() < end:
+        pass
+    return len(held)
