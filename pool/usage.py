@@ -69,20 +69,33 @@ def is_usage(value: object) -> bool:
             and is_int(value["max_rss"]) and 0 <= value["max_rss"] < 1 << 62)
 
 
-def reset_peak() -> bool:
-    """Make this process's peak resident set its current one (False where the kernel
-    does not let us: the peak then includes what ran before)."""
-    try:
-        fd = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        os.write(fd, b"5")
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
+class _PeakReset:
+    """Makes this process's peak resident set its current one; False where the kernel
+    does not let us (the peak then includes what ran before). The file stays open, a
+    write each attempt (0.6 us, where opening it again cost 5: benchmarks/usage_cost.py);
+    a forked child opens its own, since the parent's names the parent."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+    def __call__(self) -> bool:
+        try:
+            if self.fd is None:
+                self.fd = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
+            os.write(self.fd, b"5")
+        except OSError:
+            return False
+        return True
+
+
+reset_peak = _PeakReset()
 
 
 class Meter:
