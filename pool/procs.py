@@ -246,14 +246,19 @@ def end_rest_of_group(patience: float = 5.0) -> int:
     """SIGKILL every other process of this process's group and every child left (what a
     finished job left running), reap them, and wait until they are gone; returns how
     many were killed. Costs one system call when the job left nothing (the usual). Call
-    it only once the job's own children were waited for (it reaps what it finds)."""
+    it only once the job's own children were waited for (it reaps what it finds).
+
+    A process that does not lead its group (a member's attempt, run as her; a task run in
+    a process of its own under its limits) ends its own children only: the rest of the
+    group is its worker's, who leads it, and ends the rest once that process is gone."""
     if not _has_children():
         return 0
     me, group = os.getpid(), os.getpgrp()
+    leads = me == group
     killed = 0
     deadline = time.monotonic() + patience
     while True:
-        left = set(group_members(group, besides=me)) | set(_children())
+        left = (set(group_members(group, besides=me)) if leads else set()) | set(_children())
         if not left and not _has_children():
             return killed  # every one gone and reaped: no zombie is left to an init that may not reap
         for pid in left:
