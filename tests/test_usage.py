@@ -102,6 +102,8 @@ def test_each_attempt_keeps_its_usage_in_the_events_and_the_status_the_last(
     work = tmp_path / "work"
     drop(spool_dir, "r.json", job("stepped", str(work), kwargs={"fail_at": 50}, id="r", retries=1, retry_delay=0))
     wait_until(lambda: state_of(spool_dir, "r") == "done", what="done on its second attempt")
+    # The manager appends events after the statuses they record: the last one may come later.
+    wait_until(lambda: any(e["to"] == "done" for e in events_of(spool_dir, "r")), what="its end in events.jsonl")
     ends = [e for e in events_of(spool_dir, "r") if e["to"] in ("queued", "done") and e["from"] == "running"]
     assert [e["attempt"] for e in ends] == [1, 2]
     assert all(is_usage(e["usage"]) for e in ends)
