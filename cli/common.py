@@ -9,11 +9,13 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pool.client import Spool, default_spool_path
+from pool.limits import parse_size
+from pool.rules import parse_duration
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -105,3 +107,27 @@ def follow_log(spool: Spool, job_id: str, offset: int = 0, head: bytes = b"") ->
             return
         else:
             time.sleep(FOLLOW_INTERVAL)
+
+
+_ParamType: Any = click.ParamType  # generic in newer click, plain in older: either works here
+
+
+class Duration(_ParamType):  # type: ignore[misc]
+    """``90s``, ``15m``, ``1h``, ``7d``, ``2w`` (or plain seconds) as seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        seconds = parse_duration(value)
+        return seconds if seconds is not None else self.fail(
+            f"{value!r} is not a duration like 90s, 15m, 1h, 7d (and not negative)", param, ctx)
+
+
+class Size(_ParamType):  # type: ignore[misc]
+    """``2G``, ``512M``, ``1.5G`` (powers of 1024), or bytes."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        size = parse_size(value)
+        return size if size is not None else self.fail(f"{value!r} is not a size like 2G or 512M", param, ctx)

@@ -13,7 +13,7 @@ from pool.model import UNDER_WAY, State
 from pool.stopping import SIGNAL_FOR, StopMode
 
 from .commands import StrictCommand
-from .views import Duration
+from .common import Duration
 
 
 @click.command(cls=StrictCommand)

@@ -14,6 +14,8 @@ import orjson
 from pool.client import Job, Spool
 from pool.model import TASK_PATTERN
 
+from .common import Size
+
 # Everything from the first argument on (a task, a program) belongs to the job, options too:
 # `pool submit --command ls -q` runs `ls -q`, as `pueue add` and `tsp` do.
 ARGV_AFTER_OPTIONS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
@@ -57,6 +59,14 @@ JOB_OPTIONS = [
     click.option("--on-finish", "on_finish", metavar="CMD",
                  help="Run CMD (split as a shell would) once the job ends, its status on stdin (the manager must "
                       "allow commands)."),
+    click.option("--memory", type=Size(), help="Its memory limit (2G, 512M): past it, it fails (MemoryLimit)."),
+    click.option("--cpu-seconds", type=click.FloatRange(1), help="Its CPU limit, in seconds: past it, it fails."),
+    click.option("--nice", type=click.IntRange(0, 19), help="Its niceness (0-19: higher yields more)."),
+    click.option("--open-files", type=click.IntRange(16, 1 << 20), help="How many files it may have open."),
+    click.option("--needs-memory", type=Size(),
+                 help="Memory it needs: it starts only while what runs leaves that much (pool serve --memory)."),
+    click.option("--needs-cpus", type=click.FloatRange(0),
+                 help="CPUs it needs: it starts only while what runs leaves that many (pool serve --cpus)."),
 ]
 
 
@@ -120,10 +130,10 @@ def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: s
               retry_delay: float | None, retry_backoff: float | None, timeout: float | None,
               meta: tuple[str, ...], cwd: str | None, env: tuple[str, ...], progress_form: str | None,
               on_finish: str | None = None, at: str | None = None, delay: str | None = None,
-              after: tuple[str, ...] = (), after_any: bool = False) -> Job:
+              after: tuple[str, ...] = (), after_any: bool = False, **resources: Any) -> Job:
     """Submit the job the command line describes. Raises InvalidJobSpec, click.UsageError."""
     doc = describe_job(args, is_command, kwargs, name, priority, group, retries, retry_delay, retry_backoff, timeout,
-                       meta, cwd, env, progress_form, on_finish)
+                       meta, cwd, env, progress_form, on_finish, **resources)
     doc.update({k: v for k, v in {"id": job_id, "at": moment_from(at) if at is not None else None,
                                   "delay": delay}.items() if v is not None})
     if after:
@@ -140,12 +150,19 @@ def build_job(spool: Spool, args: tuple[str, ...], is_command: bool, fallback: s
 def describe_job(args: tuple[str, ...], is_command: bool, kwargs: tuple[str, ...], name: str | None,
                  priority: int | None, group: str | None, retries: int | None, retry_delay: float | None,
                  retry_backoff: float | None, timeout: float | None, meta: tuple[str, ...], cwd: str | None,
-                 env: tuple[str, ...], progress_form: str | None, on_finish: str | None = None) -> dict[str, Any]:
+                 env: tuple[str, ...], progress_form: str | None, on_finish: str | None = None,
+                 memory: int | None = None, cpu_seconds: float | None = None, nice: int | None = None,
+                 open_files: int | None = None, needs_memory: int | None = None,
+                 needs_cpus: float | None = None) -> dict[str, Any]:
     """The job document the command line describes (what `pool submit` submits, and what
     `pool schedule add` fires). Raises click.UsageError."""
     doc: dict[str, Any] = {k: v for k, v in {
         "name": name, "priority": priority, "group": group, "retries": retries, "retry_delay": retry_delay,
         "retry_backoff": retry_backoff, "timeout": timeout}.items() if v is not None}
+    limits = {k: v for k, v in {"memory": memory, "cpu_seconds": cpu_seconds, "nice": nice,
+                                "open_files": open_files}.items() if v is not None}
+    needs = {k: v for k, v in {"memory": needs_memory, "cpus": needs_cpus}.items() if v is not None}
+    doc.update({k: v for k, v in {"limits": limits, "needs": needs}.items() if v})
     if meta:
         doc["meta"] = key_values(meta, "--meta")
     if on_finish is not None:

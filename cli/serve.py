@@ -16,8 +16,10 @@ from pool import defaults
 from pool.client import Spool
 from pool.importpath import import_path
 from pool.joblog import MIN_MAX_BYTES
+from pool.limits import Limits
 
 from .commands import StrictCommand
+from .common import Size
 
 
 @click.command(cls=StrictCommand)
@@ -39,6 +41,16 @@ from .commands import StrictCommand
               help="Cut a job's log to its last half once it passes this size (default: no limit).")
 @click.option("--max-checkpoint-bytes", type=click.IntRange(1), default=defaults.MAX_CHECKPOINT_BYTES,
               show_default=True, help="pool.checkpoint() refuses a bigger state (a CheckpointError in the job).")
+@click.option("--job-memory", type=Size(), help="The memory limit of a job that sets none (2G, 512M).")
+@click.option("--job-cpu-seconds", type=click.FloatRange(1), help="The CPU limit of a job that sets none (seconds).")
+@click.option("--job-nice", type=click.IntRange(0, 19), help="The niceness of a job that sets none.")
+@click.option("--job-open-files", type=click.IntRange(16, 1 << 20),
+              help="The open files a job that sets no limit may have.")
+@click.option("--memory", type=Size(), help="The memory jobs' declared needs must fit in (default: the machine's).")
+@click.option("--cpus", type=click.FloatRange(0, min_open=True),
+              help="The CPUs jobs' declared needs must fit in (default: the machine's).")
+@click.option("--reserve-after", type=click.FloatRange(0), default=defaults.RESERVE_AFTER, show_default=True,
+              help="Seconds the most urgent job whose needs do not fit waits before smaller ones stop starting.")
 @click.option("--events-max-bytes", type=click.IntRange(4096), default=defaults.EVENTS_MAX_BYTES, show_default=True,
               help="events.jsonl is rotated to events.1.jsonl past this size.")
 @click.option("--members-as-root", is_flag=True,
@@ -54,7 +66,9 @@ from .commands import StrictCommand
 def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
           kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None,
           max_log_bytes: int | None, max_checkpoint_bytes: int, events_max_bytes: int, members_as_root: bool,
-          engine: str, on_finish: str | None, hook_timeout: float) -> None:
+          engine: str, on_finish: str | None, hook_timeout: float, job_memory: int | None,
+          job_cpu_seconds: float | None, job_nice: int | None, job_open_files: int | None, memory: int | None,
+          cpus: float | None, reserve_after: float) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM."""
     from pool.manager import Manager, ManagerConfig
 
@@ -69,6 +83,8 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
         allow_loader_env=allow_loader_env, group_gid=group_id(group) if group else None,
         events_max_bytes=events_max_bytes, max_log_bytes=max_log_bytes, engine=engine, members_as_root=members_as_root,
         on_finish=hook_argv(on_finish), hook_timeout=hook_timeout, max_checkpoint_bytes=max_checkpoint_bytes,
+        job_limits=Limits(job_memory, job_cpu_seconds, job_nice, job_open_files), memory=memory, cpus=cpus,
+        reserve_after=reserve_after,
     )).serve()
 
 

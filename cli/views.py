@@ -22,27 +22,12 @@ from pool.client import Job, Spool
 from pool.errors import WaitTimeout
 from pool.finding import Brief
 from pool.model import UNDER_WAY, JobStatus, State, parse_time
-from pool.rules import parse_duration
 from pool.usage import Sample, cpu_percent, sample_groups
 
 from .commands import StrictCommand
-from .common import complete_ids, console, now, say_no_manager
+from .common import Duration, complete_ids, console, now, say_no_manager
 
 WATCH_INTERVAL = 0.5
-
-
-_ParamType: Any = click.ParamType  # generic in newer click, plain in older: either works here
-
-
-class Duration(_ParamType):  # type: ignore[misc]
-    """``90s``, ``15m``, ``1h``, ``7d``, ``2w`` (or plain seconds) as seconds."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        seconds = parse_duration(value)
-        return seconds if seconds is not None else self.fail(
-            f"{value!r} is not a duration like 90s, 15m, 1h, 7d (and not negative)", param, ctx)
 
 
 def matches(status: JobStatus, states: tuple[str, ...], name: str | None, since: float | None) -> bool:

@@ -26,6 +26,7 @@ from .checkpoints import CHECKPOINTS, STATE, attempt_checkpoint
 from .commands import run_command
 from .joblog import LogCap
 from .lifecycle import Failed, Succeeded, Verdict, error_info
+from .limits import NO_LIMITS, Limits
 from .model import JobStatus
 from .progress import hook_tqdm
 from .reporter import Reporter
@@ -52,6 +53,16 @@ class WorkerConfig:
     name: str = "worker"  # how the timeline names who started an attempt
     as_submitter: bool = False  # run a member's attempt as her (a manager running as root: pool/runas.py)
     cwd: str = ""  # the working directory jobs run in (the manager's); "" for this process's own
+    # What a job may use when it sets no limit of its own (pool serve --job-memory, ...).
+    job_memory: int | None = None
+    job_cpu_seconds: float | None = None
+    job_nice: int | None = None
+    job_open_files: int | None = None
+
+    def limits_of(self, status: JobStatus) -> Limits:
+        """The limits an attempt of the job runs under: its own, and the manager's where it sets none."""
+        defaults = Limits(self.job_memory, self.job_cpu_seconds, self.job_nice, self.job_open_files)
+        return (status.spec.limits or NO_LIMITS).over(defaults)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,7 +126,7 @@ class Attempts:
                 verdict = self.run_task(status)
             else:
                 verdict = run_command(status, reporter, self.config.allow_commands, self.config.allow_loader_env, cap,
-                                      meter)
+                                      meter, self.config.limits_of(status))
         return dataclasses.replace(verdict, usage=meter.read(own_code=spec.task is not None))
 
     def run_task(self, status: JobStatus) -> Verdict:

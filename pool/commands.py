@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import signal
 import stat
 import subprocess
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from .joblog import LogCap
 from .lifecycle import Failed, Succeeded, Verdict, error_info
+from .limits import Limits, cpu_words, size_words
+from .limits import apply as apply_limits
 from .model import JobSpec, JobStatus, KeptEnv
 from .parsers import OutputParser
 from .procs import describe_exit, end_rest_of_group, open_pidfd
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; Python 3.10+ names it
 
 def run_command(status: JobStatus, reporter: Reporter, allowed: bool, allow_loader_env: bool = False,
-                cap: LogCap | None = None, meter: Meter | None = None) -> Verdict:
+                cap: LogCap | None = None, meter: Meter | None = None, limits: Limits | None = None) -> Verdict:
     spec = status.spec
     assert spec.command is not None
     if not allowed:
@@ -47,8 +50,11 @@ def run_command(status: JobStatus, reporter: Reporter, allowed: bool, allow_load
     except OSError:
         pass
     try:
+        # Its limits are put on its own process between fork and exec: setrlimit and
+        # setpriority, system calls that take no lock the worker's other thread may hold.
         proc = subprocess.Popen(list(spec.command), cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=write_end, stderr=write_end)
+                                stdout=write_end, stderr=write_end,
+                                preexec_fn=(lambda: apply_limits(limits)) if limits else None)  # noqa: PLW1509
     except OSError as exc:
         return failure("CommandNotStarted", f"cannot start {spec.command[0]!r}: {exc.strerror or exc}")
     finally:
@@ -60,7 +66,12 @@ def run_command(status: JobStatus, reporter: Reporter, allowed: bool, allow_load
     code = proc.wait()
     if code == 0:
         return Succeeded(None, exit_code=0)
-    return failure("CommandFailed", f"command {describe_exit(code)}", exit_code=code)
+    if limits and limits.cpu_seconds is not None and code == -signal.SIGXCPU:
+        return failure("CPULimit", cpu_words(limits.cpu_seconds), exit_code=code)
+    why = f"command {describe_exit(code)}"
+    if limits and limits.memory is not None:  # an allocation refused shows only as the program fails
+        why += f" (with a memory limit of {size_words(limits.memory)}: limits.memory)"
+    return failure("CommandFailed", why, exit_code=code)
 
 
 def cwd_problem(path: str) -> str | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from . import defaults
 from .clock import Clock
 from .ledger import Ledger
+from .limits import NO_LIMITS, Capacity, Limits
 from .spool import SpoolDir
 from .trouble import Trouble
 
@@ -34,6 +35,17 @@ class ManagerConfig:
     events_max_bytes: int = defaults.EVENTS_MAX_BYTES
     max_log_bytes: int | None = None  # a job's log is cut to its tail past this (pool.joblog)
     max_checkpoint_bytes: int = defaults.MAX_CHECKPOINT_BYTES  # pool.checkpoint() refuses more
+    job_limits: Limits = NO_LIMITS  # --job-memory, ...: what a job that sets no limit of its own may use
+    # --memory, --cpus: what the declared needs of running jobs must fit in (None: the machine's)
+    memory: int | None = None
+    cpus: float | None = None
+    reserve_after: float = defaults.RESERVE_AFTER  # the most urgent job that does not fit then holds what it needs
+
+    @property
+    def capacity(self) -> Capacity:
+        machine = Capacity.of_machine()
+        return Capacity(self.memory if self.memory is not None else machine.memory,
+                        self.cpus if self.cpus is not None else machine.cpus)
     engine: str = "local"  # where attempts run: pool.engines
     members_as_root: bool = False  # --members-as-root: a member's job runs as root, not as her
     on_finish: tuple[str, ...] = ()  # --on-finish: the argv run once per job that ends (pool.hooks)

@@ -15,4 +15,5 @@ RESCAN_INTERVAL = 5.0  # seconds between looks at the folders when no file event
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a job file bigger than this is refused unread
 EVENTS_MAX_BYTES = 32 * 1024 * 1024  # events.jsonl is rotated past this
 MAX_CHECKPOINT_BYTES = 16 * 1024 * 1024  # pool.checkpoint() refuses a bigger state
+RESERVE_AFTER = 10.0  # seconds the most urgent job that does not fit waits before smaller ones stop starting
 HOOK_TIMEOUT = 60.0  # seconds an on-finish hook may run before it is killed

@@ -8,7 +8,13 @@
 decides. A group at its limit (``limits``: groups/, pool/groups.py; every job handed to
 the executor counts against its group until its attempt ends, sent ahead or not) is not
 open: the queue gives the most urgent job of the open groups, so a full group never
-holds back another.
+holds back another. A job that declares ``needs`` (memory, CPUs: pool/limits.py) is
+admissible only while they fit in the manager's capacity beside the needs of every job
+handed over; a job that needs more than is free waits, and smaller ones behind it start
+meanwhile (the queue keeps jobs of different needs in lanes of their own). So that a big
+job never waits forever behind a stream of small ones, the most urgent job that does not
+fit gets a reservation once it has waited ``--reserve-after`` seconds: from then on
+nothing starts that would take what it waits for, so running jobs drain until it fits.
 Sending a busy worker its next job ahead of time is the executor's business: here the
 most urgent job is handed over while the executor has room for it (``room(job)``: an
 executor takes back jobs of lower priority it sent ahead, to make room). Attempts a previous manager started
@@ -20,12 +26,16 @@ from __future__ import annotations
 import collections
 import heapq
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .context import Context
 from .executor import Executor
 from .jobqueue import JobQueue
+from .limits import Needs
 from .model import UNDER_WAY, JobStatus, State, parse_time
+
+NO_NEEDS = Needs()
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,9 @@ class Dispatch:
         # cancelled, or held again).
         self.waiting: list[tuple[float, str]] = []
         self.wait_ends: dict[str, float] = {}
+        self.capacity = ctx.config.capacity
+        self.in_use = NO_NEEDS  # the needs of every job handed over, all told
+        self.blocked: tuple[str, float] | None = None  # the most urgent job that does not fit, since when
 
     def enqueue(self, status: JobStatus, delay: float = 0.0) -> None:
         self.queue.push(status, self.ctx.clock.monotonic(), self.ctx.clock.time(), delay)
@@ -93,10 +106,32 @@ class Dispatch:
                 ended.append(job_id)
         return ended
 
-    def admissible(self, status: JobStatus) -> bool:
-        """May this queued job start now? (The queue has already waited out its retry,
-        and gives only jobs of open groups.)"""
-        return status.id not in self.handed
+    def admissible(self, status: JobStatus, reserved: Needs = NO_NEEDS) -> bool:
+        """May this queued job start now? Not when handed over already, nor when its
+        group is full or paused, nor when its needs do not fit beside those of the jobs
+        handed over and what is ``reserved`` for a bigger one. (The queue has already
+        waited out its retry.)"""
+        return status.id not in self.handed and self.open_group(status.spec.queue_group) and \
+            self.fits(status.spec.needs, reserved)
+
+    def fits(self, needs: Needs | None, reserved: Needs = NO_NEEDS) -> bool:
+        if needs is None:
+            return True
+        return (not needs.memory or self.in_use.memory + needs.memory + reserved.memory <= self.capacity.memory) \
+            and (not needs.cpus or self.in_use.cpus + needs.cpus + reserved.cpus <= self.capacity.cpus)
+
+    def reservation(self, now: float) -> tuple[str | None, Needs]:
+        """The job that holds a reservation, and what it holds (nothing, while the most
+        urgent job fits, or has not waited ``--reserve-after`` yet)."""
+        first = self.queue.peek(lambda job: self.open_group(job.spec.queue_group))
+        if first is None or self.fits(first.spec.needs):
+            self.blocked = None
+            return None, NO_NEEDS
+        if self.blocked is None or self.blocked[0] != first.id:
+            self.blocked = first.id, now
+        if now - self.blocked[1] < self.ctx.config.reserve_after:
+            return None, NO_NEEDS
+        return first.id, first.spec.needs or NO_NEEDS
 
     def open_group(self, group: str) -> bool:
         limit = self.limits.get(group)
@@ -110,21 +145,28 @@ class Dispatch:
             if handed.status.spec.queue_group == group and not handed.began:
                 self.executor.take_back(job_id)
 
+    def starter(self, holder: str | None, reserved: Needs) -> Callable[[JobStatus], bool]:
+        """Whether the queue may give a job now: an admissible one (beside the reservation,
+        unless it is the holder's), or one handed over already, to be dropped."""
+        return lambda job: job.id in self.handed or self.admissible(job, NO_NEEDS if job.id == holder else reserved)
+
     def dispatch(self, now: float) -> None:
         while not self.ctx.trouble.active:
-            job = self.queue.peek(self.open_group)
+            may_start = self.starter(*self.reservation(now))
+            job = self.queue.peek(may_start)
             if job is None or self.executor.room(job) <= 0:
                 return
-            self.queue.pop(self.open_group)
-            # Not admissible means already handed over (queued twice): dropped. What holds a
-            # job back for later (a full group) leaves it in the queue: the queue's business.
-            if self.admissible(job):
+            self.queue.pop(may_start)
+            # Handed over already (queued twice): dropped. What holds a job back for later
+            # (a full group, needs that do not fit) leaves it in the queue.
+            if job.id not in self.handed:
                 self.executor.start(self.ctx.spool.attach_env(job), now)
                 self._hand(job)
 
     def _hand(self, status: JobStatus) -> None:
         self.handed[status.id] = Handed(status)
         self.in_group[status.spec.queue_group] += 1
+        self.in_use = added(self.in_use, status.spec.needs)
 
     def recovered(self, status: JobStatus, paused_for: float = 0.0) -> None:
         """The executor took over an attempt a previous manager started (paused for
@@ -161,6 +203,7 @@ class Dispatch:
         handed = self.handed.pop(job_id, None)
         if handed is not None:
             self.in_group[handed.status.spec.queue_group] -= 1
+            self.in_use = added(self.in_use, handed.status.spec.needs, -1)
 
     # ------------------------------------------------------------ deadlines
     def overdue(self, now: float) -> list[JobStatus]:
@@ -181,3 +224,9 @@ class Dispatch:
         if self.waiting:
             deadlines.append(self.waiting[0][0])
         return min(deadlines) if deadlines else None
+
+
+def added(total: Needs, needs: Needs | None, sign: int = 1) -> Needs:
+    if needs is None:
+        return total
+    return Needs(total.memory + sign * needs.memory, total.cpus + sign * needs.cpus)

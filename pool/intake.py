@@ -38,6 +38,7 @@ from .context import Context
 from .dropzone import claim_parts, is_job_name, shown, writer_open
 from .errors import InvalidJobSpec
 from .jobfile import iter_job_file
+from .limits import Capacity
 from .model import JobSpec, iso_time, new_status
 from .rules import is_loader_variable
 from .safeio import HeldFile, UnsafeFile, read_all
@@ -61,9 +62,12 @@ class IntakeRules:
     group_gid: int | None = None
     settle: float = defaults.SETTLE
     max_file_bytes: int = defaults.MAX_FILE_BYTES
+    capacity: Capacity | None = None  # what declared needs must fit in (pool serve --memory, --cpus)
 
     def refusal(self, spec: JobSpec) -> str | None:
         """Why this manager cannot run the job, or None (a schedule's job is asked too)."""
+        if spec.needs is not None and self.capacity is not None and (why := self.capacity.refuses(spec.needs)):
+            return why
         if spec.on_finish and not self.allow_commands:
             return "'on_finish' runs a command; start the manager with --allow-commands"
         if spec.task is not None:

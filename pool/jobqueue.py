@@ -1,8 +1,10 @@
 """The job queue: runnable jobs in order (highest priority first, in submission order
-within one), and jobs waiting for a retry kept apart until their time. Each group's jobs
-are in a heap of their own, so a group that may start nothing now (its limit reached)
-never holds back the jobs of another: the next job is the most urgent head of the
-groups that are open."""
+within one), and jobs waiting for a retry kept apart until their time. The jobs of each
+lane (a group, and what its jobs declared they need) are in a heap of their own, so a
+lane that may start nothing now (its group at its limit, its needs more than is free)
+never holds back the jobs of another: the next job is the most urgent head of the lanes
+that may start one. Jobs of one lane are alike in what may stop them, so when its head
+may not start, none behind it could."""
 
 from __future__ import annotations
 
@@ -11,14 +13,21 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .limits import Needs
 from .model import JobStatus, parse_time
+
+Lane = tuple[str, Needs | None]
+
+
+def lane_of(status: JobStatus) -> Lane:
+    return status.spec.queue_group, status.spec.needs
 
 
 @dataclass
 class JobQueue:
     """Queued jobs: highest priority first, FIFO within a priority; retries wait apart."""
 
-    ready: dict[str, list[tuple[int, str, int, str]]] = field(default_factory=dict)  # group -> heap
+    ready: dict[Lane, list[tuple[int, str, int, str]]] = field(default_factory=dict)  # lane -> heap
     waiting: list[tuple[float, int, str]] = field(default_factory=list)
     jobs: dict[str, JobStatus] = field(default_factory=dict)
     order: itertools.count[int] = field(default_factory=itertools.count)
@@ -35,7 +44,7 @@ class JobQueue:
             self._ready(status)
 
     def _ready(self, status: JobStatus) -> None:
-        heapq.heappush(self.ready.setdefault(status.spec.queue_group, []), self._place(status))
+        heapq.heappush(self.ready.setdefault(lane_of(status), []), self._place(status))
 
     def _place(self, status: JobStatus) -> tuple[int, str, int, str]:
         """Highest priority first; within one, in the order jobs were submitted (their
@@ -50,29 +59,29 @@ class JobQueue:
                 self._ready(self.jobs[job_id])
         return self.waiting[0][0] if self.waiting else None
 
-    def peek(self, open_group: Callable[[str], bool] = lambda group: True) -> JobStatus | None:
-        """The job ``pop`` returns next, left in the queue: the most urgent head of the
-        groups ``open_group`` says may start one."""
+    def peek(self, may_start: Callable[[JobStatus], bool] = lambda job: True) -> JobStatus | None:
+        """The job ``pop`` returns next, left in the queue: the most urgent of the lanes'
+        heads that ``may_start`` lets start."""
         best: tuple[tuple[int, str, int, str], JobStatus] | None = None
-        for group in list(self.ready):
-            head = self._head(group)
-            if head is not None and open_group(group) and (best is None or head < best[0]):
-                best = head, self.jobs[head[-1]]
+        for lane in list(self.ready):
+            head = self._head(lane)
+            if head is not None and (best is None or head < best[0]) and may_start(job := self.jobs[head[-1]]):
+                best = head, job
         return best[1] if best is not None else None
 
-    def _head(self, group: str) -> tuple[int, str, int, str] | None:
-        heap = self.ready[group]
+    def _head(self, lane: Lane) -> tuple[int, str, int, str] | None:
+        heap = self.ready[lane]
         while heap:
             if heap[0][-1] in self.jobs:
                 return heap[0]
             heapq.heappop(heap)  # its job was removed, or taken through another entry
-        del self.ready[group]
+        del self.ready[lane]
         return None
 
-    def pop(self, open_group: Callable[[str], bool] = lambda group: True) -> JobStatus | None:
-        status = self.peek(open_group)
+    def pop(self, may_start: Callable[[JobStatus], bool] = lambda job: True) -> JobStatus | None:
+        status = self.peek(may_start)
         if status is not None:
-            heapq.heappop(self.ready[status.spec.queue_group])
+            heapq.heappop(self.ready[lane_of(status)])
             del self.jobs[status.id]
         return status
 

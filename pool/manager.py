@@ -78,6 +78,8 @@ def engine_settings(config: ManagerConfig, threads: bool = True, name: str = "wo
                           allow_commands=config.allow_commands,
                           allow_loader_env=config.allow_loader_env, max_log_bytes=config.max_log_bytes,
                           max_checkpoint_bytes=config.max_checkpoint_bytes,
+                          job_memory=config.job_limits.memory, job_cpu_seconds=config.job_limits.cpu_seconds,
+                          job_nice=config.job_limits.nice, job_open_files=config.job_limits.open_files,
                           sys_path=tuple(sys.path), name=name, cwd=os.getcwd(),
                           as_submitter=os.geteuid() == 0 and not config.members_as_root)
     return EngineSettings(worker=worker, workers=config.workers, threads=threads, close_fds=close_fds)
@@ -113,6 +115,7 @@ class Manager:
             max_file_bytes=config.max_file_bytes,
             allow_loader_env=config.allow_loader_env,
             group_gid=config.group_gid,
+            capacity=config.capacity,
         ))
         self.scheduler = None if self.intake is None else Scheduler(self.ctx, self.intake.rules.refusal,
                                                                      self.intake.known)

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from .errors import CorruptStatus
+from .limits import Limits, Needs, limits_problem, needs_problem
 from .rules import (
     MAX_NESTING,
     MAX_SECONDS,
@@ -198,6 +199,19 @@ class JobSpec:
     group: str | None = field(default=None, metadata=rule(
         lambda v: v is None or (isinstance(v, str) and GROUP_PATTERN.match(v) is not None),
         "a group name (1-40 letters, digits, '_' or '-', starting with a letter or digit), or null"))
+    # What an attempt may use (the kernel stops it past that) and what the job needs while
+    # it runs (the manager starts it only while it fits): pool/limits.py.
+    limits: Limits | None = field(default=None, metadata=rule(
+        lambda v: v is None or limits_problem(v) is None,
+        'null or {"memory": a size like "2G", "cpu_seconds": N, "nice": 0-19, "open_files": N}',
+        explain=lambda v: limits_problem(v) if v is not None else None,
+        decode=lambda v: Limits.from_dict(v) if v is not None else None,
+        encode=lambda v: v.to_dict() if v is not None else None))
+    needs: Needs | None = field(default=None, metadata=rule(
+        lambda v: v is None or needs_problem(v) is None, 'null or {"memory": a size like "4G", "cpus": N}',
+        explain=lambda v: needs_problem(v) if v is not None else None,
+        decode=lambda v: Needs.from_dict(v) if v is not None else None,
+        encode=lambda v: v.to_dict() if v is not None else None))
     meta: Mapping[str, Any] = field(default_factory=dict, metadata=rule(
         shallow(lambda v: isinstance(v, dict)), f"an object nested at most {MAX_NESTING} levels deep",
         encode=dict))

@@ -63,9 +63,10 @@ def run_as(uid: int, status: JobStatus, reporter: Reporter, config: WorkerConfig
     return verdict
 
 
-def relay(conn: Connection, reporter: Reporter) -> Verdict | None:
+def relay(conn: Connection, reporter: Reporter, who: str = "its process, run as its submitter") -> Verdict | None:
     """The child's reports, into the status, until its verdict (None: it ended without
-    one). A write of progress waits for its time, as the child's own throttle does."""
+    one). A write of progress waits for its time, as the child's own throttle does.
+    ``who`` names the child in the error of a child that broke."""
     while True:
         due = reporter.due_in()
         if not select.select([conn], [], [], due)[0]:
@@ -84,7 +85,7 @@ def relay(conn: Connection, reporter: Reporter) -> Verdict | None:
                 reporter.observe(fraction, message)
             return reply.verdict
         elif isinstance(reply, msg.Broke):
-            raise RuntimeError(f"its process, run as its submitter, failed: {reply.why}")
+            raise RuntimeError(f"{who} failed: {reply.why}")
 
 
 def become(uid: int) -> None:

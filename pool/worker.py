@@ -40,6 +40,7 @@ from . import messages as msg
 from .attempt import Attempts, WorkerConfig
 from .checkpoints import CheckpointBook
 from .errors import CorruptStatus, JobNotFound
+from .forked import run_forked
 from .joblog import LogCap, attempt_header
 from .ledger import Ledger, Transition
 from .lifecycle import Role, Succeeded, Verdict
@@ -135,8 +136,13 @@ class Worker:
             undo.callback(end_rest_of_group)  # what the job left running ends with it
             uid = self.runs_as(queued)
             self.checkpoints.before(queued, uid)
-            verdict = self.attempts.run(running, reporter, cap) if uid is None else \
-                run_as(uid, queued, reporter, self.config)
+            limits = self.config.limits_of(queued)
+            if uid is not None:
+                verdict = run_as(uid, queued, reporter, self.config)
+            elif limits and queued.spec.task is not None:
+                verdict = run_forked(queued, reporter, self.attempts, limits)
+            else:
+                verdict = self.attempts.run(running, reporter, cap)
             self.checkpoints.after(queued, verdict)
         ledger.hear = sent.append
         try:

@@ -261,3 +261,12 @@ def uses(megabytes: int, cpu_seconds: float) -> int:
     while time.process_time() < end:
         pass
     return len(held)
+
+
+@pool.task
+def limits_seen() -> dict[str, Any]:
+    """What the job runs under: its niceness, its open-files limit, its process."""
+    import resource
+
+    return {"nice": os.getpriority(os.PRIO_PROCESS, 0), "open_files": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+            "pid": os.getpid(), "worker": os.getpgrp()}

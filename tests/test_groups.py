@@ -31,7 +31,7 @@ def test_a_full_group_never_holds_back_the_jobs_of_another() -> None:
     queue = JobQueue()
     for n, (job_id, group) in enumerate([("g1", "gpu"), ("g2", "gpu"), ("c1", None), ("g3", "gpu"), ("c2", "cpu")]):
         queue.push(queued(job_id, group, at=n), 0.0, 0.0)
-    gpu_full = lambda group: group != "gpu"  # noqa: E731
+    gpu_full = lambda job: job.spec.group != "gpu"  # noqa: E731
     assert [queue.pop(gpu_full).id for _ in range(2)] == ["c1", "c2"]  # type: ignore[union-attr]
     assert queue.pop(gpu_full) is None and "g1" in queue
     assert [queue.pop().id for _ in range(3)] == ["g1", "g2", "g3"]  # type: ignore[union-attr]
