@@ -60,3 +60,13 @@ def resumes() -> list[int]:
     if len(seen) == 1:
         raise RuntimeError("the first attempt fails")
     return seen
+
+
+@pool.task
+def leaves_a_child(pid_file: str) -> str:
+    """Starts a long sleep it never waits for, writes its pid to ``pid_file``, and returns."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])
+    Path(pid_file).write_text(str(child.pid))
+    return "left it"

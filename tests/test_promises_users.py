@@ -528,6 +528,23 @@ def test_a_members_checkpoint_is_hers_and_her_next_attempt_resumes_it(
     assert not (spool / "checkpoints" / "t").exists()  # done: its checkpoint went with its success
 
 
+def test_what_a_members_job_leaves_running_ends_with_it_and_her_attempt_stays_hers(
+        uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
+    """Her attempt runs in a process of hers inside root's worker's process group. What her
+    job left running is ended when it ends; her process once tried to end the rest of the
+    group itself, root's worker too, and failing that (as she may not), broke the attempt."""
+    spool = place / "spool"
+    managers(spool, "--group", GROUP)
+    pid_file = place / "left.pid"
+    os.chmod(place, 0o777)  # she writes the pid file there
+    submit_as(ALICE, spool, {"id": "l", "task": "promise_users_tasks:leaves_a_child", "args": [str(pid_file)]})
+    wait_until(lambda: state_of(spool, "l") in FINAL, 30, "ended")
+    doc = status_doc(spool, "l") or {}
+    assert (doc["state"], doc["result"]) == ("done", "left it"), doc
+    left = int(pid_file.read_text())
+    wait_until(lambda: not pid_alive(left), 30, "what it left running ended")
+
+
 def test_a_members_own_completion_hook_runs_as_her_when_root_serves(
         uids: Uids, place: Path, managers: Callable[..., Server]) -> None:
     """A job's "on_finish" is a command of its submitter's: served by root, a member's
