@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pool.checkpoints import Saved
+from pool.limits import Limits, Needs, size_words
 from pool.model import JobStatus, State, encode_json, parse_time
 
 STATE_STYLES = {
@@ -73,13 +74,38 @@ def usage_cells(status: JobStatus, live: tuple[float | None, int] | None) -> tup
     return None
 
 
-def usage_line(status: JobStatus) -> list[str]:
-    """The detail view's line on what the last attempt that ended used."""
+def limits_text(limits: Limits) -> str:
+    """``memory 2 GiB, cpu 600 s, nice 10, open files 1024``."""
+    said = [f"memory {size_words(limits.memory)}" if limits.memory is not None else "",
+            f"cpu {limits.cpu_seconds:g} s" if limits.cpu_seconds is not None else "",
+            f"nice {limits.nice}" if limits.nice is not None else "",
+            f"open files {limits.open_files}" if limits.open_files is not None else ""]
+    return ", ".join(s for s in said if s)
+
+
+def needs_text(needs: Needs) -> str:
+    """``memory 4 GiB, 2 CPUs``."""
+    said = [f"memory {size_words(needs.memory)}" if needs.memory else "", f"{needs.cpus:g} CPUs" if needs.cpus else ""]
+    return ", ".join(s for s in said if s) or "nothing"
+
+
+def long_job_lines(status: JobStatus, now: datetime, saved: Saved | None) -> list[str]:
+    """The detail view's lines on its limits and needs, its last checkpoint, and what the
+    last attempt that ended used."""
+    lines = []
+    if status.spec.limits:
+        lines.append(f"limits:    {limits_text(status.spec.limits)}")
+    if status.spec.needs is not None:
+        lines.append(f"needs:     {needs_text(status.spec.needs)}")
+    if saved is not None:
+        at = datetime.fromtimestamp(saved.at, timezone.utc)
+        lines.append(f"checkpoint: {at.isoformat(timespec='seconds').replace('+00:00', 'Z')}, "
+                     f"{size_text(saved.bytes)} ({duration((now - at).total_seconds())} ago)")
     used = status.usage
-    if used is None:
-        return []
-    return [f"used:      cpu {used.cpu:.2f}s (user {used.user:.2f}s, system {used.system:.2f}s), peak RSS "
-            f"{size_text(used.max_rss)}, wall {used.wall:.2f}s (its last attempt that ended)"]
+    if used is not None:
+        lines.append(f"used:      cpu {used.cpu:.2f}s (user {used.user:.2f}s, system {used.system:.2f}s), peak RSS "
+                     f"{size_text(used.max_rss)}, wall {used.wall:.2f}s (its last attempt that ended)")
+    return lines
 
 
 def elapsed(status: JobStatus, now: datetime, paused_for: float = 0.0) -> str:
@@ -351,11 +377,7 @@ def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]],
     elif spec.cwd:
         lines.append(f"cwd:       {spec.cwd}")
     lines += when_lines(status, now)
-    lines += usage_line(status)
-    if saved is not None:
-        at = datetime.fromtimestamp(saved.at, timezone.utc)
-        lines.append(f"checkpoint: {at.isoformat(timespec='seconds').replace('+00:00', 'Z')}, "
-                     f"{size_text(saved.bytes)} ({duration((now - at).total_seconds())} ago)")
+    lines += long_job_lines(status, now, saved)
     if status.exit_code is not None:
         lines.append(f"exit code: {status.exit_code}")
     if status.state is State.DONE and spec.task is not None:

@@ -297,16 +297,18 @@ class Executor(concurrent.futures.Executor):
     docstring). ``max_workers`` is how many a private manager runs at once (a serving
     manager runs its own number); ``tasks``: the modules a private manager serves (None:
     any function its owner can import); ``retries``, ``timeout``, ``priority``, ``name``,
-    ``group``: the job keys of every job submitted."""
+    ``group``, ``limits``, ``needs``: the job keys of every job submitted."""
 
     def __init__(self, max_workers: int | None = None, spool: str | os.PathLike[str] | None = None, *,
                  tasks: Iterable[str] | None = None, retries: int = 0, timeout: float | None = None,
-                 priority: int = 0, name: str | None = None, group: str | None = None) -> None:
+                 priority: int = 0, name: str | None = None, group: str | None = None,
+                 limits: Mapping[str, Any] | None = None, needs: Mapping[str, Any] | None = None) -> None:
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         self.max_workers = max_workers or os.cpu_count() or 1
         self.tasks = tuple(tasks) if tasks is not None else None
-        options = {"retries": retries, "timeout": timeout, "priority": priority, "name": name, "group": group}
+        options = {"retries": retries, "timeout": timeout, "priority": priority, "name": name, "group": group,
+                   "limits": dict(limits) if limits else None, "needs": dict(needs) if needs else None}
         self.options = {key: value for key, value in options.items() if value not in (None, 0)}
         self.private_dir = tempfile.mkdtemp(prefix="pool-executor-") if spool is None else None
         self.spool = Spool(self.private_dir or spool)

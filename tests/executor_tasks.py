@@ -58,3 +58,20 @@ def started_then_gated(marker: str, gate: str) -> str:
 
 def forever() -> None:
     until_killed()
+
+
+def allocate(megabytes: int) -> int:
+    """Touch ``megabytes`` MiB; returns how many bytes it held."""
+    held = bytearray(megabytes * 1024 * 1024)
+    for page in range(0, len(held), 4096):
+        held[page] = 1
+    return len(held)
+
+
+def resumes(steps: int) -> list[int]:
+    """Saves each step as its checkpoint, starting from the last one saved."""
+    done = pool.resume() or []
+    for step in range(len(done), steps):
+        done = [*done, step]
+        pool.checkpoint(done)
+    return done

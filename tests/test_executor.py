@@ -387,3 +387,13 @@ def test_an_outbox_file_holds_at_most_its_lines_and_bytes_and_a_big_job_goes_alo
     big[1].data = b"x" * (MAX_BYTES * 2)
     assert [[o.job_id for o in part] for part in split(big)] == [["j0"], ["j1"], ["j2"]]
     assert [o.job_id for part in split(jobs(7, 10)) for o in part] == [f"j{n}" for n in range(7)]  # in order
+
+
+def test_an_executors_limits_hold_for_each_of_its_jobs_and_its_functions_may_checkpoint() -> None:
+    with pool.Executor(1, limits={"memory": "200M"}) as executor:
+        small, big = executor.submit(executor_tasks.allocate, 20), executor.submit(executor_tasks.allocate, 400)
+        saved = executor.submit(executor_tasks.resumes, 3)
+        assert small.result(timeout=60) == 20 * 1024 * 1024
+        with pytest.raises(pool.JobFailed, match=r"MemoryLimit: used more than 200 MiB of memory"):
+            big.result(timeout=60)
+        assert saved.result(timeout=60) == [0, 1, 2]

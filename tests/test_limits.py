@@ -133,6 +133,7 @@ def test_nice_and_open_files_hold_for_the_job_and_not_for_the_next_one_in_its_wo
     assert niced["nice"] == 10 and niced["open_files"] == [64, 64]
     assert niced["worker"] == plain["worker"] and niced["pid"] != niced["worker"]  # a process of its own
     assert plain["nice"] == 0 and plain["open_files"] != [64, 64] and plain["pid"] == plain["worker"]
+    assert "limits:    nice 10, open files 64\n" in run_pool(spool_dir, "status", "niced", check=True).stdout
 
 
 def test_the_command_line_sets_limits_and_needs_and_refuses_a_bad_one(spool_dir: Path) -> None:
@@ -172,6 +173,7 @@ def test_smaller_jobs_start_while_a_big_one_waits_for_room(
     drop(spool_dir, "small.json", job("add", 1, 2, id="small", needs={"cpus": 1}))
     wait_until(lambda: state_of(spool_dir, "small") == "done", what="the small one, behind it, done")
     assert state_of(spool_dir, "big") == "queued"  # it needs both CPUs: one still runs
+    assert "needs:     2 CPUs\n" in run_pool(spool_dir, "status", "big", check=True).stdout
     gate.touch()
     wait_until(lambda: state_of(spool_dir, "big") == "done", what="the big one done once there was room")
 
