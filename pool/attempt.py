@@ -26,7 +26,7 @@ from .checkpoints import CHECKPOINTS, STATE, attempt_checkpoint
 from .commands import run_command
 from .joblog import LogCap
 from .lifecycle import Failed, Succeeded, Verdict, error_info
-from .limits import NO_LIMITS, Limits
+from .limits import NO_LIMITS, Limits, memory_words
 from .model import JobStatus
 from .progress import hook_tqdm
 from .reporter import Reporter
@@ -149,5 +149,8 @@ class Attempts:
         except BaseException as exc:  # the job's own failure, whatever it raised
             error = exception_info(exc)
             sys.stderr.write(str(error["traceback"]))
+            memory = self.config.limits_of(status).memory
+            if isinstance(exc, MemoryError) and memory is not None:  # its limit's doing: named so
+                error.update(type="MemoryLimit", message=memory_words(memory))
             return Failed(error)
         return Succeeded(value)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import os
 import select
-import signal
 import stat
 import subprocess
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .joblog import LogCap
 from .lifecycle import Failed, Succeeded, Verdict, error_info
-from .limits import Limits, cpu_words, size_words
+from .limits import Limits, cpu_words, ended_by_cpu_limit, size_words
 from .limits import apply as apply_limits
 from .model import JobSpec, JobStatus, KeptEnv
 from .parsers import OutputParser
@@ -66,8 +65,8 @@ def run_command(status: JobStatus, reporter: Reporter, allowed: bool, allow_load
     code = proc.wait()
     if code == 0:
         return Succeeded(None, exit_code=0)
-    if limits and limits.cpu_seconds is not None and code == -signal.SIGXCPU:
-        return failure("CPULimit", cpu_words(limits.cpu_seconds), exit_code=code)
+    if limits and ended_by_cpu_limit(code, limits.cpu_seconds):
+        return failure("CPULimit", cpu_words(limits.cpu_seconds or 0), exit_code=code)
     why = f"command {describe_exit(code)}"
     if limits and limits.memory is not None:  # an allocation refused shows only as the program fails
         why += f" (with a memory limit of {size_words(limits.memory)}: limits.memory)"

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from . import lifecycle
 from . import messages as msg
 from .attempt import Attempts
+from .limits import apply as apply_limits
 from .model import utc_now
 from .procs import end_rest_of_group, process_start_time
 from .progress import set_reporter
@@ -29,13 +30,17 @@ log = logging.getLogger(__name__)
 
 
 def run_detached(order: msg.RunAttempt, send: Callable[[bytes], None], attempts: Attempts, flusher: Flusher) -> None:
-    """Run the attempt ``order`` names to its end, saying everything through ``send``."""
+    """Run the attempt ``order`` names to its end, saying everything through ``send``. A
+    task's limits (pool/limits.py) are put on this process first: it is the attempt's own
+    (a command takes them in its own process)."""
     job = order.job
     pid = os.getpid()
     running = lifecycle.start(job, pid, process_start_time(pid), utc_now())
     send(msg.encode_reply(msg.Started(job.id, job.attempt, pid, running.started_at or running.updated_at)))
     reporter = MessageReporter(running, attempts.config.progress_interval, send)
     try:
+        if job.spec.task is not None:
+            apply_limits(attempts.config.limits_of(job))
         set_reporter(reporter)
         flusher.watch(reporter)
         try:

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import time
 from multiprocessing.connection import Connection
 
 from . import messages as msg
 from .attempt import Attempts
-from .lifecycle import Failed, Verdict, error_info
-from .limits import Limits, apply, cpu_words, memory_words
+from .lifecycle import Failed, Verdict
+from .limits import Limits
 from .model import JobStatus
-from .procs import describe_exit
 from .reporter import Reporter
-from .runas import relay
+from .runas import ended_by, relay
 from .usage import KIB, Usage
 
 
@@ -40,7 +38,7 @@ def run_forked(status: JobStatus, reporter: Reporter, attempts: Attempts, limits
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_end)
-        _child(status, attempts, limits, write_end)
+        _child(status, attempts, write_end)  # its limits are put on it there
     os.close(write_end)
     conn = Connection(read_end)
     try:
@@ -49,18 +47,18 @@ def run_forked(status: JobStatus, reporter: Reporter, attempts: Attempts, limits
         conn.close()
         _, wait_status, used = os.wait4(pid, 0)
     if verdict is not None:
-        return judged(verdict, limits)
+        return verdict
     usage = Usage(time.monotonic() - started, used.ru_utime, used.ru_stime, used.ru_maxrss * KIB)
-    return Failed(ended_by(wait_status, limits, usage), usage=usage)
+    return Failed(ended_by(os.waitstatus_to_exitcode(wait_status), limits, "its process under its limits", usage.cpu),
+                  usage=usage)
 
 
-def _child(status: JobStatus, attempts: Attempts, limits: Limits, write_end: int) -> None:
+def _child(status: JobStatus, attempts: Attempts, write_end: int) -> None:
     from .detached import run_detached
     from .reporter import Flusher
 
     code = 0
     try:
-        apply(limits)
         run_detached(msg.RunAttempt(status), Connection(write_end).send_bytes, attempts, Flusher())
     except BaseException:
         code = 1
@@ -69,24 +67,3 @@ def _child(status: JobStatus, attempts: Attempts, limits: Limits, write_end: int
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
-
-
-def judged(verdict: Verdict, limits: Limits) -> Verdict:
-    """A task's failure for lack of memory under a memory limit is that limit's doing."""
-    if isinstance(verdict, Failed) and limits.memory is not None and verdict.error.get("type") == "MemoryError":
-        error = {**verdict.error, **error_info("MemoryLimit", memory_words(limits.memory),
-                                               verdict.error.get("traceback"))}
-        return Failed(error, verdict.exit_code, verdict.usage)
-    return verdict
-
-
-def ended_by(wait_status: int, limits: Limits, usage: Usage) -> dict[str, object]:
-    """The error of an attempt whose process ended without a verdict: a limit's, when the
-    kernel's signal says so, else the way it died."""
-    if limits.cpu_seconds is not None and os.WIFSIGNALED(wait_status) and (
-            os.WTERMSIG(wait_status) == signal.SIGXCPU
-            or (os.WTERMSIG(wait_status) == signal.SIGKILL and usage.cpu >= limits.cpu_seconds)):
-        return error_info("CPULimit", cpu_words(limits.cpu_seconds))
-    code = os.waitstatus_to_exitcode(wait_status)
-    return error_info("WorkerDied", f"its process under its limits {describe_exit(code)}")
-

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,15 @@ def memory_words(limit: int) -> str:
 def cpu_words(limit: float) -> str:
     """Why a job over its CPU limit ended."""
     return f"used more than {limit:g} s of CPU (its limit: limits.cpu_seconds)"
+
+
+def ended_by_cpu_limit(code: int, cpu_seconds: float | None, used: float | None = None) -> bool:
+    """Whether a process that exited with ``code`` (minus a signal) was ended by the
+    kernel for passing ``cpu_seconds``: SIGXCPU, or SIGKILL (at the hard limit, a second
+    on) after using that much (``used``, when known)."""
+    if cpu_seconds is None:
+        return False
+    return code == -signal.SIGXCPU or (code == -signal.SIGKILL and used is not None and used >= cpu_seconds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ import select
 import subprocess
 import sys
 from multiprocessing.connection import Connection
+from typing import Any
 
 import orjson
 
@@ -30,6 +31,7 @@ from . import messages as msg
 from .attempt import Attempts, WorkerConfig
 from .importpath import python_command
 from .lifecycle import Failed, Verdict, error_info
+from .limits import Limits, cpu_words, ended_by_cpu_limit
 from .model import JobStatus
 from .procs import describe_exit
 from .reporter import Reporter
@@ -58,9 +60,18 @@ def run_as(uid: int, status: JobStatus, reporter: Reporter, config: WorkerConfig
     finally:
         conn.close()
         code = child.wait()
-    if verdict is None:
-        return Failed(error_info("WorkerDied", f"its process, run as uid {uid}, {describe_exit(code)}"))
+    if verdict is None:  # killed by the kernel for passing a limit, or dead another way
+        return Failed(ended_by(code, config.limits_of(status), f"its process, run as uid {uid},"))
     return verdict
+
+
+def ended_by(code: int, limits: Limits, who: str, cpu: float | None = None) -> dict[str, Any]:
+    """The error of an attempt whose process ended without a verdict (``code``: its exit
+    code, minus a signal): its CPU limit's, when the kernel's signal says so, else how
+    ``who`` died. (One over its memory limit fails on its own: pool/attempt.py.)"""
+    if ended_by_cpu_limit(code, limits.cpu_seconds, cpu):
+        return error_info("CPULimit", cpu_words(limits.cpu_seconds or 0))
+    return error_info("WorkerDied", f"{who} {describe_exit(code)}")
 
 
 def relay(conn: Connection, reporter: Reporter, who: str = "its process, run as its submitter") -> Verdict | None:

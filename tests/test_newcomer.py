@@ -436,7 +436,7 @@ def process_children(pid: int) -> list[int]:
 @pytest.mark.parametrize("args, said", [
     (["submit", "--command", "--retry", "2", "--", "ls"], "No such option '--retry'"),
     (["submit", "--retry", "2", "pooltest_tasks:add", "1", "2"], "'--retries'"),
-    (["run", "--tmeout", "5", "pooltest_tasks:add", "1", "2"], "Did you mean one of: '--meta', '--timeout'"),
+    (["run", "--tmeout", "5", "pooltest_tasks:add", "1", "2"], "Did you mean one of: '--memory', '--meta', '--timeout'"),
     (["submit", "crunch", "10"], "a program runs with --command first (pool submit --command crunch ...)"),
     (["submit", "--priority", "1", "--priority", "2", "pooltest_tasks:add", "1", "2"],
      "--priority is given more than once"),
