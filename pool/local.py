@@ -396,9 +396,16 @@ class LocalExecutor:
             self.starts_failed = 0
             self.why_not_starting = None
             self._give_held(slot, now)
+            self._call_back_ahead(slot)
             return
         if isinstance(reply, msg.Changed):
             self.events.append(Recorded(reply.transitions))
+            return
+        ahead = slot.ahead
+        if isinstance(reply, msg.Skipped) and ahead is not None and slot.taken_back and reply.job_id == ahead.id:
+            # Taken back while the attempt before it still runs: its worker answers at once.
+            self.events.append(Ended(ahead.id, ahead.attempt, outcome_of(reply)))
+            slot.ahead, slot.taken_back = None, False
             return
         job = slot.job
         if isinstance(reply, (msg.Started, msg.Progressed)) or job is None or reply.job_id != job.id:
@@ -422,6 +429,20 @@ class LocalExecutor:
             self._begin(slot, ahead, now)
         else:
             self._give_held(slot, now)
+            self._call_back_ahead(slot)
+
+    def _call_back_ahead(self, free: Slot) -> None:
+        """A worker is free with nothing held for it: a job sent ahead to a busy worker
+        (which may stay busy for hours) is taken back. Its worker answers at once, the
+        job is queued again, and the manager hands it to the worker free."""
+        if not free.idle or self.closing:
+            return
+        for slot in self.slots:
+            if slot is not free and slot.ahead is not None and not slot.taken_back and slot.job is not None:
+                log.debug("job %s: sent ahead to busy worker %d, taken back for worker %d, free",
+                          slot.ahead.id, slot.pid, free.pid)
+                self._take_back(slot)
+                return
 
     def _died(self, slot: Slot, now: float) -> None:
         slot.process.join()

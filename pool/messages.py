@@ -76,8 +76,9 @@ class RunAttempt:
 @dataclass(frozen=True, slots=True)
 class TakeBack:
     """Do not begin attempt ``attempt`` of ``job_id``, sent ahead: a job of higher priority
-    is to have this worker's turn. A worker that began it already (it had not yet heard)
-    runs it on, and drops this; one that had not answers Skipped (TAKEN_BACK)."""
+    is to have this worker's turn, or another worker is free sooner. A worker that began
+    it already (it had not yet heard) runs it on, and drops this; one that had not
+    answers Skipped (TAKEN_BACK) at once, whatever it runs meanwhile."""
 
     job_id: str
     attempt: int
@@ -86,7 +87,7 @@ class TakeBack:
         return encode_json({"take_back": self.job_id, "attempt": self.attempt})
 
 
-TAKEN_BACK = "taken back, for a job of higher priority"
+TAKEN_BACK = "taken back before it began (for a job of higher priority, or a worker free sooner)"
 Order = RunAttempt | TakeBack
 
 

@@ -9,10 +9,11 @@ written into the spool by the worker itself.
     executor <--Changed, then Ran | Skipped | Broke-- worker
     executor --TakeBack(job)--> worker: an attempt sent ahead, not begun, is skipped
 
-The pipe is the worker's queue: an attempt sent ahead waits there while one runs. Before
-it begins the next, the worker reads whatever else came (a take-back of that very
-attempt would be among it), so a job of higher priority never waits behind one sent
-ahead (tests/test_newcomer.py: a higher priority starts first).
+The pipe is the worker's queue: an attempt sent ahead waits there while one runs. A thread
+of the worker reads it (``Orders``) and answers a take-back of an attempt not begun at
+once, so a job of higher priority never waits behind one sent ahead
+(tests/test_newcomer.py: a higher priority starts first), and one sent ahead to a worker
+that stays busy goes to the next worker free.
 
 The worker leads its own process group, so a signal to the group ends the job and all
 its children and touches no other job, and it is a child subreaper, so what a job leaves
@@ -25,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import signal
 import sys
 import threading
@@ -343,33 +343,53 @@ def become_runner(close_fds: tuple[int, ...], sys_path: tuple[str, ...]) -> None
 
 
 class Orders:
-    """What the manager sent, in the order sent: attempts to run, and take-backs of ones
-    sent ahead (a take-back of an attempt already begun comes too late and is dropped)."""
+    """What the manager sent, in the order sent, read by a thread of its own: attempts to
+    run, queued for the worker, and take-backs of ones sent ahead, answered at once, even
+    while the attempt before runs (Skipped, TAKEN_BACK), so a job sent ahead to a worker
+    busy for hours runs on the next worker free instead (pool/local.py). A take-back of
+    an attempt already begun comes too late and is dropped."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, send: Callable[[bytes], None]) -> None:
         self.conn = conn
+        self.send = send
         self.pending: deque[msg.RunAttempt] = deque()
-        self.taken_back: set[tuple[str, int]] = set()
+        self.closed = False
+        self.ready = threading.Condition(threading.Lock())
+        threading.Thread(target=self._read, name="pool-orders", daemon=True).start()
 
-    def next(self) -> tuple[msg.RunAttempt, bool]:
-        """The next attempt, and whether it was taken back; blocks until there is one."""
-        while not self.pending:
-            self._take(self.conn.recv_bytes())
-        # select() on the pipe, not Connection.poll(), which builds a selector each call
-        while select.select([self.conn], [], [], 0)[0]:
-            self._take(self.conn.recv_bytes())
-        order = self.pending.popleft()
-        key = (order.job_id, order.attempt)
-        taken_back = key in self.taken_back
-        self.taken_back.discard(key)
-        return order, taken_back
+    def next(self) -> msg.RunAttempt:
+        """The next attempt; blocks until there is one. Raises EOFError once the manager
+        is gone (or closed the pipe: stop) and nothing is left to run."""
+        with self.ready:
+            while not self.pending:
+                if self.closed:
+                    raise EOFError("the manager closed the pipe")
+                self.ready.wait()
+            return self.pending.popleft()
 
-    def _take(self, data: bytes) -> None:
-        order = msg.decode_order(data)
-        if isinstance(order, msg.RunAttempt):
-            self.pending.append(order)
-        elif any((o.job_id, o.attempt) == (order.job_id, order.attempt) for o in self.pending):
-            self.taken_back.add((order.job_id, order.attempt))
+    def _read(self) -> None:
+        while True:
+            try:
+                order = msg.decode_order(self.conn.recv_bytes())
+            except (EOFError, OSError):
+                with self.ready:
+                    self.closed = True
+                    self.ready.notify()
+                return
+            with self.ready:
+                if isinstance(order, msg.RunAttempt):
+                    self.pending.append(order)
+                    self.ready.notify()
+                    continue
+                taken = next((o for o in self.pending if (o.job_id, o.attempt) == (order.job_id, order.attempt)),
+                             None)
+                if taken is None:
+                    continue  # begun already: too late
+                self.pending.remove(taken)
+            try:
+                self.send(msg.encode_reply(msg.Skipped(order.job_id, order.attempt, State.QUEUED, msg.TAKEN_BACK)))
+            except OSError:
+                pass  # the manager is gone
 
 
 def worker_main(conn: Connection, config: WorkerConfig, close_fds: tuple[int, ...] = ()) -> None:
@@ -378,20 +398,25 @@ def worker_main(conn: Connection, config: WorkerConfig, close_fds: tuple[int, ..
         os.chdir(config.cwd)  # its forkserver was started elsewhere (pool/importpath.py)
     become_runner(close_fds, config.sys_path)
     detach_stdio("worker")
-    worker = Worker(config, conn.send_bytes)
+    sending = threading.Lock()  # the attempt's thread, the flusher's and the orders' all send
+
+    def send(data: bytes) -> None:
+        with sending:
+            conn.send_bytes(data)
+
+    worker = Worker(config, send)
     try:
-        conn.send_bytes(msg.encode_reply(msg.Ready()))  # set up: a stop of our group reaches us now
+        send(msg.encode_reply(msg.Ready()))  # set up: a stop of our group reaches us now
     except OSError:
         return
-    orders = Orders(conn)
+    orders = Orders(conn, send)
     while True:
         try:
-            order, taken_back = orders.next()
-        except (EOFError, OSError):
+            order = orders.next()
+        except EOFError:
             return  # the manager is gone or told us to stop
-        reply = msg.Skipped(order.job_id, order.attempt, State.QUEUED, msg.TAKEN_BACK) if taken_back \
-            else worker.run(order)
+        reply = worker.run(order)
         try:
-            conn.send_bytes(msg.encode_reply(reply))
+            send(msg.encode_reply(reply))
         except OSError:
             return  # the manager died; the outcome is on disk for the next one

@@ -363,10 +363,12 @@ def test_every_turn_takes_something_in_however_slow_the_machine(stepped: Stepped
 
 
 # ---------------------------------------------------------------- a worker's orders
-def test_a_worker_skips_an_attempt_taken_back_and_runs_on_one_it_began() -> None:
-    """The worker's pipe is its queue: before it begins an attempt it reads what else came,
-    so a take-back of an attempt sent ahead is seen; one that comes after the attempt
-    began is dropped (the manager hears it began, and that it ended)."""
+def test_a_worker_answers_a_take_back_at_once_and_runs_on_one_it_began() -> None:
+    """A thread of the worker reads its pipe: a take-back of an attempt sent ahead is
+    answered at once (Skipped), even while the attempt before it runs, and the attempt is
+    never begun; one that comes after the attempt began is dropped (the manager hears it
+    began, and that it ended). Once the pipe is closed, what is left still runs, then the
+    worker stops."""
     import multiprocessing
 
     from pool import messages as msg
@@ -377,15 +379,20 @@ def test_a_worker_skips_an_attempt_taken_back_and_runs_on_one_it_began() -> None
     first, ahead, later = (new_status(parse_job({"task": "m:f", "id": name}, "x", "x"), "2027-01-15T08:00:00.000000Z")
                            for name in ("first", "ahead", "later"))
     manager_end, worker_end = multiprocessing.Pipe()
-    orders = Orders(worker_end)
-    for order in (msg.RunAttempt(first), msg.RunAttempt(ahead), msg.TakeBack("ahead", 1)):
-        manager_end.send_bytes(order.encode())
-    got, taken_back = orders.next()
-    assert (got.job_id, taken_back) == ("first", False)
+    orders = Orders(worker_end, worker_end.send_bytes)
+    manager_end.send_bytes(msg.RunAttempt(first).encode())
+    assert orders.next().job_id == "first"  # begun: "ahead" is sent while it runs
+    manager_end.send_bytes(msg.RunAttempt(ahead).encode())
+    manager_end.send_bytes(msg.TakeBack("ahead", 1).encode())
+    answer = msg.decode_reply(manager_end.recv_bytes())  # before "first" has ended
+    assert isinstance(answer, msg.Skipped) and (answer.job_id, answer.why) == ("ahead", msg.TAKEN_BACK)
     manager_end.send_bytes(msg.TakeBack("first", 1).encode())  # too late: it began
     manager_end.send_bytes(msg.RunAttempt(later).encode())
-    assert [(o.job_id, t) for o, t in (orders.next(), orders.next())] == [("ahead", True), ("later", False)]
-    assert not orders.taken_back and not orders.pending
+    manager_end.close()
+    assert orders.next().job_id == "later"
+    with pytest.raises(EOFError):
+        orders.next()
+    assert not orders.pending
 
 
 # ---------------------------------------------------------------- jobs that wait

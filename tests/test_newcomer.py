@@ -570,6 +570,26 @@ def test_a_higher_priority_starts_first_even_when_jobs_were_sent_ahead(
     assert [status_doc(spool_dir, name)["attempt"] for name in waiting] == [1, 1, 1]  # type: ignore[index]
 
 
+def test_a_job_sent_ahead_to_a_busy_worker_runs_on_the_next_worker_free(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """Both workers busy: a job arriving is sent ahead to one of them (the first: the one
+    whose job came first, here the long one). The other worker comes free first: the job
+    runs there, at once, not after the long job. (It once waited for the long one, while a
+    worker stood idle: a CI failure of test_limits at 8d08124.)"""
+    serve("--workers", "2")
+    long_gate, short_gate = tmp_path / "long", tmp_path / "short"
+    start_running(spool_dir, "long", "hold", str(long_gate))
+    start_running(spool_dir, "short", "hold", str(short_gate))
+    drop(spool_dir, "next.json", job("add", 1, 2, id="next"))
+    wait_until(lambda: state_of(spool_dir, "next") == "queued", what="next taken in")
+    short_gate.touch()
+    wait_until(lambda: state_of(spool_dir, "next") == "done", what="next done while the long job runs")
+    assert state_of(spool_dir, "long") == "running"
+    assert (status_doc(spool_dir, "next") or {})["attempt"] == 1
+    long_gate.touch()
+    wait_until(lambda: state_of(spool_dir, "long") == "done", what="the long job done")
+
+
 # ---------------------------------------------------------------- stopping and restarting keep the work
 def test_stop_says_what_it_waits_for_and_gives_running_jobs_the_grace(
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
