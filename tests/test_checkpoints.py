@@ -159,10 +159,10 @@ def run_until_step_60(spool_dir: Path, tmp_path: Path) -> tuple[int, Path, Path]
     return pid, work, gate
 
 
-def assert_resumed_at_60(spool_dir: Path, work: Path) -> None:
+def assert_resumed_at_60(spool_dir: Path, work: Path, attempt: int = 2) -> None:
     wait_until(lambda: state_of(spool_dir, "s") == "done", what="done")
     doc = status_doc(spool_dir, "s")
-    assert doc is not None and doc["result"] == 60 and doc["attempt"] == 2
+    assert doc is not None and doc["result"] == 60 and doc["attempt"] == attempt
     assert starts(work) == [0, 60]
     done = steps_done(work)
     assert sorted(set(done)) == list(range(STEPS)) and len(done) <= STEPS + 1
@@ -190,6 +190,16 @@ def test_a_job_whose_manager_and_workers_are_killed_at_step_60_goes_on_from_step
     wait_until(lambda: not any(map(pid_alive, everything)), what="all of them gone")
     serve()
     assert_resumed_at_60(spool_dir, work)
+
+
+def test_a_job_interrupted_by_a_managers_stop_at_step_60_goes_on_from_step_60(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    first = serve("--grace", "0.2", "--kill-grace", "0.2")
+    _, work, _ = run_until_step_60(spool_dir, tmp_path)
+    first.stop()  # SIGTERM: the job, still at its gate after the grace, is stopped and put back, uncounted
+    assert (status_doc(spool_dir, "s") or {})["state"] == "queued"
+    serve()
+    assert_resumed_at_60(spool_dir, work, attempt=1)
 
 
 def descendants(pid: int) -> list[int]:
