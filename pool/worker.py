@@ -359,12 +359,13 @@ class Orders:
 
     def next(self) -> msg.RunAttempt:
         """The next attempt; blocks until there is one. Raises EOFError once the manager
-        is gone (or closed the pipe: stop) and nothing is left to run."""
+        is gone or closed the pipe (a stop): then nothing more begins, not even what it
+        sent ahead."""
         with self.ready:
-            while not self.pending:
-                if self.closed:
-                    raise EOFError("the manager closed the pipe")
+            while not self.pending and not self.closed:
                 self.ready.wait()
+            if self.closed:
+                raise EOFError("the manager closed the pipe")
             return self.pending.popleft()
 
     def _read(self) -> None:
