@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,20 +93,46 @@ class CheckpointBook:
     def remove(self, job_id: str) -> None:
         """Remove the job's checkpoint and its folder, whatever its job put in it (never
         following a link out of it). Raises OSError (PermissionError: not ours to remove)."""
-        try:
-            st = os.stat(job_id, dir_fd=self.folder.fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISDIR(st.st_mode):
-            os.unlink(job_id, dir_fd=self.folder.fd)
-            return
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(job_id, dir_fd=self.folder.fd)
+        remove_tree(self.folder.fd, job_id)
 
     def drop_if_empty(self, job_id: str) -> None:
         """Remove the job's folder if nothing was saved in it (a command's, made for it)."""
         with contextlib.suppress(OSError):
             os.rmdir(job_id, dir_fd=self.folder.fd)
+
+
+MAX_DEPTH = 32  # folders a job nests in its checkpoint folder that are removed with it
+
+
+def remove_tree(parent_fd: int, name: str, depth: int = 0) -> None:
+    """Remove ``name`` from the folder ``parent_fd``, and all it holds, through folder
+    descriptors only, so a link inside is removed, never followed (shutil.rmtree's own
+    way, ``dir_fd``, is Python 3.11's). Raises OSError; past MAX_DEPTH nested folders,
+    ELOOP: a job that nests deeper keeps its folder."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        os.unlink(name, dir_fd=parent_fd)  # a file, a link, a FIFO: not a folder
+        return
+    try:
+        if depth >= MAX_DEPTH:
+            raise OSError(errno.ELOOP, f"more than {MAX_DEPTH} nested folders", name)
+        with os.scandir(fd) as entries:
+            names = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        for entry_name, is_folder in names:
+            if is_folder:
+                remove_tree(fd, entry_name, depth + 1)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry_name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(name, dir_fd=parent_fd)
 
 
 def open_own_folder(parent_fd: int, name: str, owner: int | None) -> int:

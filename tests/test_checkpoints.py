@@ -125,6 +125,13 @@ def test_the_book_stats_without_reading_and_removes_whatever_the_job_left(checkp
     assert not (checkpoints / "j").exists()
     assert (outside / "keep").read_text() == "kept"  # a link inside is removed, never followed
     book.remove("j")  # nothing there: nothing to do
+    deep = checkpoints / "deep"
+    (deep / "/".join(["d"] * 40)).mkdir(parents=True)
+    with pytest.raises(OSError, match="more than 32 nested folders"):
+        book.remove("deep")  # a job that nests deeper keeps its folder, and the caller says why
+    os.symlink(outside, checkpoints / "linked")
+    book.remove("linked")  # a link where a job's folder should be: the link goes, never what it names
+    assert not os.path.lexists(checkpoints / "linked") and (outside / "keep").exists()
 
 
 def test_a_retry_request_carries_fresh(tmp_path: Path) -> None:

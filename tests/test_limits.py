@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import Server, drop, job, made, refused, run_pool, state_of, status_doc, wait_until
+
 from pool.errors import InvalidJobSpec
 from pool.jobfile import parse_job
 from pool.limits import Capacity, Limits, Needs, parse_size
