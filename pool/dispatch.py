@@ -77,6 +77,7 @@ class Dispatch:
         self.capacity = ctx.config.capacity
         self.in_use = NO_NEEDS  # the needs of every job handed over, all told
         self.blocked: tuple[str, float] | None = None  # the most urgent job that does not fit, since when
+        self.never_fit: set[str] = set()  # jobs whose needs are more than this manager has: said once each
 
     def enqueue(self, status: JobStatus, delay: float = 0.0) -> None:
         self.queue.push(status, self.ctx.clock.monotonic(), self.ctx.clock.time(), delay)
@@ -123,7 +124,7 @@ class Dispatch:
     def reservation(self, now: float) -> tuple[str | None, Needs]:
         """The job that holds a reservation, and what it holds (nothing, while the most
         urgent job fits, or has not waited ``--reserve-after`` yet)."""
-        first = self.queue.peek(lambda job: self.open_group(job.spec.queue_group))
+        first = self.queue.peek(lambda job: self.open_group(job.spec.queue_group) and self.could_fit(job))
         if first is None or self.fits(first.spec.needs):
             self.blocked = None
             return None, NO_NEEDS
@@ -144,6 +145,16 @@ class Dispatch:
         for job_id, handed in list(self.handed.items()):
             if handed.status.spec.queue_group == group and not handed.began:
                 self.executor.take_back(job_id)
+
+    def could_fit(self, job: JobStatus) -> bool:
+        """Whether the job's needs fit in what this manager has at all. One accepted by a
+        manager given more (`pool serve --cpus`) waits for such a manager, and holds no
+        reservation meanwhile: it would stop every job with needs for good."""
+        why = self.capacity.refuses(job.spec.needs) if job.spec.needs is not None else None
+        if why is not None and job.id not in self.never_fit:
+            self.never_fit.add(job.id)
+            log.warning("job %s waits for a manager with more: %s", job.id, why)
+        return why is None
 
     def starter(self, holder: str | None, reserved: Needs) -> Callable[[JobStatus], bool]:
         """Whether the queue may give a job now: an admissible one (beside the reservation,

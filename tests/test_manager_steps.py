@@ -450,3 +450,49 @@ def test_events_put_off_by_a_held_log_bring_the_manager_back_soon(stepped: Stepp
         os.close(fd)
     stepped.step(after=0.01)
     assert [e[1] for e in stepped.events("later")] == ["waiting"]
+
+
+# ---------------------------------------------------------------- needs
+def finish(stepped: Stepped, job_id: str) -> None:
+    stepped.executor.begin(job_id, stepped.clock.now)
+    stepped.executor.end(job_id, Completed(lifecycle.Succeeded(None), Progress(job_id, 1, 1.0, None), why="test"))
+
+
+def test_the_most_urgent_job_that_does_not_fit_holds_a_reservation_once_it_has_waited(tmp_path: Path) -> None:
+    stepped = Stepped(tmp_path / "spool", slots=4, any_task=True, cpus=2.0, reserve_after=5.0)
+    stepped.submit("one", needs={"cpus": 1})
+    stepped.step()
+    stepped.submit("big", needs={"cpus": 2})
+    stepped.submit("small", needs={"cpus": 1})
+    stepped.step()
+    assert stepped.executor.held.keys() == {"one", "small"}  # small fills the gap: big has not waited yet
+    finish(stepped, "small")
+    stepped.step(after=6.0)  # big has waited 6 s: it holds what it waits for from now on
+    stepped.submit("later", needs={"cpus": 1})
+    stepped.step()
+    assert stepped.executor.held.keys() == {"one"}  # later would fit beside one, but not beside big's claim
+    finish(stepped, "one")
+    stepped.step()
+    assert stepped.executor.held.keys() == {"big"}
+    finish(stepped, "big")
+    stepped.step()
+    assert stepped.executor.held.keys() == {"later"}
+
+
+def test_a_job_that_needs_more_than_the_manager_has_holds_nothing_back(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Accepted by a manager given more (`pool serve --cpus 4`), served now by one given
+    less: it waits for a manager with more, saying so once, and reserves nothing."""
+    from pool.limits import Capacity
+
+    stepped = Stepped(tmp_path / "spool", slots=4, any_task=True, cpus=4.0, reserve_after=0.0)
+    stepped.submit("one", needs={"cpus": 1})
+    stepped.step()
+    stepped.submit("huge", needs={"cpus": 4})
+    stepped.step()
+    stepped.manager.dispatch.capacity = Capacity(stepped.manager.dispatch.capacity.memory, 2.0)
+    stepped.submit("small", needs={"cpus": 1})
+    for _ in range(3):
+        stepped.step(after=10.0)
+    assert stepped.executor.held.keys() == {"one", "small"}
+    assert sum("job huge waits for a manager with more" in r.getMessage() for r in caplog.records) == 1
