@@ -15,6 +15,8 @@ meanwhile (the queue keeps jobs of different needs in lanes of their own). So th
 job never waits forever behind a stream of small ones, the most urgent job that does not
 fit gets a reservation once it has waited ``--reserve-after`` seconds: from then on
 nothing starts that would take what it waits for, so running jobs drain until it fits.
+A job that needs more than the manager has at all (one accepted by a manager given more)
+holds no reservation: it waits for a manager with more.
 Sending a busy worker its next job ahead of time is the executor's business: here the
 most urgent job is handed over while the executor has room for it (``room(job)``: an
 executor takes back jobs of lower priority it sent ahead, to make room). Attempts a previous manager started
