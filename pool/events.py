@@ -46,7 +46,6 @@ class EventLog:
         self.max_bytes = max_bytes  # only the manager rotates: it is the one steady writer
         self.lines: list[bytes] = []
         self._owners: Owners | None = None
-        self._kept: int | None = None  # a buffered log's descriptor, kept between appends
 
     def append(self, event: dict[str, Any]) -> None:
         self.lines.append(encode_json(event) + b"\n")  # a reason may quote a name that is not UTF-8
@@ -89,39 +88,21 @@ class EventLog:
     def _current(self, owners: Owners, patience: float) -> Iterator[tuple[int, int]]:
         """The log to append to, under its lock (see the module's docstring; an append is
         one write of a few lines: held for microseconds), and its size, where the append
-        starts; BlockingIOError if a trim holds it longer than ``patience`` seconds.
-
-        A client's log is opened for each append and closed after it (no idle descriptor
-        of it pins the filesystem). The manager's, buffered, which appends every turn of
-        its loop, keeps its descriptor, and under the lock first makes sure it is still
-        the log: one stat instead of an open and a close each turn (benchmarks/file_ops.py).
-        Either way a log rotated or trimmed by someone else is never written behind their
-        back."""
+        starts; BlockingIOError if a trim holds it longer than ``patience`` seconds. Opened
+        for each append, not kept: a log rotated or trimmed by someone else is not written
+        behind their back, and no idle descriptor pins the filesystem."""
         deadline = time.monotonic() + patience
         while True:
-            fd = self._kept if self._kept is not None else self.folder.open_append(NAME, owners, self.mode())
-            self._kept = None
-            keep = False
+            fd = self.folder.open_append(NAME, owners, self.mode())
             try:
                 if not flock_within(fd, fcntl.LOCK_EX, deadline - time.monotonic()):
                     raise BlockingIOError(errno.EWOULDBLOCK, "events.jsonl is held by a trim")
                 st = os.fstat(fd)
-                if st.st_nlink and is_named(self.folder, NAME, fd):
+                if st.st_nlink:
                     yield fd, st.st_size
-                    keep = self.buffered and is_named(self.folder, NAME, fd)  # not rotated meanwhile
                     return
             finally:
-                if keep:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    self._kept = fd
-                else:
-                    os.close(fd)  # the lock goes with it
-
-    def close(self) -> None:
-        """Let go of a kept descriptor."""
-        if self._kept is not None:
-            os.close(self._kept)
-            self._kept = None
+                os.close(fd)  # the lock goes with it
 
     def _rotate(self, fd: int) -> None:
         """Rename the log on ``fd`` to the previous one, if it is still the current log

@@ -175,9 +175,7 @@ class SpoolDir:
         self._file_mode: int | None = None
 
     def close(self) -> None:
-        """Close the folders opened so far (each opens again when next used), and the
-        event log's kept descriptor."""
-        self.events.close()
+        """Close the folders opened so far (each opens again when next used)."""
         for folder in (self.top, self.statuses, self.log_folder, self.schedules.folder, self.groups.folder,
                        self.drop.folder, self.drop.rejected, self.box.folder, self.checkpoints.folder):
             folder.close()
