@@ -121,15 +121,16 @@ class Attempts:
         checkpoints = os.path.join(self.config.spool, CHECKPOINTS)
         os.environ["POOL_CHECKPOINT"] = os.path.join(checkpoints, spec.id, STATE)
         meter = Meter()
+        limits = self.config.limits_of(status)
         with attempt_checkpoint(checkpoints, spec.id, self.config.max_checkpoint_bytes):
             if spec.task is not None:
-                verdict = self.run_task(status)
+                verdict = self.run_task(status, limits)
             else:
                 verdict = run_command(status, reporter, self.config.allow_commands, self.config.allow_loader_env, cap,
-                                      meter, self.config.limits_of(status))
+                                      meter, limits)
         return dataclasses.replace(verdict, usage=meter.read(own_code=spec.task is not None))
 
-    def run_task(self, status: JobStatus) -> Verdict:
+    def run_task(self, status: JobStatus, limits: Limits = NO_LIMITS) -> Verdict:
         spec = status.spec
         assert spec.task is not None
         reason = self.load_error or unserved_reason(spec.task, self.tasks, self.config.task_modules)
@@ -149,8 +150,7 @@ class Attempts:
         except BaseException as exc:  # the job's own failure, whatever it raised
             error = exception_info(exc)
             sys.stderr.write(str(error["traceback"]))
-            memory = self.config.limits_of(status).memory
-            if isinstance(exc, MemoryError) and memory is not None:  # its limit's doing: named so
-                error.update(type="MemoryLimit", message=memory_words(memory))
+            if isinstance(exc, MemoryError) and limits.memory is not None:  # its limit's doing: named so
+                error.update(type="MemoryLimit", message=memory_words(limits.memory))
             return Failed(error)
         return Succeeded(value)

@@ -27,14 +27,16 @@ def process_start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux ``/proc/<pid>/stat``
     field 22), or None when it is gone or the platform has no /proc. A pid plus its start
     time names one process for good, even after the pid is reused."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     try:
         return int(fields[19]) if fields else None
     except (IndexError, ValueError):
         return None
 
 
-def _stat_fields(pid: int | str) -> list[bytes] | None:
+def stat_fields(pid: int | str) -> list[bytes] | None:
+    """/proc/PID/stat's fields after the command name (the state first), or None when
+    the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
@@ -56,7 +58,7 @@ def is_same_process(pid: int | None, started: int | None) -> bool:
 
 def is_running(pid: int, started: int | None) -> bool:
     """True when ``pid`` is the recorded process and it has not ended (not a zombie)."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     if not fields or fields[0] == b"Z":
         return False
     return is_same_process(pid, started)
@@ -105,7 +107,7 @@ def group_members(pgid: int, besides: int = 0) -> list[int]:
 
 
 def _lives_in_group(pid: str, pgid: int) -> bool:
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return fields is not None and len(fields) > 2 and fields[0] != b"Z" and fields[2] == str(pgid).encode()
 
 
@@ -147,7 +149,7 @@ def pause_group(pgid: int) -> bool:
         return False
     deadline = time.monotonic() + STOP_PATIENCE
     while time.monotonic() < deadline:
-        states = [_stat_fields(pid) for pid in [pgid, *group_members(pgid, besides=pgid)]]
+        states = [stat_fields(pid) for pid in [pgid, *group_members(pgid, besides=pgid)]]
         if all(fields is None or fields[0] in STOPPED for fields in states):
             return group_alive(pgid)
         time.sleep(0.001)
@@ -280,4 +282,4 @@ def _children() -> list[int]:
                 found += [int(p) for p in f.read().split()]
     except OSError:
         pass
-    return [p for p in found if (fields := _stat_fields(p)) and fields[0] != b"Z"]
+    return [p for p in found if (fields := stat_fields(p)) and fields[0] != b"Z"]

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .procs import stat_fields
 from .rules import is_int, is_number
 
 KIB = 1024  # ru_maxrss is in KiB on Linux
@@ -149,14 +150,11 @@ def sample_groups(groups: set[int]) -> dict[int, Sample]:
     rss: dict[int, int] = {}
     at = time.monotonic()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        fields = stat_fields(entry) if entry.isdigit() else None
+        if fields is None or len(fields) < 22:
             continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            group = int(fields[2])  # after the state: ppid, pgrp
-            if group not in groups:
-                continue
+        group = int(fields[2])  # after the state: ppid, pgrp
+        if group in groups:
             cpu[group] = cpu.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
             rss[group] = rss.get(group, 0) + int(fields[21]) * PAGE
     return {group: Sample(at, cpu[group], rss[group]) for group in cpu}

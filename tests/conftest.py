@@ -221,6 +221,23 @@ def start_run(spool_dir: Path, *args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, env=env_for_tests())
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process descended from it (the manager, its forkserver, its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    return tree
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

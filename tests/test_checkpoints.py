@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Server, drop, job, log_text, pid_alive, run_pool, state_of, status_doc, wait_until
+from conftest import Server, drop, job, log_text, pid_alive, process_tree, run_pool, state_of, status_doc, wait_until
 
 import pool
 from pool.checkpoints import CheckpointBook, CheckpointError, JobCheckpoint, attempt_checkpoint
@@ -188,7 +188,7 @@ def test_a_job_whose_manager_and_workers_are_killed_at_step_60_goes_on_from_step
         spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
     first = serve("--workers", "2")
     pid, work, _ = run_until_step_60(spool_dir, tmp_path)
-    everything = descendants(first.pid)  # its forkserver and its workers
+    everything = process_tree(first.pid)[1:]  # its forkserver and its workers
     assert pid in everything
     first.stop(signal.SIGKILL)
     for process in everything:
@@ -207,23 +207,6 @@ def test_a_job_interrupted_by_a_managers_stop_at_step_60_goes_on_from_step_60(
     assert (status_doc(spool_dir, "s") or {})["state"] == "queued"
     serve()
     assert_resumed_at_60(spool_dir, work, attempt=1)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process ``pid`` started, and theirs."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    found, frontier = [], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
 
 
 @pytest.mark.parametrize("served", [True, False], ids=["by-the-manager", "with-no-manager"])

@@ -26,7 +26,19 @@ from typing import Any, NamedTuple
 import orjson
 import pytest
 
-from conftest import POOL, Server, drop, env_for_tests, log_text, pid_alive, refused, state_of, status_doc, wait_until
+from conftest import (
+    POOL,
+    Server,
+    drop,
+    env_for_tests,
+    log_text,
+    pid_alive,
+    process_tree,
+    refused,
+    state_of,
+    status_doc,
+    wait_until,
+)
 
 GROUP = "pooltest"  # the group a shared spool is served to
 USERS_GROUP = "pooltest-users"  # the test users' primary group: not GROUP, so mallory is no member
@@ -152,23 +164,6 @@ def managers(place: Path) -> Iterator[Callable[..., Server]]:
             server.stop()
     for log in dict.fromkeys(server.log for server in started):  # servers of one spool share a log
         print(f"--- {log} ---\n{log.read_text(errors='replace') if log.exists() else ''}")
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every process descended from it (the manager, its forkserver, its workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        tree.append(todo.pop())
-        todo.extend(children.get(tree[-1], []))
-    return tree
 
 
 def say(job_id: str, text: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from cli.views import UsageView
 from pool.client import Spool
 from pool.errors import CorruptStatus
 from pool.model import JobStatus
+from pool.procs import stat_fields
 from pool.usage import Meter, Usage, is_usage
 
 MIB = 1024 * 1024
@@ -155,6 +156,6 @@ def test_a_running_job_shows_what_it_uses_now_and_an_ended_one_what_it_used(
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
+    fields = stat_fields(pid)
+    assert fields is not None, f"process {pid} is gone"
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
