@@ -52,25 +52,15 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def size_text(size: float) -> str:
-    """``512 B``, ``4.1 KiB``, ``16.0 MiB``: a size as a person reads it."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB")
-    step = 0
-    while size >= 1024 and step < len(units) - 1:
-        size /= 1024
-        step += 1
-    return f"{size:.0f} B" if step == 0 else f"{size:.1f} {units[step]}"
-
-
 def usage_cells(status: JobStatus, live: tuple[float | None, int] | None) -> tuple[str, str] | None:
     """A job's CPU and RSS cells: running, what it uses now (``live``: CPU % since the last
     look, None when there was none; bytes resident); ended, what its last attempt used
     (CPU seconds, peak RSS)."""
     if live is not None:
         percent_now, rss = live
-        return ("" if percent_now is None else f"{percent_now:.0f}%", size_text(rss))
+        return ("" if percent_now is None else f"{percent_now:.0f}%", size_words(rss, 1))
     if status.usage is not None:
-        return f"{status.usage.cpu:.1f}s", size_text(status.usage.max_rss)
+        return f"{status.usage.cpu:.1f}s", size_words(status.usage.max_rss, 1)
     return None
 
 
@@ -100,11 +90,11 @@ def long_job_lines(status: JobStatus, now: datetime, saved: Saved | None) -> lis
     if saved is not None:
         at = datetime.fromtimestamp(saved.at, timezone.utc)
         lines.append(f"checkpoint: {at.isoformat(timespec='seconds').replace('+00:00', 'Z')}, "
-                     f"{size_text(saved.bytes)} ({duration((now - at).total_seconds())} ago)")
+                     f"{size_words(saved.bytes, 1)} ({duration((now - at).total_seconds())} ago)")
     used = status.usage
     if used is not None:
         lines.append(f"used:      cpu {used.cpu:.2f}s (user {used.user:.2f}s, system {used.system:.2f}s), peak RSS "
-                     f"{size_text(used.max_rss)}, wall {used.wall:.2f}s (its last attempt that ended)")
+                     f"{size_words(used.max_rss, 1)}, wall {used.wall:.2f}s (its last attempt that ended)")
     return lines
 
 

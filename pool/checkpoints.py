@@ -63,10 +63,6 @@ class CheckpointBook:
     def __init__(self, folder: Folder) -> None:
         self.folder = folder
 
-    def path(self, job_id: str) -> str:
-        """The file a command job's $POOL_CHECKPOINT names."""
-        return os.path.join(self.folder.path, job_id, STATE)
-
     def make(self, job_id: str, uid: int | None = None) -> None:
         """Make the job's folder before its attempt (a command's, or any job run as a
         member, who cannot make one in checkpoints/): ``uid``'s when given. Raises OSError."""

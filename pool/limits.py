@@ -60,12 +60,13 @@ def parse_size(value: object) -> int | None:
     return int(number)
 
 
-def size_words(size: int) -> str:
-    """``2 GiB``, ``1.5 GiB``, ``512 MiB``: a limit as a person wrote it."""
+def size_words(size: float, decimals: int | None = None) -> str:
+    """``2 GiB``, ``1.5 GiB``, ``512 MiB``: a limit as a person wrote it; with ``decimals``,
+    always that many (``4.1 KiB``, ``212.0 MiB``: a size measured)."""
     for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if size >= scale:
-            return f"{size / scale:.4g} {unit}"
-    return f"{size} bytes"
+            return f"{size / scale:.{decimals}f} {unit}" if decimals is not None else f"{size / scale:.4g} {unit}"
+    return f"{size:.0f} B"
 
 
 def memory_words(limit: int) -> str:
