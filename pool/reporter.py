@@ -179,13 +179,13 @@ class Flusher:
 
     def watch(self, reporter: Reporter | None, cap: LogCap | None = None,
               publish: Callable[[], None] | None = None) -> None:
-        if reporter is None:
-            self.reporter = self.cap = self.publish = None  # looked at when the timer fires; nothing to wake
-            return
+        # Under the lock even when nothing is to be woken: the thread reads the three
+        # together, and a job's end landing between its check and its read left it
+        # watching None, and dead (seen on Python 3.10, which switches threads more often).
         with self.changed:
             self.reporter, self.cap, self.publish = reporter, cap, publish
-            if self.idle:
-                self.changed.notify()
+            if reporter is not None and self.idle:
+                self.changed.notify()  # the end of a job is looked at when the timer fires
 
     def _run(self) -> None:
         while True:
@@ -197,8 +197,11 @@ class Flusher:
                 reporter, cap, publish = self.reporter, self.cap, self.publish
                 due_in = reporter.due_in()
                 self.changed.wait(timeout=due_in if due_in is not None else reporter.interval)
-            if publish is not None:  # first: once running is said, what was printed is under the log's name
-                publish()
-            reporter.write_if_due()
-            if cap is not None:
-                cap.check()
+            try:
+                if publish is not None:  # first: once running is said, what was printed is under the log's name
+                    publish()
+                reporter.write_if_due()
+                if cap is not None:
+                    cap.check()
+            except Exception:  # the thread outlives one job's trouble: every later job needs it
+                log.exception("job %s: its report could not be written", reporter.status.id)

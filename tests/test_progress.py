@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import importlib
+import sys
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
+from conftest import wait_until
 
 from pool import lifecycle
 from pool.jobfile import parse_job
 from pool.model import JobStatus, new_status
 from pool.progress import fraction_of, progress, set_reporter
-from pool.reporter import StatusReporter
+from pool.reporter import Flusher, StatusReporter
 
 progress_module = importlib.import_module("pool.progress")
 
@@ -86,3 +90,63 @@ def test_a_report_made_while_a_write_runs_is_not_lost() -> None:
     assert ledger.recorded[0].message == "processed delta"
     reporter.finish(lifecycle.Succeeded(None))
     assert (ledger.recorded[-1].message, ledger.recorded[-1].progress) == ("processed epsilon", 1.0)
+
+
+class QuietReporter:
+    """What the flusher asks of a reporter, with nothing ever pending; ``fail`` makes its
+    writes raise."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.interval = 0.0
+        self.fail = fail
+        self.writes = 0
+        self.status = new_status(parse_job({"task": "m:f", "id": "quiet"}, "t", "t"), "2026-01-01T00:00:00.000000Z")
+
+    def due_in(self) -> float:
+        return 0.0
+
+    def write_if_due(self) -> None:
+        self.writes += 1
+        if self.fail:
+            raise RuntimeError("a report that cannot be made")
+
+
+def started_flusher() -> tuple[Flusher, threading.Thread]:
+    before = set(threading.enumerate())
+    flusher = Flusher()
+    thread, = [t for t in threading.enumerate() if t not in before and t.name == "pool-flusher"]
+    return flusher, thread
+
+
+def test_the_flusher_outlives_jobs_ending_while_it_looks_at_them() -> None:
+    """Seen in CI on Python 3.10: a job's end (watch(None)) landing between the flusher's
+    check and its read left it watching None, and its thread died, so no later job of that
+    worker was ever written `running`. Thread switches as often as they go make the window
+    hit within a second on 3.10 (it took 0.1 s before the fix)."""
+    flusher, thread = started_flusher()
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        reporter = QuietReporter()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and thread.is_alive():
+            flusher.watch(reporter)  # type: ignore[arg-type]
+            flusher.watch(None)
+        assert thread.is_alive()
+    finally:
+        sys.setswitchinterval(before)
+        flusher.watch(None)
+
+
+def test_the_flusher_goes_on_after_a_report_raises() -> None:
+    flusher, thread = started_flusher()
+    try:
+        failing = QuietReporter(fail=True)
+        flusher.watch(failing)  # type: ignore[arg-type]
+        wait_until(lambda: failing.writes >= 2, what="two failed writes")
+        good = QuietReporter()
+        flusher.watch(good)  # type: ignore[arg-type]
+        wait_until(lambda: good.writes > 0, what="the next job's report")
+        assert thread.is_alive()
+    finally:
+        flusher.watch(None)
