@@ -40,7 +40,16 @@ from .executor import (
 )
 from .ledger import transitions_between
 from .model import UNDER_WAY, JobStatus, State, parse_time
-from .procs import GroupStop, is_same_process, leftover_group, open_pidfd, pause_group, process_uid, signal_group
+from .procs import (
+    GroupStop,
+    is_running,
+    is_same_process,
+    leftover_group,
+    open_pidfd,
+    pause_group,
+    process_uid,
+    signal_group,
+)
 from .spool import SpoolDir
 
 log = logging.getLogger(__name__)
@@ -103,8 +112,20 @@ class Adoptions:
             self._watch(job.id, Adopted(job, pgid, started, stop=GroupStop.begin(pgid or 0, 0.0, now), lost=True),
                         now)
         else:
+            self._claim_output(job)
             events.append(Ended(job.id, job.attempt, Lost("its process ended without an outcome")))
         return True
+
+    def _claim_output(self, job: JobStatus) -> None:
+        """What the attempt printed and its dead worker did not name goes into the job's
+        log (pool/worker.py, JobOutput): before the job can run again."""
+        worker = self.spool.locks.began(job.id, job.attempt)
+        if worker is None or is_running(*worker):
+            return  # it saw the attempt through, or never began it
+        try:
+            self.spool.claim_scratch(worker[0], job.id)
+        except OSError as exc:
+            log.error("job %s: what it printed could not be kept (%s)", job.id, exc)
 
     def _watch(self, job_id: str, adopted: Adopted, now: float) -> None:
         self.adopted[job_id] = adopted
@@ -179,6 +200,7 @@ class Adoptions:
 
     def _how_it_ended(self, adopted: Adopted) -> list[ExecutorEvent]:
         seen = adopted.status
+        self._claim_output(seen)
         if adopted.lost:
             return [Ended(seen.id, seen.attempt, Lost("its process ended without an outcome"))]
         try:

@@ -472,6 +472,7 @@ class LocalExecutor:
         if slot.pidfd is not None:
             os.close(slot.pidfd)
         self.events.extend(slot.ended)
+        self._claim_output(slot)
         if slot.job is not None and not slot.ended:
             began = self._began(slot.job)
             how: Outcome = Stopped(slot.stop_reason, began) if slot.stop_reason else WorkerDied(
@@ -484,6 +485,16 @@ class LocalExecutor:
             self.events.append(Ended(slot.ahead.id, slot.ahead.attempt, ahead))
         if not self.closing and not slot.retiring:
             self._replace(slot, now)
+
+    def _claim_output(self, slot: Slot) -> None:
+        """What the worker's last attempt printed and it did not name (it died first) goes
+        into that job's log, before the job can run again (pool/worker.py, JobOutput)."""
+        last = slot.ahead if slot.ahead is not None and self._began(slot.ahead) else \
+            slot.job if slot.job is not None and not slot.ended else None
+        try:
+            self.spool.claim_scratch(slot.pid, last.id if last is not None else None)
+        except OSError as exc:
+            log.error("worker %d: what its last job printed could not be kept (%s)", slot.pid, exc)
 
     def _replace(self, dead: Slot, now: float) -> None:
         """Start a worker in the place of one that is gone, at once, unless workers keep

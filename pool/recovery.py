@@ -16,6 +16,7 @@ worker's lock on the job, elsewhere whatever that engine keeps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -32,6 +33,7 @@ from .waiting import Waiting
 log = logging.getLogger(__name__)
 
 STALE_TEMP_SECONDS = 60.0
+ORPHAN_OUTPUT_SECONDS = 7 * 86400.0
 
 
 class Recovery:
@@ -82,13 +84,19 @@ class Recovery:
 
 def remove_stale_temp_files(ctx: Context) -> None:
     """Temp files whose writer is dead (killed between writing and renaming), or old; the
-    scratch files of dead workers."""
+    empty scratch files of dead workers."""
     spool = ctx.spool
+    cutoff = time.time() - STALE_TEMP_SECONDS
     for name in spool.log_folder.listdir():
         worker = name[len(SCRATCH_PREFIX):]
         if name.startswith(SCRATCH_PREFIX) and worker.isdigit() and not exists(int(worker)):
-            spool.log_folder.unlink(name)
-    cutoff = time.time() - STALE_TEMP_SECONDS
+            # One that holds output is the job's its worker died running: claimed when the
+            # job is recovered (pool/adopted.py); kept a week if that never comes (the job
+            # removed first), then gone.
+            with contextlib.suppress(OSError):
+                st = os.stat(name, dir_fd=spool.log_folder.fd, follow_symlinks=False)
+                if st.st_size == 0 or st.st_mtime < time.time() - ORPHAN_OUTPUT_SECONDS:
+                    spool.log_folder.unlink(name)
     for folder in (spool.statuses, spool.box.folder, spool.top, spool.drop.rejected):
         for name in folder.listdir():
             pid = temp_owner_pid(name)

@@ -78,10 +78,11 @@ GUARD_PATIENCE = 0.3  # a client asking whether a manager runs holds the guard f
 SCRATCH_PREFIX = ".out-"  # logs/.out-<pid>: a worker's scratch file between attempts (pool/worker.py)
 
 
-def unpublished_log(job_id: str) -> str:
-    """What a first attempt's output is called in logs/ until it is found written to (and
-    renamed <id>.log): pool/worker.py, JobOutput."""
-    return f".{job_id}.out"
+def scratch_log(pid: int) -> str:
+    """The output file of worker ``pid`` (logs/.out-<pid>), made once and handed from one
+    of its jobs to the next until one prints: then it is renamed <id>.log (pool/worker.py,
+    JobOutput)."""
+    return f"{SCRATCH_PREFIX}{pid}"
 
 
 def open_folder(path: str | os.PathLike[str], dir_fd: int | None = None,
@@ -257,30 +258,26 @@ class SpoolDir:
 
     def open_log_to_read(self, job_id: str) -> int:
         """The job's log for reading, opened as every spool file is (never through a link,
-        never a FIFO, the spool owner's): logs/<id>.log, or, before a first attempt's
-        output is published under that name, logs/.<id>.out (pool/worker.py, JobOutput).
+        never a FIFO, the spool owner's). A first attempt's output is under this name
+        within a progress interval of its first print (pool/worker.py, JobOutput).
         Raises FileNotFoundError, UnsafeFile."""
-        for name in (f"{job_id}.log", unpublished_log(job_id), f"{job_id}.log"):  # published meanwhile
-            try:
-                fd, _ = self.log_folder.open_checked(name, self.owners, max_bytes=1 << 62)
-                return fd
-            except FileNotFoundError:
-                continue
-        raise FileNotFoundError(errno.ENOENT, "no such file", self.log_folder.join(f"{job_id}.log"))
+        fd, _ = self.log_folder.open_checked(f"{job_id}.log", self.owners, max_bytes=1 << 62)
+        return fd
 
-    def claim_output(self, job_id: str) -> None:
-        """Make what an attempt wrote under the unpublished name (logs/.<id>.out, left by a
-        worker that died before it could rename it) part of the job's log."""
-        name = unpublished_log(job_id)
+    def claim_scratch(self, pid: int, job_id: str | None) -> None:
+        """Worker ``pid`` is gone: what its scratch file holds is the output of ``job_id``'s
+        attempt, which it began and did not see through (it died before naming the output
+        <id>.log), and becomes part of that job's log; the file goes."""
+        name = scratch_log(pid)
         try:
             fd, st = self.log_folder.open_checked(name, self.owners, max_bytes=1 << 62)
         except (FileNotFoundError, UnsafeFile):
             return
         try:
-            if st.st_size and not self.log_folder.has(f"{job_id}.log"):
-                os.rename(name, f"{job_id}.log", src_dir_fd=self.log_folder.fd, dst_dir_fd=self.log_folder.fd)
-                return
-            if st.st_size:
+            if st.st_size and job_id is not None:
+                if not self.log_folder.has(f"{job_id}.log"):
+                    os.rename(name, f"{job_id}.log", src_dir_fd=self.log_folder.fd, dst_dir_fd=self.log_folder.fd)
+                    return
                 log_fd = self.log_folder.open_append(f"{job_id}.log", self.owners, self.file_mode)
                 try:
                     write_all(log_fd, read_all(fd, st.st_size))
@@ -414,7 +411,6 @@ class SpoolDir:
         with contextlib.suppress(OSError):  # a member's, left to her: it holds no secret of ours
             self.checkpoints.remove(job_id)
         self.log_folder.unlink(f"{job_id}.log")
-        self.log_folder.unlink(unpublished_log(job_id))
         self.log_folder.unlink(f"{job_id}.hook.log")
         for name in (f"{job_id}.json", f"{job_id}.env", f"{job_id}.inline", f"{job_id}.hook", f"{job_id}.paused",
                      f"{job_id}.lock"):

@@ -50,7 +50,8 @@ from .procs import become_subreaper, end_rest_of_group, process_start_time
 from .progress import set_reporter
 from .reporter import Flusher, StatusReporter
 from .runas import run_as
-from .spool import SCRATCH_PREFIX, SpoolDir, unpublished_log
+from .safeio import write_all
+from .spool import SpoolDir, scratch_log
 
 log = logging.getLogger(__name__)
 
@@ -192,20 +193,20 @@ class JobOutput:
     so C extensions and child processes write there too; between jobs, at /dev/null.
 
     A job's log is made only once it prints: each file made is an inode, the dearest part
-    of a job's file work (benchmarks/README.md). A first attempt's output goes to the
-    worker's scratch file (logs/.out-<pid>, made once), renamed logs/.<id>.out for the
-    attempt (a rename makes no inode; readers look there too: SpoolDir.open_log_to_read),
-    and logs/<id>.log once it is found written to: by the flusher, within a progress
-    interval of the first print, and at the latest when the attempt ends, before its
-    outcome is written, so whoever sees the job ended finds all it printed under its name.
-    A job that printed nothing gives the scratch file back, for the next. What a worker
-    that died left as .<id>.out is taken into the log by the job's next attempt (or read
-    there, when there is none)."""
+    of a job's file work (benchmarks/README.md), and a rename is a file operation too. A
+    first attempt's output goes to the worker's scratch file (logs/.out-<pid>, made once,
+    emptied for each job), renamed logs/<id>.log once it is found written to: by the
+    flusher, within a progress interval of the first print, and at the latest when the
+    attempt ends, before its outcome is written, so whoever sees the job ended finds all
+    it printed under its name. A job that prints nothing costs no file operation at all.
+    What a worker that died left in its scratch file is made part of the log of the job
+    it ran by whoever saw it die (the local executor, or a manager adopting the job:
+    SpoolDir.claim_scratch), before that job runs again."""
 
     def __init__(self, spool: SpoolDir) -> None:
         self.spool = spool
         self.devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-        self.spare = f"{SCRATCH_PREFIX}{os.getpid()}"  # the scratch file's name between attempts
+        self.spare = scratch_log(os.getpid())
         self.scratch: int | None = None  # its descriptor while it is not a job's log
         self.unpublished: str | None = None  # the job whose output it takes, not yet named <id>.log
         self.mutex = threading.Lock()  # the attempt's thread and the flusher both publish
@@ -230,17 +231,18 @@ class JobOutput:
     def _open(self, status: JobStatus) -> int:
         folder = self.spool.log_folder
         try:
-            self.spool.claim_output(status.id)  # what an attempt before it left unnamed (its worker died)
             if status.attempt == 1 and not folder.has(f"{status.id}.log"):
                 try:
+                    if self.scratch is not None and os.fstat(self.scratch).st_nlink == 0:
+                        os.close(self.scratch)  # taken away: a new one is made
+                        self.scratch = None
                     if self.scratch is None:
                         self.scratch = folder.open_append(self.spare, self.spool.owners, self.spool.file_mode)
                     os.ftruncate(self.scratch, 0)
-                    os.rename(self.spare, unpublished_log(status.id), src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
                     with self.mutex:
                         self.unpublished = status.id
                     return self.scratch
-                except (OSError, ValueError) as exc:  # the scratch file taken away: the log is made at once
+                except (OSError, ValueError) as exc:  # no scratch file: the log is made at once
                     log.warning("job %s: its worker's scratch file cannot be used (%s)", status.id, exc)
                     if self.scratch is not None:
                         os.close(self.scratch)
@@ -255,30 +257,36 @@ class JobOutput:
         return fd
 
     def publish(self, ended: bool = False) -> None:
-        """Name the attempt's output logs/<id>.log if it printed; once it ``ended``, give
-        the scratch file back if it did not."""
+        """Name the attempt's output logs/<id>.log if it printed. Once it ``ended``, output
+        that cannot be named so (the scratch file was taken away, say) is copied there:
+        the next job must not empty it."""
         with self.mutex:
             job_id, scratch = self.unpublished, self.scratch
             if job_id is None or scratch is None:
                 return
             folder = self.spool.log_folder
             try:
-                printed = os.fstat(scratch).st_size > 0
-                if printed:
-                    os.rename(unpublished_log(job_id), f"{job_id}.log", src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
-                elif ended:
-                    os.rename(unpublished_log(job_id), self.spare, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
-                else:
+                if os.fstat(scratch).st_size == 0:
                     return
-            except OSError as exc:  # it stays .<id>.out: read there, taken in by a next attempt
-                log.error("job %s: cannot name its log (%s)", job_id, exc)
+                os.rename(self.spare, f"{job_id}.log", src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
+            except OSError as exc:
                 if not ended:
-                    return
-                printed = True  # the scratch file is the job's now, whatever its name
-            self.unpublished = None
-            if printed:
-                self.scratch = None
-                os.close(scratch)  # fds 1 and 2 go on writing to it until the attempt's end
+                    return  # tried again on the flusher's next wake-up, and at the end
+                log.error("job %s: cannot name its log (%s); copying it there", job_id, exc)
+                self._copy_to_log(job_id, scratch)
+            self.unpublished = self.scratch = None
+            os.close(scratch)  # fds 1 and 2 go on writing to it until the attempt's end
+
+    def _copy_to_log(self, job_id: str, scratch: int) -> None:
+        try:
+            fd = self.spool.open_log(job_id)
+            try:
+                write_all(fd, os.pread(scratch, os.fstat(scratch).st_size, 0))
+            finally:
+                os.close(fd)
+            self.spool.log_folder.unlink(self.spare)
+        except (OSError, ValueError) as exc:
+            log.error("job %s: its output is dropped (%s)", job_id, exc)
 
 
 class Checkpoints:

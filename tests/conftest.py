@@ -158,8 +158,7 @@ def refused(spool_dir: Path, name: str, timeout: float = 30.0, also: Callable[[]
 
 
 def log_text(spool_dir: Path, job_id: str) -> str:
-    """What the job printed so far, read as `pool logs` reads it: logs/<id>.log, or, before
-    a first attempt's output is named so (pool/worker.py, JobOutput), logs/.<id>.out."""
+    """What the job printed so far, read as `pool logs` reads it (logs/<id>.log)."""
     return Spool(spool_dir).job(job_id).logs()
 
 

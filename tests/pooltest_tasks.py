@@ -213,6 +213,13 @@ def say_then_die_once(counter: str, words: str) -> int:
 
 
 @pool.task
+def gated_say_then_die_once(counter: str, words: str, gate: str) -> int:
+    """say_then_die_once, once the test's gate is open (its manager killed meanwhile)."""
+    wait_for_gate(gate)
+    return say_then_die_once(counter, words)
+
+
+@pool.task
 def silent() -> int:
     """Prints nothing."""
     return 7

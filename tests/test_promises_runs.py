@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from conftest import (
     job,
     made,
     needs_small_disk,
+    pid_alive,
     run_pool,
     runs_of,
     state_of,
@@ -253,6 +255,27 @@ def test_what_an_attempt_printed_before_its_worker_died_is_kept_in_the_log(
     assert log.startswith("last words (run 1)\n") and log.endswith("last words (run 2)\n"), log
     assert "attempt 2" in log  # the header the retry wrote after what the first printed
     assert not [name for name in os.listdir(spool_dir / "logs") if name.endswith(".out")]
+
+
+def test_what_an_attempt_printed_as_its_worker_died_with_no_manager_is_kept_by_the_next_manager(
+        spool_dir: Path, serve: Callable[..., Server], tmp_path: Path) -> None:
+    """A job's first output sits in its worker's scratch file until it is named <id>.log; a
+    worker that dies first leaves it there, and with no manager to see it die, the next
+    manager finds whose it was (the job's start marker) and keeps it in the job's log."""
+    counter, gate = tmp_path / "runs", tmp_path / "gate"
+    first = serve()
+    drop(spool_dir, "dies.json", job("gated_say_then_die_once", str(counter), "last words", str(gate), id="dies",
+                                     retries=1))
+    wait_until(lambda: state_of(spool_dir, "dies") == "running", what="running")
+    worker = status_doc(spool_dir, "dies")["pid"]
+    first.stop(signal.SIGKILL)
+    gate.touch()
+    wait_until(lambda: not pid_alive(worker), what="the worker dead")
+    serve()
+    wait_until(lambda: state_of(spool_dir, "dies") == "done", what="the second run done")
+    log = (spool_dir / "logs" / "dies.log").read_text()
+    assert log.startswith("last words (run 1)\n") and log.endswith("last words (run 2)\n"), log
+    assert f".out-{worker}" not in os.listdir(spool_dir / "logs")
 
 
 def test_a_workers_scratch_file_taken_away_loses_no_output(spool_dir: Path, serve: Callable[..., Server]) -> None:
