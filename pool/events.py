@@ -46,18 +46,24 @@ class EventLog:
         self.max_bytes = max_bytes  # only the manager rotates: it is the one steady writer
         self.lines: list[bytes] = []
         self._owners: Owners | None = None
+        self.kept: int | None = None  # the log's descriptor, kept between flushes (``keep``)
 
     def append(self, event: dict[str, Any]) -> None:
         self.lines.append(encode_json(event) + b"\n")  # a reason may quote a name that is not UTF-8
         if not self.buffered:
             self.flush()
 
-    def flush(self, patience: float | None = None) -> None:
+    def flush(self, patience: float | None = None, keep: bool = False) -> None:
         """Append the pending lines. A trim in progress holds the log: a buffered log (the
         manager's, an inline manager's) keeps its lines for the next flush rather than
         wait (a `pool prune` stopped with Ctrl-Z must not stop the jobs), unless given
-        ``patience`` seconds (its last flush); an unbuffered one waits TRIM_PATIENCE."""
+        ``patience`` seconds (its last flush); an unbuffered one waits TRIM_PATIENCE.
+        ``keep``: more lines are coming soon (jobs run): the log stays open for them, an
+        open and a close fewer each turn; without it, it is closed (an idle descriptor
+        open for writing would keep the filesystem from being remounted read-only)."""
         if not self.lines:
+            if not keep:
+                self.let_go()
             return
         data = b"".join(self.lines)
         self.lines.clear()
@@ -65,7 +71,7 @@ class EventLog:
             patience = 0.0 if self.buffered else TRIM_PATIENCE
         try:
             self._owners = self._owners or Owners(os.stat(self.folder.fd).st_uid)
-            with self._current(self._owners, patience) as (fd, size):
+            with self._current(self._owners, patience, keep) as (fd, size):
                 try:
                     write_all(fd, data)
                 except OSError:
@@ -85,24 +91,38 @@ class EventLog:
             log.warning("could not append %d event(s) to %s (%s)", data.count(b"\n"), NAME, exc)
 
     @contextlib.contextmanager
-    def _current(self, owners: Owners, patience: float) -> Iterator[tuple[int, int]]:
+    def _current(self, owners: Owners, patience: float, keep: bool) -> Iterator[tuple[int, int]]:
         """The log to append to, under its lock (see the module's docstring; an append is
         one write of a few lines: held for microseconds), and its size, where the append
-        starts; BlockingIOError if a trim holds it longer than ``patience`` seconds. Opened
-        for each append, not kept: a log rotated or trimmed by someone else is not written
-        behind their back, and no idle descriptor pins the filesystem."""
+        starts; BlockingIOError if a trim holds it longer than ``patience`` seconds. A log
+        trimmed by someone else (replaced: the one held has no name left) is never written
+        behind their back; one rotated by us is let go by ``_rotate``."""
         deadline = time.monotonic() + patience
         while True:
-            fd = self.folder.open_append(NAME, owners, self.mode())
+            kept, fd = self.kept is not None, self.kept if self.kept is not None else \
+                self.folder.open_append(NAME, owners, self.mode())
+            self.kept = None
             try:
                 if not flock_within(fd, fcntl.LOCK_EX, deadline - time.monotonic()):
                     raise BlockingIOError(errno.EWOULDBLOCK, "events.jsonl is held by a trim")
                 st = os.fstat(fd)
-                if st.st_nlink:
+                # One kept from the last flush may have been rotated since (it is named
+                # events.1.jsonl now) or trimmed (replaced: it has no name left).
+                if st.st_nlink and (not kept or is_named(self.folder, NAME, fd)):
                     yield fd, st.st_size
+                    if keep:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                        self.kept, fd = fd, -1
                     return
             finally:
-                os.close(fd)  # the lock goes with it
+                if fd >= 0:
+                    os.close(fd)  # the lock goes with it
+
+    def let_go(self) -> None:
+        """Close the log kept open, if one is."""
+        if self.kept is not None:
+            fd, self.kept = self.kept, None
+            os.close(fd)
 
     def _rotate(self, fd: int) -> None:
         """Rename the log on ``fd`` to the previous one, if it is still the current log

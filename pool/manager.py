@@ -373,7 +373,9 @@ class Manager:
             self.rescan_due = False
             self.say_trouble()
         finally:
-            self.spool.events.flush()
+            # While jobs run, more lines come every turn: the log stays open for them (an
+            # inline manager forks its worker, which must inherit no descriptor of ours).
+            self.spool.events.flush(keep=self.only is None and self.executor.busy())
 
     def say_stopping(self, mode: StopMode, now: float) -> None:
         running = self.executor.running_ids()

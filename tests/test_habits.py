@@ -173,22 +173,28 @@ OLD, NEW = "2020-01-01T00:00:00.000000Z", "2999-01-01T00:00:00.000000Z"
 APPENDS = 400
 
 
-def append_events(spool_path: str, writer: int, max_bytes: int | None) -> None:
-    log = EventLog(Folder(Path(spool_path)), lambda: 0o600, max_bytes=max_bytes)  # rotating, as a manager
+def append_events(spool_path: str, writer: int, max_bytes: int | None, keep: bool) -> None:
+    """``keep``: as a manager while jobs run, its lines buffered, the log kept open from
+    one flush to the next (trimmed and rotated by others meanwhile)."""
+    log = EventLog(Folder(Path(spool_path)), lambda: 0o600, buffered=keep, max_bytes=max_bytes)  # rotating
     for n in range(APPENDS):
         log.append({"time": NEW, "id": f"w{writer}-{n}"})
         log.append({"time": OLD, "id": "old"})
+        log.flush(keep=keep)
+    while log.lines:
+        log.flush(patience=5.0)
 
 
 @pytest.mark.parametrize("max_bytes", [None, 16384])
+@pytest.mark.parametrize("keep", [False, True])
 def test_no_event_is_lost_to_a_trim_running_while_others_append_and_rotate(
-        spool_dir: Path, max_bytes: int | None) -> None:
+        spool_dir: Path, max_bytes: int | None, keep: bool) -> None:
     spool = Spool(spool_dir)
     spool.dir.create()
     # spawn, not fork: pytest-xdist's worker has threads, and a fork of a threaded process
     # may deadlock (Python 3.12+ warns)
     spawn = multiprocessing.get_context("spawn")
-    writers = [spawn.Process(target=append_events, args=(str(spool_dir), w, max_bytes)) for w in range(3)]
+    writers = [spawn.Process(target=append_events, args=(str(spool_dir), w, max_bytes, keep)) for w in range(3)]
     for writer in writers:
         writer.start()
     trims = 0
@@ -207,6 +213,28 @@ def test_no_event_is_lost_to_a_trim_running_while_others_append_and_rotate(
             assert numbers == list(range(APPENDS)), f"writer {writer} lost a line"
         elif numbers:  # a rotation drops the oldest log whole: what is left of a writer is its last lines
             assert numbers == list(range(numbers[0], APPENDS)), f"writer {writer} lost a line"
+
+
+def test_a_log_kept_open_is_let_go_once_rotated_or_trimmed_by_another_writer(spool_dir: Path) -> None:
+    """A manager keeps events.jsonl open while jobs run: a line it appends after another
+    process rotated or trimmed the log goes to the log under that name, never to the
+    file it held."""
+    spool = Spool(spool_dir)
+    spool.dir.create()
+    kept = EventLog(Folder(spool_dir), lambda: 0o600, buffered=True)
+    kept.append({"time": NEW, "id": "first"})
+    kept.flush(keep=True)
+    assert kept.kept is not None
+    other = EventLog(Folder(spool_dir), lambda: 0o600, max_bytes=1)  # every append rotates
+    other.append({"time": NEW, "id": "rotating"})
+    kept.append({"time": NEW, "id": "after-the-rotation"})
+    kept.flush(keep=True)
+    assert b"after-the-rotation" in (spool_dir / "events.jsonl").read_bytes()
+    spool.dir.events.trim(Owners(os.geteuid()), OLD)  # written anew: the kept file has no name left
+    kept.append({"time": NEW, "id": "after-the-trim"})
+    kept.flush()
+    assert kept.kept is None  # let go: no descriptor left open for writing
+    assert [e["id"] for e in spool.events()][-2:] == ["after-the-rotation", "after-the-trim"]
 
 
 def test_a_rotation_right_after_a_trim_replaced_the_log_keeps_its_lines(
