@@ -134,7 +134,10 @@ def orphaned(spool: Spool, statuses: Sequence[JobStatus | Brief]) -> set[str]:
     running = [s for s in statuses if s.state in UNDER_WAY]
     if not running or spool.dir.manager_running():
         return set()
-    return {s.id for s in running if spool.dir.locks.may_see(s.id) and not spool.acted_on(s.id)}
+    if not spool.dir.locks.may_see():
+        return set()
+    leased = spool.dir.locks.leased_ids()
+    return {s.id for s in running if s.id not in leased and not spool.acted_on(s.id)}
 
 
 def show_rejections(spool: Spool, since: float | None, as_json: bool) -> None:

@@ -124,6 +124,7 @@ class Adoptions:
             return  # it saw the attempt through, or never began it
         try:
             self.spool.claim_scratch(worker[0], job.id)
+            self.spool.locks.forget_worker(*worker)
         except OSError as exc:
             log.error("job %s: what it printed could not be kept (%s)", job.id, exc)
 
@@ -199,8 +200,12 @@ class Adoptions:
         events.extend(self._how_it_ended(adopted))
 
     def _how_it_ended(self, adopted: Adopted) -> list[ExecutorEvent]:
+        ended = self._told(adopted)
+        self._claim_output(adopted.status)  # once the marker was read
+        return ended
+
+    def _told(self, adopted: Adopted) -> list[ExecutorEvent]:
         seen = adopted.status
-        self._claim_output(seen)
         if adopted.lost:
             return [Ended(seen.id, seen.attempt, Lost("its process ended without an outcome"))]
         try:

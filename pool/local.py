@@ -472,27 +472,31 @@ class LocalExecutor:
         if slot.pidfd is not None:
             os.close(slot.pidfd)
         self.events.extend(slot.ended)
-        self._claim_output(slot)
+        last = None  # the attempt it began last and did not see through
         if slot.job is not None and not slot.ended:
             began = self._began(slot.job)
             how: Outcome = Stopped(slot.stop_reason, began) if slot.stop_reason else WorkerDied(
                 f"worker process {slot.pid} {self._how(slot)}", began)
             self.events.append(Ended(slot.job.id, slot.job.attempt, how))
+            last = slot.job.id
         if slot.ahead is not None:
             # Its worker begins it the moment the one before ends: it may have, unheard.
+            ahead_began = self._began(slot.ahead)
             ahead: Outcome = WorkerDied("its worker was stopped as the attempt began", True) \
-                if self._began(slot.ahead) else NotBegun(None, "its worker was stopped before it began")
+                if ahead_began else NotBegun(None, "its worker was stopped before it began")
             self.events.append(Ended(slot.ahead.id, slot.ahead.attempt, ahead))
+            last = slot.ahead.id if ahead_began else last
+        self._claim_output(slot, last)
         if not self.closing and not slot.retiring:
             self._replace(slot, now)
 
-    def _claim_output(self, slot: Slot) -> None:
+    def _claim_output(self, slot: Slot, last: str | None) -> None:
         """What the worker's last attempt printed and it did not name (it died first) goes
-        into that job's log, before the job can run again (pool/worker.py, JobOutput)."""
-        last = slot.ahead if slot.ahead is not None and self._began(slot.ahead) else \
-            slot.job if slot.job is not None and not slot.ended else None
+        into that job's log, before the job can run again (pool/worker.py, JobOutput); its
+        lock file goes, its marker read (how its attempts ended is told)."""
         try:
-            self.spool.claim_scratch(slot.pid, last.id if last is not None else None)
+            self.spool.claim_scratch(slot.pid, last)
+            self.spool.locks.forget_worker(slot.pid, slot.started)
         except OSError as exc:
             log.error("worker %d: what its last job printed could not be kept (%s)", slot.pid, exc)
 

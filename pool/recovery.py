@@ -56,6 +56,10 @@ class Recovery:
             except Exception as exc:  # one job's data never stops the manager
                 log.exception("job %s: could not recover it", job_id)
                 self.ctx.ledger.set_aside(job_id, f"could not be recovered: {type(exc).__name__}: {exc}")
+        if only is None:
+            # What dead workers' markers said has been acted on, but for the attempts
+            # still being seen to (their ends still to be told).
+            self.ctx.spool.locks.forget_dead_workers(self.dispatch.executor.holds)
 
     def look_at(self, job_id: str, supervised_elsewhere: bool = True) -> None:
         """Decide who looks after a job that is not final (at start, or when the inline

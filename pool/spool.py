@@ -7,18 +7,22 @@ pool/safeio.py says.)
       incoming/          drop zone (*.json, *.jsonl); dot-files, *.tmp and *.part are ignored
         .claimed~<token>~<name>   a file taken by rename, until its jobs have statuses
       status/<id>.json   the live status of one job, replaced atomically; <id>.lock beside it
-                         (the job's lock, holding the start marker of its attempt),
+                         (the job's own lock, for writers other than its worker: made
+                         the first time one needs it),
                          <id>.env (its submitter's environment: 0600),
                          <id>.inline (held by an inline manager), <id>.paused (how long
                          its attempt was paused: pool/pauses.py) and <id>.hook (its
                          completion hook ran: pool/hooks.py)
-      logs/<id>.log      what the job printed (logs/.<id>.out until it prints: pool/worker.py)
+      logs/<id>.log      what the job printed (logs/.out-<pid>, its worker's scratch file,
+                         until it prints: pool/worker.py)
       rejected/<file>    a refused input, untouched, with <file>.error.json saying why
       requests/          kill and retry requests for the manager (<kind>-<id>)
       schedules/         NAME.json, a schedule its owner wrote, and NAME.state, the
                          manager's record of its firings (pool/schedules.py)
       groups/            NAME.json, a group's limit, its owner's (pool/groups.py)
       checkpoints/<id>/state   what a job saved for its next attempt (pool/checkpoints.py)
+      workers/<pid>-<start>.lock   a worker's lock and the start marker of its attempt
+                         (pool/locks.py): the manager's user's alone
       events.jsonl       one line per state change
       manager.pid        the serving manager's pid (the guard itself is a lock on spool/)
       manager.json       its pid and the kill grace it gives a job: 0644, nothing secret
@@ -26,7 +30,8 @@ pool/safeio.py says.)
 Every document is written to a temp file in the same folder and then renamed, so a
 reader never needs a lock and never sees a partial document. Writers of a status take
 its lock (flock on status/<id>.lock, see pool/locks.py) so two of them never interleave a
-read-modify-write; a job's worker holds it for the job's whole run.
+read-modify-write; a job's worker has it for the job's whole run through its own lock
+and marker in workers/.
 
 A private spool is 0700. A shared one (``pool serve --group G``) is 2710 (members pass
 through it but cannot open it, and so cannot hold the one-manager guard, a lock on it),
@@ -55,7 +60,7 @@ from .dropzone import DropZone
 from .errors import CorruptStatus, JobNotFound, ManagerRunning, SpoolError
 from .events import EventLog
 from .groups import GroupBook
-from .locks import JobLocks, flock_within, is_held
+from .locks import WORKERS, JobLocks, flock_within, is_held
 from .model import ID_PATTERN, AttachedEnv, JobStatus, KeptEnv, encode_json
 from .pauses import Pauses, parse_pauses
 from .procs import is_running, process_start_time
@@ -65,13 +70,13 @@ from .schedules import ScheduleBook
 
 log = logging.getLogger(__name__)
 
-DIRS = ("incoming", "status", "logs", "rejected", "requests", "schedules", "groups", CHECKPOINTS)
+DIRS = ("incoming", "status", "logs", "rejected", "requests", "schedules", "groups", CHECKPOINTS, WORKERS)
 # Shared: setgid, so what is made inside belongs to the group; the drop folders are also
 # sticky (like /tmp), so a member cannot rename or delete another member's files there
 # (a renamed request would otherwise act with its first author's rights).
 SHARED_MODES = {"": 0o2710, "incoming": 0o3770, "requests": 0o3770, "status": 0o2750, "logs": 0o2750,
                 "rejected": 0o2750, "schedules": 0o2750, "groups": 0o2750,
-                CHECKPOINTS: 0o2710}
+                CHECKPOINTS: 0o2710, WORKERS: 0o2700}
 GUARD_PATIENCE = 0.3  # a client asking whether a manager runs holds the guard for microseconds
 
 
@@ -170,7 +175,8 @@ class SpoolDir:
         self.drop = DropZone(self.incoming, self.rejected)
         self.box = RequestBox(self.requests)
         self.events = EventLog(self.top, lambda: self.file_mode, buffered=buffer_events)
-        self.locks = JobLocks(self.statuses, lambda: self.owners)
+        self.worker_locks = Folder(self.root / WORKERS)
+        self.locks = JobLocks(self.statuses, self.worker_locks, lambda: self.owners)
         self.checkpoints = CheckpointBook(Folder(self.root / CHECKPOINTS))
         self._owners: Owners | None = None
         self._file_mode: int | None = None
@@ -178,7 +184,8 @@ class SpoolDir:
     def close(self) -> None:
         """Close the folders opened so far (each opens again when next used)."""
         for folder in (self.top, self.statuses, self.log_folder, self.schedules.folder, self.groups.folder,
-                       self.drop.folder, self.drop.rejected, self.box.folder, self.checkpoints.folder):
+                       self.drop.folder, self.drop.rejected, self.box.folder, self.checkpoints.folder,
+                       self.worker_locks):
             folder.close()
 
     # ------------------------------------------------------------ layout and permissions
@@ -214,7 +221,8 @@ class SpoolDir:
             for folder, name in ((self.top, ""), (self.statuses, "status"), (self.log_folder, "logs"),
                                  (self.drop.folder, "incoming"), (self.drop.rejected, "rejected"),
                                  (self.box.folder, "requests"), (self.schedules.folder, "schedules"),
-                                 (self.groups.folder, "groups"), (self.checkpoints.folder, CHECKPOINTS)):
+                                 (self.groups.folder, "groups"), (self.checkpoints.folder, CHECKPOINTS),
+                                 (self.worker_locks, WORKERS)):
                 folder.use(folders.pop(name))
         for fd in folders.values():
             os.close(fd)

@@ -70,44 +70,52 @@ class Worker:
         self.flusher = Flusher()
         self.output = JobOutput(self.spool)
         self.checkpoints = Checkpoints(self.spool.checkpoints)
+        self.lock = self.spool.locks.worker_lock(self.pid, self.pid_started)
         # A job that forks without exec hands its children the lock's descriptor: they
-        # must not keep the job locked (and so block its next attempt) while they live.
-        self.held: list[int] = []
-        os.register_at_fork(after_in_child=self._drop_held)
+        # must not keep the worker's lock held (and so its jobs seen as running) after it died.
+        os.register_at_fork(after_in_child=self._drop_lock)
 
-    def _drop_held(self) -> None:
-        for fd in self.held:
+    def _drop_lock(self) -> None:
+        for fd in self.lock.fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self.held.clear()
+
+    def close(self) -> None:
+        """Its last attempt is over and it exits: its lock file goes."""
+        with contextlib.suppress(OSError):
+            self.lock.close()
 
     def run(self, order: msg.RunAttempt) -> msg.Reply:
         """Run one attempt to its end (or find it must not begin) and say how it went."""
+        queued = order.job
         try:
-            lease = self.spool.locks.lease(order.job_id, create=True, patience=LEASE_PATIENCE)
-        except (JobNotFound, CorruptStatus, OSError) as exc:
-            return msg.Skipped(order.job_id, order.attempt, None, f"cannot take the job's lock: {exc}")
+            lease = self.lock.claim(order.job_id, queued.attempt, queued.updated_at, LEASE_PATIENCE)
+        except (CorruptStatus, OSError) as exc:
+            with contextlib.suppress(OSError):
+                self.lock.unclaim()
+            return msg.Skipped(order.job_id, order.attempt, None, f"cannot claim the job: {exc}")
         if lease is None:
             return msg.Skipped(order.job_id, order.attempt, State.RUNNING, "another process holds the job")
-        self.held.append(lease.fd)
         try:
-            return self._run_locked(order, lease)
+            return self._run_claimed(order, lease)
         finally:
-            self.held.remove(lease.fd)
             lease.release()
 
-    def _run_locked(self, order: msg.RunAttempt, lease: Lease) -> msg.Reply:
+    def _run_claimed(self, order: msg.RunAttempt, lease: Lease) -> msg.Reply:
         try:
             on_disk = self.spool.read_status_document(order.job_id)
         except (JobNotFound, CorruptStatus, OSError) as exc:
+            self.lock.unclaim()
             return msg.Skipped(order.job_id, order.attempt, None, f"cannot read its status: {exc}")
         state, why_not = not_runnable(on_disk, order.job)
         if why_not:
+            self.lock.unclaim()
             return msg.Skipped(order.job_id, order.attempt, state, why_not)
         queued = order.job
         try:
-            self.spool.locks.mark_started(lease.fd, queued.attempt, queued.updated_at, self.pid, self.pid_started)
+            self.lock.begin()
         except OSError as exc:
+            self.lock.unclaim()
             return msg.Skipped(order.job_id, order.attempt, State.QUEUED, f"cannot record its start: {exc}",
                                later=True)
         try:
@@ -417,15 +425,20 @@ def worker_main(conn: Connection, config: WorkerConfig, close_fds: tuple[int, ..
     try:
         send(msg.encode_reply(msg.Ready()))  # set up: a stop of our group reaches us now
     except OSError:
+        worker.close()
         return
     orders = Orders(conn, send)
     while True:
         try:
             order = orders.next()
         except EOFError:
+            worker.close()  # every attempt it ran was heard of
             return  # the manager is gone or told us to stop
         reply = worker.run(order)
         try:
             send(msg.encode_reply(reply))
         except OSError:
-            return  # the manager died; the outcome is on disk for the next one
+            # The manager died: the outcome is on disk for the next one, and the lock
+            # file stays, whose marker says the attempt began (its outcome may be in
+            # the reply alone, a full disk having refused it).
+            return
