@@ -243,7 +243,7 @@ def test_a_job_that_prints_nothing_makes_no_log_file_and_one_that_prints_has_its
     assert len(logs) <= 3  # a scratch file per worker at most, handed from job to job
     # A lock per worker (workers/<pid>-<start>.lock), none per job:
     assert not [name for name in os.listdir(spool_dir / "status") if name.endswith(".lock")]
-    assert len(os.listdir(spool_dir / "workers")) == 2
+    assert 1 <= len(os.listdir(spool_dir / "workers")) <= 2  # the second worker may still be starting
     assert (spool_dir / "logs" / "loud.log").read_text() == "adding 2 and 3\n"
     assert run_pool(spool_dir, "logs", "quiet0", check=True).stdout == ""
 
