@@ -94,9 +94,11 @@ class EventLog:
     def _current(self, owners: Owners, patience: float, keep: bool) -> Iterator[tuple[int, int]]:
         """The log to append to, under its lock (see the module's docstring; an append is
         one write of a few lines: held for microseconds), and its size, where the append
-        starts; BlockingIOError if a trim holds it longer than ``patience`` seconds. A log
-        trimmed by someone else (replaced: the one held has no name left) is never written
-        behind their back; one rotated by us is let go by ``_rotate``."""
+        starts; BlockingIOError if a trim holds it longer than ``patience`` seconds. The
+        log kept from the flush before (``keep``) is used only while it still has that name:
+        one rotated since (by us or by a writer before us) or trimmed (replaced by a
+        rewritten one) is let go and the current one opened, so nothing is ever written
+        behind anyone's back."""
         deadline = time.monotonic() + patience
         while True:
             kept, fd = self.kept is not None, self.kept if self.kept is not None else \

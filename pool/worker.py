@@ -275,6 +275,8 @@ class JobOutput:
             folder = self.spool.log_folder
             try:
                 if os.fstat(scratch).st_size == 0:
+                    if ended:
+                        self.unpublished = None  # it printed nothing: the file stays the worker's
                     return
                 os.rename(self.spare, f"{job_id}.log", src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
             except OSError as exc:
