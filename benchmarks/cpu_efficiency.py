@@ -15,14 +15,14 @@ import statistics
 import time
 
 from bench_tasks import burn
-from harness import ScratchManager, in_turn, wait_for
+from harness import ScratchManager, in_turn
 
 
 def pool_wall(jobs: int, seconds: float) -> float:
     manager = ScratchManager("--workers", "2")
     try:
         started = manager.drop_batch("cpu.jsonl", [{"task": "bench_tasks:burn", "args": [seconds]}] * jobs)
-        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.002)
+        manager.wait_events("done", jobs)
         return time.perf_counter() - started
     finally:
         manager.stop()

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import ScratchManager, wait_for
+from harness import ScratchManager
 from versions import command_of
 
 FILE_CALLS = ("openat", "close", "read", "write", "pwrite64", "newfstatat", "fstat", "rename", "renameat",
@@ -34,7 +34,7 @@ def run_traced(strace: tuple[str, ...], pool: tuple[str, ...] | None, source: Pa
     manager = ScratchManager("--workers", "2", pool=(*strace, *command), source=source)
     try:
         manager.drop_batch("batch.jsonl", [{"task": "bench_tasks:noop"}] * jobs)
-        wait_for(lambda: manager.count_events("done") >= jobs, timeout=600, tick=0.01)
+        manager.wait_events("done", jobs)
     finally:
         manager.stop()
 
