@@ -53,10 +53,12 @@ class Control:
         self.early: set[str] = set()  # ids with a pause or resume request on file, not in the spool yet
         self.stopping: set[str] = set()  # kills carried out (said once), waiting for the job's end
         self.recheck_at: float | None = None
+        self.arrivals = False  # jobs were taken in since the last look at requests/
 
     def apply(self, now: float) -> None:
         """Carry out every request on file (each at most once per call)."""
         self.recheck_at = None
+        self.arrivals = False
         for request in self.requests():
             try:
                 done = self.kill(request, now) if request.kind is RequestKind.KILL else self.retry(request) \
@@ -108,6 +110,17 @@ class Control:
         """A job was just taken in: a kill (or pause) filed before it arrived applies now."""
         if job_id in self.kills or job_id in self.early:
             self.recheck(self.ctx.clock.monotonic())
+        else:
+            self.arrivals = True
+
+    def unheard(self) -> bool:
+        """Whether requests/ must be looked at before anything is started: jobs were taken
+        in and it holds something. incoming/ and requests/ are watched apart, so their
+        events come in any order: a kill filed before its job came may not be heard of
+        yet when the job is (seen in CI: the job ran once before its kill). One listing
+        per turn that takes jobs in, only then."""
+        arrivals, self.arrivals = self.arrivals, False
+        return arrivals and bool(self.spool.box.folder.listdir())
 
     # ------------------------------------------------------------ kill
     def kill(self, request: Request, now: float) -> bool:

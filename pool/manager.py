@@ -357,7 +357,8 @@ class Manager:
                 self.control.apply(now)
             if not self.stop_requested and self.intake is not None and (self.intake.due() or self.rescan_due):
                 self.intake.scan(INTAKE_SLICE)
-                if self.control.recheck_at is not None and now >= self.control.recheck_at:
+                if (self.control.recheck_at is not None and now >= self.control.recheck_at) or \
+                        self.control.unheard():
                     self.control.apply(now)  # a kill or pause filed before its job came: before dispatch
             if self.scheduler is not None and not self.stop_requested:
                 if self.handler.take_changed(str(self.spool.schedules.folder.path)) or self.rescan_due:

@@ -35,6 +35,7 @@ from pool.executor import (
 )
 from pool.manager import Manager, ManagerConfig
 from pool.model import JobStatus, State
+from pool.watch import COMPLETE
 
 
 class FakeClock:
@@ -179,6 +180,21 @@ def test_a_job_handed_over_but_not_begun_is_cancelled_on_disk_and_never_counted(
     assert not (stepped.spool_dir / "requests" / "kill-ahead").exists()
     assert stepped.events("ahead") == [(None, "queued", 1, "accepted"),
                                        ("queued", "cancelled", 1, "cancelled by request")]
+
+
+def test_a_kill_filed_before_its_job_came_holds_when_the_jobs_file_event_is_heard_first(stepped: Stepped) -> None:
+    """incoming/ and requests/ are watched apart, their events unordered: the job's was
+    heard, the kill's not yet (seen in CI: the job ran once before its kill)."""
+    stepped.manager.spool.box.file(lifecycle_kill(), "late")
+    stepped.submit("late")
+    stepped.manager.rescan_due, stepped.manager.next_rescan = False, float("inf")  # no look of its own
+    stepped.manager.handler.flags[str(stepped.manager.spool.requests)] = False  # requests/'s not heard yet
+    stepped.manager.control.recheck_at = None
+    assert stepped.manager.intake is not None
+    stepped.manager.intake.notes.append(("late.json", COMPLETE))  # incoming/'s event alone
+    stepped.manager.step()
+    assert "late" not in stepped.executor.held  # never handed over
+    assert stepped.doc("late")["state"] == "cancelled"
 
 
 def test_a_kill_of_a_running_job_stops_it_and_records_why_before_the_end(stepped: Stepped) -> None:
