@@ -121,10 +121,16 @@ class ScratchManager:
 
     def drop(self, name: str, job: dict[str, Any]) -> float:
         """Write a job file the safe way; returns the wall-clock time it appeared."""
+        return self.drop_timed(name, job)[1]
+
+    def drop_timed(self, name: str, job: dict[str, Any]) -> tuple[float, float]:
+        """The same; returns the wall-clock times its writer began (before the job is even
+        encoded: where a user's clock starts) and when it appeared (renamed into place)."""
+        began = time.time()
         tmp = self.spool / "incoming" / f".{name}.tmp"
         tmp.write_bytes(orjson.dumps(job))
         os.rename(tmp, self.spool / "incoming" / name)
-        return time.time()
+        return began, time.time()
 
     def drop_batch(self, name: str, jobs: list[dict[str, Any]]) -> float:
         """Write a .jsonl of ``jobs`` aside, rename it in; returns the perf_counter time
@@ -140,18 +146,38 @@ class ScratchManager:
         when the spool's folder changes (events.jsonl is appended to), not by a timer, so
         the wait takes no core from the jobs measured, as a peer's caller blocked on a
         result takes none. A look each second all the same, should a wake-up be missed."""
-        if self.watch is None:
-            from pool.inotify import open_watches
+        self._block_until(lambda: self.count_events(to_state) >= count, timeout,
+                          f"{count} jobs {to_state}")
 
-            IN_MODIFY, IN_CREATE, IN_MOVED_TO = 0x2, 0x100, 0x80  # inotify(7)'s names
-            opened = open_watches([(self.spool, IN_MODIFY | IN_CREATE | IN_MOVED_TO)])
-            assert opened is not None and opened[1][0] >= 0, "inotify is needed to wait without polling"
+    def wait_status(self, job_id: str, predicate: Callable[[dict[str, Any]], Any], timeout: float = 60.0) -> \
+            dict[str, Any]:
+        """Block until the job's status document satisfies ``predicate``; returns it.
+        Woken by inotify when a status is renamed into place, not by a timer."""
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            doc = self.status(job_id)
+            if doc is not None and predicate(doc):
+                found.append(doc)
+            return bool(found)
+
+        self._block_until(seen, timeout, f"job {job_id}")
+        return found[0]
+
+    def _block_until(self, done: Callable[[], Any], timeout: float, what: str) -> None:
+        if self.watch is None:
+            from pool.inotify import IN_MOVED_TO, open_watches
+
+            IN_MODIFY, IN_CREATE = 0x2, 0x100  # inotify(7)'s names
+            opened = open_watches([(self.spool, IN_MODIFY | IN_CREATE | IN_MOVED_TO),
+                                   (self.spool / "status", IN_MOVED_TO)])
+            assert opened is not None and min(opened[1]) >= 0, "inotify is needed to wait without polling"
             self.watch = opened[0]
         deadline = time.monotonic() + timeout
-        while self.count_events(to_state) < count:
+        while not done():
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"{count} jobs {to_state} not seen in {timeout:g}s")
+                raise TimeoutError(f"{what} not seen in {timeout:g}s")
             if select.select([self.watch], [], [], min(left, 1.0))[0]:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.watch, 1 << 16)
