@@ -133,6 +133,7 @@ class Manager:
         self.next_rescan = 0.0
         self.rescan_due = True
         self.requests_watch: FolderWatch | None = None  # an inline manager's wake on requests/
+        self.incoming_watch: FolderWatch | None = None  # `pool serve`'s direct wake on incoming/
         self.handler = WakeHandler(str(spool.incoming), [str(spool.requests), str(spool.schedules.folder.path),
                                                          str(spool.groups.folder.path)],
                                    self.intake.notes if self.intake else deque(), self.wake)
@@ -175,6 +176,10 @@ class Manager:
         elif os.geteuid() == 0 and self.config.owner_fd is None:  # not an Executor's: its owner's jobs alone
             log.warning("running as root: a member's job runs as her; jobs of root's own files run as root")
         observer = start_observer([str(self.spool.incoming), *self.handler.flags], self.handler)
+        # A file renamed into incoming/ wakes the loop through a descriptor of its own as
+        # well: watchdog's event crosses two of its threads first (benchmarks/README.md,
+        # drop -> start); what watchdog then says of the same file changes nothing.
+        self.incoming_watch = FolderWatch.open(str(self.spool.incoming))
         try:
             with self.signals(*STOP_SIGNALS):
                 self.open()
@@ -183,6 +188,8 @@ class Manager:
                 self.loop()
         finally:
             observer.stop()
+            if self.incoming_watch is not None:
+                self.incoming_watch.close()
             self.close()
             observer.join(timeout=5)
             self.spool.clear_serving()
@@ -303,8 +310,7 @@ class Manager:
         timeout = 0.0 if busy else max(0.0, self.next_deadline(now) - now)
         objects: list[Any] = [self.wake_r, *self.executor.waitables(),
                               *(self.hooks.waitables() if self.hooks is not None else ())]
-        if self.requests_watch is not None:
-            objects.append(self.requests_watch)
+        objects += [w for w in (self.requests_watch, self.incoming_watch) if w is not None]
         owner = self.config.owner_fd
         if owner is not None and not self.owner_gone:
             objects.append(owner)
@@ -321,6 +327,8 @@ class Manager:
                 pass
         if self.requests_watch is not None and self.requests_watch in ready and self.requests_watch.drain():
             self.handler.flags[str(self.spool.requests)] = True
+        if self.incoming_watch is not None and self.incoming_watch in ready:
+            self.handler.heard(str(self.spool.incoming), self.incoming_watch.names())
         return ready
 
     def next_deadline(self, now: float) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sys
 from collections import deque
 from collections.abc import Callable
 
@@ -52,6 +53,11 @@ class WakeHandler(FileSystemEventHandler):
     def take_changed(self, folder: str) -> bool:
         changed, self.flags[folder] = self.flags[folder], False
         return changed
+
+    def heard(self, folder: str, names: list[str]) -> bool:
+        """Files of ``folder`` heard of by the manager's own inotify descriptor, complete
+        (closed after writing, or renamed in): noted as watchdog's events are."""
+        return any([self._note(os.path.join(folder, name), COMPLETE) for name in names])
 
     def _note(self, path: str | bytes, what: str) -> bool:
         """Record what happened to one path; True when the manager has something to do."""
@@ -126,6 +132,27 @@ class FolderWatch:
 
     def fileno(self) -> int:
         return self.fd
+
+    def names(self) -> list[str]:
+        """Read every event waiting; the names they are about (struct inotify_event: wd,
+        mask, cookie, len, then a name padded with NULs to len)."""
+        found: list[str] = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    return found
+                raise
+            if not data:
+                return found
+            at = 0
+            while at + 16 <= len(data):
+                length = int.from_bytes(data[at + 12:at + 16], sys.byteorder)
+                name = data[at + 16:at + 16 + length].rstrip(b"\0")
+                if name:
+                    found.append(os.fsdecode(name))
+                at += 16 + length
 
     def drain(self) -> bool:
         """Read every event waiting; whether there was one."""
