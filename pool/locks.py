@@ -352,7 +352,14 @@ class JobLocks:
         return int(fields[2]), int(fields[3]) or None
 
     def worker_lock(self, pid: int, pid_started: int | None) -> WorkerLock:
-        return WorkerLock(self, pid, pid_started)
+        try:
+            return WorkerLock(self, pid, pid_started)
+        except FileNotFoundError:
+            # A spool made by a version before workers/ (its manager makes what is missing
+            # when it starts; `pool run` alone does not): made here, as its manager would.
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.workers.path, 0o700)
+            return WorkerLock(self, pid, pid_started)
 
     def forget_worker(self, pid: int, pid_started: int | None) -> None:
         """A dead worker's lock file, once what its marker says has been acted on."""

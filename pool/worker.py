@@ -44,7 +44,7 @@ from .forked import run_forked
 from .joblog import LogCap, attempt_header
 from .ledger import Ledger, Transition
 from .lifecycle import Role, Succeeded, Verdict
-from .locks import LEASE_PATIENCE, Lease
+from .locks import LEASE_PATIENCE, Lease, WorkerLock
 from .model import JobStatus, State, parse_time, utc_now
 from .procs import become_subreaper, end_rest_of_group, process_start_time
 from .progress import set_reporter
@@ -70,20 +70,29 @@ class Worker:
         self.flusher = Flusher()
         self.output = JobOutput(self.spool)
         self.checkpoints = Checkpoints(self.spool.checkpoints)
-        self.lock = self.spool.locks.worker_lock(self.pid, self.pid_started)
+        # Made with its first job: a worker started as its spool goes away (an executor's
+        # temporary spool at the interpreter's exit) has nothing to fail on.
+        self.held_lock: WorkerLock | None = None
         # A job that forks without exec hands its children the lock's descriptor: they
         # must not keep the worker's lock held (and so its jobs seen as running) after it died.
         os.register_at_fork(after_in_child=self._drop_lock)
 
+    @property
+    def lock(self) -> WorkerLock:
+        if self.held_lock is None:
+            self.held_lock = self.spool.locks.worker_lock(self.pid, self.pid_started)
+        return self.held_lock
+
     def _drop_lock(self) -> None:
-        for fd in self.lock.fds:
+        for fd in self.held_lock.fds if self.held_lock is not None else ():
             with contextlib.suppress(OSError):
                 os.close(fd)
 
     def close(self) -> None:
         """Its last attempt is over and it exits: its lock file goes."""
-        with contextlib.suppress(OSError):
-            self.lock.close()
+        if self.held_lock is not None:
+            with contextlib.suppress(OSError):
+                self.held_lock.close()
 
     def run(self, order: msg.RunAttempt) -> msg.Reply:
         """Run one attempt to its end (or find it must not begin) and say how it went."""
@@ -91,8 +100,9 @@ class Worker:
         try:
             lease = self.lock.claim(order.job_id, queued.attempt, queued.updated_at, LEASE_PATIENCE)
         except (CorruptStatus, OSError) as exc:
-            with contextlib.suppress(OSError):
-                self.lock.unclaim()
+            if self.held_lock is not None:
+                with contextlib.suppress(OSError):
+                    self.held_lock.unclaim()
             return msg.Skipped(order.job_id, order.attempt, None, f"cannot claim the job: {exc}")
         if lease is None:
             return msg.Skipped(order.job_id, order.attempt, State.RUNNING, "another process holds the job")

@@ -177,3 +177,12 @@ def test_a_worker_lock_file_goes_with_its_worker(tmp_path: Path) -> None:
     assert len(os.listdir(tmp_path / "spool" / "workers")) == 1
     worker.close()
     assert os.listdir(tmp_path / "spool" / "workers") == []
+
+
+def test_a_spool_made_before_workers_existed_gets_the_folder_with_its_first_worker(tmp_path: Path) -> None:
+    spool = spool_with_job(tmp_path / "spool")
+    (tmp_path / "spool" / "workers").rmdir()
+    spool.worker_locks.close()
+    worker = spool.locks.worker_lock(os.getpid(), 9)
+    assert worker.claim("j", 1, QUEUED_SINCE, 0.0) is not None
+    assert (tmp_path / "spool" / "workers").stat().st_mode & 0o777 == 0o700
