@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import signal
 import sys
-import time
+
+from pool.inotify import IN_CLOSE_WRITE, open_watches
 
 F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+IN_CLOSE_NOWRITE = 0x00000010
 
 
 def main(paths: list[str]) -> None:
-    signal.signal(signal.SIGIO, signal.SIG_IGN)  # told of a break: it does not let go, it takes it again
+    # It waits for what lets it take a lease again, never for a time: a break (SIGIO,
+    # after which it takes it again at once) or another process closing a file (one
+    # that had it open when it tried). Both are queued, so none is missed between a
+    # try and the wait.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGIO, lambda signum, frame: None)  # told of a break: it does not let go
+    signal.set_wakeup_fd(wake_w)
+    opened = open_watches([(path, IN_CLOSE_WRITE | IN_CLOSE_NOWRITE) for path in paths])
+    assert opened is not None and min(opened[1]) >= 0, "inotify is needed to hear of closes"
+    closes = opened[0]
     fds = [os.open(path, os.O_RDWR) for path in paths]
     announced = False
     while True:
@@ -27,11 +39,17 @@ def main(paths: list[str]) -> None:
                 fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
                 held += 1
             except OSError:
-                pass  # someone has it open this instant: again in a moment
+                pass  # someone has it open this instant: again once they close it
         if held == len(fds) and not announced:
             print("held", flush=True)
             announced = True
-        time.sleep(0.005)  # the attacker's own pace, not a test's wait
+        select.select([wake_r, closes], [], [])
+        for fd in (wake_r, closes):
+            try:
+                while os.read(fd, 65536):
+                    pass
+            except BlockingIOError:
+                pass
 
 
 if __name__ == "__main__":
