@@ -123,8 +123,7 @@ class Adoptions:
         if worker is None or is_running(*worker):
             return  # it saw the attempt through, or never began it
         try:
-            self.spool.claim_scratch(worker[0], job.id)
-            self.spool.locks.forget_worker(*worker)
+            self.spool.bury_worker(*worker, job.id)
         except OSError as exc:
             log.error("job %s: what it printed could not be kept (%s)", job.id, exc)
 

@@ -118,9 +118,13 @@ class Control:
         in and it holds something. incoming/ and requests/ are watched apart, so their
         events come in any order: a kill filed before its job came may not be heard of
         yet when the job is (seen in CI: the job ran once before its kill). One listing
-        per turn that takes jobs in, only then."""
+        per turn that takes jobs in, only then; the kills already on record (kept until
+        their job ends) do not count."""
         arrivals, self.arrivals = self.arrivals, False
-        return arrivals and bool(self.spool.box.folder.listdir())
+        if not arrivals:
+            return False
+        known = {f"{RequestKind.KILL.value}-{job_id}" for job_id in self.kills}
+        return any(not name.startswith(".") and name not in known for name in self.spool.box.folder.listdir())
 
     # ------------------------------------------------------------ kill
     def kill(self, request: Request, now: float) -> bool:

@@ -495,8 +495,7 @@ class LocalExecutor:
         into that job's log, before the job can run again (pool/worker.py, JobOutput); its
         lock file goes, its marker read (how its attempts ended is told)."""
         try:
-            self.spool.claim_scratch(slot.pid, last)
-            self.spool.locks.forget_worker(slot.pid, slot.started)
+            self.spool.bury_worker(slot.pid, slot.started, last)
         except OSError as exc:
             log.error("worker %d: what its last job printed could not be kept (%s)", slot.pid, exc)
 

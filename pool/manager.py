@@ -325,7 +325,7 @@ class Manager:
                     pass
             except BlockingIOError:
                 pass
-        if self.requests_watch is not None and self.requests_watch in ready and self.requests_watch.drain():
+        if self.requests_watch is not None and self.requests_watch in ready and self.requests_watch.names():
             self.handler.flags[str(self.spool.requests)] = True
         if self.incoming_watch is not None and self.incoming_watch in ready:
             self.handler.heard(str(self.spool.incoming), self.incoming_watch.names())

@@ -65,7 +65,7 @@ from .model import ID_PATTERN, AttachedEnv, JobStatus, KeptEnv, encode_json
 from .pauses import Pauses, parse_pauses
 from .procs import is_running, process_start_time
 from .requests import RequestBox
-from .safeio import Folder, Owners, UnsafeFile, not_allowed, read_all, write_all
+from .safeio import Folder, Owners, UnsafeFile, not_allowed, write_all
 from .schedules import ScheduleBook
 
 log = logging.getLogger(__name__)
@@ -272,10 +272,12 @@ class SpoolDir:
         fd, _ = self.log_folder.open_checked(f"{job_id}.log", self.owners, max_bytes=1 << 62)
         return fd
 
-    def claim_scratch(self, pid: int, job_id: str | None) -> None:
-        """Worker ``pid`` is gone: what its scratch file holds is the output of ``job_id``'s
+    def bury_worker(self, pid: int, pid_started: int | None, job_id: str | None) -> None:
+        """Worker ``pid`` is dead and how its last attempt ended is told: its lock file
+        goes, and so does its scratch file, whose output, if any, is that of ``job_id``'s
         attempt, which it began and did not see through (it died before naming the output
-        <id>.log), and becomes part of that job's log; the file goes."""
+        <id>.log), and becomes part of that job's log. Raises OSError."""
+        self.locks.forget_worker(pid, pid_started)
         name = scratch_log(pid)
         try:
             fd, st = self.log_folder.open_checked(name, self.owners, max_bytes=1 << 62)
@@ -286,14 +288,20 @@ class SpoolDir:
                 if not self.log_folder.has(f"{job_id}.log"):
                     os.rename(name, f"{job_id}.log", src_dir_fd=self.log_folder.fd, dst_dir_fd=self.log_folder.fd)
                     return
-                log_fd = self.log_folder.open_append(f"{job_id}.log", self.owners, self.file_mode)
-                try:
-                    write_all(log_fd, read_all(fd, st.st_size))
-                finally:
-                    os.close(log_fd)
+                self.append_to_log(job_id, fd, st.st_size)
             self.log_folder.unlink(name)
         finally:
             os.close(fd)
+
+    def append_to_log(self, job_id: str, fd: int, size: int) -> None:
+        """Append the first ``size`` bytes of ``fd`` to the job's log (output that could not
+        be named <id>.log: a dead worker's, or a scratch file taken away). Raises OSError,
+        UnsafeFile."""
+        log_fd = self.open_log(job_id)
+        try:
+            write_all(log_fd, os.pread(fd, size, 0))
+        finally:
+            os.close(log_fd)
 
     # ------------------------------------------------------------ status documents
     def write_status(self, status: JobStatus) -> None:

@@ -154,18 +154,5 @@ class FolderWatch:
                     found.append(os.fsdecode(name))
                 at += 16 + length
 
-    def drain(self) -> bool:
-        """Read every event waiting; whether there was one."""
-        seen = False
-        while True:
-            try:
-                if not os.read(self.fd, 4096):
-                    return seen
-            except OSError as exc:
-                if exc.errno == errno.EAGAIN:
-                    return seen
-                raise
-            seen = True
-
     def close(self) -> None:
         os.close(self.fd)

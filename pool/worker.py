@@ -50,7 +50,6 @@ from .procs import become_subreaper, end_rest_of_group, process_start_time
 from .progress import set_reporter
 from .reporter import Flusher, StatusReporter
 from .runas import run_as
-from .safeio import write_all
 from .spool import SpoolDir, scratch_log
 
 log = logging.getLogger(__name__)
@@ -219,7 +218,7 @@ class JobOutput:
     it printed under its name. A job that prints nothing costs no file operation at all.
     What a worker that died left in its scratch file is made part of the log of the job
     it ran by whoever saw it die (the local executor, or a manager adopting the job:
-    SpoolDir.claim_scratch), before that job runs again."""
+    SpoolDir.bury_worker), before that job runs again."""
 
     def __init__(self, spool: SpoolDir) -> None:
         self.spool = spool
@@ -299,11 +298,7 @@ class JobOutput:
 
     def _copy_to_log(self, job_id: str, scratch: int) -> None:
         try:
-            fd = self.spool.open_log(job_id)
-            try:
-                write_all(fd, os.pread(scratch, os.fstat(scratch).st_size, 0))
-            finally:
-                os.close(fd)
+            self.spool.append_to_log(job_id, scratch, os.fstat(scratch).st_size)
             self.spool.log_folder.unlink(self.spare)
         except (OSError, ValueError) as exc:
             log.error("job %s: its output is dropped (%s)", job_id, exc)
