@@ -316,8 +316,7 @@ class JobLocks:
         """True while some process has the job: a worker, or whoever holds the job's own
         lock (a worker of pool before 2026-12-06 held it for the whole run: a manager
         detached from it and upgraded must not run its job again)."""
-        return self.worker_has(job_id) or is_held(lambda: os.open(
-            f"{job_id}.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.folder.fd))
+        return self.worker_has(job_id) or self._is_held(f"{job_id}.lock")
 
     def leased_ids(self) -> set[str]:
         """The jobs some worker has, all at once (one look at the markers)."""
@@ -394,14 +393,9 @@ class JobLocks:
         """Let a writer holding the job's own lock (if the job has one) finish; False if
         it holds it for longer than ``patience`` seconds."""
         try:
-            fd = os.open(f"{job_id}.lock", os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         dir_fd=self.folder.fd)
+            fd = self._open_file(f"{job_id}.lock", False)
         except FileNotFoundError:
             return True  # none ever needed: no writer has it
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENXIO):
-                raise CorruptStatus(f"status/{job_id}.lock is not a regular file") from None
-            raise
         try:
             return flock_within(fd, fcntl.LOCK_EX, patience)
         finally:
@@ -417,18 +411,26 @@ class JobLocks:
                 raise
             return self._try_flock(f"{job_id}.lock", True, job_id)
 
-    def _try_flock(self, name: str, create: bool, job_id: str) -> int | None:
+    def _open_file(self, name: str, create: bool) -> int:
+        """A lock file of status/, opened to be locked, never through a link, never a FIFO.
+        Raises FileNotFoundError, NotAllowed, CorruptStatus."""
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(name, flags | (os.O_CREAT if create else 0), 0o600, dir_fd=self.folder.fd)
-        except FileNotFoundError:
-            raise JobNotFound(f"no job {job_id!r} in {os.path.dirname(self.folder.path)}") from None
+            return os.open(name, flags | (os.O_CREAT if create else 0), 0o600, dir_fd=self.folder.fd)
         except PermissionError:
             raise not_allowed(self.folder.path) from None
+        except FileNotFoundError:
+            raise
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENXIO):
                 raise CorruptStatus(f"status/{name} is not a regular file") from None
             raise
+
+    def _try_flock(self, name: str, create: bool, job_id: str) -> int | None:
+        try:
+            fd = self._open_file(name, create)
+        except FileNotFoundError:
+            raise JobNotFound(f"no job {job_id!r} in {os.path.dirname(self.folder.path)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -457,7 +459,11 @@ class JobLocks:
 
     def is_supervised(self, job_id: str) -> bool:
         """True while an inline manager looks after the job."""
-        return is_held(lambda: os.open(f"{job_id}.inline", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+        return self._is_held(f"{job_id}.inline")
+
+    def _is_held(self, name: str) -> bool:
+        """Whether some process holds the flock on status/<name>."""
+        return is_held(lambda: os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                                        dir_fd=self.folder.fd))
 
 
