@@ -146,7 +146,7 @@ class ScratchManager:
         when the spool's folder changes (events.jsonl is appended to), not by a timer, so
         the wait takes no core from the jobs measured, as a peer's caller blocked on a
         result takes none. A look each second all the same, should a wake-up be missed."""
-        self._block_until(lambda: self.count_events(to_state) >= count, timeout,
+        self.block_until(lambda: self.count_events(to_state) >= count, timeout,
                           f"{count} jobs {to_state}")
 
     def wait_status(self, job_id: str, predicate: Callable[[dict[str, Any]], Any], timeout: float = 60.0) -> \
@@ -161,10 +161,10 @@ class ScratchManager:
                 found.append(doc)
             return bool(found)
 
-        self._block_until(seen, timeout, f"job {job_id}")
+        self.block_until(seen, timeout, f"job {job_id}")
         return found[0]
 
-    def _block_until(self, done: Callable[[], Any], timeout: float, what: str) -> None:
+    def block_until(self, done: Callable[[], Any], timeout: float, what: str) -> None:
         if self.watch is None:
             from pool.inotify import IN_MOVED_TO, open_watches
 

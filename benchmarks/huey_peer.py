@@ -1,7 +1,12 @@
-"""huey with file storage and 2 process workers, as the throughput peer (when installed).
+"""huey with 2 process workers, as a throughput peer: ``SqliteHuey`` (what peers.py runs)
+or ``FileHuey`` (what throughput.py runs).
 
-Run by throughput.py in a child process: `python huey_peer.py JOBS` prints the seconds from
-the first enqueue to the last result."""
+    python huey_peer.py JOBS [sqlite|file]
+
+Times JOBS do-nothing tasks from the first enqueue to the last result and prints one JSON
+line: ``{"seconds": ..., "lost": ..., "failed": ...}``: a task whose result never came is
+lost (huey's file storage can lose one when two workers race for it), one that raised, in
+the caller (SQLite's "database is locked") or in the worker, failed."""
 
 from __future__ import annotations
 
@@ -12,11 +17,15 @@ import sys
 import tempfile
 import time
 
-from huey import FileHuey
+import orjson
+from huey import FileHuey, SqliteHuey
 from huey.consumer import Consumer
 from huey.exceptions import ResultTimeout
 
-huey = FileHuey("bench", path=tempfile.mkdtemp(prefix="huey-bench-"), use_thread_lock=True)
+STORAGE = sys.argv[2] if len(sys.argv) > 2 else "file"
+FOLDER = tempfile.mkdtemp(prefix="huey-bench-")
+huey = (SqliteHuey("bench", filename=os.path.join(FOLDER, "huey.db")) if STORAGE == "sqlite"
+        else FileHuey("bench", path=FOLDER, use_thread_lock=True))
 
 
 @huey.task()
@@ -36,15 +45,23 @@ def main() -> None:
     noop().get(blocking=True, timeout=30)  # workers started first, as pool's are
     try:
         started = time.perf_counter()
-        results = [noop() for _ in range(jobs)]
-        lost = 0
+        lost = failed = 0
+        results = []
+        for _ in range(jobs):
+            try:
+                results.append(noop())
+            except Exception:  # noqa: BLE001 - a submit that failed is a task that failed
+                failed += 1
+        deadline = time.monotonic() + 120
         for result in results:
             try:
-                result.get(blocking=True, timeout=10, backoff=1.0, max_delay=0.005)
+                result.get(blocking=True, timeout=max(0.1, deadline - time.monotonic()), backoff=1.0,
+                           max_delay=0.005)
             except ResultTimeout:
-                lost += 1  # huey's file storage can lose a task when two workers race for it
-        print(f"lost {lost}", file=sys.stderr)
-        print(time.perf_counter() - started)
+                lost += 1
+            except Exception:  # noqa: BLE001
+                failed += 1
+        print(orjson.dumps({"seconds": time.perf_counter() - started, "lost": lost, "failed": failed}).decode())
     finally:
         os.kill(consumer.pid, signal.SIGINT)  # huey's consumer stops on SIGINT, with its workers
         consumer.join(timeout=30)

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+import orjson
+
 from harness import noop_batch_seconds, noop_files_seconds
 
 
@@ -56,9 +58,9 @@ def huey_files(jobs: int) -> float | None:
     """huey, file storage, 2 process workers; None when huey is not installed."""
     if importlib.util.find_spec("huey") is None:
         return None
-    out = subprocess.run([sys.executable, "huey_peer.py", str(jobs)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "huey_peer.py", str(jobs), "file"], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.abspath(__file__)), timeout=600)
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(orjson.loads(out.stdout.strip().splitlines()[-1])["seconds"])
 
 
 def main() -> None:
