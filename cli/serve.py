@@ -62,13 +62,16 @@ from .common import Size
                    "status JSON on stdin, POOL_JOB_ID, POOL_STATE, POOL_EXIT_CODE in its environment.")
 @click.option("--hook-timeout", type=click.FloatRange(0, min_open=True), default=defaults.HOOK_TIMEOUT,
               show_default=True, help="Seconds an --on-finish hook may run before it is killed.")
+@click.option("--durable", is_flag=True,
+              help="Put every state pool acts on on disk first (fsync), so that a power cut loses no "
+                   "accepted job and no recorded outcome; costs disk writes (README: What survives what).")
 @click.pass_obj
 def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
           kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None,
           max_log_bytes: int | None, max_checkpoint_bytes: int, events_max_bytes: int, members_as_root: bool,
           engine: str, on_finish: str | None, hook_timeout: float, job_memory: int | None,
           job_cpu_seconds: float | None, job_nice: int | None, job_open_files: int | None, memory: int | None,
-          cpus: float | None, reserve_after: float) -> None:
+          cpus: float | None, reserve_after: float, durable: bool) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM."""
     from pool.manager import Manager, ManagerConfig
 
@@ -84,7 +87,7 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
         events_max_bytes=events_max_bytes, max_log_bytes=max_log_bytes, engine=engine, members_as_root=members_as_root,
         on_finish=hook_argv(on_finish), hook_timeout=hook_timeout, max_checkpoint_bytes=max_checkpoint_bytes,
         job_limits=Limits(job_memory, job_cpu_seconds, job_nice, job_open_files), memory=memory, cpus=cpus,
-        reserve_after=reserve_after,
+        reserve_after=reserve_after, durable=durable,
     )).serve()
 
 

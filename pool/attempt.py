@@ -49,6 +49,7 @@ class WorkerConfig:
     progress_interval: float = 0.2
     max_log_bytes: int | None = None  # pool serve --max-log-bytes: see pool.joblog
     max_checkpoint_bytes: int = defaults.MAX_CHECKPOINT_BYTES  # pool serve --max-checkpoint-bytes
+    durable: bool = False  # pool serve --durable: outcomes, start markers and checkpoints reach the disk
     sys_path: tuple[str, ...] = ()
     name: str = "worker"  # how the timeline names who started an attempt
     as_submitter: bool = False  # run a member's attempt as her (a manager running as root: pool/runas.py)
@@ -122,7 +123,7 @@ class Attempts:
         os.environ["POOL_CHECKPOINT"] = os.path.join(checkpoints, spec.id, STATE)
         meter = Meter()
         limits = self.config.limits_of(status)
-        with attempt_checkpoint(checkpoints, spec.id, self.config.max_checkpoint_bytes):
+        with attempt_checkpoint(checkpoints, spec.id, self.config.max_checkpoint_bytes, self.config.durable):
             if spec.task is not None:
                 verdict = self.run_task(status, limits)
             else:

@@ -144,10 +144,11 @@ def open_own_folder(parent_fd: int, name: str, owner: int | None) -> int:
 class JobCheckpoint:
     """One attempt's view of its job's checkpoint, in the process that runs its code."""
 
-    def __init__(self, checkpoints: str, job_id: str, max_bytes: int) -> None:
+    def __init__(self, checkpoints: str, job_id: str, max_bytes: int, durable: bool = False) -> None:
         self.checkpoints = checkpoints
         self.job_id = job_id
         self.max_bytes = max_bytes
+        self.durable = durable  # pool serve --durable: on disk when save() returns
         self.folder: Folder | None = None  # opened on the first save or load
 
     def _folder(self, make: bool) -> Folder | None:
@@ -165,7 +166,7 @@ class JobCheckpoint:
                 return None
         finally:
             os.close(parent)
-        folder = Folder(os.path.join(self.checkpoints, self.job_id))
+        folder = Folder(os.path.join(self.checkpoints, self.job_id), self.durable)
         folder.use(fd)
         self._sweep(folder)
         self.folder = folder
@@ -191,6 +192,7 @@ class JobCheckpoint:
             folder = self._folder(make=True)
             assert folder is not None
             folder.write_atomic(STATE, data, FILE_MODE)
+            folder.sync()
         except OSError as exc:
             raise CheckpointError(f"cannot save the checkpoint in {self.checkpoints}/{self.job_id}: "
                                   f"{exc.strerror or exc}") from None
@@ -245,11 +247,12 @@ _current: JobCheckpoint | None = None
 
 
 @contextlib.contextmanager
-def attempt_checkpoint(checkpoints: str, job_id: str, max_bytes: int) -> Iterator[JobCheckpoint]:
+def attempt_checkpoint(checkpoints: str, job_id: str, max_bytes: int, durable: bool = False) -> \
+        Iterator[JobCheckpoint]:
     """Make ``pool.checkpoint``/``pool.resume`` act on this job's checkpoint while its
     attempt runs in this process."""
     global _current
-    current = JobCheckpoint(checkpoints, job_id, max_bytes)
+    current = JobCheckpoint(checkpoints, job_id, max_bytes, durable)
     _current = current
     try:
         yield current

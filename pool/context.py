@@ -40,6 +40,7 @@ class ManagerConfig:
     memory: int | None = None
     cpus: float | None = None
     reserve_after: float = defaults.RESERVE_AFTER  # the most urgent job that does not fit then holds what it needs
+    durable: bool = False  # --durable: what pool acts on is on disk first (README, "What survives what")
 
     @property
     def capacity(self) -> Capacity:

@@ -126,6 +126,7 @@ class Intake:
         # their close event: thousands kept open cost a walk nothing.
         self.waiting: dict[str, tuple[float, float]] = {}
         self.walked_to: str | None = None  # where the last walk stopped: the next goes on from there
+        self.finished: list[str] = []  # claims whose jobs all have their status, to go at the look's end
         self.owners = ctx.spool.submitters(rules.group_gid)
 
     def due(self) -> bool:
@@ -149,6 +150,22 @@ class Intake:
         self.failing = False
 
     def _look(self, seconds: float) -> None:
+        try:
+            self._take_some(seconds)
+        finally:
+            self._release_finished()
+
+    def _release_finished(self) -> None:
+        """The claims of batches whose jobs all have their status go, together, after one
+        sync of status/: under pool serve --durable, a job is on disk before its file
+        leaves incoming/ (a claim left by a power cut is taken in again, none twice)."""
+        if self.finished:
+            self.spool.statuses.sync()
+            entries, self.finished = self.finished, []
+            for entry in entries:
+                self.spool.drop.release_claim(entry)
+
+    def _take_some(self, seconds: float) -> None:
         names, claims = self.spool.drop.listing()
         now = self.ctx.clock.time()
         if self.waiting:  # forget files gone meanwhile (their events may have been lost)
@@ -301,7 +318,7 @@ class Intake:
                     return
                 batch.checked, batch.done, batch.jobs = True, 0, None
             if self._write_some(batch, deadline):
-                self.spool.drop.release_claim(batch.entry)
+                self.finished.append(batch.entry)
                 self._forget(batch.entry)
         except InvalidJobSpec as exc:
             self._reject(batch.entry, str(exc))

@@ -121,7 +121,7 @@ class LocalExecutor:
     def __init__(self, config: WorkerConfig, workers: int, start_method: str = "forkserver",
                  preload: tuple[str, ...] = (), close_fds: tuple[int, ...] = ()) -> None:
         self.config = config
-        self.spool = SpoolDir(config.spool)
+        self.spool = SpoolDir(config.spool, durable=config.durable)
         self.adoptions = Adoptions(self.spool)
         self.workers = workers
         self.close_fds = close_fds  # what a forked worker must not keep open

@@ -172,6 +172,7 @@ class WorkerLock:
                           dir_fd=folder.fd)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # named after us alone: always free
+            folder.sync(force=True)  # pool serve --durable: its markers are found after a power cut
         except BaseException:
             os.close(self.fd)
             raise
@@ -238,8 +239,11 @@ class WorkerLock:
                 continue  # gone meanwhile, or not a worker's: no worker of ours has a job through it
 
     def begin(self) -> None:
-        """The attempt's code runs now: from here on it counts."""
+        """The attempt's code runs now: from here on it counts (pool serve --durable: even
+        after a power cut, the marker on disk before the code runs)."""
         self._mark(RUNNING)
+        if self.marker_fd is not None and self.locks.workers.durable:
+            os.fdatasync(self.marker_fd)
 
     def unclaim(self) -> None:
         """It did not begin: the marker names no attempt any more."""

@@ -77,7 +77,7 @@ def engine_settings(config: ManagerConfig, threads: bool = True, name: str = "wo
     worker = WorkerConfig(spool=config.spool, task_modules=config.task_modules, any_task=config.any_task,
                           allow_commands=config.allow_commands,
                           allow_loader_env=config.allow_loader_env, max_log_bytes=config.max_log_bytes,
-                          max_checkpoint_bytes=config.max_checkpoint_bytes,
+                          max_checkpoint_bytes=config.max_checkpoint_bytes, durable=config.durable,
                           job_memory=config.job_limits.memory, job_cpu_seconds=config.job_limits.cpu_seconds,
                           job_nice=config.job_limits.nice, job_open_files=config.job_limits.open_files,
                           sys_path=tuple(sys.path), name=name, cwd=os.getcwd(),
@@ -92,7 +92,7 @@ class Manager:
                  only: str | None = None) -> None:
         self.config = config
         self.only = only
-        spool = SpoolDir(config.spool, buffer_events=True)
+        spool = SpoolDir(config.spool, buffer_events=True, durable=config.durable)
         spool.events.max_bytes = config.events_max_bytes
         role = Role.MANAGER if only is None else Role.INLINE
         self.ctx = Context(config, spool, Ledger(spool, role, self.heard), clock or SystemClock(),
@@ -126,7 +126,8 @@ class Manager:
         self.stopping_said: StopMode | None = None
         self.shutdown_at: float | None = None
         self.serving = Serving(kill_grace=config.kill_grace, grace=config.shutdown_grace, workers=config.workers,
-                               task_modules=config.task_modules, any_task=config.any_task)
+                               task_modules=config.task_modules, any_task=config.any_task,
+                               durable=config.durable or None)
         self.owner_gone = False  # an Executor's private manager: its owner shut down, or died
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poller = Poller()
@@ -353,6 +354,10 @@ class Manager:
         now = self.clock.monotonic() if now is None else now
         try:
             events = self.executor.collect(ready, now)
+            # pool serve --durable: the outcomes the workers wrote are on disk before this
+            # manager acts on them (a job after them starts, a retry is counted, an event
+            # says so): one sync of status/ for all the turn's.
+            self.spool.statuses.sync(force=any(isinstance(event, Ended) for event in events))
             for event in events:
                 if isinstance(event, Ended):  # what comes after it is looked at once its end is written
                     self.waiting.ended(event.job_id)
@@ -381,6 +386,7 @@ class Manager:
                 self.hooks.step(now)
             self.rescan_due = False
             self.say_trouble()
+            self.spool.statuses.sync()  # what this turn wrote, before its events say so
         finally:
             # While jobs run, more lines come every turn: the log stays open for them (an
             # inline manager forks its worker, which must inherit no descriptor of ours).

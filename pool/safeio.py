@@ -120,9 +120,13 @@ def temp_owner_pid(temp: str) -> int | None:
 class Folder:
     """One folder of the spool, opened once; files in it are handled by name."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], durable: bool = False) -> None:
         self.path = os.fspath(path)
         self._fd: int | None = None
+        # pool serve --durable: a file's data is on disk before its name is (fdatasync
+        # before the rename), and names are, once the owner of a step calls sync().
+        self.durable = durable
+        self.renamed = False  # a name made since the last sync()
 
     @property
     def fd(self) -> int:
@@ -217,9 +221,12 @@ class Folder:
                 if mode & 0o077:
                     os.fchmod(fd, mode)  # a shared spool's files are group-readable whatever the umask
                 write_all(fd, data)
+                if self.durable:
+                    os.fdatasync(fd)
             finally:
                 os.close(fd)
             os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            self.renamed = True
         except BaseException:
             try:
                 os.unlink(tmp, dir_fd=self.fd)
@@ -247,6 +254,15 @@ class Folder:
         if mode & 0o077 and stat.S_IMODE(st.st_mode) != mode:
             os.fchmod(fd, mode)
         return fd
+
+    def sync(self, force: bool = False) -> None:
+        """pool serve --durable: the names made in the folder by ``write_atomic`` (and, with
+        ``force``, by anyone: another process, a plain create) are on disk when this
+        returns: one fsync of the folder for all of them. Nothing to do in the default
+        mode. Raises OSError."""
+        if self.durable and (self.renamed or force):
+            os.fsync(self.fd)
+            self.renamed = False
 
     def unlink(self, name: str) -> bool:
         try:

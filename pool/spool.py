@@ -150,17 +150,20 @@ class Serving:
     # function (an Executor's private manager: pool/private.py).
     task_modules: tuple[str, ...] | None = None
     any_task: bool | None = None
+    durable: bool | None = None  # pool serve --durable: a client's job file is on disk before submit returns
 
 
 SERVING_TYPES: dict[str, type | tuple[type, ...]] = {
     "kill_grace": (int, float), "grace": (int, float), "workers": int, "trouble": str, "stopping": str,
-    "task_modules": list, "any_task": bool}
+    "task_modules": list, "any_task": bool, "durable": bool}
 
 
 class SpoolDir:
     """Paths and file operations of one spool directory."""
 
-    def __init__(self, root: str | os.PathLike[str], buffer_events: bool = False) -> None:
+    def __init__(self, root: str | os.PathLike[str], buffer_events: bool = False, durable: bool = False) -> None:
+        """``durable``: pool serve --durable (see ``Folder.sync``): status documents reach
+        the disk before they are acted on."""
         self.root = Path(root).absolute()
         self.incoming = self.root / "incoming"
         self.status_dir = self.root / "status"
@@ -168,14 +171,14 @@ class SpoolDir:
         self.rejected = self.root / "rejected"
         self.requests = self.root / "requests"
         self.top = Folder(self.root)
-        self.statuses = Folder(self.status_dir)
+        self.statuses = Folder(self.status_dir, durable)
         self.log_folder = Folder(self.logs)
         self.schedules = ScheduleBook(Folder(self.root / "schedules"), lambda: self.owners, lambda: self.file_mode)
         self.groups = GroupBook(Folder(self.root / "groups"), lambda: self.owners, lambda: self.file_mode)
         self.drop = DropZone(self.incoming, self.rejected)
         self.box = RequestBox(self.requests)
         self.events = EventLog(self.top, lambda: self.file_mode, buffered=buffer_events)
-        self.worker_locks = Folder(self.root / WORKERS)
+        self.worker_locks = Folder(self.root / WORKERS, durable)
         self.locks = JobLocks(self.statuses, self.worker_locks, lambda: self.owners)
         self.checkpoints = CheckpointBook(Folder(self.root / CHECKPOINTS))
         self._owners: Owners | None = None

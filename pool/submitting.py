@@ -90,12 +90,17 @@ class Submitting(Requesting):
         return spec
 
     def drop_job(self, spec: JobSpec, doc: dict[str, Any], mode: int) -> None:
-        """Write the job's file into incoming/ (atomically: a manager never sees part of it)."""
+        """Write the job's file into incoming/ (atomically: a manager never sees part of it);
+        to a manager serving with --durable, on disk before this returns."""
         try:
             data = encode_json(doc)
         except ValueError as exc:
             raise InvalidJobSpec(f"job {spec.id!r}: {exc}") from None
-        self.dir.drop.folder.write_atomic(f"{spec.id}.json", data, mode)
+        folder = self.dir.drop.folder
+        serving = self.dir.serving()
+        folder.durable = serving is not None and serving.durable is True  # as the manager serves now
+        folder.write_atomic(f"{spec.id}.json", data, mode)
+        folder.sync()
 
     def job_file_mode(self) -> int:
         """A job file may hold its submitter's environment: in a spool served by root (which

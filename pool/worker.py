@@ -62,7 +62,7 @@ class Worker:
     def __init__(self, config: WorkerConfig, send: Callable[[bytes], None]) -> None:
         self.config = config
         self.send = send
-        self.spool = SpoolDir(config.spool)
+        self.spool = SpoolDir(config.spool, durable=config.durable)
         self.pid = os.getpid()
         self.pid_started = process_start_time(self.pid)
         self.attempts = Attempts(config)
