@@ -18,8 +18,8 @@ from bench_tasks import burn
 from harness import ScratchManager, in_turn
 
 
-def pool_wall(jobs: int, seconds: float) -> float:
-    manager = ScratchManager("--workers", "2")
+def pool_wall(jobs: int, seconds: float, *serve_args: str) -> float:
+    manager = ScratchManager("--workers", "2", *serve_args)
     try:
         started = manager.drop_batch("cpu.jsonl", [{"task": "bench_tasks:burn", "args": [seconds]}] * jobs)
         manager.wait_events("done", jobs)

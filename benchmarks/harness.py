@@ -212,10 +212,11 @@ class ScratchManager:
             os.close(self.watch)
 
 
-def noop_batch_seconds(jobs: int, pool: tuple[str, ...] | None = None, source: Path | None = None) -> float:
+def noop_batch_seconds(jobs: int, pool: tuple[str, ...] | None = None, source: Path | None = None,
+                       serve_args: tuple[str, ...] = ()) -> float:
     """Seconds from a .jsonl of ``jobs`` do-nothing jobs appearing to the last one done
-    (2 workers; ``pool``, ``source``: as for ScratchManager)."""
-    manager = ScratchManager("--workers", "2", pool=pool, source=source)
+    (2 workers; ``pool``, ``source``: as for ScratchManager; ``serve_args``: pool serve's)."""
+    manager = ScratchManager("--workers", "2", *serve_args, pool=pool, source=source)
     try:
         started = manager.drop_batch("batch.jsonl", [{"task": "bench_tasks:noop"}] * jobs)
         manager.wait_events("done", jobs)
@@ -224,9 +225,10 @@ def noop_batch_seconds(jobs: int, pool: tuple[str, ...] | None = None, source: P
         manager.stop()
 
 
-def noop_files_seconds(jobs: int, pool: tuple[str, ...] | None = None, source: Path | None = None) -> float:
+def noop_files_seconds(jobs: int, pool: tuple[str, ...] | None = None, source: Path | None = None,
+                       serve_args: tuple[str, ...] = ()) -> float:
     """The same with a .json file per job, dropped one after another."""
-    manager = ScratchManager("--workers", "2", pool=pool, source=source)
+    manager = ScratchManager("--workers", "2", *serve_args, pool=pool, source=source)
     try:
         started = time.perf_counter()
         for n in range(jobs):

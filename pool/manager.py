@@ -380,13 +380,18 @@ class Manager:
             self.waiting.settle(now)
             if self.handler.take_changed(str(self.spool.groups.folder.path)) or self.rescan_due:
                 self.groups.look()
+            # pool serve --durable: what this turn wrote is on disk before a job starts after
+            # it, before a hook is told, before the turn's events say so (each a no-op when
+            # nothing was written since the last).
+            self.spool.statuses.sync()
             if not self.stop_requested:
                 self.dispatch.dispatch(now)
             if self.hooks is not None:
+                self.spool.statuses.sync()
                 self.hooks.step(now)
             self.rescan_due = False
             self.say_trouble()
-            self.spool.statuses.sync()  # what this turn wrote, before its events say so
+            self.spool.statuses.sync()
         finally:
             # While jobs run, more lines come every turn: the log stays open for them (an
             # inline manager forks its worker, which must inherit no descriptor of ours).

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import POOL, TESTS, drop, env_for_tests, job, state_of, wait_until
+from conftest import POOL, TESTS, drop, env_for_tests, job, run_pool, state_of, wait_until
 
 TRACED = "fsync,fdatasync,rename,renameat,renameat2,unlink,unlinkat,execve,write"
 CALL = re.compile(r"^(\d+) +(\w+)\((.*)$")
@@ -73,9 +73,10 @@ def traced(trace: Path, *argv: str) -> list[str]:
 
 
 def run_jobs(spool_dir: Path, tmp_path: Path, *serve_args: str) -> tuple[list[Call], list[Call], int]:
-    """Serve under strace: a batch of three jobs, a job saving a checkpoint, then a command
-    job submitted by the CLI (traced too) once the others are done. Returns the server's
-    calls, the client's, and the manager's pid."""
+    """Serve under strace: a batch of three jobs, a job saving a checkpoint, a job waiting
+    an hour killed by `pool kill` (its end written by the manager), then a command job
+    submitted by the CLI (traced too) once the others are done. Returns the server's calls,
+    the client's, and the manager's pid."""
     trace, client_trace = tmp_path / "serve.trace", tmp_path / "submit.trace"
     log = open(tmp_path / "serve.log", "wb")
     server = subprocess.Popen(traced(trace, *POOL, "--spool", str(spool_dir), "serve", "--tasks", "pooltest_tasks",
@@ -87,7 +88,11 @@ def run_jobs(spool_dir: Path, tmp_path: Path, *serve_args: str) -> tuple[list[Ca
         batch = b"\n".join(orjson.dumps(job("add", n, 1, id=f"b{n}")) for n in range(3))
         drop(spool_dir, "batch.jsonl", batch)
         drop(spool_dir, "c.json", job("saves", 64, id="c"))
+        drop(spool_dir, "k.json", job("add", 1, 1, id="k", delay=3600))
         wait_until(lambda: all(state_of(spool_dir, i) == "done" for i in ("b0", "b1", "b2", "c")), 30, "done")
+        wait_until(lambda: state_of(spool_dir, "k") == "waiting", 30, "k waiting")
+        run_pool(spool_dir, "kill", "k", check=True)
+        wait_until(lambda: state_of(spool_dir, "k") == "cancelled", 30, "k cancelled")
         subprocess.run(traced(client_trace, *POOL, "--spool", str(spool_dir), "submit", "--id", "cmd",
                               "--command", "true"), env=env_for_tests(), check=True, capture_output=True, timeout=60)
         wait_until(lambda: state_of(spool_dir, "cmd") == "done", 30, "the command done")
@@ -137,11 +142,14 @@ def test_durable_puts_each_state_on_disk_before_pool_acts_on_it(spool_dir: Path,
         named = [r for r, _, _ in status_renames if r.pid == manager and r.end < unlink.start]
         assert any(named[-1].end < s.start and s.end < unlink.start for s in folder_syncs), unlink.args
 
-    # An outcome a worker wrote is on disk before the manager says so in events.jsonl.
+    # An outcome is on disk before the manager says so in events.jsonl: one a worker wrote,
+    # and one the manager wrote itself (a kill).
     events = [c for c in calls if c.name == "write" and c.fd_path == str(spool_dir / "events.jsonl")]
-    for job_id in ("b0", "b1", "b2", "c", "cmd"):
-        outcome = [r for r, _, t in status_renames if t == str(status / f"{job_id}.json") and r.pid != manager][-1]
-        said = next(w for w in events if f'\\"id\\":\\"{job_id}\\"' in w.args and '\\"to\\":\\"done\\"' in w.args)
+    for job_id, state in (("b0", "done"), ("b1", "done"), ("b2", "done"), ("c", "done"), ("cmd", "done"),
+                          ("k", "cancelled")):
+        outcome = [r for r, _, t in status_renames if t == str(status / f"{job_id}.json")][-1]
+        assert (outcome.pid == manager) == (job_id == "k")
+        said = next(w for w in events if f'\\"id\\":\\"{job_id}\\"' in w.args and f'\\"to\\":\\"{state}\\"' in w.args)
         assert any(outcome.end < s.start and s.end < said.start for s in folder_syncs), job_id
 
     # A checkpoint is on disk, data then name, before pool.checkpoint() returns (the job's
