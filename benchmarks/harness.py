@@ -166,9 +166,8 @@ class ScratchManager:
 
     def block_until(self, done: Callable[[], Any], timeout: float, what: str) -> None:
         if self.watch is None:
-            from pool.inotify import IN_MOVED_TO, open_watches
+            from pool.inotify import IN_CREATE, IN_MODIFY, IN_MOVED_TO, open_watches
 
-            IN_MODIFY, IN_CREATE = 0x2, 0x100  # inotify(7)'s names
             opened = open_watches([(self.spool, IN_MODIFY | IN_CREATE | IN_MOVED_TO),
                                    (self.spool / "status", IN_MOVED_TO)])
             assert opened is not None and min(opened[1]) >= 0, "inotify is needed to wait without polling"

@@ -126,32 +126,42 @@ class Intake:
         # their close event: thousands kept open cost a walk nothing.
         self.waiting: dict[str, tuple[float, float]] = {}
         self.walked_to: str | None = None  # where the last walk stopped: the next goes on from there
+        # Names file events told of since the last look: between the rescan ticks, a look
+        # goes through them alone, never lists the folder (a listing of thousands of
+        # files, each turn, was most of the cost of a file dropped while others wait).
+        self.heard: set[str] = set()
         self.finished: list[str] = []  # claims whose jobs all have their status, to go at the look's end
         self.owners = ctx.spool.submitters(rules.group_gid)
 
     def due(self) -> bool:
-        """True when a file event arrived, a waiting file may be complete, or a batch is
-        half taken in."""
-        return bool(self.notes) or bool(self.batches) or (
+        """True when a file event arrived (and its file is not looked at yet), a waiting
+        file may be complete, or a batch is half taken in."""
+        return bool(self.notes) or bool(self.heard) or bool(self.batches) or (
             self.recheck_at is not None and self.ctx.clock.time() >= self.recheck_at)
 
     def busy(self) -> bool:
         return bool(self.batches)
 
     # ------------------------------------------------------------ a look at incoming/
-    def scan(self, seconds: float) -> None:
-        """Take in what incoming/ holds for about ``seconds`` of work after one look at
-        the folder; what is left is taken next turn. An OSError (a full or read-only
-        disk) ends the look; ``failing`` stays set until a look goes through, so the
-        trouble is logged once."""
+    def scan(self, seconds: float, full: bool = False) -> None:
+        """Take in what incoming/ holds for about ``seconds`` of work; what is left is
+        taken next turn. The folder is listed whole when ``full`` (the manager's first
+        turn and its rescan tick: what an event missed is found then), when a file
+        waited on may be complete, and to go on with a walk cut short; otherwise only the
+        files events told of are looked at. An OSError (a full or read-only disk) ends
+        the look; ``failing`` stays set until a look goes through, so the trouble is
+        logged once."""
         self._absorb_notes()
-        self.recheck_at = None
-        self._look(seconds)
+        if full or self.failing or (self.recheck_at is not None and self.ctx.clock.time() >= self.recheck_at):
+            self.recheck_at = None
+            self._look(seconds, None)
+        else:
+            self._look(seconds, sorted(self.heard))
         self.failing = False
 
-    def _look(self, seconds: float) -> None:
+    def _look(self, seconds: float, heard: list[str] | None) -> None:
         try:
-            self._take_some(seconds)
+            self._take_some(seconds, heard)
         finally:
             self._release_finished()
 
@@ -165,33 +175,45 @@ class Intake:
             for entry in entries:
                 self.spool.drop.release_claim(entry)
 
-    def _take_some(self, seconds: float) -> None:
+    def _listed(self) -> list[str]:
+        """The folder's names, in the order of a walk; claims not being taken in (a dead
+        manager's) are opened on the way."""
         names, claims = self.spool.drop.listing()
-        now = self.ctx.clock.time()
+        self.heard.clear()  # each is in the listing, or gone
         if self.waiting:  # forget files gone meanwhile (their events may have been lost)
             present = set(names)
             self.waiting = {n: w for n, w in self.waiting.items() if n in present}
         for entry in claims:
             if entry not in self.batches:
                 self._guarded(entry, functools.partial(self._open_claim, entry, entry not in self.mine))
+        return self._walk(names)
+
+    def _take_some(self, seconds: float, heard: list[str] | None) -> None:
+        """Take in the files ``heard`` of, or (None) those of a listing of the folder."""
+        now = self.ctx.clock.time()
+        walk = self._listed() if heard is None else heard
         # The slice starts after the look, and each loop makes one step before it looks at
         # the clock: on a loaded machine, listing ten thousand entries can take longer than
         # a slice, and a turn that did nothing else would be followed by another like it.
         deadline = self.ctx.clock.monotonic() + seconds
         taken = False
-        for name in self._walk(names):
+        for name in walk:
             if taken and self.ctx.clock.monotonic() >= deadline:
-                self.recheck_at = now
-                break
+                if heard is None:
+                    self.recheck_at = now
+                break  # the names heard and not looked at stay heard: due() says so
+            self.heard.discard(name)
             waiting = self.waiting.get(name)
             if waiting is not None and now < waiting[0]:
                 continue  # still written when last looked at: its close event, or its time, says when
             if is_job_name(name):
                 self._guarded(name, functools.partial(self._take, name, now))
                 taken = True
-            self.walked_to = name
+            if heard is None:
+                self.walked_to = name
         else:
-            self.walked_to = None  # the whole folder was walked: the next walk starts at its start
+            if heard is None:
+                self.walked_to = None  # the whole folder was walked: the next walk starts at its start
         # Smallest first: a single job dropped while a million lines come in starts at once.
         for n, batch in enumerate(sorted(self.batches.values(), key=lambda b: len(b.data))):
             if n and self.ctx.clock.monotonic() >= deadline:
@@ -242,8 +264,11 @@ class Intake:
                 self.waiting.pop(name, None)  # closed or gone: worth a look at once
             if what == GONE:
                 self.seen.pop(name, None)
-            elif what != CHANGED:
-                self.seen[name] = what
+                self.heard.discard(name)
+            else:
+                self.heard.add(name)
+                if what != CHANGED:
+                    self.seen[name] = what
 
     def _take(self, name: str, now: float) -> None:
         try:

@@ -61,7 +61,7 @@ from .stopping import STOP_SIGNALS, StopMode
 from .tasks import load_task_modules, unserved_reason
 from .trouble import Trouble
 from .waiting import Waiting
-from .watch import FolderWatch, WakeHandler, start_observer
+from .watch import INCOMING_EVENTS, FolderWatch, WakeHandler, start_observer
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +176,12 @@ class Manager:
                         "a user who can write into %s can submit", self.spool.incoming)
         elif os.geteuid() == 0 and self.config.owner_fd is None:  # not an Executor's: its owner's jobs alone
             log.warning("running as root: a member's job runs as her; jobs of root's own files run as root")
-        observer = start_observer([str(self.spool.incoming), *self.handler.flags], self.handler)
-        # A file renamed into incoming/ wakes the loop through a descriptor of its own as
-        # well: watchdog's event crosses two of its threads first (benchmarks/README.md,
-        # drop -> start); what watchdog then says of the same file changes nothing.
-        self.incoming_watch = FolderWatch.open(str(self.spool.incoming))
+        # incoming/ wakes the loop through a descriptor of its own: watchdog's event
+        # crossed two of its threads first (benchmarks/README.md, drop -> start), and its
+        # thread spent more CPU than the manager on a stream of files (pool/watch.py).
+        self.incoming_watch = FolderWatch.open(str(self.spool.incoming), INCOMING_EVENTS)
+        observer = start_observer([*([str(self.spool.incoming)] if self.incoming_watch is None else []),
+                                   *self.handler.flags], self.handler)
         try:
             with self.signals(*STOP_SIGNALS):
                 self.open()
@@ -329,7 +330,10 @@ class Manager:
         if self.requests_watch is not None and self.requests_watch in ready and self.requests_watch.names():
             self.handler.flags[str(self.spool.requests)] = True
         if self.incoming_watch is not None and self.incoming_watch in ready:
-            self.handler.heard(str(self.spool.incoming), self.incoming_watch.names())
+            self.handler.heard(str(self.spool.incoming), self.incoming_watch.events())
+            if self.incoming_watch.overflowed:  # names were lost: the intake lists the folder
+                self.incoming_watch.overflowed = False
+                self.rescan_due = True
         return ready
 
     def next_deadline(self, now: float) -> float:
@@ -369,7 +373,7 @@ class Manager:
                     self.control.recheck_at is not None and now >= self.control.recheck_at):
                 self.control.apply(now)
             if not self.stop_requested and self.intake is not None and (self.intake.due() or self.rescan_due):
-                self.intake.scan(INTAKE_SLICE)
+                self.intake.scan(INTAKE_SLICE, full=self.rescan_due)
                 if (self.control.recheck_at is not None and now >= self.control.recheck_at) or \
                         self.control.unheard():
                     self.control.apply(now)  # a kill or pause filed before its job came: before dispatch

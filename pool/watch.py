@@ -1,5 +1,7 @@
-"""File events only wake the manager: watchdog's threads for `pool serve`, and a bare
-inotify descriptor for an inline manager, which must have no thread (it forks its worker).
+"""File events only wake the manager: a bare inotify descriptor of its own on incoming/
+(and on requests/ for an inline manager, which must have no thread: it forks its worker),
+watchdog's threads for the folders of few changes (requests/, schedules/, groups/), and
+for incoming/ too where the descriptor cannot be had.
 
 Events are hints, the directory is the truth: the manager rescans ``incoming/`` on every
 wake. What the handler adds is *how* a file changed, so the manager can tell a file still
@@ -29,7 +31,16 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from .dropzone import is_ignored_name
-from .inotify import IN_CLOSE_WRITE, IN_MOVED_TO, open_watches
+from .inotify import (
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_MODIFY,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    open_watches,
+)
 
 WRITING = "writing"
 COMPLETE = "complete"
@@ -54,10 +65,10 @@ class WakeHandler(FileSystemEventHandler):
         changed, self.flags[folder] = self.flags[folder], False
         return changed
 
-    def heard(self, folder: str, names: list[str]) -> bool:
-        """Files of ``folder`` heard of by the manager's own inotify descriptor, complete
-        (closed after writing, or renamed in): noted as watchdog's events are."""
-        return any([self._note(os.path.join(folder, name), COMPLETE) for name in names])
+    def heard(self, folder: str, events: list[tuple[str, int]]) -> bool:
+        """Files of ``folder`` heard of by the manager's own inotify descriptor (name,
+        mask): noted as watchdog's events are."""
+        return any([self._note(os.path.join(folder, name), what_of(mask)) for name, mask in events])
 
     def _note(self, path: str | bytes, what: str) -> bool:
         """Record what happened to one path; True when the manager has something to do."""
@@ -110,18 +121,36 @@ def start_observer(paths: list[str], handler: WakeHandler) -> BaseObserver:
     return observer
 
 
+NEW_FILES = IN_CLOSE_WRITE | IN_MOVED_TO
+# What the intake needs to hear of incoming/: a file made (IN_CREATE: a link, a FIFO, a
+# file being written), written to, complete, or gone. Watchdog's thread heard the same,
+# and spent most of a busy manager's CPU pairing each rename's two events (a writer's temp
+# renamed in, our claim renamed aside) in a queue it searches whole for each.
+INCOMING_EVENTS = NEW_FILES | IN_CREATE | IN_MODIFY | IN_MOVED_FROM | IN_DELETE
+
+
+def what_of(mask: int) -> str:
+    """What an inotify event says of its file, as the intake notes it."""
+    if mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
+        return COMPLETE
+    if mask & (IN_MOVED_FROM | IN_DELETE):
+        return GONE
+    return WRITING  # made, or written to
+
+
 class FolderWatch:
-    """A folder's new files as a descriptor to block on, with no thread: inotify(7), on
-    files closed after writing or renamed into the folder. ``open`` gives None where
-    inotify cannot be had (another system, its limits reached): the rescan tick is then
-    all there is."""
+    """A folder's files as a descriptor to block on, with no thread: inotify(7), on the
+    events of ``mask`` (by default: files closed after writing or renamed into the
+    folder). ``open`` gives None where inotify cannot be had (another system, its limits
+    reached): the rescan tick is then all there is."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.overflowed = False  # the kernel dropped events (its queue was full): list the folder
 
     @classmethod
-    def open(cls, path: str) -> FolderWatch | None:
-        opened = open_watches([(path, IN_CLOSE_WRITE | IN_MOVED_TO)])
+    def open(cls, path: str, mask: int = NEW_FILES) -> FolderWatch | None:
+        opened = open_watches([(path, mask)])
         if opened is None:
             return None
         fd, [wd] = opened
@@ -134,9 +163,13 @@ class FolderWatch:
         return self.fd
 
     def names(self) -> list[str]:
-        """Read every event waiting; the names they are about (struct inotify_event: wd,
-        mask, cookie, len, then a name padded with NULs to len)."""
-        found: list[str] = []
+        """Read every event waiting; the names they are about."""
+        return [name for name, _ in self.events()]
+
+    def events(self) -> list[tuple[str, int]]:
+        """Read every event waiting: (name, mask) of each, in the order they came (struct
+        inotify_event: wd, mask, cookie, len, then a name padded with NULs to len)."""
+        found: list[tuple[str, int]] = []
         while True:
             try:
                 data = os.read(self.fd, 65536)
@@ -148,10 +181,13 @@ class FolderWatch:
                 return found
             at = 0
             while at + 16 <= len(data):
+                mask = int.from_bytes(data[at + 4:at + 8], sys.byteorder)
+                if mask & IN_Q_OVERFLOW:
+                    self.overflowed = True
                 length = int.from_bytes(data[at + 12:at + 16], sys.byteorder)
                 name = data[at + 16:at + 16 + length].rstrip(b"\0")
                 if name:
-                    found.append(os.fsdecode(name))
+                    found.append((os.fsdecode(name), mask))
                 at += 16 + length
 
     def close(self) -> None:

@@ -512,3 +512,25 @@ def test_a_job_that_needs_more_than_the_manager_has_holds_nothing_back(
         stepped.step(after=10.0)
     assert stepped.executor.held.keys() == {"one", "small"}
     assert sum("job huge waits for a manager with more" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_between_rescans_a_turn_takes_the_files_heard_of_and_lists_no_folder(stepped: Stepped) -> None:
+    """A file event names its file: the turn it wakes takes that file alone (a listing of
+    incoming/ each turn, thousands of files deep, was most of what a file dropped among
+    many cost). What no event named is found by the next rescan."""
+    stepped.step()  # the first turn lists incoming/ (it found what came before the watches)
+    intake = stepped.manager.intake
+    assert intake is not None
+    listings = []
+    listing = stepped.manager.spool.drop.listing
+    stepped.manager.spool.drop.listing = lambda: listings.append(1) or listing()  # type: ignore[method-assign]
+    stepped.manager.rescan_due, stepped.manager.next_rescan = False, float("inf")
+    stepped.submit("heard")
+    stepped.submit("unheard")
+    intake.notes.append(("heard.json", COMPLETE))
+    stepped.manager.step()
+    assert (stepped.doc("heard")["state"], listings) == ("queued", [])
+    assert status_doc(stepped.spool_dir, "unheard") is None
+    stepped.manager.rescan_due = True
+    stepped.manager.step()
+    assert (stepped.doc("unheard")["state"], listings) == ("queued", [1])
