@@ -429,6 +429,8 @@ class Intake:
         if batch is not None:
             self.claimed.discard(batch.name)
             self.reserved -= batch.ids
+            if not self.reserved:  # a set keeps its table when emptied: a million ids' worth
+                self.reserved = set()
         self.seen.pop(entry, None)
         self.waiting.pop(entry, None)
         self.mine.discard(entry)

@@ -11,6 +11,7 @@ import difflib
 import functools
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 
 import orjson
@@ -59,6 +60,8 @@ def parse_job(
     if wrong:
         raise InvalidJobSpec(f"{where}: '{wrong[0]}' does not apply to a {kind} job")
     values = {k: decoded(RULES[k], v) for k, v in doc.items()}
+    if has_task:  # the jobs of a batch mostly run one task: one string for all, not one each
+        values["task"] = sys.intern(values["task"])
     values.setdefault("id", doc["id"] if "id" in doc else new_id())
     values["name"] = doc.get("name") or default_name
     return JobSpec(**values)

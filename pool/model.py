@@ -85,6 +85,29 @@ UNDER_WAY = frozenset({State.RUNNING, State.PAUSED})  # an attempt began and has
 _STATE_VALUES = frozenset(s.value for s in State)
 
 
+class Empty(Mapping[str, Any]):
+    """The mapping of a job that sets none (no kwargs, env or meta): one, shared by every
+    job, where a dict each took 64 bytes a queued job (a million queued jobs: 190 MB)."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:  # immutable: fit for a default value
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+
+EMPTY = Empty()
+
+
 @dataclass(frozen=True, slots=True)
 class KeptEnv:
     """A job's environment as a status document keeps it: its names; its values are kept
@@ -130,7 +153,7 @@ class JobSpec:
     args: tuple[Any, ...] = field(default=(), metadata=rule(
         shallow(lambda v: isinstance(v, list)), f"a list nested at most {MAX_NESTING} levels deep",
         only="task", decode=tuple, encode=list))
-    kwargs: Mapping[str, Any] = field(default_factory=dict, metadata=rule(
+    kwargs: Mapping[str, Any] = field(default=EMPTY, metadata=rule(
         shallow(lambda v: isinstance(v, dict)), f"an object nested at most {MAX_NESTING} levels deep",
         only="task", encode=dict))
     command: tuple[str, ...] | None = field(default=None, metadata=rule(
@@ -141,7 +164,7 @@ class JobSpec:
     cwd: str | None = field(default=None, metadata=rule(
         lambda v: v is None or (isinstance(v, str) and v != "" and "\0" not in v), "a directory path or null",
         only="command"))
-    env: Mapping[str, str] = field(default_factory=dict, metadata=rule(
+    env: Mapping[str, str] = field(default=EMPTY, metadata=rule(
         env_map, "an object of string names to string values", only="command", encode=dict))
     # The submitter's environment, as `pool submit`/`pool run` and the Python client capture
     # it: the command sees it instead of the manager's (with `env` on top), as it would have
@@ -212,7 +235,7 @@ class JobSpec:
         explain=lambda v: needs_problem(v) if v is not None else None,
         decode=lambda v: Needs.from_dict(v) if v is not None else None,
         encode=lambda v: v.to_dict() if v is not None else None))
-    meta: Mapping[str, Any] = field(default_factory=dict, metadata=rule(
+    meta: Mapping[str, Any] = field(default=EMPTY, metadata=rule(
         shallow(lambda v: isinstance(v, dict)), f"an object nested at most {MAX_NESTING} levels deep",
         encode=dict))
 
