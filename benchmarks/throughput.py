@@ -12,7 +12,6 @@ job (fork), and huey with file storage and 2 process workers when it is installe
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import importlib.util
 import multiprocessing
 import os
@@ -21,22 +20,8 @@ import sys
 import time
 
 import orjson
-
 from harness import noop_batch_seconds, noop_files_seconds
-
-
-def noop() -> None:
-    return None
-
-
-def executor(jobs: int) -> float:
-    with concurrent.futures.ProcessPoolExecutor(2) as pool:
-        pool.submit(noop).result()  # start the workers first, as pool's are
-        started = time.perf_counter()
-        futures = [pool.submit(noop) for _ in range(jobs)]
-        for future in futures:
-            future.result()
-        return time.perf_counter() - started
+from peers import executor, noop
 
 
 def process_per_job(jobs: int) -> float:
@@ -69,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.jobs
     results = {
-        "ProcessPoolExecutor.submit (in memory)": executor(n),
+        "ProcessPoolExecutor.submit (in memory)": executor(n).seconds,
         "a multiprocessing.Process per job (fork)": process_per_job(n),
         "pool, one .jsonl batch": noop_batch_seconds(n),
         "pool, one .json file per job": noop_files_seconds(n),
