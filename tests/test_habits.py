@@ -451,3 +451,19 @@ def test_systemd_words_are_quoted_as_systemd_reads_them() -> None:
     assert systemd_quote("/usr/bin/python3") == "/usr/bin/python3"
     assert systemd_quote("a b") == '"a b"'
     assert systemd_quote('say "hi" $HOME 100%') == '"say \\"hi\\" $$HOME 100%%"'
+
+
+def test_one_jobs_events_are_its_own_in_both_logs_and_no_others(spool_dir: Path) -> None:
+    """`pool status ID` finds a job's events by a byte search of the logs (a full log is
+    hundreds of thousands of lines): an id that begins another's, or one named in another
+    job's line only as a value of another key, or a line cut short, is not its event."""
+    spool = Spool(spool_dir)
+    spool.dir.create()
+    (spool_dir / "events.1.jsonl").write_bytes(event(OLD, "j1") + event(OLD, "j10") + b'{"time":"x","id":"j1')
+    (spool_dir / "events.jsonl").write_bytes(
+        event(NEW, "j10") + orjson.dumps({"time": NEW, "id": "other", "x": {"id": "j1"}}) + b"\n"
+        + event(NEW, "j1").rstrip(b"\n"))  # the last line, with no newline after it yet
+    assert [(e["id"], e["time"]) for e in spool.events("j1")] == [("j1", OLD), ("j1", NEW)]
+    assert [e["id"] for e in spool.events("j10")] == ["j10", "j10"]
+    (spool_dir / "events.jsonl").write_bytes(b"")
+    assert [e["time"] for e in spool.events("j1")] == [OLD]  # an empty log maps nothing
