@@ -409,13 +409,20 @@ class Intake:
             raise InvalidJobSpec(f"job {spec.id!r} in {shown(batch.name)}: {reason}")
 
     def _write_some(self, batch: Batch, deadline: float) -> bool:
-        """Give jobs of the batch their queued status until the deadline; True when done."""
-        reason = "accepted (claim finished after an interruption)" if batch.recovering else "accepted"
-        for spec in self._jobs(batch):
-            if not (batch.recovering and self.spool.has_status(spec.id)):  # written before a crash
-                self.ctx.ledger.create(new_status(spec, spec.submitted_at or batch.mtime, batch.submitter), reason)
-            batch.done += 1
-            if batch.done % SLICE == 0 and self.ctx.clock.monotonic() >= deadline:
+        """Give jobs of the batch their queued status until the deadline, SLICE jobs at a
+        time (written together: under --durable, one flush for them all); True when done."""
+        jobs = self._jobs(batch)
+        while chunk := list(itertools.islice(jobs, SLICE)):
+            reason = "accepted (claim finished after an interruption)" if batch.recovering else "accepted"
+            fresh = [new_status(spec, spec.submitted_at or batch.mtime, batch.submitter) for spec in chunk
+                     if not (batch.recovering and self.spool.has_status(spec.id))]  # written before a crash
+            try:
+                self.ctx.ledger.create_many(fresh, reason)
+            except BaseException:
+                batch.recovering = True  # some may be written: it goes on as after a crash, none twice
+                raise
+            batch.done += len(chunk)
+            if self.ctx.clock.monotonic() >= deadline:
                 return False
         return True
 

@@ -22,7 +22,7 @@ writes it only after a few milliseconds): such a write tells two transitions, th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,13 +133,32 @@ class Ledger:
         return self._record(before, after, None, start_reason)
 
     def create(self, status: JobStatus, reason: str) -> None:
-        """A new job's first status (its id is new: nobody else can hold it); the values of
-        its environment are kept apart first (the status names them only)."""
-        env = status.spec.caller_env
-        if isinstance(env, Mapping) and not isinstance(env, AttachedEnv):
-            self.spool.keep_env(status.id, env)
-            status = dataclasses.replace(status, spec=dataclasses.replace(status.spec, caller_env=AttachedEnv(env)))
-        self._record(None, status, reason)
+        """A new job's first status (its id is new: nobody else can hold it)."""
+        self.create_many([status], reason)
+
+    def create_many(self, statuses: Sequence[JobStatus], reason: str) -> None:
+        """New jobs' first statuses, written together (``Folder.write_group``: under
+        --durable, the data of them all put on disk with one call); the values of a job's
+        environment are kept apart first (the status names them only). Each job is heard
+        of once its status is named: what raises leaves the jobs after it unwritten and
+        unheard."""
+        files: list[tuple[str, bytes, int]] = []
+        heard: dict[int, list[Transition]] = {}  # the index of a status among the files -> its changes
+        for given in statuses:
+            status, env = given, given.spec.caller_env
+            if isinstance(env, Mapping) and not isinstance(env, AttachedEnv):
+                files.append(self.spool.env_file(status.id, env))
+                status = dataclasses.replace(status, spec=dataclasses.replace(status.spec, caller_env=AttachedEnv(env)))
+            changes = transitions_between(None, status, reason)
+            for transition in changes:
+                check_role(self.role, transition.before, transition.after)
+            heard[len(files)] = changes
+            files.append(self.spool.status_file(status))
+        def named(index: int) -> None:
+            for transition in heard.get(index, ()):
+                self.hear(transition)
+
+        self.spool.statuses.write_group(files, named)
 
     def _record(self, before: JobStatus | None, after: JobStatus, reason: str | None = None,
                 start_reason: str = "started") -> list[Transition]:

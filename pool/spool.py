@@ -309,7 +309,11 @@ class SpoolDir:
     # ------------------------------------------------------------ status documents
     def write_status(self, status: JobStatus) -> None:
         """Replace a status document whole; callers that may race hold its lock."""
-        self.statuses.write_atomic(f"{status.id}.json", status.encode(), self.file_mode)
+        self.statuses.write_atomic(*self.status_file(status))
+
+    def status_file(self, status: JobStatus) -> tuple[str, bytes, int]:
+        """The status document's file in status/: (name, content, mode)."""
+        return f"{status.id}.json", status.encode(), self.file_mode
 
     def read_status(self, job_id: str) -> JobStatus:
         """Raises JobNotFound when the job has no status document, CorruptStatus when it
@@ -384,7 +388,12 @@ class SpoolDir:
     # may hold secrets: status/<id>.env, 0600, the manager's user's alone (a status
     # document, which the group of a shared spool reads, names the variables only).
     def keep_env(self, job_id: str, env: Mapping[str, str]) -> None:
-        self.statuses.write_atomic(f"{job_id}.env", encode_json(dict(env)), 0o600)
+        self.statuses.write_atomic(*self.env_file(job_id, env))
+
+    @staticmethod
+    def env_file(job_id: str, env: Mapping[str, str]) -> tuple[str, bytes, int]:
+        """The file an environment is kept apart in: (name, content, mode)."""
+        return f"{job_id}.env", encode_json(dict(env)), 0o600
 
     def attach_env(self, status: JobStatus) -> JobStatus:
         """``status`` with its environment's values, read back from where they are kept

@@ -18,7 +18,8 @@ import pytest
 
 from conftest import POOL, TESTS, drop, env_for_tests, job, run_pool, state_of, wait_until
 
-TRACED = "fsync,fdatasync,rename,renameat,renameat2,unlink,unlinkat,execve,write"
+TRACED = "fsync,fdatasync,syncfs,openat,rename,renameat,renameat2,unlink,unlinkat,execve,write"
+FLUSHES = ("fsync", "fdatasync", "syncfs")
 CALL = re.compile(r"^(\d+) +(\w+)\((.*)$")
 RESUMED = re.compile(r"^(\d+) +<\.\.\. (\w+) resumed>")
 PATH = re.compile(r"^\d+<([^>]*)>")
@@ -119,9 +120,15 @@ def syncs_of(calls: Iterable[Call], path: Path | str, pid: int | None = None) ->
 
 
 def assert_data_synced_before_named(calls: list[Call], renames: list[tuple[Call, str, str]]) -> None:
+    """Each file's data is on disk before its name: its own fdatasync, or a syncfs of its
+    filesystem between its making and its rename (a batch's statuses, flushed together)."""
     for rename, source, target in renames:
-        assert any(s.pid == rename.pid and s.end < rename.start for s in syncs_of(calls, source)), \
-            f"{target} was named before its data was on disk"
+        made = [c for c in calls if c.pid == rename.pid and c.name == "openat" and "O_CREAT" in c.args
+                and f'"{os.path.basename(source)}"' in c.args and c.end < rename.start]
+        assert made, f"no making of {source} seen"
+        assert any(s.pid == rename.pid and s.end < rename.start for s in syncs_of(calls, source)) or any(
+            s.pid == rename.pid and s.name == "syncfs" and made[-1].end < s.start and s.end < rename.start
+            for s in calls), f"{target} was named before its data was on disk"
 
 
 @pytest.mark.needs_strace("to see the order of fsyncs, renames and unlinks")
@@ -182,4 +189,4 @@ def test_default_mode_forces_nothing_to_disk(spool_dir: Path, tmp_path: Path) ->
     for the disk."""
     calls, client, _ = run_jobs(spool_dir, tmp_path)
     assert renames_into(calls, spool_dir / "status")  # the trace saw the work
-    assert [c for c in calls + client if c.name in ("fsync", "fdatasync")] == []
+    assert [c for c in calls + client if c.name in FLUSHES] == []

@@ -467,3 +467,18 @@ def test_one_jobs_events_are_its_own_in_both_logs_and_no_others(spool_dir: Path)
     assert [e["id"] for e in spool.events("j10")] == ["j10", "j10"]
     (spool_dir / "events.jsonl").write_bytes(b"")
     assert [e["time"] for e in spool.events("j1")] == [OLD]  # an empty log maps nothing
+
+
+def test_files_written_together_are_named_in_order_and_one_that_cannot_be_stops_the_rest(tmp_path: Path) -> None:
+    """A batch's statuses are written together (one flush under --durable): each is named
+    in turn and said to be; one that cannot be named leaves those after it unnamed, and no
+    temp file of any behind."""
+    folder = Folder(tmp_path, durable=True)
+    (tmp_path / "b.json").mkdir()
+    (tmp_path / "b.json" / "x").write_text("a folder in the way")
+    named: list[int] = []
+    with pytest.raises(OSError):
+        folder.write_group([("a.json", b"1", 0o600), ("b.json", b"2", 0o600), ("c.json", b"3", 0o600)], named.append)
+    assert named == [0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+    assert (tmp_path / "a.json").read_bytes() == b"1"
