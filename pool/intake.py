@@ -422,7 +422,7 @@ class Intake:
                 batch.recovering = True  # some may be written: it goes on as after a crash, none twice
                 raise
             batch.done += len(chunk)
-            if self.ctx.clock.monotonic() >= deadline:
+            if len(chunk) == SLICE and self.ctx.clock.monotonic() >= deadline:  # a short one was the last
                 return False
         return True
 
