@@ -154,6 +154,7 @@ class Ledger:
                 check_role(self.role, transition.before, transition.after)
             heard[len(files)] = changes
             files.append(self.spool.status_file(status))
+
         def named(index: int) -> None:
             for transition in heard.get(index, ()):
                 self.hear(transition)

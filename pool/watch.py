@@ -3,10 +3,11 @@
 watchdog's threads for the folders of few changes (requests/, schedules/, groups/), and
 for incoming/ too where the descriptor cannot be had.
 
-Events are hints, the directory is the truth: the manager rescans ``incoming/`` on every
-wake. What the handler adds is *how* a file changed, so the manager can tell a file still
-being written (created or modified, not yet closed) from one that is complete (closed
-after writing, or renamed into place).
+Events name the files to look at; the directory is the truth: the manager lists
+``incoming/`` whole at its start, every rescan tick and after the kernel dropped events
+(pool/intake.py). What an event adds is *how* a file changed, so the manager can tell a
+file still being written (created or modified, not yet closed) from one that is complete
+(closed after writing, or renamed into place).
 """
 
 from __future__ import annotations
