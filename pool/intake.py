@@ -345,6 +345,8 @@ class Intake:
             if self._write_some(batch, deadline):
                 self.finished.append(batch.entry)
                 self._forget(batch.entry)
+                if not self.spool.statuses.durable:  # nothing to sync first: its file goes at once
+                    self._release_finished()
         except InvalidJobSpec as exc:
             self._reject(batch.entry, str(exc))
         except BaseException:
