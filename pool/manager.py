@@ -361,7 +361,7 @@ class Manager:
             # pool serve --durable: the outcomes the workers wrote are on disk before this
             # manager acts on them (a job after them starts, a retry is counted, an event
             # says so): one sync of status/ for all the turn's.
-            self.spool.statuses.sync(force=any(isinstance(event, Ended) for event in events))
+            self.spool.statuses.sync(force=self.spool.statuses.durable and any(isinstance(e, Ended) for e in events))
             for event in events:
                 if isinstance(event, Ended):  # what comes after it is looked at once its end is written
                     self.waiting.ended(event.job_id)
