@@ -1,14 +1,19 @@
 """`pool status` and `pool status --json` (the whole process) over a spool of many jobs.
 
     python benchmarks/status_listing.py [--jobs 10000 100000] [--waiting] [--rounds 5] [--other PYTHON]
+                                        [--cold]
 
 The spool is filled with status documents written directly (no manager): finished jobs,
-or with ``--waiting`` jobs waiting an hour for their time (issue 20's case); then `pool
-status` (the table) and `pool status --json` run as a user would run them, in rounds,
-their wall times reported with the median and the worst (a target is met only when every
-round meets it), against `cat status/*.json` reading the same files. ``--other PYTHON``:
-the same commands run by the Python of another checkout's venv (another version of pool),
-interleaved in each round, as a ratio.
+or with ``--waiting`` jobs waiting an hour for their time (issue 20's case), and finished
+jobs get their lines in status/index.final as `pool serve` appends them (pool/finalindex.py);
+then `pool status` (the table) and `pool status --json` run as a user would run them, in
+rounds, their wall times reported with the median and the worst (a target is met only
+when every round meets it), against `cat status/*.json` reading the same files. Each round
+also runs them with the index moved away (every file read, as before the index).
+``--other PYTHON``: the same commands run by the Python of another checkout's venv
+(another version of pool), interleaved in each round, as a ratio. ``--cold`` (root only):
+the kernel's page cache is dropped before each command, as after a reboot, or for a spool
+whose files have long left memory.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 from pathlib import Path
 
 from pool import lifecycle
+from pool.finalindex import NAME, FinalIndex
 from pool.jobfile import parse_job
 from pool.model import new_status, utc_now
 from pool.spool import SpoolDir
@@ -36,10 +42,22 @@ def fill(root: Path, jobs: int, waiting: bool = False) -> SpoolDir:
         doc = {"task": "m:f", "id": f"j{n}", "args": [n], **({"delay": 3600} if waiting else {})}
         status = new_status(parse_job(doc, "bench", "bench"), now)
         spool.write_status(status if waiting else lifecycle.succeed(lifecycle.start(status, 1, 1, now), {"n": n}, now))
+    index = FinalIndex(spool)  # what the manager appends as each job ends (or finds at start)
+    for job_id in spool.status_ids():
+        index.note(job_id)
+    index.step(float("inf"), time.monotonic)
+    index.close()
     return spool
 
 
-def timed(argv: list[str]) -> tuple[float, float]:
+def drop_caches() -> None:
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def timed(argv: list[str], cold: bool = False) -> tuple[float, float]:
+    if cold:
+        drop_caches()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
@@ -54,25 +72,37 @@ def main() -> None:
     parser.add_argument("--waiting", action="store_true", help="Jobs waiting for their time, not finished ones.")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--other", help="The python of another checkout's venv, timed in the same rounds.")
+    parser.add_argument("--cold", action="store_true", help="Drop the page cache before each command (root).")
     args = parser.parse_args()
+    if args.cold:
+        drop_caches()  # fails loudly where it is not allowed: a cold figure is never a warm one
     for jobs in args.jobs:
         with tempfile.TemporaryDirectory() as scratch:
             spool = fill(Path(scratch) / "spool", jobs, args.waiting)
+            index, away = spool.status_dir / NAME, Path(scratch) / NAME
             for view in (["status"], ["status", "--json"]):
                 argv = ["-m", "pool", "--spool", str(spool.root), *view]
-                ours, theirs, memory = [], [], 0.0
+                ours, unindexed, theirs, memory = [], [], [], 0.0
                 for _ in range(args.rounds):  # interleaved: the disk here swings within minutes
-                    seconds, memory = timed([sys.executable, *argv])
+                    seconds, memory = timed([sys.executable, *argv], args.cold)
                     ours.append(seconds)
+                    if index.exists():
+                        index.rename(away)
+                        unindexed.append(timed([sys.executable, *argv], args.cold)[0])
+                        away.rename(index)
                     if args.other:
-                        theirs.append(timed([args.other, *argv])[0])
-                said = (f"{jobs:>7} {'waiting' if args.waiting else 'finished'} jobs: pool {' '.join(view)} median "
-                        f"{statistics.median(ours):.2f} s, worst {max(ours):.2f} s (peak RSS {memory:.0f} MB)")
+                        theirs.append(timed([args.other, *argv], args.cold)[0])
+                said = (f"{jobs:>7} {'waiting' if args.waiting else 'finished'} jobs{' (cold)' if args.cold else ''}: "
+                        f"pool {' '.join(view)} median {statistics.median(ours):.2f} s, worst {max(ours):.2f} s "
+                        f"(peak RSS {memory:.0f} MB)")
+                if unindexed:
+                    said += (f"; without the index: median {statistics.median(unindexed):.2f} s, worst "
+                             f"{max(unindexed):.2f} s")
                 if theirs:
                     said += (f"; {args.other}: median {statistics.median(theirs):.2f} s, ratio "
                              f"{statistics.median(ours) / statistics.median(theirs):.2f}")
                 print(said)
-            cat, _ = timed(["sh", "-c", f"cd {spool.status_dir} && find . -name '*.json' | xargs cat"])
+            cat, _ = timed(["sh", "-c", f"cd {spool.status_dir} && find . -name '*.json' | xargs cat"], args.cold)
             print(f"{jobs:>7} jobs: find | xargs cat of the same files {cat:.2f} s")
 
 

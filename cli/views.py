@@ -42,7 +42,12 @@ def brief_matches(brief: Brief, name: str | None, since: float | None) -> bool:
     """``matches``, on what a brief holds (its state is already chosen)."""
     if name is not None and not (fnmatch.fnmatchcase(brief.name, name) or fnmatch.fnmatchcase(brief.id, name)):
         return False
-    return since is None or parse_time(brief.created_at) >= now() - timedelta(seconds=since)
+    if since is None:
+        return True
+    try:
+        return parse_time(brief.created_at) >= now() - timedelta(seconds=since)
+    except ValueError:
+        return False  # not a time (checked when its index line was written, not when read)
 
 
 def select(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...] = (), name: str | None = None,

@@ -11,33 +11,51 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from .errors import AmbiguousId, CorruptStatus, JobNotFound, JobRejected, WaitTimeout
+from .finalindex import read_index
 from .jobfile import parse_job
 from .ledger import Ledger, append_to_events
 from .lifecycle import Role
 from .model import DEFAULT_GROUP, ID_PATTERN, JobStatus, State, new_status
 from .rules import is_time
-from .safeio import Owners, read_all
+from .safeio import Owners, UnsafeFile, read_all
 from .spool import SpoolDir
 
 POLL_INTERVAL = 0.05
 VERDICT_WAIT = 3.0  # a serving manager takes a job file within milliseconds: seconds mean it is busy
 FEW_JOBS = 64  # fewer jobs than this: their files looked at one by one, not status/ listed
+STATES = {state.value: state for state in State}
+
+
+def brief_of(data: bytes) -> Brief | None:
+    """What a table first needs of a status document, parsed but not checked; None for
+    one that is not a status (`decoded` would refuse it, and `pool status ID` says why).
+    What is used before a row is decoded must be what pool writes: an id names files (its
+    lock), a time is parsed (--since)."""
+    try:
+        doc = orjson.loads(data)
+        brief = Brief(doc["id"], State(doc["state"]), doc["created_at"], doc.get("name") or "",
+                      doc.get("group") or DEFAULT_GROUP, data)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    if isinstance(brief.id, str) and ID_PATTERN.match(brief.id) and is_time(brief.created_at) and \
+            isinstance(brief.name, str) and isinstance(brief.group, str):
+        return brief
+    return None
 
 
 def default_spool_path() -> str:
     return os.environ.get("POOL_SPOOL") or "spool"
 
 
-@dataclass(frozen=True)
-class Brief:
-    """A job as a table first needs it (see ``Finding.briefs``)."""
+class Brief(NamedTuple):
+    """A job as a table first needs it (see ``Finding.briefs``): a tuple, made for every
+    job of a large spool (a dataclass cost twice as much to make)."""
 
     id: str
     state: State
@@ -78,18 +96,22 @@ class Finding:
         status`). Jobs not yet taken in are included."""
         wanted = {State(state).value for state in states}
         found: list[Brief] = []
-        for data in self.dir.raw_statuses():
+        statuses, owners = self.dir.statuses, self.dir.owners
+        indexed = read_index(statuses, owners)  # a job whose line stands is not read, whatever is wanted
+        for job_id in self.dir.status_ids():
+            name = f"{job_id}.json"
+            line = indexed.get(job_id)
+            brief: Brief | None
             try:
-                doc = orjson.loads(data)
-                brief = Brief(doc["id"], State(doc["state"]), doc["created_at"], doc.get("name") or "",
-                              doc.get("group") or DEFAULT_GROUP, data)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # not a status: `decoded` would refuse it, and `pool status ID` says why
-            # What is used before a row is decoded must be what pool writes: an id names
-            # files (its lock), a time is parsed (--since).
-            if isinstance(brief.id, str) and ID_PATTERN.match(brief.id) and is_time(brief.created_at) and \
-                    isinstance(brief.name, str) and isinstance(brief.group, str) and (
-                    not wanted or brief.state.value in wanted):
+                if line is not None and line.stands_for(os.stat(name, dir_fd=statuses.fd, follow_symlinks=False)):
+                    if not wanted or line.state in wanted:
+                        found.append(Brief(job_id, STATES[line.state], line.created_at, line.name, line.group,
+                                           line.data))
+                    continue
+                brief = brief_of(statuses.read(name, owners))
+            except (OSError, UnsafeFile):
+                continue
+            if brief is not None and (not wanted or brief.state.value in wanted):
                 found.append(brief)
         found += [Brief(s.id, s.state, s.created_at, s.spec.name, s.spec.queue_group, None, s)
                   for s in self.submitted() if not wanted or s.state.value in wanted]

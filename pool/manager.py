@@ -42,13 +42,14 @@ from .dispatch import Dispatch
 from .engines import EngineSettings, make_executor
 from .events import TRIM_PATIENCE
 from .executor import Ended, Executor, StopReason
+from .finalindex import FinalIndex
 from .grouping import Groups
 from .hooks import Hooks
 from .intake import Intake, IntakeRules
 from .joblog import JobLogs
 from .ledger import Ledger, Transition
 from .lifecycle import Role
-from .model import State
+from .model import JobStatus, State
 from .outcomes import Outcomes
 from .pausing import Pausing
 from .poller import Poller
@@ -66,6 +67,7 @@ from .watch import INCOMING_EVENTS, FolderWatch, WakeHandler, start_observer
 log = logging.getLogger(__name__)
 
 INTAKE_SLICE = 0.02  # seconds of intake work per turn, so a big batch never stalls the loop
+INDEX_SLICE = 0.01  # seconds of work on status/index.final per turn (pool/finalindex.py)
 EVENTS_RETRY = 0.005  # seconds before events whose append found the log held (a worker's append) are tried again
 
 __all__ = ["Manager", "ManagerConfig", "StopMode"]
@@ -106,8 +108,11 @@ class Manager:
                                only, resized=lambda workers: self.tell(workers=workers))
         self.hooks = None if only is not None else Hooks(self.ctx, config.on_finish, config.hook_timeout,
                                                          as_submitter=os.geteuid() == 0 and not config.members_as_root)
-        self.recovery = Recovery(self.ctx, self.dispatch, self.waiting,
-                                 self.hooks.recovered if self.hooks is not None else None)
+        # pool serve's index of final documents, which `pool status` reads (an inline
+        # manager's one job is read from its file).
+        self.final_index = None if only is not None else FinalIndex(spool)
+        self.indexed: set[str] = set()  # at start: jobs whose line in the index still stands
+        self.recovery = Recovery(self.ctx, self.dispatch, self.waiting, self.found_final)
         self.intake = None if only is not None else Intake(self.ctx, IntakeRules(
             task_reason=lambda name: unserved_reason(name, self.tasks, config.task_modules, config.any_task),
             allow_commands=config.allow_commands,
@@ -164,6 +169,15 @@ class Manager:
             if self.hooks is not None:  # a worker tells no status: the job as handed over has its spec
                 handed = self.dispatch.handed.get(transition.job_id)
                 self.hooks.ended(transition.job_id, transition.status or (handed.status if handed else None))
+            if self.final_index is not None and isinstance(transition.after, State):
+                self.final_index.note(transition.job_id)
+
+    def found_final(self, status: JobStatus) -> None:
+        """A job found ended at start: its hook may be due, its line in the index too."""
+        if self.hooks is not None:
+            self.hooks.recovered(status)
+        if self.final_index is not None and status.id not in self.indexed:
+            self.final_index.note(status.id)
 
     # ------------------------------------------------------------ lifecycle of the manager
     def serve(self) -> None:
@@ -228,7 +242,10 @@ class Manager:
             self.ctx.trouble.reserve.keep()
         if self.hooks is not None:
             self.hooks.open()
+        if self.final_index is not None:
+            self.indexed = self.final_index.open()
         self.recovery.recover(self.only)
+        self.indexed = set()
         self.spool.events.flush()
         self.executor.open(self.wake)
 
@@ -237,6 +254,9 @@ class Manager:
             self.hooks.close(0.0 if self.interrupts > 1 else self.config.shutdown_grace)
         self.executor.close(leave_running=self.detaching())
         self.spool.events.flush(patience=TRIM_PATIENCE)  # the last lines: worth waiting out a trim for
+        if self.final_index is not None:
+            self.final_index.flush()  # the jobs that ended last
+            self.final_index.close()
 
     def loop(self) -> None:
         while not self.finished():
@@ -308,7 +328,7 @@ class Manager:
     def wait_for_wake(self) -> list[Any]:
         now = self.clock.monotonic()
         busy = (self.intake is not None and self.intake.busy()) or self.waiting.busy() or (
-            self.hooks is not None and self.hooks.busy())
+            self.hooks is not None and self.hooks.busy()) or (self.final_index is not None and self.final_index.due())
         timeout = 0.0 if busy else max(0.0, self.next_deadline(now) - now)
         objects: list[Any] = [self.wake_r, *self.executor.waitables(),
                               *(self.hooks.waitables() if self.hooks is not None else ())]
@@ -400,6 +420,9 @@ class Manager:
             # While jobs run, more lines come every turn: the log stays open for them (an
             # inline manager forks its worker, which must inherit no descriptor of ours).
             self.spool.events.flush(keep=self.only is None and self.executor.busy())
+            if self.final_index is not None:
+                self.final_index.step(self.clock.monotonic() + INDEX_SLICE, self.clock.monotonic,
+                                      keep=self.executor.busy())
 
     def say_stopping(self, mode: StopMode, now: float) -> None:
         running = self.executor.running_ids()

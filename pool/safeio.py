@@ -208,13 +208,7 @@ class Folder:
     # ------------------------------------------------------------ writing
     def write_atomic(self, name: str, data: bytes, mode: int = 0o600) -> None:
         """Write ``data`` to a fresh temp file beside ``name``, then rename it over ``name``."""
-        tmp = self._write_temp(name, data, mode, self.durable)
-        try:
-            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-            self.renamed = True
-        except BaseException:
-            self._drop_temp(tmp)
-            raise
+        self.rename_temp(self._write_temp(name, data, mode, self.durable), name)
 
     def write_group(self, files: Sequence[tuple[str, bytes, int]], named: Callable[[int], None]) -> None:
         """Write each (name, data, mode) as ``write_atomic`` does, the data of them all put
@@ -231,12 +225,7 @@ class Folder:
             for index, (name, _, _) in enumerate(files):
                 tmp, temps[index] = temps[index], None
                 assert tmp is not None
-                try:
-                    os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-                except BaseException:
-                    self._drop_temp(tmp)
-                    raise
-                self.renamed = True
+                self.rename_temp(tmp, name)
                 named(index)
         finally:
             for tmp in temps:
@@ -249,8 +238,9 @@ class Folder:
         except OSError:
             pass
 
-    def _write_temp(self, name: str, data: bytes, mode: int, sync: bool) -> str:
-        """A fresh temp file beside ``name`` holding ``data`` (``sync``: on disk); its name."""
+    def open_temp(self, name: str, mode: int) -> tuple[str, int]:
+        """A fresh, empty temp file beside ``name``: its name and a descriptor to write it
+        (``rename_temp`` puts it in place)."""
         while True:
             tmp = temp_name(name)
             try:
@@ -261,10 +251,29 @@ class Folder:
                 continue  # planted, or left by a dead writer with our pid: never written through
             except PermissionError:
                 raise not_allowed(self.path) from None
+        if mode & 0o077:
+            try:
+                os.fchmod(fd, mode)  # a shared spool's files are group-readable whatever the umask
+            except BaseException:
+                os.close(fd)
+                self._drop_temp(tmp)
+                raise
+        return tmp, fd
+
+    def rename_temp(self, tmp: str, name: str) -> None:
+        """Put a temp file in place of ``name``; the temp file is gone either way."""
+        try:
+            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            self.renamed = True
+        except BaseException:
+            self._drop_temp(tmp)
+            raise
+
+    def _write_temp(self, name: str, data: bytes, mode: int, sync: bool) -> str:
+        """A fresh temp file beside ``name`` holding ``data`` (``sync``: on disk); its name."""
+        tmp, fd = self.open_temp(name, mode)
         try:
             try:
-                if mode & 0o077:
-                    os.fchmod(fd, mode)  # a shared spool's files are group-readable whatever the umask
                 write_all(fd, data)
                 if sync:
                     os.fdatasync(fd)

@@ -373,16 +373,6 @@ class SpoolDir:
                 cache[name] = (stamp, status)
             yield status
 
-    def raw_statuses(self) -> list[bytes]:
-        """Every readable status document as it is on disk, unparsed."""
-        docs = []
-        for job_id in self.status_ids():
-            try:
-                docs.append(self.statuses.read(f"{job_id}.json", self.owners))
-            except (OSError, UnsafeFile):
-                continue
-        return docs
-
     # ------------------------------------------------------------ environments kept apart
     # A command job's environment, as its submitter had it (pool/model.py's caller_env),
     # may hold secrets: status/<id>.env, 0600, the manager's user's alone (a status
