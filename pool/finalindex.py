@@ -176,7 +176,8 @@ class Compaction:
     reader: io.BufferedReader
     temp: str
     temp_fd: int
-    kept: set[str] = field(default_factory=set)
+    ids: set[str] | None = None  # the jobs of the lines kept, when asked for (at start)
+    kept: int = 0
     appended: list[bytes] = field(default_factory=list)  # lines the manager appended meanwhile
 
     def close(self) -> None:
@@ -221,8 +222,9 @@ class FinalIndex:
         job = self.compaction
         if job is None:
             return set()
+        job.ids = set()
         self._compact_some(float("inf"), lambda: 0.0)
-        return job.kept
+        return job.ids
 
     def flush(self) -> None:
         """Append the lines of every job noted (the manager stops: a compaction under way
@@ -325,7 +327,9 @@ class FinalIndex:
                 indexed = parse_line(line)
                 if indexed is not None and self._stands(indexed):
                     kept.append(line if line.endswith(b"\n") else line + b"\n")
-                    job.kept.add(indexed.id)
+                    job.kept += 1
+                    if job.ids is not None:
+                        job.ids.add(indexed.id)
                 if n % SLICE == SLICE - 1:
                     write_all(job.temp_fd, b"".join(kept))
                     kept.clear()
@@ -334,7 +338,7 @@ class FinalIndex:
             write_all(job.temp_fd, b"".join(kept) + b"".join(job.appended))
             self.folder.rename_temp(job.temp, NAME)
             self.let_go()  # what is appended next goes to the index now in place
-            self.kept = len(job.kept)
+            self.kept = job.kept
             self.lines = self.kept + sum(data.count(b"\n") for data in job.appended)
         except OSError as exc:
             log.warning("could not compact status/%s (%s)", NAME, exc)
