@@ -12,8 +12,8 @@
     job.wait(); job.result()
 """
 
-from .checkpoints import CheckpointError, checkpoint, resume
-from .client import Job, Spool
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AmbiguousId,
     InvalidArgument,
@@ -31,10 +31,32 @@ from .errors import (
     TaskNotServed,
     WaitTimeout,
 )
-from .futures import Executor, JobFuture, RemoteTraceback
-from .model import JobSpec, JobStatus, State
-from .progress import progress
-from .tasks import task
+from .progress import progress  # also a submodule's name: bound here, never replaced by it
+
+if TYPE_CHECKING:
+    from .checkpoints import CheckpointError, checkpoint, resume
+    from .client import Job, Spool
+    from .futures import Executor, JobFuture, RemoteTraceback
+    from .model import JobSpec, JobStatus, State
+    from .tasks import task
+
+# The rest of the API is imported when first used: a command that needs none of it (`pool
+# status --json`, a worker) does not pay for it (benchmarks/README.md, status_listing.py).
+_LAZY = {"CheckpointError": "checkpoints", "checkpoint": "checkpoints", "resume": "checkpoints", "Job": "client",
+         "Spool": "client", "Executor": "futures", "JobFuture": "futures", "RemoteTraceback": "futures",
+         "JobSpec": "model", "JobStatus": "model", "State": "model", "task": "tasks"}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'pool' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AmbiguousId",
