@@ -66,7 +66,7 @@ class Dispatch:
     def __init__(self, ctx: Context, executor: Executor) -> None:
         self.ctx = ctx
         self.executor = executor
-        self.queue = JobQueue()
+        self.queue = JobQueue(load=self.queued_on_disk)
         self.handed: dict[str, Handed] = {}
         self.limits: dict[str, int] = {}  # group -> at most this many handed at once
         self.paused_groups: set[str] = set()  # groups that start nothing (`pool pause --group`)
@@ -80,6 +80,12 @@ class Dispatch:
         self.in_use = NO_NEEDS  # the needs of every job handed over, all told
         self.blocked: tuple[str, float] | None = None  # the most urgent job that does not fit, since when
         self.never_fit: set[str] = set()  # jobs whose needs are more than this manager has: said once each
+
+    def queued_on_disk(self, job_id: str) -> JobStatus | None:
+        """A job the queue kept by its place alone, as its file says, while that says
+        queued (one that cannot be trusted is set aside, and so forgotten)."""
+        status = self.ctx.ledger.trusted(job_id)
+        return status if status is not None and status.state is State.QUEUED else None
 
     def enqueue(self, status: JobStatus, delay: float = 0.0) -> None:
         self.queue.push(status, self.ctx.clock.monotonic(), self.ctx.clock.time(), delay)

@@ -36,7 +36,7 @@ from pool.executor import (
     WorkerFailed,
 )
 from pool.manager import Manager, ManagerConfig
-from pool.model import JobStatus, State
+from pool.model import JobSpec, JobStatus, State
 from pool.watch import COMPLETE
 
 
@@ -556,3 +556,69 @@ def test_a_queued_job_of_a_big_batch_costs_the_manager_little_memory(tmp_path: P
     finally:
         tracemalloc.stop()
     assert per_job < 700, f"{per_job:.0f} bytes a queued job"  # 938 before, 616 since
+
+
+def queued_status(job_id: str, priority: int = 0, at: int = 0) -> JobStatus:
+    created = f"2026-12-05T00:00:{at:02d}.000000Z"
+    return JobStatus(spec=JobSpec(id=job_id, task="m:f", priority=priority), state=State.QUEUED, created_at=created,
+                     updated_at=created)
+
+
+def test_past_keep_whole_a_queued_job_is_kept_by_its_place_and_read_back_when_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pool import jobqueue
+
+    monkeypatch.setattr(jobqueue, "KEEP_WHOLE", 2)
+    on_disk = {f"j{n}": queued_status(f"j{n}", priority=n % 2, at=n) for n in range(6)}
+    loads: list[str] = []
+
+    def load(job_id: str) -> JobStatus | None:
+        loads.append(job_id)
+        return on_disk.get(job_id)
+
+    queue = jobqueue.JobQueue(load=load)
+    for status in on_disk.values():
+        queue.push(status, 0.0, 0.0)
+    assert [job_id for job_id, kept in queue.jobs.items() if kept is not None] == ["j0", "j1"]
+    del on_disk["j3"]  # cancelled meanwhile, on disk: no longer queued, so never started
+    order = [queue.pop().id for _ in range(5)]  # type: ignore[union-attr]
+    assert order == ["j1", "j5", "j0", "j2", "j4"] and queue.pop() is None and not queue.jobs
+    assert sorted(loads) == ["j2", "j3", "j4", "j5"]  # each read once, when first in its lane
+
+
+def test_a_big_queue_costs_the_manager_a_place_a_job_and_runs_each_as_its_file_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past KEEP_WHOLE queued jobs, a job costs its place in the queue (issue 23: a million
+    jobs in 600 MB); each is still started as its status says, and one killed meanwhile
+    never starts."""
+    from pool import jobqueue
+
+    monkeypatch.setattr(jobqueue, "KEEP_WHOLE", 100)
+    stepped = Stepped(tmp_path / "spool", slots=0, any_task=True)
+    jobs = 2000
+    drop(stepped.spool_dir, "batch.jsonl",
+         b"\n".join(b'{"task": "bench_tasks:noop", "id": "j%d", "priority": %d}' % (n, n % 3) for n in range(jobs)))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        while len(stepped.manager.dispatch.queue.jobs) < jobs or stepped.manager.intake.batches:  # type: ignore[union-attr]
+            stepped.step()
+        gc.collect()
+        per_job = (tracemalloc.get_traced_memory()[0] - before) / jobs
+    finally:
+        tracemalloc.stop()
+    assert per_job < 350, f"{per_job:.0f} bytes a queued job"
+    stepped.manager.spool.box.file(lifecycle_kill(), "j1998")
+    stepped.executor.slots = 1
+    started = []
+    for _ in range(jobs + 10):
+        stepped.step()
+        for job_id, status in list(stepped.executor.held.items()):
+            assert status == stepped.manager.spool.read_status(job_id)  # as its file says
+            started.append((-status.spec.priority, job_id))
+            stepped.executor.end(job_id, Completed(lifecycle.Succeeded(None), Progress(job_id, 1, 1.0, None),
+                                                   why="test"))
+    assert len(started) == jobs - 1 and "j1998" not in {job_id for _, job_id in started}
+    assert started == sorted(started, key=lambda s: (s[0], int(s[1][1:])))  # priority, then submission
+    assert stepped.doc("j1998")["state"] == "cancelled"
