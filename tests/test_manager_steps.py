@@ -538,23 +538,29 @@ def test_between_rescans_a_turn_takes_the_files_heard_of_and_lists_no_folder(ste
     assert (stepped.doc("unheard")["state"], listings) == ("queued", [1])
 
 
+def bytes_a_queued_job(stepped: Stepped, lines: list[bytes]) -> float:
+    """What the manager holds for each job of a batch of ``lines`` once all are queued."""
+    drop(stepped.spool_dir, "batch.jsonl", b"\n".join(lines))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        while len(stepped.manager.dispatch.queue.jobs) < len(lines) or stepped.manager.intake.batches:  # type: ignore[union-attr]
+            stepped.step()
+        gc.collect()
+        per_job = (tracemalloc.get_traced_memory()[0] - before) / len(lines)
+    finally:
+        tracemalloc.stop()
+    return per_job
+
+
 def test_a_queued_job_of_a_big_batch_costs_the_manager_little_memory(tmp_path: Path) -> None:
     """A million queued jobs must fit in a few hundred MB (issue 23: 1.33 GB before): what
     every job of a batch shares is held once (its empty kwargs, env and meta, its task's
     name), and the ids reserved while the batch came in are let go with their table."""
     stepped = Stepped(tmp_path / "spool", slots=0, any_task=True)  # nothing starts: all stay queued
     jobs = 2000
-    drop(stepped.spool_dir, "batch.jsonl", b"\n".join([b'{"task": "bench_tasks:noop"}'] * jobs))
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        while len(stepped.manager.dispatch.queue.jobs) < jobs or stepped.manager.intake.batches:  # type: ignore[union-attr]
-            stepped.step()
-        gc.collect()
-        per_job = (tracemalloc.get_traced_memory()[0] - before) / jobs
-    finally:
-        tracemalloc.stop()
+    per_job = bytes_a_queued_job(stepped, [b'{"task": "bench_tasks:noop"}'] * jobs)
     assert per_job < 700, f"{per_job:.0f} bytes a queued job"  # 938 before, 616 since
 
 
@@ -596,18 +602,8 @@ def test_a_big_queue_costs_the_manager_a_place_a_job_and_runs_each_as_its_file_s
     monkeypatch.setattr(jobqueue, "KEEP_WHOLE", 100)
     stepped = Stepped(tmp_path / "spool", slots=0, any_task=True)
     jobs = 2000
-    drop(stepped.spool_dir, "batch.jsonl",
-         b"\n".join(b'{"task": "bench_tasks:noop", "id": "j%d", "priority": %d}' % (n, n % 3) for n in range(jobs)))
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        while len(stepped.manager.dispatch.queue.jobs) < jobs or stepped.manager.intake.batches:  # type: ignore[union-attr]
-            stepped.step()
-        gc.collect()
-        per_job = (tracemalloc.get_traced_memory()[0] - before) / jobs
-    finally:
-        tracemalloc.stop()
+    per_job = bytes_a_queued_job(
+        stepped, [b'{"task": "bench_tasks:noop", "id": "j%d", "priority": %d}' % (n, n % 3) for n in range(jobs)])
     assert per_job < 350, f"{per_job:.0f} bytes a queued job"
     stepped.manager.spool.box.file(lifecycle_kill(), "j1998")
     stepped.executor.slots = 1
