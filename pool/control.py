@@ -41,10 +41,12 @@ HELD_RECHECK = 0.5  # seconds before a request its writer holds a lease on is lo
 
 class Control:
     def __init__(self, ctx: Context, dispatch: Dispatch, pausing: Pausing, only: str | None = None,
-                 resized: Callable[[int], None] = lambda workers: None) -> None:
+                 resized: Callable[[int], None] = lambda workers: None,
+                 compact: Callable[[float], None] = lambda asked_at: None) -> None:
         self.ctx = ctx
         self.pausing = pausing
         self.resized = resized  # how the manager says the new number of workers
+        self.compact = compact  # how the manager compacts its index of final documents
         self.spool = ctx.spool
         self.dispatch = dispatch
         self.executor = dispatch.executor
@@ -63,13 +65,14 @@ class Control:
             try:
                 done = self.kill(request, now) if request.kind is RequestKind.KILL else self.retry(request) \
                     if request.kind is RequestKind.RETRY else self.resize(request) \
-                    if request.kind is RequestKind.WORKERS else self.pause_or_resume(request, now)
+                    if request.kind is RequestKind.WORKERS else self.compact_index(request) \
+                    if request.kind is RequestKind.COMPACT else self.pause_or_resume(request, now)
             except Exception:  # one request's trouble never stops the manager
                 log.exception("request %s-%s could not be carried out", request.kind.value, request.job_id)
                 done = True
             if done:
                 self.spool.box.drop(request.kind, request.job_id)
-                if request.kind is not RequestKind.WORKERS:
+                if request.kind not in (RequestKind.WORKERS, RequestKind.COMPACT):
                     self.kills.discard(request.job_id)
 
     def requests(self) -> list[Request]:
@@ -218,6 +221,15 @@ class Control:
             log.info("%d workers from now on (pool workers)", workers)
             self.executor.resize(workers)
             self.resized(workers)
+        return True
+
+    def compact_index(self, request: Request) -> bool:
+        """`pool prune` removed many jobs: their lines in status/index.final are dropped
+        now, not once as many more have come (which may be never)."""
+        if request.uid not in (os.geteuid(), 0):
+            log.warning("compact request by uid %d refused: only the spool's owner prunes it", request.uid)
+        elif request.job_id == "index" and self.only is None:
+            self.compact(request.filed_at)
         return True
 
     # ------------------------------------------------------------ retry

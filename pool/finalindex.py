@@ -36,6 +36,7 @@ import io
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -56,6 +57,7 @@ NAME = "index.final"
 MAX_INDEX_BYTES = 1 << 40  # the reader reads it whole: a million jobs' documents are ~1 GB
 SLICE = 256  # lines between looks at the clock
 COMPACT_AFTER = 10_000  # lines appended since the last compaction before another is worth it
+WORTH_COMPACTING = 1000  # jobs pruned at once for which `pool prune` asks the manager to compact
 FINAL = frozenset(state.value for state in State if state.is_final)
 Clock = Callable[[], float]
 
@@ -196,6 +198,7 @@ class FinalIndex:
         self.lines = 0  # in the index: kept by the last compaction, and appended since
         self.kept = 0
         self.compaction: Compaction | None = None
+        self.began_at = 0.0  # when the last compaction began (wall clock)
         self.fd: int | None = None  # the index, kept open while jobs run
         self.failing = False  # the last append failed (a full disk): said once
 
@@ -232,6 +235,12 @@ class FinalIndex:
         """Append the lines of every job noted (the manager stops: a compaction under way
         is left, to be done by the next one at its start)."""
         self._append_noted(float("inf"), lambda: 0.0)
+
+    def compact_soon(self, asked_at: float) -> None:
+        """Compact from the next turn on: many jobs were pruned at ``asked_at`` (wall
+        clock), unless a compaction is under way or began since."""
+        if self.compaction is None and asked_at >= self.began_at:
+            self.begin_compaction()
 
     def step(self, deadline: float, clock: Clock, keep: bool = False) -> None:
         """Append the lines of the jobs noted, then compact a slice, until ``deadline``.
@@ -298,6 +307,7 @@ class FinalIndex:
             self.compaction.appended.append(data)
 
     def begin_compaction(self) -> None:
+        self.began_at = time.time()
         try:
             fd, _ = self.folder.open_checked(NAME, self.owners, MAX_INDEX_BYTES)
         except FileNotFoundError:

@@ -9,10 +9,12 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from .errors import JobBusy
+from .finalindex import WORTH_COMPACTING
 from .finding import POLL_INTERVAL
 from .lifecycle import Departure
 from .model import UNDER_WAY, State, iso_time, parse_time
 from .requesting import REQUEST_TIMEOUT, Requesting
+from .requests import RequestKind
 
 
 class Housekeeping(Requesting):
@@ -51,6 +53,11 @@ class Housekeeping(Requesting):
                 continue
             if dry_run or ledger.forget(status.id, lambda s: s.state in wanted and s.state.is_final, Departure.PRUNED):
                 removed.append(status.id)
+        if not dry_run and len(removed) >= WORTH_COMPACTING:
+            # Their lines in status/index.final stand for nothing now, and every `pool
+            # status` would parse them until the manager next compacts: it is asked to now
+            # (a manager that starts later compacts at its start).
+            self.dir.box.file(RequestKind.COMPACT, "index")
         return sorted(removed)
 
     def prune_events(self, older_than: float, dry_run: bool = False) -> int:

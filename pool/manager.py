@@ -105,7 +105,7 @@ class Manager:
         self.outcomes = Outcomes(self.ctx, self.dispatch, JobLogs(spool, config.max_log_bytes))
         self.waiting = Waiting(self.ctx, self.dispatch)
         self.control = Control(self.ctx, self.dispatch, Pausing(self.ctx, self.dispatch, self.executor, self.waiting),
-                               only, resized=lambda workers: self.tell(workers=workers))
+                               only, resized=lambda workers: self.tell(workers=workers), compact=self.compact_index)
         self.hooks = None if only is not None else Hooks(self.ctx, config.on_finish, config.hook_timeout,
                                                          as_submitter=os.geteuid() == 0 and not config.members_as_root)
         # pool serve's index of final documents, which `pool status` reads (an inline
@@ -171,6 +171,10 @@ class Manager:
                 self.hooks.ended(transition.job_id, transition.status or (handed.status if handed else None))
             if self.final_index is not None and isinstance(transition.after, State):
                 self.final_index.note(transition.job_id)
+
+    def compact_index(self, asked_at: float) -> None:
+        if self.final_index is not None:
+            self.final_index.compact_soon(asked_at)
 
     def found_final(self, status: JobStatus) -> None:
         """A job found ended at start: its hook may be due, its line in the index too."""

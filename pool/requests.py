@@ -29,6 +29,7 @@ class RequestKind(str, enum.Enum):
     KILL = "kill"
     RETRY = "retry"
     WORKERS = "workers"  # workers-<n>: the manager's, not a job's (its "id" is the number)
+    COMPACT = "compact"  # compact-index: the manager's, after many jobs were pruned (pool/finalindex.py)
     PAUSE = "pause"
     RESUME = "resume"
 
@@ -85,7 +86,8 @@ class RequestBox:
                 continue  # a writer's temp file
             kind_name, _, job_id = name.partition("-")
             if kind_name not in RequestKind._value2member_map_ or not ID_PATTERN.match(job_id):
-                bad.append((name, "is not a request: names are kill-, retry-, pause-, resume-<id> or workers-<n>"))
+                bad.append((name, "is not a request: names are kill-, retry-, pause-, resume-<id>, workers-<n> or "
+                                  "compact-index"))
                 continue
             try:
                 found.append(self._read(name, RequestKind(kind_name), job_id, owners))

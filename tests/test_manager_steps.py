@@ -10,6 +10,7 @@ with no process but this one.
 from __future__ import annotations
 
 import gc
+import os
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from pool.executor import (
 )
 from pool.manager import Manager, ManagerConfig
 from pool.model import JobSpec, JobStatus, State
+from pool.requests import RequestKind
 from pool.watch import COMPLETE
 
 
@@ -618,3 +620,40 @@ def test_a_big_queue_costs_the_manager_a_place_a_job_and_runs_each_as_its_file_s
     assert len(started) == jobs - 1 and "j1998" not in {job_id for _, job_id in started}
     assert started == sorted(started, key=lambda s: (s[0], int(s[1][1:])))  # priority, then submission
     assert stepped.doc("j1998")["state"] == "cancelled"
+
+
+def test_a_big_prune_has_the_manager_compact_its_index_then_not_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lines of pruned jobs would be parsed by every `pool status` until as many new
+    ones came (which may be never): `pool prune` asks the manager to compact now."""
+    from pool import housekeeping
+    from pool.client import Spool
+    from pool.finalindex import NAME
+
+    monkeypatch.setattr(housekeeping, "WORTH_COMPACTING", 5)
+    stepped = Stepped(tmp_path / "spool", slots=4, any_task=True)
+    for n in range(8):
+        stepped.submit(f"j{n}")
+    index = stepped.spool_dir / "status" / NAME
+
+    def lines() -> int:
+        return len(index.read_bytes().splitlines()) if index.exists() else 0
+
+    for _ in range(20):
+        stepped.step()
+        for job_id in list(stepped.executor.held):
+            stepped.executor.end(job_id, Completed(lifecycle.Succeeded(None), Progress(job_id, 1, 1.0, None),
+                                                   why="test"))
+        if lines() == 8:
+            break
+    assert lines() == 8
+    assert len(Spool(stepped.spool_dir).prune(0.0)) == 8
+    assert stepped.manager.spool.box.is_pending(RequestKind.COMPACT, "index")
+    for _ in range(5):
+        stepped.step()
+    assert lines() == 0 and not stepped.manager.spool.box.is_pending(RequestKind.COMPACT, "index")
+    compacted = stepped.manager.final_index.began_at  # type: ignore[union-attr]
+    stepped.manager.spool.box.file(RequestKind.COMPACT, "index")
+    os.utime(stepped.manager.spool.requests / "compact-index", (compacted - 10, compacted - 10))
+    stepped.step()  # asked before the last compaction began: nothing to do again
+    assert stepped.manager.final_index.began_at == compacted  # type: ignore[union-attr]
