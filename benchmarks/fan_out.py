@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import shutil
 import subprocess
 import sys
 import time
@@ -54,8 +55,9 @@ def main() -> None:
         wait_for(all_done, timeout=600, tick=STATUS_EVERY)
         took = time.perf_counter() - started
     finally:
-        manager.stop()
+        manager.stop(keep=True)  # its events are read below, then it goes
     lines = (manager.spool / "events.jsonl").read_bytes().splitlines()
+    shutil.rmtree(manager.spool.parent, ignore_errors=True)
     runs = collections.Counter(e["id"] for e in map(orjson.loads, lines)
                                if e["to"] == "running" and not e["id"].startswith("warm-"))
     wrong = sum(1 for job in jobs if runs[str(job["id"])] != 1)

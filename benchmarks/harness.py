@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -98,6 +99,7 @@ class ScratchManager:
                  source: Path | None = None) -> None:
         """``pool``: the command that runs pool (default: this checkout's); ``source``: the
         checkout it comes from, put on PYTHONPATH (another version, for side-by-side runs)."""
+        self.scratch = spool is None  # a spool of its own, removed once stopped
         self.spool = spool or Path(tempfile.mkdtemp(prefix="pool-bench-")) / "spool"
         self.spool.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(source or HERE.parent)]))
@@ -194,9 +196,11 @@ class ScratchManager:
         except (FileNotFoundError, orjson.JSONDecodeError):
             return None
 
-    def stop(self) -> None:
+    def stop(self, keep: bool = False) -> None:
         """SIGTERM the manager and wait for it (under strace, which does not pass a SIGTERM
-        on to what it traces, the manager is strace's child)."""
+        on to what it traces, the manager is strace's child). A spool of its own is then
+        removed (a run left hundreds behind in /tmp), unless ``keep``, or a benchmark
+        failed: its spool and the manager's log are then kept, and their place said."""
         if self.traced:
             children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
             for pid in children.split():
@@ -209,6 +213,11 @@ class ScratchManager:
             self.events.file.close()
         if self.watch is not None:
             os.close(self.watch)
+        if self.scratch and not keep:
+            if sys.exc_info()[0] is None:  # called from a `finally` while a failure goes up: kept
+                shutil.rmtree(self.spool.parent, ignore_errors=True)
+            else:
+                print(f"kept for a look: {self.spool.parent}", file=sys.stderr)
 
 
 def noop_batch_seconds(jobs: int, pool: tuple[str, ...] | None = None, source: Path | None = None,
