@@ -5,6 +5,7 @@ event (``removed``, ``pruned``); one that is not final is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -56,8 +57,10 @@ class Housekeeping(Requesting):
         if not dry_run and len(removed) >= WORTH_COMPACTING:
             # Their lines in status/index.final stand for nothing now, and every `pool
             # status` would parse them until the manager next compacts: it is asked to now
-            # (a manager that starts later compacts at its start).
-            self.dir.box.file(RequestKind.COMPACT, "index")
+            # (a manager that starts later compacts at its start). Only a saving: a request
+            # that cannot be filed (a full disk) fails no prune.
+            with contextlib.suppress(OSError):
+                self.dir.box.file(RequestKind.COMPACT, "index")
         return sorted(removed)
 
     def prune_events(self, older_than: float, dry_run: bool = False) -> int:
