@@ -218,7 +218,12 @@ class FinalIndex:
         self.noted[job_id] = None
 
     def due(self) -> bool:
-        return bool(self.noted) or self.compaction is not None or self.lines > 2 * self.kept + COMPACT_AFTER
+        return bool(self.noted) or self.compaction is not None or self.grown()
+
+    def grown(self) -> bool:
+        """Whether as many lines came since the last compaction as it kept (and enough to
+        be worth one): half of them, or more, may stand for nothing by now."""
+        return self.lines > 2 * self.kept + COMPACT_AFTER
 
     def open(self) -> set[str]:
         """At start: compact the index left by the last manager, whole; returns the jobs
@@ -247,7 +252,7 @@ class FinalIndex:
         ``keep``: more lines come soon (jobs run): the index stays open for them."""
         if self.noted:
             self._append_noted(deadline, clock)
-        if self.compaction is None and self.lines > 2 * self.kept + COMPACT_AFTER:
+        if self.compaction is None and self.grown():
             self.begin_compaction()
         if self.compaction is not None and clock() < deadline:
             self._compact_some(deadline, clock)
