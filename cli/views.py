@@ -28,6 +28,7 @@ from .commands import StrictCommand
 from .common import Duration, complete_ids, console, now, say_no_manager
 
 WATCH_INTERVAL = 0.5
+JSON_PIECE = 1024  # documents written at a time by --json
 
 
 def matches(status: JobStatus, states: tuple[str, ...], name: str | None, since: float | None) -> bool:
@@ -174,7 +175,11 @@ def write_json(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name
         docs = [orjson.dumps(s.to_dict()) for s in select(spool, ids, states, name, since)]
     else:
         docs = spool.documents(states)
-    sys.stdout.buffer.write(b"[" + b",\n".join(docs) + b"]\n")
+    out = sys.stdout.buffer
+    out.write(b"[")
+    for start in range(0, len(docs), JSON_PIECE):  # joined whole, 100,000 jobs' took a tenth of the command
+        out.write((b",\n" if start else b"") + b",\n".join(docs[start:start + JSON_PIECE]))
+    out.write(b"]\n")
 
 
 def footer(statuses: Sequence[JobStatus | Brief], limit: int, lost: set[str], rejected: int = 0) -> str:

@@ -3,6 +3,7 @@ and never shows a line for a file that is not the one it was read from."""
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -104,6 +105,66 @@ def test_a_line_cut_short_or_glued_to_the_next_is_passed_over_and_the_rest_stand
     (spool.status_dir / NAME).write_bytes(lines[0] + b"\n" + lines[1][:5] + b"\t" + lines[2] + b"\n")
     assert set(read_index(spool.statuses, spool.owners)) == {"a"}
     assert set(Finding(spool.root).documents()) == on_disk(spool)
+
+
+def test_lines_read_piece_by_piece_stand_across_pieces_and_a_line_being_appended_is_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = indexed_spool(tmp_path, ["a", "b", "c"])
+    lines = index_lines(spool)
+    (spool.status_dir / NAME).write_bytes(b"\n".join(lines) + b"\n" + lines[0][:40])  # appended to as read
+    whole = read_index(spool.statuses, spool.owners)
+    assert set(whole) == {"a", "b", "c"}
+    for piece in (7, len(lines[0]) - 1, len(lines[0]), len(lines[0]) + 1):  # pieces cut lines in every way
+        monkeypatch.setattr(finalindex, "READ_PIECE", piece)
+        assert read_index(spool.statuses, spool.owners) == whole
+
+
+def test_an_index_that_grows_past_its_limit_while_read_is_not_trusted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = indexed_spool(tmp_path, ["a", "b"])
+    size = (spool.status_dir / NAME).stat().st_size
+    monkeypatch.setattr(finalindex, "MAX_INDEX_BYTES", size)
+    assert set(read_index(spool.statuses, spool.owners)) == {"a", "b"}
+    with (spool.status_dir / NAME).open("ab") as index:  # after the check of its size at open
+        real = Folder.open_checked
+
+        def grown(self: Folder, *args: object, **kwargs: object) -> object:
+            opened = real(self, *args, **kwargs)  # type: ignore[arg-type]
+            index.write(index_lines(spool)[0] + b"\n")
+            index.flush()
+            return opened
+
+        monkeypatch.setattr(Folder, "open_checked", grown)
+        assert read_index(spool.statuses, spool.owners) == {}
+
+
+def test_a_listing_pauses_the_garbage_collector_and_gives_it_back_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = indexed_spool(tmp_path, ["a"])
+    seen: list[bool] = []
+    real = finalindex.add_lines
+
+    def noted(*args: object) -> None:
+        seen.append(gc.isenabled())
+        real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(finalindex, "add_lines", noted)
+    assert [b.id for b in Finding(spool.root).briefs()] == ["a"]
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        Finding(spool.root).briefs()
+        assert not gc.isenabled()  # its caller's choice stands
+    finally:
+        gc.enable()
+
+
+def test_json_of_more_jobs_than_it_writes_at_a_time_is_every_document_once(tmp_path: Path) -> None:
+    from pool.cli.views import JSON_PIECE
+
+    spool = indexed_spool(tmp_path, [f"j{n}" for n in range(JSON_PIECE + 2)])
+    shown = orjson.loads(run_pool(spool.root, "status", "--json", check=True).stdout)
+    assert sorted(orjson.dumps(doc) for doc in shown) == sorted(orjson.dumps(orjson.loads(d)) for d in on_disk(spool))
 
 
 def test_an_index_that_is_a_link_a_fifo_or_anothers_is_not_read(tmp_path: Path) -> None:
