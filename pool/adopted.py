@@ -39,6 +39,7 @@ from .executor import (
     StopReason,
 )
 from .ledger import transitions_between
+from .locks import Marker
 from .model import UNDER_WAY, JobStatus, State, parse_time
 from .procs import (
     GroupStop,
@@ -74,6 +75,21 @@ class Adopted:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+
+
+def settled(spool: SpoolDir, marker: Marker) -> bool:
+    """Whether a dead worker's marker has been acted on: it never began its attempt, or
+    the job's status says what became of that attempt (another attempt, an end, a put
+    back, gone). Until then it is the only sign that the attempt began: a manager killed
+    before it wrote the outcome must find it, or the attempt would run again uncounted."""
+    if not marker.began:
+        return True
+    try:
+        status = spool.read_status(marker.job_id)
+    except (JobNotFound, CorruptStatus):
+        return True
+    return not (status.state is State.QUEUED and status.attempt == marker.attempt
+                and status.updated_at == marker.queued_since)
 
 
 class Adoptions:

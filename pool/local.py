@@ -35,7 +35,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from . import messages as msg
-from .adopted import Adoptions
+from .adopted import Adoptions, settled
 from .attempt import WorkerConfig
 from .executor import (
     Began,
@@ -141,6 +141,9 @@ class LocalExecutor:
         self.starts_failed = 0  # workers that died before they were ready, one after the other
         self.respawns: list[float] = []  # when to start the workers that wait after such deaths
         self.why_not_starting: str | None = None
+        # Dead workers' lock files may be kept (their markers not yet acted on): looked at
+        # each turn until none is (the first turn after a start, and after each death).
+        self.unsettled = True
 
     # ------------------------------------------------------------ workers
     def open(self, wake: Callable[[], None]) -> None:
@@ -358,6 +361,9 @@ class LocalExecutor:
         return min(looks) if looks else None
 
     def collect(self, ready: list[Any], now: float) -> list[ExecutorEvent]:
+        if self.unsettled:  # what the last turn told of them is written by now
+            self.unsettled = self.spool.locks.forget_dead_workers(
+                lambda marker: self.holds(marker.job_id) or not settled(self.spool, marker)) > 0
         for slot in list(self.slots):
             if not slot.dead and (slot.conn in ready or slot.sentinel in ready):
                 self._read_replies(slot, now)
@@ -487,6 +493,7 @@ class LocalExecutor:
             self.events.append(Ended(slot.ahead.id, slot.ahead.attempt, ahead))
             last = slot.ahead.id if ahead_began else last
         self._claim_output(slot, last)
+        self.unsettled = True
         if not self.closing and not slot.retiring:
             self._replace(slot, now)
 

@@ -364,16 +364,20 @@ class JobLocks:
                 os.mkdir(self.workers.path, 0o700)
             return WorkerLock(self, pid, pid_started)
 
-    def forget_worker(self, pid: int, pid_started: int | None) -> None:
-        """A dead worker's lock file, once what its marker says has been acted on."""
-        self.workers.unlink(worker_lock_name(pid, pid_started))
-
-    def forget_dead_workers(self, keep: Callable[[str], bool]) -> None:
-        """The lock files of dead workers, but those whose job ``keep`` says is still
-        being seen to (a manager starting: its recovered jobs)."""
+    def forget_dead_workers(self, keep: Callable[[Marker], bool]) -> int:
+        """The lock files of dead workers, but those ``keep`` says to keep: their job still
+        being seen to, or its status not yet saying what became of the attempt the marker
+        names (the marker is then the only sign that it began: pool/adopted.py, ``settled``).
+        Returns how many dead workers' files are kept."""
+        kept = 0
         for m in self.markers()[0]:
-            if not m.live and not keep(m.job_id):
+            if m.live:
+                continue
+            if keep(m):
+                kept += 1
+            else:
                 self.workers.unlink(m.name)
+        return kept
 
     # ------------------------------------------------------------ a job's own lock
     def lease(self, job_id: str, patience: float = 0.0) -> Lease | None:

@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable
 
+from .adopted import settled
 from .context import Context
 from .dispatch import Dispatch, paused_for
 from .model import JobStatus, State
@@ -59,7 +60,8 @@ class Recovery:
         if only is None:
             # What dead workers' markers said has been acted on, but for the attempts
             # still being seen to (their ends still to be told).
-            self.ctx.spool.locks.forget_dead_workers(self.dispatch.executor.holds)
+            self.ctx.spool.locks.forget_dead_workers(
+                lambda marker: self.dispatch.executor.holds(marker.job_id) or not settled(self.ctx.spool, marker))
 
     def look_at(self, job_id: str, supervised_elsewhere: bool = True) -> None:
         """Decide who looks after a job that is not final (at start, or when the inline

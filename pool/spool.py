@@ -276,11 +276,11 @@ class SpoolDir:
         return fd
 
     def bury_worker(self, pid: int, pid_started: int | None, job_id: str | None) -> None:
-        """Worker ``pid`` is dead and how its last attempt ended is told: its lock file
-        goes, and so does its scratch file, whose output, if any, is that of ``job_id``'s
-        attempt, which it began and did not see through (it died before naming the output
-        <id>.log), and becomes part of that job's log. Raises OSError."""
-        self.locks.forget_worker(pid, pid_started)
+        """Worker ``pid`` is dead and how its last attempt ended is told: its scratch file
+        goes, whose output, if any, is that of ``job_id``'s attempt, which it began and did
+        not see through (it died before naming the output <id>.log), and becomes part of
+        that job's log. Its lock file stays until its job's status says what became of
+        that attempt (``JobLocks.forget_dead_workers``). Raises OSError."""
         name = scratch_log(pid)
         try:
             fd, st = self.log_folder.open_checked(name, self.owners, max_bytes=1 << 62)

@@ -94,9 +94,9 @@ def test_a_dead_workers_marker_says_its_attempt_began_and_that_nothing_runs_it(t
     assert not spool.locks.is_leased("j")
     pid_and_start = spool.locks.began("j", 1)
     assert pid_and_start is not None and pid_and_start[1] == 7
-    spool.locks.forget_dead_workers(keep=lambda job_id: job_id == "j")
+    assert spool.locks.forget_dead_workers(keep=lambda marker: marker.job_id == "j") == 1
     assert spool.locks.began("j", 1) is not None  # still being seen to: kept
-    spool.locks.forget_dead_workers(keep=lambda job_id: False)
+    assert spool.locks.forget_dead_workers(keep=lambda marker: False) == 0
     assert spool.locks.began("j", 1) is None and os.listdir(tmp_path / "spool" / "workers") == []
 
 
