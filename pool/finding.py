@@ -117,10 +117,15 @@ class Finding:
         statuses, owners = self.dir.statuses, self.dir.owners
         with collector_paused():
             indexed = read_index(statuses, owners)  # a job whose line stands is not read, whatever is wanted
-            for job_id in self.dir.status_ids():
+            with_file, in_record = self.dir.listing()
+            brief: Brief | None
+            for data in in_record.values():
+                brief = brief_of(data)
+                if brief is not None and (not wanted or brief.state.value in wanted):
+                    found.append(brief)
+            for job_id in with_file:
                 name = f"{job_id}.json"
                 line = indexed.get(job_id)
-                brief: Brief | None
                 try:
                     if line is not None and line.stands_for(os.stat(name, dir_fd=statuses.fd, follow_symlinks=False)):
                         if not wanted or line.state in wanted:

@@ -39,7 +39,8 @@ from .dropzone import claim_parts, is_job_name, shown, writer_open
 from .errors import InvalidJobSpec
 from .jobfile import iter_job_file
 from .limits import Capacity
-from .model import JobSpec, iso_time, new_status
+from .model import JobSpec, JobStatus, iso_time, new_status
+from .queuedbook import record_of
 from .rules import is_loader_variable
 from .safeio import HeldFile, UnsafeFile, read_all
 from .watch import CHANGED, COMPLETE, GONE
@@ -103,6 +104,7 @@ class Batch:
     # must turn up later in it): checked once the whole batch is, for a cycle too.
     after: dict[str, list[str]] = field(default_factory=dict)
     checked: bool = False
+    ahead: JobSpec | None = None  # the job after the chunk being written (``Intake._next_chunk``)
 
 
 class Intake:
@@ -350,7 +352,7 @@ class Intake:
         except InvalidJobSpec as exc:
             self._reject(batch.entry, str(exc))
         except BaseException:
-            batch.jobs = None  # resume at `done` next time
+            batch.jobs, batch.ahead = None, None  # resume at `done` next time
             raise
 
     def _jobs(self, batch: Batch) -> Iterator[JobSpec]:
@@ -411,22 +413,54 @@ class Intake:
             raise InvalidJobSpec(f"job {spec.id!r} in {shown(batch.name)}: {reason}")
 
     def _write_some(self, batch: Batch, deadline: float) -> bool:
-        """Give jobs of the batch their queued status until the deadline, SLICE jobs at a
-        time (written together: under --durable, one flush for them all); True when done."""
+        """Give jobs of the batch their queued status until the deadline; True when done.
+        Jobs whose ids pool made go a record's worth to a file (pool/queuedbook.py); the
+        others a file each, SLICE at a time (written together: under --durable, one flush
+        for them all)."""
         jobs = self._jobs(batch)
-        while chunk := list(itertools.islice(jobs, SLICE)):
-            reason = "accepted (claim finished after an interruption)" if batch.recovering else "accepted"
-            fresh = [new_status(spec, spec.submitted_at or batch.mtime, batch.submitter) for spec in chunk
-                     if not (batch.recovering and self.spool.has_status(spec.id))]  # written before a crash
+        reason = "accepted (claim finished after an interruption)" if batch.recovering else "accepted"
+        while chunk := self._next_chunk(batch, jobs):
+            in_record = self._record_of(batch, chunk[0]) is not None
             try:
-                self.ctx.ledger.create_many(fresh, reason)
+                if in_record and not (batch.recovering and self.spool.queued.exists(chunk[0].id)):
+                    self.ctx.ledger.create_queued([self._queued(spec, batch) for spec in chunk], reason)
+                elif not in_record:
+                    self.ctx.ledger.create_many([self._queued(spec, batch) for spec in chunk if not (
+                        batch.recovering and self.spool.has_status(spec.id))], reason)  # written before a crash
             except BaseException:
                 batch.recovering = True  # some may be written: it goes on as after a crash, none twice
                 raise
             batch.done += len(chunk)
-            if len(chunk) == SLICE and self.ctx.clock.monotonic() >= deadline:  # a short one was the last
+            if batch.ahead is not None and self.ctx.clock.monotonic() >= deadline:
                 return False
         return True
+
+    def _queued(self, spec: JobSpec, batch: Batch) -> JobStatus:
+        return new_status(spec, spec.submitted_at or batch.mtime, batch.submitter)
+
+    @staticmethod
+    def _record_of(batch: Batch, spec: JobSpec) -> str | None:
+        """The record a job is written to (None: a file of its own): one whose id pool made
+        for this batch, with no environment to keep apart (which needs a file)."""
+        if not spec.id.startswith(f"{batch.token}-") or spec.caller_env:
+            return None
+        return record_of(spec.id)
+
+    def _next_chunk(self, batch: Batch, jobs: Iterator[JobSpec]) -> list[JobSpec]:
+        """The next jobs written together: those of one record, or up to SLICE others. The
+        first job after them is kept (``batch.ahead``) for the next chunk."""
+        first = batch.ahead if batch.ahead is not None else next(jobs, None)
+        if first is None:
+            return []
+        record = self._record_of(batch, first)
+        chunk = [first]
+        for spec in jobs:
+            if self._record_of(batch, spec) != record or (record is None and len(chunk) == SLICE):
+                batch.ahead = spec
+                return chunk
+            chunk.append(spec)
+        batch.ahead = None
+        return chunk
 
     def _reject(self, entry: str, reason: str) -> None:
         log.warning("rejected incoming/%s: %s", shown(entry), reason)

@@ -161,6 +161,22 @@ class Ledger:
 
         self.spool.statuses.write_group(files, named)
 
+    def create_queued(self, statuses: Sequence[JobStatus], reason: str) -> None:
+        """New queued jobs of one record (pool/queuedbook.py: a batch's jobs whose ids pool
+        made), written together in it, each heard of once it is named. Their environments
+        must be none: kept apart, they need files of their own (``create_many``)."""
+        changes = [transitions_between(None, status, reason) for status in statuses]
+        for transition in (t for each in changes for t in each):
+            check_role(self.role, transition.before, transition.after)
+
+        def named(_: int) -> None:
+            for status, each in zip(statuses, changes, strict=True):
+                self.spool.queued.arrived(status.id)
+                for transition in each:
+                    self.hear(transition)
+
+        self.spool.statuses.write_group([self.spool.queued.file(statuses)], named)
+
     def _record(self, before: JobStatus | None, after: JobStatus, reason: str | None = None,
                 start_reason: str = "started") -> list[Transition]:
         changes = transitions_between(before, after, reason, start_reason)

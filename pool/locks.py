@@ -279,10 +279,12 @@ def worker_lock_name(pid: int, pid_started: int | None) -> str:
 
 
 class JobLocks:
-    def __init__(self, folder: Folder, workers: Folder, owners: Callable[[], Owners]) -> None:
+    def __init__(self, folder: Folder, workers: Folder, owners: Callable[[], Owners],
+                 has_status: Callable[[str], bool]) -> None:
         self.folder = folder  # status/
         self.workers = workers  # workers/
         self.owners = owners  # who may have written the lock files: the spool's owner
+        self.has_status = has_status  # a status file, or a line in a record (pool/queuedbook.py)
 
     # ------------------------------------------------------------ the workers' markers
     def markers(self) -> tuple[list[Marker], bool]:
@@ -415,7 +417,7 @@ class JobLocks:
         try:
             return self._try_flock(f"{job_id}.lock", False, job_id)
         except JobNotFound:
-            if not self.folder.has(f"{job_id}.json"):
+            if not self.has_status(job_id):
                 raise
             return self._try_flock(f"{job_id}.lock", True, job_id)
 

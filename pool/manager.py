@@ -53,6 +53,7 @@ from .model import JobStatus, State
 from .outcomes import Outcomes
 from .pausing import Pausing
 from .poller import Poller
+from .queuedbook import token_of
 from .recovery import Recovery
 from .requests import RequestKind
 from .reserve import Reserve
@@ -156,6 +157,8 @@ class Manager:
     def heard(self, transition: Transition) -> None:
         """Every state change of every job, made here or told by a worker, passes here."""
         self.spool.events.append(transition.event())
+        if transition.before is not None or not isinstance(transition.after, State):
+            self.spool.queued.moved(transition.job_id)  # it has a file of its own now, or is gone
         if transition.after in (State.QUEUED, State.WAITING) and transition.before is None:
             self.control.arrived(transition.job_id)
         if transition.after is State.QUEUED and transition.status is not None:
@@ -171,6 +174,11 @@ class Manager:
                 self.hooks.ended(transition.job_id, transition.status or (handed.status if handed else None))
             if self.final_index is not None and isinstance(transition.after, State):
                 self.final_index.note(transition.job_id)
+
+    def being_taken_in(self, record: str) -> bool:
+        """Whether the batch of a record is still being taken in."""
+        token = token_of(record)
+        return self.intake is not None and any(batch.token == token for batch in self.intake.batches.values())
 
     def compact_index(self, asked_at: float) -> None:
         if self.final_index is not None:
@@ -417,6 +425,7 @@ class Manager:
             if self.hooks is not None:
                 self.spool.statuses.sync()
                 self.hooks.step(now)
+            self.spool.queued.remove_emptied(self.being_taken_in)
             self.rescan_due = False
             self.say_trouble()
             self.spool.statuses.sync()

@@ -51,6 +51,7 @@ class Recovery:
         one job of an inline manager)."""
         if only is None:
             remove_stale_temp_files(self.ctx)
+            self.ctx.spool.queued.take_stock(self.ctx.spool.set_aside_record)
         for job_id in [only] if only is not None else self.ctx.spool.status_ids():
             try:
                 self.look_at(job_id, supervised_elsewhere=only is None)

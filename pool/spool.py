@@ -64,6 +64,7 @@ from .locks import WORKERS, JobLocks, flock_within, is_held
 from .model import ID_PATTERN, AttachedEnv, JobStatus, KeptEnv, encode_json
 from .pauses import Pauses, parse_pauses
 from .procs import is_running, process_start_time
+from .queuedbook import QueuedBook, record_of
 from .requests import RequestBox
 from .safeio import Folder, Owners, UnsafeFile, not_allowed, write_all
 from .schedules import ScheduleBook
@@ -179,8 +180,9 @@ class SpoolDir:
         self.box = RequestBox(self.requests)
         self.events = EventLog(self.top, lambda: self.file_mode, buffered=buffer_events)
         self.worker_locks = Folder(self.root / WORKERS, durable)
-        self.locks = JobLocks(self.statuses, self.worker_locks, lambda: self.owners)
+        self.locks = JobLocks(self.statuses, self.worker_locks, lambda: self.owners, self.has_status)
         self.checkpoints = CheckpointBook(Folder(self.root / CHECKPOINTS))
+        self.queued = QueuedBook(self.statuses, lambda: self.owners, lambda: self.file_mode)
         self._owners: Owners | None = None
         self._file_mode: int | None = None
 
@@ -190,6 +192,7 @@ class SpoolDir:
                        self.drop.folder, self.drop.rejected, self.box.folder, self.checkpoints.folder,
                        self.worker_locks):
             folder.close()
+        self.queued.close()
 
     # ------------------------------------------------------------ layout and permissions
     def create(self, group_gid: int | None = None, check: bool = False) -> None:
@@ -318,38 +321,72 @@ class SpoolDir:
     def read_status(self, job_id: str) -> JobStatus:
         """Raises JobNotFound when the job has no status document, CorruptStatus when it
         is not a document pool could have written."""
-        name = f"{job_id}.json"
-        try:
-            data = self.statuses.read(name, self.owners)
-        except FileNotFoundError:
-            raise JobNotFound(f"no job {job_id!r} in {self.root}") from None
-        except UnsafeFile as exc:
-            raise CorruptStatus(f"status/{name} {exc}") from None
-        status = JobStatus.decode(data, f"status/{name}")
+        data, where = self._document(job_id)
+        status = JobStatus.decode(data, where)
         if status.id != job_id:
-            raise CorruptStatus(f"status/{name}: holds job {status.id!r}")
+            raise CorruptStatus(f"{where}: holds job {status.id!r}")
         return status
 
     def read_status_document(self, job_id: str) -> dict[str, Any]:
         """The job's status document as it is, parsed but not checked (a worker about to
         start a job it was handed reads only its state). Raises JobNotFound, CorruptStatus."""
-        name = f"{job_id}.json"
+        data, where = self._document(job_id)
         try:
-            doc = orjson.loads(self.statuses.read(name, self.owners))
-        except FileNotFoundError:
-            raise JobNotFound(f"no job {job_id!r} in {self.root}") from None
-        except (UnsafeFile, orjson.JSONDecodeError) as exc:
-            raise CorruptStatus(f"status/{name} {exc}") from None
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise CorruptStatus(f"{where} {exc}") from None
         if not isinstance(doc, dict):
-            raise CorruptStatus(f"status/{name}: not a JSON object")
+            raise CorruptStatus(f"{where}: not a JSON object")
         return doc
 
+    def _document(self, job_id: str) -> tuple[bytes, str]:
+        """A job's status document and where it is: its file, or else its line in a
+        record of queued jobs (pool/queuedbook.py). Raises JobNotFound, CorruptStatus."""
+        name = f"{job_id}.json"
+        for last in (False, True):
+            try:
+                return self.statuses.read(name, self.owners), f"status/{name}"
+            except FileNotFoundError:
+                if last:
+                    break
+            except UnsafeFile as exc:
+                raise CorruptStatus(f"status/{name} {exc}") from None
+            try:
+                line = self.queued.find(job_id)
+            except (OSError, UnsafeFile) as exc:
+                raise CorruptStatus(f"status/{record_of(job_id)} {exc}") from None
+            if line is not None:
+                return line, f"status/{record_of(job_id)}"
+            # No line: none ever, struck, or its record gone once every job of it had its
+            # file, this one's written since we looked (looked at once more).
+            if not self.queued.exists(job_id):
+                continue
+            break
+        raise JobNotFound(f"no job {job_id!r} in {self.root}")
+
     def has_status(self, job_id: str) -> bool:
-        return self.statuses.has(f"{job_id}.json")
+        if self.statuses.has(f"{job_id}.json"):
+            return True
+        try:
+            return self.queued.find(job_id) is not None
+        except (OSError, UnsafeFile):
+            return False
 
     def status_ids(self) -> list[str]:
-        return [n[:-5] for n in self.statuses.listdir()
-                if n.endswith(".json") and not n.startswith(".") and ID_PATTERN.match(n[:-5])]
+        """Every job's id: those with a status file, then those in a record alone."""
+        with_file, in_record = self.listing()
+        return with_file + list(in_record)
+
+    def listing(self) -> tuple[list[str], dict[str, bytes]]:
+        """The ids of the jobs with a status file, and the document of each job that is in
+        a record alone (pool/queuedbook.py). The records are read first: a job leaves its
+        record for a file, never the other way, so none is missed between."""
+        in_record = dict(self.queued.standing())
+        with_file = [n[:-5] for n in self.statuses.listdir()
+                     if n.endswith(".json") and not n.startswith(".") and ID_PATTERN.match(n[:-5])]
+        for job_id in with_file if in_record else ():
+            in_record.pop(job_id, None)
+        return with_file, in_record
 
     def iter_statuses(self, cache: dict[str, tuple[int, JobStatus]] | None = None) -> Iterator[JobStatus]:
         """Every readable status; one deleted or broken meanwhile is skipped. With a
@@ -409,8 +446,26 @@ class SpoolDir:
         """Move a status document that cannot be trusted to rejected/, with why (the
         caller, the ledger, holds the job's lock and records it)."""
         log.error("status/%s.json set aside: %s", job_id, why)
+        name = f"{job_id}.json"
+        if not self.statuses.has(name):  # its line in a record, then
+            try:
+                line = self.queued.find(job_id)
+            except (OSError, UnsafeFile):  # the record cannot be read: it goes whole, its jobs with it
+                record = record_of(job_id)
+                if record is not None and self.statuses.has(record):
+                    self.set_aside_record(record, why)
+                return
+            if line is None:
+                return
+            self.statuses.write_atomic(name, line, self.file_mode)  # set aside as its file would be
+        self.queued.strike(job_id)
         self.drop.reject_from(self.statuses, f"{job_id}.json", f"{job_id}.status.json", why)
         self.statuses.unlink(f"{job_id}.env")  # its secrets go with it: the job will not run
+
+    def set_aside_record(self, name: str, why: str) -> None:
+        """Move a record of queued jobs that cannot be read to rejected/, with why."""
+        log.error("status/%s set aside: %s", name, why)
+        self.drop.reject_from(self.statuses, name, name, why)
 
     def read_pauses(self, job_id: str, attempt: int) -> Pauses | None:
         """How long attempt ``attempt`` of the job has been paused (None: never)."""
@@ -425,7 +480,10 @@ class SpoolDir:
 
     def delete_job(self, job_id: str) -> None:
         """Delete a job's status, log, checkpoint and lock files (the caller, the ledger,
-        holds the job's lock and records it)."""
+        holds the job's lock and records it). Its line in a record is struck first, so it
+        never stands for the job again. Raises OSError (a record this process may not
+        write: nothing is deleted)."""
+        self.queued.strike(job_id)
         with contextlib.suppress(OSError):  # a member's, left to her: it holds no secret of ours
             self.checkpoints.remove(job_id)
         self.log_folder.unlink(f"{job_id}.log")

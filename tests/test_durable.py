@@ -88,9 +88,12 @@ def run_jobs(spool_dir: Path, tmp_path: Path, *serve_args: str) -> tuple[list[Ca
         manager = int((spool_dir / "manager.pid").read_text())
         batch = b"\n".join(orjson.dumps(job("add", n, 1, id=f"b{n}")) for n in range(3))
         drop(spool_dir, "batch.jsonl", batch)
+        drop(spool_dir, "records.jsonl", b"\n".join(orjson.dumps(job("add", n, 2)) for n in range(2)))  # no ids
         drop(spool_dir, "c.json", job("saves", 64, id="c"))
         drop(spool_dir, "k.json", job("add", 1, 1, id="k", delay=3600))
         wait_until(lambda: all(state_of(spool_dir, i) == "done" for i in ("b0", "b1", "b2", "c")), 30, "done")
+        wait_until(lambda: len([d for d in (spool_dir / "status").glob("*-[12].json")
+                                if b'"state":"done"' in d.read_bytes()]) == 2, 30, "the batch of no ids done")
         wait_until(lambda: state_of(spool_dir, "k") == "waiting", 30, "k waiting")
         run_pool(spool_dir, "kill", "k", check=True)
         wait_until(lambda: state_of(spool_dir, "k") == "cancelled", 30, "k cancelled")
@@ -136,15 +139,16 @@ def test_durable_puts_each_state_on_disk_before_pool_acts_on_it(spool_dir: Path,
     calls, client, manager = run_jobs(spool_dir, tmp_path, "--durable")
     status, incoming = spool_dir / "status", spool_dir / "incoming"
     status_renames = renames_into(calls, status)
-    assert {os.path.basename(t) for _, _, t in status_renames} >= {"b0.json", "b1.json", "b2.json", "c.json",
-                                                                  "cmd.json", "cmd.env"}
+    named = {os.path.basename(t) for _, _, t in status_renames}
+    assert named >= {"b0.json", "b1.json", "b2.json", "c.json", "cmd.json", "cmd.env"}
+    assert [n for n in named if n.endswith(".queued")]  # the batch of no ids: its record (pool/queuedbook.py)
     # Every status document (and a command's environment) is whole on disk before its name.
     assert_data_synced_before_named(calls, status_renames)
 
     # A job file leaves incoming/ only once its jobs' statuses are named on disk.
     folder_syncs = syncs_of(calls, status, manager)
     claims = [c for c in calls if c.name == "unlinkat" and c.fd_path == str(incoming) and "~" in c.args]
-    assert len(claims) >= 3  # the batch, c.json, cmd.json
+    assert len(claims) >= 4  # the batches, c.json, cmd.json
     for unlink in claims:
         named = [r for r, _, _ in status_renames if r.pid == manager and r.end < unlink.start]
         assert any(named[-1].end < s.start and s.end < unlink.start for s in folder_syncs), unlink.args

@@ -319,6 +319,41 @@ def test_kill_9_at_an_exact_system_call_loses_nothing(
     assert not [n for n in os.listdir(spool_dir / "incoming") if n.startswith(".claimed~")]
 
 
+def ended_jobs(spool_dir: Path, expected: int) -> list[str] | None:
+    """The ids of the spool's jobs once there are ``expected`` with a status file, each
+    final, and no record of queued jobs is left (pool/queuedbook.py); None until then."""
+    try:
+        names = os.listdir(spool_dir / "status")
+    except FileNotFoundError:  # no manager made it yet
+        return None
+    ids = [name[:-5] for name in names if name.endswith(".json") and not name.startswith(".")]
+    if len(ids) != expected or any(name.endswith(".queued") for name in names):
+        return None
+    return ids if all(state_of(spool_dir, i) in FINAL for i in ids) else None
+
+
+@pytest.mark.needs_strace("to inject SIGKILL at exact system calls")
+@pytest.mark.parametrize("syscall, when, every", [(s, w, False) for s, w in MANAGER_POINTS]
+                         + [(s, w, True) for s, w in EVERY_PROCESS_POINTS])
+def test_kill_9_at_an_exact_system_call_loses_no_job_of_a_record(
+        spool_dir: Path, tmp_path: Path, syscall: str, when: int, every: bool) -> None:
+    """As above, the batch's jobs with no ids of their own: their queued statuses are in
+    records, not a file each. Every job of the batch is done; each run is counted as an
+    attempt (a worker killed with its manager, as ``every`` may, runs its job again,
+    counted: lifecycle.recover_lost), and with the workers spared each runs once."""
+    runs = tmp_path / "runs"
+    lines = [orjson.dumps(job("counted", str(runs))) for _ in range(46)]
+    lines += [orjson.dumps(job("counted", str(runs), 0.3)) for _ in range(4)]
+    drop(spool_dir, "batch.jsonl", b"\n".join(lines))
+    drop(spool_dir, "single.json", job("counted", str(runs), id="single"))
+    killed_then_finished(spool_dir, tmp_path, lambda: ended_jobs(spool_dir, 51) is not None, syscall, when, every)
+    ids = ended_jobs(spool_dir, 51)
+    assert ids is not None and {state_of(spool_dir, i) for i in ids} == {"done"}
+    assert_conserved(spool_dir, ids, runs, max_runs=2 if every else 1)
+    ran = runs_of(runs)
+    assert sorted(ran) == sorted(ids) and all(ran[i] <= status_doc(spool_dir, i)["attempt"] for i in ids), ran  # type: ignore[index]
+
+
 WAITING_POINTS = [("openat", 40), ("openat", 110), ("write", 50), ("write", 120), ("rename", 8), ("rename", 30),
                   ("flock", 2)]
 

@@ -1,0 +1,255 @@
+"""The queued statuses of a batch's jobs, many to a file: a job taken in from a ``.jsonl``
+costs no file of its own until its status first changes (issue 23: half the file
+operations of a tiny job).
+
+    status/<token>~<k>.queued    the jobs of lines k*RECORD+1 .. (k+1)*RECORD of the batch
+                                 claimed with <token> whose ids pool made (<token>-<line>):
+        pool queued 1\\n           a line each after this one:
+        <id>\\t<mark>\\t<status document>\\n     mark: Q (it stands) or X (struck)
+
+A record is written whole (a temp file renamed into place) by the manager, as it takes
+the batch in, and never rewritten: only a mark changes, one byte, in place. A job of a
+record has no ``status/<id>.json`` until its status is first written (it starts, it is
+cancelled...): from then on that file is the job's truth and its line is not read. A
+job that leaves the spool (``pool prune``, ``pool remove``, set aside) while its record
+still stands is struck before its file goes, so its line never brings it back. The
+manager removes a record once each of its jobs has a file or is struck, and never while
+its batch is still being taken in (a claim taken in again after a crash finds the record
+and writes none of its jobs twice).
+
+Who reads a record: whoever reads status documents (it holds the same documents, with
+the spool's file mode); whoever may remove a job writes its mark.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from .safeio import _READ_FLAGS, Folder, Owners, UnsafeFile, problem_with, read_all
+
+if TYPE_CHECKING:
+    from .model import JobStatus
+
+RECORD = 256  # jobs (lines of the batch) a record holds at most
+SUFFIX = ".queued"
+HEADER = b"pool queued 1\n"
+STANDS, STRUCK = b"Q", b"X"
+MAX_RECORD_BYTES = 1 << 31  # RECORD documents of a job file's size at most, and more
+GENERATED = re.compile(r"([0-9a-f]{12})-([1-9][0-9]{0,9})\Z")  # an id pool made: intake's token, the line
+NAMED = re.compile(r"[0-9a-f]{12}~[0-9]{1,8}\.queued\Z")
+
+
+def record_of(job_id: str) -> str | None:
+    """The name of the record a job with this id would be in (None: a name a user gave)."""
+    found = place(job_id)
+    return found[0] if found is not None else None
+
+
+def encode(statuses: Sequence[JobStatus]) -> bytes:
+    """A record of these jobs (all of one record: ``record_of`` says the same of each)."""
+    return HEADER + b"".join(b"%s\t%s\t%s\n" % (s.id.encode(), STANDS, s.encode()) for s in statuses)
+
+
+def lines_of(data: bytes, name: str) -> Iterator[tuple[str, bytes, bytes]]:
+    """(id, mark, document) of each line of a record that is one of its own; one that is
+    not (another record's id, no mark, cut short) is passed over."""
+    if not data.startswith(HEADER):
+        return
+    for line in data[len(HEADER):].split(b"\n")[:-1]:  # what follows the last newline was cut short
+        raw_id, _, rest = line.partition(b"\t")
+        mark, _, doc = rest.partition(b"\t")
+        job_id = raw_id.decode("ascii", "replace")
+        if mark in (STANDS, STRUCK) and doc and record_of(job_id) == name:
+            yield job_id, mark, doc
+
+
+class QueuedBook:
+    """The records of one spool's status/ folder, as any process reads them, with the one
+    record last read kept (its lines never change but for their marks, each read again),
+    so that a manager or a worker going through a batch job by job reads each record once."""
+
+    def __init__(self, folder: Folder, owners: Callable[[], Owners], mode: Callable[[], int]) -> None:
+        self.folder = folder
+        self._owners = owners
+        self._mode = mode
+        self._kept: tuple[str, int, bytes] | None = None  # (name, inode, data): the record last read
+        # The manager's: for each record, which of its jobs (by line) still have no file
+        # of their own, and the records none of whose jobs do (to go, once looked at).
+        self._waiting: dict[str, bytearray] = {}
+        self._left: dict[str, int] = {}
+        self.emptied: set[str] = set()
+
+    def close(self) -> None:
+        self._kept = None
+
+    def file(self, statuses: Sequence[JobStatus]) -> tuple[str, bytes, int]:
+        """(name, content, mode) of the record of these jobs, for ``Folder.write_group``."""
+        name = record_of(statuses[0].id)
+        assert name is not None and all(record_of(s.id) == name for s in statuses)
+        return name, encode(statuses), self._mode()
+
+    def exists(self, job_id: str) -> bool:
+        """Whether the record this job would be in is there (whatever its lines say)."""
+        name = record_of(job_id)
+        return name is not None and self.folder.has(name)
+
+    def find(self, job_id: str) -> bytes | None:
+        """The queued status document of a job whose line stands, or None: no record, no
+        line of it, struck. Raises UnsafeFile (a record that is a link, a FIFO, another
+        user's), OSError."""
+        name = record_of(job_id)
+        if name is None:
+            return None
+        try:
+            fd, st = self.folder.open_checked(name, self._owners(), MAX_RECORD_BYTES)
+        except FileNotFoundError:
+            return None
+        try:
+            kept = self._kept
+            if kept is not None and kept[0] == name and kept[1] == st.st_ino:
+                data = kept[2]  # its lines are as they were: only a mark may have changed
+            else:
+                data = read_all(fd, MAX_RECORD_BYTES)
+                self._kept = (name, st.st_ino, data)
+            key = b"\n%s\t" % job_id.encode()
+            at = data.find(key, len(HEADER) - 1)
+            if at < 0:
+                return None
+            mark_at = at + len(key)
+            end = data.find(b"\n", mark_at)
+            if end < 0 or data[mark_at + 1:mark_at + 2] != b"\t" or os.pread(fd, 1, mark_at) != STANDS:
+                return None
+            return data[mark_at + 2:end]
+        finally:
+            os.close(fd)
+
+    def names(self) -> list[str]:
+        return [name for name in self.folder.listdir() if NAMED.match(name)]
+
+    def standing(self) -> Iterator[tuple[str, bytes]]:
+        """(id, document) of every job whose line stands, record by record; a record that
+        cannot be read is passed over."""
+        owners = self._owners()
+        for name in self.names():
+            try:
+                data = self.folder.read(name, owners, MAX_RECORD_BYTES)
+            except (OSError, UnsafeFile):
+                continue
+            for job_id, mark, doc in lines_of(data, name):
+                if mark == STANDS:
+                    yield job_id, doc
+
+    def ids(self, name: str) -> list[str]:
+        """The ids of a record's jobs whose lines stand ([] when it cannot be read)."""
+        try:
+            data = self.folder.read(name, self._owners(), MAX_RECORD_BYTES)
+        except (OSError, UnsafeFile):
+            return []
+        return [job_id for job_id, mark, _ in lines_of(data, name) if mark == STANDS]
+
+    def strike(self, job_id: str) -> None:
+        """Strike a job's line, if its record stands and has it: from now on the record
+        says nothing of it. A record no reader would read is left as it is. Raises
+        OSError (a record this process may not write: the job must not be removed)."""
+        name = record_of(job_id)
+        if name is None:
+            return
+        try:
+            fd = os.open(name, (_READ_FLAGS & ~os.O_RDONLY) | os.O_RDWR, dir_fd=self.folder.fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO, errno.EISDIR):
+                return  # none, or one no reader reads (a link, a FIFO...)
+            raise
+        try:
+            if problem_with(os.fstat(fd), self._owners(), MAX_RECORD_BYTES) is not None:
+                return  # another's, say: no reader reads it either
+            data = read_all(fd, MAX_RECORD_BYTES)
+            key = b"\n%s\t" % job_id.encode()
+            at = data.find(key, len(HEADER) - 1)
+            if at >= 0 and data[at + len(key):at + len(key) + 1] == STANDS:
+                os.pwrite(fd, STRUCK, at + len(key))
+                if self.folder.durable:
+                    os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def remove(self, name: str) -> None:
+        self.folder.unlink(name)
+
+    # ------------------------------------------------------------ the manager's
+    def take_stock(self, set_aside: Callable[[str, str], None]) -> None:
+        """At a manager's start: which jobs of each record have no file of their own yet.
+        A record no reader reads (a link, a FIFO, another user's) is ``set_aside``
+        (name, why) whole: its jobs are none of the spool's."""
+        owners = self._owners()
+        for name in self.names():
+            try:
+                data = self.folder.read(name, owners, MAX_RECORD_BYTES)
+            except UnsafeFile as exc:
+                set_aside(name, f"status/{name} {exc}")
+                continue
+            except OSError:
+                continue
+            waiting = [job_id for job_id, mark, _ in lines_of(data, name)
+                       if mark == STANDS and not self.folder.has(f"{job_id}.json")]
+            for job_id in waiting:
+                self.arrived(job_id)
+            if not waiting:
+                self.emptied.add(name)
+
+    def arrived(self, job_id: str) -> None:
+        """A job of a record is queued from its line (taken in, or found at start)."""
+        found = place(job_id)
+        if found is None:
+            return
+        name, line = found
+        marks = self._waiting.setdefault(name, bytearray(RECORD))
+        if not marks[line]:
+            marks[line] = 1
+            self._left[name] = self._left.get(name, 0) + 1
+            self.emptied.discard(name)
+
+    def moved(self, job_id: str) -> None:
+        """A job's status changed, or the job left: a job of a record has its file now
+        (or is struck), and its record may be done with."""
+        found = place(job_id) if self._waiting else None
+        if found is None:
+            return
+        name, line = found
+        marks = self._waiting.get(name)
+        if marks is None or not marks[line]:
+            return
+        marks[line] = 0
+        self._left[name] -= 1
+        if not self._left[name]:
+            del self._waiting[name], self._left[name]
+            self.emptied.add(name)
+
+    def remove_emptied(self, keep: Callable[[str], bool]) -> None:
+        """Remove the records none of whose jobs stand in them any more, but those ``keep``
+        says to keep (their batch still taken in: a claim taken in again after a crash
+        must find them). Each is looked at first: one whose line stands for a job with no
+        file stays (for the next manager's start to see to)."""
+        for name in list(self.emptied):
+            if keep(name):
+                continue
+            self.emptied.discard(name)
+            if all(self.folder.has(f"{job_id}.json") for job_id in self.ids(name)):
+                self.remove(name)
+
+
+def place(job_id: str) -> tuple[str, int] | None:
+    """The record a job would be in, and its line's place in it (None: an id a user gave)."""
+    found = GENERATED.match(job_id)
+    if found is None:
+        return None
+    line = int(found.group(2)) - 1
+    return f"{found.group(1)}~{line // RECORD}{SUFFIX}", line % RECORD
+
+
+def token_of(name: str) -> str:
+    return name.partition("~")[0]

@@ -1,0 +1,206 @@
+"""A batch's queued statuses in records (pool/queuedbook.py): a job of a ``.jsonl`` whose
+id pool made has no status file of its own until its status first changes, and is found,
+listed, killed, removed and run exactly as one that has (issue 23, target 2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import drop, run_pool
+from test_manager_steps import Stepped, lifecycle_kill
+
+from pool import lifecycle, queuedbook
+from pool.errors import CorruptStatus, JobNotFound
+from pool.executor import Completed, Progress
+from pool.finding import Finding
+from pool.housekeeping import Housekeeping
+from pool.model import State
+from pool.queuedbook import RECORD, record_of
+from pool.spool import SpoolDir
+
+JOBS = RECORD * 2 + 88  # three records, the last one part full
+
+
+def taken_in(tmp_path: Path, lines: list[bytes] | None = None, slots: int = 0) -> tuple[Stepped, list[str]]:
+    """A stepped manager that has taken in a batch of JOBS jobs with no ids (none started);
+    the ids pool gave them, in order."""
+    stepped = Stepped(tmp_path / "spool", slots=slots, any_task=True)
+    drop(stepped.spool_dir, "batch.jsonl", b"\n".join(lines or [b'{"task": "m:f"}'] * JOBS))
+    while len(stepped.manager.dispatch.queue.jobs) < JOBS or stepped.manager.intake.batches:  # type: ignore[union-attr]
+        stepped.step()
+    ids = sorted(stepped.manager.dispatch.queue.jobs, key=lambda job_id: int(job_id.rpartition("-")[2]))
+    return stepped, ids
+
+
+def files(spool: SpoolDir, suffix: str) -> list[str]:
+    return sorted(name for name in os.listdir(spool.status_dir) if name.endswith(suffix))
+
+
+def run_all(stepped: Stepped) -> list[str]:
+    """Let every queued job run and end well, one at a time; the ids in the order started."""
+    stepped.executor.slots = 1
+    started: list[str] = []
+    while stepped.manager.dispatch.queue.jobs or stepped.executor.held:
+        stepped.step()
+        for job_id in list(stepped.executor.held):
+            started.append(job_id)
+            stepped.executor.end(job_id, Completed(lifecycle.Succeeded(None), Progress(job_id, 1, 1.0, None), "test"))
+    stepped.step()
+    return started
+
+
+def test_a_batchs_jobs_are_queued_in_a_record_each_found_and_listed_as_a_file_would_say(tmp_path: Path) -> None:
+    stepped, ids = taken_in(tmp_path)
+    spool = stepped.manager.spool
+    assert files(spool, ".queued") == sorted({f"{record_of(job_id)}" for job_id in ids}) and len(ids) == JOBS
+    assert files(spool, ".json") == []  # no file a job
+    finding = Finding(spool.root)
+    middle = finding.status(ids[RECORD + 7])
+    assert middle.state is State.QUEUED and middle.id == ids[RECORD + 7] and middle.spec.task == "m:f"
+    assert sorted(b.id for b in finding.briefs(["queued"])) == sorted(ids)
+    assert sorted(orjson.loads(d)["id"] for d in finding.documents()) == sorted(ids)
+    assert sorted(spool.status_ids()) == sorted(ids)
+    shown = orjson.loads(run_pool(spool.root, "status", "--json", check=True).stdout)
+    assert {doc["id"]: doc["state"] for doc in shown} == dict.fromkeys(ids, "queued")
+    one = run_pool(spool.root, "status", ids[-1], check=True).stdout
+    assert ids[-1] in one and "queued" in one
+
+
+def test_every_job_of_a_record_runs_once_then_the_record_goes(tmp_path: Path) -> None:
+    stepped, ids = taken_in(tmp_path)
+    started = run_all(stepped)
+    assert started == ids  # each once, in the batch's order
+    spool = stepped.manager.spool
+    assert files(spool, ".queued") == []
+    assert {spool.read_status(job_id).state for job_id in ids} == {State.DONE}
+    accepted = [e for e in (stepped.spool_dir / "events.jsonl").read_bytes().splitlines() if b'"from":null' in e]
+    assert len(accepted) == JOBS
+
+
+def test_a_record_stays_while_its_batch_is_taken_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim taken in again after a crash finds every record it wrote: none goes before
+    the batch is in whole, even once each of its jobs has run."""
+    stepped = Stepped(tmp_path / "spool", slots=RECORD * 3, any_task=True)
+    intake = stepped.manager.intake
+    assert intake is not None
+    real = intake._write_some
+    monkeypatch.setattr(intake, "_write_some", lambda batch, deadline: real(batch, 0.0))  # a record a turn
+    drop(stepped.spool_dir, "batch.jsonl", b"\n".join([b'{"task": "m:f"}'] * JOBS))
+    seen: set[str] = set()
+    ended = 0
+    while intake.batches or not seen:
+        stepped.step()
+        for job_id in list(stepped.executor.held):  # all of a record start in a turn, and end
+            ended += 1
+            stepped.executor.end(job_id, Completed(lifecycle.Succeeded(None), Progress(job_id, 1, 1.0, None), "test"))
+        seen |= set(files(stepped.manager.spool, ".queued"))
+        if intake.batches:
+            assert set(files(stepped.manager.spool, ".queued")) == seen
+    assert len(seen) == 3 and ended >= RECORD
+    stepped.step()
+    stepped.step()
+    assert files(stepped.manager.spool, ".queued") == []  # then each goes
+
+
+def test_a_record_whose_line_stands_for_a_job_with_no_file_stays(tmp_path: Path) -> None:
+    """However its jobs were counted, a record goes only once each has a file or is struck."""
+    stepped, ids = taken_in(tmp_path)
+    book = stepped.manager.spool.queued
+    for job_id in ids[:RECORD]:
+        book.moved(job_id)  # as if each had its file: none has
+    assert book.emptied == {record_of(ids[0])}
+    book.remove_emptied(lambda name: False)
+    assert f"{record_of(ids[0])}" in files(stepped.manager.spool, ".queued")
+
+
+def test_a_job_killed_or_removed_from_its_record_never_comes_back(tmp_path: Path) -> None:
+    stepped, ids = taken_in(tmp_path)
+    spool = stepped.manager.spool
+    killed, removed = ids[3], ids[RECORD + 3]
+    spool.box.file(lifecycle_kill(), killed)
+    spool.box.file(lifecycle_kill(), removed)
+    stepped.step()
+    assert spool.read_status(killed).state is State.CANCELLED
+    assert files(spool, ".json") == sorted([f"{killed}.json", f"{removed}.json"])  # each has its file now
+    Housekeeping(spool.root).remove(removed)
+    with pytest.raises(JobNotFound):
+        spool.read_status(removed)
+    assert removed not in spool.status_ids()
+    stepped.manager.close()
+    again = Stepped(stepped.spool_dir, slots=0, any_task=True)  # a manager started later finds the rest
+    again.step()
+    assert sorted(again.manager.dispatch.queue.jobs) == sorted(set(ids) - {killed, removed})
+    started = run_all(again)
+    assert sorted(started) == sorted(set(ids) - {killed, removed})
+    assert files(spool, ".queued") == []
+    with pytest.raises(JobNotFound):
+        spool.read_status(removed)
+    assert spool.read_status(killed).state is State.CANCELLED
+
+
+def test_a_line_that_is_not_its_jobs_is_set_aside_and_the_rest_run(tmp_path: Path) -> None:
+    stepped, ids = taken_in(tmp_path)
+    spool = stepped.manager.spool
+    record = spool.status_dir / f"{record_of(ids[0])}"
+    data = record.read_bytes()
+    # One document holds another job, one is cut short: each is refused when it is read.
+    data = data.replace(b'{"id":"%s"' % ids[1].encode(), b'{"id":"%s"' % ids[2].encode(), 1)
+    start = data.index(b"\n%s\t" % ids[5].encode()) + 1
+    end = data.index(b"\n", start)
+    data = data[:start] + data[start:end - 20] + data[end:]
+    record.write_bytes(data)
+    for bad in (ids[1], ids[5]):
+        with pytest.raises(CorruptStatus):
+            spool.read_status(bad)
+    stepped.manager.close()
+    again = Stepped(stepped.spool_dir, slots=0, any_task=True)  # reads each line as it starts
+    again.step()
+    started = run_all(again)
+    assert sorted(started) == sorted(set(ids) - {ids[1], ids[5]})
+    assert sorted(os.listdir(spool.rejected)) == sorted(
+        [f"{ids[1]}.status.json", f"{ids[1]}.status.json.error.json", f"{ids[5]}.status.json",
+         f"{ids[5]}.status.json.error.json"])
+    assert files(spool, ".queued") == []
+    for bad in (ids[1], ids[5]):
+        with pytest.raises(JobNotFound):
+            spool.read_status(bad)
+
+
+@pytest.mark.parametrize("planted", ["link", "fifo"])
+def test_a_record_that_is_a_link_or_a_fifo_is_never_read_and_goes_whole(tmp_path: Path, planted: str) -> None:
+    stepped, ids = taken_in(tmp_path)
+    spool = stepped.manager.spool
+    record = spool.status_dir / f"{record_of(ids[0])}"
+    record.rename(tmp_path / "elsewhere")
+    if planted == "link":
+        record.symlink_to(tmp_path / "elsewhere")
+    else:
+        os.mkfifo(record)
+    with pytest.raises(CorruptStatus):
+        spool.read_status(ids[0])  # never followed, never blocks
+    assert ids[0] not in spool.status_ids()
+    stepped.manager.close()
+    again = Stepped(stepped.spool_dir, slots=0, any_task=True)
+    again.step()
+    started = run_all(again)
+    assert sorted(started) == ids[RECORD:]  # its jobs, set aside with it, never start
+    assert not record.exists() and f"{record.name}" in os.listdir(spool.rejected)
+
+
+def test_lines_of_pass_over_what_is_not_a_line_of_the_record() -> None:
+    name = "0123456789ab~0.queued"
+    data = queuedbook.HEADER + b"".join([
+        b"0123456789ab-1\tQ\t{}\n",
+        b"0123456789ab-2\tX\t{}\n",
+        b"0123456789ab-300\tQ\t{}\n",  # another record's
+        b"0123456789ab-3\tZ\t{}\n",  # no mark
+        b"0123456789ab-4\tQ\t\n",  # no document
+        b"0123456789ab-5\tQ\t{}",  # cut short
+    ])
+    assert list(queuedbook.lines_of(data, name)) == [("0123456789ab-1", b"Q", b"{}"), ("0123456789ab-2", b"X", b"{}")]
+    assert list(queuedbook.lines_of(b"not a record\n" + data, name)) == []
+    assert record_of("0123456789ab-256") == name and record_of("0123456789ab-257") == "0123456789ab~1.queued"
+    assert record_of("my-job-1") is None and record_of("0123456789ab-0") is None
