@@ -105,6 +105,9 @@ class Batch:
     after: dict[str, list[str]] = field(default_factory=dict)
     checked: bool = False
     ahead: JobSpec | None = None  # the job after the chunk being written (``Intake._next_chunk``)
+    # Every job's id is one pool made, and none has an environment to keep apart: its
+    # queued statuses go to records (one batch's jobs of a record all come together).
+    in_records: bool = True
 
 
 class Intake:
@@ -369,6 +372,8 @@ class Intake:
         """Check jobs of the batch until the deadline; True when every one is checked."""
         for spec in self._jobs(batch):
             self._check_runnable(spec, batch)
+            if batch.in_records and self._record_of(batch, spec) is None:
+                batch.in_records = False
             in_batch = [d for d in spec.after if d in batch.ids or not self.known(d)]
             if in_batch:
                 batch.after[spec.id] = in_batch
@@ -441,8 +446,10 @@ class Intake:
     @staticmethod
     def _record_of(batch: Batch, spec: JobSpec) -> str | None:
         """The record a job is written to (None: a file of its own): one whose id pool made
-        for this batch, with no environment to keep apart (which needs a file)."""
-        if not spec.id.startswith(f"{batch.token}-") or spec.caller_env:
+        for this batch, with no environment to keep apart (which needs a file), of a batch
+        whose jobs all are such (a record is written once: it cannot take a job of its
+        lines that comes after one with a file of its own)."""
+        if not batch.in_records or not spec.id.startswith(f"{batch.token}-") or spec.caller_env:
             return None
         return record_of(spec.id)
 

@@ -359,9 +359,8 @@ class SpoolDir:
                 return line, f"status/{record_of(job_id)}"
             # No line: none ever, struck, or its record gone once every job of it had its
             # file, this one's written since we looked (looked at once more).
-            if not self.queued.exists(job_id):
-                continue
-            break
+            if record_of(job_id) is None or self.queued.exists(job_id):
+                break
         raise JobNotFound(f"no job {job_id!r} in {self.root}")
 
     def has_status(self, job_id: str) -> bool:

@@ -25,11 +25,12 @@ JOBS = RECORD * 2 + 88  # three records, the last one part full
 
 
 def taken_in(tmp_path: Path, lines: list[bytes] | None = None, slots: int = 0) -> tuple[Stepped, list[str]]:
-    """A stepped manager that has taken in a batch of JOBS jobs with no ids (none started);
-    the ids pool gave them, in order."""
+    """A stepped manager that has taken in a batch (``lines``: JOBS jobs with no ids), none
+    started; the ids of its jobs, in order."""
     stepped = Stepped(tmp_path / "spool", slots=slots, any_task=True)
-    drop(stepped.spool_dir, "batch.jsonl", b"\n".join(lines or [b'{"task": "m:f"}'] * JOBS))
-    while len(stepped.manager.dispatch.queue.jobs) < JOBS or stepped.manager.intake.batches:  # type: ignore[union-attr]
+    lines = lines or [b'{"task": "m:f"}'] * JOBS
+    drop(stepped.spool_dir, "batch.jsonl", b"\n".join(lines))
+    while len(stepped.manager.dispatch.queue.jobs) < len(lines) or stepped.manager.intake.batches:  # type: ignore[union-attr]
         stepped.step()
     ids = sorted(stepped.manager.dispatch.queue.jobs, key=lambda job_id: int(job_id.rpartition("-")[2]))
     return stepped, ids
@@ -114,6 +115,16 @@ def test_a_record_whose_line_stands_for_a_job_with_no_file_stays(tmp_path: Path)
     assert book.emptied == {record_of(ids[0])}
     book.remove_emptied(lambda name: False)
     assert f"{record_of(ids[0])}" in files(stepped.manager.spool, ".queued")
+
+
+def test_a_batch_with_ids_of_its_own_among_its_jobs_gets_a_file_a_job(tmp_path: Path) -> None:
+    """A record is written once, whole: a batch whose jobs are not all pool's to name
+    (one has an id, one its submitter's environment) is queued a file a job, as before."""
+    lines = [b'{"task": "m:f", "id": "mine-%d"}' % n if n % 2 else b'{"task": "m:f"}' for n in range(RECORD + 9)]
+    stepped, ids = taken_in(tmp_path, lines)
+    spool = stepped.manager.spool
+    assert files(spool, ".queued") == [] and len(files(spool, ".json")) == RECORD + 9
+    assert sorted(run_all(stepped)) == sorted(ids)
 
 
 def test_a_job_killed_or_removed_from_its_record_never_comes_back(tmp_path: Path) -> None:
