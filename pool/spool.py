@@ -159,6 +159,14 @@ SERVING_TYPES: dict[str, type | tuple[type, ...]] = {
     "task_modules": list, "any_task": bool, "durable": bool}
 
 
+def decoded(job_id: str, data: bytes, where: str) -> JobStatus:
+    """Job ``job_id``'s status from its document (read from ``where``). Raises CorruptStatus."""
+    status = JobStatus.decode(data, where)
+    if status.id != job_id:
+        raise CorruptStatus(f"{where}: holds job {status.id!r}")
+    return status
+
+
 class SpoolDir:
     """Paths and file operations of one spool directory."""
 
@@ -321,11 +329,7 @@ class SpoolDir:
     def read_status(self, job_id: str) -> JobStatus:
         """Raises JobNotFound when the job has no status document, CorruptStatus when it
         is not a document pool could have written."""
-        data, where = self._document(job_id)
-        status = JobStatus.decode(data, where)
-        if status.id != job_id:
-            raise CorruptStatus(f"{where}: holds job {status.id!r}")
-        return status
+        return decoded(job_id, *self._document(job_id))
 
     def read_status_document(self, job_id: str) -> dict[str, Any]:
         """The job's status document as it is, parsed but not checked (a worker about to
@@ -390,9 +394,11 @@ class SpoolDir:
     def iter_statuses(self, cache: dict[str, tuple[int, JobStatus]] | None = None) -> Iterator[JobStatus]:
         """Every readable status; one deleted or broken meanwhile is skipped. With a
         ``cache`` (kept by the caller between calls, as a live view does), a document is
-        parsed again only when its file changed: every write replaces the file, so a new
-        inode or mtime means new content, and a stat costs far less than a parse."""
-        for job_id in self.status_ids():
+        parsed again only when it changed: every write replaces a file, so a new inode or
+        mtime means new content, and a stat costs far less than a parse (a job in a record
+        alone: its line's hash)."""
+        with_file, in_record = self.listing()
+        for job_id in with_file:
             name = f"{job_id}.json"
             try:
                 if cache is not None:
@@ -407,6 +413,19 @@ class SpoolDir:
                 continue
             if cache is not None:
                 cache[name] = (stamp, status)
+            yield status
+        for job_id, data in in_record.items():
+            stamp = hash(data)
+            known = cache.get(job_id) if cache is not None else None
+            if known is not None and known[0] == stamp:
+                yield known[1]
+                continue
+            try:
+                status = decoded(job_id, data, f"status/{record_of(job_id)}")
+            except CorruptStatus:
+                continue
+            if cache is not None:
+                cache[job_id] = (stamp, status)
             yield status
 
     # ------------------------------------------------------------ environments kept apart

@@ -13,6 +13,7 @@ from conftest import drop, run_pool
 from test_manager_steps import Stepped, lifecycle_kill
 
 from pool import lifecycle, queuedbook
+from pool.client import Spool
 from pool.errors import CorruptStatus, JobNotFound
 from pool.executor import Completed, Progress
 from pool.finding import Finding
@@ -64,6 +65,11 @@ def test_a_batchs_jobs_are_queued_in_a_record_each_found_and_listed_as_a_file_wo
     assert sorted(b.id for b in finding.briefs(["queued"])) == sorted(ids)
     assert sorted(orjson.loads(d)["id"] for d in finding.documents()) == sorted(ids)
     assert sorted(spool.status_ids()) == sorted(ids)
+    cache: dict[str, tuple[int, object]] = {}  # as a live view keeps it (pool status --watch, pool top)
+    for _ in range(2):
+        listed = Finding(spool.root).statuses(cache=cache)  # type: ignore[arg-type]
+        assert sorted(s.id for s in listed) == sorted(ids) and {s.state for s in listed} == {State.QUEUED}
+    assert sorted(s.id for s in Spool(spool.root).statuses("queued")) == sorted(ids)
     shown = orjson.loads(run_pool(spool.root, "status", "--json", check=True).stdout)
     assert {doc["id"]: doc["state"] for doc in shown} == dict.fromkeys(ids, "queued")
     one = run_pool(spool.root, "status", ids[-1], check=True).stdout
