@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from .safeio import _READ_FLAGS, Folder, Owners, UnsafeFile, problem_with, read_all
+from .safeio import Folder, Owners, UnsafeFile, problem_with, read_all
 
 if TYPE_CHECKING:
     from .model import JobStatus
@@ -159,7 +159,7 @@ class QueuedBook:
         if name is None:
             return
         try:
-            fd = os.open(name, (_READ_FLAGS & ~os.O_RDONLY) | os.O_RDWR, dir_fd=self.folder.fd)
+            fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.folder.fd)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO, errno.EISDIR):
                 return  # none, or one no reader reads (a link, a FIFO...)
