@@ -39,6 +39,7 @@ from .clock import Clock, SystemClock
 from .context import Context, ManagerConfig
 from .control import Control
 from .dispatch import Dispatch
+from .dropzone import claim_parts
 from .engines import EngineSettings, make_executor
 from .events import TRIM_PATIENCE
 from .executor import Ended, Executor, StopReason
@@ -176,9 +177,13 @@ class Manager:
                 self.final_index.note(transition.job_id)
 
     def being_taken_in(self, record: str) -> bool:
-        """Whether the batch of a record is still being taken in."""
+        """Whether the batch of a record is still being taken in, or its claim is still in
+        incoming/ (one a dead manager left, not opened yet: its writer still holds it)."""
         token = token_of(record)
-        return self.intake is not None and any(batch.token == token for batch in self.intake.batches.values())
+        if self.intake is None:
+            return False
+        return any(batch.token == token for batch in self.intake.batches.values()) or any(
+            (claim_parts(entry) or ("",))[0] == token for entry in self.spool.drop.listing()[1])
 
     def compact_index(self, asked_at: float) -> None:
         if self.final_index is not None:

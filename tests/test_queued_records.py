@@ -112,6 +112,26 @@ def test_a_record_stays_while_its_batch_is_taken_in(tmp_path: Path, monkeypatch:
     assert files(stepped.manager.spool, ".queued") == []  # then each goes
 
 
+def test_a_record_stays_while_a_dead_managers_claim_of_its_batch_waits_for_its_writer(tmp_path: Path) -> None:
+    """Every job of the record has its file, but its batch's claim, left by a dead
+    manager, is not taken in again yet (still open for writing): the record stays for it."""
+    stepped, ids = taken_in(tmp_path)
+    run_all(stepped)
+    spool = stepped.manager.spool
+    token = ids[0].partition("-")[0]
+    statuses = [spool.read_status(job_id) for job_id in ids[:RECORD]]
+    record, data, _ = spool.queued.file(statuses)  # as the dead manager wrote it
+    (spool.status_dir / record).write_bytes(data)
+    claim = spool.incoming / f".claimed~{token}~batch.jsonl"
+    claim.write_bytes(b'{"task": "m:f"}\n' * JOBS)
+    stepped.manager.close()
+    with claim.open("ab"):  # its writer still has it: not opened yet
+        again = Stepped(stepped.spool_dir, slots=0, any_task=True)
+        again.step()
+        again.step()
+        assert files(spool, ".queued") == [record]
+
+
 def test_a_record_whose_line_stands_for_a_job_with_no_file_stays(tmp_path: Path) -> None:
     """However its jobs were counted, a record goes only once each has a file or is struck."""
     stepped, ids = taken_in(tmp_path)
