@@ -11,6 +11,7 @@ into place, so no reader ever sees half a document.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import grp
@@ -150,6 +151,14 @@ class Folder:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def __del__(self) -> None:
+        # A spool opened and let go, over and over (a program asking pool.Spool(path) of
+        # its jobs in a loop), leaves no descriptor open behind it.
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(Exception):  # at the interpreter's exit, os may be gone
+                os.close(fd)
 
     def join(self, name: str) -> str:
         return os.path.join(self.path, name)

@@ -4,13 +4,14 @@ listed, killed, removed and run exactly as one that has (issue 23, target 2)."""
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
 import orjson
 import pytest
 from conftest import drop, run_pool
-from test_manager_steps import Stepped, lifecycle_kill
+from test_manager_steps import Stepped, closed_after, lifecycle_kill
 
 from pool import lifecycle, queuedbook
 from pool.client import Spool
@@ -241,3 +242,15 @@ def test_lines_of_pass_over_what_is_not_a_line_of_the_record() -> None:
     assert list(queuedbook.lines_of(b"not a record\n" + data, name)) == []
     assert record_of("0123456789ab-256") == name and record_of("0123456789ab-257") == "0123456789ab~1.queued"
     assert record_of("my-job-1") is None and record_of("0123456789ab-0") is None
+
+
+def test_a_spool_let_go_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    """A program that asks pool.Spool(path) of its jobs, over and over, never runs out of
+    descriptors (each spool's folders were left open: a test process ran out of those
+    select() can watch)."""
+    stepped, ids = taken_in(tmp_path)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(300):
+        assert Spool(stepped.spool_dir).status(ids[-1]).state is State.QUEUED
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
