@@ -9,13 +9,14 @@ with no process but this one.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -138,6 +139,8 @@ class FakeExecutor:
 class Stepped:
     """A manager on a real spool, stepped by hand."""
 
+    made: ClassVar[list[Stepped]] = []  # closed after each test (``closed_after``)
+
     def __init__(self, spool_dir: Path, slots: int = 1, **config: Any) -> None:
         self.spool_dir = spool_dir
         self.clock = FakeClock()
@@ -145,6 +148,19 @@ class Stepped:
         self.manager = Manager(ManagerConfig(spool=str(spool_dir), **config), self.executor, self.clock)
         self.manager.spool.create()
         self.manager.open()
+        Stepped.made.append(self)
+
+    def close(self) -> None:
+        """What its manager holds open: its folders and its wake pipe (a test process
+        that made hundreds of them ran out of descriptors select() can watch)."""
+        if self not in Stepped.made:
+            return  # closed already
+        Stepped.made.remove(self)
+        self.manager.close()
+        self.manager.spool.close()
+        for fd in (self.manager.wake_r, self.manager.wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def step(self, after: float = 0.0) -> None:
         self.clock.now += after
@@ -162,6 +178,14 @@ class Stepped:
     def events(self, job_id: str) -> list[tuple[str | None, str, int, str]]:
         lines = (self.spool_dir / "events.jsonl").read_bytes().splitlines()
         return [(e["from"], e["to"], e["attempt"], e["reason"]) for e in map(orjson.loads, lines) if e["id"] == job_id]
+
+
+@pytest.fixture(autouse=True)
+def closed_after() -> Iterator[None]:
+    """Every stepped manager a test made is closed after it."""
+    yield
+    while Stepped.made:
+        Stepped.made[-1].close()
 
 
 @pytest.fixture

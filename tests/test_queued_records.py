@@ -24,6 +24,7 @@ from pool.queuedbook import RECORD, record_of
 from pool.spool import SpoolDir
 
 JOBS = RECORD * 2 + 88  # three records, the last one part full
+__all__ = ["closed_after"]  # the fixture that closes every stepped manager a test made
 
 
 def taken_in(tmp_path: Path, lines: list[bytes] | None = None, slots: int = 0) -> tuple[Stepped, list[str]]:
@@ -125,7 +126,7 @@ def test_a_record_stays_while_a_dead_managers_claim_of_its_batch_waits_for_its_w
     (spool.status_dir / record).write_bytes(data)
     claim = spool.incoming / f".claimed~{token}~batch.jsonl"
     claim.write_bytes(b'{"task": "m:f"}\n' * JOBS)
-    stepped.manager.close()
+    stepped.close()
     with claim.open("ab"):  # its writer still has it: not opened yet
         again = Stepped(stepped.spool_dir, slots=0, any_task=True)
         again.step()
@@ -167,7 +168,7 @@ def test_a_job_killed_or_removed_from_its_record_never_comes_back(tmp_path: Path
     with pytest.raises(JobNotFound):
         spool.read_status(removed)
     assert removed not in spool.status_ids()
-    stepped.manager.close()
+    stepped.close()
     again = Stepped(stepped.spool_dir, slots=0, any_task=True)  # a manager started later finds the rest
     again.step()
     assert sorted(again.manager.dispatch.queue.jobs) == sorted(set(ids) - {killed, removed})
@@ -193,7 +194,7 @@ def test_a_line_that_is_not_its_jobs_is_set_aside_and_the_rest_run(tmp_path: Pat
     for bad in (ids[1], ids[5]):
         with pytest.raises(CorruptStatus):
             spool.read_status(bad)
-    stepped.manager.close()
+    stepped.close()
     again = Stepped(stepped.spool_dir, slots=0, any_task=True)  # reads each line as it starts
     again.step()
     started = run_all(again)
@@ -220,7 +221,7 @@ def test_a_record_that_is_a_link_or_a_fifo_is_never_read_and_goes_whole(tmp_path
     with pytest.raises(CorruptStatus):
         spool.read_status(ids[0])  # never followed, never blocks
     assert ids[0] not in spool.status_ids()
-    stepped.manager.close()
+    stepped.close()
     again = Stepped(stepped.spool_dir, slots=0, any_task=True)
     again.step()
     started = run_all(again)
