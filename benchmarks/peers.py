@@ -213,6 +213,10 @@ def main() -> None:
     results = {name: Results() for name in PEERS}
     for round_number in range(args.rounds):
         for name in in_turn(PEERS, round_number):
+            # What the peer before wrote and removed is written back first: no peer pays for
+            # another's (the file system's writeback of a spool just removed took a third
+            # of pool's throughput in the run after it, 2026-12-06).
+            os.sync()
             run = PEERS[name](args.jobs)
             results[name].runs.append(run)
             print(f"round {round_number + 1}: {name}: {args.jobs / run.seconds:,.0f} jobs/s, lost {run.lost}, "
