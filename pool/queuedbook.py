@@ -115,11 +115,9 @@ class QueuedBook:
             else:
                 data = read_all(fd, MAX_RECORD_BYTES)
                 self._kept = (name, st.st_ino, data)
-            key = b"\n%s\t" % job_id.encode()
-            at = data.find(key, len(HEADER) - 1)
-            if at < 0:
+            mark_at = mark_of(data, job_id)
+            if mark_at is None:
                 return None
-            mark_at = at + len(key)
             end = data.find(b"\n", mark_at)
             if end < 0 or data[mark_at + 1:mark_at + 2] != b"\t" or os.pread(fd, 1, mark_at) != STANDS:
                 return None
@@ -133,23 +131,24 @@ class QueuedBook:
     def standing(self) -> Iterator[tuple[str, bytes]]:
         """(id, document) of every job whose line stands, record by record; a record that
         cannot be read is passed over."""
-        owners = self._owners()
         for name in self.names():
             try:
-                data = self.folder.read(name, owners, MAX_RECORD_BYTES)
+                yield from self._standing_in(name)
             except (OSError, UnsafeFile):
                 continue
-            for job_id, mark, doc in lines_of(data, name):
-                if mark == STANDS:
-                    yield job_id, doc
 
     def ids(self, name: str) -> list[str]:
         """The ids of a record's jobs whose lines stand ([] when it cannot be read)."""
         try:
-            data = self.folder.read(name, self._owners(), MAX_RECORD_BYTES)
+            return [job_id for job_id, _ in self._standing_in(name)]
         except (OSError, UnsafeFile):
             return []
-        return [job_id for job_id, mark, _ in lines_of(data, name) if mark == STANDS]
+
+    def _standing_in(self, name: str) -> list[tuple[str, bytes]]:
+        """(id, document) of each job whose line stands in record ``name``. Raises
+        UnsafeFile, OSError."""
+        data = self.folder.read(name, self._owners(), MAX_RECORD_BYTES)
+        return [(job_id, doc) for job_id, mark, doc in lines_of(data, name) if mark == STANDS]
 
     def strike(self, job_id: str) -> None:
         """Strike a job's line, if its record stands and has it: from now on the record
@@ -168,10 +167,9 @@ class QueuedBook:
             if problem_with(os.fstat(fd), self._owners(), MAX_RECORD_BYTES) is not None:
                 return  # another's, say: no reader reads it either
             data = read_all(fd, MAX_RECORD_BYTES)
-            key = b"\n%s\t" % job_id.encode()
-            at = data.find(key, len(HEADER) - 1)
-            if at >= 0 and data[at + len(key):at + len(key) + 1] == STANDS:
-                os.pwrite(fd, STRUCK, at + len(key))
+            mark_at = mark_of(data, job_id)
+            if mark_at is not None and data[mark_at:mark_at + 1] == STANDS:
+                os.pwrite(fd, STRUCK, mark_at)
                 if self.folder.durable:
                     os.fdatasync(fd)
         finally:
@@ -185,17 +183,15 @@ class QueuedBook:
         """At a manager's start: which jobs of each record have no file of their own yet.
         A record no reader reads (a link, a FIFO, another user's) is ``set_aside``
         (name, why) whole: its jobs are none of the spool's."""
-        owners = self._owners()
         for name in self.names():
             try:
-                data = self.folder.read(name, owners, MAX_RECORD_BYTES)
+                standing = self._standing_in(name)
             except UnsafeFile as exc:
                 set_aside(name, f"status/{name} {exc}")
                 continue
             except OSError:
                 continue
-            waiting = [job_id for job_id, mark, _ in lines_of(data, name)
-                       if mark == STANDS and not self.folder.has(f"{job_id}.json")]
+            waiting = [job_id for job_id, _ in standing if not self.folder.has(f"{job_id}.json")]
             for job_id in waiting:
                 self.arrived(job_id)
             if not waiting:
@@ -240,6 +236,13 @@ class QueuedBook:
             self.emptied.discard(name)
             if all(self.folder.has(f"{job_id}.json") for job_id in self.ids(name)):
                 self.remove(name)
+
+
+def mark_of(data: bytes, job_id: str) -> int | None:
+    """Where the mark of a job's line is in a record's ``data`` (None: no line of it)."""
+    key = b"\n%s\t" % job_id.encode()
+    at = data.find(key, len(HEADER) - 1)
+    return None if at < 0 else at + len(key)
 
 
 def place(job_id: str) -> tuple[str, int] | None:
