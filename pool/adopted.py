@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,12 @@ def settled(spool: SpoolDir, marker: Marker) -> bool:
         return True
     return not (status.state is State.QUEUED and status.attempt == marker.attempt
                 and status.updated_at == marker.queued_since)
+
+
+def forget_settled_workers(spool: SpoolDir, holds: Callable[[str], bool]) -> int:
+    """The lock files of dead workers whose markers have been acted on (``settled``) and
+    whose job is not still being seen to (``holds``); returns how many are kept."""
+    return spool.locks.forget_dead_workers(lambda marker: holds(marker.job_id) or not settled(spool, marker))
 
 
 class Adoptions:

@@ -35,7 +35,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from . import messages as msg
-from .adopted import Adoptions, settled
+from .adopted import Adoptions, forget_settled_workers
 from .attempt import WorkerConfig
 from .executor import (
     Began,
@@ -362,8 +362,7 @@ class LocalExecutor:
 
     def collect(self, ready: list[Any], now: float) -> list[ExecutorEvent]:
         if self.unsettled:  # what the last turn told of them is written by now
-            self.unsettled = self.spool.locks.forget_dead_workers(
-                lambda marker: self.holds(marker.job_id) or not settled(self.spool, marker)) > 0
+            self.unsettled = forget_settled_workers(self.spool, self.holds) > 0
         for slot in list(self.slots):
             if not slot.dead and (slot.conn in ready or slot.sentinel in ready):
                 self._read_replies(slot, now)

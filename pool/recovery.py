@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable
 
-from .adopted import settled
+from .adopted import forget_settled_workers
 from .context import Context
 from .dispatch import Dispatch, paused_for
 from .model import JobStatus, State
@@ -61,8 +61,7 @@ class Recovery:
         if only is None:
             # What dead workers' markers said has been acted on, but for the attempts
             # still being seen to (their ends still to be told).
-            self.ctx.spool.locks.forget_dead_workers(
-                lambda marker: self.dispatch.executor.holds(marker.job_id) or not settled(self.ctx.spool, marker))
+            forget_settled_workers(self.ctx.spool, self.dispatch.executor.holds)
 
     def look_at(self, job_id: str, supervised_elsewhere: bool = True) -> None:
         """Decide who looks after a job that is not final (at start, or when the inline
