@@ -25,6 +25,7 @@ from .jobfile import parse_job
 from .ledger import Ledger, append_to_events
 from .lifecycle import Role
 from .model import DEFAULT_GROUP, ID_PATTERN, JobStatus, State, new_status
+from .queuedbook import Listed
 from .rules import is_time
 from .safeio import Owners, UnsafeFile, read_all
 from .spool import SpoolDir
@@ -80,7 +81,7 @@ class Brief(NamedTuple):
     created_at: str
     name: str
     group: str  # the group whose limit it obeys (``default``: none named)
-    data: bytes | None  # its status document; None for a job not taken in yet (``status``)
+    data: bytes | None  # its status document; None for a job not taken in yet (``status``), or in a record
     status: JobStatus | None = None
 
 
@@ -107,22 +108,32 @@ class Finding:
         found.sort(key=lambda s: s.created_at, reverse=True)
         return found
 
-    def briefs(self, states: Collection[State | str] = ()) -> list[Brief]:
+    def briefs(self, states: Collection[State | str] = (), documents: bool = False) -> list[Brief]:
         """Every job (newest first), or those in any of ``states``, as a table first needs
         them: each document parsed as ``documents`` parses it, not checked; ``decoded``
         checks the few a table shows (decoding all of 10,000 took most of a `pool
-        status`). Jobs not yet taken in are included."""
+        status`). A job queued in a record comes as its record's briefs line has it, with
+        no document, unless ``documents`` are asked for. Jobs not yet taken in are
+        included."""
         wanted = {State(state).value for state in states}
         found: list[Brief] = []
         statuses, owners = self.dir.statuses, self.dir.owners
         with collector_paused():
             indexed = read_index(statuses, owners)  # a job whose line stands is not read, whatever is wanted
-            with_file, in_record = self.dir.listing()
+            listed: list[Listed] = []
+            if documents:
+                with_file, in_record = self.dir.listing()
+            else:
+                with_file, listed, in_record = self.dir.brief_listing()
             brief: Brief | None
             for data in in_record.values():
                 brief = brief_of(data)
                 if brief is not None and (not wanted or brief.state.value in wanted):
                     found.append(brief)
+            new = tuple.__new__  # a Brief made as a tuple is, at half its constructor's cost
+            for job_id, state, created_at, name, group in listed:  # checked as brief_of checks (listed_in)
+                if state in STATES and (not wanted or state in wanted):
+                    found.append(new(Brief, (job_id, STATES[state], created_at, name, group, None, None)))
             for job_id in with_file:
                 name = f"{job_id}.json"
                 line = indexed.get(job_id)
@@ -150,8 +161,9 @@ class Finding:
                 statuses.append(brief.status)
                 continue
             try:
-                statuses.append(JobStatus.decode(brief.data or b"", f"status/{brief.id}.json"))
-            except CorruptStatus:
+                statuses.append(JobStatus.decode(brief.data, f"status/{brief.id}.json") if brief.data is not None
+                                else self.dir.read_status(brief.id))
+            except (CorruptStatus, JobNotFound):
                 continue
         return statuses
 
@@ -160,7 +172,7 @@ class Finding:
         those in any of ``states`` (as ``briefs`` reads them); jobs not yet taken in are
         included."""
         return [b.data if b.data is not None else orjson.dumps(b.status.to_dict()) if b.status else b""
-                for b in self.briefs(states)]
+                for b in self.briefs(states, documents=True)]
 
     def paused_for(self, statuses: Iterable[JobStatus]) -> dict[str, float]:
         """Seconds each of these jobs' current attempt has been paused (`pool pause`), for

@@ -64,7 +64,7 @@ from .locks import WORKERS, JobLocks, flock_within, is_held
 from .model import ID_PATTERN, AttachedEnv, JobStatus, KeptEnv, encode_json
 from .pauses import Pauses, parse_pauses
 from .procs import is_running, process_start_time
-from .queuedbook import QueuedBook, record_of
+from .queuedbook import Listed, QueuedBook, record_of
 from .requests import RequestBox
 from .safeio import Folder, Owners, UnsafeFile, not_allowed, write_all
 from .schedules import ScheduleBook
@@ -384,7 +384,19 @@ class SpoolDir:
         """The ids of the jobs with a status file, and the document of each job that is in
         a record alone (pool/queuedbook.py). The records are read first: a job leaves its
         record for a file, never the other way, so none is missed between."""
-        in_record = dict(self.queued.standing())
+        return self._with_files(dict(self.queued.standing()))
+
+    def brief_listing(self) -> tuple[list[str], list[Listed], dict[str, bytes]]:
+        """As ``listing``, with the jobs in a record alone as their record's briefs line has
+        them, where that line holds (and their documents where not)."""
+        listed, documents = self.queued.listed()
+        with_file, documents = self._with_files(documents)
+        if with_file and listed:
+            has_file = set(with_file)
+            listed = [job for job in listed if job[0] not in has_file]
+        return with_file, listed, documents
+
+    def _with_files(self, in_record: dict[str, bytes]) -> tuple[list[str], dict[str, bytes]]:
         with_file = [n[:-5] for n in self.statuses.listdir()
                      if n.endswith(".json") and not n.startswith(".") and ID_PATTERN.match(n[:-5])]
         for job_id in with_file if in_record else ():
