@@ -1,10 +1,12 @@
 """`pool status` and `pool status --json` (the whole process) over a spool of many jobs.
 
-    python benchmarks/status_listing.py [--jobs 10000 100000] [--waiting] [--rounds 5] [--other PYTHON]
-                                        [--cold]
+    python benchmarks/status_listing.py [--jobs 10000 100000] [--waiting | --queued] [--rounds 5]
+                                        [--other PYTHON] [--cold]
 
 The spool is filled with status documents written directly (no manager): finished jobs,
-or with ``--waiting`` jobs waiting an hour for their time (issue 20's case), and finished
+or with ``--waiting`` jobs waiting an hour for their time (issue 20's case), or with
+``--queued`` jobs queued in records as a ``.jsonl``'s jobs are (pool/queuedbook.py: issue
+23's million queued jobs), and finished
 jobs get their lines in status/index.final as `pool serve` appends them (pool/finalindex.py);
 then `pool status` (the table) and `pool status --json` run as a user would run them, in
 rounds, their wall times reported with the median and the worst (a target is met only
@@ -19,7 +21,9 @@ whose files have long left memory.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import secrets
 import statistics
 import subprocess
 import sys
@@ -31,6 +35,7 @@ from pool import lifecycle
 from pool.finalindex import NAME, FinalIndex
 from pool.jobfile import parse_job
 from pool.model import new_status, utc_now
+from pool.queuedbook import RECORD
 from pool.spool import SpoolDir
 
 
@@ -47,6 +52,22 @@ def fill(root: Path, jobs: int, waiting: bool = False) -> SpoolDir:
         index.note(job_id)
     index.step(float("inf"), time.monotonic)
     index.close()
+    return spool
+
+
+def fill_queued(root: Path, jobs: int) -> SpoolDir:
+    """Jobs queued in records, as the manager writes them when it takes in a ``.jsonl``
+    whose jobs have no ids (the ids it makes, a record per RECORD lines)."""
+    spool = SpoolDir(root)
+    spool.create()
+    now, token = utc_now(), secrets.token_hex(6)
+    for first in range(0, jobs, RECORD):
+        statuses = [new_status(parse_job({"task": "m:f", "id": f"{token}-{n + 1}", "args": [n]}, "bench", "bench"), now)
+                    for n in range(first, min(jobs, first + RECORD))]
+        name, content, mode = spool.queued.file(statuses)
+        fd = os.open(spool.status_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
     return spool
 
 
@@ -69,7 +90,9 @@ def timed(argv: list[str], cold: bool = False) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--waiting", action="store_true", help="Jobs waiting for their time, not finished ones.")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--waiting", action="store_true", help="Jobs waiting for their time, not finished ones.")
+    kind.add_argument("--queued", action="store_true", help="Jobs queued in records, as a .jsonl's are.")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--other", help="The python of another checkout's venv, timed in the same rounds.")
     parser.add_argument("--cold", action="store_true", help="Drop the page cache before each command (root).")
@@ -78,7 +101,8 @@ def main() -> None:
         drop_caches()  # fails loudly where it is not allowed: a cold figure is never a warm one
     for jobs in args.jobs:
         with tempfile.TemporaryDirectory() as scratch:
-            spool = fill(Path(scratch) / "spool", jobs, args.waiting)
+            spool = fill_queued(Path(scratch) / "spool", jobs) if args.queued else \
+                fill(Path(scratch) / "spool", jobs, args.waiting)
             index, away = spool.status_dir / NAME, Path(scratch) / NAME
             for view in (["status"], ["status", "--json"]):
                 argv = ["-m", "pool", "--spool", str(spool.root), *view]
@@ -92,7 +116,8 @@ def main() -> None:
                         away.rename(index)
                     if args.other:
                         theirs.append(timed([args.other, *argv], args.cold)[0])
-                said = (f"{jobs:>7} {'waiting' if args.waiting else 'finished'} jobs{' (cold)' if args.cold else ''}: "
+                kind = "waiting" if args.waiting else "queued" if args.queued else "finished"
+                said = (f"{jobs:>7} {kind} jobs{' (cold)' if args.cold else ''}: "
                         f"pool {' '.join(view)} median {statistics.median(ours):.2f} s, worst {max(ours):.2f} s "
                         f"(peak RSS {memory:.0f} MB)")
                 if unindexed:
