@@ -112,14 +112,14 @@ class Finding:
         """Every job (newest first), or those in any of ``states``, as a table first needs
         them: each document parsed as ``documents`` parses it, not checked; ``decoded``
         checks the few a table shows (decoding all of 10,000 took most of a `pool
-        status`). A job queued in a record comes as its record's briefs line has it, with
-        no document, unless ``documents`` are asked for. Jobs not yet taken in are
-        included."""
+        status`). A job queued in a record, or one ended (its line in the index), comes
+        with no document unless ``documents`` are asked for: ``decoded`` reads it. Jobs
+        not yet taken in are included."""
         wanted = {State(state).value for state in states}
         found: list[Brief] = []
         statuses, owners = self.dir.statuses, self.dir.owners
         with collector_paused():
-            indexed = read_index(statuses, owners)  # a job whose line stands is not read, whatever is wanted
+            indexed = read_index(statuses, owners, documents)  # a job whose line stands is not read
             listed: list[Listed] = []
             if documents:
                 with_file, in_record = self.dir.listing()

@@ -270,3 +270,22 @@ def test_an_index_planted_as_a_link_is_replaced_not_written_through(spool_dir: P
         assert not (spool.status_dir / NAME).is_symlink() and target.read_bytes() == b"not the manager's"
     finally:
         server.stop()
+
+
+def test_a_table_holds_no_document_of_an_ended_job_but_those_it_shows(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table lists ended jobs from their lines' heads and reads whole only the rows it
+    shows: over 100,000 ended jobs it held every document (187 MB). ``--json``, which
+    writes them all, still takes them from the index, each file unread."""
+    ids = [f"j{n}" for n in range(5)]
+    spool = indexed_spool(tmp_path, ids)
+    finding = Finding(spool.root)
+    read = files_read(monkeypatch)
+    briefs = finding.briefs()
+    assert sorted(b.id for b in briefs) == ids and {b.data for b in briefs} == {None} and read == []
+    assert [s.to_dict() for s in finding.decoded(briefs[:2])] == [spool.read_status(b.id).to_dict() for b in briefs[:2]]
+    assert sorted(read) == sorted([f"{b.id}.json" for b in briefs[:2]] * 2)  # the rows shown, and the check here
+    read.clear()
+    with_documents = finding.briefs(documents=True)
+    assert [b.data for b in with_documents] == [(spool.status_dir / f"{b.id}.json").read_bytes() for b in briefs]
+    assert read == []

@@ -281,7 +281,7 @@ def test_a_table_lists_a_records_jobs_from_its_briefs_line_each_as_its_document_
         doc = orjson.loads(spool._document(brief.id)[0])
         assert (brief.state.value, brief.created_at, brief.name, brief.group) == \
             (doc["state"], doc["created_at"], doc["name"], doc["group"])
-        assert (brief.data is None) == (brief.id != ended)
+        assert brief.data is None or brief.id == ended  # its file, if the index has no line of it yet
     assert [s.id for s in Finding(spool.root).decoded(briefs[:3])] == [b.id for b in briefs[:3]]
     shown = run_pool(spool.root, "status", "--limit", "0", check=True).stdout
     assert f"{len(ids) - 2} queued" in shown and "1 done" in shown and removed not in shown
