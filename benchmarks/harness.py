@@ -12,8 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -92,6 +93,43 @@ class EventTail:
                 self.counts[key] = self.counts.get(key, 0) + 1
 
 
+# The folder a benchmark keeps its scratch in to its end (``scratch_kept_to_the_end``),
+# handed to the scripts it runs for each peer through the environment.
+KEPT_TO_THE_END = "POOL_BENCH_SCRATCH"
+
+
+@contextlib.contextmanager
+def scratch_kept_to_the_end() -> Iterator[None]:
+    """Scratch spools and peers' folders made within are removed when it ends, not each
+    as its run ends. On an ext4 with no journal (this machine's), the inode allocator
+    passes over every inode freed in the last minute (six, while its table's block is
+    dirty), one at a time, for each file it creates: a run after the removal of another
+    run's thousands of files created each of its own up to 10x slower (perf: ext4_create
+    -> recently_deleted, 70% of the kernel's time), and SQLite's and Redis' peers, which
+    create no file a task, did not pay for it. Pool did, in whichever round came next."""
+    root = tempfile.mkdtemp(prefix="pool-bench-all-")
+    before = os.environ.get(KEPT_TO_THE_END)
+    os.environ[KEPT_TO_THE_END] = root
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[KEPT_TO_THE_END]
+        else:
+            os.environ[KEPT_TO_THE_END] = before
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def scratch_folder(prefix: str) -> str:
+    return tempfile.mkdtemp(prefix=prefix, dir=os.environ.get(KEPT_TO_THE_END))
+
+
+def remove_scratch(folder: str | Path) -> None:
+    """Remove a run's scratch now, unless a benchmark keeps it to its end."""
+    if not os.environ.get(KEPT_TO_THE_END):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class ScratchManager:
     """``pool serve`` on a temporary spool, with the benchmark tasks."""
 
@@ -100,7 +138,7 @@ class ScratchManager:
         """``pool``: the command that runs pool (default: this checkout's); ``source``: the
         checkout it comes from, put on PYTHONPATH (another version, for side-by-side runs)."""
         self.scratch = spool is None  # a spool of its own, removed once stopped
-        self.spool = spool or Path(tempfile.mkdtemp(prefix="pool-bench-")) / "spool"
+        self.spool = spool or Path(scratch_folder("pool-bench-")) / "spool"
         self.spool.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(source or HERE.parent)]))
         self.log = open(self.spool.parent / "manager.log", "ab")
@@ -215,7 +253,7 @@ class ScratchManager:
             os.close(self.watch)
         if self.scratch and not keep:
             if sys.exc_info()[0] is None:  # called from a `finally` while a failure goes up: kept
-                shutil.rmtree(self.spool.parent, ignore_errors=True)
+                remove_scratch(self.spool.parent)
             else:
                 print(f"kept for a look: {self.spool.parent}", file=sys.stderr)
 

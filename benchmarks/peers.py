@@ -1,7 +1,7 @@
 """Tiny-job throughput against the peers a user would pick instead, interleaved in one run
 on the same disk, each task a peer loses or fails counted (issue 23, target 1).
 
-    python benchmarks/peers.py [--rounds 3] [--jobs 2000] [--no-setup]
+    python benchmarks/peers.py [--rounds 3] [--jobs 2000] [--settle 61] [--no-setup]
 
 2,000 do-nothing jobs, 2 workers, timed from the first submit to the last result seen by
 the submitter:
@@ -20,6 +20,13 @@ are reported with the ratio of pool's figures to the best peer that lost and fai
 nothing in every round. A peer that is not installed is installed first (pip into this
 interpreter; ``apt-get`` for redis-server and task-spooler, which needs root): never
 skipped, never faked. ``--no-setup`` fails instead.
+
+Before each run, what was written is written back (``sync``) and the script waits
+``--settle`` seconds: on an ext4 with no journal (this machine's), the inode allocator
+passes over each inode freed in the last minute, one at a time, for every file it
+creates, so a run that came soon after one that removed files (pool's claims and replaced
+statuses, task-spooler's outputs, a scratch folder) created each of its own up to 10x
+slower. Runs of pool paid for it, as they create a file a job; SQLite and Redis do not.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-from harness import HERE, ScratchManager, in_turn
+from harness import HERE, ScratchManager, in_turn, remove_scratch, scratch_folder, scratch_kept_to_the_end
 
 PIP_PEERS = {"huey": "huey", "celery": "celery[redis]", "redis": "redis"}
 APT_PEERS = {"redis-server": "redis-server", "tsp": "task-spooler"}
@@ -157,7 +164,7 @@ def child_peer(script: str, *args: str) -> Callable[[int], Run]:
 def task_spooler(jobs: int) -> Run:
     """task-spooler with 2 slots and a server of its own (TS_SOCKET), one ``tsp true`` per
     job, as a shell user queues them; its job list kept whole (TS_MAXFINISHED) to count."""
-    folder = tempfile.mkdtemp(prefix="tsp-bench-")
+    folder = scratch_folder("tsp-bench-")
     env = dict(os.environ, TS_SOCKET=os.path.join(folder, "socket"), TS_MAXFINISHED=str(jobs + 10), TMPDIR=folder)
 
     def tsp(*args: str) -> subprocess.CompletedProcess[str]:
@@ -185,7 +192,7 @@ def task_spooler(jobs: int) -> Run:
     failed += sum(1 for job_id in ids if job_id in states and states[job_id][1] == "finished"
                   and states[job_id][3] != "0")
     tsp("-K")
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_scratch(folder)
     return Run(seconds, lost=lost, failed=failed)
 
 
@@ -207,20 +214,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--settle", type=float, default=61.0,
+                        help="seconds to wait before each run, for the inodes freed before it to be reused freely")
     parser.add_argument("--no-setup", action="store_true", help="fail if a peer is not installed")
     args = parser.parse_args()
     ensure_peers(not args.no_setup)
     results = {name: Results() for name in PEERS}
-    for round_number in range(args.rounds):
-        for name in in_turn(PEERS, round_number):
-            # What the peer before wrote and removed is written back first: no peer pays for
-            # another's (the file system's writeback of a spool just removed took a third
-            # of pool's throughput in the run after it, 2026-12-06).
-            os.sync()
-            run = PEERS[name](args.jobs)
-            results[name].runs.append(run)
-            print(f"round {round_number + 1}: {name}: {args.jobs / run.seconds:,.0f} jobs/s, lost {run.lost}, "
-                  f"failed {run.failed}", flush=True)
+    with scratch_kept_to_the_end():  # no peer pays for the removal of another's files
+        for round_number in range(args.rounds):
+            for name in in_turn(PEERS, round_number):
+                os.sync()  # and none for the writeback of what the one before wrote, or its removals
+                time.sleep(args.settle)
+                run = PEERS[name](args.jobs)
+                results[name].runs.append(run)
+                print(f"round {round_number + 1}: {name}: {args.jobs / run.seconds:,.0f} jobs/s, lost {run.lost}, "
+                      f"failed {run.failed}", flush=True)
     print(f"\n{args.jobs} no-op jobs, 2 workers, medians of {args.rounds} interleaved rounds (min-max)")
     for name, result in results.items():
         rates = result.rates(args.jobs)

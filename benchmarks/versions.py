@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from core_latency import started_at_latency
-from harness import HERE, in_turn, noop_batch_seconds, noop_files_seconds, percentile
+from harness import HERE, in_turn, noop_batch_seconds, noop_files_seconds, percentile, scratch_kept_to_the_end
 
 
 def command_of(checkout: Path) -> tuple[str, ...]:
@@ -34,18 +34,18 @@ def main() -> None:
     args = parser.parse_args()
     versions = {"this": ((sys.executable, "-m", "pool"), HERE.parent), "other": (command_of(args.other), args.other)}
     results: dict[str, dict[str, list[float]]] = {v: {"batch": [], "files": [], "p50": [], "p90": []} for v in versions}
-    for round_number in range(args.rounds):
-        order = in_turn(versions, round_number)
-        for name in order:
-            pool, source = versions[name]
-            results[name]["batch"].append(args.jobs / noop_batch_seconds(args.jobs, pool, source))
-            results[name]["files"].append(args.jobs / noop_files_seconds(args.jobs, pool, source))
-            latencies = started_at_latency(args.latency_jobs, pool, source)
-            results[name]["p50"].append(statistics.median(latencies))
-            results[name]["p90"].append(percentile(latencies, 90))
-        print(f"round {round_number + 1}: " + ", ".join(
-            f"{name} {results[name]['batch'][-1]:.0f}/{results[name]['files'][-1]:.0f} jobs/s" for name in versions),
-            flush=True)
+    with scratch_kept_to_the_end():  # neither version pays for the removal of the other's files
+        for round_number in range(args.rounds):
+            for name in in_turn(versions, round_number):
+                pool, source = versions[name]
+                results[name]["batch"].append(args.jobs / noop_batch_seconds(args.jobs, pool, source))
+                results[name]["files"].append(args.jobs / noop_files_seconds(args.jobs, pool, source))
+                latencies = started_at_latency(args.latency_jobs, pool, source)
+                results[name]["p50"].append(statistics.median(latencies))
+                results[name]["p90"].append(percentile(latencies, 90))
+            print(f"round {round_number + 1}: " + ", ".join(f"{name} {results[name]['batch'][-1]:.0f}/"
+                                                            f"{results[name]['files'][-1]:.0f} jobs/s"
+                                                            for name in versions), flush=True)
     print(f"\nmedians of {args.rounds} rounds ({args.jobs} tiny jobs, 2 workers; {args.latency_jobs} drops, 1 worker)")
     for key, label, unit in (("batch", "throughput, one .jsonl", "jobs/s"), ("files", "throughput, .json files",
                              "jobs/s"), ("p50", "drop -> started_at p50", "ms"), ("p90", "drop -> started_at p90", "ms")):
