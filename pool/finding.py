@@ -81,7 +81,9 @@ class Brief(NamedTuple):
     created_at: str
     name: str
     group: str  # the group whose limit it obeys (``default``: none named)
-    data: bytes | None  # its status document; None for a job not taken in yet (``status``), or in a record
+    # Its status document; None for a job not taken in yet (``status``), and for one in a
+    # record or ended (its line in the index) unless ``briefs`` was asked for documents.
+    data: bytes | None
     status: JobStatus | None = None
 
 

@@ -5,7 +5,7 @@ operations of a tiny job).
     status/<token>~<k>.queued    the jobs of lines k*RECORD+1 .. (k+1)*RECORD of the batch
                                  claimed with <token> whose ids pool made (<token>-<line>):
         pool queued 2\\n           (``pool queued 1``: no line of briefs follows)
-        <briefs>\\n                what a table needs of each job, as JSON (``Briefs``)
+        <briefs>\\n                what a table needs of each job, as JSON (``encode``)
         <id>\\t<mark>\\t<status document>\\n     a line a job; mark: Q (it stands) or X (struck)
 
 A record is written whole (a temp file renamed into place) by the manager, as it takes
@@ -63,7 +63,7 @@ def encode(statuses: Sequence[JobStatus]) -> bytes:
     """A record of these jobs (all of one record: ``record_of`` says the same of each).
 
     Its briefs line lets a listing of a million queued jobs read what a table needs of
-    each without parsing each document (1.3 s against 7 s, benchmarks/README.md): each
+    each without parsing each document (1.6 s against 7 s, benchmarks/README.md): each
     job's line in the batch, where its mark is (counted from the first job's line), and
     its state, creation time, name and group, each an index into ``values``, which a batch
     mostly shares."""
