@@ -206,10 +206,12 @@ class QueuedBook:
     def listed(self) -> tuple[list[Listed], dict[str, bytes]]:
         """Every job whose line stands, record by record: as its record's briefs line has
         it, where that line holds; else its document, by id. A record that cannot be read
-        is passed over."""
+        is passed over. The briefs come last line of a batch first: its jobs share their
+        creation time, and a table, newest first, shows the batch's end, not a record the
+        folder happened to list first."""
         briefs: list[Listed] = []
         documents: dict[str, bytes] = {}
-        for name in self.names():
+        for name in sorted(self.names(), key=batch_order, reverse=True):
             try:
                 data = self.folder.read(name, self._owners(), MAX_RECORD_BYTES)
             except (OSError, UnsafeFile):
@@ -218,7 +220,7 @@ class QueuedBook:
             if listed is None:
                 documents.update((job_id, doc) for job_id, mark, doc in lines_of(data, name) if mark == STANDS)
             else:
-                briefs += listed
+                briefs += reversed(listed)
         return briefs, documents
 
     def ids(self, name: str) -> list[str]:
@@ -336,6 +338,12 @@ def place(job_id: str) -> tuple[str, int] | None:
         return None
     line = int(found.group(2)) - 1
     return f"{found.group(1)}~{line // RECORD}{SUFFIX}", line % RECORD
+
+
+def batch_order(name: str) -> tuple[str, int]:
+    """A record's place among its batch's (its token, then its k)."""
+    token, _, k = name[:-len(SUFFIX)].partition("~")
+    return token, int(k)
 
 
 def token_of(name: str) -> str:

@@ -286,6 +286,8 @@ def test_a_table_lists_a_records_jobs_from_its_briefs_line_each_as_its_document_
     shown = run_pool(spool.root, "status", "--limit", "0", check=True).stdout
     assert f"{len(ids) - 2} queued" in shown and "1 done" in shown and removed not in shown
     assert all(job_id in shown for job_id in ids if job_id != removed)
+    newest = run_pool(spool.root, "status", "--limit", "3", check=True).stdout.split()
+    assert [word for word in newest if word in ids] == ids[:-4:-1]  # the batch's end, newest first
 
 
 def test_a_briefs_line_that_does_not_hold_is_not_believed(tmp_path: Path) -> None:
