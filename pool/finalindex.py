@@ -4,7 +4,8 @@ of every job (`pool status`, its ``--json``) reads one file rather than one per 
     manager: a job ends (or is found ended at start) --> its status file read back -->
              a line appended:  [id, ino, size, mtime, state, created_at, name, group]<TAB><the document>
     reader:  os.listdir(status/) --> a job with a line whose ino, size and mtime are its
-             file's (os.stat): the line's document; any other: its file, read
+             file's (os.stat): the line's document, read from the index when it is
+             shown or written (where it is checked to be the job's); any other: its file
 
 A final document stays as it is until the job is retried (or removed), so each is
 appended once, as it is on disk, byte for byte (read back from the file, never encoded
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import os
 import re
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "index.final"
-MAX_INDEX_BYTES = 1 << 40  # the reader reads it whole: a million jobs' documents are ~1 GB
+MAX_INDEX_BYTES = 1 << 40  # a reader reads it through: a million jobs' documents are ~1 GB
 SLICE = 256  # lines between looks at the clock
 READ_PIECE = 1 << 20  # bytes a reader reads at a time
 COMPACT_AFTER = 10_000  # lines appended since the last compaction before another is worth it
@@ -64,8 +66,8 @@ Clock = Callable[[], float]
 
 
 class Indexed(NamedTuple):
-    """One job's line: what a table needs of the job, and its document (None: read
-    without, ``read_index(documents=False)``)."""
+    """One job's line: what a table needs of the job, and where its document is in the
+    index (``at``; -1: not known), read when it is written or shown (``document_at``)."""
 
     id: str
     ino: int
@@ -75,7 +77,7 @@ class Indexed(NamedTuple):
     created_at: str
     name: str
     group: str
-    data: bytes | None
+    at: int = -1
 
     def stands_for(self, st: os.stat_result) -> bool:
         """Whether the line is the document of the file ``st`` describes: the very file
@@ -102,21 +104,21 @@ def line_of(job_id: str, data: bytes, st: os.stat_result) -> bytes | None:
     return orjson.dumps(head) + b"\t" + data + b"\n"
 
 
-def indexed_of(head: object, data: bytes, keep: bool = True) -> Indexed | None:
+def indexed_of(head: object, data: bytes, at: int = -1) -> Indexed | None:
     """A line from its head (``[id, ino, size, mtime, state, created_at, name, group]``)
     and document; None when the head is not one, or the document is not as long as the
     file was (a line cut short, or glued to what came after). What a table uses before
     it decodes a row is of the type a status document's brief checks; that the time is
     one was checked when the line was written (``line_of``): checking it again cost a
-    fifth of reading the index, and a time that is not one matches no ``--since``. The
-    document is left out unless ``keep``."""
+    fifth of reading the index, and a time that is not one matches no ``--since``.
+    ``at`` is where the document is in the index."""
     if type(head) is not list or len(head) != 8:
         return None
     job_id, ino, size, mtime, state, created_at, name, group = head
     if not (len(data) == size and state in FINAL and type(ino) is int and type(mtime) is int
             and type(job_id) is str and type(name) is str and type(group) is str and type(created_at) is str):
         return None
-    return Indexed(job_id, ino, size, mtime, state, created_at, name, group, data if keep else None)
+    return Indexed(job_id, ino, size, mtime, state, created_at, name, group, at)
 
 
 def parse_line(line: bytes) -> Indexed | None:
@@ -130,27 +132,40 @@ def parse_line(line: bytes) -> Indexed | None:
 LINE = re.compile(rb"([^\t\n]*)\t([^\n]*)\n")
 
 
-def read_index(folder: Folder, owners: Owners, documents: bool = True) -> dict[str, Indexed]:
+def read_index(folder: Folder, owners: Owners) -> dict[str, Indexed]:
     """Every job's last line (none when there is no index, or none a reader may trust),
-    with its document unless ``documents`` is False (a table, which reads whole only the
-    rows it shows, holds no more than what it lists: 187 MB at 100,000 ended jobs with
-    the documents). Read a piece at a time, and split and parsed in as few calls as can
-    be (a piece's heads in one; one each only when one is cut short): a call or two per
-    line was half of `pool status --json`, and the file read whole, then copied line by
-    line, a fifth."""
+    with where its document is in the index, not the document: a view reads those it
+    shows or writes, when it does (184 MB at 100,000 ended jobs held them all). Read a
+    piece at a time, and split and parsed in as few calls as can be (a piece's heads in
+    one; one each only when one is cut short): a call or two per line was half of `pool
+    status --json`, and the file read whole, then copied line by line, a fifth."""
+    found: dict[str, Indexed] = {}
     try:
         fd, _ = folder.open_checked(NAME, owners, MAX_INDEX_BYTES)
     except (OSError, UnsafeFile):
-        return {}
-    found: dict[str, Indexed] = {}
+        return found
     try:
+        at = 0
         for piece in pieces_of_lines(fd, MAX_INDEX_BYTES):
-            add_lines(piece, found, documents)
+            add_lines(piece, found, at)
+            at += len(piece)
     except (OSError, UnsafeFile):
         return {}
     finally:
         os.close(fd)
     return found
+
+
+def document_at(fd: int, line: Indexed) -> bytes | None:
+    """A line's document, read from the index open at ``fd``: the index is only ever
+    appended to, or replaced whole (compacted), maybe since the line was read, and maybe
+    with the same inode (tests/test_final_index.py). So what is read must be the job's
+    document, of its size, beginning with its id as pool writes it; None where it is not,
+    or where the line does not say (its job's file is read instead)."""
+    if line.at < 0:
+        return None
+    data = os.pread(fd, line.size, line.at)
+    return data if len(data) == line.size and data.startswith(b'{"id":%s,' % orjson.dumps(line.id)) else None
 
 
 def pieces_of_lines(fd: int, max_bytes: int) -> Iterator[bytes]:
@@ -171,9 +186,9 @@ def pieces_of_lines(fd: int, max_bytes: int) -> Iterator[bytes]:
         raise UnsafeFile(f"grew over the limit of {max_bytes} bytes while being read")
 
 
-def add_lines(piece: bytes, found: dict[str, Indexed], documents: bool = True) -> None:
-    """The lines of ``piece`` to ``found``, each job's last one winning (with its document
-    if ``documents``); a line that is not one is passed over."""
+def add_lines(piece: bytes, found: dict[str, Indexed], at: int = 0) -> None:
+    """The lines of ``piece`` (at ``at`` in its file) to ``found``, each job's last one
+    winning; a line that is not one is passed over."""
     lines: list[tuple[bytes, bytes]] = LINE.findall(piece)
     heads = list(map(itemgetter(0), lines))
     try:
@@ -182,8 +197,12 @@ def add_lines(piece: bytes, found: dict[str, Indexed], documents: bool = True) -
         parsed = None
     if not isinstance(parsed, list) or len(parsed) != len(heads):  # one cut short spoils them all
         parsed = [loaded_or_none(head) for head in heads]
-    for head, (_, doc) in zip(parsed, lines, strict=True):
-        indexed = indexed_of(head, doc, documents)
+    if sum(len(head) + len(doc) + 2 for head, doc in lines) == len(piece):  # nothing passed over between lines
+        ends = list(itertools.accumulate((len(head) + len(doc) + 2 for head, doc in lines), initial=at))[1:]
+    else:
+        ends = [at + match.end(2) + 1 for match in LINE.finditer(piece)]
+    for head, (_, doc), end in zip(parsed, lines, ends, strict=True):
+        indexed = indexed_of(head, doc, end - 1 - len(doc))
         if indexed is not None:
             found[indexed.id] = indexed
 

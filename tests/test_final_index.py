@@ -12,6 +12,7 @@ import pytest
 from conftest import Server, drop, job, made, run_pool, state_of, status_doc, wait_until
 
 from pool import finalindex, lifecycle
+from pool import finding as finding_module
 from pool.finalindex import NAME, FinalIndex, line_of, read_index
 from pool.finding import Finding
 from pool.jobfile import parse_job
@@ -275,8 +276,7 @@ def test_an_index_planted_as_a_link_is_replaced_not_written_through(spool_dir: P
 def test_a_table_holds_no_document_of_an_ended_job_but_those_it_shows(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A table lists ended jobs from their lines' heads and reads whole only the rows it
-    shows: over 100,000 ended jobs it held every document (187 MB). ``--json``, which
-    writes them all, still takes them from the index, each file unread."""
+    shows: over 100,000 ended jobs it held every document (187 MB)."""
     ids = [f"j{n}" for n in range(5)]
     spool = indexed_spool(tmp_path, ids)
     finding = Finding(spool.root)
@@ -285,7 +285,49 @@ def test_a_table_holds_no_document_of_an_ended_job_but_those_it_shows(tmp_path: 
     assert sorted(b.id for b in briefs) == ids and {b.data for b in briefs} == {None} and read == []
     assert [s.to_dict() for s in finding.decoded(briefs[:2])] == [spool.read_status(b.id).to_dict() for b in briefs[:2]]
     assert sorted(read) == sorted([f"{b.id}.json" for b in briefs[:2]] * 2)  # the rows shown, and the check here
-    read.clear()
-    with_documents = finding.briefs(documents=True)
-    assert [b.data for b in with_documents] == [(spool.status_dir / f"{b.id}.json").read_bytes() for b in briefs]
-    assert read == []
+
+
+def test_json_reads_each_ended_jobs_document_from_the_index_as_it_writes_it(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pool status --json` held every document before writing one (182 MB at 100,000
+    ended jobs): each is now read from the index as it is written, no file opened."""
+    ids = [f"j{n}" for n in range(5)]
+    spool = indexed_spool(tmp_path, ids)
+    finding = Finding(spool.root)
+    expected = [(spool.status_dir / f"{b.id}.json").read_bytes() for b in finding.briefs()]
+    read = files_read(monkeypatch)
+    looked_up: list[str] = []
+    real = finding_module.document_at
+    monkeypatch.setattr(finding_module, "document_at",
+                        lambda fd, line: looked_up.append(line.id) or real(fd, line))  # type: ignore[func-returns-value]
+    documents = finding.documents()
+    assert next(documents) == expected[0] and len(looked_up) == 1  # one read, as it is yielded
+    assert [expected[0], *documents] == expected and len(looked_up) == len(ids) and read == []
+
+
+@pytest.mark.parametrize("inode", ["new", "the same"])
+def test_json_reads_an_ended_jobs_file_when_the_index_was_replaced_since_it_was_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inode: str) -> None:
+    """Compacted between the listing and the writing, the index is another file: its
+    offsets say nothing of it, even where it got the old one's inode back, and each
+    document is read from its job's file instead."""
+    ids = [f"j{n}" for n in range(3)]
+    spool = indexed_spool(tmp_path, ids)
+    finding = Finding(spool.root)
+    expected = [(spool.status_dir / f"{b.id}.json").read_bytes() for b in finding.briefs()]
+    real = Finding.briefs
+
+    def listed_then_compacted(self: Finding, *args: object, **kwargs: object) -> object:
+        listed = real(self, *args, **kwargs)  # type: ignore[arg-type]
+        index = spool.status_dir / NAME
+        other = b"x" * index.stat().st_size  # whatever is at the old offsets
+        if inode == "new":
+            (spool.status_dir / "other").write_bytes(other)
+            os.replace(spool.status_dir / "other", index)
+        else:
+            index.write_bytes(other)
+        return listed
+
+    monkeypatch.setattr(Finding, "briefs", listed_then_compacted)
+    read = files_read(monkeypatch)
+    assert list(finding.documents()) == expected and sorted(read) == sorted(f"{i}.json" for i in ids)
