@@ -134,7 +134,11 @@ class Intake:
         # Names file events told of since the last look: between the rescan ticks, a look
         # goes through them alone, never lists the folder (a listing of thousands of
         # files, each turn, was most of the cost of a file dropped while others wait).
-        self.heard: set[str] = set()
+        # In the order first heard, which is the order written: a slow turn that takes one
+        # file before it hands out jobs takes the one written first (jobs of one priority
+        # start in submission order; taken by name, an executor's burst ran ahead of the
+        # job submitted before it: test_files_heard_together_on_a_slow_turn_are_taken_in_the_order_they_were_heard).
+        self.heard: dict[str, None] = {}
         self.finished: list[str] = []  # claims whose jobs all have their status, to go at the look's end
         self.owners = ctx.spool.submitters(rules.group_gid)
 
@@ -161,7 +165,7 @@ class Intake:
             self.recheck_at = None
             self._look(seconds, None)
         else:
-            self._look(seconds, sorted(self.heard))
+            self._look(seconds, list(self.heard))
         self.failing = False
 
     def _look(self, seconds: float, heard: list[str] | None) -> None:
@@ -184,14 +188,18 @@ class Intake:
         """The folder's names, in the order of a walk; claims not being taken in (a dead
         manager's) are opened on the way."""
         names, claims = self.spool.drop.listing()
+        present = set(names)
+        heard = [n for n in self.heard if n in present]  # first, in their order (a rescan's turn too)
         self.heard.clear()  # each is in the listing, or gone
         if self.waiting:  # forget files gone meanwhile (their events may have been lost)
-            present = set(names)
             self.waiting = {n: w for n, w in self.waiting.items() if n in present}
         for entry in claims:
             if entry not in self.batches:
                 self._guarded(entry, functools.partial(self._open_claim, entry, entry not in self.mine))
-        return self._walk(names)
+        if heard:
+            first = set(heard)
+            names = [n for n in names if n not in first]
+        return heard + self._walk(names)
 
     def _take_some(self, seconds: float, heard: list[str] | None) -> None:
         """Take in the files ``heard`` of, or (None) those of a listing of the folder."""
@@ -207,7 +215,7 @@ class Intake:
                 if heard is None:
                     self.recheck_at = now
                 break  # the names heard and not looked at stay heard: due() says so
-            self.heard.discard(name)
+            self.heard.pop(name, None)
             waiting = self.waiting.get(name)
             if waiting is not None and now < waiting[0]:
                 continue  # still written when last looked at: its close event, or its time, says when
@@ -269,9 +277,9 @@ class Intake:
                 self.waiting.pop(name, None)  # closed or gone: worth a look at once
             if what == GONE:
                 self.seen.pop(name, None)
-                self.heard.discard(name)
+                self.heard.pop(name, None)
             else:
-                self.heard.add(name)
+                self.heard.setdefault(name)
                 if what != CHANGED:
                     self.seen[name] = what
 

@@ -564,6 +564,28 @@ def test_between_rescans_a_turn_takes_the_files_heard_of_and_lists_no_folder(ste
     assert (stepped.doc("unheard")["state"], listings) == ("queued", [1])
 
 
+@pytest.mark.parametrize("rescan", [False, True], ids=["heard", "rescan"])
+def test_files_heard_together_on_a_slow_turn_are_taken_in_the_order_they_were_heard(stepped: Stepped,
+                                                                                   rescan: bool) -> None:
+    """A turn that takes in one file and then hands out jobs must take the file heard
+    first: an executor's first job alone, then the rest as a .jsonl, heard in one turn of
+    a loaded manager (seen in CI: taken by name, the later two ran first, and the test
+    waiting for the first two running never saw it). A rescan's turn, which lists the
+    folder, takes the files heard first too."""
+    stepped.step()  # the first turn lists incoming/
+    stepped.clock = stepped.manager.ctx.clock = CrawlingClock()  # a slice ends after one file
+    stepped.manager.rescan_due, stepped.manager.next_rescan = False, float("inf")
+    intake = stepped.manager.intake
+    assert intake is not None
+    stepped.submit("zz-first")
+    drop(stepped.spool_dir, "aa-second.jsonl",
+         b'{"task": "m:f", "id": "aa-second"}\n{"task": "m:f", "id": "b-third"}\n')
+    intake.notes.extend([("zz-first.json", COMPLETE), ("aa-second.jsonl", COMPLETE)])
+    stepped.manager.rescan_due = rescan
+    stepped.manager.step()
+    assert list(stepped.executor.held) == ["zz-first"]
+
+
 def bytes_a_queued_job(stepped: Stepped, lines: list[bytes]) -> float:
     """What the manager holds for each job of a batch of ``lines`` once all are queued."""
     drop(stepped.spool_dir, "batch.jsonl", b"\n".join(lines))
