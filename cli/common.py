@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -71,12 +72,24 @@ def read_log(spool: Spool, job_id: str) -> bytes:
 
 def follow_log(spool: Spool, job_id: str, offset: int = 0, head: bytes = b"") -> None:
     """Copy the job's log to stdout from ``offset`` on, as it grows, until the job is
-    final and everything it printed has been shown. ``head``: the start of the log as
+    final and everything it printed has been shown (``log_pieces``)."""
+    out = sys.stdout.buffer
+    for piece in log_pieces(spool, job_id, offset, head):
+        if piece:
+            out.write(piece)
+            out.flush()
+        else:
+            time.sleep(FOLLOW_INTERVAL)
+
+
+def log_pieces(spool: Spool, job_id: str, offset: int = 0, head: bytes = b"") -> Iterator[bytes]:
+    """The job's log from ``offset`` on, piece by piece as it grows; b"" when nothing new
+    is there yet (the caller waits as it can: a sleep, an await), ending once the job is
+    final and everything it printed was given. ``head``: the start of the log as
     ``offset`` was found in it. A log cut to its size limit meanwhile (pool.joblog) is
-    followed on from where it was; output cut before it was shown is said in a line."""
+    followed on from where it was; output cut before it was given is said in a line."""
     from pool import joblog
 
-    out = sys.stdout.buffer
     cut = joblog.dropped_before(head)
     while True:
         final = spool.status(job_id).state.is_final  # looked at first: no output is missed
@@ -92,8 +105,8 @@ def follow_log(spool: Spool, job_id: str, offset: int = 0, head: bytes = b"") ->
                     offset, missed = joblog.resume_at(now_cut, joblog.output_shown(cut, offset))
                     cut = now_cut
                     if missed:
-                        out.write(b"--- pool: %d bytes of output were cut from the log before they were shown ---\n"
-                                  % missed)
+                        yield b"--- pool: %d bytes of output were cut from the log before they were shown ---\n" \
+                            % missed
                 chunk = os.pread(fd, 1 << 30, offset)
                 if chunk and joblog.dropped_before(os.pread(fd, joblog.HEAD_BYTES, 0)) != cut:
                     continue  # cut while it was read: read again where the output now is
@@ -101,12 +114,11 @@ def follow_log(spool: Spool, job_id: str, offset: int = 0, head: bytes = b"") ->
                 os.close(fd)
         if chunk:
             offset += len(chunk)
-            out.write(chunk)
-            out.flush()
+            yield chunk
         elif final:
             return
         else:
-            time.sleep(FOLLOW_INTERVAL)
+            yield b""
 
 
 _ParamType: Any = click.ParamType  # generic in newer click, plain in older: either works here

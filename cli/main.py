@@ -28,7 +28,7 @@ KILL_SLACK = 30.0  # seconds a kill may take beyond its grace (a loaded machine)
 
 # Commands that read an existing spool: with none, they say so instead of showing nothing.
 NEEDS_SPOOL = {"submit", "status", "top", "kill", "wait", "retry", "restart", "remove", "logs", "result", "prune",
-               "stop", "workers", "schedule", "group", "pause", "resume"}
+               "stop", "workers", "schedule", "group", "pause", "resume", "web"}
 
 
 def spool_option(needs_spool: bool) -> click.Option:
@@ -47,8 +47,8 @@ def spool_option(needs_spool: bool) -> click.Option:
 # `pool --help` lists commands by what one does first, not alphabetically.
 SECTIONS = [
     ("Start here", ["demo", "run", "serve", "submit", "status"]),
-    ("Follow and control jobs", ["top", "wait", "logs", "result", "kill", "pause", "resume", "retry", "restart",
-                                 "schedule", "group"]),
+    ("Follow and control jobs", ["top", "web", "wait", "logs", "result", "kill", "pause", "resume", "retry",
+                                 "restart", "schedule", "group"]),
     ("The spool and its manager", ["remove", "prune", "stop", "workers", "service"]),
 ]
 SHORT_HELP = {
@@ -58,6 +58,7 @@ SHORT_HELP = {
     "submit": "Queue a task, or --command a program; prints its id.",
     "status": "Every job with its state and progress; with an ID, all of it.",
     "top": "A live view of the jobs (q quits).",
+    "web": "A dashboard in the browser: live progress, logs, actions (the web extra).",
     "wait": "Block until jobs have ended; exit 0 if all are done.",
     "logs": "A job's output, every attempt (-f follows it).",
     "result": "A job's result as JSON; exit 1 unless it is done.",
@@ -354,8 +355,9 @@ def _register_commands() -> None:
     from .serve import serve
     from .service import service
     from .views import status, top
+    from .web import web
 
-    for command in (serve, status, top, run, prune, stop, workers, service, demo, schedule, group):
+    for command in (serve, status, top, run, prune, stop, workers, service, demo, schedule, group, web):
         cli.add_command(command)
     cli.add_command(retry, "restart")  # pueue's name for it
     for command in {id(c): c for c in cli.commands.values()}.values():  # restart is retry: once

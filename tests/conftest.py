@@ -147,6 +147,24 @@ def serve(spool_dir: Path, engine: str) -> Iterator[Callable[..., Server]]:
             server.stop()
 
 
+@pytest.fixture
+def web(spool_dir: Path) -> Iterator[Callable[..., Any]]:
+    """Start `pool web` on the test's spool with extra arguments (tests/webserver.py);
+    each is stopped afterwards."""
+    from webserver import Web
+
+    started: list[Web] = []
+
+    def start(*args: str) -> Web:
+        server = Web(spool_dir, *args)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 def refused(spool_dir: Path, name: str, timeout: float = 30.0, also: Callable[[], object] = lambda: True) -> str:
     """Wait until ``name`` is in rejected/ with why (``also``: and until that holds too);
     return why. Intake writes why first and moves the file beside it after: both are
@@ -252,6 +270,9 @@ def pid_alive(pid: int) -> bool:
 
 # ---------------------------------------------------------------- what a test needs from the machine
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's, driven by Playwright (its own download cannot work here)
+
+
 class Need(NamedTuple):
     what: str
     lacking: Callable[[], str | None]  # what this machine lacks, None when the need is met
@@ -270,6 +291,8 @@ NEEDS = {
                                   else "there is no systemd-analyze on PATH", "install systemd to run it here"),
     "needs_gnu_time": Need("GNU time", lambda: None if os.access("/usr/bin/time", os.X_OK)
                            else "there is no /usr/bin/time", "install GNU time (the package `time`) to run it here"),
+    "needs_chromium": Need("Chromium", lambda: None if os.access(CHROMIUM, os.X_OK) else f"there is no {CHROMIUM}",
+                           "install Chromium (Debian: apt-get install chromium) to run it here"),
 }
 
 

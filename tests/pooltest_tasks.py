@@ -277,3 +277,14 @@ def limits_seen() -> dict[str, Any]:
 
     return {"nice": os.getpriority(os.PRIO_PROCESS, 0), "open_files": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
             "pid": os.getpid(), "worker": os.getpgrp()}
+
+
+@pool.task
+def steps_on_gates(gates: str, steps: int, say: str = "line") -> int:
+    """``steps`` steps, each printed (``say`` and its number) and reported, the next one
+    only once the test made ``gates``/<step> (so a test sees each step as it comes)."""
+    for step in range(1, steps + 1):
+        print(f"{say} {step}", flush=True)
+        pool.progress(step, steps, message=f"step {step} of {steps}")
+        wait_for_gate(os.path.join(gates, str(step)))
+    return steps

@@ -1,0 +1,198 @@
+"""`pool web` over HTTP, as a program (or an attacker) calls it: a real `pool web`
+process, a real `pool serve` where jobs must run, and plain HTTP requests. The pages in a
+browser are tests/test_web_browser.py's."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import stat
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import made, run_pool, state_of, wait_until
+
+from pool.client import Spool
+from pool.web import access
+from pool.web.pages import BadQuery, Query
+
+
+def submitted(spool_dir: Path, *args: str) -> str:
+    return run_pool(spool_dir, "submit", *args, check=True).stdout.strip()
+
+
+# ---------------------------------------------------------------- who may look and act
+def test_every_page_and_call_needs_the_token_which_the_browser_trades_for_a_cookie(spool_dir: Path, web: Any) -> None:
+    made(spool_dir)
+    server = web()
+    for path in ("/", "/api/jobs", "/jobs/x", "/api/stream", "/jobs/x/log"):
+        assert server.call(path, token=False)[0] == 403, path
+    assert server.call("/?token=not-it", token=False)[0] == 403
+    status, headers, _ = server.call(f"/?token={server.token}&state=done", token=False)
+    assert (status, headers["location"]) == (303, "/?state=done")  # the token leaves the address bar
+    cookie = headers["set-cookie"]
+    assert f"{access.COOKIE}={server.token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert server.call("/", token=False, headers={"Cookie": f"{access.COOKIE}={server.token}"})[0] == 200
+    assert server.call("/", token=False, headers={"Cookie": f"{access.COOKIE}=wrong"})[0] == 403
+
+
+def test_the_token_is_kept_0600_in_the_spool_and_one_unfit_to_use_is_replaced(tmp_path: Path) -> None:
+    spool = Spool(made(tmp_path / "spool")).dir
+    kept = spool.root / access.TOKEN_FILE
+    token = access.spool_token(spool)
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and len(token) >= 32
+    assert access.spool_token(spool) == token  # a restart keeps it: bookmarks go on working
+    kept.chmod(0o644)  # others could have read it: it is no secret any more
+    replaced = access.spool_token(spool)
+    assert replaced != token and stat.S_IMODE(kept.stat().st_mode) == 0o600
+    outside = tmp_path / "planted"
+    outside.write_text("a" * 40)
+    kept.unlink()
+    kept.symlink_to(outside)  # never followed: neither read nor written through
+    fresh = access.spool_token(spool)
+    assert fresh != "a" * 40 and outside.read_text() == "a" * 40 and not kept.is_symlink()
+
+
+def test_no_token_off_loopback_is_refused_with_one_line(spool_dir: Path) -> None:
+    made(spool_dir)
+    result = run_pool(spool_dir, "web", "--host", "0.0.0.0", "--no-token", "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: --no-token on 0.0.0.0"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_actions_are_posts_with_the_token_from_the_dashboards_own_origin(spool_dir: Path, serve: Any, web: Any,
+                                                                        tmp_path: Path) -> None:
+    serve()
+    server = web()
+    job_id = submitted(spool_dir, "pooltest_tasks:steps_on_gates", str(tmp_path), "3")
+    wait_until(lambda: state_of(spool_dir, job_id) == "running", what="running")
+    kill = f"/api/jobs/{job_id}/kill"
+    cookie = {"Cookie": f"{access.COOKIE}={server.token}"}
+    refused = [
+        server.call(kill, "POST", token=False),  # no token
+        server.call(kill, "POST", headers={"Origin": "http://evil.example"}),  # another site's page
+        server.call(kill, "POST", token=False, headers={**cookie, "Origin": "http://evil.example"}),
+        server.call(kill, "POST", token=False, headers={**cookie, "Origin": "null"}),
+        server.call(kill, "POST", token=False, headers=cookie),  # a browser's, saying from nowhere
+    ]
+    assert [status for status, _, _ in refused] == [403] * 5
+    assert server.call(kill)[0] == 405  # a GET changes nothing
+    assert state_of(spool_dir, job_id) == "running"
+    host = server.base.split("//", 1)[1]
+    status, _, body = server.call(kill, "POST", token=False, headers={**cookie, "Origin": f"http://{host}"})
+    assert status == 200, body
+    wait_until(lambda: state_of(spool_dir, job_id) == "cancelled", what="cancelled")
+    assert server.call(f"/api/jobs/{job_id}/explode", "POST")[0] == 404
+
+
+def test_read_only_shows_no_action_and_refuses_every_one(spool_dir: Path, serve: Any, web: Any, tmp_path: Path) -> None:
+    serve()
+    server = web("--read-only")
+    job_id = submitted(spool_dir, "pooltest_tasks:steps_on_gates", str(tmp_path), "3")
+    wait_until(lambda: state_of(spool_dir, job_id) == "running", what="running")
+    for action in ("kill", "pause", "retry", "resume"):
+        assert server.call(f"/api/jobs/{job_id}/{action}", "POST")[0] == 403
+    assert state_of(spool_dir, job_id) == "running"
+    status, _, page = server.call(f"/jobs/{job_id}")
+    assert status == 200 and b'data-action="kill"' not in page and b'data-read-only="yes"' in page
+    (tmp_path / "1").touch()
+
+
+# ---------------------------------------------------------------- the JSON API
+def test_api_jobs_filters_pages_newest_first_and_answers_304_to_its_etag(spool_dir: Path, web: Any) -> None:
+    made(spool_dir)  # no manager: the jobs wait in incoming/, and are listed as queued
+    ids = [submitted(spool_dir, "--name", name, "--group", group, "pooltest_tasks:add", "1", "2")
+           for name, group in (("render-1", "gpu"), ("render-2", "gpu"), ("encode-1", "cpu"))]
+    server = web()
+    every = server.json("/api/jobs")
+    assert [row["id"] for row in every["rows"]] == ids[::-1]
+    assert every["counts"]["queued"] == 3 and every["total"] == every["matched"] == 3
+    assert [r["name"] for r in server.json("/api/jobs?name=render-*")["rows"]] == ["render-2", "render-1"]
+    assert [r["name"] for r in server.json("/api/jobs?group=cpu")["rows"]] == ["encode-1"]
+    assert [r["name"] for r in server.json("/api/jobs?text=ENCODE")["rows"]] == ["encode-1"]
+    assert server.json("/api/jobs?state=done")["rows"] == []
+    second = server.json("/api/jobs?per=1&page=2")
+    assert ([r["id"] for r in second["rows"]], second["pages"]) == ([ids[1]], 3)
+    for bad in ("state=bogus", "per=0", "page=-1", "per=x", "name=" + "x" * 300):
+        status, _, body = server.call(f"/api/jobs?{bad}")
+        assert status == 400 and orjson.loads(body)["error"], bad
+    status, headers, _ = server.call("/api/jobs")
+    assert server.call("/api/jobs", headers={"If-None-Match": headers["etag"]})[:1] == (304,)
+    status, headers, body = server.call(f"/api/jobs/{ids[0]}")
+    assert status == 200 and orjson.loads(body)["id"] == ids[0]
+    assert server.call(f"/api/jobs/{ids[0]}", headers={"If-None-Match": headers["etag"]})[0] == 304
+
+
+@pytest.mark.parametrize("path", ["/jobs/..%2f..%2fetc%2fpasswd", "/api/jobs/..%2f..%2fetc%2fpasswd",
+                                  "/jobs/%2e%2e", "/api/jobs/.hidden", "/jobs/a%00b", "/api/jobs/" + "a" * 65,
+                                  "/jobs/nosuchjob/log", "/api/jobs/nosuchjob/stream", "/jobs/%C3%A9t%C3%A9"])
+def test_odd_ids_and_paths_out_of_the_spool_are_404(spool_dir: Path, web: Any, path: str) -> None:
+    made(spool_dir)
+    status, _, body = web().call(path)
+    assert status == 404 and b"root:" not in body
+
+
+def test_the_stream_sends_the_page_again_when_a_job_comes(spool_dir: Path, web: Any) -> None:
+    made(spool_dir)
+    server = web()
+    request = urllib.request.Request(server.base + "/api/stream", headers={"Authorization": f"Bearer {server.token}"})
+    pages: list[dict[str, Any]] = []
+    response = urllib.request.urlopen(request, timeout=60)
+
+    def read() -> None:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            for line in response:
+                if line.startswith(b"data: "):
+                    pages.append(orjson.loads(line[6:]))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_until(lambda: pages, what="the first page")
+    assert pages[0]["total"] == 0
+    job_id = submitted(spool_dir, "pooltest_tasks:add", "1", "2")
+    wait_until(lambda: any(row["id"] == job_id for row in pages[-1]["rows"]), what="the page with the new job")
+    server.stop()  # the stream ends with the server: the reader with it
+    reader.join(30)
+
+
+# ---------------------------------------------------------------- pure parts
+def test_a_query_is_checked_before_any_job_is_read() -> None:
+    assert Query.parse({}, ()) == Query()
+    assert Query.parse({"page": "2", "per": "10", "name": " a* "}, ["done", "done"]) == \
+        Query(("done",), "a*", page=2, per=10)
+    for params, states in (({}, ["nope"]), ({"per": "501"}, []), ({"page": "0"}, []), ({"page": "\u0661"}, []),
+                           ({"text": "x" * 201}, [])):
+        with pytest.raises(BadQuery):
+            Query.parse(params, states)
+
+
+@pytest.mark.parametrize(("origin", "referer", "host", "same"), [
+    (None, None, "127.0.0.1:8765", True),  # not a browser: it carried the token itself
+    ("http://127.0.0.1:8765", None, "127.0.0.1:8765", True),
+    (None, "http://127.0.0.1:8765/jobs/x", "127.0.0.1:8765", True),
+    ("http://127.0.0.1:8766", None, "127.0.0.1:8765", False),
+    ("http://evil.example", "http://127.0.0.1:8765/", "127.0.0.1:8765", False),  # the Origin is what counts
+    ("null", None, "127.0.0.1:8765", False),
+    ("file://127.0.0.1:8765", None, "127.0.0.1:8765", False),
+    ("http://127.0.0.1:8765", None, None, False),
+])
+def test_same_origin(origin: str | None, referer: str | None, host: str | None, same: bool) -> None:
+    assert access.same_origin(origin, referer, host) is same
+
+
+def test_loopback_addresses() -> None:
+    assert all(map(access.is_loopback, ["127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost"]))
+    assert not any(map(access.is_loopback, ["0.0.0.0", "::", "192.168.1.2", "example.com", ""]))
+
+
+def test_the_token_is_compared_whole() -> None:
+    assert access.token_matches("abc", "abc") and access.token_matches(None, None)
+    assert not any(access.token_matches(given, "abc") for given in (None, "", "ab", "abcd", "ABC"))
+    assert access.bearer("Bearer abc") == "abc" and access.bearer("bearer  abc ") == "abc"
+    assert access.bearer("Basic abc") is None and access.bearer(None) is None
+

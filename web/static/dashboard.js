@@ -1,0 +1,141 @@
+// pool web: the pages' live parts. Everything a job says (name, message, log) is put in
+// the page as text (textContent), never as HTML: a job's data is its submitter's, not ours.
+"use strict";
+
+const readOnly = () => document.body.dataset.readOnly === "yes";
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+function bar(progress) {
+  const track = el("span", null, "bar");
+  const fill = el("span", null, "fill");
+  if (typeof progress === "number" && isFinite(progress)) {
+    fill.style.width = (Math.min(Math.max(progress, 0), 1) * 100).toFixed(1) + "%";
+  }
+  track.appendChild(fill);
+  return track;
+}
+
+async function act(jobId, action, said) {
+  const response = await fetch("/api/jobs/" + encodeURIComponent(jobId) + "/" + action,
+                               {method: "POST", credentials: "same-origin"});
+  let answer = {};
+  try { answer = await response.json(); } catch (e) { /* not JSON: the status says it */ }
+  if (said) said.textContent = response.ok ? action + ": " + answer.state : (answer.error || response.statusText);
+}
+
+function showManager(manager) {
+  const node = document.getElementById("manager");
+  if (!node || !manager) return;
+  node.textContent = manager.running ? (manager.trouble ? "manager: " + manager.trouble
+                                        : manager.stopping ? "manager stopping" : "manager serving")
+                                     : "no manager serving";
+  node.dataset.up = manager.running ? "yes" : "no";
+}
+
+// ------------------------------------------------------------------ the jobs page
+function showCounts(counts) {
+  const box = document.getElementById("counts");
+  box.replaceChildren();
+  for (const [state, n] of Object.entries(counts)) {
+    const link = el("a", null, "count state-" + state);
+    link.href = "/?state=" + encodeURIComponent(state);
+    link.dataset.state = state;
+    link.append(el("span", n, "n"), el("span", " " + state));
+    box.appendChild(link);
+  }
+}
+
+function jobRow(job) {
+  const tr = el("tr");
+  tr.dataset.id = job.id;
+  tr.className = "state-" + job.state;
+  const id = el("td");
+  const link = el("a", job.id);
+  link.href = "/jobs/" + encodeURIComponent(job.id);
+  id.appendChild(link);
+  const progress = el("td", null, "progress");
+  progress.append(bar(job.progress), el("span", job.percent, "percent"));
+  tr.append(id, el("td", job.name, "name"), el("td", job.group), el("td", job.state_text, "state"), progress,
+            el("td", job.rate), el("td", job.eta), el("td", job.elapsed),
+            el("td", job.attempt + "/" + job.max_attempts), el("td", job.message, "message"));
+  if (!readOnly()) {
+    const cell = el("td");
+    if (!job.final) {
+      const button = el("button", "kill", "kill");
+      button.type = "button";
+      button.addEventListener("click", () => act(job.id, "kill", null));
+      cell.appendChild(button);
+    }
+    tr.appendChild(cell);
+  }
+  return tr;
+}
+
+function pageLink(page, text) {
+  const params = new URLSearchParams(location.search);
+  params.set("page", page);
+  const link = el("a", text);
+  link.href = "/?" + params.toString();
+  return link;
+}
+
+function showJobs(found) {
+  showCounts(found.counts);
+  showManager(found.manager);
+  document.getElementById("matched").textContent =
+    found.matched + " of " + found.total + " jobs, newest first";
+  document.querySelector("#jobs tbody").replaceChildren(...found.rows.map(jobRow));
+  const nav = document.getElementById("pages");
+  nav.replaceChildren();
+  if (found.page > 1) nav.appendChild(pageLink(found.page - 1, "newer"));
+  nav.appendChild(el("span", " page " + found.page + " of " + found.pages + " "));
+  if (found.page < found.pages) nav.appendChild(pageLink(found.page + 1, "older"));
+}
+
+// ------------------------------------------------------------------ a job's page
+function showJob(view) {
+  const row = view.row;
+  document.getElementById("job-name").textContent = row.name;
+  const state = document.getElementById("job-state");
+  state.textContent = row.state_text;
+  state.className = "state state-" + row.state;
+  const fill = document.getElementById("job-bar");
+  fill.style.width = typeof row.progress === "number" ? (row.progress * 100).toFixed(1) + "%" : "0";
+  document.getElementById("job-percent").textContent = row.percent;
+  document.getElementById("job-message").textContent = row.message;
+  document.getElementById("detail").textContent = view.detail.join("\n");
+}
+
+function start() {
+  if (document.getElementById("jobs")) {
+    const stream = new EventSource("/api/stream" + location.search);
+    stream.addEventListener("jobs", (e) => showJobs(JSON.parse(e.data)));
+  }
+  const job = document.getElementById("job");
+  if (job) {
+    const jobId = job.dataset.job;
+    const log = document.getElementById("log");
+    const stream = new EventSource("/api/jobs/" + encodeURIComponent(jobId) + "/stream");
+    stream.addEventListener("job", (e) => showJob(JSON.parse(e.data)));
+    stream.addEventListener("log", (e) => {
+      const follow = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+      log.append(document.createTextNode(JSON.parse(e.data)));
+      if (follow) log.scrollTop = log.scrollHeight;
+    });
+    stream.addEventListener("log-end", () => {
+      document.getElementById("log-state").textContent = "(ended)";
+      stream.close();
+    });
+    for (const button of document.querySelectorAll("#actions button")) {
+      button.addEventListener("click", () => act(jobId, button.dataset.action, document.getElementById("action-result")));
+    }
+  }
+}
+
+document.addEventListener("DOMContentLoaded", start);
