@@ -256,7 +256,9 @@ class Finding:
             raise JobNotFound(f"no job {job_id!r} in {self.dir.root}") from None
         if spec.id != job_id:
             raise JobNotFound(f"no job {job_id!r} in {self.dir.root}")
-        created = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(st.st_mtime))
+        # When it was submitted, as a manager will take it (intake.py): its file's time,
+        # to the second, would list jobs of one second in no order.
+        created = spec.submitted_at or time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(st.st_mtime))
         return new_status(spec, created)
 
     def status(self, job_id: str) -> JobStatus:
