@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import stat
 import threading
 import urllib.request
@@ -196,3 +197,92 @@ def test_the_token_is_compared_whole() -> None:
     assert access.bearer("Bearer abc") == "abc" and access.bearer("bearer  abc ") == "abc"
     assert access.bearer("Basic abc") is None and access.bearer(None) is None
 
+
+
+# ---------------------------------------------------------------- /metrics and the charts
+def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_metrics_say_jobs_by_state_and_group_what_ended_and_how_long_attempts_took(
+        spool_dir: Path, serve: Any, web: Any) -> None:
+    serve()
+    done = [submitted(spool_dir, "--group", "g", "pooltest_tasks:add", "1", str(n)) for n in range(3)]
+    failed = submitted(spool_dir, "--retries", "1", "pooltest_tasks:fail", "boom")
+    for job_id in done:
+        wait_until(lambda job_id=job_id: state_of(spool_dir, job_id) == "done", what="done")
+    wait_until(lambda: state_of(spool_dir, failed) == "failed", what="failed")
+    server = web()
+    assert server.call("/metrics", token=False)[0] == 403
+    status, headers, body = server.call("/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    values = metric_values(body.decode())
+    assert values[("pool_jobs", (("group", "g"), ("state", "done")))] == 3
+    assert values[("pool_jobs", (("group", "default"), ("state", "failed")))] == 1
+    assert values[("pool_jobs_ended_total", (("state", "done"),))] == 3
+    assert values[("pool_jobs_ended_total", (("state", "failed"),))] == 1
+    assert values[("pool_attempts_total", ())] == 5  # the failed job's two attempts
+    assert values[("pool_attempts_requeued_total", ())] == 1  # its retry
+    assert values[("pool_attempt_duration_seconds_count", ())] == 5
+    assert values[("pool_attempt_duration_seconds_bucket", (("le", "+Inf"),))] == 5
+    assert values[("pool_queue_depth", ())] == 0 and values[("pool_running_jobs", ())] == 0
+    assert values[("pool_manager_up", ())] == 1 and values[("pool_rejected_files", ())] == 0
+    charts = server.json("/api/charts")
+    assert sum(charts["done"]) == 3 and sum(charts["failed"]) == 1 and charts["depth"][-1] == 0
+    assert len(charts["minutes"]) == len(charts["done"]) == len(charts["depth"]) == 180
+
+
+def event_line(job_id: str, was: str | None, to: str, minute: str = "2026-12-06T10:00", wall: float | None = None
+               ) -> bytes:
+    event: dict[str, Any] = {"time": f"{minute}:00.000000Z", "id": job_id, "from": was, "to": to, "attempt": 1,
+                             "reason": "x"}
+    if wall is not None:
+        event["usage"] = {"wall": wall}
+    return orjson.dumps(event) + b"\n"
+
+
+def test_the_tally_reads_on_from_where_it_stopped_across_a_rotation_and_starts_over_after_a_trim(
+        tmp_path: Path) -> None:
+    from pool.events import NAME, PREVIOUS
+    from pool.web.history import History
+
+    spool = Spool(made(tmp_path / "spool")).dir
+    log = spool.root / NAME
+    log.write_bytes(event_line("a", None, "queued") + event_line("a", "queued", "running")
+                    + event_line("a", "running", "done", wall=0.2) + b'{"half": ')  # a line being appended
+    history = History(spool)
+    tally = history.update()
+    assert (tally.ended["done"], tally.attempts, tally.duration_count) == (1, 1, 1)
+    with open(log, "ab") as f:
+        f.write(b'"written"}\n' + b"not json\n" + b"[1, 2]\n" + event_line("b", None, "queued"))
+    assert history.update().ended["done"] == 1  # nothing counted twice; the junk skipped
+    os.rename(log, spool.root / PREVIOUS)  # the manager rotates it ...
+    with open(spool.root / PREVIOUS, "ab") as f:
+        f.write(event_line("b", "queued", "running"))  # ... after one more line
+    log.write_bytes(event_line("b", "running", "failed", wall=2.0))
+    tally = history.update()
+    assert (tally.ended["done"], tally.ended["failed"], tally.attempts, tally.duration_count) == (1, 1, 2, 2)
+    assert history.update().attempts == 2
+    log.write_bytes(event_line("c", None, "queued"))  # trimmed: what is kept is all there is
+    (spool.root / PREVIOUS).unlink()
+    tally = history.update()
+    assert (tally.ended["done"], tally.attempts, sum(m.queued for m in tally.minutes.values())) == (0, 0, 1)
+
+
+def test_the_queue_depth_is_counted_back_from_now() -> None:
+    from datetime import datetime, timezone
+
+    from pool.web.history import Tally, series
+
+    tally = Tally()
+    for line in (event_line("a", None, "queued", "2026-12-06T09:58"),
+                 event_line("b", None, "queued", "2026-12-06T09:58"),
+                 event_line("a", "queued", "running", "2026-12-06T09:59"),
+                 event_line("a", "running", "done", "2026-12-06T10:00")):
+        tally.add(orjson.loads(line))
+    drawn = series(tally, 1, datetime(2026, 12, 6, 10, 0, 30, tzinfo=timezone.utc), 4)
+    assert drawn["minutes"] == ["2026-12-06T09:57", "2026-12-06T09:58", "2026-12-06T09:59", "2026-12-06T10:00"]
+    assert (drawn["depth"], drawn["done"]) == ([0, 2, 1, 1], [0, 0, 0, 1])

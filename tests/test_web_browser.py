@@ -86,12 +86,17 @@ def test_the_jobs_page_grows_bars_live_and_its_kill_button_cancels(spool_dir: Pa
     assert page.query_selector(f"{row} button.kill") is None  # a job ended offers no kill
 
 
-def test_filters_narrow_the_list(spool_dir: Path, serve: Any, web: Any, page: Any) -> None:
+def test_filters_narrow_the_list_and_the_charts_draw(spool_dir: Path, serve: Any, web: Any, page: Any) -> None:
     serve()
     for name in ("render-a", "render-b", "encode-a"):
         submitted(spool_dir, "--name", name, "pooltest_tasks:add", "1", "2")
     page.goto(web().url)
-    page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length === 3", timeout=PATIENCE)
+    page.wait_for_function("document.querySelectorAll('#jobs tbody tr.state-done').length === 3", timeout=PATIENCE)
+    # The charts draw what events.jsonl says: three done this minute, the queue empty now.
+    page.wait_for_selector("#chart-ended rect.done", timeout=PATIENCE)
+    heights = page.eval_on_selector_all("#chart-ended rect.done", "rs => rs.map(r => +r.getAttribute('height'))")
+    assert heights and max(heights) > 100  # the minute with the three is the chart's top
+    assert page.query_selector("#chart-depth polyline") is not None
     page.fill("input[name=name]", "render-*")
     page.click("form#filters button[type=submit]")
     page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length === 2", timeout=PATIENCE)
@@ -121,6 +126,7 @@ def test_a_jobs_page_follows_its_log_as_it_is_printed(spool_dir: Path, serve: An
     assert page.query_selector("#log img, #log script") is None
     page.wait_for_function("document.getElementById('detail').textContent.includes('step 2 of 3')",
                            timeout=PATIENCE)
+    page.wait_for_selector("#chart-progress polyline", timeout=PATIENCE)  # its progress, as it came
     screenshot(page, "dashboard-job.png")
     (gates / "2").touch()
     (gates / "3").touch()

@@ -7,6 +7,8 @@
     GET  /api/jobs/{id}          the job's status document, with an ETag
     GET  /api/stream             the jobs page again each time it changes (server-sent events)
     GET  /api/jobs/{id}/stream   the job again as it changes, and its log as it grows
+    GET  /api/charts             jobs ended and queue depth a minute, the last hours
+    GET  /metrics                the Prometheus text format (metrics.py)
     POST /api/jobs/{id}/{action} kill, retry, pause, resume (not with --read-only)
 
 The spool is read as `pool status` reads it, with or without a manager serving, in a
@@ -48,6 +50,8 @@ from pool.events import NAME as EVENTS
 from pool.model import JobStatus
 
 from . import access
+from .history import QUEUED, History, series
+from .metrics import CONTENT_TYPE, exposition
 from .pages import BadQuery, Query, job_status, job_view, jobs_page
 
 HERE = Path(__file__).parent
@@ -56,6 +60,7 @@ LIVE_EVERY = 1.0  # seconds between two sends of a page that shows a job not end
 PING_EVERY = 15.0  # seconds: a comment line keeps a quiet stream open through proxies
 LOG_PIECE = 64 * 1024  # bytes of a log sent at a time
 ACTIONS = ("kill", "retry", "pause", "resume")
+CHART_MINUTES = 180  # the charts show the last three hours, a point a minute
 
 
 def now() -> datetime:
@@ -73,6 +78,8 @@ def make_app(spool: Spool, token: str | None, read_only: bool = False) -> Starle
         Route("/api/stream", pages.stream_jobs),
         Route("/api/jobs/{job_id}/stream", pages.stream_job),
         Route("/api/jobs/{job_id}/{action}", pages.act, methods=["POST"]),
+        Route("/api/charts", pages.charts),
+        Route("/metrics", pages.metrics),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(routes=routes)
@@ -87,6 +94,7 @@ class Dashboard:
         self.spool = spool
         self.read_only = read_only
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescaping .html: names are text
+        self.history = History(spool.dir)
 
     def page(self, request: Request, template: str, **context: Any) -> Response:
         return self.templates.TemplateResponse(request, template, {"spool": str(self.spool.path),
@@ -134,7 +142,7 @@ class Dashboard:
             return JSONResponse({"error": str(exc)}, 400)
 
         def look() -> tuple[bytes, bool]:
-            found = jobs_page(self.spool, query, now())
+            found = self.jobs_with_charts(query)
             return orjson.dumps(found), any(not row["final"] for row in found["rows"])
 
         return sse(named("jobs", changes(look, [self.spool.dir.status_dir, self.spool.dir.incoming])))
@@ -158,6 +166,25 @@ class Dashboard:
         data = await run_in_threadpool(read_log, self.spool, job_id)
         return Response(data, media_type="text/plain; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{job_id}.log"'})
+
+    def jobs_with_charts(self, query: Query) -> dict[str, Any]:
+        """A page of jobs, and the charts of the last hours (history.py)."""
+        moment = now()
+        found = jobs_page(self.spool, query, moment)
+        depth = sum(found["counts"][state] for state in QUEUED)
+        found["charts"] = series(self.history.update(), depth, moment, CHART_MINUTES)
+        return found
+
+    async def charts(self, request: Request) -> Response:
+        moment = now()
+        found = await run_in_threadpool(jobs_page, self.spool, Query(per=1), moment)
+        tally = await run_in_threadpool(self.history.update)
+        return tagged(request, orjson.dumps(series(tally, sum(found["counts"][s] for s in QUEUED), moment,
+                                                   CHART_MINUTES)))
+
+    async def metrics(self, request: Request) -> Response:
+        body = await run_in_threadpool(exposition, self.spool, self.history)
+        return Response(body, media_type=CONTENT_TYPE)
 
     async def act(self, request: Request) -> Response:
         if self.read_only:

@@ -125,4 +125,5 @@ def job_view(spool: Spool, status: JobStatus, now: datetime) -> dict[str, Any]:
     paused = spool.paused_for([status]).get(status.id, 0.0)
     events = spool.events(status.id)
     lines = render.detail_lines(status, now, events, [], (), paused, spool.dir.checkpoints.saved(status.id))
-    return {"status": status.to_dict(), "row": row(status, now, paused), "detail": lines, "events": events}
+    return {"status": status.to_dict(), "row": row(status, now, paused), "detail": lines, "events": events,
+            "manager": manager_state(spool)}

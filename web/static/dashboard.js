@@ -38,6 +38,54 @@ function showManager(manager) {
   node.dataset.up = manager.running ? "yes" : "no";
 }
 
+// ------------------------------------------------------------------ charts (SVG, drawn here)
+const SVG = "http://www.w3.org/2000/svg";
+const WIDTH = 540, HEIGHT = 120;
+
+function svgEl(tag, attributes) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
+  return node;
+}
+
+// Stacked bars, one a point: series is [[values, className], ...], each as long as the others.
+function drawBars(svg, series, title) {
+  const count = series[0][0].length;
+  const totals = series[0][0].map((_, i) => series.reduce((sum, [values]) => sum + values[i], 0));
+  const top = Math.max(1, ...totals);
+  const width = WIDTH / count;
+  svg.replaceChildren(svgEl("title", {}));
+  svg.firstChild.textContent = title + " (most " + top + ")";
+  for (let i = 0; i < count; i++) {
+    let y = HEIGHT;
+    for (const [values, className] of series) {
+      if (!values[i]) continue;
+      const height = values[i] / top * (HEIGHT - 4);
+      y -= height;
+      svg.appendChild(svgEl("rect", {x: i * width, y: y, width: Math.max(width - 0.5, 0.5), height: height,
+                                     class: className}));
+    }
+  }
+}
+
+// A line through points [x from 0 to 1, y from 0 to top].
+function drawLine(svg, points, top, title) {
+  svg.replaceChildren(svgEl("title", {}));
+  svg.firstChild.textContent = title;
+  if (!points.length) return;
+  const scaled = points.map(([x, y]) => (x * WIDTH).toFixed(1) + "," + (HEIGHT - 2 - y / Math.max(top, 1) * (HEIGHT - 4)).toFixed(1));
+  svg.appendChild(svgEl("polyline", {points: scaled.join(" "), class: "line"}));
+}
+
+function showCharts(charts) {
+  const ended = document.getElementById("chart-ended");
+  if (!ended || !charts) return;
+  drawBars(ended, [[charts.done, "done"], [charts.failed, "failed"]], "jobs ended a minute, the last three hours");
+  const n = charts.depth.length;
+  drawLine(document.getElementById("chart-depth"), charts.depth.map((d, i) => [n > 1 ? i / (n - 1) : 1, d]),
+           Math.max(1, ...charts.depth), "queue depth, the last three hours (most " + Math.max(0, ...charts.depth) + ")");
+}
+
 // ------------------------------------------------------------------ the jobs page
 function showCounts(counts) {
   const box = document.getElementById("counts");
@@ -87,6 +135,7 @@ function pageLink(page, text) {
 
 function showJobs(found) {
   showCounts(found.counts);
+  showCharts(found.charts);
   showManager(found.manager);
   document.getElementById("matched").textContent =
     found.matched + " of " + found.total + " jobs, newest first";
@@ -99,8 +148,17 @@ function showJobs(found) {
 }
 
 // ------------------------------------------------------------------ a job's page
+const progressSeen = [];  // [seconds since the page opened, fraction] of each view that came
+
 function showJob(view) {
   const row = view.row;
+  showManager(view.manager);
+  if (typeof row.progress === "number") {
+    progressSeen.push([performance.now() / 1000, row.progress]);
+    const first = progressSeen[0][0], span = Math.max(progressSeen[progressSeen.length - 1][0] - first, 1e-3);
+    drawLine(document.getElementById("chart-progress"), progressSeen.map(([t, p]) => [(t - first) / span, p]), 1,
+             "progress while this page is open");
+  }
   document.getElementById("job-name").textContent = row.name;
   const state = document.getElementById("job-state");
   state.textContent = row.state_text;
