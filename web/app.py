@@ -15,7 +15,7 @@ The spool is read as `pool status` reads it, with or without a manager serving, 
 thread (a read of a big spool must not hold up the other streams). A stream looks at
 two stats between sends: status/ and incoming/ change (a new name in them) whenever a
 job is taken in, changes state or reports progress (each a new file renamed into
-place); while a page shows a job not ended, it is sent again each second too (its
+place); while a page shows a job running, it is sent again each second too (its
 elapsed time and ETA move). An idle dashboard thus costs two stat() calls a quarter
 second per open page. Every page and call is behind the token (access.py).
 """
@@ -47,7 +47,7 @@ from pool.cli.common import log_pieces, read_log
 from pool.client import Spool
 from pool.errors import JobNotFound, PoolError
 from pool.events import NAME as EVENTS
-from pool.model import JobStatus
+from pool.model import JobStatus, State
 
 from . import access
 from .history import QUEUED, History, series
@@ -143,7 +143,7 @@ class Dashboard:
 
         def look() -> tuple[bytes, bool]:
             found = self.jobs_with_charts(query)
-            return orjson.dumps(found), any(not row["final"] for row in found["rows"])
+            return orjson.dumps(found), any(row["state"] == "running" for row in found["rows"])
 
         return sse(named("jobs", changes(look, [self.spool.dir.status_dir, self.spool.dir.incoming])))
 
@@ -154,7 +154,7 @@ class Dashboard:
 
         def look() -> tuple[bytes, bool]:
             status = job_status(self.spool, job_id)
-            return orjson.dumps(job_view(self.spool, status, now())), not status.state.is_final
+            return orjson.dumps(job_view(self.spool, status, now())), status.state is State.RUNNING
 
         watched = [self.spool.dir.status_dir, self.spool.dir.root / EVENTS]
         return sse(merged(named("job", changes(look, watched)), named("log", log_stream(self.spool, job_id))))
