@@ -285,6 +285,6 @@ def steps_on_gates(gates: str, steps: int, say: str = "line") -> int:
     only once the test made ``gates``/<step> (so a test sees each step as it comes)."""
     for step in range(1, steps + 1):
         print(f"{say} {step}", flush=True)
-        pool.progress(step, steps, message=f"step {step} of {steps}")
+        pool.progress(step, steps, message=f"{say}: step {step} of {steps}")
         wait_for_gate(os.path.join(gates, str(step)))
     return steps

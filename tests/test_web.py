@@ -9,6 +9,8 @@ import http.client
 import os
 import stat
 import threading
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -102,6 +104,34 @@ def test_read_only_shows_no_action_and_refuses_every_one(spool_dir: Path, serve:
     status, _, page = server.call(f"/jobs/{job_id}")
     assert status == 200 and b'data-action="kill"' not in page and b'data-read-only="yes"' in page
     (tmp_path / "1").touch()
+
+
+def test_a_task_is_submitted_by_a_post_of_its_job_and_nothing_else_is(spool_dir: Path, serve: Any, web: Any) -> None:
+    serve()
+    server = web()
+
+    def post(body: bytes, **kwargs: Any) -> tuple[int, Any]:
+        request = urllib.request.Request(server.base + "/api/jobs", data=body, method="POST",
+                                         headers={"Authorization": f"Bearer {server.token}", **kwargs})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read())
+
+    status, answer = post(orjson.dumps({"task": "pooltest_tasks:add", "args": [2, 3], "name": "sum"}))
+    assert status == 201, answer
+    wait_until(lambda: state_of(spool_dir, answer["id"]) == "done", what="done")
+    assert Spool(spool_dir).status(answer["id"]).result == 5
+    for body in (b"[1", b"[]", orjson.dumps({"args": [1]}), orjson.dumps({"command": ["rm", "-rf", "/"]}),
+                 orjson.dumps({"task": "pooltest_tasks:add", "command": ["id"]}),
+                 orjson.dumps({"task": "pooltest_tasks:add", "env": {"LD_PRELOAD": "/tmp/evil.so"}}),
+                 orjson.dumps({"task": "pooltest_tasks:add", "cwd": "/"}),
+                 orjson.dumps({"task": "not a task"}), b" " * (2 << 20)):
+        status, answer = post(body)
+        assert status == 400 and answer["error"], body[:60]
+    assert post(b"{}", Origin="http://evil.example")[0] == 403
+    assert [s.id for s in Spool(spool_dir).statuses()] == [Spool(spool_dir).statuses()[0].id]  # the one job
 
 
 # ---------------------------------------------------------------- the JSON API
@@ -286,3 +316,19 @@ def test_the_queue_depth_is_counted_back_from_now() -> None:
     drawn = series(tally, 1, datetime(2026, 12, 6, 10, 0, 30, tzinfo=timezone.utc), 4)
     assert drawn["minutes"] == ["2026-12-06T09:57", "2026-12-06T09:58", "2026-12-06T09:59", "2026-12-06T10:00"]
     assert (drawn["depth"], drawn["done"]) == ([0, 2, 1, 1], [0, 0, 0, 1])
+
+
+def test_a_signature_stamped_just_now_never_proves_nothing_changed(tmp_path: Path) -> None:
+    """A folder's time ticks every few milliseconds: a second change within one tick
+    leaves it as it was, so a look taken between the two must not be trusted later."""
+    from pool.web.app import settled, signature
+
+    folder = tmp_path / "status"
+    folder.mkdir()
+    (folder / "a.json").touch()
+    assert not settled(signature([folder]))
+    os.utime(folder, ns=(time.time_ns() - 10**9, time.time_ns() - 10**9))
+    marks = signature([folder])
+    assert settled(marks) and signature([folder]) == marks
+    (folder / "b.json").touch()
+    assert signature([folder]) != marks

@@ -74,6 +74,7 @@ def test_the_jobs_page_grows_bars_live_and_its_kill_button_cancels(spool_dir: Pa
     first = bar_width(page, job_id)
     # A name made of markup is shown as the text it is: no element made of it, no dialog.
     assert page.inner_text(f"{row} td.name") == HOSTILE
+    assert page.inner_text(f"{row} td.message") == f"{HOSTILE}: step 1 of 4"
     assert page.query_selector("img[src=x]") is None and page.query_selector("tbody script") is None
     (gates / "1").touch()
     page.wait_for_selector(f"{row} .fill[style*='50']", timeout=PATIENCE)  # no reload: the stream brought it
@@ -133,3 +134,22 @@ def test_a_jobs_page_follows_its_log_as_it_is_printed(spool_dir: Path, serve: An
     page.wait_for_function("document.getElementById('log-state').textContent === '(ended)'", timeout=PATIENCE)
     page.wait_for_function("document.getElementById('job-state').textContent.startsWith('done')", timeout=PATIENCE)
     assert page.evaluate("document.getElementById('log').textContent").endswith(f"{HOSTILE} 3\n")
+
+
+def test_a_task_submitted_from_the_page_runs(spool_dir: Path, serve: Any, web: Any, page: Any) -> None:
+    serve()
+    page.goto(web().url)
+    page.click("details.submit summary")
+    page.fill("#submit input[name=task]", "pooltest_tasks:add")
+    page.fill("#submit input[name=args]", "[2, 3]")
+    page.fill("#submit input[name=name]", "from the page")
+    page.click("#submit button[type=submit]")
+    link = page.wait_for_selector("#submitted a", timeout=PATIENCE)
+    job_id = link.text_content().split()[-1]
+    wait_until(lambda: state_of(spool_dir, job_id) == "done", what="done")
+    page.wait_for_selector(f'tr[data-id="{job_id}"].state-done', timeout=PATIENCE)
+    assert page.inner_text(f'tr[data-id="{job_id}"] td.name') == "from the page"
+    page.fill("#submit input[name=args]", "[2, ")  # not JSON: said, nothing sent
+    page.click("#submit button[type=submit]")
+    page.wait_for_function("document.getElementById('submitted').textContent.startsWith('args and kwargs are JSON')",
+                           timeout=PATIENCE)

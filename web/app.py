@@ -9,7 +9,8 @@
     GET  /api/jobs/{id}/stream   the job again as it changes, and its log as it grows
     GET  /api/charts             jobs ended and queue depth a minute, the last hours
     GET  /metrics                the Prometheus text format (metrics.py)
-    POST /api/jobs/{id}/{action} kill, retry, pause, resume (not with --read-only)
+    POST /api/jobs               submit a task: {"task": "module:function", "args": [...], ...}
+    POST /api/jobs/{id}/{action} kill, retry, pause, resume (neither with --read-only)
 
 The spool is read as `pool status` reads it, with or without a manager serving, in a
 thread (a read of a big spool must not hold up the other streams). A stream looks at
@@ -26,6 +27,7 @@ import asyncio
 import codecs
 import hashlib
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
@@ -45,8 +47,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pool.cli.common import log_pieces, read_log
 from pool.client import Spool
-from pool.errors import JobNotFound, PoolError
+from pool.errors import InvalidJobSpec, JobNotFound, PoolError
 from pool.events import NAME as EVENTS
+from pool.finding import Brief
 from pool.model import JobStatus, State
 
 from . import access
@@ -55,11 +58,13 @@ from .metrics import CONTENT_TYPE, exposition
 from .pages import BadQuery, Query, job_status, job_view, jobs_page
 
 HERE = Path(__file__).parent
+SETTLE_NS = 100_000_000  # a file time this recent may be stamped again by the next change
 LOOK_EVERY = 0.25  # seconds between two looks at the spool's folders, per open stream
 LIVE_EVERY = 1.0  # seconds between two sends of a page that shows a job not ended
 PING_EVERY = 15.0  # seconds: a comment line keeps a quiet stream open through proxies
 LOG_PIECE = 64 * 1024  # bytes of a log sent at a time
 ACTIONS = ("kill", "retry", "pause", "resume")
+MAX_SUBMIT = 1 << 20  # bytes of a job submitted from a page
 CHART_MINUTES = 180  # the charts show the last three hours, a point a minute
 
 
@@ -74,6 +79,7 @@ def make_app(spool: Spool, token: str | None, read_only: bool = False) -> Starle
         Route("/jobs/{job_id}", pages.job),
         Route("/jobs/{job_id}/log", pages.download_log),
         Route("/api/jobs", pages.api_jobs),
+        Route("/api/jobs", pages.submit, methods=["POST"]),
         Route("/api/jobs/{job_id}", pages.api_job),
         Route("/api/stream", pages.stream_jobs),
         Route("/api/jobs/{job_id}/stream", pages.stream_job),
@@ -93,8 +99,14 @@ class Dashboard:
     def __init__(self, spool: Spool, read_only: bool) -> None:
         self.spool = spool
         self.read_only = read_only
+        self.watched = [spool.dir.status_dir, spool.dir.incoming]  # a job taken in, changed, reporting
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescaping .html: names are text
         self.history = History(spool.dir)
+        # Every job's brief, as last read, and the folders' signature then: the pages and
+        # streams open at once share one read (a read of 100,000 jobs takes 0.7 s), and
+        # a look at an unchanged spool reads nothing. A job's row is read whole, fresh.
+        self.briefs_lock = threading.Lock()
+        self.briefs_read: tuple[tuple[int, ...], list[Brief]] | None = None
 
     def page(self, request: Request, template: str, **context: Any) -> Response:
         return self.templates.TemplateResponse(request, template, {"spool": str(self.spool.path),
@@ -106,6 +118,16 @@ class Dashboard:
         except JobNotFound:
             return False
         return True
+
+    def briefs(self) -> list[Brief]:
+        with self.briefs_lock:
+            marks = signature(self.watched)
+            if self.briefs_read is None or self.briefs_read[0] != marks or not settled(marks):
+                self.briefs_read = (marks, self.spool.briefs())
+            return self.briefs_read[1]
+
+    def page_of(self, query: Query) -> dict[str, Any]:
+        return jobs_page(self.spool, query, now(), self.briefs())
 
     async def jobs(self, request: Request) -> Response:
         try:
@@ -125,7 +147,7 @@ class Dashboard:
             query = query_of(request)
         except BadQuery as exc:
             return JSONResponse({"error": str(exc)}, 400)
-        found = await run_in_threadpool(jobs_page, self.spool, query, now())
+        found = await run_in_threadpool(self.page_of, query)
         return tagged(request, orjson.dumps(found))
 
     async def api_job(self, request: Request) -> Response:
@@ -145,7 +167,7 @@ class Dashboard:
             found = self.jobs_with_charts(query)
             return orjson.dumps(found), any(row["state"] == "running" for row in found["rows"])
 
-        return sse(named("jobs", changes(look, [self.spool.dir.status_dir, self.spool.dir.incoming])))
+        return sse(named("jobs", changes(look, self.watched)))
 
     async def stream_job(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -169,22 +191,41 @@ class Dashboard:
 
     def jobs_with_charts(self, query: Query) -> dict[str, Any]:
         """A page of jobs, and the charts of the last hours (history.py)."""
-        moment = now()
-        found = jobs_page(self.spool, query, moment)
+        found = self.page_of(query)
         depth = sum(found["counts"][state] for state in QUEUED)
-        found["charts"] = series(self.history.update(), depth, moment, CHART_MINUTES)
+        found["charts"] = series(self.history.update(), depth, now(), CHART_MINUTES)
         return found
 
     async def charts(self, request: Request) -> Response:
-        moment = now()
-        found = await run_in_threadpool(jobs_page, self.spool, Query(per=1), moment)
+        found = await run_in_threadpool(self.page_of, Query(per=1))
         tally = await run_in_threadpool(self.history.update)
-        return tagged(request, orjson.dumps(series(tally, sum(found["counts"][s] for s in QUEUED), moment,
+        return tagged(request, orjson.dumps(series(tally, sum(found["counts"][s] for s in QUEUED), now(),
                                                    CHART_MINUTES)))
 
     async def metrics(self, request: Request) -> Response:
         body = await run_in_threadpool(exposition, self.spool, self.history)
         return Response(body, media_type=CONTENT_TYPE)
+
+    async def submit(self, request: Request) -> Response:
+        """A task job, as a job file holds it (args, kwargs, name, group, priority, retries,
+        after...): a command (any program) is not offered here, and a task job takes no
+        environment or directory (the job rules refuse them), only what the manager
+        serves (it refuses any other task at intake)."""
+        if self.read_only:
+            return JSONResponse({"error": "this dashboard is read-only (pool web --read-only)"}, 403)
+        body = await request.body()
+        try:
+            if len(body) > MAX_SUBMIT:
+                raise InvalidJobSpec(f"the job is over {MAX_SUBMIT} bytes")
+            doc = orjson.loads(body)
+            if not isinstance(doc, dict) or not isinstance(doc.get("task"), str) or "command" in doc:
+                raise InvalidJobSpec('send a task job: a JSON object with "task": "module:function"')
+            job = await run_in_threadpool(self.spool.submit_job, doc)
+        except orjson.JSONDecodeError as exc:
+            return JSONResponse({"error": f"not JSON: {exc}"}, 400)
+        except PoolError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({"id": job.id}, 201)
 
     async def act(self, request: Request) -> Response:
         if self.read_only:
@@ -228,24 +269,36 @@ def sse(events: AsyncIterator[bytes]) -> Response:
 
 
 def signature(paths: list[Path]) -> tuple[int, ...]:
+    """What changes when a name comes or goes in a folder, or a file grows: times, inodes,
+    sizes. A time stamped within SETTLE_NS of now may be stamped again, unchanged, by the
+    next change (a file system's clock ticks every few milliseconds): such a signature
+    ends in 0, and one equal to it never proves that nothing changed (``settled``)."""
     marks: list[int] = []
+    clock = time.time_ns()
+    fresh = False
     for path in paths:
         try:
             st = os.stat(path)
             marks += [st.st_mtime_ns, st.st_ino, st.st_size]
+            fresh = fresh or clock - st.st_mtime_ns < SETTLE_NS
         except OSError:
             marks += [0, 0, 0]
-    return tuple(marks)
+    return (*marks, 0 if fresh else 1)
+
+
+def settled(marks: tuple[int, ...] | None) -> bool:
+    return marks is not None and marks[-1] == 1
 
 
 async def changes(look: Callable[[], tuple[bytes, bool]], paths: list[Path]) -> AsyncIterator[bytes]:
     """``look()``'s data each time it differs from the last sent: looked at again when
-    one of ``paths`` changed (a folder's names, a file's size or time), or each
-    LIVE_EVERY seconds while ``look`` said something moves (b"": a ping is due)."""
+    one of ``paths`` changed (a folder's names, a file's size or time) or was not
+    settled, or each LIVE_EVERY seconds while ``look`` said something moves (b"": a ping
+    is due)."""
     sent, marks, looked_at, moving, pinged = b"", None, 0.0, True, time.monotonic()
     while True:
         now_marks, clock = signature(paths), time.monotonic()
-        if now_marks != marks or (moving and clock - looked_at >= LIVE_EVERY):
+        if now_marks != marks or not settled(marks) or (moving and clock - looked_at >= LIVE_EVERY):
             marks, looked_at = now_marks, clock
             try:
                 data, moving = await run_in_threadpool(look)

@@ -73,9 +73,10 @@ def _number(params: Mapping[str, str], key: str, default: int, low: int, high: i
     return int(text)
 
 
-def jobs_page(spool: Spool, query: Query, now: datetime) -> dict[str, Any]:
-    """One page of the jobs ``query`` picks, with the counts of every job by state."""
-    briefs = spool.briefs()
+def jobs_page(spool: Spool, query: Query, now: datetime, briefs: Sequence[Brief] | None = None) -> dict[str, Any]:
+    """One page of the jobs ``query`` picks, with the counts of every job by state
+    (``briefs``: every job's, when the caller has them already)."""
+    briefs = spool.briefs() if briefs is None else briefs
     counts = {state: 0 for state in STATE_NAMES}
     for brief in briefs:
         counts[brief.state.value] += 1

@@ -170,7 +170,40 @@ function showJob(view) {
   document.getElementById("detail").textContent = view.detail.join("\n");
 }
 
+async function submitTask(form, said) {
+  const job = {task: form.task.value.trim()};
+  try {
+    for (const key of ["args", "kwargs"]) {
+      if (form[key].value.trim()) job[key] = JSON.parse(form[key].value);
+    }
+  } catch (e) {
+    said.textContent = "args and kwargs are JSON: " + e.message;
+    return;
+  }
+  for (const key of ["name", "group"]) {
+    if (form[key].value.trim()) job[key] = form[key].value.trim();
+  }
+  const response = await fetch("/api/jobs", {method: "POST", credentials: "same-origin",
+                                             headers: {"Content-Type": "application/json"}, body: JSON.stringify(job)});
+  const answer = await response.json().catch(() => ({}));
+  said.replaceChildren();
+  if (response.ok) {
+    const link = el("a", "submitted " + answer.id);
+    link.href = "/jobs/" + encodeURIComponent(answer.id);
+    said.appendChild(link);
+  } else {
+    said.textContent = answer.error || response.statusText;
+  }
+}
+
 function start() {
+  const form = document.getElementById("submit");
+  if (form) {
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      submitTask(form, document.getElementById("submitted"));
+    });
+  }
   if (document.getElementById("jobs")) {
     const stream = new EventSource("/api/stream" + location.search);
     stream.addEventListener("jobs", (e) => showJobs(JSON.parse(e.data)));
