@@ -332,3 +332,44 @@ def test_a_signature_stamped_just_now_never_proves_nothing_changed(tmp_path: Pat
     assert settled(marks) and signature([folder]) == marks
     (folder / "b.json").touch()
     assert signature([folder]) != marks
+
+
+def test_schedules_and_groups_are_shown_as_text(spool_dir: Path, web: Any) -> None:
+    made(spool_dir)
+    run_pool(spool_dir, "schedule", "add", "nightly", "--every", "1h", "--", "pooltest_tasks:add", "1", "2", check=True)
+    run_pool(spool_dir, "group", "set", "gpu", "--parallel", "2", check=True)
+    (spool_dir / "schedules" / "<i>bad.json").write_text("not json")
+    server = web()
+    assert sorted(s["name"] for s in server.json("/api/schedules")) == ["<i>bad", "nightly"]
+    assert [g["name"] for g in server.json("/api/groups")] == ["gpu"]
+    status, _, page = server.call("/schedules")
+    assert status == 200 and b"nightly" in page and b"every 1h" in page and b">gpu<" in page
+    assert b"<i>bad" not in page and b"&lt;i&gt;bad" in page  # a name is text
+
+
+def test_open_hands_the_address_with_its_token_to_the_browser(spool_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from webserver import Web
+
+    made(spool_dir)
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f"#!/bin/sh\necho \"$1\" > {opened}\n")
+    browser.chmod(0o755)
+    monkeypatch.setenv("BROWSER", str(browser))  # webbrowser's choice, read by the process started below
+    server = Web(spool_dir, "--open")
+    try:
+        wait_until(lambda: opened.exists() and opened.read_text().strip(), what="the browser opened")
+        assert opened.read_text().strip() == server.url
+    finally:
+        server.stop()
+
+
+def test_without_the_web_extra_it_says_how_to_get_it_in_one_line(spool_dir: Path, tmp_path: Path) -> None:
+    made(spool_dir)
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "uvicorn.py").write_text("raise ImportError('No module named uvicorn')\n")  # as when not installed
+    result = run_pool(spool_dir, "web", "--port", "0", env={"PYTHONPATH": str(shadow)})
+    assert (result.returncode, result.stderr) == (1, "Error: pool web needs the web extra: "
+                                                      "pip install 'spoolpool[web]'\n")

@@ -8,6 +8,7 @@
     GET  /api/stream             the jobs page again each time it changes (server-sent events)
     GET  /api/jobs/{id}/stream   the job again as it changes, and its log as it grows
     GET  /api/charts             jobs ended and queue depth a minute, the last hours
+    GET  /schedules              schedules and groups (/api/schedules, /api/groups)
     GET  /metrics                the Prometheus text format (metrics.py)
     POST /api/jobs               submit a task: {"task": "module:function", "args": [...], ...}
     POST /api/jobs/{id}/{action} kill, retry, pause, resume (neither with --read-only)
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import dataclasses
 import hashlib
 import os
 import threading
@@ -46,6 +48,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pool.cli.common import log_pieces, read_log
+from pool.cli.schedule import info_document
 from pool.client import Spool
 from pool.errors import InvalidJobSpec, JobNotFound, PoolError
 from pool.events import NAME as EVENTS
@@ -85,6 +88,9 @@ def make_app(spool: Spool, token: str | None, read_only: bool = False) -> Starle
         Route("/api/jobs/{job_id}/stream", pages.stream_job),
         Route("/api/jobs/{job_id}/{action}", pages.act, methods=["POST"]),
         Route("/api/charts", pages.charts),
+        Route("/schedules", pages.schedules_and_groups),
+        Route("/api/schedules", pages.api_schedules),
+        Route("/api/groups", pages.api_groups),
         Route("/metrics", pages.metrics),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
@@ -201,6 +207,24 @@ class Dashboard:
         tally = await run_in_threadpool(self.history.update)
         return tagged(request, orjson.dumps(series(tally, sum(found["counts"][s] for s in QUEUED), now(),
                                                    CHART_MINUTES)))
+
+    def schedule_documents(self) -> list[dict[str, Any]]:
+        return [{**info_document(info), "when": info.schedule.when if info.schedule else None}
+                for info in self.spool.schedules()]
+
+    def group_documents(self) -> list[dict[str, Any]]:
+        return [dataclasses.asdict(info) for info in self.spool.groups()]
+
+    async def schedules_and_groups(self, request: Request) -> Response:
+        schedules = await run_in_threadpool(self.schedule_documents)
+        groups = await run_in_threadpool(self.group_documents)
+        return self.page(request, "schedules.html", schedules=schedules, groups=groups)
+
+    async def api_schedules(self, request: Request) -> Response:
+        return tagged(request, orjson.dumps(await run_in_threadpool(self.schedule_documents)))
+
+    async def api_groups(self, request: Request) -> Response:
+        return tagged(request, orjson.dumps(await run_in_threadpool(self.group_documents)))
 
     async def metrics(self, request: Request) -> Response:
         body = await run_in_threadpool(exposition, self.spool, self.history)
