@@ -64,11 +64,18 @@ def bar_width(page: Any, job_id: str) -> float:
 
 def test_the_jobs_page_grows_bars_live_and_its_kill_button_cancels(spool_dir: Path, serve: Any, web: Any,
                                                                   page: Any, tmp_path: Path) -> None:
-    serve()
+    serve("--workers", "3")
     gates = tmp_path / "gates"
     gates.mkdir()
+    for n in range(3):  # jobs ended beside it: rows of other states, bars in the chart
+        submitted(spool_dir, "--name", f"render-{n}", "pooltest_tasks:add", "1", str(n))
+    failed = submitted(spool_dir, "--name", "encode", "pooltest_tasks:fail", "no codec")
+    other = submitted(spool_dir, "--name", "train", "pooltest_tasks:steps_on_gates", str(tmp_path), "3", "epoch")
     job_id = submitted(spool_dir, "--name", HOSTILE, "pooltest_tasks:steps_on_gates", str(gates), "4", HOSTILE)
     page.goto(web().url)
+    page.wait_for_selector(f'tr[data-id="{other}"].state-running', timeout=PATIENCE)
+    page.wait_for_selector(f'tr[data-id="{failed}"].state-failed', timeout=PATIENCE)
+    assert "no codec" in page.inner_text(f'tr[data-id="{failed}"] td.message')  # its error, as `pool status` says it
     row = f'tr[data-id="{job_id}"]'
     page.wait_for_selector(f"{row} .fill[style*='25']", timeout=PATIENCE)  # step 1 of 4
     first = bar_width(page, job_id)

@@ -85,21 +85,24 @@ def jobs_page(spool: Spool, query: Query, now: datetime, briefs: Sequence[Brief]
     pages = max(1, -(-len(picked) // query.per))
     page = min(query.page, pages)
     shown = spool.decoded(picked[(page - 1) * query.per:page * query.per])
-    paused = spool.paused_for(shown)
+    paused, full = spool.paused_for(shown), spool.full_groups(briefs)
     return {"counts": counts, "total": len(briefs), "matched": len(picked), "page": page, "pages": pages,
-            "per": query.per, "rows": [row(status, now, paused.get(status.id, 0.0)) for status in shown],
+            "per": query.per, "rows": [row(status, now, paused.get(status.id, 0.0), full) for status in shown],
             "manager": manager_state(spool)}
 
 
-def row(status: JobStatus, now: datetime, paused_for: float = 0.0) -> dict[str, Any]:
-    """A job as a row of the jobs page shows it (the columns of `pool status`)."""
+def row(status: JobStatus, now: datetime, paused_for: float = 0.0, full_groups: Mapping[str, str] | None = None
+        ) -> dict[str, Any]:
+    """A job as a row of the jobs page shows it (the columns of `pool status`; its
+    message is the table's: an error, what it waits for, why its group holds it)."""
     fraction = render.shown_progress(status)
     return {"id": status.id, "name": status.spec.name, "group": status.spec.queue_group,
             "state": status.state.value, "state_text": render.state_text(status, now),
             "progress": fraction, "percent": render.percent(fraction).strip(),
             "rate": render.rate(status, now, paused_for), "eta": render.eta(status, now, paused_for),
             "elapsed": render.elapsed(status, now, paused_for), "attempt": status.attempt,
-            "max_attempts": status.max_attempts, "message": status.message or "", "created_at": status.created_at,
+            "max_attempts": status.max_attempts, "message": render.status_message(status, now, full_groups),
+            "created_at": status.created_at,
             "final": status.state.is_final}
 
 
