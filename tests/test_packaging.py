@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -18,7 +19,12 @@ ROOT = Path(__file__).parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT),
+    # Built from a copy: setuptools builds in the source's build/, and two test processes
+    # building at once (pytest-xdist) took each other's files away mid-build.
+    source = out / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
+                                                                 ".*_cache"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source),
                     "-w", str(out)], check=True, capture_output=True)
     (built,) = out.glob("spoolpool-*.whl")
     return built
@@ -30,6 +36,10 @@ def test_the_wheel_holds_only_pool_at_top_level_and_is_typed(wheel: Path) -> Non
     assert "pool/py.typed" in names and "pool/cli/main.py" in names and "pool/__main__.py" in names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode()
     assert "License-Expression: MIT" in metadata and "Classifier: Typing :: Typed" in metadata
+    # The dashboard ships with its pages; what it needs comes only with the web extra.
+    assert {"pool/web/templates/jobs.html", "pool/web/static/dashboard.js"} <= set(names)
+    core = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert sorted(line.split()[1].split(">")[0] for line in core) == ["click", "orjson", "rich", "watchdog"]
 
 
 def test_the_installed_command_works_in_a_fresh_environment(wheel: Path, tmp_path: Path) -> None:
