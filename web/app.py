@@ -343,7 +343,10 @@ async def log_stream(spool: Spool, job_id: str) -> AsyncIterator[bytes]:
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     pieces = log_pieces(spool, job_id)
     while True:
-        piece = await run_in_threadpool(next, pieces, None)
+        try:
+            piece = await run_in_threadpool(next, pieces, None)
+        except JobNotFound:  # removed meanwhile: its log went with it
+            piece = None
         if piece is None:
             tail = decoder.decode(b"", final=True)
             if tail:
@@ -412,13 +415,15 @@ class TokenGate:
             response.set_cookie(access.COOKIE, in_address, httponly=True, samesite="strict", path="/")
             await response(scope, receive, send)
             return
-        if self.token is not None and not (access.token_matches(by_header, self.token) or
-                                           access.token_matches(by_cookie, self.token)):
+        by_program = by_header is not None and access.token_matches(by_header, self.token)
+        if not by_program and not access.token_matches(by_cookie, self.token):
             await denied("open the address `pool web` printed, with its token", request)(scope, receive, send)
             return
         if request.method not in ("GET", "HEAD"):
+            # A browser says where a request comes from; one that does not must be a program
+            # with the token in its header, which no page of another site can send.
             origin, referer = request.headers.get("origin"), request.headers.get("referer")
-            if (by_header is None and origin is None and referer is None) or \
+            if (not by_program and origin is None and referer is None) or \
                     not access.same_origin(origin, referer, request.headers.get("host")):
                 await denied("a change must come from the dashboard's own page", request)(scope, receive, send)
                 return
