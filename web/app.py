@@ -227,7 +227,7 @@ class Dashboard:
         return tagged(request, orjson.dumps(await run_in_threadpool(self.group_documents)))
 
     async def metrics(self, request: Request) -> Response:
-        body = await run_in_threadpool(exposition, self.spool, self.history)
+        body = await run_in_threadpool(exposition, self.spool, self.history, self.briefs)
         return Response(body, media_type=CONTENT_TYPE)
 
     async def submit(self, request: Request) -> Response:

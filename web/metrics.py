@@ -8,12 +8,13 @@ the last scrape."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from pool.client import Spool
+from pool.finding import Brief
 
 from .history import BUCKETS, QUEUED, History
 
@@ -21,12 +22,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class SpoolCollector:
-    def __init__(self, spool: Spool, history: History) -> None:
+    def __init__(self, spool: Spool, history: History, briefs: Callable[[], Sequence[Brief]]) -> None:
         self.spool = spool
         self.history = history
+        self.briefs = briefs  # every job's, as the dashboard last read them (app.py)
 
     def collect(self) -> Iterator[Metric]:
-        briefs = self.spool.briefs()
+        briefs = self.briefs()
         by_state_group = Counter((b.state.value, b.group) for b in briefs)
         jobs = GaugeMetricFamily("pool_jobs", "Jobs in the spool, by state and group.", labels=["state", "group"])
         for (state, group), n in sorted(by_state_group.items()):
@@ -59,7 +61,7 @@ class SpoolCollector:
                                     buckets=buckets, sum_value=tally.duration_sum)
 
 
-def exposition(spool: Spool, history: History) -> bytes:
+def exposition(spool: Spool, history: History, briefs: Callable[[], Sequence[Brief]]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SpoolCollector(spool, history))
+    registry.register(SpoolCollector(spool, history, briefs))
     return generate_latest(registry)
