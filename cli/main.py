@@ -49,7 +49,7 @@ SECTIONS = [
     ("Start here", ["demo", "run", "serve", "submit", "status"]),
     ("Follow and control jobs", ["top", "web", "wait", "logs", "result", "kill", "pause", "resume", "retry",
                                  "restart", "schedule", "group"]),
-    ("The spool and its manager", ["remove", "prune", "stop", "workers", "service"]),
+    ("The spool and its manager", ["remove", "prune", "stop", "workers", "service", "worker"]),
 ]
 SHORT_HELP = {
     "demo": "See it work: a scratch spool, example jobs, a live view.",
@@ -73,6 +73,7 @@ SHORT_HELP = {
     "stop": "Stop the manager (--drain and --detach keep running work).",
     "workers": "How many jobs run at a time; N changes it with no restart.",
     "service": "A systemd unit that runs `pool serve` for this spool.",
+    "worker": "Run a hub's jobs on this machine (pool serve --engine celery; the celery extra).",
 }
 EXAMPLES = """\b
 Examples:
@@ -356,13 +357,14 @@ def _register_commands() -> None:
     from .service import service
     from .views import status, top
     from .web import web
+    from .worker import worker
 
-    for command in (serve, status, top, run, prune, stop, workers, service, demo, schedule, group, web):
+    for command in (serve, status, top, run, prune, stop, workers, service, demo, schedule, group, web, worker):
         cli.add_command(command)
     cli.add_command(retry, "restart")  # pueue's name for it
     for command in {id(c): c for c in cli.commands.values()}.values():  # restart is retry: once
         command.short_help = SHORT_HELP[command.name or ""]
-        if command.name == "demo":  # the demo's --spool is its own: where to run the demo
+        if command.name in ("demo", "worker"):  # the demo's --spool is its own; a worker has none
             continue
         for each in getattr(command, "commands", {}).values() or [command]:  # a group's: each of its commands
             each.params.append(spool_option(command.name in NEEDS_SPOOL))

@@ -56,7 +56,9 @@ from .common import Size
 @click.option("--members-as-root", is_flag=True,
               help="Served by root: run the jobs of a shared spool's members as root, not as themselves.")
 @click.option("--engine", default="local", show_default=True, metavar="NAME",
-              help="Where attempts run: local worker processes, or MODULE:CALLABLE giving an executor.")
+              help="Where attempts run: local worker processes, celery (`pool worker` machines, with "
+                   "--broker), or MODULE:CALLABLE giving an executor.")
+@click.option("--broker", metavar="URL", help="The Redis of --engine celery (redis://HOST:PORT/DB).")
 @click.option("--on-finish", metavar="CMD",
               help="Run CMD (split as a shell would, run with no shell) once for each job that ends: its "
                    "status JSON on stdin, POOL_JOB_ID, POOL_STATE, POOL_EXIT_CODE in its environment.")
@@ -71,7 +73,7 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
           max_log_bytes: int | None, max_checkpoint_bytes: int, events_max_bytes: int, members_as_root: bool,
           engine: str, on_finish: str | None, hook_timeout: float, job_memory: int | None,
           job_cpu_seconds: float | None, job_nice: int | None, job_open_files: int | None, memory: int | None,
-          cpus: float | None, reserve_after: float, durable: bool) -> None:
+          cpus: float | None, reserve_after: float, durable: bool, broker: str | None) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM."""
     from pool.manager import Manager, ManagerConfig
 
@@ -87,7 +89,7 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
         events_max_bytes=events_max_bytes, max_log_bytes=max_log_bytes, engine=engine, members_as_root=members_as_root,
         on_finish=hook_argv(on_finish), hook_timeout=hook_timeout, max_checkpoint_bytes=max_checkpoint_bytes,
         job_limits=Limits(job_memory, job_cpu_seconds, job_nice, job_open_files), memory=memory, cpus=cpus,
-        reserve_after=reserve_after, durable=durable,
+        reserve_after=reserve_after, durable=durable, broker=broker,
     )).serve()
 
 

@@ -48,6 +48,7 @@ class ManagerConfig:
         return Capacity(self.memory if self.memory is not None else machine.memory,
                         self.cpus if self.cpus is not None else machine.cpus)
     engine: str = "local"  # where attempts run: pool.engines
+    broker: str | None = None  # the celery engine's Redis (pool serve --broker URL)
     members_as_root: bool = False  # --members-as-root: a member's job runs as root, not as her
     on_finish: tuple[str, ...] = ()  # --on-finish: the argv run once per job that ends (pool.hooks)
     hook_timeout: float = defaults.HOOK_TIMEOUT

@@ -1,6 +1,7 @@
 """Where attempts run: the engine, chosen by name (`pool serve --engine NAME`).
 
     local             worker processes on this machine (pool/local.py): the default
+    celery            `pool worker` machines, Celery over Redis (pool/scaleout: the celery extra)
     MODULE:CALLABLE   anything else: CALLABLE(settings) returns an ``Executor``
                       (pool/executor.py), imported only when named
 
@@ -26,6 +27,7 @@ class EngineSettings:
     workers: int  # attempts at once
     threads: bool = True  # the manager's process runs threads: no worker may be forked from it
     close_fds: tuple[int, ...] = ()  # descriptors no process that runs attempts may keep
+    broker: str | None = None  # the celery engine's Redis URL (pool serve --broker)
 
 
 def make_executor(engine: str, settings: EngineSettings) -> Executor:
@@ -36,6 +38,16 @@ def make_executor(engine: str, settings: EngineSettings) -> Executor:
         method = "forkserver" if settings.threads else "fork"
         return LocalExecutor(settings.worker, settings.workers, start_method=method,
                              preload=settings.worker.task_modules, close_fds=settings.close_fds)
+    if engine == "celery":
+        try:
+            from .scaleout.hub import CeleryExecutor
+        except ImportError as exc:
+            raise InvalidArgument(f"the celery engine needs the celery extra: pip install 'spoolpool[celery]' "
+                                  f"({exc})") from None
+        if not settings.broker:
+            raise InvalidArgument("the celery engine needs --broker URL (redis://HOST:PORT/DB)")
+        celery: Executor = CeleryExecutor(settings)
+        return celery
     module, sep, name = engine.partition(":")
     if not sep or not module or not name:
         raise InvalidArgument(f"unknown engine {engine!r}: 'local', or MODULE:CALLABLE")

@@ -56,7 +56,8 @@ class Start:
     """What a ``running`` status says of an attempt that the manager writes itself."""
 
     started_at: str
-    pid: int | None = None
+    pid: int | None = None  # its process, when it runs on this machine
+    host: str | None = None  # the machine it runs on, when another (its worker's name)
 
 
 @dataclass(frozen=True, slots=True)

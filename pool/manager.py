@@ -86,7 +86,8 @@ def engine_settings(config: ManagerConfig, threads: bool = True, name: str = "wo
                           job_nice=config.job_limits.nice, job_open_files=config.job_limits.open_files,
                           sys_path=tuple(sys.path), name=name, cwd=os.getcwd(),
                           as_submitter=os.geteuid() == 0 and not config.members_as_root)
-    return EngineSettings(worker=worker, workers=config.workers, threads=threads, close_fds=close_fds)
+    return EngineSettings(worker=worker, workers=config.workers, threads=threads, close_fds=close_fds,
+                          broker=config.broker)
 
 
 class Manager:

@@ -324,6 +324,10 @@ class JobStatus:
     # The uid whose file submitted the job: in a shared spool, who may kill or retry it.
     submitter: int | None = field(default=None, metadata=rule(optional(lambda v: is_int(v) and 0 <= v < 2**32),
                                                               "a uid or null"))
+    # The machine its attempt runs (or last ran) on, by its `pool worker --name`: null for
+    # an attempt of this machine's own workers.
+    host: str | None = field(default=None, metadata=rule(optional(lambda v: text(v) and 0 < len(v) <= 200),
+                                                         "a worker's name or null"))
 
     @property
     def id(self) -> str:

@@ -291,6 +291,9 @@ NEEDS = {
                                   else "there is no systemd-analyze on PATH", "install systemd to run it here"),
     "needs_gnu_time": Need("GNU time", lambda: None if os.access("/usr/bin/time", os.X_OK)
                            else "there is no /usr/bin/time", "install GNU time (the package `time`) to run it here"),
+    "needs_redis_server": Need("redis-server", lambda: None if os.access("/usr/bin/redis-server", os.X_OK)
+                               else "there is no /usr/bin/redis-server",
+                               "install it (Debian: apt-get install redis-server) to run it here"),
     "needs_chromium": Need("Chromium", lambda: None if os.access(CHROMIUM, os.X_OK) else f"there is no {CHROMIUM}",
                            "install Chromium (Debian: apt-get install chromium) to run it here"),
 }

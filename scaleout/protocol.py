@@ -1,0 +1,104 @@
+"""What the hub and its workers say to each other, and where, on one Redis.
+
+    hub --Celery task "pool.attempt" {token, job, grace}--> queue pool.task.<module> | pool.commands
+    worker --claim(token) [Lua: sent -> running, lease set]--> runs it, or skips it
+    worker --XADD pool:events {token, kind, data}--> hub (consumer group "hub")
+        kinds: message (a runner's pool message: Started, Progressed, Ran, Broke, as bytes),
+               log (output, with its offset), exit ({how, began, stopped}), skipped ({why})
+    hub --cancel(token) [Lua: sent -> cancelled | running -> cancel flag]--> the worker looks each turn
+
+Only JSON crosses the broker (a Celery message of any other content type is refused),
+and a token is claimed at most once, however often its message is delivered: so one
+attempt runs at most once, and the hub's spool stays the only truth (only the hub
+writes it). A worker renews its lease on a running attempt (``pool:lease:<token>``, a
+TTL); one that cannot renew for most of the TTL kills its attempt itself, and the hub
+calls an attempt whose lease has gone lost: never two copies at once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pool.model import JobStatus
+
+TASK_NAME = "pool.attempt"
+COMMANDS_QUEUE = "pool.commands"
+EVENTS = "pool:events"
+HUB_GROUP = "hub"
+LEASE_TTL = 15.0  # seconds an attempt's lease lasts unless renewed
+RENEW_EVERY = 3.0  # seconds between renewals
+SELF_FENCE_AFTER = 10.0  # seconds without a renewal after which a worker kills its attempt
+WORKER_TTL = 10.0  # seconds a worker's announcement lasts unless renewed
+ANNOUNCE_EVERY = 2.0
+ATTEMPT_KEEP = 7 * 86400  # seconds an attempt's record is kept, at most
+MODULE = re.compile(r"[A-Za-z_][\w.]*\Z")
+
+
+def task_queue(module: str) -> str:
+    return f"pool.task.{module}"
+
+
+def queue_of(job: JobStatus) -> str:
+    """The queue of the workers that may run it: one per task module, one for commands."""
+    task = job.spec.task
+    return COMMANDS_QUEUE if task is None else task_queue(task.partition(":")[0])
+
+
+def attempt_key(token: str) -> str:
+    return f"pool:attempt:{token}"
+
+
+def lease_key(token: str) -> str:
+    return f"pool:lease:{token}"
+
+
+def worker_key(name: str) -> str:
+    return f"pool:worker:{name}"
+
+
+WORKERS_PATTERN = "pool:worker:*"
+
+# The worker's claim: only an attempt still as the hub sent it begins, once.
+CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'sent' then return state or 'gone' end
+redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 'claimed'
+"""
+
+# The worker's renewal: its lease only, while the attempt is still its own.
+RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# The hub's stop: an attempt not claimed yet never will be; a running one is told.
+CANCEL = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'sent' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled')
+  return 'unstarted'
+end
+if state == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel', ARGV[1], 'grace', ARGV[2])
+  return 'running'
+end
+return state or 'gone'
+"""
+
+
+def attempt_message(token: str, job: JobStatus) -> dict[str, Any]:
+    return {"token": token, "job": job.to_dict()}
+
+
+def checked_message(message: object) -> tuple[str, JobStatus]:
+    """(token, job) of an attempt message; ValueError saying what is wrong with it."""
+    if not isinstance(message, dict) or not isinstance(message.get("token"), str):
+        raise ValueError("not an attempt message")
+    token = message["token"]
+    if not re.fullmatch(r"[0-9a-f]{32}", token):
+        raise ValueError("not an attempt token")
+    return token, JobStatus.from_dict(message.get("job"), f"attempt {token}")

@@ -1,0 +1,290 @@
+"""``pool worker``: a Celery worker whose one task is to run pool attempts on this machine.
+
+    pool worker --broker URL --tasks M [--allow-commands] [--slots N] [--name NAME] [--workdir DIR]
+      = celery worker (prefork, N processes, queues pool.task.<M>... [pool.commands], JSON only)
+        + a thread that announces it (pool:worker:<name>: its slots and what it serves)
+      each "pool.attempt" --> Supervisor: claim the token, run pool.scaleout.runner in a
+        session of its own, tie it by a lifeline, stream what it says and prints to the hub,
+        renew the lease, look for a cancel, and say how it ended
+
+A message is checked before anything runs: JSON only (Celery refuses any other content
+type), a token, a job document that parses, a task of a module this worker serves, a
+command only with --allow-commands. The job runs in ``--workdir`` (its own per attempt),
+never in the hub's spool, which this machine need not see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from pool import messages as msg
+from pool.attempt import WorkerConfig
+from pool.procs import describe_exit
+
+from . import protocol as p
+
+log = logging.getLogger("pool.worker")
+
+LOOK_EVERY = 0.1  # seconds between a supervisor's looks at its runner, its cancel flag, its lease
+LOG_EVERY = 0.25  # seconds output waits before it is sent (or LOG_BYTES of it)
+LOG_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    broker: str
+    name: str
+    slots: int
+    task_modules: tuple[str, ...]
+    allow_commands: bool
+    workdir: str
+
+    def queues(self) -> list[str]:
+        return [p.task_queue(m) for m in self.task_modules] + ([p.COMMANDS_QUEUE] if self.allow_commands else [])
+
+    def announcement(self) -> bytes:
+        return orjson.dumps({"name": self.name, "slots": self.slots, "tasks": list(self.task_modules),
+                             "commands": self.allow_commands, "host": socket.gethostname(), "pid": os.getpid()})
+
+
+OPTIONS: WorkerOptions | None = None  # this worker's, set before Celery forks its processes
+_redis: redis.Redis | None = None  # each process's own connection (made after the fork)
+
+
+def connection() -> redis.Redis:
+    global _redis
+    if _redis is None:
+        assert OPTIONS is not None
+        _redis = redis.Redis.from_url(OPTIONS.broker, socket_timeout=5, socket_connect_timeout=5,
+                                      health_check_interval=10, socket_keepalive=True)
+    return _redis
+
+
+def refusal(job: Any, options: WorkerOptions) -> str | None:
+    """Why this worker must not run the job, or None."""
+    task = job.spec.task
+    if task is None:
+        return None if options.allow_commands else "this worker does not run commands (--allow-commands)"
+    module = task.partition(":")[0]
+    return None if module in options.task_modules else f"this worker does not serve task module {module!r}"
+
+
+def run_attempt(message: Any) -> None:
+    """The Celery task: one attempt, from its claim to its end."""
+    assert OPTIONS is not None
+    db = connection()
+    try:
+        token, job = p.checked_message(message)
+    except ValueError as exc:
+        log.error("refused a message: %s", exc)
+        return
+    why = refusal(job, OPTIONS)
+    if why is not None:
+        emit(db, token, "skipped", orjson.dumps({"why": why}))
+        return
+    claimed = db.eval(p.CLAIM, 2, p.attempt_key(token), p.lease_key(token), OPTIONS.name,
+                      int(p.LEASE_TTL * 1000))
+    if claimed != b"claimed":
+        log.info("attempt %s of job %s not run: %s", token, job.id, claimed)
+        return  # sent twice, or cancelled before it began: whoever knows says so
+    Supervisor(db, token, job, OPTIONS).run()
+
+
+def emit(db: redis.Redis, token: str, kind: str, data: bytes, offset: int | None = None) -> None:
+    assert OPTIONS is not None
+    fields: dict[str, str | bytes | int] = {"token": token, "kind": kind, "data": data, "worker": OPTIONS.name}
+    if offset is not None:
+        fields["offset"] = offset
+    db.xadd(p.EVENTS, fields)  # type: ignore[arg-type]
+
+
+class Supervisor:
+    """One attempt's runner, watched from start to end."""
+
+    def __init__(self, db: redis.Redis, token: str, job: Any, options: WorkerOptions) -> None:
+        self.db = db
+        self.token = token
+        self.job = job
+        self.options = options
+        self.began = False
+        self.offset = 0  # bytes of output sent so far
+        self.pending = b""
+        self.sent_at = time.monotonic()
+        self.renewed_at = time.monotonic()
+        self.stop_reason: str | None = None
+        self.kill_at: float | None = None
+        self.parent = os.getppid()
+
+    def run(self) -> None:
+        folder = Path(self.options.workdir) / f"attempt-{self.token}"
+        folder.mkdir(parents=True, exist_ok=True)
+        config = WorkerConfig(spool=str(folder), task_modules=self.options.task_modules,
+                              allow_commands=self.options.allow_commands, sys_path=tuple(sys.path),
+                              name=self.options.name, cwd=str(folder))
+        messages_r, messages_w = os.pipe()
+        output_r, output_w = os.pipe()
+        lifeline_r, lifeline_w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pool.scaleout.runner", orjson.dumps(config.to_dict()).decode(),
+                 str(messages_w), str(lifeline_r)],
+                stdin=subprocess.PIPE, stdout=output_w, stderr=output_w, start_new_session=True, cwd=str(folder),
+                pass_fds=(messages_w, lifeline_r))
+        finally:
+            for fd in (messages_w, output_w, lifeline_r):
+                os.close(fd)
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(msg.RunAttempt(here(self.job)).encode())
+            proc.stdin.close()
+            self.watch(proc, Connection(messages_r), output_r)
+        finally:
+            os.close(lifeline_w)  # the lifeline: anything of the attempt left dies with it
+            os.close(output_r)
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def watch(self, proc: subprocess.Popen[bytes], conn: Connection, output: int) -> None:
+        messages_open = output_open = True
+        while messages_open or output_open or proc.poll() is None:
+            ready, _, _ = select.select([f for f, is_open in ((conn, messages_open), (output, output_open)) if is_open],
+                                        [], [], LOOK_EVERY)
+            if conn in ready:
+                try:
+                    data = conn.recv_bytes()
+                    if isinstance(msg.decode_reply(data), msg.Started):
+                        self.began = True
+                    emit(self.db, self.token, "message", data)
+                except (EOFError, OSError):
+                    messages_open = False
+            if output in ready:
+                chunk = os.read(output, 1 << 16)
+                if chunk:
+                    self.pending += chunk
+                else:
+                    output_open = False
+            self.send_output(force=not output_open)
+            self.look_after(proc)
+        self.send_output(force=True)
+        how = describe_exit(proc.returncode)
+        emit(self.db, self.token, "exit", orjson.dumps({"how": how, "began": self.began, "stopped": self.stop_reason}))
+
+    def send_output(self, force: bool = False) -> None:
+        if self.pending and (force or len(self.pending) >= LOG_BYTES or time.monotonic() - self.sent_at >= LOG_EVERY):
+            for start in range(0, len(self.pending), LOG_BYTES):
+                piece = self.pending[start:start + LOG_BYTES]
+                emit(self.db, self.token, "log", piece, offset=self.offset)
+                self.offset += len(piece)
+            self.pending = b""
+            self.sent_at = time.monotonic()
+
+    def look_after(self, proc: subprocess.Popen[bytes]) -> None:
+        """The lease renewed, a cancel carried out, the attempt stopped when its worker is
+        gone or the lease cannot be kept (then another may run it: this one must not)."""
+        now = time.monotonic()
+        if now - self.renewed_at >= p.RENEW_EVERY:
+            try:
+                if self.db.eval(p.RENEW, 1, p.lease_key(self.token), self.options.name, int(p.LEASE_TTL * 1000)):
+                    self.renewed_at = now
+            except redis.RedisError as exc:
+                log.warning("attempt %s: cannot renew its lease (%s)", self.token, exc)
+        if self.stop_reason is None:
+            try:
+                asked: list[Any] = list(self.db.hmget(p.attempt_key(self.token), ["cancel", "grace"]))
+            except redis.RedisError:
+                asked = [None, None]
+            if asked[0] is not None:
+                self.stop(proc, bytes(asked[0]).decode(), float(asked[1] or 0))
+            elif now - self.renewed_at >= p.SELF_FENCE_AFTER:
+                self.stop(proc, "lease", 0.0)
+            elif os.getppid() != self.parent:
+                self.stop(proc, "worker gone", 0.0)
+        elif self.kill_at is not None and now >= self.kill_at and proc.poll() is None:
+            signal_group(proc.pid, signal.SIGKILL)
+            self.kill_at = None
+
+    def stop(self, proc: subprocess.Popen[bytes], reason: str, grace: float) -> None:
+        self.stop_reason = reason
+        signal_group(proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        self.kill_at = time.monotonic() + grace if grace > 0 else None
+
+
+def here(job: Any) -> Any:
+    """The job as this machine runs it: a command in the worker's environment (and the
+    job's own ``env``) and in the attempt's folder, not in the submitter's environment and
+    directory, which are of the hub's machine (and kept there: status/<id>.env)."""
+    if job.spec.command is None:
+        return job
+    return dataclasses.replace(job, spec=dataclasses.replace(job.spec, caller_env=None, cwd=None))
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def announce_forever(options: WorkerOptions, stopped: threading.Event) -> None:
+    db = redis.Redis.from_url(options.broker, socket_timeout=5, socket_connect_timeout=5)
+    while not stopped.is_set():
+        try:
+            db.set(p.worker_key(options.name), options.announcement(), px=int(p.WORKER_TTL * 1000))
+        except redis.RedisError as exc:
+            log.warning("cannot announce this worker (%s)", exc)
+        stopped.wait(p.ANNOUNCE_EVERY)
+    with contextlib.suppress(redis.RedisError):
+        db.delete(p.worker_key(options.name))
+
+
+def make_app(options: WorkerOptions) -> Any:
+    from celery import Celery
+
+    app = Celery("pool", broker=options.broker)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
+                    # Acknowledged once run: a worker then holds no more messages than it has
+                    # slots (an early ack let one busy slot fetch the next job, which waited
+                    # there while the other machine idled). One redelivered (a worker killed)
+                    # finds its token claimed, and runs nothing.
+                    task_ignore_result=True, worker_prefetch_multiplier=1, task_acks_late=True,
+                    task_reject_on_worker_lost=False,
+                    broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
+                    broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5,
+                                              "socket_keepalive": True, "health_check_interval": 10},
+                    worker_send_task_events=False, task_send_sent_event=False)
+    app.task(name=p.TASK_NAME)(run_attempt)
+    return app
+
+
+def serve(options: WorkerOptions) -> None:
+    """Run the worker until it is stopped (SIGTERM, Ctrl-C)."""
+    global OPTIONS
+    OPTIONS = options
+    Path(options.workdir).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="pool worker: %(message)s")
+    stopped = threading.Event()
+    announcer = threading.Thread(target=announce_forever, args=(options, stopped), name="pool-announce", daemon=True)
+    announcer.start()
+    app = make_app(options)
+    try:
+        app.worker_main(["worker", "-Q", ",".join(options.queues()), "-c", str(options.slots),
+                         "-n", f"{options.name}@%h", "--without-mingle", "--without-gossip", "--without-heartbeat",
+                         "-P", "prefork", "--loglevel", "WARNING"])
+    finally:
+        stopped.set()
+        announcer.join(5)

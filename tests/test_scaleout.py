@@ -1,0 +1,133 @@
+"""Jobs on several machines (issue 25), end to end: a real redis-server on loopback, two
+`pool worker` processes standing for two machines (each its own --name and --workdir),
+and a hub (`pool serve --engine celery`) on the test's spool, driven as a user drives
+one: job files, `pool submit`, `pool kill`, `pool status`."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Server, drop, job, log_text, run_pool, state_of, status_doc, wait_until
+from scaleout_rig import Broker, Worker, announced
+
+pytestmark = pytest.mark.needs_redis_server("to run jobs through a real broker")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    started = Broker(folder).start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def machines(broker: Broker, tmp_path: Path) -> Iterator[Callable[..., list[Worker]]]:
+    """Start `pool worker`s (names, and their arguments), and wait until each announced itself."""
+    started: list[Worker] = []
+
+    def start(*names: str, args: tuple[str, ...] = ("--tasks", "pooltest_tasks", "--allow-commands",
+                                                    "--slots", "2")) -> list[Worker]:
+        new = [Worker(broker, name, tmp_path, *args) for name in names]
+        started.extend(new)
+        wait_until(lambda: announced(broker, *names) or any(w.proc.poll() is not None for w in new), 60,
+                   "the workers to announce themselves")
+        for worker in new:
+            assert worker.proc.poll() is None, worker.output()
+        return new
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def hub(spool_dir: Path, broker: Broker) -> Iterator[Server]:
+    """The hub: `pool serve --engine celery` on the test's spool."""
+    server = Server(spool_dir, "--engine", "celery", "--broker", broker.url, "--allow-commands",
+                    "--workers", "8").start()
+    yield server
+    server.stop()
+
+
+def test_a_job_file_dropped_at_the_hub_ends_done_on_a_worker_which_its_status_names(
+        spool_dir: Path, hub: Any, machines: Any) -> None:
+    machines("left", "right")
+    drop(spool_dir, "sum.json", job("add", 2, 3, id="sum"))
+    wait_until(lambda: state_of(spool_dir, "sum") == "done", 60, "done")
+    doc = status_doc(spool_dir, "sum")
+    assert doc is not None
+    assert (doc["result"], doc["progress"], doc["attempt"]) == (5, 1.0, 1)
+    assert doc["host"] in ("left", "right") and doc["pid"] is None  # a process of another machine
+
+
+def test_progress_and_output_reach_the_hub_as_they_come(spool_dir: Path, hub: Any, machines: Any,
+                                                      tmp_path: Path) -> None:
+    machines("only")
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    job_id = run_pool(spool_dir, "submit", "pooltest_tasks:steps_on_gates", str(gates), "3", check=True).stdout.strip()
+    wait_until(lambda: (d := status_doc(spool_dir, job_id)) and d["state"] == "running" and d["progress"],
+               30, "the first step's progress at the hub")
+    doc = status_doc(spool_dir, job_id)
+    assert doc is not None and doc["host"] == "only" and abs(doc["progress"] - 1 / 3) < 1e-6
+    assert doc["message"] == "line: step 1 of 3"
+    wait_until(lambda: log_text(spool_dir, job_id) == "line 1\n", 30, "its first line at the hub")
+    (gates / "1").touch()
+    wait_until(lambda: log_text(spool_dir, job_id) == "line 1\nline 2\n", 30, "its second line")
+    (gates / "2").touch()
+    (gates / "3").touch()
+    wait_until(lambda: state_of(spool_dir, job_id) == "done", 30, "done")
+    assert log_text(spool_dir, job_id) == "line 1\nline 2\nline 3\n"
+
+
+def test_twenty_megabytes_printed_on_a_worker_make_a_byte_identical_log_at_the_hub(
+        spool_dir: Path, hub: Any, machines: Any) -> None:
+    machines("only")
+    script = "import sys\nfor n in range(200_000): sys.stdout.write(f'{n:08d} ' + 'x' * 90 + '\\n')\n"
+    job_id = run_pool(spool_dir, "submit", "--command", "python3", "-c", script, check=True).stdout.strip()
+    wait_until(lambda: state_of(spool_dir, job_id) == "done", 60, "done")
+    expected = subprocess.run(["python3", "-c", script], capture_output=True, check=True).stdout
+    assert len(expected) == 20_000_000
+    assert (spool_dir / "logs" / f"{job_id}.log").read_bytes() == expected
+
+
+def test_kill_of_a_running_command_leaves_nothing_of_it_on_its_worker(spool_dir: Path, hub: Any,
+                                                                     machines: Any) -> None:
+    machines("only")
+    job_id = run_pool(spool_dir, "submit", "--command", "sh", "-c", "sleep 2987 & sleep 2987 & wait",
+                      check=True).stdout.strip()
+    wait_until(lambda: state_of(spool_dir, job_id) == "running" and sleeping(), 30, "both sleeps running")
+    killed = run_pool(spool_dir, "kill", job_id)
+    assert killed.returncode == 0, killed.stderr
+    assert state_of(spool_dir, job_id) == "cancelled"
+    wait_until(lambda: not sleeping(), 5, "every process of the job gone")
+
+
+def sleeping() -> bool:
+    """A process of the job's runs on its machine (this one): its command line says so."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == b"sleep\x002987\x00":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def test_jobs_use_both_machines(spool_dir: Path, hub: Any, machines: Any, tmp_path: Path) -> None:
+    machines("left", "right", args=("--tasks", "pooltest_tasks", "--slots", "1"))
+    gate = tmp_path / "gate"
+    ids = [run_pool(spool_dir, "submit", "pooltest_tasks:hold", str(gate), check=True).stdout.strip()
+           for _ in range(2)]
+    wait_until(lambda: all(state_of(spool_dir, i) == "running" for i in ids), 30, "both running at once")
+    hosts = {doc["host"] for doc in (status_doc(spool_dir, i) for i in ids) if doc}
+    assert hosts == {"left", "right"}
+    gate.touch()
+    for job_id in ids:
+        wait_until(lambda job_id=job_id: state_of(spool_dir, job_id) == "done", 30, "done")
