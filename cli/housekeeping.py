@@ -101,6 +101,12 @@ def workers(spool: Spool, number: int | None) -> None:
         raise PoolError(f"no manager is serving {spool.path}")
     if number is None:
         click.echo(f"{serving.workers} workers")
+        for host in serving.hosts or ():  # the machines of --engine celery
+            serves = [f"tasks of {m}" for m in host.get("tasks", ())] + (["commands"] if host.get("commands") else [])
+            click.echo(f"  {host.get('name')}: {host.get('busy')} of {host.get('slots')} slots busy; "
+                       f"runs {', '.join(serves) or 'nothing'}")
+        if serving.hosts == []:
+            click.echo("  no `pool worker` is connected to the broker")
         return
     now = spool.set_workers(number)
     if now != number:

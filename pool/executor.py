@@ -243,6 +243,10 @@ class Executor(Protocol):
         """What keeps it from running attempts now, in words (workers that cannot start,
         an engine it cannot reach), for `pool status` to show; None when nothing does."""
 
+    def hosts(self) -> list[dict[str, Any]] | None:
+        """The machines its attempts run on, for `pool workers` to list: each a dict with
+        ``name``, ``slots``, ``busy`` (and what it serves); None when they run here."""
+
     def waitables(self) -> list[Any]:
         """What the manager's wait should wake on besides ``wake``."""
 

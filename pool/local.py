@@ -523,6 +523,9 @@ class LocalExecutor:
                   self.why_not_starting, wait)
         self.respawns.append(now + wait)
 
+    def hosts(self) -> list[dict[str, Any]] | None:
+        return None  # this machine's own processes
+
     def trouble(self) -> str | None:
         """Why workers cannot start, while they cannot."""
         return self.why_not_starting

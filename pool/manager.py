@@ -464,11 +464,11 @@ class Manager:
             self.spool.say_serving(self.serving)
 
     def say_trouble(self) -> None:
-        """Say in manager.json what keeps jobs from running (pool status shows it), when
-        that changes."""
-        trouble = self.executor.trouble()
-        if trouble != self.serving.trouble:
-            self.tell(trouble=trouble)
+        """Say in manager.json what keeps jobs from running (pool status shows it), and the
+        machines attempts run on (pool workers lists them), when that changes."""
+        trouble, hosts = self.executor.trouble(), self.executor.hosts()
+        if trouble != self.serving.trouble or hosts != self.serving.hosts:
+            self.tell(trouble=trouble, hosts=hosts)
 
     def retry_pending(self, now: float) -> None:
         """Outcomes that could not be written before (a full disk) are written now."""

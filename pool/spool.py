@@ -152,11 +152,21 @@ class Serving:
     task_modules: tuple[str, ...] | None = None
     any_task: bool | None = None
     durable: bool | None = None  # pool serve --durable: a client's job file is on disk before submit returns
+    # The machines its attempts run on (--engine celery: each `pool worker`, its slots and
+    # jobs running), for `pool workers`; None when they run on this one.
+    hosts: list[dict[str, Any]] | None = None
 
 
 SERVING_TYPES: dict[str, type | tuple[type, ...]] = {
     "kill_grace": (int, float), "grace": (int, float), "workers": int, "trouble": str, "stopping": str,
-    "task_modules": list, "any_task": bool, "durable": bool}
+    "task_modules": list, "any_task": bool, "durable": bool, "hosts": list}
+
+
+def is_host(doc: object) -> bool:
+    """A machine as manager.json lists it (``Serving.hosts``): checked as any file is."""
+    return isinstance(doc, dict) and isinstance(doc.get("name"), str) and all(
+        isinstance(doc.get(k), int) and not isinstance(doc.get(k), bool) for k in ("slots", "busy")) and isinstance(
+        doc.get("tasks", []), list) and all(isinstance(m, str) for m in doc.get("tasks", []))
 
 
 def decoded(job_id: str, data: bytes, where: str) -> JobStatus:
@@ -560,6 +570,8 @@ class SpoolDir:
         modules = kept["task_modules"]
         kept["task_modules"] = tuple(modules) if modules is not None and all(
             isinstance(m, str) for m in modules) else None
+        hosts = kept["hosts"]
+        kept["hosts"] = [h for h in hosts if is_host(h)] if hosts is not None else None
         return Serving(**kept)
 
     def clear_serving(self) -> None:

@@ -215,6 +215,12 @@ class CeleryExecutor:
     def running_ids(self) -> list[str]:
         return list(self.sent)
 
+    def hosts(self) -> list[dict[str, Any]] | None:
+        busy = collections.Counter(s.host for s in self.sent.values() if s.began)
+        return sorted(({"name": w.get("name"), "slots": w["slots"], "busy": busy[w.get("name")],
+                        "tasks": w.get("tasks", []), "commands": bool(w.get("commands"))}
+                       for w in self.live_workers()), key=lambda w: str(w["name"]))
+
     def trouble(self) -> str | None:
         if self.broker_trouble:
             return self.broker_trouble

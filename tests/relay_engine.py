@@ -149,6 +149,9 @@ class RelayExecutor:
     def holds(self, job_id: str) -> bool:
         return job_id in self.children
 
+    def hosts(self) -> list[dict[str, Any]] | None:
+        return None
+
     def trouble(self) -> str | None:
         return None
 

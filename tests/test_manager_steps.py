@@ -116,6 +116,9 @@ class FakeExecutor:
     def holds(self, job_id: str) -> bool:
         return job_id in self.held
 
+    def hosts(self) -> list[dict[str, Any]] | None:
+        return None
+
     def trouble(self) -> str | None:
         return None
 

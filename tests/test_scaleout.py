@@ -131,3 +131,21 @@ def test_jobs_use_both_machines(spool_dir: Path, hub: Any, machines: Any, tmp_pa
     gate.touch()
     for job_id in ids:
         wait_until(lambda job_id=job_id: state_of(spool_dir, job_id) == "done", 30, "done")
+
+
+def test_pool_workers_on_the_hub_lists_the_machines_with_their_slots_and_jobs(
+        spool_dir: Path, hub: Any, machines: Any, tmp_path: Path) -> None:
+    machines("left", args=("--tasks", "pooltest_tasks", "--slots", "2"))
+    machines("right", args=("--allow-commands", "--slots", "3"))
+
+    def listed() -> list[str]:
+        return run_pool(spool_dir, "workers", check=True).stdout.splitlines()[1:]
+
+    wait_until(lambda: len(listed()) == 2, 30, "both machines listed")
+    assert listed() == ["  left: 0 of 2 slots busy; runs tasks of pooltest_tasks",
+                        "  right: 0 of 3 slots busy; runs commands"]
+    gate = tmp_path / "gate"
+    job_id = run_pool(spool_dir, "submit", "pooltest_tasks:hold", str(gate), check=True).stdout.strip()
+    wait_until(lambda: listed()[0] == "  left: 1 of 2 slots busy; runs tasks of pooltest_tasks", 30, "left busy")
+    gate.touch()
+    wait_until(lambda: state_of(spool_dir, job_id) == "done", 30, "done")
