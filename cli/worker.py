@@ -26,8 +26,10 @@ EXTRA_MISSING = "pool worker needs the celery extra: pip install 'spoolpool[cele
               help="How the hub names this machine (a job's `host`).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="pool-worker", show_default=True,
               help="Where each attempt runs, in a folder of its own.")
+@click.option("--lease", type=click.FloatRange(1, 3600), default=15.0, show_default=True,
+              help="Seconds after which the hub calls a job of this machine lost when it hears nothing.")
 def worker(broker: str, task_modules: tuple[str, ...], allow_commands: bool, slots: int, name: str,
-           workdir: str) -> None:
+           workdir: str, lease: float) -> None:
     """Run jobs of a hub (`pool serve --engine celery`) on this machine until stopped."""
     if not task_modules and not allow_commands:
         raise click.UsageError("give --tasks MODULE (repeatable) or --allow-commands: else it would run nothing")
@@ -39,4 +41,4 @@ def worker(broker: str, task_modules: tuple[str, ...], allow_commands: bool, slo
     for module in task_modules:
         if not MODULE.match(module):
             raise click.BadParameter(f"{module!r} is not a module name", param_hint="--tasks")
-    serve(WorkerOptions(broker, name, slots, task_modules, allow_commands, os.path.abspath(workdir)))
+    serve(WorkerOptions(broker, name, slots, task_modules, allow_commands, os.path.abspath(workdir), lease))

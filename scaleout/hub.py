@@ -312,7 +312,8 @@ class CeleryExecutor:
             leased, state = answers[2 * n], answers[2 * n + 1]
             if state == b"running" and not leased:  # its worker stopped it, or is gone: nothing of it runs
                 self._end(sent, Stopped(sent.stop_reason, True) if sent.stop_reason is not None else
-                          WorkerDied(f"its worker {sent.host or '(unknown)'} stopped renewing its lease", True))
+                          WorkerDied(f"its worker {sent.host or '(unknown)'} was lost: it stopped renewing "
+                                     "the attempt's lease", True))
             elif state == b"sent" and now - sent.sent_at >= CLAIM_PATIENCE:
                 self.take_back(sent.job.id)
             elif state is None and not sent.began:

@@ -26,9 +26,13 @@ TASK_NAME = "pool.attempt"
 COMMANDS_QUEUE = "pool.commands"
 EVENTS = "pool:events"
 HUB_GROUP = "hub"
-LEASE_TTL = 15.0  # seconds an attempt's lease lasts unless renewed
-RENEW_EVERY = 3.0  # seconds between renewals
-SELF_FENCE_AFTER = 10.0  # seconds without a renewal after which a worker kills its attempt
+# An attempt's lease lasts this long unless renewed (`pool worker --lease`): the hub calls
+# an attempt lost once its lease is gone; its worker renews it every fifth of that, and
+# kills the attempt itself once two thirds have passed with no renewal, before the hub
+# may run it again elsewhere.
+LEASE_TTL = 15.0
+RENEW_SHARE = 0.2
+SELF_FENCE_SHARE = 2 / 3
 WORKER_TTL = 10.0  # seconds a worker's announcement lasts unless renewed
 ANNOUNCE_EVERY = 2.0
 ATTEMPT_KEEP = 7 * 86400  # seconds an attempt's record is kept, at most

@@ -56,6 +56,7 @@ class WorkerOptions:
     task_modules: tuple[str, ...]
     allow_commands: bool
     workdir: str
+    lease: float = p.LEASE_TTL  # seconds
 
     def queues(self) -> list[str]:
         return [p.task_queue(m) for m in self.task_modules] + ([p.COMMANDS_QUEUE] if self.allow_commands else [])
@@ -101,7 +102,7 @@ def run_attempt(message: Any) -> None:
         emit(db, token, "skipped", orjson.dumps({"why": why}))
         return
     claimed = db.eval(p.CLAIM, 2, p.attempt_key(token), p.lease_key(token), OPTIONS.name,
-                      int(p.LEASE_TTL * 1000))
+                      int(OPTIONS.lease * 1000))
     if claimed != b"claimed":
         log.info("attempt %s of job %s not run: %s", token, job.id, claimed)
         return  # sent twice, or cancelled before it began: whoever knows says so
@@ -199,9 +200,10 @@ class Supervisor:
         """The lease renewed, a cancel carried out, the attempt stopped when its worker is
         gone or the lease cannot be kept (then another may run it: this one must not)."""
         now = time.monotonic()
-        if now - self.renewed_at >= p.RENEW_EVERY:
+        lease = self.options.lease
+        if now - self.renewed_at >= lease * p.RENEW_SHARE:
             try:
-                if self.db.eval(p.RENEW, 1, p.lease_key(self.token), self.options.name, int(p.LEASE_TTL * 1000)):
+                if self.db.eval(p.RENEW, 1, p.lease_key(self.token), self.options.name, int(lease * 1000)):
                     self.renewed_at = now
             except redis.RedisError as exc:
                 log.warning("attempt %s: cannot renew its lease (%s)", self.token, exc)
@@ -212,7 +214,7 @@ class Supervisor:
                 asked = [None, None]
             if asked[0] is not None:
                 self.stop(proc, bytes(asked[0]).decode(), float(asked[1] or 0))
-            elif now - self.renewed_at >= p.SELF_FENCE_AFTER:
+            elif now - self.renewed_at >= lease * p.SELF_FENCE_SHARE:
                 self.stop(proc, "lease", 0.0)
             elif os.getppid() != self.parent:
                 self.stop(proc, "worker gone", 0.0)

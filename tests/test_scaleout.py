@@ -5,13 +5,15 @@ one: job files, `pool submit`, `pool kill`, `pool status`."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Server, drop, job, log_text, run_pool, state_of, status_doc, wait_until
+from conftest import Server, drop, events_of, job, log_text, run_pool, state_of, status_doc, wait_until
 from scaleout_rig import Broker, Worker, announced
 
 pytestmark = pytest.mark.needs_redis_server("to run jobs through a real broker")
@@ -149,3 +151,42 @@ def test_pool_workers_on_the_hub_lists_the_machines_with_their_slots_and_jobs(
     wait_until(lambda: listed()[0] == "  left: 1 of 2 slots busy; runs tasks of pooltest_tasks", 30, "left busy")
     gate.touch()
     wait_until(lambda: state_of(spool_dir, job_id) == "done", 30, "done")
+
+
+def processes_in(folder: Path) -> list[int]:
+    """The processes working in ``folder`` or under it: a machine's jobs (each attempt
+    runs in a folder of its own under its worker's --workdir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if Path(os.readlink(entry / "cwd")).is_relative_to(folder):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_kill_9_of_a_worker_ends_its_job_there_and_the_retry_runs_once_on_the_other(
+        spool_dir: Path, hub: Any, machines: Any, tmp_path: Path) -> None:
+    workers = {w.name: w for w in machines("left", "right", args=("--allow-commands", "--slots", "1", "--lease", "3"))}
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    script = f"echo run >> {runs}; while [ ! -e {gate} ]; do sleep 0.05; done"
+    job_id = run_pool(spool_dir, "submit", "--retries", "1", "--command", "sh", "-c", script,
+                      check=True).stdout.strip()
+    first = wait_until(lambda: (d := status_doc(spool_dir, job_id)) and d["state"] == "running" and d["host"], 30,
+                       "running")
+    struck = workers[first]
+    wait_until(lambda: processes_in(struck.workdir), 30, "the job's shell on its machine")
+    os.kill(struck.proc.pid, signal.SIGKILL)  # the worker alone: its processes are left to see to it
+    wait_until(lambda: not processes_in(struck.workdir), 30, "nothing of the job left on the struck machine")
+    wait_until(lambda: (d := status_doc(spool_dir, job_id)) and d["attempt"] == 2 and d["state"] == "running", 30,
+               "attempt 2 running")
+    doc = status_doc(spool_dir, job_id)
+    assert doc is not None and doc["host"] != first
+    gate.touch()
+    wait_until(lambda: state_of(spool_dir, job_id) == "done", 30, "done")
+    assert runs.read_text() == "run\nrun\n"  # two executions, one after the other
+    ended = [e for e in events_of(spool_dir, job_id) if e["attempt"] == 1 and e["from"] == "running"]
+    # Its worker's processes died with it: the hub heard nothing more, and its lease ran out.
+    assert [e["to"] for e in ended] == ["queued"] and f"its worker {first} was lost" in ended[0]["reason"]
