@@ -190,3 +190,50 @@ def test_kill_9_of_a_worker_ends_its_job_there_and_the_retry_runs_once_on_the_ot
     ended = [e for e in events_of(spool_dir, job_id) if e["attempt"] == 1 and e["from"] == "running"]
     # Its worker's processes died with it: the hub heard nothing more, and its lease ran out.
     assert [e["to"] for e in ended] == ["queued"] and f"its worker {first} was lost" in ended[0]["reason"]
+
+
+def test_a_term_ignoring_job_dies_after_its_grace(spool_dir: Path, hub: Any, machines: Any, tmp_path: Path) -> None:
+    (worker,) = machines("only")
+    ready = tmp_path / "ready"
+    job_id = run_pool(spool_dir, "submit", "pooltest_tasks:ignore_sigterm", str(ready), check=True).stdout.strip()
+    wait_until(ready.exists, 30, "the job ignoring SIGTERM")
+    assert processes_in(worker.workdir)
+    killed = run_pool(spool_dir, "kill", "--grace", "0.5", job_id)
+    assert killed.returncode == 0, killed.stderr
+    assert state_of(spool_dir, job_id) == "cancelled"
+    wait_until(lambda: not processes_in(worker.workdir), 30, "nothing of it left")
+
+
+def test_a_job_killed_once_sent_but_before_a_worker_began_it_never_runs(
+        spool_dir: Path, hub: Any, broker: Broker, machines: Any, tmp_path: Path) -> None:
+    import redis
+
+    (worker,) = machines("only")
+    os.killpg(worker.proc.pid, signal.SIGSTOP)  # it takes nothing now: a message sent waits for it
+    try:
+        runs = tmp_path / "runs"
+        job_id = run_pool(spool_dir, "submit", "pooltest_tasks:counted", str(runs), check=True).stdout.strip()
+        db = redis.Redis.from_url(broker.url)
+        wait_until(lambda: db.llen("pool.task.pooltest_tasks"), 30, "its attempt sent")
+        killed = run_pool(spool_dir, "kill", job_id)
+        assert killed.returncode == 0 and state_of(spool_dir, job_id) == "cancelled", killed.stderr
+    finally:
+        os.killpg(worker.proc.pid, signal.SIGCONT)
+    # The worker takes the message, finds the attempt cancelled, and runs nothing.
+    wait_until(lambda: not db.llen("pool.task.pooltest_tasks") and not db.hlen("unacked"), 30, "the message taken")
+    assert not runs.exists()
+    assert [e["to"] for e in events_of(spool_dir, job_id)] == ["queued", "cancelled"]
+
+
+def test_with_every_slot_busy_a_later_urgent_job_starts_before_an_earlier_one(
+        spool_dir: Path, hub: Any, machines: Any, tmp_path: Path) -> None:
+    machines("only", args=("--tasks", "pooltest_tasks", "--slots", "1"))
+    gate, order = tmp_path / "gate", tmp_path / "order"
+    blocker = run_pool(spool_dir, "submit", "pooltest_tasks:hold", str(gate), check=True).stdout.strip()
+    wait_until(lambda: state_of(spool_dir, blocker) == "running", 30, "the only slot busy")
+    early = run_pool(spool_dir, "submit", "pooltest_tasks:record_order", str(order), check=True).stdout.strip()
+    urgent = run_pool(spool_dir, "submit", "--priority", "5", "pooltest_tasks:record_order", str(order),
+                      check=True).stdout.strip()
+    gate.touch()
+    wait_until(lambda: state_of(spool_dir, early) == "done", 30, "both done")
+    assert order.read_text().split() == [urgent, early]
