@@ -199,7 +199,24 @@ class Outcomes:
         if outcome.state is State.RUNNING:
             self.recover(job_id, now)  # a process we did not start runs it: watch that one
         elif outcome.state in (State.QUEUED, None):
+            if outcome.later:
+                self.say_why_it_waits(job_id, outcome.why)
             self.requeue(job_id, RETRY if outcome.later else 0.0)
+
+    def say_why_it_waits(self, job_id: str, why: str) -> None:
+        """A job its executor could not start, to be tried again later: its status says
+        why (`pool status ID`), once, until it starts (which clears the message)."""
+        now = iso_now(self.ctx.clock)
+
+        def change(status: JobStatus) -> JobStatus | None:
+            if status.state is not State.QUEUED or status.message == why:
+                return None
+            return dataclasses.replace(status, message=why, updated_at=now)
+
+        try:
+            self.ctx.ledger.change(job_id, change, "waits", wait=START_WAIT)
+        except (JobBusy, JobNotFound, CorruptStatus, OSError) as exc:
+            log.warning("job %s: could not say why it waits (%s)", job_id, exc)
 
     def recover(self, job_id: str, now: float) -> None:
         """Hand the executor a job whose attempt another process may run."""

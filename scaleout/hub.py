@@ -153,17 +153,30 @@ class CeleryExecutor:
             self.announced = [w for w in found if isinstance(w, dict) and isinstance(w.get("slots"), int)]
         return self.announced
 
-    def room(self, first: JobStatus) -> int:
-        """Slots of the live workers that serve ``first``, less the attempts out (and never
-        more than ``pool serve --workers``): nothing waits in the broker for a slot."""
-        task = first.spec.task
+    def capable(self, job: JobStatus) -> list[dict[str, Any]]:
+        """The live workers that run ``job``: its task's module, or commands."""
+        task = job.spec.task
         module = task.partition(":")[0] if task is not None else None
-        slots: int = sum(w["slots"] for w in self.live_workers()
-                         if (module is None and w.get("commands")) or
-                         (module is not None and module in w.get("tasks", ())))
-        return min(slots, self.workers) - len(self.sent)
+        return [w for w in self.live_workers() if (module is None and w.get("commands")) or
+                (module is not None and module in w.get("tasks", ()))]
+
+    def room(self, first: JobStatus) -> int:
+        """Slots of the live workers that serve ``first``, less the attempts out to them (and
+        never more than ``pool serve --workers`` in all): nothing waits in the broker for a
+        slot. With none that serves it, one: ``start`` says why it waits, and the jobs
+        behind it go on."""
+        out = len(self.sent)
+        capable = self.capable(first)
+        if not capable:
+            return min(1, self.workers - out)
+        queue = p.queue_of(first)
+        slots: int = sum(w["slots"] for w in capable)
+        return min(slots - sum(1 for s in self.sent.values() if p.queue_of(s.job) == queue), self.workers - out)
 
     def start(self, job: JobStatus, now: float) -> None:
+        if not self.capable(job):
+            self.events.append(Ended(job.id, job.attempt, NotBegun(State.QUEUED, unserved(job), later=True)))
+            return
         token = secrets.token_hex(16)
         key = p.attempt_key(token)
         self.db.hset(key, mapping={"state": "sent", "job": job.id, "attempt": job.attempt})
@@ -331,5 +344,11 @@ class CeleryExecutor:
             pass
 
 
-def make(settings: EngineSettings) -> CeleryExecutor:
-    return CeleryExecutor(settings)
+def unserved(job: JobStatus) -> str:
+    """Why no worker takes the job: what no `pool worker` connected offers."""
+    task = job.spec.task
+    if task is None:
+        return "waits for a pool worker that runs commands (pool worker --allow-commands): none is connected"
+    module = task.partition(":")[0]
+    return f"waits for a pool worker that serves task module {module!r} (pool worker --tasks {module}): " \
+           "none is connected"

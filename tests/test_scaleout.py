@@ -237,3 +237,43 @@ def test_with_every_slot_busy_a_later_urgent_job_starts_before_an_earlier_one(
     gate.touch()
     wait_until(lambda: state_of(spool_dir, early) == "done", 30, "both done")
     assert order.read_text().split() == [urgent, early]
+
+
+def test_a_job_no_worker_offers_to_run_waits_saying_what_it_needs_and_runs_once_one_does(
+        spool_dir: Path, hub: Any, machines: Any) -> None:
+    machines("commands-only", args=("--allow-commands", "--slots", "1"))
+    job_id = run_pool(spool_dir, "submit", "pooltest_tasks:add", "1", "2", check=True).stdout.strip()
+    wanted = "waits for a pool worker that serves task module 'pooltest_tasks'"
+    wait_until(lambda: wanted in (status_doc(spool_dir, job_id) or {}).get("message", "") or "", 30, "why it waits")
+    assert state_of(spool_dir, job_id) == "queued"
+    assert wanted in run_pool(spool_dir, "status", job_id, check=True).stdout
+    command = run_pool(spool_dir, "submit", "--command", "true", check=True).stdout.strip()
+    wait_until(lambda: state_of(spool_dir, command) == "done", 30, "the command run meanwhile")  # not held behind it
+    machines("tasks", args=("--tasks", "pooltest_tasks", "--slots", "1"))
+    wait_until(lambda: state_of(spool_dir, job_id) == "done", 30, "done once a worker serves it")
+    doc = status_doc(spool_dir, job_id)
+    assert doc is not None and (doc["host"], doc["attempt"], doc["result"]) == ("tasks", 1, 3)
+
+
+def test_a_pickled_message_is_refused_and_nothing_runs(spool_dir: Path, broker: Broker, machines: Any,
+                                                       tmp_path: Path) -> None:
+    import redis
+    from celery import Celery
+
+    from pool.jobfile import parse_job
+    from pool.model import new_status, utc_now
+    from pool.scaleout import protocol
+
+    (worker,) = machines("only")
+    runs = tmp_path / "runs"
+    status = new_status(parse_job(job("counted", str(runs), id="pickled"), "test", "test"), utc_now())
+    token = "0" * 32
+    db = redis.Redis.from_url(broker.url)
+    db.hset(protocol.attempt_key(token), mapping={"state": "sent", "job": "pickled", "attempt": 1})
+    sender = Celery("attacker", broker=broker.url)
+    sender.conf.update(accept_content=["pickle", "json"])
+    sender.send_task(protocol.TASK_NAME, args=[protocol.attempt_message(token, status)],
+                     queue="pool.task.pooltest_tasks", serializer="pickle")
+    wait_until(lambda: not db.llen("pool.task.pooltest_tasks") and not db.hlen("unacked"), 30, "the message taken")
+    wait_until(lambda: "pickle" in worker.output(), 30, "the refusal said")
+    assert not runs.exists() and db.hget(protocol.attempt_key(token), "state") == b"sent"  # never claimed
