@@ -213,7 +213,16 @@ function start() {
     const jobId = job.dataset.job;
     const log = document.getElementById("log");
     const stream = new EventSource("/api/jobs/" + encodeURIComponent(jobId) + "/stream");
-    stream.addEventListener("job", (e) => showJob(JSON.parse(e.data)));
+    // Closed once both its log has ended and its view says it ended: the log may end
+    // (the job is final) before the view saying so has come (seen in CI).
+    let logEnded = false, jobEnded = false;
+    const closeIfDone = () => { if (logEnded && jobEnded) stream.close(); };
+    stream.addEventListener("job", (e) => {
+      const view = JSON.parse(e.data);
+      showJob(view);
+      jobEnded = view.row.final;
+      closeIfDone();
+    });
     stream.addEventListener("log", (e) => {
       const follow = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
       log.append(document.createTextNode(JSON.parse(e.data)));
@@ -221,7 +230,8 @@ function start() {
     });
     stream.addEventListener("log-end", () => {
       document.getElementById("log-state").textContent = "(ended)";
-      stream.close();
+      logEnded = true;
+      closeIfDone();
     });
     for (const button of document.querySelectorAll("#actions button")) {
       button.addEventListener("click", () => act(jobId, button.dataset.action, document.getElementById("action-result")));
