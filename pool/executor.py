@@ -58,6 +58,7 @@ class Start:
     started_at: str
     pid: int | None = None  # its process, when it runs on this machine
     host: str | None = None  # the machine it runs on, when another (its worker's name)
+    token: str | None = None  # what a new manager takes the attempt over by (``recover``)
 
 
 @dataclass(frozen=True, slots=True)

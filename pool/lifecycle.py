@@ -189,10 +189,11 @@ def advance(status: JobStatus, to: State, now: str, **changes: Any) -> JobStatus
     return dataclasses.replace(status, **fields)
 
 
-def start(status: JobStatus, pid: int | None, pid_started: int | None, now: str, host: str | None = None
-          ) -> JobStatus:
+def start(status: JobStatus, pid: int | None, pid_started: int | None, now: str, host: str | None = None,
+          token: str | None = None) -> JobStatus:
     return advance(status, State.RUNNING, now, pid=pid, pid_started=pid_started, started_at=now,
-                   error=None, exit_code=None, result=None, message=None, progress=None, usage=None, host=host)
+                   error=None, exit_code=None, result=None, message=None, progress=None, usage=None, host=host,
+                   token=token)
 
 
 def succeed(status: JobStatus, result: Any, now: str, exit_code: int | None = None) -> JobStatus:

@@ -328,6 +328,10 @@ class JobStatus:
     # an attempt of this machine's own workers.
     host: str | None = field(default=None, metadata=rule(optional(lambda v: text(v) and 0 < len(v) <= 200),
                                                          "a worker's name or null"))
+    # That attempt's token at the hub's broker (--engine celery): a new hub takes it over
+    # by it. It grants nothing without the broker's password.
+    token: str | None = field(default=None, metadata=rule(optional(lambda v: text(v) and len(v) <= 64),
+                                                          "a token or null"))
 
     @property
     def id(self) -> str:

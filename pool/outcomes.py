@@ -153,7 +153,7 @@ class Outcomes:
         def change(status: JobStatus) -> JobStatus | None:
             if status.state is not State.QUEUED or status.attempt != event.attempt:
                 return None
-            return lifecycle.start(status, started.pid, None, started.started_at, started.host)
+            return lifecycle.start(status, started.pid, None, started.started_at, started.host, started.token)
 
         try:
             self.ctx.ledger.change(event.job_id, change, "started", wait=START_WAIT)

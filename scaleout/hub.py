@@ -2,7 +2,7 @@
 machines, delivered by Celery over Redis (``pool serve --engine celery --broker URL``).
 
     manager --start(job)--> CeleryExecutor --attempt record (sent), Celery task--> a worker
-            <--Began, Progress, Output, Ended-- a reader thread <--XREADGROUP pool:events--
+            <--Began, Progress, Output, Ended-- a reader thread <--XREAD pool:events:<token>...--
 
 The manager keeps everything it keeps with local workers: the queue and priorities, the
 timeouts, retries, kills, and the spool, which only it writes. It hands out no more
@@ -11,6 +11,11 @@ queue stays short and priorities hold. An attempt whose lease is gone without it
 being heard ended with its worker (``WorkerDied``: it counts, and is retried by the
 job's rules); one no worker claimed in CLAIM_PATIENCE seconds is taken back (the manager
 queues it again, uncounted).
+
+A running attempt's status holds its token: a new hub (the last one was killed) takes
+over what still runs (``recover``): it reads the attempt's stream again from its start,
+and writes only the output its log does not hold yet (the log's size when the attempt
+began is kept with the attempt in the broker, ``log_base``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import secrets
 import threading
 import time
@@ -47,6 +53,7 @@ from pool.executor import (
     WorkerDied,
     WorkerFailed,
 )
+from pool.joblog import attempt_header
 from pool.model import JobStatus, State
 
 from . import protocol as p
@@ -56,7 +63,7 @@ log = logging.getLogger(__name__)
 CLAIM_PATIENCE = 30.0  # seconds a sent attempt may wait for a worker to claim it
 LEASE_LOOK_EVERY = 1.0  # seconds between two looks at the running attempts' leases
 WORKERS_LOOK_EVERY = 1.0  # seconds between two looks at the workers' announcements
-STOP_SLACK = 5.0  # seconds past its grace a stopped attempt's worker has to say it ended
+REAPPEAR_GRACE = 6.0  # seconds an attempt the broker forgot has to be put back by its worker (it renews every 3 s)
 
 
 @dataclass
@@ -71,6 +78,8 @@ class Sent:
     outcome: Outcome | None = None  # what its runner's last message said
     stop_reason: StopReason | None = None
     offset: int = 0  # bytes of its output written so far
+    read_to: str = "0"  # the last entry of its stream read
+    missing_since: float | None = None  # when the broker was first found not to know it
 
 
 class CeleryExecutor:
@@ -87,7 +96,9 @@ class CeleryExecutor:
         self.sent: dict[str, Sent] = {}  # by job id
         self.by_token: dict[str, Sent] = {}
         self.events: list[ExecutorEvent] = []
-        self.heard: collections.deque[tuple[bytes, dict[bytes, bytes]]] = collections.deque()
+        self.heard: collections.deque[tuple[str, dict[bytes, bytes]]] = collections.deque()  # (token, entry)
+        self.streams: dict[str, str] = {}  # what the reader reads: each held attempt's stream, from where
+        self.streams_lock = threading.Lock()
         self.stopped = threading.Event()
         self.reader: threading.Thread | None = None
         self.leases_at = 0.0
@@ -103,11 +114,6 @@ class CeleryExecutor:
         self.app.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=True,
                              broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5,
                                                        "socket_keepalive": True})
-        try:
-            self.db.xgroup_create(p.EVENTS, p.HUB_GROUP, id="$", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
         self.reader = threading.Thread(target=self._read, args=(wake,), name="pool-hub-reader", daemon=True)
         self.reader.start()
 
@@ -120,16 +126,26 @@ class CeleryExecutor:
 
     def _read(self, wake: Callable[[], None]) -> None:
         """What the workers say, as it comes: handed to ``collect`` by way of ``wake``."""
+        reader = redis.Redis.from_url(self.settings.broker or "", socket_timeout=5, socket_connect_timeout=5)
         while not self.stopped.is_set():
+            with self.streams_lock:
+                streams = {p.events_key(token): at for token, at in self.streams.items()}
+            if not streams:
+                self.stopped.wait(0.05)
+                continue
             try:
-                found: Any = self.db.xreadgroup(p.HUB_GROUP, "hub", {p.EVENTS: ">"}, count=1000, block=250)
+                found: Any = reader.xread(streams, count=1000, block=250)  # type: ignore[arg-type]
                 self.broker_trouble = None
             except redis.RedisError as exc:
                 self.broker_trouble = f"the broker cannot be reached: {exc}"
                 self.stopped.wait(0.5)
                 continue
-            for _, entries in found or ():
-                self.heard.extend(entries)
+            for stream, entries in found or ():
+                token = stream.decode().rpartition(":")[2]
+                with self.streams_lock:
+                    if token in self.streams and entries:
+                        self.streams[token] = entries[-1][0].decode()
+                self.heard.extend((token, fields) for _, fields in entries)
             if found:
                 wake()
 
@@ -182,7 +198,7 @@ class CeleryExecutor:
         self.db.hset(key, mapping={"state": "sent", "job": job.id, "attempt": job.attempt})
         self.db.expire(key, p.ATTEMPT_KEEP)
         sent = Sent(token, job, now)
-        self.sent[job.id] = self.by_token[token] = sent
+        self.hold(sent)
         self.app.send_task(p.TASK_NAME, args=[p.attempt_message(token, job)], queue=p.queue_of(job),
                            serializer="json")
 
@@ -213,11 +229,37 @@ class CeleryExecutor:
     def resume(self, job_id: str) -> bool:
         return False
 
+    def hold(self, sent: Sent) -> None:
+        self.sent[sent.job.id] = self.by_token[sent.token] = sent
+        with self.streams_lock:
+            self.streams[sent.token] = sent.read_to
+
     def recover(self, job: JobStatus, now: float) -> bool:
+        """Take over an attempt the last hub handed out: read its stream again, and write
+        only the output its log does not hold yet."""
         if job.state not in (State.RUNNING, State.PAUSED):
             return False  # the manager writes running when an attempt begins: this one never did
-        self.events.append(Ended(job.id, job.attempt, Lost("its worker reported to the hub before this one")))
+        token = job.token
+        try:
+            record = self.db.hgetall(p.attempt_key(token)) if token else {}
+        except redis.RedisError:
+            record = {}
+        if not token or record.get(b"state") != b"running":  # forgotten, or its end was heard already
+            self.events.append(Ended(job.id, job.attempt, Lost("the broker knows it no more as running")))
+            return True
+        sent = Sent(token, job, now, began=True, host=job.host)
+        base = int(record.get(b"log_base", b"-1"))
+        if base >= 0:
+            header = len(attempt_header(job)) if job.attempt > 1 else 0
+            sent.offset = max(0, self.log_size(job.id) - base - header)
+        self.hold(sent)
         return True
+
+    def log_size(self, job_id: str) -> int:
+        try:
+            return os.stat(os.path.join(self.settings.worker.spool, "logs", f"{job_id}.log")).st_size
+        except OSError:
+            return 0
 
     def holds(self, job_id: str) -> bool:
         return job_id in self.sent
@@ -247,28 +289,20 @@ class CeleryExecutor:
 
     # ------------------------------------------------------------ what happened
     def collect(self, ready: list[Any], now: float) -> list[ExecutorEvent]:
-        done: list[bytes] = []
         while self.heard:
-            entry_id, fields = self.heard.popleft()
-            done.append(entry_id)
+            token, fields = self.heard.popleft()
             try:
-                self._take(fields, now)
+                self._take(token, fields, now)
             except Exception:  # one attempt's garbled word never stops the hub
-                log.exception("could not take the worker's event %s", entry_id)
-        if done:
-            try:
-                self.db.xack(p.EVENTS, p.HUB_GROUP, *done)
-                self.db.xdel(p.EVENTS, *done)
-            except redis.RedisError as exc:
-                log.warning("could not acknowledge the workers' events (%s)", exc)
+                log.exception("could not take a worker's word on attempt %s", token)
         if now - self.leases_at >= LEASE_LOOK_EVERY:
             self.leases_at = now
             self._look_at_leases(now)
         events, self.events = self.events, []
         return events
 
-    def _take(self, fields: dict[bytes, bytes], now: float) -> None:
-        sent = self.by_token.get(fields.get(b"token", b"").decode("ascii", "replace"))
+    def _take(self, token: str, fields: dict[bytes, bytes], now: float) -> None:
+        sent = self.by_token.get(token)
         if sent is None:
             return  # an attempt this hub no longer holds (ended, or another hub's)
         kind, data = fields.get(b"kind", b""), fields.get(b"data", b"")
@@ -276,9 +310,13 @@ class CeleryExecutor:
         if kind == b"message":
             reply = msg.decode_reply(data)
             if isinstance(reply, msg.Started):
-                sent.began = True
-                sent.host = fields.get(b"worker", b"").decode("utf-8", "replace") or None
-                self.events.append(Began(job.id, job.attempt, now, Start(reply.started_at, None, sent.host)))
+                if not sent.began:  # not again, for an attempt a new hub took over
+                    sent.began = True
+                    sent.host = fields.get(b"worker", b"").decode("utf-8", "replace") or None
+                    # What the log holds before this attempt's output: a new hub writes on from there.
+                    self.db.hset(p.attempt_key(sent.token), "log_base", self.log_size(job.id))
+                    self.events.append(Began(job.id, job.attempt, now,
+                                             Start(reply.started_at, None, sent.host, sent.token)))
             elif isinstance(reply, msg.Progressed):
                 self.events.append(Progress(job.id, job.attempt, reply.fraction, reply.message))
             elif isinstance(reply, msg.Ran):
@@ -288,8 +326,10 @@ class CeleryExecutor:
                 sent.outcome = WorkerFailed(reply.why, reply.began)
         elif kind == b"log":
             offset = int(fields.get(b"offset", b"0"))
-            if offset == sent.offset:  # a piece heard twice is written once
-                sent.offset += len(data)
+            end = offset + len(data)
+            if end > sent.offset:  # what the log holds already is not written again (a new hub reads it twice)
+                data = data[max(0, sent.offset - offset):]
+                sent.offset = end
                 self.events.append(Output(job.id, job.attempt, data))
         elif kind == b"exit":
             said = orjson.loads(data)
@@ -329,17 +369,29 @@ class CeleryExecutor:
                                      "the attempt's lease", True))
             elif state == b"sent" and now - sent.sent_at >= CLAIM_PATIENCE:
                 self.take_back(sent.job.id)
-            elif state is None and not sent.began:
-                self._end(sent, NotBegun(None, "its record is gone from the broker"))
+            elif state is None:
+                # The broker forgot it (restarted with no persistence): a worker that runs it
+                # puts its record back at its next renewal; if none does in REAPPEAR_GRACE,
+                # none runs it.
+                sent.missing_since = sent.missing_since or now
+                if now - sent.missing_since >= REAPPEAR_GRACE:
+                    self._end(sent, WorkerDied(f"its worker {sent.host or '(unknown)'} was lost with the broker's "
+                                               "memory of the attempt", True) if sent.began else
+                              NotBegun(None, "the broker forgot it before a worker began it"))
+            else:
+                sent.missing_since = None
 
     def _end(self, sent: Sent, outcome: Outcome) -> None:
         if self.sent.get(sent.job.id) is not sent:
             return
         del self.sent[sent.job.id]
         self.by_token.pop(sent.token, None)
+        with self.streams_lock:
+            self.streams.pop(sent.token, None)
         self.events.append(Ended(sent.job.id, sent.job.attempt, outcome))
-        try:
-            self.db.delete(p.lease_key(sent.token))
+        try:  # its end is the manager's to write now: the broker forgets the attempt
+            self.db.delete(p.lease_key(sent.token), p.events_key(sent.token))
+            self.db.hset(p.attempt_key(sent.token), "state", "ended")
         except redis.RedisError:
             pass
 

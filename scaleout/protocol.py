@@ -1,11 +1,16 @@
 """What the hub and its workers say to each other, and where, on one Redis.
 
-    hub --Celery task "pool.attempt" {token, job, grace}--> queue pool.task.<module> | pool.commands
+    hub --Celery task "pool.attempt" {token, job}--> queue pool.task.<module> | pool.commands
     worker --claim(token) [Lua: sent -> running, lease set]--> runs it, or skips it
-    worker --XADD pool:events {token, kind, data}--> hub (consumer group "hub")
+    worker --XADD pool:events:<token> {kind, data, worker}--> hub (XREAD, on from the last entry read)
         kinds: message (a runner's pool message: Started, Progressed, Ran, Broke, as bytes),
                log (output, with its offset), exit ({how, began, stopped}), skipped ({why})
     hub --cancel(token) [Lua: sent -> cancelled | running -> cancel flag]--> the worker looks each turn
+
+Each attempt has a stream of its own, read by the hub from its start (a new hub, after
+the last one was killed, reads again what it may have missed: a message heard twice
+changes nothing, a log piece is written once by its offset) and removed once its end
+is written.
 
 Only JSON crosses the broker (a Celery message of any other content type is refused),
 and a token is claimed at most once, however often its message is delivered: so one
@@ -24,8 +29,6 @@ from pool.model import JobStatus
 
 TASK_NAME = "pool.attempt"
 COMMANDS_QUEUE = "pool.commands"
-EVENTS = "pool:events"
-HUB_GROUP = "hub"
 # An attempt's lease lasts this long unless renewed (`pool worker --lease`): the hub calls
 # an attempt lost once its lease is gone; its worker renews it every fifth of that, and
 # kills the attempt itself once two thirds have passed with no renewal, before the hub
@@ -53,6 +56,10 @@ def attempt_key(token: str) -> str:
     return f"pool:attempt:{token}"
 
 
+def events_key(token: str) -> str:
+    return f"pool:events:{token}"
+
+
 def lease_key(token: str) -> str:
     return f"pool:lease:{token}"
 
@@ -72,11 +79,22 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 'claimed'
 """
 
-# The worker's renewal: its lease only, while the attempt is still its own.
+# The worker's renewal: its lease only, while the attempt is still its own. A broker
+# restarted with no persistence forgot both the lease and the attempt: the worker puts
+# them back as they were (no other can have claimed a token nobody holds any more).
 RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if holder == false and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], 'state', 'running', 'worker', ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0
 """
 
 # The hub's stop: an attempt not claimed yet never will be; a running one is told.

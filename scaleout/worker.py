@@ -99,7 +99,10 @@ def run_attempt(message: Any) -> None:
         return
     why = refusal(job, OPTIONS)
     if why is not None:
-        emit(db, token, "skipped", orjson.dumps({"why": why}))
+        try:
+            emit(db, token, "skipped", orjson.dumps({"why": why}))
+        except redis.RedisError as exc:
+            log.error("attempt %s: could not say why it was not run (%s)", token, exc)
         return
     claimed = db.eval(p.CLAIM, 2, p.attempt_key(token), p.lease_key(token), OPTIONS.name,
                       int(OPTIONS.lease * 1000))
@@ -110,11 +113,12 @@ def run_attempt(message: Any) -> None:
 
 
 def emit(db: redis.Redis, token: str, kind: str, data: bytes, offset: int | None = None) -> None:
+    """Say it on the attempt's stream. Raises RedisError (a broker out of reach)."""
     assert OPTIONS is not None
-    fields: dict[str, str | bytes | int] = {"token": token, "kind": kind, "data": data, "worker": OPTIONS.name}
+    fields: dict[str, str | bytes | int] = {"kind": kind, "data": data, "worker": OPTIONS.name}
     if offset is not None:
         fields["offset"] = offset
-    db.xadd(p.EVENTS, fields)  # type: ignore[arg-type]
+    db.xadd(p.events_key(token), fields)  # type: ignore[arg-type]
 
 
 class Supervisor:
@@ -133,6 +137,21 @@ class Supervisor:
         self.stop_reason: str | None = None
         self.kill_at: float | None = None
         self.parent = os.getppid()
+        self.unsaid: list[tuple[str, bytes, int | None]] = []  # in order, while the broker is out of reach
+
+    def say(self, kind: str, data: bytes, offset: int | None = None) -> None:
+        """Tell the hub, in order; what the broker cannot take now is said once it can."""
+        self.unsaid.append((kind, data, offset))
+        self.say_unsaid()
+
+    def say_unsaid(self) -> bool:
+        while self.unsaid:
+            try:
+                emit(self.db, self.token, *self.unsaid[0])
+            except redis.RedisError:
+                return False
+            self.unsaid.pop(0)
+        return True
 
     def run(self) -> None:
         folder = Path(self.options.workdir) / f"attempt-{self.token}"
@@ -172,7 +191,7 @@ class Supervisor:
                     data = conn.recv_bytes()
                     if isinstance(msg.decode_reply(data), msg.Started):
                         self.began = True
-                    emit(self.db, self.token, "message", data)
+                    self.say("message", data)
                 except (EOFError, OSError):
                     messages_open = False
             if output in ready:
@@ -185,13 +204,16 @@ class Supervisor:
             self.look_after(proc)
         self.send_output(force=True)
         how = describe_exit(proc.returncode)
-        emit(self.db, self.token, "exit", orjson.dumps({"how": how, "began": self.began, "stopped": self.stop_reason}))
+        self.say("exit", orjson.dumps({"how": how, "began": self.began, "stopped": self.stop_reason}))
+        deadline = time.monotonic() + self.options.lease
+        while not self.say_unsaid() and time.monotonic() < deadline:  # the end is said, if the broker comes back
+            time.sleep(LOOK_EVERY)
 
     def send_output(self, force: bool = False) -> None:
         if self.pending and (force or len(self.pending) >= LOG_BYTES or time.monotonic() - self.sent_at >= LOG_EVERY):
             for start in range(0, len(self.pending), LOG_BYTES):
                 piece = self.pending[start:start + LOG_BYTES]
-                emit(self.db, self.token, "log", piece, offset=self.offset)
+                self.say("log", piece, self.offset)
                 self.offset += len(piece)
             self.pending = b""
             self.sent_at = time.monotonic()
@@ -200,10 +222,12 @@ class Supervisor:
         """The lease renewed, a cancel carried out, the attempt stopped when its worker is
         gone or the lease cannot be kept (then another may run it: this one must not)."""
         now = time.monotonic()
+        self.say_unsaid()
         lease = self.options.lease
         if now - self.renewed_at >= lease * p.RENEW_SHARE:
             try:
-                if self.db.eval(p.RENEW, 1, p.lease_key(self.token), self.options.name, int(lease * 1000)):
+                if self.db.eval(p.RENEW, 2, p.lease_key(self.token), p.attempt_key(self.token), self.options.name,
+                                int(lease * 1000), p.ATTEMPT_KEEP * 1000):
                     self.renewed_at = now
             except redis.RedisError as exc:
                 log.warning("attempt %s: cannot renew its lease (%s)", self.token, exc)

@@ -277,3 +277,52 @@ def test_a_pickled_message_is_refused_and_nothing_runs(spool_dir: Path, broker: 
     wait_until(lambda: not db.llen("pool.task.pooltest_tasks") and not db.hlen("unacked"), 30, "the message taken")
     wait_until(lambda: "pickle" in worker.output(), 30, "the refusal said")
     assert not runs.exists() and db.hget(protocol.attempt_key(token), "state") == b"sent"  # never claimed
+
+
+def test_a_hub_killed_mid_job_and_a_new_one_finish_the_job_once_with_its_whole_log(
+        spool_dir: Path, broker: Broker, machines: Any, tmp_path: Path) -> None:
+    machines("only")
+    args = ("--engine", "celery", "--broker", broker.url, "--allow-commands")
+    first = Server(spool_dir, *args).start()
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    job_id = run_pool(spool_dir, "submit", "pooltest_tasks:steps_on_gates", str(gates), "3", check=True).stdout.strip()
+    wait_until(lambda: log_text(spool_dir, job_id) == "line 1\n", 30, "its first line at the hub")
+    first.stop(signal.SIGKILL)
+    (gates / "1").touch()  # it prints on while no hub hears it
+    second = Server(spool_dir, *args).start()
+    try:
+        wait_until(lambda: log_text(spool_dir, job_id) == "line 1\nline 2\n", 30, "the line printed meanwhile")
+        (gates / "2").touch()
+        (gates / "3").touch()
+        wait_until(lambda: state_of(spool_dir, job_id) == "done", 30, "done")
+    finally:
+        second.stop()
+    assert log_text(spool_dir, job_id) == "line 1\nline 2\nline 3\n"
+    assert [(e["from"], e["to"]) for e in events_of(spool_dir, job_id)] == [
+        (None, "queued"), ("queued", "running"), ("running", "done")]  # one attempt, never re-run
+
+
+def test_an_attempt_message_delivered_twice_runs_once(spool_dir: Path, broker: Broker, machines: Any,
+                                                      tmp_path: Path) -> None:
+    import redis
+    from celery import Celery
+
+    from pool.jobfile import parse_job
+    from pool.model import new_status, utc_now
+    from pool.scaleout import protocol
+
+    machines("left", "right")
+    runs = tmp_path / "runs"
+    status = new_status(parse_job(job("counted", str(runs), id="twice"), "test", "test"), utc_now())
+    token = "1" * 32
+    db = redis.Redis.from_url(broker.url)
+    db.hset(protocol.attempt_key(token), mapping={"state": "sent", "job": "twice", "attempt": 1})
+    sender = Celery("hub", broker=broker.url)
+    for _ in range(2):  # as a broker may redeliver it
+        sender.send_task(protocol.TASK_NAME, args=[protocol.attempt_message(token, status)],
+                         queue="pool.task.pooltest_tasks", serializer="json")
+    wait_until(lambda: db.xrange(protocol.events_key(token), count=100) and any(
+        f[b"kind"] == b"exit" for _, f in db.xrange(protocol.events_key(token))), 30, "the attempt ended")
+    wait_until(lambda: not db.llen("pool.task.pooltest_tasks") and not db.hlen("unacked"), 30, "both messages taken")
+    assert runs.read_text() == "twice\n"
