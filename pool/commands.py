@@ -130,9 +130,12 @@ def pump_output(proc: subprocess.Popen[bytes], read_end: int, parser: OutputPars
                 chunk = os.read(read_end, 1 << 20)
                 if not chunk:
                     return
-                log_ok = log_ok and write_log(chunk)
-                if cap is not None:
-                    cap.wrote(len(chunk))
+                if cap is None:
+                    log_ok = log_ok and write_log(chunk)
+                else:
+                    with cap.cutting:  # never while the flusher's check cuts the log: the cut would lose it
+                        log_ok = log_ok and write_log(chunk)
+                        cap.wrote(len(chunk))
                 if parser.feed(chunk):
                     reporter.observe(parser.fraction, parser.message)
             if not exited and (pidfd in readable if pidfd is not None else proc.poll() is not None):

@@ -7,8 +7,9 @@ behind one line that says how much of the output came before:
 
 The cut is made in place, on the same file, so every descriptor the job and its children
 hold on it (opened with O_APPEND) goes on appending at the new end. What they append while
-the cut is made is copied after the kept tail; only a line written in the last instant
-between that copy and the truncation can be lost. A follower (`pool logs -f`) that finds
+the cut is made is copied after the kept tail; only a line a task writes itself in the
+last instant between that copy and the truncation can be lost (a command's output, which
+its worker copies into the log, waits for the cut: ``LogCap.cutting``). A follower (`pool logs -f`) that finds
 that line changed reads the count in it to go on where it was.
 """
 
@@ -96,7 +97,12 @@ class LogCap:
         self.max_bytes = max_bytes
         self.fd = fd
         self.unchecked = 0
-        self.cutting = threading.Lock()  # the worker's copying thread and its flusher both check
+        # The worker's copying thread and its flusher both check; a command's output is
+        # written under it too, so no write of it lands between a cut's last copy and its
+        # truncation (one did, once in a full run of the suite:
+        # test_following_a_log_that_is_cut_goes_on_where_it_was). A task's own writes to
+        # fd 1 cannot wait for it: for them that instant stays (this module's docstring).
+        self.cutting = threading.RLock()
 
     def wrote(self, count: int) -> None:
         self.unchecked += count
