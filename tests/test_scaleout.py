@@ -326,3 +326,23 @@ def test_an_attempt_message_delivered_twice_runs_once(spool_dir: Path, broker: B
         f[b"kind"] == b"exit" for _, f in db.xrange(protocol.events_key(token))), 30, "the attempt ended")
     wait_until(lambda: not db.llen("pool.task.pooltest_tasks") and not db.hlen("unacked"), 30, "both messages taken")
     assert runs.read_text() == "twice\n"
+
+
+def test_a_broker_restarted_with_no_persistence_loses_no_job_and_runs_none_twice(
+        spool_dir: Path, hub: Any, broker: Broker, machines: Any, tmp_path: Path) -> None:
+    machines("only", args=("--tasks", "pooltest_tasks", "--slots", "2"))
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    ids = [run_pool(spool_dir, "submit", "--name", f"j{n}", "pooltest_tasks:counted_hold", str(runs), str(gate),
+                    check=True).stdout.strip() for n in range(4)]
+    wait_until(lambda: sum(state_of(spool_dir, i) == "running" for i in ids) == 2, 30, "two running, two queued")
+    wait_until(lambda: runs.exists() and len(runs.read_text().split()) == 2, 30, "both began")
+    broker.stop()  # everything it held is gone: no persistence
+    assert not broker.answers()
+    broker.start()
+    gate.touch()
+    for job_id in ids:
+        wait_until(lambda job_id=job_id: state_of(spool_dir, job_id) == "done", 60, f"{job_id} done")
+    assert sorted(runs.read_text().split()) == sorted(ids)  # each ran, once
+    assert all(events_of(spool_dir, i)[-1]["attempt"] == 1 for i in ids)
+    late = run_pool(spool_dir, "submit", "pooltest_tasks:add", "1", "1", check=True).stdout.strip()
+    wait_until(lambda: state_of(spool_dir, late) == "done", 30, "a job submitted after the restart done")
