@@ -339,6 +339,12 @@ def test_a_broker_restarted_with_no_persistence_loses_no_job_and_runs_none_twice
     broker.stop()  # everything it held is gone: no persistence
     assert not broker.answers()
     broker.start()
+    import redis
+
+    db = redis.Redis.from_url(broker.url)
+    # The worker puts back the leases of what it runs: the hub, which found them gone, sees
+    # them again, and no attempt is called lost (only a job that ends sooner needs none).
+    wait_until(lambda: len(list(db.scan_iter("pool:lease:*"))) == 2, 30, "both leases put back by their worker")
     gate.touch()
     for job_id in ids:
         wait_until(lambda job_id=job_id: state_of(spool_dir, job_id) == "done", 60, f"{job_id} done")
