@@ -218,16 +218,17 @@ def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[
     return table
 
 
-OPTIONAL = {"RATE", "ETA", "CPU", "RSS", "PRIO", "MESSAGE"}
+OPTIONAL = {"RATE", "ETA", "CPU", "RSS", "PRIO", "HOST", "MESSAGE"}
 USAGE = ("CPU", "RSS")
 # What a narrow terminal does without, step by step: (the bar's width, columns left out).
 FALLBACKS: list[tuple[int, tuple[str, ...]]] = [
     (20, ()), (10, ()), (10, USAGE), (10, (*USAGE, "RATE")), (10, (*USAGE, "RATE", "PRIO")),
     (10, (*USAGE, "RATE", "PRIO", "ETA")), (5, (*USAGE, "RATE", "PRIO", "ETA")),
-    (5, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED")),
+    (5, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED")), (5, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED", "HOST")),
     # Very long ids on a small screen: the percentage alone, then no message, then no name.
-    (0, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED")), (0, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED", "MESSAGE")),
-    (0, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED", "MESSAGE", "NAME")),
+    (0, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED", "HOST")),
+    (0, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED", "HOST", "MESSAGE")),
+    (0, (*USAGE, "RATE", "PRIO", "ETA", "ELAPSED", "HOST", "MESSAGE", "NAME")),
 ]
 
 
@@ -246,6 +247,7 @@ def table_columns(now: datetime, lost: set[str], bar_width: int, full_groups: Ma
         ("CPU", lambda s: usage.get(s.id, ("", ""))[0]),
         ("RSS", lambda s: usage.get(s.id, ("", ""))[1]),
         ("PRIO", lambda s: str(s.spec.priority) if s.spec.priority else ""),
+        ("HOST", lambda s: s.host or ""),  # the machine it ran on (--engine celery): shown when one did
         ("MESSAGE", lambda s: one_line(ORPHANED_MESSAGE if s.id in lost else status_message(s, now, full_groups))),
     ]
 
@@ -360,6 +362,8 @@ def detail_lines(status: JobStatus, now: datetime, events: list[dict[str, Any]],
         f"pid:       {status.pid or ''}".rstrip(),
         f"log:       {status.log}",
     ]
+    if status.host:
+        lines.insert(-1, f"host:      {status.host}")  # the machine it ran on (--engine celery)
     if spec.task is not None:
         lines.append(f"args:      {as_json(list(spec.args))}")
         if spec.kwargs:

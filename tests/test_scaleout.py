@@ -66,6 +66,9 @@ def test_a_job_file_dropped_at_the_hub_ends_done_on_a_worker_which_its_status_na
     assert doc is not None
     assert (doc["result"], doc["progress"], doc["attempt"]) == (5, 1.0, 1)
     assert doc["host"] in ("left", "right") and doc["pid"] is None  # a process of another machine
+    table = run_pool(spool_dir, "status", check=True).stdout.splitlines()
+    assert table[0].split()[-1] == "HOST" and table[1].split()[-1] == doc["host"]
+    assert f"host:      {doc['host']}" in run_pool(spool_dir, "status", "sum", check=True).stdout
 
 
 def test_progress_and_output_reach_the_hub_as_they_come(spool_dir: Path, hub: Any, machines: Any,
