@@ -8,12 +8,25 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Server, drop, events_of, job, log_text, run_pool, state_of, status_doc, wait_until
+from conftest import (
+    POOL,
+    Server,
+    drop,
+    env_for_tests,
+    events_of,
+    job,
+    log_text,
+    run_pool,
+    state_of,
+    status_doc,
+    wait_until,
+)
 from scaleout_rig import Broker, Worker, announced
 
 pytestmark = pytest.mark.needs_redis_server("to run jobs through a real broker")
@@ -355,3 +368,62 @@ def test_a_broker_restarted_with_no_persistence_loses_no_job_and_runs_none_twice
     assert all(events_of(spool_dir, i)[-1]["attempt"] == 1 for i in ids)
     late = run_pool(spool_dir, "submit", "pooltest_tasks:add", "1", "1", check=True).stdout.strip()
     wait_until(lambda: state_of(spool_dir, late) == "done", 30, "a job submitted after the restart done")
+
+
+def test_a_commands_tqdm_bar_moves_at_the_hub_and_logs_f_follows_it_to_its_end(
+        spool_dir: Path, hub: Any, machines: Any, tmp_path: Path) -> None:
+    machines("only")
+    gate = tmp_path / "gate"
+    code = ("from tqdm import tqdm\nfrom waiting import wait_for_gate\n"
+            f"for i in tqdm(range(100), mininterval=0, ncols=60):\n"
+            f"    if i == 45: wait_for_gate({str(gate)!r})\n"
+            "print('all done')\n")
+    job_id = run_pool(spool_dir, "submit", "--command", sys.executable, "-c", code, check=True).stdout.strip()
+    wait_until(lambda: (d := status_doc(spool_dir, job_id)) and d["state"] == "running" and d["progress"] == 0.45,
+               30, "the bar at 45% at the hub")
+    follower = subprocess.Popen([*POOL, "--spool", str(spool_dir), "logs", "-f", job_id], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env_for_tests())
+    try:
+        gate.touch()
+        out, err = follower.communicate(timeout=60)  # it ends once the job has
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert state_of(spool_dir, job_id) == "done"
+    assert out == (spool_dir / "logs" / f"{job_id}.log").read_bytes() and out.endswith(b"all done\n")
+    assert b"\r" in out and b"100/100" in out
+
+
+def test_jobs_fill_every_slot_of_both_machines(spool_dir: Path, hub: Any, machines: Any, tmp_path: Path) -> None:
+    machines("left", "right", args=("--tasks", "pooltest_tasks", "--slots", "2"))
+    gate, markers = tmp_path / "gate", tmp_path / "markers"
+    markers.mkdir()
+    ids = [run_pool(spool_dir, "submit", "pooltest_tasks:hold", str(gate), str(markers), check=True).stdout.strip()
+           for _ in range(8)]
+    wait_until(lambda: len(os.listdir(markers)) == 4, 30, "four running at once, two a machine")
+    hosts = [d["host"] for d in (status_doc(spool_dir, i) for i in ids) if d and d["state"] == "running"]
+    assert sorted(hosts) == ["left", "left", "right", "right"]
+    gate.touch()
+    for job_id in ids:
+        wait_until(lambda job_id=job_id: state_of(spool_dir, job_id) == "done", 30, "done")
+    assert max(int(n) for n in (tmp_path / "concurrency.log").read_text().split()) == 4
+
+
+def test_with_no_retry_left_a_job_whose_worker_was_lost_fails_and_pool_retry_runs_it_again(
+        spool_dir: Path, hub: Any, machines: Any, tmp_path: Path) -> None:
+    (struck,) = machines("struck", args=("--tasks", "pooltest_tasks", "--slots", "1", "--lease", "3"))
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    job_id = run_pool(spool_dir, "submit", "pooltest_tasks:counted_hold", str(runs), str(gate),
+                      check=True).stdout.strip()
+    wait_until(runs.exists, 30, "it began")
+    os.kill(struck.proc.pid, signal.SIGKILL)
+    wait_until(lambda: state_of(spool_dir, job_id) == "failed", 30, "failed")
+    doc = status_doc(spool_dir, job_id)
+    assert doc is not None and doc["error"]["type"] == "WorkerDied" and "struck was lost" in doc["error"]["message"]
+    machines("spare", args=("--tasks", "pooltest_tasks", "--slots", "1"))
+    gate.touch()
+    run_pool(spool_dir, "retry", job_id, check=True)
+    wait_until(lambda: state_of(spool_dir, job_id) == "done", 30, "done on the spare")
+    assert runs.read_text().split() == [job_id, job_id]
+    assert (status_doc(spool_dir, job_id) or {}).get("host") == "spare"
