@@ -427,3 +427,20 @@ def test_with_no_retry_left_a_job_whose_worker_was_lost_fails_and_pool_retry_run
     wait_until(lambda: state_of(spool_dir, job_id) == "done", 30, "done on the spare")
     assert runs.read_text().split() == [job_id, job_id]
     assert (status_doc(spool_dir, job_id) or {}).get("host") == "spare"
+
+
+def test_a_broker_gone_longer_than_the_lease_has_its_workers_stop_their_jobs_which_run_again_once(
+        spool_dir: Path, hub: Any, broker: Broker, machines: Any, tmp_path: Path) -> None:
+    (worker,) = machines("only", args=("--tasks", "pooltest_tasks", "--slots", "1", "--lease", "3"))
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    job_id = run_pool(spool_dir, "submit", "--retries", "1", "pooltest_tasks:counted_hold", str(runs), str(gate),
+                      check=True).stdout.strip()
+    wait_until(lambda: runs.exists() and processes_in(worker.workdir), 30, "it began")
+    broker.stop()
+    # Its lease cannot be renewed: before the hub may call it lost, its worker stops it.
+    wait_until(lambda: not processes_in(worker.workdir), 30, "the worker stopping its job itself")
+    broker.start()
+    gate.touch()
+    wait_until(lambda: state_of(spool_dir, job_id) == "done", 60, "done")
+    assert runs.read_text().split() == [job_id, job_id]  # once each attempt, one after the other
+    assert (status_doc(spool_dir, job_id) or {}).get("attempt") == 2
