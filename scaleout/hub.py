@@ -99,6 +99,7 @@ class CeleryExecutor:
         self.heard: collections.deque[tuple[str, dict[bytes, bytes]]] = collections.deque()  # (token, entry)
         self.streams: dict[str, str] = {}  # what the reader reads: each held attempt's stream, from where
         self.streams_lock = threading.Lock()
+        self.streams_added = threading.Event()
         self.stopped = threading.Event()
         self.reader: threading.Thread | None = None
         self.leases_at = 0.0
@@ -121,6 +122,7 @@ class CeleryExecutor:
         for job_id in list(self.sent):
             self.stop(job_id, StopReason.SHUTDOWN, 0.0, time.monotonic())
         self.stopped.set()
+        self.streams_added.set()
         if self.reader is not None:
             self.reader.join(5)
 
@@ -130,8 +132,9 @@ class CeleryExecutor:
         while not self.stopped.is_set():
             with self.streams_lock:
                 streams = {p.events_key(token): at for token, at in self.streams.items()}
-            if not streams:
-                self.stopped.wait(0.05)
+            if not streams:  # nothing out: asleep until an attempt is
+                self.streams_added.wait(1.0)
+                self.streams_added.clear()
                 continue
             try:
                 found: Any = reader.xread(streams, count=1000, block=250)  # type: ignore[arg-type]
@@ -233,6 +236,7 @@ class CeleryExecutor:
         self.sent[sent.job.id] = self.by_token[sent.token] = sent
         with self.streams_lock:
             self.streams[sent.token] = sent.read_to
+        self.streams_added.set()
 
     def recover(self, job: JobStatus, now: float) -> bool:
         """Take over an attempt the last hub handed out: read its stream again, and write
