@@ -59,3 +59,12 @@ def checkpoint_costs(saves: int, size: int, by_hand_first: bool, by_hand_dir: st
             costs[name].append((time.perf_counter() - started) * 1e6)
     assert pool.resume()["step"] == saves - 1
     return costs
+
+
+@pool.task
+def stamped_progress(steps: int, pause: float) -> None:
+    """Reports each step with the wall-clock time it reported it in the message: the
+    benchmark of scale-out measures how long the hub takes to show it."""
+    for step in range(1, steps + 1):
+        pool.progress(step, steps, message=repr(time.time()))
+        time.sleep(pause)  # the job's work: a duration, not a wait for something

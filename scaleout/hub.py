@@ -129,6 +129,7 @@ class CeleryExecutor:
     def _read(self, wake: Callable[[], None]) -> None:
         """What the workers say, as it comes: handed to ``collect`` by way of ``wake``."""
         reader = redis.Redis.from_url(self.settings.broker or "", socket_timeout=5, socket_connect_timeout=5)
+        woken_to = "$"  # the wake stream: only what comes from now on
         while not self.stopped.is_set():
             with self.streams_lock:
                 streams = {p.events_key(token): at for token, at in self.streams.items()}
@@ -137,19 +138,23 @@ class CeleryExecutor:
                 self.streams_added.clear()
                 continue
             try:
-                found: Any = reader.xread(streams, count=1000, block=250)  # type: ignore[arg-type]
+                wanted: Any = {**streams, p.WAKE: woken_to}
+                found: Any = reader.xread(wanted, count=1000, block=250)
                 self.broker_trouble = None
             except redis.RedisError as exc:
                 self.broker_trouble = f"the broker cannot be reached: {exc}"
                 self.stopped.wait(0.5)
                 continue
             for stream, entries in found or ():
+                if stream == p.WAKE.encode():
+                    woken_to = entries[-1][0].decode() if entries else woken_to
+                    continue  # the next read takes what it woke us for
                 token = stream.decode().rpartition(":")[2]
                 with self.streams_lock:
                     if token in self.streams and entries:
                         self.streams[token] = entries[-1][0].decode()
                 self.heard.extend((token, fields) for _, fields in entries)
-            if found:
+            if any(stream != p.WAKE.encode() for stream, _ in found or ()):
                 wake()
 
     # ------------------------------------------------------------ handing out attempts

@@ -60,6 +60,14 @@ def events_key(token: str) -> str:
     return f"pool:events:{token}"
 
 
+# Every word on an attempt's stream is also noted here (its token only, the last thousand
+# kept): the hub's blocking read waits on this one stream besides the attempts' own, so
+# the first word on an attempt's new stream wakes it at once (a read blocked on the
+# streams it knew held the new one back up to its timeout: 0.3 s a tiny job).
+WAKE = "pool:wake"
+WAKE_KEEP = 1000
+
+
 def lease_key(token: str) -> str:
     return f"pool:lease:{token}"
 

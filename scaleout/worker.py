@@ -118,7 +118,10 @@ def emit(db: redis.Redis, token: str, kind: str, data: bytes, offset: int | None
     fields: dict[str, str | bytes | int] = {"kind": kind, "data": data, "worker": OPTIONS.name}
     if offset is not None:
         fields["offset"] = offset
-    db.xadd(p.events_key(token), fields)  # type: ignore[arg-type]
+    with db.pipeline(transaction=False) as pipe:
+        pipe.xadd(p.events_key(token), fields)  # type: ignore[arg-type]
+        pipe.xadd(p.WAKE, {"token": token}, maxlen=p.WAKE_KEEP, approximate=True)
+        pipe.execute()
 
 
 class Supervisor:
