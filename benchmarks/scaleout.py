@@ -52,6 +52,10 @@ def pool_throughput(hub: ScratchManager, jobs: int, tag: str) -> tuple[float, in
     before = hub.count_events("done")
     started = hub.drop_batch(f"{tag}.jsonl", [{"task": "bench_tasks:noop", "id": f"{tag}-{n}"} for n in range(jobs)])
     hub.wait_events("done", before + jobs)
+    # An event of the round before may have come after ``before`` was counted: every job's
+    # own status says when all are done.
+    hub.block_until(lambda: all((hub.status(f"{tag}-{n}") or {}).get("state") in ("done", "failed", "cancelled")
+                                for n in range(jobs)), 120, "every job ended")
     seconds = time.perf_counter() - started
     failed = sum(1 for n in range(jobs) if (hub.status(f"{tag}-{n}") or {}).get("state") != "done")
     return seconds, failed

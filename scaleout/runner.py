@@ -1,7 +1,12 @@
-"""One attempt on a worker machine: ``python -m pool.scaleout.runner CONFIG FD LIFELINE``,
-its RunAttempt on stdin, its messages on FD, its output on 1 and 2 (pipes its
-supervisor reads). It never sees the hub's spool: it runs the job's code here
-(pool/detached.py), in a process group and session of its own.
+"""One attempt on a worker machine, in a process forked for it by its supervisor
+(worker.py): the leader of a session and process group of its own, its output on fds 1
+and 2 (a pipe the supervisor reads), its messages on another. It never sees the hub's
+spool: it runs the job's code here (pool/detached.py).
+
+Forked, not started afresh: a new interpreter importing pool took 130 ms an attempt
+(benchmarks/scaleout.py), the whole of a tiny job's cost. What the forked process keeps
+of its parent (a Celery pool process) is undone first: its signal handlers, its
+stdout and stderr (Celery sends them to its log), its logging handlers.
 
 It cannot outlive its supervisor: the supervisor holds the write end of the lifeline,
 and when that closes (the supervisor exited, or was killed with -9), a thread here
@@ -9,19 +14,21 @@ kills the whole group, job and all."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
 
-import orjson
-
 from pool import messages as msg
 from pool.attempt import Attempts, WorkerConfig
 from pool.detached import run_detached
 from pool.reporter import Flusher
 from pool.worker import become_runner
+
+RESET_SIGNALS = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGCHLD)
 
 
 def hold_lifeline(fd: int) -> None:
@@ -41,19 +48,20 @@ def hold_lifeline(fd: int) -> None:
     threading.Thread(target=watch, name="pool-lifeline", daemon=True).start()
 
 
-def main(config_json: str, messages: int, lifeline: int) -> None:
-    config = WorkerConfig.from_dict(orjson.loads(config_json))
-    order = msg.RunAttempt.decode(sys.stdin.buffer.read())
+def run_attempt_here(config: WorkerConfig, order: msg.RunAttempt, messages: int, lifeline: int) -> None:
+    """Run the attempt in this process (just forked, fds 1 and 2 its output), saying
+    everything on ``messages``."""
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    for signum in RESET_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
     become_runner((), config.sys_path)
     hold_lifeline(lifeline)
-    sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")  # type: ignore[union-attr]
-    sys.stderr.reconfigure(line_buffering=True, errors="backslashreplace")  # type: ignore[union-attr]
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="backslashreplace")
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(logging.StreamHandler(sys.stderr))
     for fd in (messages, lifeline):
         os.set_inheritable(fd, False)  # the job's own processes hold neither
-    conn = Connection(messages)
-    run_detached(order, conn.send_bytes, Attempts(config), Flusher())
-
-
-if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    run_detached(order, Connection(messages).send_bytes, Attempts(config), Flusher())

@@ -23,10 +23,10 @@ import select
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -40,6 +40,7 @@ from pool.attempt import WorkerConfig
 from pool.procs import describe_exit
 
 from . import protocol as p
+from .runner import run_attempt_here
 
 log = logging.getLogger("pool.worker")
 
@@ -165,26 +166,37 @@ class Supervisor:
         messages_r, messages_w = os.pipe()
         output_r, output_w = os.pipe()
         lifeline_r, lifeline_w = os.pipe()
+        order = msg.RunAttempt(here(self.job))
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # nothing of ours is written twice by the child
+        pid = os.fork()
+        if pid == 0:  # the runner (runner.py): it never returns here
+            code = 70
+            try:
+                os.setsid()
+                os.chdir(folder)
+                for fd in (messages_r, output_r, lifeline_w):
+                    os.close(fd)
+                os.dup2(output_w, 1)
+                os.dup2(output_w, 2)
+                os.close(output_w)
+                run_attempt_here(config, order, messages_w, lifeline_r)
+                code = 0
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    os.write(2, traceback.format_exc().encode(errors="replace"))
+            finally:
+                os._exit(code)
+        for fd in (messages_w, output_w, lifeline_r):
+            os.close(fd)
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pool.scaleout.runner", orjson.dumps(config.to_dict()).decode(),
-                 str(messages_w), str(lifeline_r)],
-                stdin=subprocess.PIPE, stdout=output_w, stderr=output_w, start_new_session=True, cwd=str(folder),
-                pass_fds=(messages_w, lifeline_r))
-        finally:
-            for fd in (messages_w, output_w, lifeline_r):
-                os.close(fd)
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(msg.RunAttempt(here(self.job)).encode())
-            proc.stdin.close()
-            self.watch(proc, Connection(messages_r), output_r)
+            self.watch(Forked(pid), Connection(messages_r), output_r)
         finally:
             os.close(lifeline_w)  # the lifeline: anything of the attempt left dies with it
             os.close(output_r)
             shutil.rmtree(folder, ignore_errors=True)
 
-    def watch(self, proc: subprocess.Popen[bytes], conn: Connection, output: int) -> None:
+    def watch(self, proc: Forked, conn: Connection, output: int) -> None:
         messages_open = output_open = True
         while messages_open or output_open or proc.poll() is None:
             ready, _, _ = select.select([f for f, is_open in ((conn, messages_open), (output, output_open)) if is_open],
@@ -221,7 +233,7 @@ class Supervisor:
             self.pending = b""
             self.sent_at = time.monotonic()
 
-    def look_after(self, proc: subprocess.Popen[bytes]) -> None:
+    def look_after(self, proc: Forked) -> None:
         """The lease renewed, a cancel carried out, the attempt stopped when its worker is
         gone or the lease cannot be kept (then another may run it: this one must not)."""
         now = time.monotonic()
@@ -249,10 +261,29 @@ class Supervisor:
             signal_group(proc.pid, signal.SIGKILL)
             self.kill_at = None
 
-    def stop(self, proc: subprocess.Popen[bytes], reason: str, grace: float) -> None:
+    def stop(self, proc: Forked, reason: str, grace: float) -> None:
         self.stop_reason = reason
         signal_group(proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
         self.kill_at = time.monotonic() + grace if grace > 0 else None
+
+
+class Forked:
+    """The runner process, seen as a Popen is (``pid``, ``poll``, ``returncode``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -signal.SIGKILL  # reaped elsewhere: gone
+                return self.returncode
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
 
 
 def here(job: Any) -> Any:
