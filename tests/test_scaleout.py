@@ -271,8 +271,9 @@ def test_a_job_no_worker_offers_to_run_waits_saying_what_it_needs_and_runs_once_
     assert doc is not None and (doc["host"], doc["attempt"], doc["result"]) == ("tasks", 1, 3)
 
 
-def test_a_pickled_message_is_refused_and_nothing_runs(spool_dir: Path, broker: Broker, machines: Any,
-                                                       tmp_path: Path) -> None:
+def sent_by_hand(broker: Broker, job_id: str, runs: Path, token: str, *serializers: str) -> tuple[Any, str]:
+    """An attempt of a job that records its run (``runs``) made ready to claim, and its
+    message sent once in each of ``serializers``, as a hub (or an attacker) would."""
     import redis
     from celery import Celery
 
@@ -280,19 +281,25 @@ def test_a_pickled_message_is_refused_and_nothing_runs(spool_dir: Path, broker: 
     from pool.model import new_status, utc_now
     from pool.scaleout import protocol
 
+    status = new_status(parse_job(job("counted", str(runs), id=job_id), "test", "test"), utc_now())
+    db = redis.Redis.from_url(broker.url)
+    db.hset(protocol.attempt_key(token), mapping={"state": "sent", "job": job_id, "attempt": 1})
+    sender = Celery("sender", broker=broker.url)
+    sender.conf.update(accept_content=["pickle", "json"])
+    for serializer in serializers:
+        sender.send_task(protocol.TASK_NAME, args=[protocol.attempt_message(token, status)],
+                         queue="pool.task.pooltest_tasks", serializer=serializer)
+    return db, token
+
+
+def test_a_pickled_message_is_refused_and_nothing_runs(spool_dir: Path, broker: Broker, machines: Any,
+                                                       tmp_path: Path) -> None:
     (worker,) = machines("only")
     runs = tmp_path / "runs"
-    status = new_status(parse_job(job("counted", str(runs), id="pickled"), "test", "test"), utc_now())
-    token = "0" * 32
-    db = redis.Redis.from_url(broker.url)
-    db.hset(protocol.attempt_key(token), mapping={"state": "sent", "job": "pickled", "attempt": 1})
-    sender = Celery("attacker", broker=broker.url)
-    sender.conf.update(accept_content=["pickle", "json"])
-    sender.send_task(protocol.TASK_NAME, args=[protocol.attempt_message(token, status)],
-                     queue="pool.task.pooltest_tasks", serializer="pickle")
+    db, token = sent_by_hand(broker, "pickled", runs, "0" * 32, "pickle")
     wait_until(lambda: not db.llen("pool.task.pooltest_tasks") and not db.hlen("unacked"), 30, "the message taken")
     wait_until(lambda: "pickle" in worker.output(), 30, "the refusal said")
-    assert not runs.exists() and db.hget(protocol.attempt_key(token), "state") == b"sent"  # never claimed
+    assert not runs.exists() and db.hget(f"pool:attempt:{token}", "state") == b"sent"  # never claimed
 
 
 def test_a_hub_killed_mid_job_and_a_new_one_finish_the_job_once_with_its_whole_log(
@@ -321,25 +328,11 @@ def test_a_hub_killed_mid_job_and_a_new_one_finish_the_job_once_with_its_whole_l
 
 def test_an_attempt_message_delivered_twice_runs_once(spool_dir: Path, broker: Broker, machines: Any,
                                                       tmp_path: Path) -> None:
-    import redis
-    from celery import Celery
-
-    from pool.jobfile import parse_job
-    from pool.model import new_status, utc_now
-    from pool.scaleout import protocol
-
     machines("left", "right")
     runs = tmp_path / "runs"
-    status = new_status(parse_job(job("counted", str(runs), id="twice"), "test", "test"), utc_now())
-    token = "1" * 32
-    db = redis.Redis.from_url(broker.url)
-    db.hset(protocol.attempt_key(token), mapping={"state": "sent", "job": "twice", "attempt": 1})
-    sender = Celery("hub", broker=broker.url)
-    for _ in range(2):  # as a broker may redeliver it
-        sender.send_task(protocol.TASK_NAME, args=[protocol.attempt_message(token, status)],
-                         queue="pool.task.pooltest_tasks", serializer="json")
-    wait_until(lambda: db.xrange(protocol.events_key(token), count=100) and any(
-        f[b"kind"] == b"exit" for _, f in db.xrange(protocol.events_key(token))), 30, "the attempt ended")
+    db, token = sent_by_hand(broker, "twice", runs, "1" * 32, "json", "json")  # as a broker may redeliver it
+    wait_until(lambda: any(f[b"kind"] == b"exit" for _, f in db.xrange(f"pool:events:{token}")), 30,
+               "the attempt ended")
     wait_until(lambda: not db.llen("pool.task.pooltest_tasks") and not db.hlen("unacked"), 30, "both messages taken")
     assert runs.read_text() == "twice\n"
 
