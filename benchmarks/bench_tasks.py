@@ -68,3 +68,8 @@ def stamped_progress(steps: int, pause: float) -> None:
     for step in range(1, steps + 1):
         pool.progress(step, steps, message=repr(time.time()))
         time.sleep(pause)  # the job's work: a duration, not a wait for something
+
+
+@pool.task
+def pause(seconds: float) -> None:
+    time.sleep(seconds)  # the job's work: a duration (scale-out's 8 jobs of 2 s)

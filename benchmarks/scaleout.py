@@ -1,6 +1,6 @@
-"""Jobs on several machines (issue 25): through the hub and two `pool worker`s, side by side
-with plain Celery (two prefork workers of one slot each) on the same redis-server, in the
-same rounds.
+"""Jobs on several machines (issue 25): through the hub and two `pool worker`s of two slots
+each, side by side with plain Celery (two prefork workers of two processes each) on the
+same redis-server, in the same rounds.
 
     python scaleout.py [--jobs 500] [--rounds 3]
 
@@ -9,8 +9,9 @@ dropped at the hub, timed to the last `done`; for Celery ``delay()`` each, timed
 last result), submit -> done latency of 20 jobs one at a time (pool: a job file dropped
 until its status says done; Celery: ``delay().get()``), then for pool alone: kill -> gone
 (a `sleep` command killed with `pool kill`'s request, until no process of it is left), and
-progress delay (a task stamping each report with the time: until the hub's status shows it).
-Counts lost and failed tasks of both.
+progress delay (a task stamping each report with the time: until the hub's status shows it),
+and 8 jobs of 2 s (sleeping) on the 4 slots, dropped at once, until the last is done
+(issue 25: under 6 s). Counts lost and failed tasks of both.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ HERE = Path(__file__).parent
 def start_workers(url: str, folder: str) -> list[subprocess.Popen[bytes]]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]), BENCH_REDIS_URL=url)
     pool_workers = [subprocess.Popen([sys.executable, "-m", "pool", "worker", "--broker", url, "--tasks", "bench_tasks",
-                                      "--allow-commands", "--slots", "1", "--name", f"m{n}",
+                                      "--allow-commands", "--slots", "2", "--name", f"m{n}",
                                       "--workdir", os.path.join(folder, f"m{n}")],
                                      env=env, cwd=str(HERE), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True) for n in range(2)]
     celery_workers = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "celery_peer", "worker", "--pool",
-                                        "prefork", "--concurrency", "1", "-n", f"c{n}@%h", "--without-gossip",
+                                        "prefork", "--concurrency", "2", "-n", f"c{n}@%h", "--without-gossip",
                                         "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"],
                                        env=env, cwd=str(HERE), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                        start_new_session=True) for n in range(2)]
@@ -130,6 +131,15 @@ def progress_delay(hub: ScratchManager, tag: str) -> list[float]:
     return list(delays.values())
 
 
+def eight_of_two_seconds(hub: ScratchManager, tag: str) -> tuple[float, set[str]]:
+    ids = [f"{tag}-two-{n}" for n in range(8)]
+    started = time.perf_counter()
+    for job_id in ids:
+        hub.drop(f"{job_id}.json", {"task": "bench_tasks:pause", "args": [2.0], "id": job_id})
+    hub.block_until(lambda: all((hub.status(i) or {}).get("state") == "done" for i in ids), 120, "the 8 jobs done")
+    return time.perf_counter() - started, {(hub.status(i) or {}).get("host") or "?" for i in ids}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=500)
@@ -141,7 +151,7 @@ def main() -> None:
     workers = start_workers(url, folder)
     hub = None
     try:
-        hub = ScratchManager("--engine", "celery", "--broker", url, "--allow-commands", "--workers", "2")
+        hub = ScratchManager("--engine", "celery", "--broker", url, "--allow-commands", "--workers", "4")
         celery_noop.delay().get(timeout=60)
         rows = []
         for n in range(args.rounds):
@@ -151,12 +161,14 @@ def main() -> None:
             pool_lat, celery_lat = pool_latency(hub, tag), celery_latency()
             kill_ms = kill_to_gone(hub, tag)
             progress = progress_delay(hub, tag)
+            eight_s, hosts = eight_of_two_seconds(hub, tag)
             rows.append((pool_s, celery_s))
             print(f"round {n + 1}: {args.jobs} tiny jobs: pool {args.jobs / pool_s:.0f} jobs/s ({pool_failed} not done), "
                   f"Celery {args.jobs / celery_s:.0f} jobs/s ({celery_lost} lost), ratio {celery_s / pool_s:.2f}; "
                   f"submit -> done p50 pool {percentile(pool_lat, 50):.1f} ms, Celery {percentile(celery_lat, 50):.1f} ms; "
                   f"kill -> gone {kill_ms:.0f} ms; progress at the hub after p50 {percentile(progress, 50):.0f} ms, "
-                  f"max {max(progress):.0f} ms ({len(progress)} reports)", flush=True)
+                  f"max {max(progress):.0f} ms ({len(progress)} reports); 8 jobs of 2 s on 4 slots: {eight_s:.2f} s "
+                  f"on {', '.join(sorted(hosts))}", flush=True)
         ratios = [c / p for p, c in rows]
         print(f"pool / Celery throughput: median {statistics.median(ratios):.2f} "
               f"({min(ratios):.2f}-{max(ratios):.2f})")
