@@ -47,6 +47,7 @@ log = logging.getLogger("pool.worker")
 LOOK_EVERY = 0.1  # seconds between a supervisor's looks at its runner, its cancel flag, its lease
 LOG_EVERY = 0.25  # seconds output waits before it is sent (or LOG_BYTES of it)
 LOG_BYTES = 256 * 1024
+DRAIN = 2.0  # seconds the output of an attempt whose runner has exited is read on
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,13 @@ class Supervisor:
 
     def watch(self, proc: Forked, conn: Connection, output: int) -> None:
         messages_open = output_open = True
+        exited_at: float | None = None
+        looked_at = 0.0
         while messages_open or output_open or proc.poll() is None:
+            if proc.poll() is not None:
+                exited_at = exited_at or time.monotonic()
+                if time.monotonic() - exited_at >= DRAIN:  # a process that left its group holds the pipes
+                    break
             ready, _, _ = select.select([f for f, is_open in ((conn, messages_open), (output, output_open)) if is_open],
                                         [], [], LOOK_EVERY)
             if conn in ready:
@@ -216,7 +223,9 @@ class Supervisor:
                 else:
                     output_open = False
             self.send_output(force=not output_open)
-            self.look_after(proc)
+            if time.monotonic() - looked_at >= LOOK_EVERY:  # not at every read of a chatty job's output
+                looked_at = time.monotonic()
+                self.look_after(proc)
         self.send_output(force=True)
         how = describe_exit(proc.returncode)
         self.say("exit", orjson.dumps({"how": how, "began": self.began, "stopped": self.stop_reason}))

@@ -437,3 +437,14 @@ def test_a_broker_gone_longer_than_the_lease_has_its_workers_stop_their_jobs_whi
     wait_until(lambda: state_of(spool_dir, job_id) == "done", 60, "done")
     assert runs.read_text().split() == [job_id, job_id]  # once each attempt, one after the other
     assert (status_doc(spool_dir, job_id) or {}).get("attempt") == 2
+
+
+def test_the_dashboard_lists_the_machines_a_hub_runs_jobs_on(spool_dir: Path, hub: Any, machines: Any,
+                                                             web: Any) -> None:
+    machines("left", args=("--tasks", "pooltest_tasks", "--slots", "2"))
+    server = web()
+    wait_until(lambda: server.json("/api/workers"), 30, "the machine listed")
+    assert server.json("/api/workers") == [{"name": "left", "slots": 2, "busy": 0, "tasks": ["pooltest_tasks"],
+                                            "commands": False}]
+    status, _, page = server.call("/schedules")
+    assert status == 200 and b"<td>left</td><td>2</td><td>0</td>" in page and b"pooltest_tasks" in page

@@ -8,7 +8,7 @@
     GET  /api/stream             the jobs page again each time it changes (server-sent events)
     GET  /api/jobs/{id}/stream   the job again as it changes, and its log as it grows
     GET  /api/charts             jobs ended and queue depth a minute, the last hours
-    GET  /schedules              schedules and groups (/api/schedules, /api/groups)
+    GET  /schedules              schedules, groups and machines (/api/schedules, /api/groups, /api/workers)
     GET  /metrics                the Prometheus text format (metrics.py)
     POST /api/jobs               submit a task: {"task": "module:function", "args": [...], ...}
     POST /api/jobs/{id}/{action} kill, retry, pause, resume (neither with --read-only)
@@ -91,6 +91,7 @@ def make_app(spool: Spool, token: str | None, read_only: bool = False) -> Starle
         Route("/schedules", pages.schedules_and_groups),
         Route("/api/schedules", pages.api_schedules),
         Route("/api/groups", pages.api_groups),
+        Route("/api/workers", pages.api_workers),
         Route("/metrics", pages.metrics),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
@@ -215,10 +216,20 @@ class Dashboard:
     def group_documents(self) -> list[dict[str, Any]]:
         return [dataclasses.asdict(info) for info in self.spool.groups()]
 
+    def worker_documents(self) -> list[dict[str, Any]] | None:
+        """The machines of --engine celery, as the hub says them (`pool workers`); None
+        when jobs run on the hub's own machine, or no manager serves."""
+        serving = self.spool.dir.serving()
+        return serving.hosts if serving is not None else None
+
     async def schedules_and_groups(self, request: Request) -> Response:
         schedules = await run_in_threadpool(self.schedule_documents)
         groups = await run_in_threadpool(self.group_documents)
-        return self.page(request, "schedules.html", schedules=schedules, groups=groups)
+        workers = await run_in_threadpool(self.worker_documents)
+        return self.page(request, "schedules.html", schedules=schedules, groups=groups, workers=workers)
+
+    async def api_workers(self, request: Request) -> Response:
+        return tagged(request, orjson.dumps(await run_in_threadpool(self.worker_documents)))
 
     async def api_schedules(self, request: Request) -> Response:
         return tagged(request, orjson.dumps(await run_in_threadpool(self.schedule_documents)))
