@@ -260,7 +260,7 @@ def test_a_job_no_worker_offers_to_run_waits_saying_what_it_needs_and_runs_once_
     machines("commands-only", args=("--allow-commands", "--slots", "1"))
     job_id = run_pool(spool_dir, "submit", "pooltest_tasks:add", "1", "2", check=True).stdout.strip()
     wanted = "waits for a pool worker that serves task module 'pooltest_tasks'"
-    wait_until(lambda: wanted in (status_doc(spool_dir, job_id) or {}).get("message", "") or "", 30, "why it waits")
+    wait_until(lambda: wanted in ((status_doc(spool_dir, job_id) or {}).get("message") or ""), 30, "why it waits")
     assert state_of(spool_dir, job_id) == "queued"
     assert wanted in run_pool(spool_dir, "status", job_id, check=True).stdout
     command = run_pool(spool_dir, "submit", "--command", "true", check=True).stdout.strip()
