@@ -20,8 +20,9 @@ from collections.abc import Callable
 from . import lifecycle
 from . import messages as msg
 from .attempt import Attempts
+from .executor import Completed, Outcome, Progress, WorkerFailed
 from .limits import apply as apply_limits
-from .model import utc_now
+from .model import JobStatus, utc_now
 from .procs import end_rest_of_group, process_start_time
 from .progress import set_reporter
 from .reporter import Flusher, MessageReporter
@@ -58,3 +59,17 @@ def run_detached(order: msg.RunAttempt, send: Callable[[bytes], None], attempts:
         return
     last = reporter.close()
     send(msg.encode_reply(msg.Ran(job.id, job.attempt, verdict=verdict, progress=(last.progress, last.message))))
+
+
+def heard(reply: msg.Reply, job: JobStatus) -> Progress | Outcome | None:
+    """What a runner's message other than ``Started`` tells its executor: progress to
+    write, or how the attempt ended (its last message: what stands unless it was stopped
+    before it began). None for any other message."""
+    if isinstance(reply, msg.Progressed):
+        return Progress(job.id, job.attempt, reply.fraction, reply.message)
+    if isinstance(reply, msg.Ran):
+        fraction, message = reply.progress or (None, None)
+        return Completed(reply.verdict, Progress(job.id, job.attempt, fraction, message))
+    if isinstance(reply, msg.Broke):
+        return WorkerFailed(reply.why, reply.began)
+    return None

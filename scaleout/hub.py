@@ -35,10 +35,10 @@ import orjson
 import redis
 
 from pool import messages as msg
+from pool.detached import heard
 from pool.engines import EngineSettings
 from pool.executor import (
     Began,
-    Completed,
     Ended,
     ExecutorEvent,
     Lost,
@@ -51,7 +51,6 @@ from pool.executor import (
     Stopping,
     StopReason,
     WorkerDied,
-    WorkerFailed,
 )
 from pool.joblog import attempt_header
 from pool.model import JobStatus, State
@@ -90,8 +89,7 @@ class CeleryExecutor:
             raise ValueError("the celery engine needs --broker URL (redis://HOST:PORT/DB)")
         self.settings = settings
         self.workers = settings.workers
-        self.db = redis.Redis.from_url(settings.broker, socket_timeout=5, socket_connect_timeout=5,
-                                       health_check_interval=10, socket_keepalive=True)
+        self.db = p.connect(settings.broker)
         self.app: Any = None
         self.sent: dict[str, Sent] = {}  # by job id
         self.by_token: dict[str, Sent] = {}
@@ -109,12 +107,7 @@ class CeleryExecutor:
 
     # ------------------------------------------------------------ set up, take down
     def open(self, wake: Callable[[], None]) -> None:
-        from celery import Celery
-
-        self.app = Celery("pool", broker=self.settings.broker)
-        self.app.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=True,
-                             broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5,
-                                                       "socket_keepalive": True})
+        self.app = p.celery_app(self.settings.broker or "")
         self.reader = threading.Thread(target=self._read, args=(wake,), name="pool-hub-reader", daemon=True)
         self.reader.start()
 
@@ -128,7 +121,7 @@ class CeleryExecutor:
 
     def _read(self, wake: Callable[[], None]) -> None:
         """What the workers say, as it comes: handed to ``collect`` by way of ``wake``."""
-        reader = redis.Redis.from_url(self.settings.broker or "", socket_timeout=5, socket_connect_timeout=5)
+        reader = p.connect(self.settings.broker or "")
         woken_to = "$"  # the wake stream: only what comes from now on
         while not self.stopped.is_set():
             with self.streams_lock:
@@ -326,13 +319,10 @@ class CeleryExecutor:
                     self.db.hset(p.attempt_key(sent.token), "log_base", self.log_size(job.id))
                     self.events.append(Began(job.id, job.attempt, now,
                                              Start(reply.started_at, None, sent.host, sent.token)))
-            elif isinstance(reply, msg.Progressed):
-                self.events.append(Progress(job.id, job.attempt, reply.fraction, reply.message))
-            elif isinstance(reply, msg.Ran):
-                fraction, message = reply.progress or (None, None)
-                sent.outcome = Completed(reply.verdict, Progress(job.id, job.attempt, fraction, message))
-            elif isinstance(reply, msg.Broke):
-                sent.outcome = WorkerFailed(reply.why, reply.began)
+            elif isinstance(said := heard(reply, job), Progress):
+                self.events.append(said)
+            elif said is not None:
+                sent.outcome = said
         elif kind == b"log":
             offset = int(fields.get(b"offset", b"0"))
             end = offset + len(data)

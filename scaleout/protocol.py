@@ -42,6 +42,29 @@ ATTEMPT_KEEP = 7 * 86400  # seconds an attempt's record is kept, at most
 MODULE = re.compile(r"[A-Za-z_][\w.]*\Z")
 
 
+# How hub and workers reach the broker: a dead peer found by keepalive and timeouts, not
+# waited for forever.
+SOCKETS: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5, "socket_keepalive": True,
+                           "health_check_interval": 10}
+
+
+def connect(url: str) -> Any:
+    """A Redis client of the broker (redis-py: imported with the celery extra)."""
+    import redis
+
+    return redis.Redis.from_url(url, **SOCKETS)
+
+
+def celery_app(url: str, **settings: Any) -> Any:
+    """A Celery app on the broker that speaks JSON only (any other content is refused)."""
+    from celery import Celery
+
+    app = Celery("pool", broker=url)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
+                    broker_connection_retry_on_startup=True, broker_transport_options=dict(SOCKETS), **settings)
+    return app
+
+
 def task_queue(module: str) -> str:
     return f"pool.task.{module}"
 

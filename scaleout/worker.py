@@ -76,8 +76,7 @@ def connection() -> redis.Redis:
     global _redis
     if _redis is None:
         assert OPTIONS is not None
-        _redis = redis.Redis.from_url(OPTIONS.broker, socket_timeout=5, socket_connect_timeout=5,
-                                      health_check_interval=10, socket_keepalive=True)
+        _redis = p.connect(OPTIONS.broker)
     return _redis
 
 
@@ -310,7 +309,7 @@ def signal_group(pgid: int, sig: int) -> None:
 
 
 def announce_forever(options: WorkerOptions, stopped: threading.Event) -> None:
-    db = redis.Redis.from_url(options.broker, socket_timeout=5, socket_connect_timeout=5)
+    db = p.connect(options.broker)
     while not stopped.is_set():
         try:
             db.set(p.worker_key(options.name), options.announcement(), px=int(p.WORKER_TTL * 1000))
@@ -322,20 +321,13 @@ def announce_forever(options: WorkerOptions, stopped: threading.Event) -> None:
 
 
 def make_app(options: WorkerOptions) -> Any:
-    from celery import Celery
-
-    app = Celery("pool", broker=options.broker)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
-                    # Acknowledged once run: a worker then holds no more messages than it has
-                    # slots (an early ack let one busy slot fetch the next job, which waited
-                    # there while the other machine idled). One redelivered (a worker killed)
-                    # finds its token claimed, and runs nothing.
-                    task_ignore_result=True, worker_prefetch_multiplier=1, task_acks_late=True,
-                    task_reject_on_worker_lost=False,
-                    broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
-                    broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5,
-                                              "socket_keepalive": True, "health_check_interval": 10},
-                    worker_send_task_events=False, task_send_sent_event=False)
+    # Acknowledged once run: a worker then holds no more messages than it has slots (an
+    # early ack let one busy slot fetch the next job, which waited there while the other
+    # machine idled). One redelivered (a worker killed) finds its token claimed, and runs
+    # nothing.
+    app = p.celery_app(options.broker, task_ignore_result=True, worker_prefetch_multiplier=1,
+                       task_acks_late=True, task_reject_on_worker_lost=False, worker_hijack_root_logger=False,
+                       worker_send_task_events=False, task_send_sent_event=False)
     app.task(name=p.TASK_NAME)(run_attempt)
     return app
 

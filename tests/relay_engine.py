@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from pool import messages as msg
+from pool.detached import heard
 from pool.engines import EngineSettings
 from pool.executor import (
     Began,
@@ -43,7 +44,6 @@ from pool.executor import (
     Stopping,
     StopReason,
     WorkerDied,
-    WorkerFailed,
 )
 from pool.model import JobStatus, State
 from pool.procs import GroupStop, describe_exit, pause_group
@@ -206,13 +206,10 @@ class RelayExecutor:
         if isinstance(reply, msg.Started):
             child.began = True
             self.events.append(Began(job.id, job.attempt, now, Start(reply.started_at, reply.pid)))
-        elif isinstance(reply, msg.Progressed):
-            self.events.append(Progress(job.id, job.attempt, reply.fraction, reply.message))
-        elif isinstance(reply, msg.Ran):
-            fraction, message = reply.progress or (None, None)
-            child.outcome = Completed(reply.verdict, Progress(job.id, job.attempt, fraction, message))
-        elif isinstance(reply, msg.Broke):
-            child.outcome = WorkerFailed(reply.why, reply.began)
+        elif isinstance(said := heard(reply, job), Progress):
+            self.events.append(said)
+        elif said is not None:
+            child.outcome = said
 
     def _end(self, child: Child) -> None:
         del self.children[child.job.id]
