@@ -204,10 +204,10 @@ class Dashboard:
         return found
 
     async def charts(self, request: Request) -> Response:
-        found = await run_in_threadpool(self.page_of, Query(per=1))
+        briefs = await run_in_threadpool(self.briefs)
         tally = await run_in_threadpool(self.history.update)
-        return tagged(request, orjson.dumps(series(tally, sum(found["counts"][s] for s in QUEUED), now(),
-                                                   CHART_MINUTES)))
+        depth = sum(1 for b in briefs if b.state.value in QUEUED)
+        return tagged(request, orjson.dumps(series(tally, depth, now(), CHART_MINUTES)))
 
     def schedule_documents(self) -> list[dict[str, Any]]:
         return [{**info_document(info), "when": info.schedule.when if info.schedule else None}
