@@ -37,7 +37,9 @@ import redis
 
 from pool import messages as msg
 from pool.attempt import WorkerConfig
-from pool.procs import describe_exit
+from pool.procs import describe_exit, open_pidfd
+from pool.progress import hook_tqdm
+from pool.tasks import TaskModuleError, load_task_modules
 
 from . import protocol as p
 from .runner import run_attempt_here
@@ -189,9 +191,11 @@ class Supervisor:
                 os._exit(code)
         for fd in (messages_w, output_w, lifeline_r):
             os.close(fd)
+        proc = Forked(pid)
         try:
-            self.watch(Forked(pid), Connection(messages_r), output_r)
+            self.watch(proc, Connection(messages_r), output_r)
         finally:
+            proc.close()
             os.close(lifeline_w)  # the lifeline: anything of the attempt left dies with it
             os.close(output_r)
             shutil.rmtree(folder, ignore_errors=True)
@@ -205,8 +209,13 @@ class Supervisor:
                 exited_at = exited_at or time.monotonic()
                 if time.monotonic() - exited_at >= DRAIN:  # a process that left its group holds the pipes
                     break
-            ready, _, _ = select.select([f for f, is_open in ((conn, messages_open), (output, output_open)) if is_open],
-                                        [], [], LOOK_EVERY)
+            waited: list[Any] = [f for f, is_open in ((conn, messages_open), (output, output_open)) if is_open]
+            if exited_at is None and proc.pidfd is not None:
+                # Its exit ends the wait too: with both pipes at their end but the runner
+                # not reaped yet, a wait on the pipes alone slept a whole look (now and
+                # then 100 ms of a tiny job's 5).
+                waited.append(proc.pidfd)
+            ready, _, _ = select.select(waited, [], [], LOOK_EVERY)
             if conn in ready:
                 try:
                     data = conn.recv_bytes()
@@ -281,6 +290,12 @@ class Forked:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        self.pidfd = open_pidfd(pid)  # readable once it exits (Linux 5.3+), or None
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -320,6 +335,17 @@ def announce_forever(options: WorkerOptions, stopped: threading.Event) -> None:
         db.delete(p.worker_key(options.name))
 
 
+def ready_for_attempts(**_: Any) -> None:
+    """What every runner a Celery process forks needs, imported once by the process: the
+    served task modules and tqdm's hook. Each runner imported them itself, 8 ms an attempt
+    (tqdm alone; benchmarks/scaleout.py). A module that fails here is imported again by
+    each attempt, which reports its error as a local worker does."""
+    assert OPTIONS is not None
+    with contextlib.suppress(TaskModuleError):
+        load_task_modules(OPTIONS.task_modules)
+    hook_tqdm()
+
+
 def make_app(options: WorkerOptions) -> Any:
     # Acknowledged once run: a worker then holds no more messages than it has slots (an
     # early ack let one busy slot fetch the next job, which waited there while the other
@@ -329,6 +355,9 @@ def make_app(options: WorkerOptions) -> Any:
                        task_acks_late=True, task_reject_on_worker_lost=False, worker_hijack_root_logger=False,
                        worker_send_task_events=False, task_send_sent_event=False)
     app.task(name=p.TASK_NAME)(run_attempt)
+    from celery.signals import worker_process_init
+
+    worker_process_init.connect(ready_for_attempts, weak=False)
     return app
 
 
