@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
 from celery_peer import app as celery_app
 from celery_peer import noop as celery_noop
 from celery_peer import start_redis
@@ -151,7 +150,7 @@ def main() -> None:
     workers = start_workers(url, folder)
     hub = None
     try:
-        hub = ScratchManager("--engine", "celery", "--broker", url, "--allow-commands", "--workers", "4")
+        hub = ScratchManager("--engine", "celery", "--broker", url, "--allow-commands")
         celery_noop.delay().get(timeout=60)
         rows = []
         for n in range(args.rounds):

@@ -100,8 +100,13 @@ def workers(spool: Spool, number: int | None) -> None:
     if serving is None:
         raise PoolError(f"no manager is serving {spool.path}")
     if number is None:
-        click.echo(f"{serving.workers} workers")
-        for host in serving.hosts or ():  # the machines of --engine celery
+        if serving.hosts is None:
+            click.echo(f"{serving.workers} workers")
+        else:  # the machines of --engine celery
+            slots = sum(int(host.get("slots") or 0) for host in serving.hosts)
+            cap = f"; at most {serving.workers} jobs at once (pool workers N)" if serving.workers < slots else ""
+            click.echo(f"{len(serving.hosts)} machines, {slots} slots{cap}")
+        for host in serving.hosts or ():
             serves = [f"tasks of {m}" for m in host.get("tasks", ())] + (["commands"] if host.get("commands") else [])
             click.echo(f"  {host.get('name')}: {host.get('busy')} of {host.get('slots')} slots busy; "
                        f"runs {', '.join(serves) or 'nothing'}")

@@ -17,13 +17,15 @@ from pool.client import Spool
 from pool.importpath import import_path
 from pool.joblog import MIN_MAX_BYTES
 from pool.limits import Limits
+from pool.requests import MAX_WORKERS
 
 from .commands import StrictCommand
 from .common import Size
 
 
 @click.command(cls=StrictCommand)
-@click.option("--workers", "-w", type=click.IntRange(1, 1024), default=os.cpu_count() or 1, show_default=True,
+@click.option("--workers", "-w", type=click.IntRange(1, MAX_WORKERS),
+              show_default="CPU count; with --engine celery, the slots of the connected `pool worker`s",
               help="Jobs that run at once.")
 @click.option("--tasks", "task_modules", multiple=True, metavar="MODULE",
               help="A module whose @pool.task functions may run (repeatable).")
@@ -68,7 +70,7 @@ from .common import Size
               help="Put every state pool acts on on disk first (fsync), so that a power cut loses no "
                    "accepted job and no recorded outcome; costs disk writes (README: What survives what).")
 @click.pass_obj
-def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
+def serve(spool: Spool, workers: int | None, task_modules: tuple[str, ...], allow_commands: bool, grace: float,
           kill_grace: float, settle: float, max_file_bytes: int, allow_loader_env: bool, group: str | None,
           max_log_bytes: int | None, max_checkpoint_bytes: int, events_max_bytes: int, members_as_root: bool,
           engine: str, on_finish: str | None, hook_timeout: float, job_memory: int | None,
@@ -82,6 +84,8 @@ def serve(spool: Spool, workers: int, task_modules: tuple[str, ...], allow_comma
     # Task modules next to where the user runs `pool serve` must import, as with celery/rq,
     # but never in pool's place (pool/importpath.py).
     sys.path[:] = import_path(sys.path)
+    if workers is None:  # a hub's cap is its machines' slots, not the cores of the machine it runs on
+        workers = MAX_WORKERS if engine == "celery" else os.cpu_count() or 1
     Manager(ManagerConfig(
         spool=str(spool.path), workers=workers, task_modules=task_modules, allow_commands=allow_commands,
         shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,

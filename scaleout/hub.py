@@ -6,11 +6,13 @@ machines, delivered by Celery over Redis (``pool serve --engine celery --broker 
 
 The manager keeps everything it keeps with local workers: the queue and priorities, the
 timeouts, retries, kills, and the spool, which only it writes. It hands out no more
-attempts than the live workers have slots for (their announcements), so the broker's
-queue stays short and priorities hold. An attempt whose lease is gone without its end
-being heard ended with its worker (``WorkerDied``: it counts, and is retried by the
-job's rules); one no worker claimed in CLAIM_PATIENCE seconds is taken back (the manager
-queues it again, uncounted).
+attempts than the live workers have slots for (their announcements), and one more per
+slot sent ahead (AHEAD), so a slot that frees takes its next job from the broker at once
+instead of after a round trip through the hub; a job of higher priority takes one of
+those back (never claimed, it ends ``NotBegun``, queued again, uncounted) and goes first.
+An attempt whose lease is gone without its end being heard ended with its worker
+(``WorkerDied``: it counts, and is retried by the job's rules); one not claimed for
+CLAIM_PATIENCE seconds while a worker that serves it has a slot free is taken back.
 
 A running attempt's status holds its token: a new hub (the last one was killed) takes
 over what still runs (``recover``): it reads the attempt's stream again from its start,
@@ -59,9 +61,11 @@ from . import protocol as p
 
 log = logging.getLogger(__name__)
 
-CLAIM_PATIENCE = 30.0  # seconds a sent attempt may wait for a worker to claim it
+AHEAD = 1  # attempts sent ahead per slot of the workers that serve them
+CLAIM_PATIENCE = 30.0  # seconds a sent attempt may wait unclaimed while a worker that serves it has a slot free
 LEASE_LOOK_EVERY = 1.0  # seconds between two looks at the running attempts' leases
 WORKERS_LOOK_EVERY = 1.0  # seconds between two looks at the workers' announcements
+FRESH_LOOK = 0.05  # seconds between two of them while a job finds no worker that serves it
 REAPPEAR_GRACE = 6.0  # seconds an attempt the broker forgot has to be put back by its worker (it renews every 3 s)
 
 
@@ -79,6 +83,7 @@ class Sent:
     offset: int = 0  # bytes of its output written so far
     read_to: str = "0"  # the last entry of its stream read
     missing_since: float | None = None  # when the broker was first found not to know it
+    unclaimed_since: float | None = None  # since when it waits unclaimed while a slot that serves it is free
 
 
 class CeleryExecutor:
@@ -152,11 +157,17 @@ class CeleryExecutor:
 
     # ------------------------------------------------------------ handing out attempts
     def resize(self, workers: int) -> None:
+        """Fewer: what was sent ahead beyond it is taken back, so no more begin than that."""
         self.workers = workers
+        for sent in sorted(self.sent.values(), key=lambda s: s.sent_at, reverse=True):
+            if len(self.sent) <= workers:
+                break
+            if not sent.began:
+                self.take_back(sent.job.id)
 
-    def live_workers(self) -> list[dict[str, Any]]:
+    def live_workers(self, max_age: float = WORKERS_LOOK_EVERY) -> list[dict[str, Any]]:
         now = time.monotonic()
-        if now - self.announced_at >= WORKERS_LOOK_EVERY:
+        if now - self.announced_at >= max_age:
             self.announced_at = now
             found = []
             try:
@@ -171,24 +182,44 @@ class CeleryExecutor:
         return self.announced
 
     def capable(self, job: JobStatus) -> list[dict[str, Any]]:
-        """The live workers that run ``job``: its task's module, or commands."""
+        """The live workers that run ``job``: its task's module, or commands. None known:
+        looked for again, unless just now (a job found unserved waits a while, and jobs
+        behind it that find the worker which has come meanwhile go first)."""
         task = job.spec.task
         module = task.partition(":")[0] if task is not None else None
-        return [w for w in self.live_workers() if (module is None and w.get("commands")) or
-                (module is not None and module in w.get("tasks", ()))]
+        for workers in (self.live_workers(), self.live_workers(max_age=FRESH_LOOK)):
+            found = [w for w in workers if (module is None and w.get("commands")) or
+                     (module is not None and module in w.get("tasks", ()))]
+            if found:
+                break
+        return found
 
     def room(self, first: JobStatus) -> int:
-        """Slots of the live workers that serve ``first``, less the attempts out to them (and
-        never more than ``pool serve --workers`` in all): nothing waits in the broker for a
-        slot. With none that serves it, one: ``start`` says why it waits, and the jobs
-        behind it go on."""
+        """Slots of the live workers that serve ``first`` and as many ahead, less the
+        attempts out to them (and never more than ``pool serve --workers`` in all, so no
+        more run at once). When that is none, one sent ahead of lower priority is taken
+        back for ``first``. With no worker that serves it, one: ``start`` says why it
+        waits, and the jobs behind it go on."""
         out = len(self.sent)
         capable = self.capable(first)
         if not capable:
             return min(1, self.workers - out)
-        queue = p.queue_of(first)
+        served = {p.COMMANDS_QUEUE for w in capable if w.get("commands")} | \
+                 {p.task_queue(m) for w in capable for m in w.get("tasks", ())}
+        competing = [s for s in self.sent.values() if p.queue_of(s.job) in served]
         slots: int = sum(w["slots"] for w in capable)
-        return min(slots - sum(1 for s in self.sent.values() if p.queue_of(s.job) == queue), self.workers - out)
+        room = min((1 + AHEAD) * slots - len(competing), self.workers - out)
+        if room <= 0 and out <= self.workers:
+            below = sorted((s for s in competing if not s.began and s.job.spec.priority < first.spec.priority),
+                           key=lambda s: (s.job.spec.priority, -s.sent_at))
+            if any(self.take_back(s.job.id) for s in below):  # the first that is still unclaimed
+                return 1
+        return room
+
+    def slot_free(self, job: JobStatus) -> bool:
+        """A live worker that serves ``job`` runs fewer attempts than it has slots."""
+        busy = collections.Counter(s.host for s in self.sent.values() if s.began)
+        return any(w["slots"] > busy[w.get("name")] for w in self.capable(job))
 
     def start(self, job: JobStatus, now: float) -> None:
         if not self.capable(job):
@@ -219,7 +250,7 @@ class CeleryExecutor:
         sent = self.sent.get(job_id)
         if sent is None or sent.began:
             return False
-        if self.db.eval(p.CANCEL, 1, p.attempt_key(sent.token), "take-back", "0") != b"unstarted":
+        if self.db.eval(p.CANCEL, 1, p.attempt_key(sent.token), "take-back", "0", "unstarted only") != b"unstarted":
             return False
         self._end(sent, NotBegun(State.QUEUED, "taken back before a worker began it"))
         return True
@@ -366,8 +397,13 @@ class CeleryExecutor:
                 self._end(sent, Stopped(sent.stop_reason, True) if sent.stop_reason is not None else
                           WorkerDied(f"its worker {sent.host or '(unknown)'} was lost: it stopped renewing "
                                      "the attempt's lease", True))
-            elif state == b"sent" and now - sent.sent_at >= CLAIM_PATIENCE:
-                self.take_back(sent.job.id)
+            elif state == b"sent":
+                # Sent ahead, it waits for a slot however long the jobs before it run; with
+                # a slot free that does not take it (its message lost with a worker that
+                # had fetched it), it is taken back and sent again.
+                sent.unclaimed_since = (sent.unclaimed_since or now) if self.slot_free(sent.job) else None
+                if sent.unclaimed_since is not None and now - sent.unclaimed_since >= CLAIM_PATIENCE:
+                    self.take_back(sent.job.id)
             elif state is None:
                 # The broker forgot it (restarted with no persistence): a worker that runs it
                 # puts its record back at its next renewal; if none does in REAPPEAR_GRACE,

@@ -128,14 +128,15 @@ end
 return 0
 """
 
-# The hub's stop: an attempt not claimed yet never will be; a running one is told.
+# The hub's stop: an attempt not claimed yet never will be; a running one is told, unless
+# ARGV[3] is 'unstarted only' (a take-back: an attempt claimed a moment ago runs on).
 CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'sent' then
   redis.call('HSET', KEYS[1], 'state', 'cancelled')
   return 'unstarted'
 end
-if state == 'running' then
+if state == 'running' and ARGV[3] ~= 'unstarted only' then
   redis.call('HSET', KEYS[1], 'cancel', ARGV[1], 'grace', ARGV[2])
   return 'running'
 end

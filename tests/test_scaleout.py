@@ -64,8 +64,7 @@ def machines(broker: Broker, tmp_path: Path) -> Iterator[Callable[..., list[Work
 @pytest.fixture
 def hub(spool_dir: Path, broker: Broker) -> Iterator[Server]:
     """The hub: `pool serve --engine celery` on the test's spool."""
-    server = Server(spool_dir, "--engine", "celery", "--broker", broker.url, "--allow-commands",
-                    "--workers", "8").start()
+    server = Server(spool_dir, "--engine", "celery", "--broker", broker.url, "--allow-commands").start()
     yield server
     server.stop()
 
@@ -160,6 +159,8 @@ def test_pool_workers_on_the_hub_lists_the_machines_with_their_slots_and_jobs(
         return run_pool(spool_dir, "workers", check=True).stdout.splitlines()[1:]
 
     wait_until(lambda: len(listed()) == 2, 30, "both machines listed")
+    # Its cap is their slots (no --workers given), not the cores of the hub's machine.
+    assert run_pool(spool_dir, "workers", check=True).stdout.splitlines()[0] == "2 machines, 5 slots"
     assert listed() == ["  left: 0 of 2 slots busy; runs tasks of pooltest_tasks",
                         "  right: 0 of 3 slots busy; runs commands"]
     gate = tmp_path / "gate"
@@ -255,6 +256,51 @@ def test_with_every_slot_busy_a_later_urgent_job_starts_before_an_earlier_one(
     assert order.read_text().split() == [urgent, early]
 
 
+def test_fewer_workers_asked_of_a_hub_takes_back_what_was_sent_ahead(
+        spool_dir: Path, hub: Any, broker: Broker, machines: Any, tmp_path: Path) -> None:
+    import redis
+
+    machines("only", args=("--tasks", "pooltest_tasks", "--slots", "2"))
+    gates = [tmp_path / f"gate{n}" for n in range(4)]
+    ids = [run_pool(spool_dir, "submit", "pooltest_tasks:hold", str(gate), check=True).stdout.strip() for gate in gates]
+    wait_until(lambda: [state_of(spool_dir, i) for i in ids] == ["running", "running", "queued", "queued"], 30,
+               "the first two running")
+    db = redis.Redis.from_url(broker.url)
+
+    def attempts(job_id: str) -> list[tuple[bytes, bytes | None]]:
+        """(state, the worker that claimed it) of each of the job's attempts the broker knows."""
+        return [tuple(db.hmget(key, ["state", "worker"])) for key in db.scan_iter("pool:attempt:*")
+                if db.hget(key, "job") == job_id.encode()]
+
+    wait_until(lambda: db.llen("pool.task.pooltest_tasks") == 2, 30, "two sent ahead")
+    assert run_pool(spool_dir, "workers", "1", check=True).stdout.startswith("1 workers from now on")
+    # Neither will begin when a slot frees: one job at a time from now on.
+    wait_until(lambda: all(attempts(i) == [(b"ended", None)] for i in ids[2:]), 30, "both taken back unclaimed")
+    assert run_pool(spool_dir, "workers", check=True).stdout.splitlines()[0] == \
+        "1 machines, 2 slots; at most 1 jobs at once (pool workers N)"
+    for gate in gates:
+        gate.touch()
+    for job_id in ids:
+        wait_until(lambda job_id=job_id: state_of(spool_dir, job_id) == "done", 30, "done")
+    assert all(events_of(spool_dir, i)[-1]["attempt"] == 1 for i in ids)  # taken back: not counted
+
+
+def test_a_take_back_never_stops_an_attempt_a_worker_has_claimed(broker: Broker) -> None:
+    import redis
+
+    from pool.scaleout import protocol as p
+
+    db = redis.Redis.from_url(broker.url)
+    db.hset(p.attempt_key("a" * 32), mapping={"state": "running", "worker": "left"})
+    assert db.eval(p.CANCEL, 1, p.attempt_key("a" * 32), "take-back", "0", "unstarted only") == b"running"
+    assert db.hget(p.attempt_key("a" * 32), "cancel") is None  # its worker is not told to stop it
+    assert db.eval(p.CANCEL, 1, p.attempt_key("a" * 32), "cancel", "5", "") == b"running"
+    assert db.hmget(p.attempt_key("a" * 32), ["cancel", "grace"]) == [b"cancel", b"5"]
+    db.hset(p.attempt_key("b" * 32), mapping={"state": "sent"})
+    assert db.eval(p.CANCEL, 1, p.attempt_key("b" * 32), "take-back", "0", "unstarted only") == b"unstarted"
+    assert db.hget(p.attempt_key("b" * 32), "state") == b"cancelled"  # a claim of it fails
+
+
 def test_a_job_no_worker_offers_to_run_waits_saying_what_it_needs_and_runs_once_one_does(
         spool_dir: Path, hub: Any, machines: Any) -> None:
     machines("commands-only", args=("--allow-commands", "--slots", "1"))
@@ -339,17 +385,20 @@ def test_an_attempt_message_delivered_twice_runs_once(spool_dir: Path, broker: B
 
 def test_a_broker_restarted_with_no_persistence_loses_no_job_and_runs_none_twice(
         spool_dir: Path, hub: Any, broker: Broker, machines: Any, tmp_path: Path) -> None:
-    machines("only", args=("--tasks", "pooltest_tasks", "--slots", "2"))
+    import redis
+
+    machines("only", args=("--allow-commands", "--slots", "2"))
     runs, gate = tmp_path / "runs", tmp_path / "gate"
-    ids = [run_pool(spool_dir, "submit", "--name", f"j{n}", "pooltest_tasks:counted_hold", str(runs), str(gate),
-                    check=True).stdout.strip() for n in range(4)]
-    wait_until(lambda: sum(state_of(spool_dir, i) == "running" for i in ids) == 2, 30, "two running, two queued")
-    wait_until(lambda: runs.exists() and len(runs.read_text().split()) == 2, 30, "both began")
+    script = f'echo "$POOL_JOB_ID" >> {runs}; echo before; while [ ! -e {gate} ]; do sleep 0.05; done; echo after'
+    ids = [run_pool(spool_dir, "submit", "--command", "sh", "-c", script, check=True).stdout.strip()
+           for _ in range(4)]
+    db = redis.Redis.from_url(broker.url)
+    running = wait_until(lambda: (r := [i for i in ids if "before" in log_text(spool_dir, i)]) and len(r) == 2 and r,
+                         30, "two running, their first line at the hub")
+    wait_until(lambda: db.llen("pool.commands") == 2, 30, "the other two sent ahead, waiting in the broker")
     broker.stop()  # everything it held is gone: no persistence
     assert not broker.answers()
     broker.start()
-    import redis
-
     db = redis.Redis.from_url(broker.url)
     # The worker puts back the leases of what it runs: the hub, which found them gone, sees
     # them again, and no attempt is called lost (only a job that ends sooner needs none).
@@ -359,7 +408,9 @@ def test_a_broker_restarted_with_no_persistence_loses_no_job_and_runs_none_twice
         wait_until(lambda job_id=job_id: state_of(spool_dir, job_id) == "done", 60, f"{job_id} done")
     assert sorted(runs.read_text().split()) == sorted(ids)  # each ran, once
     assert all(events_of(spool_dir, i)[-1]["attempt"] == 1 for i in ids)
-    late = run_pool(spool_dir, "submit", "pooltest_tasks:add", "1", "1", check=True).stdout.strip()
+    # Output said before the restart, and after it on streams the broker began afresh: all of it, once.
+    assert all(log_text(spool_dir, i) == "before\nafter\n" for i in ids), [log_text(spool_dir, i) for i in running]
+    late = run_pool(spool_dir, "submit", "--command", "echo", "late", check=True).stdout.strip()
     wait_until(lambda: state_of(spool_dir, late) == "done", 30, "a job submitted after the restart done")
 
 
