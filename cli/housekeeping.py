@@ -104,7 +104,8 @@ def workers(spool: Spool, number: int | None) -> None:
             click.echo(f"{serving.workers} workers")
         else:  # the machines of --engine celery
             slots = sum(int(host.get("slots") or 0) for host in serving.hosts)
-            cap = f"; at most {serving.workers} jobs at once (pool workers N)" if serving.workers < slots else ""
+            capped = serving.workers is not None and serving.workers < slots
+            cap = f"; at most {serving.workers} jobs at once (pool workers N)" if capped else ""
             click.echo(f"{len(serving.hosts)} machines, {slots} slots{cap}")
         for host in serving.hosts or ():
             serves = [f"tasks of {m}" for m in host.get("tasks", ())] + (["commands"] if host.get("commands") else [])
