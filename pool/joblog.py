@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import threading
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,26 @@ def dropped_before(head: bytes) -> tuple[int, int]:
     so) for a log that begins with ``head``; (0, 0) for one never cut."""
     found = MARK_PATTERN.match(head)
     return (int(found.group(1)), found.end()) if found else (0, 0)
+
+
+def written(path: str) -> int:
+    """Bytes ever written to the log at ``path``: its size, and what cuts dropped, less
+    the line that says so; 0 for none, or for anything but a regular file (never waited
+    on: a FIFO put in its place)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return 0
+        dropped, mark_length = dropped_before(os.pread(fd, HEAD_BYTES, 0))
+        return info.st_size - mark_length + dropped
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
 
 
 def trim(fd: int, max_bytes: int) -> bool:

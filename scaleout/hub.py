@@ -54,7 +54,7 @@ from pool.executor import (
     StopReason,
     WorkerDied,
 )
-from pool.joblog import attempt_header
+from pool.joblog import attempt_header, written
 from pool.model import JobStatus, State
 
 from . import protocol as p
@@ -291,15 +291,13 @@ class CeleryExecutor:
         base = int(record.get(b"log_base", b"-1"))
         if base >= 0:
             header = len(attempt_header(job)) if job.attempt > 1 else 0
-            sent.offset = max(0, self.log_size(job.id) - base - header)
+            sent.offset = max(0, self.log_written(job.id) - base - header)
         self.hold(sent)
         return True
 
-    def log_size(self, job_id: str) -> int:
-        try:
-            return os.stat(os.path.join(self.settings.worker.spool, "logs", f"{job_id}.log")).st_size
-        except OSError:
-            return 0
+    def log_written(self, job_id: str) -> int:
+        """Bytes written to the job's log so far, those a cut dropped too (--max-log-bytes)."""
+        return written(os.path.join(self.settings.worker.spool, "logs", f"{job_id}.log"))
 
     def holds(self, job_id: str) -> bool:
         return job_id in self.sent
@@ -366,7 +364,7 @@ class CeleryExecutor:
                     sent.began = True
                     sent.host = fields.get(b"worker", b"").decode("utf-8", "replace") or None
                     # What the log holds before this attempt's output: a new hub writes on from there.
-                    self.db.hset(p.attempt_key(sent.token), "log_base", self.log_size(job.id))
+                    self.db.hset(p.attempt_key(sent.token), "log_base", self.log_written(job.id))
                     self.events.append(Began(job.id, job.attempt, now,
                                              Start(reply.started_at, None, sent.host, sent.token)))
             elif isinstance(said := heard(reply, job), Progress):

@@ -371,6 +371,22 @@ def test_trim_keeps_appending_descriptors_appending_after_the_tail(tmp_path: Pat
     os.close(fd)
 
 
+def test_the_bytes_written_to_a_log_count_what_its_cuts_dropped_and_nothing_else_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "x.log"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.write(fd, b"".join(b"line %04d\n" % n for n in range(1000)))
+    assert joblog.written(str(path)) == 10_000
+    joblog.trim(fd, 4096)
+    os.write(fd, b"after\n")
+    os.close(fd)
+    assert path.stat().st_size < 4096 and joblog.written(str(path)) == 10_006  # a new hub writes on from there
+    assert joblog.written(str(tmp_path / "none.log")) == 0
+    os.mkfifo(tmp_path / "fifo.log")
+    assert joblog.written(str(tmp_path / "fifo.log")) == 0  # not waited on
+    (tmp_path / "link.log").symlink_to(path)
+    assert joblog.written(str(tmp_path / "link.log")) == 0  # not followed
+
+
 def test_a_follower_resumes_after_what_it_showed_or_says_what_it_missed() -> None:
     assert joblog.resume_at((1000, 80), joblog.output_shown((0, 0), 1500)) == (580, 0)
     assert joblog.resume_at((1000, 80), 400) == (80, 600)

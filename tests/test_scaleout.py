@@ -114,6 +114,26 @@ def test_twenty_megabytes_printed_on_a_worker_make_a_byte_identical_log_at_the_h
     assert (spool_dir / "logs" / f"{job_id}.log").read_bytes() == expected
 
 
+def test_a_log_printed_on_a_worker_is_kept_within_the_hubs_max_log_bytes_with_its_exact_tail(
+        spool_dir: Path, broker: Broker, machines: Any) -> None:
+    from pool import joblog
+
+    server = Server(spool_dir, "--engine", "celery", "--broker", broker.url, "--allow-commands",
+                    "--max-log-bytes", "8192").start()
+    try:
+        machines("only")
+        script = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); echo \"output line $i\"; done"
+        job_id = run_pool(spool_dir, "submit", "--command", "sh", "-c", script, check=True).stdout.strip()
+        wait_until(lambda: state_of(spool_dir, job_id) == "done", 60, "done")
+    finally:
+        server.stop()
+    whole = b"".join(b"output line %d\n" % n for n in range(1, 20001))
+    log = (spool_dir / "logs" / f"{job_id}.log").read_bytes()
+    assert len(log) <= 8192
+    dropped, mark_length = joblog.dropped_before(log)
+    assert mark_length and whole[dropped:] == log[mark_length:]  # the tail, exactly, from a line start
+
+
 def test_kill_of_a_running_command_leaves_nothing_of_it_on_its_worker(spool_dir: Path, hub: Any,
                                                                      machines: Any) -> None:
     machines("only")
@@ -370,6 +390,34 @@ def test_a_hub_killed_mid_job_and_a_new_one_finish_the_job_once_with_its_whole_l
     assert log_text(spool_dir, job_id) == "line 1\nline 2\nline 3\n"
     assert [(e["from"], e["to"]) for e in events_of(spool_dir, job_id)] == [
         (None, "queued"), ("queued", "running"), ("running", "done")]  # one attempt, never re-run
+
+
+def test_a_new_hub_writes_on_a_log_that_was_cut_where_it_was_not_again(
+        spool_dir: Path, broker: Broker, machines: Any, tmp_path: Path) -> None:
+    from pool import joblog
+
+    machines("only")
+    args = ("--engine", "celery", "--broker", broker.url, "--allow-commands", "--max-log-bytes", "8192")
+    first = Server(spool_dir, *args).start()
+    gate1, gate2 = tmp_path / "gate1", tmp_path / "gate2"
+    lines = 'while [ $i -lt {0} ]; do i=$((i+1)); echo "output line $i"; done'
+    script = (f"i=0; {lines.format(3000)}; until [ -e {gate1} ]; do sleep 0.01; done; {lines.format(6000)}; "
+              f"until [ -e {gate2} ]; do sleep 0.01; done")
+    job_id = run_pool(spool_dir, "submit", "--command", "sh", "-c", script, check=True).stdout.strip()
+    wait_until(lambda: log_text(spool_dir, job_id).endswith("output line 3000\n"), 30, "the first half at the hub")
+    first.stop(signal.SIGKILL)
+    gate1.touch()  # the second half is printed while no hub hears it
+    second = Server(spool_dir, *args).start()
+    try:
+        wait_until(lambda: log_text(spool_dir, job_id).endswith("output line 6000\n"), 30, "the second half")
+        gate2.touch()
+        wait_until(lambda: state_of(spool_dir, job_id) == "done", 30, "done")
+    finally:
+        second.stop()
+    whole = b"".join(b"output line %d\n" % n for n in range(1, 6001))
+    log = (spool_dir / "logs" / f"{job_id}.log").read_bytes()
+    dropped, mark_length = joblog.dropped_before(log)
+    assert len(log) <= 8192 and mark_length and whole[dropped:] == log[mark_length:]  # nothing written twice
 
 
 def test_an_attempt_message_delivered_twice_runs_once(spool_dir: Path, broker: Broker, machines: Any,
