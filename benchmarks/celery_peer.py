@@ -42,8 +42,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start_redis(folder: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server with no persistence (a restart forgets everything), on ``port`` or a free one."""
+    port = port or free_port()
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--dir", folder], stdout=subprocess.DEVNULL)
     client = redis.Redis(port=port)
