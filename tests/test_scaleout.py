@@ -214,7 +214,9 @@ def test_kill_9_of_a_worker_ends_its_job_there_and_the_retry_runs_once_on_the_ot
     first = wait_until(lambda: (d := status_doc(spool_dir, job_id)) and d["state"] == "running" and d["host"], 30,
                        "running")
     struck = workers[first]
-    wait_until(lambda: processes_in(struck.workdir), 30, "the job's shell on its machine")
+    # Its shell at work (a shell killed before its first line ran nothing: once, under load).
+    wait_until(lambda: runs.exists() and runs.read_text() == "run\n" and processes_in(struck.workdir), 30,
+               "the job's shell at work on its machine")
     os.kill(struck.proc.pid, signal.SIGKILL)  # the worker alone: its processes are left to see to it
     wait_until(lambda: not processes_in(struck.workdir), 30, "nothing of the job left on the struck machine")
     wait_until(lambda: (d := status_doc(spool_dir, job_id)) and d["attempt"] == 2 and d["state"] == "running", 30,
