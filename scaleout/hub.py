@@ -334,7 +334,8 @@ class CeleryExecutor:
     def next_deadline(self, now: float) -> float | None:
         if self.sent:
             return now + LEASE_LOOK_EVERY
-        # The last job's end is said, once due.
+        # What the machines do changed since the last snapshot (the last job ended, say): the
+        # manager wakes to say it once the next snapshot is due, not at its next job.
         return self.hosts_seen_at + HOSTS_EVERY if self.hosts_seen != self.hosts_now() else None
 
     # ------------------------------------------------------------ what happened
