@@ -6,6 +6,7 @@ one: job files, `pool submit`, `pool kill`, `pool status`."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -132,6 +133,18 @@ def test_a_log_printed_on_a_worker_is_kept_within_the_hubs_max_log_bytes_with_it
     assert len(log) <= 8192
     dropped, mark_length = joblog.dropped_before(log)
     assert mark_length and whole[dropped:] == log[mark_length:]  # the tail, exactly, from a line start
+
+
+def test_what_a_job_used_on_its_worker_is_in_its_status_at_the_hub(spool_dir: Path, hub: Any, machines: Any) -> None:
+    from pool.usage import Usage
+
+    machines("only")
+    job_id = run_pool(spool_dir, "submit", "pooltest_tasks:uses", "60", "0.4", check=True).stdout.strip()
+    wait_until(lambda: state_of(spool_dir, job_id) == "done", 60, "done")
+    used = Usage.from_dict((status_doc(spool_dir, job_id) or {})["usage"])
+    # Its peak holds the interpreter it was forked from (50 MiB of a Celery process), no more.
+    assert 0.4 <= used.cpu < 0.6 and used.wall >= 0.4 and 60 * 2**20 <= used.max_rss < 200 * 2**20, used
+    assert re.search(r"^used: +cpu 0\.\d\ds", run_pool(spool_dir, "status", job_id, check=True).stdout, re.M)
 
 
 def test_kill_of_a_running_command_leaves_nothing_of_it_on_its_worker(spool_dir: Path, hub: Any,
