@@ -35,19 +35,35 @@ from harness import ScratchManager, percentile, wait_for
 HERE = Path(__file__).parent
 
 
+def pool_workers(url: str, folder: str, count: int, slots: int, prefix: str = "m") -> list[subprocess.Popen[bytes]]:
+    """``count`` `pool worker`s, each its own --name and --workdir: machines, on this one."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]))
+    return [subprocess.Popen([sys.executable, "-m", "pool", "worker", "--broker", url, "--tasks", "bench_tasks",
+                              "--allow-commands", "--slots", str(slots), "--name", f"{prefix}{n}",
+                              "--workdir", os.path.join(folder, f"{prefix}{n}")],
+                             env=env, cwd=str(HERE), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True) for n in range(count)]
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def start_workers(url: str, folder: str) -> list[subprocess.Popen[bytes]]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]), BENCH_REDIS_URL=url)
-    pool_workers = [subprocess.Popen([sys.executable, "-m", "pool", "worker", "--broker", url, "--tasks", "bench_tasks",
-                                      "--allow-commands", "--slots", "2", "--name", f"m{n}",
-                                      "--workdir", os.path.join(folder, f"m{n}")],
-                                     env=env, cwd=str(HERE), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True) for n in range(2)]
     celery_workers = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "celery_peer", "worker", "--pool",
                                         "prefork", "--concurrency", "2", "-n", f"c{n}@%h", "--without-gossip",
                                         "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"],
                                        env=env, cwd=str(HERE), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                        start_new_session=True) for n in range(2)]
-    return pool_workers + celery_workers
+    return pool_workers(url, folder, 2, 2) + celery_workers
 
 
 def pool_throughput(hub: ScratchManager, jobs: int, tag: str) -> tuple[float, int]:
@@ -192,13 +208,7 @@ def main() -> None:
     finally:
         if hub is not None:
             hub.stop()
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_all(workers)
         server.terminate()
         server.wait(30)
 

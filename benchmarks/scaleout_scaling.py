@@ -20,40 +20,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import redis
 from celery_peer import start_redis
 from harness import ScratchManager, in_turn
 from idle import cpu_seconds
+from scaleout import pool_workers, stop_all
 
-HERE = Path(__file__).parent
 REPORTING_SECONDS = 3.0
-
-
-def pool_workers(url: str, folder: str, count: int, slots: int, prefix: str = "m") -> list[subprocess.Popen[bytes]]:
-    """``count`` `pool worker`s, each its own --name and --workdir: machines, on this one."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]))
-    return [subprocess.Popen([sys.executable, "-m", "pool", "worker", "--broker", url, "--tasks", "bench_tasks",
-                              "--allow-commands", "--slots", str(slots), "--name", f"{prefix}{n}",
-                              "--workdir", os.path.join(folder, f"{prefix}{n}")],
-                             env=env, cwd=str(HERE), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True) for n in range(count)]
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def machine_busy() -> tuple[float, float]:
