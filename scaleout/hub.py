@@ -247,7 +247,8 @@ class CeleryExecutor:
             return None
         if sent.stop_reason is None:
             sent.stop_reason = reason
-            said = self.db.eval(p.CANCEL, 1, p.attempt_key(sent.token), reason.value, str(grace))
+            said = self.db.eval(p.CANCEL, 2, p.attempt_key(sent.token), p.cancel_key(sent.token), reason.value,
+                                str(grace))
             if said == b"unstarted":  # it will never begin: the claim fails
                 self._end(sent, Stopped(reason, False))
                 return Stopping(began=False)
@@ -444,7 +445,7 @@ class CeleryExecutor:
         self.events.append(Ended(sent.job.id, sent.job.attempt, outcome))
         try:  # its end is the manager's to write now: the broker forgets the attempt
             with self.db.pipeline(transaction=False) as pipe:
-                pipe.delete(p.lease_key(sent.token), p.events_key(sent.token))
+                pipe.delete(p.lease_key(sent.token), p.events_key(sent.token), p.cancel_key(sent.token))
                 pipe.hset(p.attempt_key(sent.token), "state", "ended")
                 pipe.execute()
         except redis.RedisError:

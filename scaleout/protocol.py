@@ -95,6 +95,11 @@ def lease_key(token: str) -> str:
     return f"pool:lease:{token}"
 
 
+def cancel_key(token: str) -> str:
+    """What the hub's cancel pushes, for the worker's listener to hear at once."""
+    return f"pool:cancel:{token}"
+
+
 def worker_key(name: str) -> str:
     return f"pool:worker:{name}"
 
@@ -128,8 +133,9 @@ end
 return 0
 """
 
-# The hub's stop: an attempt not claimed yet never will be; a running one is told, unless
-# ARGV[3] is 'unstarted only' (a take-back: an attempt claimed a moment ago runs on).
+# The hub's stop: an attempt not claimed yet never will be; a running one is told (its
+# flag, and a word pushed on KEYS[2], if given, that its worker waits on), unless ARGV[3]
+# is 'unstarted only' (a take-back: an attempt claimed a moment ago runs on).
 CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'sent' then
@@ -138,6 +144,10 @@ if state == 'sent' then
 end
 if state == 'running' and ARGV[3] ~= 'unstarted only' then
   redis.call('HSET', KEYS[1], 'cancel', ARGV[1], 'grace', ARGV[2])
+  if KEYS[2] then
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+    redis.call('PEXPIRE', KEYS[2], 600000)
+  end
   return 'running'
 end
 return state or 'gone'

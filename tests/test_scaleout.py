@@ -327,10 +327,13 @@ def test_a_take_back_never_stops_an_attempt_a_worker_has_claimed(broker: Broker)
 
     db = redis.Redis.from_url(broker.url)
     db.hset(p.attempt_key("a" * 32), mapping={"state": "running", "worker": "left"})
-    assert db.eval(p.CANCEL, 1, p.attempt_key("a" * 32), "take-back", "0", "unstarted only") == b"running"
+    told = (p.attempt_key("a" * 32), p.cancel_key("a" * 32))
+    assert db.eval(p.CANCEL, 2, *told, "take-back", "0", "unstarted only") == b"running"
     assert db.hget(p.attempt_key("a" * 32), "cancel") is None  # its worker is not told to stop it
-    assert db.eval(p.CANCEL, 1, p.attempt_key("a" * 32), "cancel", "5", "") == b"running"
+    assert not db.exists(p.cancel_key("a" * 32))
+    assert db.eval(p.CANCEL, 2, *told, "cancel", "5", "") == b"running"
     assert db.hmget(p.attempt_key("a" * 32), ["cancel", "grace"]) == [b"cancel", b"5"]
+    assert db.lrange(p.cancel_key("a" * 32), 0, -1) == [b"cancel"]  # the word its worker waits on
     db.hset(p.attempt_key("b" * 32), mapping={"state": "sent"})
     assert db.eval(p.CANCEL, 1, p.attempt_key("b" * 32), "take-back", "0", "unstarted only") == b"unstarted"
     assert db.hget(p.attempt_key("b" * 32), "state") == b"cancelled"  # a claim of it fails
