@@ -71,24 +71,16 @@ class WorkerOptions:
 
 
 OPTIONS: WorkerOptions | None = None  # this worker's, set before Celery forks its processes
-_redis: redis.Redis | None = None  # each process's own connection (made after the fork)
-_listening: redis.Redis | None = None  # and its own for the wait on a cancel (a blocking call)
+# Each process's own clients of the broker (made after the fork): one for what it says,
+# one for its blocking wait on a cancel.
+_clients: dict[str, redis.Redis] = {}
 
 
-def connection() -> redis.Redis:
-    global _redis
-    if _redis is None:
+def connection(purpose: str = "saying") -> redis.Redis:
+    if purpose not in _clients:
         assert OPTIONS is not None
-        _redis = p.connect(OPTIONS.broker)
-    return _redis
-
-
-def listening_connection() -> redis.Redis:
-    global _listening
-    if _listening is None:
-        assert OPTIONS is not None
-        _listening = p.connect(OPTIONS.broker)
-    return _listening
+        _clients[purpose] = p.connect(OPTIONS.broker)
+    return _clients[purpose]
 
 
 def refusal(job: Any, options: WorkerOptions) -> str | None:
@@ -157,7 +149,7 @@ class CancelListener:
 
     def _listen(self) -> None:
         try:
-            db = listening_connection()
+            db = connection("waiting for a cancel")
             while not self.ended.is_set():
                 try:
                     said = db.blpop([self.key], timeout=1)
