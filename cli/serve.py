@@ -6,7 +6,6 @@ them into a systemd unit; every default comes from pool/defaults.py."""
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import sys
 
@@ -14,6 +13,7 @@ import click
 
 from pool import defaults
 from pool.client import Spool
+from pool.engines import default_workers
 from pool.importpath import import_path
 from pool.joblog import MIN_MAX_BYTES
 from pool.limits import Limits
@@ -84,8 +84,8 @@ def serve(spool: Spool, workers: int | None, task_modules: tuple[str, ...], allo
     # Task modules next to where the user runs `pool serve` must import, as with celery/rq,
     # but never in pool's place (pool/importpath.py).
     sys.path[:] = import_path(sys.path)
-    if workers is None:  # a hub's cap is its machines' slots, not the cores of the machine it runs on
-        workers = MAX_WORKERS if engine == "celery" else os.cpu_count() or 1
+    if workers is None:
+        workers = default_workers(engine)
     Manager(ManagerConfig(
         spool=str(spool.path), workers=workers, task_modules=task_modules, allow_commands=allow_commands,
         shutdown_grace=grace, kill_grace=kill_grace, settle=settle, max_file_bytes=max_file_bytes,

@@ -12,11 +12,13 @@ when they are named here, so the core install stays as small as it is.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 
 from .attempt import WorkerConfig
 from .errors import InvalidArgument
 from .executor import Executor
+from .requests import MAX_WORKERS
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,12 @@ class EngineSettings:
     threads: bool = True  # the manager's process runs threads: no worker may be forked from it
     close_fds: tuple[int, ...] = ()  # descriptors no process that runs attempts may keep
     broker: str | None = None  # the celery engine's Redis URL (pool serve --broker)
+
+
+def default_workers(engine: str) -> int:
+    """Attempts at once when `pool serve --workers` is not given: the cores of this machine,
+    but for a hub, whose machines' slots decide (capped only by the number's limit)."""
+    return MAX_WORKERS if engine == "celery" else os.cpu_count() or 1
 
 
 def make_executor(engine: str, settings: EngineSettings) -> Executor:
