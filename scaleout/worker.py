@@ -37,7 +37,7 @@ import redis
 
 from pool import messages as msg
 from pool.attempt import WorkerConfig
-from pool.procs import describe_exit, open_pidfd
+from pool.procs import describe_exit, open_pidfd, signal_group
 from pool.progress import hook_tqdm
 from pool.tasks import TaskModuleError, load_task_modules
 
@@ -143,7 +143,7 @@ class CancelListener:
         # a thread still blocked when the attempt ended (a broker gone: up to its socket's
         # timeout), which may yet write to it.
         self.lock = threading.Lock()
-        self.listening = self.watched = True
+        self.users = 2
         self.thread = threading.Thread(target=self._listen, name="pool-cancel", daemon=True)
         self.thread.start()
 
@@ -161,7 +161,7 @@ class CancelListener:
                         os.write(self.wake_w, b"!")
                     return
         finally:
-            self.done("listening")
+            self.done()
 
     def heard(self) -> None:
         with contextlib.suppress(BlockingIOError, InterruptedError):
@@ -176,12 +176,12 @@ class CancelListener:
                 pipe.pexpire(self.key, 60_000)
                 pipe.execute()
             self.thread.join(0.5)
-        self.done("watched")
+        self.done()
 
-    def done(self, role: str) -> None:
+    def done(self) -> None:
         with self.lock:
-            setattr(self, role, False)
-            if not (self.listening or self.watched):
+            self.users -= 1
+            if self.users == 0:
                 os.close(self.wake_r)
                 os.close(self.wake_w)
 
@@ -393,11 +393,6 @@ def here(job: Any) -> Any:
     if job.spec.command is None:
         return job
     return dataclasses.replace(job, spec=dataclasses.replace(job.spec, caller_env=None, cwd=None))
-
-
-def signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def announce_forever(options: WorkerOptions, stopped: threading.Event) -> None:
