@@ -405,13 +405,17 @@ class CeleryExecutor:
             with self.db.pipeline(transaction=False) as pipe:
                 for sent in claimed:
                     pipe.exists(p.lease_key(sent.token))
-                    pipe.hget(p.attempt_key(sent.token), "state")
+                    pipe.hmget(p.attempt_key(sent.token), "state", "worker")
                 answers = pipe.execute()
         except redis.RedisError as exc:
             self.broker_trouble = f"the broker cannot be reached: {exc}"
             return
         for n, sent in enumerate(claimed):
-            leased, state = answers[2 * n], answers[2 * n + 1]
+            leased, (state, worker) = answers[2 * n], answers[2 * n + 1]
+            if sent.host is None and worker:
+                # The worker that claimed it, should it be lost before its word that the
+                # attempt began reached the hub (a kill -9 a moment after the claim).
+                sent.host = worker.decode("utf-8", "replace")
             if state == b"running" and not leased:  # its worker stopped it, or is gone: nothing of it runs
                 self._end(sent, Stopped(sent.stop_reason, True) if sent.stop_reason is not None else
                           WorkerDied(f"its worker {sent.host or '(unknown)'} was lost: it stopped renewing "

@@ -539,6 +539,30 @@ def test_with_no_retry_left_a_job_whose_worker_was_lost_fails_and_pool_retry_run
     assert (status_doc(spool_dir, job_id) or {}).get("host") == "spare"
 
 
+def test_a_worker_lost_before_the_hub_heard_its_attempt_begin_is_named_from_its_claim(
+        broker: Broker, tmp_path: Path) -> None:
+    # kill -9 of a worker a moment after its claim, before its word that the attempt began
+    # was said: the failure still names the worker (it once said "(unknown)").
+    import redis
+
+    from pool.attempt import WorkerConfig
+    from pool.engines import EngineSettings
+    from pool.executor import Ended
+    from pool.jobfile import parse_job
+    from pool.model import new_status, utc_now
+    from pool.scaleout import hub as hub_module
+    from pool.scaleout import protocol as p
+
+    executor = hub_module.CeleryExecutor(EngineSettings(WorkerConfig(str(tmp_path)), 1, broker=broker.url))
+    status = new_status(parse_job(job("counted", str(tmp_path / "runs"), id="claimed"), "test", "test"), utc_now())
+    token = "c" * 32
+    sent = hub_module.Sent(token, status, sent_at=0.0)
+    executor.sent[status.id], executor.by_token[token] = sent, sent
+    redis.Redis.from_url(broker.url).hset(p.attempt_key(token), mapping={"state": "running", "worker": "struck"})
+    (ended,) = [e for e in executor.collect([], hub_module.LEASE_LOOK_EVERY + 2.0) if isinstance(e, Ended)]
+    assert type(ended.outcome).__name__ == "WorkerDied" and "its worker struck was lost" in str(ended.outcome)
+
+
 def test_a_broker_gone_longer_than_the_lease_has_its_workers_stop_their_jobs_which_run_again_once(
         spool_dir: Path, hub: Any, broker: Broker, machines: Any, tmp_path: Path) -> None:
     (worker,) = machines("only", args=("--tasks", "pooltest_tasks", "--slots", "1", "--lease", "3"))
