@@ -6,6 +6,7 @@ usage errors are click's, exit 2. Nothing below prints a traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from typing import Any
@@ -43,6 +44,14 @@ def spool_option(needs_spool: bool) -> click.Option:
     return click.Option(["--spool"], metavar="DIR", expose_value=False, callback=use,
                         type=click.Path(file_okay=False), help="The spool directory (as `pool --spool DIR`).")
 
+
+# Commands whose modules are imported only when the command line names them (click's lazy
+# group): `pool status ID`, or `pool submit` in a script's loop, does not pay for the
+# manager's, the dashboard's or a worker's imports (benchmarks/cli_start.py).
+ELSEWHERE = {"serve": "serve", "status": "views", "top": "views", "run": "run", "prune": "housekeeping",
+             "stop": "housekeeping", "workers": "housekeeping", "service": "service", "demo": "demo",
+             "schedule": "schedule", "group": "group", "web": "web", "worker": "worker"}
+RENAMED = {"restart": "retry"}  # a second name for a command: its help is the first name's
 
 # `pool --help` lists commands by what one does first, not alphabetically.
 SECTIONS = [
@@ -91,17 +100,22 @@ class PoolGroup(click.Group):
     command_class = StrictCommand
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        known = set(self.commands) | set(ELSEWHERE)
         listed = [name for _, names in SECTIONS for name in names]
-        return [n for n in listed if n in self.commands] + sorted(set(self.commands) - set(listed))
+        return [n for n in listed if n in known] + sorted(known - set(listed))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in ELSEWHERE:
+            module = importlib.import_module(f"{__package__}.{ELSEWHERE[cmd_name]}")
+            self.add_command(finished(getattr(module, cmd_name)))
+        return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        listed = set()
-        for title, names in SECTIONS:
-            rows = [(n, self.commands[n].get_short_help_str(formatter.width - 16)) for n in names if n in self.commands]
-            listed.update(names)
-            if title == SECTIONS[-1][0]:
-                rows += [(n, self.commands[n].get_short_help_str(formatter.width - 16))
-                         for n in sorted(set(self.commands) - listed)]
+        names = self.list_commands(ctx)
+        for title, section in SECTIONS:
+            shown = [n for n in names if n in section or (title == SECTIONS[-1][0] and
+                                                        all(n not in other for _, other in SECTIONS))]
+            rows = [(n, SHORT_HELP.get(n) or SHORT_HELP[RENAMED[n]]) for n in shown]
             with formatter.section(title):
                 formatter.write_dl(rows)
 
@@ -347,30 +361,18 @@ def logs(spool: Spool, job_id: str, follow: bool, tail: int | None) -> None:
     follow_log(spool, job_id, offset=shown_up_to, head=head)
 
 
-def _register_commands() -> None:
-    from .demo import demo
-    from .group import group
-    from .housekeeping import prune, stop, workers
-    from .run import run
-    from .schedule import schedule
-    from .serve import serve
-    from .service import service
-    from .views import status, top
-    from .web import web
-    from .worker import worker
-
-    for command in (serve, status, top, run, prune, stop, workers, service, demo, schedule, group, web, worker):
-        cli.add_command(command)
-    cli.add_command(retry, "restart")  # pueue's name for it
-    for command in {id(c): c for c in cli.commands.values()}.values():  # restart is retry: once
-        command.short_help = SHORT_HELP[command.name or ""]
-        if command.name in ("demo", "worker"):  # the demo's --spool is its own; a worker has none
-            continue
+def finished(command: click.Command) -> click.Command:
+    """A command as the group lists it: its short help, and ``--spool`` after its name."""
+    command.short_help = SHORT_HELP[command.name or ""]
+    if command.name not in ("demo", "worker"):  # the demo's --spool is its own; a worker has none
         for each in getattr(command, "commands", {}).values() or [command]:  # a group's: each of its commands
             each.params.append(spool_option(command.name in NEEDS_SPOOL))
+    return command
 
 
-_register_commands()
+for _command in list(cli.commands.values()):
+    finished(_command)
+cli.add_command(retry, "restart")  # pueue's name for it
 
 
 def main() -> None:

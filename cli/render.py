@@ -5,14 +5,15 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol
-
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pool.checkpoints import Saved
 from pool.limits import Limits, Needs, size_words
 from pool.model import JobStatus, State, encode_json, parse_time
+
+if TYPE_CHECKING:  # rich is imported where a table is drawn: the detail view (`pool status ID`) has none
+    from rich.table import Table
+    from rich.text import Text
 
 STATE_STYLES = {
     State.WAITING: "blue",
@@ -197,6 +198,8 @@ def status_table(statuses: list[JobStatus], now: datetime, orphaned: Collection[
     a group at its limit says (``group gpu 1/1``); ``paused_for``: each job's seconds paused,
     left out of the time it ran; ``usage``: each job's CPU and RSS cells (`pool top`,
     `pool status --usage`), left out early on a narrow terminal."""
+    from rich.table import Table
+
     lost = set(orphaned)
     for bar, dropped in FALLBACKS if width is not None else [(bar_width, ())]:
         columns = table_columns(now, lost, min(bar, bar_width), full_groups or {}, paused_for or {}, usage or {})
@@ -235,6 +238,8 @@ FALLBACKS: list[tuple[int, tuple[str, ...]]] = [
 def table_columns(now: datetime, lost: set[str], bar_width: int, full_groups: Mapping[str, str],
                   paused_for: Mapping[str, float], usage: Mapping[str, tuple[str, str]],
                   ) -> list[tuple[str, Callable[[JobStatus], str | Text]]]:
+    from rich.text import Text
+
     return [
         ("ID", lambda s: s.id),
         ("NAME", lambda s: s.spec.name),

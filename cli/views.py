@@ -106,15 +106,14 @@ def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pat
         return
     from . import render
 
-    out = console()
-    if len(ids) == 1:
+    if len(ids) == 1:  # plain lines: no table, so rich is not imported (benchmarks/cli_start.py)
         job = spool.status(ids[0])
         tail = Job(spool, job.id).logs().splitlines()[-10:]
-        out.print("\n".join(render.detail_lines(job, now(), spool.events(job.id), tail, orphaned(spool, [job]),
-                                                spool.paused_for([job]).get(job.id, 0.0),
-                                                spool.dir.checkpoints.saved(job.id))),
-                  markup=False)
+        lines = render.detail_lines(job, now(), spool.events(job.id), tail, orphaned(spool, [job]),
+                                    spool.paused_for([job]).get(job.id, 0.0), spool.dir.checkpoints.saved(job.id))
+        click.echo("\n".join(lines).translate(CURSOR_MOVES))
         return
+    out = console()
     listed: Sequence[JobStatus | Brief]
     if ids:
         listed = statuses = select(spool, ids, states, name_pattern, since)
@@ -134,6 +133,11 @@ def status(spool: Spool, ids: tuple[str, ...], states: tuple[str, ...], name_pat
         out.print(f"the manager is stopping ({serving.stopping}): nothing new starts", style="yellow", markup=False)
     if not spool.dir.manager_running() and any(not s.state.is_final and not spool.acted_on(s.id) for s in listed):
         say_no_manager(spool, "queued jobs wait until `pool serve` runs")
+
+
+# What a job's own text (its message, its output's last lines) may hold that would ring or
+# move the terminal's cursor over the view: dropped, as rich drops them from a table.
+CURSOR_MOVES = dict.fromkeys((0x07, 0x08, 0x0B, 0x0C, 0x0D))
 
 
 def orphaned(spool: Spool, statuses: Sequence[JobStatus | Brief]) -> set[str]:

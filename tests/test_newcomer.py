@@ -303,6 +303,30 @@ def test_a_command_is_shown_quoted_as_a_shell_would_need_it(spool_dir: Path) -> 
     assert "command:   sh -c 'echo '\"'\"'a b'\"'\"''" in run_pool(spool_dir, "status", job_id, check=True).stdout
 
 
+def test_the_detail_view_drops_what_would_ring_or_move_the_terminals_cursor(spool_dir: Path) -> None:
+    made(spool_dir)
+    job_id = run_pool(spool_dir, "submit", "--name", "bell\abackspace\b", "--command", "true",
+                      check=True).stdout.strip()
+    shown = run_pool(spool_dir, "status", job_id, check=True).stdout
+    assert "name:      bellbackspace\n" in shown and "\a" not in shown and "\b" not in shown
+
+
+def test_a_command_imports_only_what_it_needs(spool_dir: Path) -> None:
+    # `pool status ID` or `pool submit` in a script's loop pays for its imports each time:
+    # not for rich's tables, the manager, the dashboard or the worker (benchmarks/cli_start.py).
+    made(spool_dir)
+    job_id = run_pool(spool_dir, "submit", "--command", "true", check=True).stdout.strip()
+    heavy = ("rich", "pool.manager", "pool.cli.serve", "pool.cli.web", "pool.cli.worker", "celery", "starlette")
+    for argv in (["status", job_id], ["submit", "--command", "true"], ["logs", job_id], ["kill", job_id]):
+        code = ("import sys, warnings\nfrom pool.cli.main import cli\nwarnings.simplefilter('ignore')\n"
+                f"cli({['--spool', str(spool_dir), *argv]!r}, standalone_mode=False)\n"
+                f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m in {heavy!r}))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_for_tests(),
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == "[]", argv
+
+
 # ---------------------------------------------------------------- 11. smaller things
 
 def test_an_attempt_beyond_the_retries_reads_as_a_rerun_after_a_crash() -> None:
@@ -709,10 +733,13 @@ def test_the_top_level_help_starts_with_what_one_does_first_and_shows_examples(t
 def test_every_option_of_every_command_says_what_it_does() -> None:
     from pool.cli.main import cli
 
-    silent = [f"pool {name} {param.opts[0]}" for name, command in cli.commands.items() for param in command.params
+    context = click.Context(cli)
+    commands = {name: cli.get_command(context, name) for name in cli.list_commands(context)}
+    assert None not in commands.values() and {"serve", "status", "worker", "web", "restart"} <= set(commands)
+    silent = [f"pool {name} {param.opts[0]}" for name, command in commands.items() for param in command.params
               if isinstance(param, click.Option) and not param.help and not param.hidden]
     assert silent == []
-    top_help = " ".join(str(p.help) for p in cli.commands["top"].params if isinstance(p, click.Option))
+    top_help = " ".join(str(p.help) for p in commands["top"].params if isinstance(p, click.Option))
     assert "--json" not in top_help  # top has no --json
 
 
