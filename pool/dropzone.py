@@ -14,7 +14,6 @@ import errno
 import fcntl
 import os
 import re
-import shutil
 import signal
 import stat
 from pathlib import Path
@@ -171,6 +170,8 @@ class DropZone:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
+            import shutil  # rarely: not on every command's way (benchmarks/cli_start.py)
+
             shutil.rmtree(name, dir_fd=self.rejected.fd)
         else:
             self.rejected.unlink(name)

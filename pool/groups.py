@@ -9,7 +9,6 @@ then on, also when it was sent ahead to a busy one and has not begun.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from .errors import InvalidJobSpec
 from .model import GROUP_PATTERN
 from .namedfiles import NamedFiles
 from .requests import MAX_WORKERS
-from .rules import is_int, shown_value
+from .rules import did_you_mean, is_int, shown_value
 from .safeio import Folder, Owners
 
 KEYS = ("parallel", "paused")
@@ -51,9 +50,7 @@ def parse_group(doc: object, name: str, where: str | None = None) -> GroupSettin
         raise InvalidGroup(f"{where}: a group must be a JSON object, got {type(doc).__name__}")
     for key in doc:
         if key not in KEYS:
-            hint = difflib.get_close_matches(str(key), KEYS, n=1)
-            raise InvalidGroup(f"{where}: unknown key {shown_value(key)}" + (f" (did you mean '{hint[0]}'?)" if hint
-                                                                               else ""))
+            raise InvalidGroup(f"{where}: unknown key {shown_value(key)}{did_you_mean(key, KEYS)}")
     parallel = doc.get("parallel")
     if parallel is not None and not (is_int(parallel) and 1 <= parallel <= MAX_WORKERS):
         raise InvalidGroup(f"{where}: 'parallel' must be a number of jobs from 1 to {MAX_WORKERS}, or null, got "

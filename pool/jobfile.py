@@ -7,7 +7,6 @@ every message names the file, the line and the key at fault.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import re
@@ -18,7 +17,7 @@ import orjson
 
 from .errors import InvalidJobSpec
 from .model import ID_PATTERN, RULES, SPEC_KEYS, JobSpec, new_job_id
-from .rules import INT64, MAX_NESTING, decoded, nesting_depth, shown_value
+from .rules import INT64, MAX_NESTING, decoded, did_you_mean, nesting_depth, shown_value
 
 
 def parse_job(
@@ -38,9 +37,7 @@ def parse_job(
         where = f"job {doc['id']!r} in {where}"
     for key in doc:
         if key not in RULES:
-            hint = difflib.get_close_matches(str(key), SPEC_KEYS, n=1)
-            tip = f" (did you mean '{hint[0]}'?)" if hint else ""
-            raise InvalidJobSpec(f"{where}: unknown key {_printable(str(key))!r}{tip}")
+            raise InvalidJobSpec(f"{where}: unknown key {_printable(str(key))!r}{did_you_mean(key, SPEC_KEYS)}")
     for key, value in doc.items():
         key_rule = RULES[key]
         if not key_rule.check(value):

@@ -10,7 +10,6 @@ of the group is left.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -223,6 +222,8 @@ def open_pidfd(pid: int) -> int | None:
 def become_subreaper() -> bool:
     """Make orphaned descendants (a daemon's double fork) this process's children, so
     what a job leaves behind can be found and ended. Linux 3.4+; False elsewhere."""
+    import ctypes  # once per worker: not on every command's way (benchmarks/cli_start.py)
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeGuard
@@ -22,6 +22,14 @@ MAX_SECONDS = 365 * 24 * 3600.0
 # orjson reads 1,024 levels but writes only ~254, and a status document nests a job's
 # values one level deeper than its file did: anything deeper than this is refused.
 MAX_NESTING = 64
+
+
+def did_you_mean(key: object, known: Iterable[str]) -> str:
+    """What an unknown key's message ends with: the known key it is closest to, if any."""
+    import difflib  # only for a mistake: not on every command's way (benchmarks/cli_start.py)
+
+    hint = difflib.get_close_matches(str(key), list(known), n=1)
+    return f" (did you mean '{hint[0]}'?)" if hint else ""
 
 
 def is_int(value: object) -> bool:

@@ -12,13 +12,12 @@ into place, so no reader ever sees half a document.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
+import functools
 import grp
 import itertools
 import os
 import pwd
-import secrets
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -103,7 +102,7 @@ class _TempNames:
 
     def reset(self) -> None:
         self.pid = os.getpid()
-        self.counter = itertools.count(secrets.randbits(32))
+        self.counter = itertools.count(int.from_bytes(os.urandom(4), "little"))  # as new_job_id, with no secrets
 
     def next(self, name: str) -> str:
         return f".{name}.{self.pid}.{next(self.counter) & 0xFFFFFFFF:08x}.tmp"
@@ -224,7 +223,7 @@ class Folder:
         on disk together (durable: one syncfs, where an fdatasync each cost 8 times as
         much on this project's disk), then each renamed into place, in order, ``named``
         told the index of each as it is. What raises leaves the rest unnamed."""
-        flush_once = self.durable and len(files) > 1 and SYNCFS is not None
+        flush_once = self.durable and len(files) > 1 and libc_syncfs() is not None
         temps: list[str | None] = []
         try:
             for name, data, mode in files:
@@ -351,11 +350,19 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-SYNCFS: Any = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)  # None: not Linux's libc
+@functools.cache
+def libc_syncfs() -> Any:
+    """syncfs(2) from libc, None where libc has none (not Linux's). Looked up on first use:
+    ctypes is not imported by every command (benchmarks/cli_start.py)."""
+    import ctypes
+
+    return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
 
 
 def syncfs(fd: int) -> None:
     """syncfs(2): everything written to the filesystem of ``fd`` is on disk. Raises OSError."""
-    if SYNCFS(fd) != 0:
+    import ctypes
+
+    if libc_syncfs()(fd) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))

@@ -22,14 +22,12 @@ schedule has one: the core install stays four packages, and ``every`` needs none
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -37,7 +35,7 @@ from .errors import InvalidJobSpec
 from .jobfile import parse_job
 from .model import iso_time, parse_time
 from .namedfiles import MAX_DOCUMENT_BYTES, NamedFiles
-from .rules import MAX_SECONDS, is_time, parse_duration, shown_value
+from .rules import MAX_SECONDS, did_you_mean, is_time, parse_duration, shown_value
 from .safeio import Folder, Owners, UnsafeFile
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}\Z")  # leaves room in a job id for its slot
@@ -78,6 +76,8 @@ class Schedule:
 
     @property
     def zone(self) -> tzinfo | None:
+        from zoneinfo import ZoneInfo  # a schedule's only: not on every command's way
+
         return ZoneInfo(self.tz) if self.tz is not None else None
 
     @property
@@ -185,9 +185,7 @@ def parse_schedule(doc: object, name: str, where: str | None = None) -> Schedule
         raise InvalidSchedule(f"{where}: a schedule must be a JSON object, got {type(doc).__name__}")
     for key in doc:
         if key not in KEYS:
-            hint = difflib.get_close_matches(str(key), KEYS, n=1)
-            raise InvalidSchedule(f"{where}: unknown key {shown_value(key)}"
-                                  + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+            raise InvalidSchedule(f"{where}: unknown key {shown_value(key)}{did_you_mean(key, KEYS)}")
     if ("cron" in doc) == ("every" in doc):
         raise InvalidSchedule(f"{where}: a schedule needs exactly one of 'cron' and 'every'")
     tz = doc.get("tz")
@@ -221,6 +219,8 @@ def _with_cron(schedule: Schedule, cron: object, where: str) -> Schedule:
 
 
 def check_zone(tz: object, where: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         if not isinstance(tz, str) or len(tz) > 100:
             raise ValueError
