@@ -45,7 +45,7 @@ def spool_with_an_ended_job(bin_dir: Path, spool: Path) -> str:
                               check=True, capture_output=True, text=True).stdout.strip() for n in range(5)]
         subprocess.run([pool, "--spool", str(spool), "wait", *ids], check=True, capture_output=True)
     finally:
-        subprocess.run([pool, "--spool", str(spool), "stop"], check=True, capture_output=True)
+        serving.terminate()  # as `pool stop` does, and also before the spool was made
         serving.wait(30)
     return ids[0]
 
