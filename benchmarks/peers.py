@@ -23,10 +23,10 @@ skipped, never faked. ``--no-setup`` fails instead.
 
 Before each run, what was written is written back (``sync``) and the script waits
 ``--settle`` seconds: on an ext4 with no journal (this machine's), the inode allocator
-passes over each inode freed in the last minute, one at a time, for every file it
-creates, so a run that came soon after one that removed files (pool's claims and replaced
-statuses, task-spooler's outputs, a scratch folder) created each of its own up to 10x
-slower. Runs of pool paid for it, as they create a file a job; SQLite and Redis do not.
+passes over each inode freed in the last minute (five while the block of the inode table
+holding it is dirty), one at a time, for every file it creates, so a run that came soon
+after one that removed files (pool's claims and replaced statuses, task-spooler's
+outputs, a scratch folder) created each of its own up to 10x slower. Runs of pool paid for it, as they create a file a job; SQLite and Redis do not.
 """
 
 from __future__ import annotations
