@@ -359,12 +359,13 @@ class CeleryExecutor:
             return  # an attempt this hub no longer holds (ended, or another hub's)
         kind, data = fields.get(b"kind", b""), fields.get(b"data", b"")
         job = sent.job
+        if sent.host is None:  # each word names its worker: one whose runner never said it began, too
+            sent.host = fields.get(b"worker", b"").decode("utf-8", "replace") or None
         if kind == b"message":
             reply = msg.decode_reply(data)
             if isinstance(reply, msg.Started):
                 if not sent.began:  # not again, for an attempt a new hub took over
                     sent.began = True
-                    sent.host = fields.get(b"worker", b"").decode("utf-8", "replace") or None
                     # What the log holds before this attempt's output: a new hub writes on from there.
                     self.db.hset(p.attempt_key(sent.token), "log_base", self.log_written(job.id))
                     self.events.append(Began(job.id, job.attempt, now,

@@ -539,7 +539,7 @@ def test_with_no_retry_left_a_job_whose_worker_was_lost_fails_and_pool_retry_run
     assert (status_doc(spool_dir, job_id) or {}).get("host") == "spare"
 
 
-def test_a_worker_lost_before_the_hub_heard_its_attempt_begin_is_named_from_its_claim(
+def test_a_worker_lost_before_the_hub_heard_its_attempt_begin_is_named(
         broker: Broker, tmp_path: Path) -> None:
     # kill -9 of a worker a moment after its claim, before its word that the attempt began
     # was said: the failure still names the worker (it once said "(unknown)").
@@ -561,6 +561,14 @@ def test_a_worker_lost_before_the_hub_heard_its_attempt_begin_is_named_from_its_
     redis.Redis.from_url(broker.url).hset(p.attempt_key(token), mapping={"state": "running", "worker": "struck"})
     (ended,) = [e for e in executor.collect([], hub_module.LEASE_LOOK_EVERY + 2.0) if isinstance(e, Ended)]
     assert type(ended.outcome).__name__ == "WorkerDied" and "its worker struck was lost" in str(ended.outcome)
+    # A runner that died before it said it began: its worker's word of the exit names it.
+    token = "d" * 32
+    sent = hub_module.Sent(token, status, sent_at=0.0)
+    executor.sent[status.id], executor.by_token[token] = sent, sent
+    executor.heard.append((token, {b"kind": b"exit", b"worker": b"left",
+                                   b"data": b'{"how": "was killed by SIGKILL", "began": false}'}))
+    (ended,) = [e for e in executor.collect([], 0.0) if isinstance(e, Ended)]
+    assert type(ended.outcome).__name__ == "NotBegun" and "its runner on left was killed" in str(ended.outcome)
 
 
 def test_a_broker_gone_longer_than_the_lease_has_its_workers_stop_their_jobs_which_run_again_once(
