@@ -219,9 +219,12 @@ class CeleryExecutor:
                 return 1
         return room
 
-    def slot_free(self, job: JobStatus) -> bool:
-        """A live worker that serves ``job`` runs fewer attempts than it has slots."""
-        busy = collections.Counter(s.host for s in self.sent.values() if s.began)
+    def running_on(self) -> collections.Counter[str | None]:
+        """The attempts running on each machine, by its name."""
+        return collections.Counter(s.host for s in self.sent.values() if s.began)
+
+    def slot_free(self, job: JobStatus, busy: collections.Counter[str | None]) -> bool:
+        """A live worker that serves ``job`` runs fewer attempts than it has slots (``busy``)."""
         return any(w["slots"] > busy[w.get("name")] for w in self.capable(job))
 
     def start(self, job: JobStatus, now: float) -> None:
@@ -319,7 +322,7 @@ class CeleryExecutor:
         return self.hosts_seen
 
     def hosts_now(self) -> list[dict[str, Any]]:
-        busy = collections.Counter(s.host for s in self.sent.values() if s.began)
+        busy = self.running_on()
         return sorted(({"name": w.get("name"), "slots": w["slots"], "busy": busy[w.get("name")],
                         "tasks": w.get("tasks", []), "commands": bool(w.get("commands"))}
                        for w in self.live_workers()), key=lambda w: str(w["name"]))
@@ -411,6 +414,7 @@ class CeleryExecutor:
         except redis.RedisError as exc:
             self.broker_trouble = f"the broker cannot be reached: {exc}"
             return
+        busy = self.running_on()
         for n, sent in enumerate(claimed):
             leased, (state, worker) = answers[2 * n], answers[2 * n + 1]
             if sent.host is None and worker:
@@ -425,7 +429,7 @@ class CeleryExecutor:
                 # Sent ahead, it waits for a slot however long the jobs before it run; with
                 # a slot free that does not take it (its message lost with a worker that
                 # had fetched it), it is taken back and sent again.
-                sent.unclaimed_since = (sent.unclaimed_since or now) if self.slot_free(sent.job) else None
+                sent.unclaimed_since = (sent.unclaimed_since or now) if self.slot_free(sent.job, busy) else None
                 if sent.unclaimed_since is not None and now - sent.unclaimed_since >= CLAIM_PATIENCE:
                     self.take_back(sent.job.id)
             elif state is None:
